@@ -1,0 +1,1 @@
+"""bodycam.hw_sim"""
