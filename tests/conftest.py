@@ -1,0 +1,30 @@
+"""Test tiers: unit (default), integration (runs in CI), hardware (real Pi only), slow (opt in)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+
+
+def _on_raspberry_pi() -> bool:
+    model = Path("/proc/device-tree/model")
+    try:
+        return platform.machine() in ("aarch64", "armv7l") and "Raspberry Pi" in model.read_text()
+    except OSError:
+        return False
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow (training)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    on_pi = _on_raspberry_pi()
+    run_slow = bool(config.getoption("--run-slow"))
+    for item in items:
+        if "hardware" in item.keywords and not on_pi:
+            item.add_marker(pytest.mark.skip(reason="needs a real Raspberry Pi bodycam"))
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow tier: pass --run-slow"))
