@@ -1,0 +1,407 @@
+"""Event markers of schema ``bodycam.marker/1`` (DESIGN.md section 4).
+
+A :class:`MarkerDraft` is what the firmware loop knows about an event; the
+:class:`~bodycam.device.outbox.Outbox` turns it into a :class:`Marker` by
+assigning ``id`` (UUIDv7), ``seq``, ``prev`` and ``t`` in one durable
+transaction.
+
+Canonical bytes (what ``prev`` hashes, reproducible by anyone)::
+
+    json.dumps(marker_without_sig, sort_keys=True, separators=(",", ":"),
+               ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+Keys sorted by code point at every level, no whitespace, non-ASCII text as raw
+UTF-8, no NaN/Infinity. Numbers: integers in decimal; floats in the shortest
+form that round-trips (Python ``repr``), e.g. ``0.93``, ``12.0``, ``1e-07``.
+Floats are rounded when a marker is built (confidence 4 decimals, offset_s 3,
+lat/lon 7, alt_m 2, hdop 2, age_s 3) so their text is short and stable.
+``sig`` is never part of the canonical bytes. ``digest()`` is the lowercase hex
+SHA-256 of the canonical bytes; the next marker's ``prev`` is that digest; the
+first marker of a device has ``prev`` = 64 zeros.
+
+The firmware checks markers with the light checks below; the JSON Schema in
+``schema/marker.schema.json`` says the same and is used by tests and base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from bodycam.device.clock import parse_rfc3339, rfc3339_ms
+from bodycam.device.errors import MarkerError
+
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
+
+SCHEMA = "bodycam.marker/1"
+GENESIS_PREV = "0" * 64
+#: kinds that are detector outputs: they carry ``confidence`` and ``model``
+DETECTION_KINDS = frozenset({"gunshot"})
+#: kinds the firmware emits today (others matching KIND_RE are accepted)
+KNOWN_KINDS = frozenset(
+    {"gunshot", "manual", "holster_draw", "recording_start", "recording_stop", "dismissed", "boot"}
+)
+#: recommended GNSS fix values (any short lowercase token is accepted)
+FIX_VALUES = ("none", "2d", "3d", "dgps", "rtk", "dr")
+
+KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FIX_RE = re.compile(r"^[a-z0-9_]{1,16}$")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+T_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+MAX_EXTRA_BYTES = 4096
+MAX_INT = 2**63 - 1
+
+
+def uuid7(wall_ns: int, rand: bytes | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, variant 10, 74 random bits."""
+    ms = (wall_ns // 1_000_000) & ((1 << 48) - 1)
+    r = int.from_bytes(os.urandom(10) if rand is None else rand[:10], "big")
+    rand_a = r >> 68 & 0xFFF
+    rand_b = r & ((1 << 62) - 1)
+    value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _num(value: Any, where: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MarkerError(f"{where}: expected a number, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise MarkerError(f"{where}: must be finite, got {value!r}")
+    if (lo is not None and f < lo) or (hi is not None and f > hi):
+        raise MarkerError(f"{where}: {f} is outside {lo}..{hi}")
+    return f
+
+
+def _opt_num(value: Any, where: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    return None if value is None else _num(value, where, lo, hi)
+
+
+def _int(value: Any, where: str, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MarkerError(f"{where}: expected an integer, got {value!r}")
+    if not lo <= value <= MAX_INT:
+        raise MarkerError(f"{where}: {value} is outside {lo}..2^63-1")
+    return value
+
+
+def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None, max_len: int = 256) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise MarkerError(
+            f"{where}: expected a non-empty string of at most {max_len} characters, got {value!r}"
+        )
+    if pattern is not None and not pattern.match(value):
+        raise MarkerError(f"{where}: {value!r} does not match {pattern.pattern}")
+    return value
+
+
+def _obj(
+    value: Any, where: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()
+) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise MarkerError(f"{where}: expected an object, got {type(value).__name__}")
+    keys = set(value)
+    if missing := required - keys:
+        raise MarkerError(f"{where}: missing {', '.join(sorted(missing))}")
+    if unknown := keys - required - optional:
+        raise MarkerError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    return value
+
+
+@dataclass(frozen=True)
+class Media:
+    """Where in the footage the event is."""
+
+    recording: str
+    segment: int
+    offset_s: float
+    frame: int
+
+    def __post_init__(self) -> None:
+        _str(self.recording, "media.recording", max_len=128)
+        _int(self.segment, "media.segment")
+        object.__setattr__(self, "offset_s", round(_num(self.offset_s, "media.offset_s", 0.0), 3))
+        _int(self.frame, "media.frame")
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "recording": self.recording,
+            "segment": self.segment,
+            "offset_s": self.offset_s,
+            "frame": self.frame,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Media:
+        d = _obj(d, "media", {"recording", "segment", "offset_s", "frame"})
+        return cls(d["recording"], d["segment"], d["offset_s"], d["frame"])
+
+
+@dataclass(frozen=True)
+class Location:
+    """A GNSS position. ``fix`` is a short lowercase token: ``none``, ``2d``, ``3d``, ``dgps``, ``rtk``, ``dr``.
+
+    ``alt_m`` and ``hdop`` may be None when unknown; ``age_s`` is the age of the fix at the event.
+    """
+
+    lat: float
+    lon: float
+    alt_m: float | None
+    hdop: float | None
+    fix: str
+    age_s: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lat", round(_num(self.lat, "location.lat", -90, 90), 7))
+        object.__setattr__(self, "lon", round(_num(self.lon, "location.lon", -180, 180), 7))
+        alt = _opt_num(self.alt_m, "location.alt_m", -1000, 100000)
+        object.__setattr__(self, "alt_m", None if alt is None else round(alt, 2))
+        hdop = _opt_num(self.hdop, "location.hdop", 0)
+        object.__setattr__(self, "hdop", None if hdop is None else round(hdop, 2))
+        _str(self.fix, "location.fix", FIX_RE, 16)
+        object.__setattr__(self, "age_s", round(_num(self.age_s, "location.age_s", 0), 3))
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "lat": self.lat,
+            "lon": self.lon,
+            "alt_m": self.alt_m,
+            "hdop": self.hdop,
+            "fix": self.fix,
+            "age_s": self.age_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Location:
+        d = _obj(d, "location", {"lat", "lon", "alt_m", "hdop", "fix", "age_s"})
+        return cls(d["lat"], d["lon"], d["alt_m"], d["hdop"], d["fix"], d["age_s"])
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The detector model that produced a detection."""
+
+    name: str
+    version: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        _str(self.name, "model.name", max_len=64)
+        _str(self.version, "model.version", max_len=64)
+        _str(self.sha256, "model.sha256", HEX64_RE)
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelRef:
+        d = _obj(d, "model", {"name", "version", "sha256"})
+        return cls(d["name"], d["version"], d["sha256"])
+
+
+def _check_extra(extra: Any) -> None:
+    if extra is None:
+        return
+    if not isinstance(extra, Mapping):
+        raise MarkerError(f"extra: expected an object, got {type(extra).__name__}")
+    try:
+        size = len(json.dumps(extra, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise MarkerError(f"extra: not plain JSON ({exc})") from exc
+    if size > MAX_EXTRA_BYTES:
+        raise MarkerError(f"extra: {size} bytes is more than {MAX_EXTRA_BYTES}")
+
+
+def _check_semantics(kind: str, confidence: float | None, model: ModelRef | None) -> None:
+    if kind in DETECTION_KINDS and (confidence is None or model is None):
+        raise MarkerError(f"a {kind!r} marker is a detection: it needs confidence and model")
+
+
+@dataclass(frozen=True)
+class MarkerDraft:
+    """What the loop knows about an event; the outbox completes it into a :class:`Marker`."""
+
+    kind: str
+    t_mono_ns: int
+    wall_ns: int
+    confidence: float | None = None
+    media: Media | None = None
+    location: Location | None = None
+    model: ModelRef | None = None
+    extra: dict[str, JSON] | None = None
+
+    def __post_init__(self) -> None:
+        _str(self.kind, "kind", KIND_RE)
+        _int(self.t_mono_ns, "t_mono_ns")
+        _int(self.wall_ns, "wall_ns")
+        if self.confidence is not None:
+            object.__setattr__(self, "confidence", round(_num(self.confidence, "confidence", 0, 1), 4))
+        _check_semantics(self.kind, self.confidence, self.model)
+        _check_extra(self.extra)
+
+
+_REQUIRED = {"schema", "id", "device", "seq", "kind", "t", "t_mono_ns", "media", "location", "model", "prev"}
+_OPTIONAL = {"confidence", "extra", "sig"}
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One complete marker; validated on construction (MarkerError)."""
+
+    id: str
+    device: str
+    seq: int
+    kind: str
+    t: str
+    t_mono_ns: int
+    prev: str
+    confidence: float | None = None
+    media: Media | None = None
+    location: Location | None = None
+    model: ModelRef | None = None
+    extra: dict[str, JSON] | None = None
+    sig: str | None = None
+    schema: str = SCHEMA
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA:
+            raise MarkerError(f"schema: expected {SCHEMA!r}, got {self.schema!r}")
+        _str(self.id, "id", UUID7_RE, 36)
+        _str(self.device, "device", DEVICE_RE, 64)
+        _int(self.seq, "seq", 1)
+        _str(self.kind, "kind", KIND_RE)
+        _str(self.t, "t", T_RE, 24)
+        try:
+            parse_rfc3339(self.t)
+        except ValueError as exc:
+            raise MarkerError(f"t: {self.t!r} is not a valid time") from exc
+        _int(self.t_mono_ns, "t_mono_ns")
+        _str(self.prev, "prev", HEX64_RE)
+        if self.confidence is not None:
+            object.__setattr__(self, "confidence", round(_num(self.confidence, "confidence", 0, 1), 4))
+        for name, tp in (("media", Media), ("location", Location), ("model", ModelRef)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tp):
+                raise MarkerError(f"{name}: expected {tp.__name__} or None")
+        _check_semantics(self.kind, self.confidence, self.model)
+        _check_extra(self.extra)
+        if self.sig is not None:
+            _str(self.sig, "sig", max_len=512)
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The marker as a JSON object (``confidence``, ``extra``, ``sig`` only when set)."""
+        d: dict[str, JSON] = {
+            "schema": self.schema,
+            "id": self.id,
+            "device": self.device,
+            "seq": self.seq,
+            "kind": self.kind,
+            "t": self.t,
+            "t_mono_ns": self.t_mono_ns,
+            "media": None if self.media is None else self.media.to_dict(),
+            "location": None if self.location is None else self.location.to_dict(),
+            "model": None if self.model is None else self.model.to_dict(),
+            "prev": self.prev,
+        }
+        if self.confidence is not None:
+            d["confidence"] = self.confidence
+        if self.extra is not None:
+            d["extra"] = self.extra
+        if self.sig is not None:
+            d["sig"] = self.sig
+        return d
+
+    def canonical_bytes(self) -> bytes:
+        """The bytes ``prev`` and signatures cover: see the module docstring. Excludes ``sig``."""
+        d = self.to_dict()
+        d.pop("sig", None)
+        return canonical_json(d)
+
+    def digest(self) -> str:
+        """Lowercase hex SHA-256 of :meth:`canonical_bytes`."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def to_json(self) -> bytes:
+        """The wire form (canonical JSON including ``sig`` when present)."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Marker:
+        """Build and validate a marker from its JSON object; MarkerError on anything wrong."""
+        d = _obj(d, "marker", _REQUIRED, _OPTIONAL)
+        try:
+            return cls(
+                id=d["id"],
+                device=d["device"],
+                seq=d["seq"],
+                kind=d["kind"],
+                t=d["t"],
+                t_mono_ns=d["t_mono_ns"],
+                prev=d["prev"],
+                confidence=_num(d["confidence"], "confidence", 0, 1) if "confidence" in d else None,
+                media=None if d["media"] is None else Media.from_dict(d["media"]),
+                location=None if d["location"] is None else Location.from_dict(d["location"]),
+                model=None if d["model"] is None else ModelRef.from_dict(d["model"]),
+                extra=d.get("extra"),
+                sig=d.get("sig"),
+                schema=d["schema"],
+            )
+        except MarkerError:
+            raise
+        except (TypeError, ValueError, KeyError, RecursionError) as exc:
+            raise MarkerError(f"marker: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Marker:
+        """Parse wire bytes (UTF-8 JSON, no NaN) into a validated marker."""
+        return cls.from_dict(parse_json(data))
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, raw UTF-8, no NaN: the project's canonical JSON."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise MarkerError(f"not canonical JSON: {exc}") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Strict JSON parse (UTF-8, no NaN/Infinity); MarkerError on failure."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        return json.loads(text, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MarkerError(f"not valid JSON: {exc}") from exc
+
+
+def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, prev: str) -> Marker:
+    """Complete a draft: used by the outbox inside its transaction."""
+    return Marker(
+        id=marker_id,
+        device=device,
+        seq=seq,
+        kind=draft.kind,
+        t=rfc3339_ms(draft.wall_ns),
+        t_mono_ns=draft.t_mono_ns,
+        prev=prev,
+        confidence=draft.confidence,
+        media=draft.media,
+        location=draft.location,
+        model=draft.model,
+        extra=draft.extra,
+    )

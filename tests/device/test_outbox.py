@@ -1,0 +1,158 @@
+"""The durable outbox: order, seq/prev persistence, acks, threads, kill -9, disk full."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bodycam.device.clock import VirtualClock
+from bodycam.device.errors import ConfigError, StorageError
+from bodycam.device.markers import GENESIS_PREV, MarkerDraft
+from bodycam.device.outbox import Outbox
+
+WALL = 1_764_072_000_000_000_000
+
+
+def draft(i: int) -> MarkerDraft:
+    return MarkerDraft(kind="manual", t_mono_ns=i * 1_000_000, wall_ns=WALL + i * 1_000_000, extra={"i": i})
+
+
+def test_record_assigns_seq_and_chain_and_survives_reopen(tmp_path: Path) -> None:
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    path = tmp_path / "outbox.db"
+    with Outbox(path, "cam-01", clock) as ob:
+        a = ob.record(draft(1))
+        b = ob.record(draft(2))
+        assert (a.seq, b.seq) == (1, 2)
+        assert a.prev == GENESIS_PREV and b.prev == a.digest()
+        ob.ack(a.id)
+        ob.ack(b.id)
+        assert ob.depth() == 0
+    with Outbox(path, "cam-01", clock) as ob:  # seq and prev persist although the queue is empty
+        c = ob.record(draft(3))
+        assert c.seq == 3 and c.prev == b.digest()
+        assert [m.id for m in ob.pending(10)] == [c.id]
+
+
+def test_pending_is_oldest_first_and_after_seq_pages(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", "cam-01", VirtualClock(), fsync="normal") as ob:
+        ids = [ob.record(draft(i)).id for i in range(10)]
+        assert [m.id for m in ob.pending(4)] == ids[:4]
+        assert [m.seq for m in ob.pending(3, after_seq=4)] == [5, 6, 7]
+        ob.ack(ids[0])
+        ob.ack_many(ids[2:4])
+        ob.ack("0190c3b0-0000-7000-8000-000000000000")  # unknown: ignored
+        assert [m.seq for m in ob.pending(100)] == [2, 5, 6, 7, 8, 9, 10]
+        assert ob.depth() == 7
+
+
+def test_outbox_refuses_another_devices_file(tmp_path: Path) -> None:
+    Outbox(tmp_path / "o.db", "cam-01", VirtualClock()).close()
+    with pytest.raises(ConfigError, match="belongs to device 'cam-01'"):
+        Outbox(tmp_path / "o.db", "cam-02", VirtualClock())
+    with pytest.raises(ConfigError):
+        Outbox(tmp_path / "x.db", "bad id!", VirtualClock())
+
+
+def test_unwritable_location_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError):
+        Outbox(tmp_path / "file" / "o.db", "cam-01", VirtualClock())
+
+
+def test_concurrent_record_and_ack_keep_order_and_chain(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", "cam-01", VirtualClock(), fsync="normal") as ob:
+        done = threading.Event()
+        acked: list[int] = []
+
+        def acker() -> None:
+            while not done.is_set() or ob.depth():
+                for m in ob.pending(5):
+                    ob.ack(m.id)
+                    acked.append(m.seq)
+
+        t = threading.Thread(target=acker)
+        t.start()
+        made = [ob.record(draft(i)) for i in range(300)]
+        done.set()
+        t.join(10)
+        assert not t.is_alive()
+        assert acked == list(range(1, 301))
+        for a, b in itertools.pairwise(made):
+            assert b.prev == a.digest()
+
+
+def test_disk_full_drops_telemetry_first_then_raises_without_losing_state(tmp_path: Path) -> None:
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    with Outbox(tmp_path / "o.db", "cam-01", clock, max_bytes=64 * 1024, max_telemetry=10_000) as ob:
+        blob = os.urandom(2000)
+        while ob.put_telemetry(blob):
+            pass
+        assert ob.telemetry_depth() > 5
+        before = ob.telemetry_dropped
+        big = {"pad": "x" * 3900}  # more than a page: needs a new page
+        m1 = ob.record(
+            MarkerDraft(kind="manual", t_mono_ns=0, wall_ns=WALL, extra=big)
+        )  # fits only without telemetry
+        assert ob.telemetry_depth() == 0 and ob.telemetry_dropped > before
+        recorded = [m1]
+        with pytest.raises(StorageError, match="NOT recorded"):
+            for i in range(1000):
+                recorded.append(ob.record(MarkerDraft(kind="manual", t_mono_ns=i, wall_ns=WALL, extra=big)))
+        n = len(recorded)
+        assert ob.depth() == n and ob.last_seq == n
+        # room again: the chain continues exactly after the last committed marker
+        for m in ob.pending(3):
+            ob.ack(m.id)
+        nxt = ob.record(draft(2))
+        assert nxt.seq == n + 1 and nxt.prev == recorded[-1].digest()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from bodycam.device.clock import SystemClock
+    from bodycam.device.markers import MarkerDraft
+    from bodycam.device.outbox import Outbox
+    ob = Outbox(Path(sys.argv[1]), "cam-01", SystemClock())
+    i = 0
+    while True:
+        m = ob.record(MarkerDraft(kind="manual", t_mono_ns=i, wall_ns=1_764_072_000_000_000_000 + i))
+        print(m.seq, flush=True)   # reported only after the commit returned
+        i += 1
+    """
+)
+
+
+@pytest.mark.integration
+def test_kill_9_loses_no_committed_marker(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = 0
+    deadline = time.monotonic() + 20
+    while seen < 200 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            seen = int(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert seen >= 200
+    with Outbox(path, "cam-01", VirtualClock()) as ob:
+        ms = ob.pending(100_000)
+        assert ms[0].seq == 1 and ms[-1].seq >= seen  # every reported commit is there
+        assert [m.seq for m in ms] == list(range(1, len(ms) + 1))
+        for a, b in itertools.pairwise(ms):
+            assert b.prev == a.digest()
+        assert ob.record(draft(0)).seq == len(ms) + 1
