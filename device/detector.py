@@ -1,0 +1,169 @@
+"""Detector backends: one interface, chosen in config.
+
+* ``cpu``: the TFLite interpreter with XNNPACK (ai-edge-litert, or tflite-runtime
+  when that is what is installed), ``threads`` configurable;
+* ``edgetpu``: the ``libedgetpu.so.1`` delegate and the Edge TPU build of the
+  model (``<name>_edgetpu.tflite`` named in the sidecar); a missing delegate or
+  build is a clear start-up error;
+* ``auto``: the Edge TPU when both are present, else the CPU (logged once).
+
+Nothing here is imported or probed until a detector is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bodycam.device.errors import DetectorUnavailableError, ModelError
+from bodycam.device.model_spec import ModelSpec, load_model_spec
+from bodycam.device.settings import require
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    backend: Literal["auto", "cpu", "edgetpu"] = "auto"
+    model: str = ""  # path to a .tflite with its sidecar; empty: the shipped model
+    threads: int = 1
+    edgetpu_device: str = ""  # e.g. "usb", "usb:0", "pci:0"; empty: the first found
+
+    def __post_init__(self) -> None:
+        require(1 <= self.threads <= 8, "detector.threads", f"{self.threads} must be between 1 and 8")
+
+
+class Detector(Protocol):
+    """Scores one model input window: the probability that the target frame holds a shot."""
+
+    backend: str
+    spec: ModelSpec
+
+    def score(self, window: npt.NDArray[np.int8]) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def _runtime() -> tuple[Any, Any, str]:
+    """(Interpreter class, load_delegate, runtime name): ai-edge-litert first, then tflite-runtime."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "tflite-runtime"
+    except ImportError as exc:
+        raise DetectorUnavailableError(
+            "no TFLite runtime is installed: pip install ai-edge-litert (or tflite-runtime)"
+        ) from exc
+
+
+class TFLiteDetector:
+    """The TFLite interpreter on CPU (XNNPACK) or with the Edge TPU delegate."""
+
+    def __init__(self, model_path: Path, spec: ModelSpec, *, backend: Literal["cpu", "edgetpu"], threads: int = 1,
+                 delegate: Any = None) -> None:
+        interpreter_cls, _, self.runtime = _runtime()
+        self.backend: str = backend
+        self.spec = spec
+        self.model_path = model_path
+        try:
+            self._it = interpreter_cls(
+                model_path=str(model_path),
+                num_threads=threads,
+                experimental_delegates=[delegate] if delegate is not None else None,
+            )
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{model_path}: the TFLite runtime cannot load this model ({exc})") from exc
+        inputs = self._it.get_input_details()
+        outputs = self._it.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{model_path}: expected one input and one output tensor")
+        inp, out = inputs[0], outputs[0]
+        self._check(inp, spec.input.shape, np.int8, (spec.input.scale, spec.input.zero_point), "input")
+        self._check(out, spec.output.shape, np.int8, (spec.output.scale, spec.output.zero_point), "output")
+        self._in = int(inp["index"])
+        self._out = int(out["index"])
+        self._oscale = float(out["quantization"][0])
+        self._ozero = int(out["quantization"][1])
+
+    def _check(self, detail: dict[str, Any], shape: tuple[int, ...], dtype: type, quant: tuple[float, int],
+               what: str) -> None:
+        actual = tuple(int(x) for x in detail["shape"])
+        if actual != tuple(shape):
+            raise ModelError(f"{self.model_path}: {what} shape {list(actual)} does not match the sidecar {list(shape)}")
+        if detail["dtype"] != dtype:
+            raise ModelError(f"{self.model_path}: {what} dtype {np.dtype(detail['dtype']).name} is not int8")
+        scale, zero = detail["quantization"]
+        if abs(float(scale) - quant[0]) > 1e-6 * max(1.0, abs(quant[0])) or int(zero) != quant[1]:
+            raise ModelError(
+                f"{self.model_path}: {what} quantisation ({scale}, {zero}) does not match the sidecar {quant}"
+            )
+
+    def score(self, window: npt.NDArray[np.int8]) -> float:
+        self._it.set_tensor(self._in, window)
+        self._it.invoke()
+        q = int(self._it.get_tensor(self._out).reshape(-1)[0])
+        return (q - self._ozero) * self._oscale
+
+    def invoke_only(self) -> None:
+        """Run the model on whatever input is set (for benchmarks of bare invoke())."""
+        self._it.invoke()
+
+    def close(self) -> None:
+        self._it = None
+
+
+def _load_edgetpu_delegate(device: str) -> Any:
+    _, load_delegate, _ = _runtime()
+    options = {"device": device} if device else {}
+    try:
+        return load_delegate(EDGETPU_LIBRARY, options)
+    except OSError as exc:
+        raise DetectorUnavailableError(
+            f"the Edge TPU runtime ({EDGETPU_LIBRARY}) is not installed: install libedgetpu1-std, "
+            "or set detector.backend = \"cpu\""
+        ) from exc
+    except ValueError as exc:
+        raise DetectorUnavailableError(
+            f"no Edge TPU device found{' at ' + device if device else ''} ({exc}): plug in the Coral, "
+            "or set detector.backend = \"cpu\""
+        ) from exc
+
+
+def build_detector(cfg: DetectorConfig, default_model: Path) -> Detector:
+    """Build the configured backend; ``auto`` falls back to the CPU and says so once."""
+    model_path = Path(cfg.model) if cfg.model else default_model
+    spec = load_model_spec(model_path)
+    etpu_name = spec.edgetpu_file
+    etpu_path = model_path.parent / etpu_name if etpu_name else None
+    if cfg.backend in ("edgetpu", "auto"):
+        try:
+            if etpu_path is None or not etpu_path.is_file():
+                raise DetectorUnavailableError(
+                    f"{model_path}: no Edge TPU build of this model (compile it with edgetpu_compiler; "
+                    "bodycam-model build does when the compiler is on PATH)"
+                )
+            delegate = _load_edgetpu_delegate(cfg.edgetpu_device)
+            det = TFLiteDetector(etpu_path, spec, backend="edgetpu", threads=cfg.threads, delegate=delegate)
+            log.info("detector: Edge TPU (%s)", etpu_path.name)
+            return det
+        except DetectorUnavailableError as exc:
+            if cfg.backend == "edgetpu":
+                raise
+            log.info("detector: Edge TPU not used (%s); using the CPU", exc)
+    det = TFLiteDetector(model_path, spec, backend="cpu", threads=cfg.threads)
+    log.info("detector: CPU, %d thread(s), %s, model %s %s", cfg.threads, det.runtime, spec.name, spec.version)
+    return det
