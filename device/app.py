@@ -1,0 +1,293 @@
+"""The firmware loop: camera -> preprocess -> detector -> events -> markers -> footage.
+
+:class:`App` wires the stages built elsewhere (from config by
+``device.wiring`` on the camera, by ``hw_sim`` in the simulator) and runs one
+iteration per frame. It knows no simulator: simulated parts arrive through the
+same protocols as real ones.
+
+Marker order of operations (DESIGN.md section 4): every marker is committed to
+the durable outbox first, then tagged into the active recording, then offered
+to listeners (publisher wake-up, the simulator's printout).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from bodycam.device.clock import Clock
+from bodycam.device.detector import Detector
+from bodycam.device.errors import StorageError
+from bodycam.device.events import ShotTracker
+from bodycam.device.frames import Camera, Frame, StreamInfo
+from bodycam.device.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
+from bodycam.device.preprocess import FrameWindow
+from bodycam.device.recorder import Recorder
+from bodycam.device.recording_state import (
+    Action,
+    EmitMarker,
+    Event,
+    Feedback,
+    RecordingStateMachine,
+    StartRecording,
+    State,
+    StopRecording,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("read", "preprocess", "invoke", "events", "tagging")
+
+
+class MarkerJournal(Protocol):
+    """The durable outbox as the loop sees it."""
+
+    def record(self, draft: MarkerDraft) -> Marker: ...
+
+    def depth(self) -> int: ...
+
+
+class InputEventLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def t_mono_ns(self) -> int: ...
+
+
+class Inputs(Protocol):
+    def poll(self) -> list[Any]: ...
+
+
+class Indicators(Protocol):
+    def set_state(self, state: str) -> None: ...
+
+    def pulse(self, pattern: str) -> None: ...
+
+    def tick(self) -> None: ...
+
+
+class Kicker(Protocol):
+    def kick(self) -> None: ...
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    first_t_ns: int | None = None
+    last_t_ns: int = 0
+    wall_s: float = 0.0
+    stage_ns: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    markers: list[Marker] = field(default_factory=list)
+    detections: int = 0
+    error: str | None = None
+
+    @property
+    def media_s(self) -> float:
+        if self.first_t_ns is None or self.frames < 2:
+            return 0.0
+        # n frames span (n-1) intervals; add one interval for the last frame's duration
+        span = self.last_t_ns - self.first_t_ns
+        return span / 1e9 * self.frames / (self.frames - 1)
+
+    def percentile_ms(self, stage: str, q: float) -> float:
+        values = self.stage_ns[stage]
+        return float(np.percentile(values, q)) / 1e6 if values else 0.0
+
+
+class App:
+    def __init__(
+        self,
+        *,
+        camera: Camera,
+        detector: Detector,
+        tracker: ShotTracker,
+        journal: MarkerJournal,
+        recorder: Recorder,
+        clock: Clock,
+        state_machine: RecordingStateMachine,
+        inputs: Inputs | None = None,
+        indicators: Indicators | None = None,
+        location: Callable[[], Location | None] | None = None,
+        watchdog: Kicker | None = None,
+        listeners: list[Callable[[Marker], None]] | None = None,
+        maintenance_interval_s: float = 10.0,
+        keep_stage_times: bool = True,
+    ) -> None:
+        self.camera = camera
+        self.detector = detector
+        self.tracker = tracker
+        self.journal = journal
+        self.recorder = recorder
+        self.clock = clock
+        self.sm = state_machine
+        self.inputs = inputs
+        self.indicators = indicators
+        self.location = location
+        self.watchdog = watchdog
+        self.listeners = list(listeners or [])
+        self.window = FrameWindow(detector.spec.input)
+        self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
+        spec = detector.spec
+        self.model_ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
+        self.stats = RunStats()
+        self._keep_times = keep_stage_times
+        self._maint_ns = int(maintenance_interval_s * 1e9)
+        self._next_maint: int | None = None
+        self.info: StreamInfo | None = None
+        self._stopping = False
+
+    # -- time ------------------------------------------------------------------------
+    def mono_to_wall(self, t_ns: int) -> int:
+        return t_ns + (self.clock.wall_ns() - self.clock.monotonic_ns())
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> StreamInfo:
+        self.info = self.camera.start()
+        self.recorder.begin(self.info)
+        self._indicate_state()
+        return self.info
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def run(self, max_frames: int | None = None) -> RunStats:
+        """Run until the camera ends (or ``request_stop``); returns the statistics."""
+        if self.info is None:
+            self.start()
+        t0 = time.perf_counter()
+        try:
+            while not self._stopping and (max_frames is None or self.stats.frames < max_frames):
+                r0 = time.perf_counter_ns()
+                frame = self.camera.read()
+                r1 = time.perf_counter_ns()
+                if frame is None:
+                    break
+                self.step(frame, read_ns=r1 - r0)
+        finally:
+            self.finish()
+            self.stats.wall_s = time.perf_counter() - t0
+        return self.stats
+
+    def finish(self) -> None:
+        """End of stream: decide the last pending frame, close any recording, stop the camera."""
+        try:
+            det = self.tracker.flush()
+            if det is not None:
+                self._on_detection(det.frame, det.t_ns, det.confidence)
+            if self.recorder.active is not None:
+                t = self.stats.last_t_ns
+                self._emit("recording_stop", t, extra={"reason": "end_of_stream"})
+                self.recorder.stop()
+        finally:
+            self.camera.stop()
+
+    # -- one frame -------------------------------------------------------------------
+    def step(self, frame: Frame, read_ns: int = 0) -> None:
+        st = self.stats
+        if st.first_t_ns is None:
+            st.first_t_ns = frame.t_ns
+        st.last_t_ns = frame.t_ns
+        st.frames += 1
+        p0 = time.perf_counter_ns()
+        self.recorder.feed(frame.packets)
+        self.window.push(frame.lores)
+        self._times.append((frame.index, frame.t_ns))
+        p1 = time.perf_counter_ns()
+        det = None
+        if self.window.ready:
+            score = self.detector.score(self.window.tensor)
+            p2 = time.perf_counter_ns()
+            idx, t_ns = self._times[-1 - self.detector.spec.input.target_offset]
+            det = self.tracker.update(idx, t_ns, score)
+        else:
+            p2 = time.perf_counter_ns()
+        if det is not None:
+            self._on_detection(det.frame, det.t_ns, det.confidence)
+        if self.inputs is not None:
+            for ev in self.inputs.poll():
+                self._apply(self.sm.handle(Event(ev.kind, int(ev.t_mono_ns), "button")))
+        self._apply(self.sm.handle(Event("tick", frame.t_ns)))
+        p3 = time.perf_counter_ns()
+        if self._next_maint is None or frame.t_ns >= self._next_maint:
+            self._next_maint = frame.t_ns + self._maint_ns
+            self.recorder.maintain()
+            if self.recorder.storage_alarm and self.indicators is not None:
+                self.indicators.set_state("alarm")
+        if self.indicators is not None:
+            self.indicators.tick()
+        if self.watchdog is not None:
+            self.watchdog.kick()
+        p4 = time.perf_counter_ns()
+        if self._keep_times:
+            s = st.stage_ns
+            s["read"].append(read_ns)
+            s["preprocess"].append(p1 - p0)
+            if self.window.ready:
+                s["invoke"].append(p2 - p1)
+            s["events"].append(p3 - p2)
+            s["tagging"].append(p4 - p3)
+
+    # -- events ----------------------------------------------------------------------
+    def _on_detection(self, frame: int, t_ns: int, confidence: float) -> None:
+        self.stats.detections += 1
+        self._apply(self.sm.handle(Event("detection", t_ns)))
+        self._emit("gunshot", t_ns, confidence=confidence, model=self.model_ref,
+                   extra={"frame_index": frame})
+
+    def _apply(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, StartRecording):
+                self.recorder.start(a.reason, self.stats.last_t_ns, a.include_buffer)
+            elif isinstance(a, StopRecording):
+                self.recorder.stop()
+            elif isinstance(a, EmitMarker):
+                extra: dict[str, JSON] = dict(a.extra)
+                self._emit(a.kind, a.t_ns, extra=extra or None)
+            elif isinstance(a, Feedback):
+                if a.what == "state":
+                    self._indicate_state()
+                elif self.indicators is not None:
+                    self.indicators.pulse(a.what)
+
+    def _indicate_state(self) -> None:
+        if self.indicators is None:
+            return
+        if self.recorder.storage_alarm:
+            self.indicators.set_state("alarm")
+        elif self.sm.state == State.IDLE:
+            self.indicators.set_state("buffering")
+        else:
+            self.indicators.set_state("recording")
+
+    def _emit(self, kind: str, t_ns: int, *, confidence: float | None = None, model: ModelRef | None = None,
+              extra: dict[str, JSON] | None = None) -> Marker:
+        rec = self.recorder.active
+        media = None
+        if rec is not None:
+            where = rec.media_for(t_ns)
+            if where is not None:
+                media = Media(recording=rec.recording_id, segment=where[0], offset_s=where[1], frame=where[2])
+        loc = self.location() if self.location is not None else None
+        draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
+                            media=media, location=loc, model=model, extra=extra)
+        marker = self.journal.record(draft)  # durable before anything else sees it
+        self.stats.markers.append(marker)
+        if rec is not None and rec.error is None:
+            label = kind if confidence is None else f"{kind} ({confidence:.2f})"
+            try:
+                rec.add_marker(kind, t_ns, marker.to_json(), label)
+            except StorageError as exc:
+                self.recorder._fail(rec, str(exc))
+        for listener in self.listeners:
+            try:
+                listener(marker)
+            except Exception:  # a listener must never break the loop
+                log.exception("marker listener failed")
+        return marker

@@ -1,0 +1,243 @@
+"""Footage on disk (DESIGN.md section 5): recordings, segments, markers, chapters, manifest.
+
+::
+
+    <data_dir>/recordings/<recording_id>/
+        segment-00000.mp4 ...   H.264 (+AAC) segments starting at keyframes
+        markers.jsonl           every marker of this recording, in order
+        chapters.vtt            the markers as WebVTT chapters (recording timeline)
+        manifest.json           segments with start/end UTC and SHA-256, marker count, protected flag
+
+The manifest is replaced atomically (write, fsync, rename) whenever a segment
+closes, a marker is added or the recording ends, so a crash leaves a valid
+manifest describing everything finished so far. ``markers.jsonl`` is appended
+and fsynced per marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bodycam.device.clock import rfc3339_ms
+from bodycam.device.errors import StorageError
+from bodycam.device.frames import EncodedPacket, StreamInfo
+from bodycam.device.segment_writer import SegmentWriter
+
+MANIFEST_SCHEMA = "bodycam.recording/1"
+PROTECTING_KINDS = frozenset({"gunshot"})
+
+
+@dataclass
+class SegmentInfo:
+    index: int
+    file: str
+    start_mono_ns: int
+    end_mono_ns: int
+    frames: int
+    bytes: int
+    sha256: str | None  # None while being written
+
+
+@dataclass
+class MarkerRef:
+    kind: str
+    t_mono_ns: int
+    label: str
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def vtt_time(ns: int) -> str:
+    ms_total = max(0, ns) // 1_000_000
+    h, rem = divmod(ms_total, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+@dataclass
+class Recording:
+    """One recording directory being written (or finished)."""
+
+    root: Path
+    recording_id: str
+    device: str
+    started_by: str
+    info: StreamInfo
+    segment_ns: int
+    mono_to_wall: Callable[[int], int]
+    segments: list[SegmentInfo] = field(default_factory=list)
+    markers: list[MarkerRef] = field(default_factory=list)
+    protected: bool = False
+    complete: bool = False
+    error: str | None = None
+    _writer: SegmentWriter | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.recording_id
+
+    @property
+    def start_mono_ns(self) -> int | None:
+        return self.segments[0].start_mono_ns if self.segments else None
+
+    # -- packets --------------------------------------------------------------------
+    def write(self, packet: EncodedPacket) -> None:
+        if self.error is not None or self.complete:
+            return
+        w = self._writer
+        if (
+            w is not None
+            and packet.stream == "video"
+            and packet.keyframe
+            and w.first_t_ns is not None
+            and packet.t_ns - w.first_t_ns >= self.segment_ns
+        ):
+            self._close_segment()
+            w = None
+        if w is None:
+            if packet.stream != "video" or not packet.keyframe:
+                return
+            w = self._open_segment(packet.t_ns)
+        w.write(packet)
+        seg = self.segments[-1]
+        if packet.stream == "video":
+            seg.end_mono_ns = packet.t_ns
+            seg.frames = w.frames
+
+    def _open_segment(self, t_ns: int) -> SegmentWriter:
+        index = len(self.segments)
+        name = f"segment-{index:05d}.mp4"
+        writer = SegmentWriter(self.path / name, self.info)
+        self._writer = writer
+        self.segments.append(SegmentInfo(index, name, t_ns, t_ns, 0, 0, None))
+        return writer
+
+    def _close_segment(self) -> None:
+        w = self._writer
+        if w is None:
+            return
+        self._writer = None
+        seg = self.segments[-1]
+        seg.sha256 = w.close()
+        seg.bytes = (self.path / seg.file).stat().st_size
+        if self.info.fps > 0:  # a segment lasts until its last frame ends
+            seg.end_mono_ns += int(1e9 / self.info.fps)
+        self.write_manifest()
+
+    # -- markers --------------------------------------------------------------------
+    def media_for(self, t_ns: int) -> tuple[int, float, int] | None:
+        """(segment index, offset in that segment in s, frame within it) for sensor time ``t_ns``."""
+        for seg in reversed(self.segments):
+            if seg.start_mono_ns <= t_ns:
+                offset_ns = t_ns - seg.start_mono_ns
+                frame = round(offset_ns * self.info.fps / 1e9) if self.info.fps > 0 else 0
+                return seg.index, round(offset_ns / 1e9, 6), frame
+        return None
+
+    def add_marker(self, kind: str, t_mono_ns: int, line: bytes, label: str) -> None:
+        """Append one marker (its canonical JSON line) and update chapters and manifest."""
+        try:
+            with (self.path / "markers.jsonl").open("ab") as fh:
+                fh.write(line.rstrip(b"\n") + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StorageError(f"{self.path / 'markers.jsonl'}: cannot append marker ({exc.strerror or exc})") from exc
+        self.markers.append(MarkerRef(kind, t_mono_ns, label))
+        if kind in PROTECTING_KINDS:
+            self.protected = True
+        self.write_chapters()
+        self.write_manifest()
+
+    def write_chapters(self) -> None:
+        start = self.start_mono_ns
+        if start is None:
+            return
+        lines = ["WEBVTT", "", "NOTE bodycam markers; times are from the start of segment-00000.mp4", ""]
+        refs = sorted(self.markers, key=lambda m: m.t_mono_ns)
+        for i, ref in enumerate(refs, 1):
+            begin = ref.t_mono_ns - start
+            end = begin + 1_000_000_000
+            if i < len(refs):
+                end = max(begin + 1_000_000, min(end, refs[i].t_mono_ns - start))
+            lines += [str(i), f"{vtt_time(begin)} --> {vtt_time(end)}", ref.label, ""]
+        write_atomic(self.path / "chapters.vtt", "\n".join(lines).encode("utf-8"))
+
+    # -- manifest -------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        segs = []
+        for s in self.segments:
+            segs.append({
+                "index": s.index,
+                "file": s.file,
+                "start_utc": rfc3339_ms(self.mono_to_wall(s.start_mono_ns)),
+                "end_utc": rfc3339_ms(self.mono_to_wall(s.end_mono_ns)),
+                "start_mono_ns": s.start_mono_ns,
+                "end_mono_ns": s.end_mono_ns,
+                "frames": s.frames,
+                "bytes": s.bytes,
+                "sha256": s.sha256,
+            })
+        first = self.segments[0] if self.segments else None
+        last = self.segments[-1] if self.segments else None
+        return {
+            "schema": MANIFEST_SCHEMA,
+            "recording": self.recording_id,
+            "device": self.device,
+            "started_by": self.started_by,
+            "start_utc": rfc3339_ms(self.mono_to_wall(first.start_mono_ns)) if first else None,
+            "end_utc": rfc3339_ms(self.mono_to_wall(last.end_mono_ns)) if last else None,
+            "complete": self.complete,
+            "error": self.error,
+            "protected": self.protected,
+            "marker_count": len(self.markers),
+            "video": {"width": self.info.width, "height": self.info.height, "fps": self.info.fps,
+                      "audio": self.info.has_audio},
+            "segments": segs,
+        }
+
+    def write_manifest(self) -> None:
+        data = json.dumps(self.manifest(), indent=2, sort_keys=False).encode("utf-8") + b"\n"
+        write_atomic(self.path / "manifest.json", data)
+
+    def finish(self) -> None:
+        """Close the open segment and write the final manifest."""
+        if self.complete:
+            return
+        try:
+            self._close_segment()
+        finally:
+            self.complete = True
+            self.write_manifest()
+
+    def fail(self, message: str) -> None:
+        """Stop writing after a storage error; keep what is on disk and say so in the manifest."""
+        self.error = message
+        w, self._writer = self._writer, None
+        if w is not None:
+            try:
+                self.segments[-1].sha256 = w.close()
+                self.segments[-1].bytes = (self.path / self.segments[-1].file).stat().st_size
+            except (StorageError, OSError):
+                self.segments[-1].sha256 = None
+        try:
+            self.complete = True
+            self.write_manifest()
+        except StorageError:
+            pass

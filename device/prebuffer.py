@@ -1,0 +1,71 @@
+"""The pre-event buffer: the last N seconds of encoded footage, starting at a keyframe.
+
+Like picamera2's ``CircularOutput2``, it holds encoded packets (video and audio)
+by *duration*: it always keeps the newest keyframe that is at least
+``duration_s`` old and everything after it, so a recording that takes the buffer
+starts with a decodable keyframe and covers at least the configured time
+before the trigger.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from bodycam.device.frames import EncodedPacket
+
+
+class PreEventBuffer:
+    def __init__(self, duration_s: float) -> None:
+        self.duration_ns = int(duration_s * 1e9)
+        self._packets: collections.deque[EncodedPacket] = collections.deque()
+        self._bytes = 0
+
+    def push(self, packet: EncodedPacket) -> None:
+        self._packets.append(packet)
+        self._bytes += packet.size
+        if packet.stream == "video":
+            self._trim(packet.t_ns)
+
+    def _trim(self, newest_ns: int) -> None:
+        cutoff = newest_ns - self.duration_ns
+        # find the newest video keyframe at or before the cutoff: drop everything before it
+        start_idx = None
+        for i, p in enumerate(self._packets):
+            if p.t_ns > cutoff:
+                break
+            if p.stream == "video" and p.keyframe:
+                start_idx = i
+        if self.duration_ns == 0:
+            start_idx = len(self._packets)
+        if not start_idx:
+            return  # no keyframe old enough yet: keep everything (drain() starts at a keyframe)
+        for _ in range(start_idx):
+            self._bytes -= self._packets.popleft().size
+        # audio that precedes the keyframe cannot be played against it: drop it
+        key_t = self._packets[0].t_ns if self._packets else 0
+        while len(self._packets) > 1 and self._packets[0].stream == "audio" and self._packets[0].t_ns < key_t:
+            self._bytes -= self._packets.popleft().size
+
+    def drain(self) -> list[EncodedPacket]:
+        """Everything buffered, oldest first, starting at a video keyframe; empties the buffer."""
+        packets = list(self._packets)
+        while packets and not (packets[0].stream == "video" and packets[0].keyframe):
+            packets.pop(0)
+        self.clear()
+        return packets
+
+    def clear(self) -> None:
+        self._packets.clear()
+        self._bytes = 0
+
+    @property
+    def span_ns(self) -> int:
+        vids = [p.t_ns for p in self._packets if p.stream == "video"]
+        return (max(vids) - min(vids)) if vids else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._packets)

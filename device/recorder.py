@@ -1,0 +1,126 @@
+"""The recorder: pre-event buffer while idle, segments on disk while recording.
+
+Fed the encoded packets of every frame. While idle they go into the
+:class:`PreEventBuffer`; on ``start`` the buffered footage becomes the start of
+the new recording (so a detection-started recording holds the seconds before
+the shot), and live packets follow. A storage error stops the recording (what
+is on disk stays, the manifest says what happened) without stopping the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from bodycam.device.clock import rfc3339_ms
+from bodycam.device.errors import StorageError
+from bodycam.device.footage import Recording
+from bodycam.device.frames import EncodedPacket, StreamInfo
+from bodycam.device.prebuffer import PreEventBuffer
+from bodycam.device.recording_state import RecordingConfig
+from bodycam.device.retention import Retention, RetentionResult
+
+log = logging.getLogger(__name__)
+
+
+def recording_id_for(wall_ns: int) -> str:
+    """``20261125T120000.123Z`` -> ``20261125T120000123Z``: sortable, filename-safe."""
+    text = rfc3339_ms(wall_ns)
+    return text.replace("-", "").replace(":", "").replace(".", "")
+
+
+class Recorder:
+    def __init__(self, data_dir: Path, device: str, cfg: RecordingConfig,
+                 mono_to_wall: Callable[[int], int], retention: Retention | None = None) -> None:
+        self.root = data_dir / "recordings"
+        self.device = device
+        self.cfg = cfg
+        self.mono_to_wall = mono_to_wall
+        self.retention = retention
+        self.buffer = PreEventBuffer(cfg.pre_event_s)
+        self.info: StreamInfo | None = None
+        self.active: Recording | None = None
+        self.finished: list[Recording] = []
+        self.errors: list[str] = []
+        self.storage_alarm = False
+
+    def begin(self, info: StreamInfo) -> None:
+        self.info = info
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.root}: cannot create the recordings directory ({exc.strerror or exc})") from exc
+
+    def feed(self, packets: Iterable[EncodedPacket]) -> None:
+        rec = self.active
+        if rec is None:
+            for p in packets:
+                self.buffer.push(p)
+            return
+        try:
+            for p in packets:
+                rec.write(p)
+        except StorageError as exc:
+            self._fail(rec, str(exc))
+
+    def start(self, reason: str, t_ns: int, include_buffer: bool = True) -> Recording | None:
+        if self.active is not None:
+            return self.active
+        if self.info is None:
+            raise RuntimeError("Recorder.begin() was not called")
+        self.maintain()
+        rid = recording_id_for(self.mono_to_wall(t_ns))
+        path = self.root / rid
+        n = 1
+        while path.exists():
+            n += 1
+            path = self.root / f"{rid}-{n}"
+        rec = Recording(self.root, path.name, self.device, reason, self.info,
+                        int(self.cfg.segment_s * 1e9), self.mono_to_wall)
+        try:
+            path.mkdir(parents=True)
+            rec.write_manifest()
+        except (OSError, StorageError) as exc:
+            self._fail(rec, f"{path}: cannot start a recording ({exc})")
+            return None
+        self.active = rec
+        buffered = self.buffer.drain() if include_buffer else []
+        if not include_buffer:
+            self.buffer.clear()
+        self.feed(buffered)
+        log.info("recording %s started (%s), %d buffered packets", rec.recording_id, reason, len(buffered))
+        return rec
+
+    def stop(self) -> Recording | None:
+        rec, self.active = self.active, None
+        if rec is None:
+            return None
+        try:
+            rec.finish()
+        except StorageError as exc:
+            self._fail(rec, str(exc))
+        self.finished.append(rec)
+        log.info("recording %s stopped: %d segment(s), %d marker(s)%s", rec.recording_id, len(rec.segments),
+                 len(rec.markers), ", protected" if rec.protected else "")
+        return rec
+
+    def maintain(self) -> RetentionResult | None:
+        if self.retention is None:
+            return None
+        try:
+            result = self.retention.enforce(self.active.recording_id if self.active else None)
+        except OSError as exc:
+            self.errors.append(f"retention failed: {exc}")
+            return None
+        self.storage_alarm = result.alarm
+        return result
+
+    def _fail(self, rec: Recording, message: str) -> None:
+        log.error("recording %s failed: %s", rec.recording_id, message)
+        self.errors.append(message)
+        self.storage_alarm = True
+        rec.fail(message)
+        if self.active is rec:
+            self.active = None
+            self.finished.append(rec)
