@@ -1,0 +1,173 @@
+"""Debounced inputs over simulated pins, and scenario playback through them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bodycam.device.clock import VirtualClock
+from bodycam.device.errors import ConfigError
+from bodycam.device.hw_config import GpioConfig
+from bodycam.device.inputs import Debouncer, GpioInputs, InputEvent
+from bodycam.device.settings import load_section
+from bodycam.hw_sim.gpio_sim import ScenarioInputs, SimPinFactory, load_scenario, parse_scenario
+
+FRAME_NS = 33_333_333
+MS = 1_000_000
+
+
+def run(inputs: GpioInputs | ScenarioInputs, clock: VirtualClock, until_s: float, step_ns: int = FRAME_NS) -> list[InputEvent]:
+    events: list[InputEvent] = []
+    while clock.monotonic_ns() < until_s * 1e9:
+        clock.advance_ns(step_ns)
+        events += inputs.poll()
+    return events
+
+
+def test_debouncer_needs_a_stable_level() -> None:
+    d = Debouncer(False, 30 * MS)
+    assert d.update(True, 0) is None
+    assert d.update(False, 10 * MS) is None  # bounced back
+    assert d.update(True, 20 * MS) is None
+    assert d.update(True, 49 * MS) is None
+    assert d.update(True, 50 * MS) == 20 * MS  # timed at the first sample of the run
+    assert d.level is True
+    assert d.update(True, 60 * MS) is None
+
+
+def test_press_yields_one_event_timed_at_its_start() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    pins.press(17, 0.08, at_s=1.0)
+    pins.press(27, 0.08, at_s=2.0)
+    events = run(inputs, clock, 3.0, step_ns=MS)
+    assert events == [InputEvent("record", 1_000_000_000), InputEvent("marker", 2_000_000_000)]
+
+
+def test_chatter_and_glitches_are_filtered() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(debounce_ms=20), clock)
+    pins.bounce(17, at_s=1.0, high=False, chatter_ms=2, count=5)  # press with contact chatter
+    pins.bounce(17, at_s=1.5, high=True, chatter_ms=2, count=5)  # release with chatter
+    pins.press(27, 0.010, at_s=2.0)  # 10 ms glitch: shorter than debounce
+    events = run(inputs, clock, 3.0, step_ns=MS)
+    assert events == [InputEvent("record", 1_020_000_000)]  # timed at the last flip (5 x 2 x 2 ms)
+
+
+def test_holster_draw_and_return() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})  # reed switch closed: holstered
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    assert inputs.holster_drawn is False
+    pins.set_level(22, True, at_s=1.0)
+    pins.set_level(22, False, at_s=4.0)
+    events = run(inputs, clock, 2.0)
+    assert [e.kind for e in events] == ["holster_draw"] and inputs.holster_drawn is True
+    assert 1_000_000_000 <= events[0].t_mono_ns < 1_000_000_000 + FRAME_NS
+    assert [e.kind for e in run(inputs, clock, 5.0)] == ["holster_return"]
+
+
+def test_active_high_wiring_and_missing_pins() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {5: True})
+    cfg = load_section(
+        GpioConfig,
+        {"buttons_active_low": False, "holster_holstered_level": "high", "record_pin": 6, "marker_pin": None,
+         "holster_pin": 5},
+        "gpio",
+    )
+    inputs = GpioInputs(pins, cfg, clock)
+    assert set(pins.inputs) == {5, 6} and inputs.holster_drawn is False
+    pins.press(6, 0.08, at_s=0.5)  # pull-down rests low, press drives high
+    pins.set_level(5, False, at_s=0.7)
+    assert [e.kind for e in run(inputs, clock, 1.0)] == ["record", "holster_draw"]
+
+
+def test_sampler_thread_catches_presses_between_polls() -> None:
+    from bodycam.device.clock import SystemClock
+
+    clock = SystemClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(debounce_ms=10), clock)
+    inputs.start_sampler(0.002)
+    try:
+        pins.press(17, 0.06, at_s=(clock.monotonic_ns() + 20 * MS) / 1e9)
+        clock.sleep(0.2)  # the loop is busy: no poll during the press
+        events = inputs.poll()
+    finally:
+        inputs.close()
+    assert [e.kind for e in events] == ["record"]
+
+
+def test_scenario_events_come_through_debounced_pins() -> None:
+    clock = VirtualClock()
+    events = parse_scenario(
+        [{"t_s": 3.0, "event": "record"}, {"t_s": 5.2, "event": "holster_draw"}, {"t_s": 6.0, "event": "marker"},
+         {"t_s": 6.5, "event": "marker"}, {"t_s": 9.0, "event": "holster_return"}]
+    )
+    inputs = ScenarioInputs(events, clock)
+    got = run(inputs, clock, 10.0)
+    assert [e.kind for e in got] == ["record", "holster_draw", "marker", "marker", "holster_return"]
+    for e, want in zip(got, [3.0, 5.2, 6.0, 6.5, 9.0], strict=True):
+        assert want * 1e9 <= e.t_mono_ns < want * 1e9 + FRAME_NS
+    assert run(inputs, clock, 12.0) == []
+
+
+def test_scenario_polled_before_its_time_returns_nothing() -> None:
+    clock = VirtualClock()
+    inputs = ScenarioInputs(parse_scenario([{"t_s": 3.0, "event": "record"}]), clock)
+    assert run(inputs, clock, 2.9) == []
+    assert [e.kind for e in run(inputs, clock, 3.2)] == ["record"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([{"t_s": 1.0, "event": "reload"}], r"scenario\[0\]\.event: 'reload' is not one of"),
+        ([{"t_s": -1, "event": "record"}], r"t_s: must be a finite number >= 0"),
+        ([{"t_s": "3", "event": "record"}], r"t_s: must be a finite number"),
+        ([{"t": 1.0, "event": "record"}], r"unknown key\(s\) \['t'\]"),
+        ([{"event": "record"}], r"needs both"),
+        ({"evnts": []}, r"unknown key\(s\) \['evnts'\]"),
+        ([{"t_s": 1.0, "event": "holster_return"}], r"holster_return at 1.0 s while holstered"),
+        ([{"t_s": 1, "event": "holster_draw"}, {"t_s": 2, "event": "holster_draw"}], r"already drawn"),
+        ("record at 3", r"expected a list"),
+    ],
+)
+def test_scenario_validation(data: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_scenario(data)
+
+
+def test_scenario_presses_too_close_or_unwired() -> None:
+    clock = VirtualClock()
+    with pytest.raises(ConfigError, match="within 140 ms"):
+        ScenarioInputs(parse_scenario([{"t_s": 1.0, "event": "marker"}, {"t_s": 1.1, "event": "marker"}]), clock)
+    with pytest.raises(ConfigError, match="pin is not configured"):
+        ScenarioInputs(parse_scenario([{"t_s": 1.0, "event": "marker"}]), clock, GpioConfig(marker_pin=None))
+
+
+def test_load_scenario_files(tmp_path: Path) -> None:
+    j = tmp_path / "s.json"
+    j.write_text(json.dumps({"events": [{"t_s": 2, "event": "marker"}, {"t_s": 1, "event": "record"}]}))
+    assert [e.event for e in load_scenario(j)] == ["record", "marker"]
+    t = tmp_path / "s.toml"
+    t.write_text('[[events]]\nt_s = 5.2\nevent = "holster_draw"\n')
+    assert load_scenario(t)[0].t_s == 5.2
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_scenario(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_scenario(tmp_path / "missing.json")
+
+
+def test_gpio_config_rejects_shared_pins() -> None:
+    with pytest.raises(ConfigError, match="share a pin"):
+        load_section(GpioConfig, {"led_pin": 17}, "gpio")
+    with pytest.raises(ConfigError, match=r"gpio\.haptic_pin"):
+        load_section(GpioConfig, {"haptic_pin": 99}, "gpio")
