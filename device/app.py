@@ -157,8 +157,12 @@ class App:
     def request_stop(self) -> None:
         self._stopping = True
 
-    def run(self, max_frames: int | None = None) -> RunStats:
-        """Run until the camera ends (or ``request_stop``); returns the statistics."""
+    def run(self, max_frames: int | None = None, progress: Callable[[RunStats], None] | None = None,
+            progress_every: int = 30) -> RunStats:
+        """Run until the camera ends (or ``request_stop``); returns the statistics.
+
+        ``progress`` is called every ``progress_every`` frames (the simulator's progress bar).
+        """
         if self.info is None:
             self.start()
         t0 = time.perf_counter()
@@ -170,6 +174,8 @@ class App:
                 if frame is None:
                     break
                 self.step(frame, read_ns=r1 - r0)
+                if progress is not None and self.stats.frames % progress_every == 0:
+                    progress(self.stats)
         finally:
             self.finish()
             self.stats.wall_s = time.perf_counter() - t0

@@ -108,7 +108,7 @@ class Recording:
             and w.first_t_ns is not None
             and packet.t_ns - w.first_t_ns >= self.segment_ns
         ):
-            self._close_segment()
+            self._close_segment(next_start_ns=packet.t_ns)
             w = None
         if w is None:
             if packet.stream != "video" or not packet.keyframe:
@@ -128,16 +128,21 @@ class Recording:
         self.segments.append(SegmentInfo(index, name, t_ns, t_ns, 0, 0, None))
         return writer
 
-    def _close_segment(self) -> None:
+    def _close_segment(self, next_start_ns: int | None = None) -> None:
         w = self._writer
         if w is None:
             return
         self._writer = None
         seg = self.segments[-1]
-        seg.sha256 = w.close()
-        seg.bytes = (self.path / seg.file).stat().st_size
-        if self.info.fps > 0:  # a segment lasts until its last frame ends
-            seg.end_mono_ns += int(1e9 / self.info.fps)
+        try:
+            seg.sha256 = w.close()
+            seg.bytes = (self.path / seg.file).stat().st_size
+        except OSError as exc:
+            raise StorageError(f"{self.path / seg.file}: cannot finish segment ({exc.strerror or exc})") from exc
+        if next_start_ns is not None:  # contiguous: this segment ends where the next begins
+            seg.end_mono_ns = next_start_ns
+        elif self.info.fps > 0:  # the last segment lasts until its last frame ends
+            seg.end_mono_ns += round(1e9 / self.info.fps)
         self.write_manifest()
 
     # -- markers --------------------------------------------------------------------

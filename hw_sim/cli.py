@@ -18,6 +18,10 @@ from bodycam.device.errors import BodycamError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("bodycam.hw_sim.cmd_run", "run the real firmware loop on a clip"),
+    "make-clip": ("bodycam.hw_sim.cmd_make_clip", "render a synthetic first-person clip with ground truth"),
+    "make-dataset": ("bodycam.hw_sim.cmd_make_dataset", "render train/val/test clips with an index"),
+    "inspect": ("bodycam.hw_sim.cmd_inspect", "show a clip's streams, frame count and truth summary"),
 }
 
 

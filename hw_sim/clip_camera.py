@@ -47,6 +47,7 @@ class ClipCamera:
         self._video: Any = None
         self._audio: Any = None
         self.last_offset = 0  # byte offset of the last packet read (for error messages)
+        self.info: StreamInfo | None = None
 
     # -- Camera protocol -------------------------------------------------------------
     def start(self) -> StreamInfo:
@@ -70,13 +71,14 @@ class ClipCamera:
         self._demux = self._container.demux(*streams)
         rate = self._video.average_rate or self._video.guessed_rate or 30
         cc = self._video.codec_context
-        return StreamInfo(
+        self.info = StreamInfo(
             width=int(cc.width),
             height=int(cc.height),
             fps=float(rate),
             has_audio=self._audio is not None,
             template={"video": self._video, "audio": self._audio},
         )
+        return self.info
 
     def read(self) -> Frame | None:
         while not self._pending and not self._eof:

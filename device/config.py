@@ -1,0 +1,77 @@
+"""The one configuration tree of the firmware, validated at load.
+
+A TOML file (see ``docs/config.example.toml``) with these tables; every key has
+a default, unknown keys are rejected with their dotted name, values are
+type- and range-checked. Loading does I/O (reading the file); building the
+dataclasses does none.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bodycam.device.detector import DetectorConfig
+from bodycam.device.errors import ConfigError
+from bodycam.device.events import EventConfig
+from bodycam.device.hw_config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
+from bodycam.device.mqtt_config import MqttConfig
+from bodycam.device.recording_state import RecordingConfig
+from bodycam.device.retention import RetentionConfig
+from bodycam.device.settings import load_section, require
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    id: str = "bodycam-01"
+    data_dir: str = "/var/lib/bodycam"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        ok = bool(self.id) and len(self.id) <= 64 and all(c.isalnum() or c in "-_" for c in self.id)
+        require(ok, "device.id", f"{self.id!r} must be 1-64 characters of letters, digits, '-' or '_'")
+        require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "device.log_level",
+                f"{self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    device: DeviceSection = field(default_factory=DeviceSection)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    gnss: GnssConfig = field(default_factory=GnssConfig)
+    telemetry_sources: TelemetrySourcesConfig = field(default_factory=TelemetrySourcesConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.device.data_dir)
+
+
+def config_from_dict(data: dict[str, Any]) -> AppConfig:
+    return load_section(AppConfig, data, "")
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a TOML config file; errors name the file and the key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: config file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc

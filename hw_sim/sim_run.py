@@ -1,0 +1,227 @@
+"""Running the real firmware loop on a clip: the engine behind ``bodycam-sim run``.
+
+:func:`run_clip` builds the same :class:`~bodycam.device.app.App` the camera
+runs, with simulated parts: the clip as camera (frames stamped from PTS), a
+virtual clock that follows the clip's timeline (or the wall clock with
+``realtime``), scripted buttons from a scenario file, and an MQTT broker
+(embedded by default). It returns a :class:`SimReport`; printing is the
+command's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bodycam.device.app import App, RunStats
+from bodycam.device.clock import VirtualClock, parse_rfc3339
+from bodycam.device.config import AppConfig
+from bodycam.device.detector import build_detector
+from bodycam.device.errors import BodycamError, ClipError, UsageError
+from bodycam.device.events import ShotTracker
+from bodycam.device.frames import Frame, StreamInfo
+from bodycam.device.markers import Marker
+from bodycam.device.model_spec import default_model_path
+from bodycam.device.outbox import Outbox
+from bodycam.device.recorder import Recorder
+from bodycam.device.recording_state import RecordingStateMachine
+from bodycam.device.retention import Retention
+from bodycam.hw_sim.clip_camera import ClipCamera
+
+log = logging.getLogger(__name__)
+
+#: Wall-clock start of a simulated run when the clip has no ``creation_time`` tag.
+DEFAULT_EPOCH = "2026-01-01T00:00:00.000Z"
+
+
+class ClockedCamera:
+    """A clip camera that drives the virtual clock from frame times (and paces in real time)."""
+
+    def __init__(self, inner: ClipCamera, clock: VirtualClock, realtime: bool) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.realtime = realtime
+        self._t0: float | None = None
+
+    def start(self) -> StreamInfo:
+        return self.inner.start()
+
+    def read(self) -> Frame | None:
+        frame = self.inner.read()
+        if frame is None:
+            return None
+        if self.realtime:
+            if self._t0 is None:
+                self._t0 = time.perf_counter() - frame.t_ns / 1e9
+            delay = self._t0 + frame.t_ns / 1e9 - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        self.clock.set_ns(frame.t_ns)
+        return frame
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+
+@dataclass
+class SimOptions:
+    clip: Path
+    out: Path
+    config: AppConfig
+    realtime: bool = False
+    broker: str | None = "embedded"  # "embedded", a URL, or None for no MQTT
+    scenario: Path | None = None
+    model: Path | None = None
+    start_time: str | None = None
+    drain_timeout_s: float = 15.0
+
+
+@dataclass
+class SimReport:
+    clip: Path
+    out: Path
+    stats: RunStats
+    info: StreamInfo | None
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+    broker_url: str | None = None
+    published: int = 0
+    received: list[Marker] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    undelivered: int = 0
+    error: str | None = None
+    storage_errors: list[str] = field(default_factory=list)
+    detector_backend: str = ""
+    model_name: str = ""
+
+
+def clip_epoch_ns(clip: Path, override: str | None) -> int:
+    if override:
+        try:
+            return parse_rfc3339(override)
+        except ValueError as exc:
+            raise UsageError(f"--start-time {override!r} is not an RFC 3339 UTC time ({exc})") from exc
+    import av
+
+    tag = None
+    with contextlib.suppress(Exception), av.open(str(clip)) as c:
+        tag = c.metadata.get("creation_time")
+    if tag:
+        with contextlib.suppress(ValueError):
+            return parse_rfc3339(str(tag))
+    return parse_rfc3339(DEFAULT_EPOCH)
+
+
+@contextlib.contextmanager
+def _mqtt(opts: SimOptions, outbox: Outbox, clock: VirtualClock, report: SimReport,
+          on_arrival: Callable[[Marker, float], None] | None) -> Iterator[Any]:
+    """Broker (embedded or given), publisher and a watching subscriber; yields the publisher or None."""
+    if opts.broker is None:
+        yield None
+        return
+    from dataclasses import replace
+
+    from bodycam.device.mqtt_publisher import MqttPublisher
+    from bodycam.hw_sim.embedded_broker import EmbeddedBroker
+    from bodycam.hw_sim.marker_watch import MarkerWatch
+
+    with contextlib.ExitStack() as stack:
+        if opts.broker == "embedded":
+            broker = stack.enter_context(EmbeddedBroker())
+            url = broker.url
+        else:
+            url = opts.broker
+        report.broker_url = url
+        cfg = replace(opts.config.mqtt, url=url, enabled=True)
+        stack.enter_context(MarkerWatch(url, prefix=cfg.topic_prefix, on_marker=on_arrival))
+        publisher = MqttPublisher(cfg, outbox, clock)
+        stack.enter_context(publisher)
+        yield publisher
+
+
+def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None,
+             on_arrival: Callable[[Marker, float], None] | None = None,
+             on_progress: Callable[[int, float], None] | None = None) -> SimReport:
+    """Run the firmware loop over ``opts.clip``; see the module docstring."""
+    cfg = opts.config
+    if not opts.clip.is_file():
+        raise ClipError(f"{opts.clip}: no such clip")
+    clock = VirtualClock(0, clip_epoch_ns(opts.clip, opts.start_time))
+    det_cfg = cfg.detector
+    if opts.model is not None:
+        from dataclasses import replace
+
+        det_cfg = replace(det_cfg, model=str(opts.model))
+    detector = build_detector(det_cfg, default_model_path())
+    spec = detector.spec
+    tracker = ShotTracker.from_config(cfg.events, spec.threshold)
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        state_dir = opts.out / "state"
+        state_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        from bodycam.device.errors import StorageError
+
+        raise StorageError(f"{opts.out}: cannot create the output directory ({exc.strerror or exc})") from exc
+    camera = ClockedCamera(ClipCamera(opts.clip, (spec.input.width, spec.input.height)), clock, opts.realtime)
+    report = SimReport(opts.clip, opts.out, RunStats(), None, detector_backend=detector.backend,
+                       model_name=f"{spec.name} {spec.version}")
+    sent_at: dict[str, float] = {}
+
+    def arrival(marker: Marker, now: float) -> None:
+        t_sent = sent_at.get(marker.id)
+        if t_sent is not None:
+            report.latency_ms.append((now - t_sent) * 1000.0)
+        report.received.append(marker)
+        if on_arrival is not None:
+            on_arrival(marker, now)
+
+    inputs = None
+    if opts.scenario is not None:
+        from bodycam.hw_sim.gpio_sim import ScenarioInputs, load_scenario
+
+        inputs = ScenarioInputs(load_scenario(opts.scenario), clock, cfg.gpio)
+    with Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock) as outbox, \
+            _mqtt(opts, outbox, clock, report, arrival) as publisher:
+        recorder = Recorder(opts.out, cfg.device.id, cfg.recording, lambda t: t + clock.wall_ns() - clock.monotonic_ns(),
+                            Retention(opts.out / "recordings", cfg.retention))
+
+        def listener(marker: Marker) -> None:
+            sent_at[marker.id] = time.monotonic()
+            if publisher is not None:
+                publisher.wake()
+            if on_marker is not None:
+                on_marker(marker)
+
+        app = App(camera=camera, detector=detector, tracker=tracker, journal=outbox, recorder=recorder,
+                  clock=clock, state_machine=RecordingStateMachine(cfg.recording), inputs=inputs,
+                  listeners=[listener])
+        try:
+            report.info = app.start()
+            app.run(progress=(lambda st: on_progress(st.frames, st.last_t_ns / 1e9)) if on_progress else None)
+        except ClipError as exc:
+            report.error = str(exc)
+        finally:
+            report.stats = app.stats
+            report.storage_errors = list(recorder.errors)
+            report.recordings = [r.manifest() for r in recorder.finished]
+            if publisher is not None:
+                publisher.wait_drained(opts.drain_timeout_s)
+                report.published = publisher.stats.acked
+            report.undelivered = outbox.depth()
+        if publisher is not None and report.broker_url is not None:
+            _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
+    return report
+
+
+def _wait_arrivals(report: SimReport, on_arrival_count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(report.latency_ms) < on_arrival_count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+__all__ = ["DEFAULT_EPOCH", "BodycamError", "SimOptions", "SimReport", "run_clip"]

@@ -1,0 +1,182 @@
+"""Recorder, pre-event buffer, segments, manifest, chapters and retention on real H.264 clips."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import av
+import pytest
+from _clips import make_plain_clip
+
+from bodycam.device.footage import Recording
+from bodycam.device.frames import EncodedPacket
+from bodycam.device.prebuffer import PreEventBuffer
+from bodycam.device.recorder import Recorder
+from bodycam.device.recording_state import RecordingConfig
+from bodycam.device.retention import DiskUsage, Retention, RetentionConfig
+from bodycam.device.segment_writer import sha256_of
+from bodycam.hw_sim.clip_camera import ClipCamera
+
+S = 1_000_000_000
+EPOCH = 1_800_000_000 * S
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_plain_clip(tmp_path_factory.mktemp("clips") / "plain.mp4", seconds=12, fps=30)
+
+
+def decode_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
+
+
+def run_recorder(clip: Path, out: Path, start_s: float, stop_s: float, **cfg: float) -> Recorder:
+    rec = Recorder(out, "cam-1", RecordingConfig(**cfg), lambda t: EPOCH + t)  # type: ignore[arg-type]
+    with ClipCamera(clip, (64, 36)) as cam:
+        assert cam.info is not None
+        rec.begin(cam.info)
+        while (frame := cam.read()) is not None:
+            rec.feed(frame.packets)
+            if rec.active is None and abs(frame.t_ns - start_s * S) < S // 60 and not rec.finished:
+                rec.start("detection", frame.t_ns, include_buffer=True)
+            if rec.active is not None and frame.t_ns >= stop_s * S:
+                rec.stop()
+    if rec.active is not None:
+        rec.stop()
+    return rec
+
+
+def test_detection_recording_contains_the_pre_event_seconds(clip: Path, tmp_path: Path) -> None:
+    rec = run_recorder(clip, tmp_path, start_s=8.0, stop_s=10.0, pre_event_s=3, segment_s=60)
+    (r,) = rec.finished
+    seg = r.path / "segment-00000.mp4"
+    times = decode_times(seg)
+    # the buffer starts at a keyframe (every 1 s) at least 3 s before the trigger at 8 s
+    first_src = r.segments[0].start_mono_ns / S
+    assert 4.0 <= first_src <= 5.0 + 1e-6
+    assert times[0] == pytest.approx(0.0, abs=1e-3)
+    assert r.segments[0].end_mono_ns / S >= 10.0
+    assert len(times) == r.segments[0].frames
+    # the pre-event part really is there: >= 3 s of frames before the trigger
+    assert (8.0 - first_src) * 30 <= len(times)
+    with av.open(str(seg)) as c:
+        assert c.streams.audio, "audio is kept"
+
+
+def test_segments_rotate_at_keyframes_and_manifest_hashes_verify(clip: Path, tmp_path: Path) -> None:
+    rec = run_recorder(clip, tmp_path, start_s=1.0, stop_s=11.5, pre_event_s=1, segment_s=3)
+    (r,) = rec.finished
+    manifest = json.loads((r.path / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["protected"] is False
+    segs = manifest["segments"]
+    assert len(segs) >= 3
+    for s in segs:
+        p = r.path / s["file"]
+        assert sha256_of(p) == s["sha256"]
+        assert p.stat().st_size == s["bytes"]
+        assert decode_times(p)[0] == pytest.approx(0.0, abs=1e-3)
+    for a, b in itertools.pairwise(segs):
+        assert a["end_mono_ns"] == b["start_mono_ns"], "segments are contiguous"
+        assert a["end_utc"] <= b["start_utc"]
+    total = sum(len(decode_times(r.path / s["file"])) for s in segs)
+    assert total == sum(s["frames"] for s in segs)
+
+
+def test_markers_make_chapters_and_protect(clip: Path, tmp_path: Path) -> None:
+    rec = run_recorder(clip, tmp_path, start_s=2.0, stop_s=4.0, pre_event_s=1)
+    (r,) = rec.finished
+    r.complete = False
+    r.add_marker("gunshot", 3 * S, b'{"kind":"gunshot"}', "gunshot (0.91)")
+    r.add_marker("manual", int(3.5 * S), b'{"kind":"manual"}', "manual")
+    lines = (r.path / "markers.jsonl").read_text().splitlines()
+    assert [json.loads(x)["kind"] for x in lines] == ["gunshot", "manual"]
+    vtt = (r.path / "chapters.vtt").read_text()
+    assert vtt.startswith("WEBVTT")
+    start = r.segments[0].start_mono_ns
+    assert f"{(3 * S - start) / S:.3f}"[:3] in vtt
+    assert "gunshot (0.91)" in vtt
+    manifest = json.loads((r.path / "manifest.json").read_text())
+    assert manifest["protected"] is True and manifest["marker_count"] == 2
+    seg, offset, frame = r.media_for(3 * S) or (None, None, None)
+    assert seg == 0 and offset == pytest.approx((3 * S - start) / S) and frame == round(offset * 30)
+
+
+def test_prebuffer_keeps_duration_from_a_keyframe() -> None:
+    buf = PreEventBuffer(2.0)
+    for i in range(300):
+        buf.push(EncodedPacket("video", i * S // 30, i % 30 == 0, 100, None))
+    packets = buf.drain()
+    assert packets[0].keyframe
+    span = (packets[-1].t_ns - packets[0].t_ns) / S
+    assert 2.0 <= span < 3.0 + 1e-9
+    assert len(buf) == 0
+
+
+def _fake_recording(root: Path, name: str, protected: bool, complete: bool = True, size: int = 1000) -> None:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "segment-00000.mp4").write_bytes(b"x" * size)
+    (d / "manifest.json").write_text(json.dumps({"protected": protected, "complete": complete}))
+
+
+def test_retention_deletes_oldest_unprotected_only(tmp_path: Path) -> None:
+    root = tmp_path / "recordings"
+    _fake_recording(root, "20260101T000000000Z", protected=True)
+    _fake_recording(root, "20260101T010000000Z", protected=False)
+    _fake_recording(root, "20260101T020000000Z", protected=False)
+    _fake_recording(root, "20260101T030000000Z", protected=False, complete=False)  # being written
+    (root / "20260101T040000000Z").mkdir()  # no manifest: treated as protected
+    free = {"v": 0}
+
+    def usage(_: Path) -> DiskUsage:
+        return DiskUsage(10**9, 10**9 - free["v"], free["v"])
+
+    ret = Retention(root, RetentionConfig(min_free_mb=1, max_total_mb=0), disk_usage=usage)
+    result = ret.enforce()
+    names = sorted(p.name for p in root.iterdir())
+    assert result.deleted == ["20260101T010000000Z", "20260101T020000000Z"]
+    assert "20260101T000000000Z" in names and "20260101T040000000Z" in names and "20260101T030000000Z" in names
+    assert result.alarm is True  # still short, only protected/unfinished left
+    free["v"] = 10**9
+    assert ret.enforce().alarm is False
+
+
+def test_retention_by_total_size_cap(tmp_path: Path) -> None:
+    root = tmp_path / "recordings"
+    for i in range(4):
+        _fake_recording(root, f"2026010{i}T000000000Z", protected=(i == 1), size=400_000)
+    ret = Retention(root, RetentionConfig(min_free_mb=0, max_total_mb=1.0),
+                    disk_usage=lambda p: DiskUsage(10**12, 0, 10**12))
+    result = ret.enforce(active="20260103T000000000Z")
+    assert result.deleted == ["20260100T000000000Z", "20260102T000000000Z"]
+    assert not result.alarm
+
+
+def test_recording_write_failure_is_reported_not_raised(clip: Path, tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, "cam-1", RecordingConfig(pre_event_s=1), lambda t: EPOCH + t)
+    with ClipCamera(clip, (64, 36)) as cam:
+        assert cam.info is not None
+        rec.begin(cam.info)
+        frame = cam.read()
+        assert frame is not None
+        started = rec.start("button", frame.t_ns)
+        assert isinstance(started, Recording)
+        seg_dir = started.path
+        for _ in range(40):
+            f = cam.read()
+            assert f is not None
+            rec.feed(f.packets)
+        # the directory vanishes under the recorder (e.g. the card is pulled): the next segment fails
+        import shutil
+
+        shutil.rmtree(seg_dir)
+        started.segment_ns = 1  # force a rotation on the next keyframe
+        for _ in range(60):
+            f = cam.read()
+            assert f is not None
+            rec.feed(f.packets)
+    assert rec.active is None and rec.errors and rec.storage_alarm
+    assert "segment" in rec.errors[0] or "cannot" in rec.errors[0]
