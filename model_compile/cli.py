@@ -1,0 +1,142 @@
+"""``bodycam-model``: build, evaluate and inspect the shot detector model.
+
+Deliberate errors (:class:`~bodycam.device.errors.BodycamError`) become one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bodycam.device.errors import BodycamError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bodycam.model_compile.config import BuildConfig
+
+    d = BuildConfig()
+    p = _Parser(prog="bodycam-model", description="train, quantise, verify and inspect the bodycam shot detector")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    b = sub.add_parser("build", help="train and export an int8 TFLite model with its sidecar and report")
+    b.add_argument("--data", type=Path, required=True, help="folder of clips + truth files (train/val/test or flat)")
+    b.add_argument("--out", type=Path, required=True, help="output base, e.g. models/shotnet (writes .tflite/.json/.report.*)")
+    b.add_argument("--epochs", type=int, default=d.epochs)
+    b.add_argument("--steps", type=int, default=d.steps_per_epoch, help="batches per epoch")
+    b.add_argument("--batch", type=int, default=d.batch)
+    b.add_argument("--seed", type=int, default=d.seed)
+    b.add_argument("--size", default=f"{d.width}x{d.height}", help="model input WxH (default %(default)s)")
+    b.add_argument("--frames", type=int, default=d.frames, help="window length N")
+    b.add_argument("--colour", choices=("rgb", "gray"), default=d.colour)
+    b.add_argument("--model-version", default="1.0.0")
+    e = sub.add_parser("evaluate", help="event-level precision/recall/timing/false alarms on clips with truth")
+    e.add_argument("model", type=Path)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--split", default="test", help="train, val, test or all (default %(default)s)")
+    e.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
+    e.add_argument("--json", action="store_true", help="print the full result as JSON")
+    i = sub.add_parser("inspect", help="show a model's sidecar, tensors, operators, size and MACs")
+    i.add_argument("model", type=Path)
+    i.add_argument("--json", action="store_true")
+    return p
+
+
+def _size(text: str) -> tuple[int, int]:
+    from bodycam.device.errors import UsageError
+
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text!r} is not WxH (e.g. 128x72)") from None
+    return w, h
+
+
+def _build(args: argparse.Namespace) -> int:
+    from bodycam.device.errors import UsageError
+    from bodycam.model_compile.build import build
+    from bodycam.model_compile.config import BuildConfig
+
+    if args.epochs < 1 or args.steps < 1 or args.batch < 4:
+        raise UsageError("--epochs and --steps must be >= 1 and --batch >= 4")
+    w, h = _size(args.size)
+    cfg = BuildConfig(
+        width=w, height=h, frames=args.frames, colour=args.colour, epochs=args.epochs,
+        steps_per_epoch=args.steps, batch=args.batch, seed=args.seed,
+    )  # fmt: skip
+    res = build(args.data, args.out, cfg, _log, args.model_version)
+    print(f"model: {res.model}\nsidecar: {res.sidecar}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from bodycam.device.events import EventConfig
+    from bodycam.device.model_spec import load_model_spec
+    from bodycam.model_compile.dataset import clips_for, load_clips
+    from bodycam.model_compile.evaluate import evaluate_scores, summarise
+    from bodycam.model_compile.infer import runner_for
+
+    spec = load_model_spec(args.model)
+    runner = runner_for(args.model, spec)
+    clips = load_clips(clips_for(args.data, args.split), (spec.input.width, spec.input.height))
+    cfg = EventConfig(threshold=args.threshold)
+    threshold = cfg.threshold if cfg.threshold is not None else spec.threshold
+    scores = [runner.frame_scores(c.frames) for c in clips]
+    s = summarise(evaluate_scores(clips, scores, cfg, threshold))
+    s["model"] = str(args.model)
+    s["threshold"] = threshold
+    s["split"] = args.split
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    te = s["timing_error_frames"]
+    fa = s["false_alarms_shot_free"]
+    print(f"{args.model} on {args.data} [{args.split}]: {s['clips']} clips, {s['hours'] * 60:.1f} min, threshold {threshold}")
+    print(f"events     shots {s['shots']}  markers {s['markers']}  tp {s['tp']}  fp {s['fp']}  fn {s['fn']}")
+    print(f"precision  {s['precision']:.4f}   recall {s['recall']:.4f}")
+    print(f"timing     |marker - shot| frames: median {te['median']}  max {te['max']}")
+    for k, v in s["recall_by_shooter"].items():
+        print(f"recall[{k}] {v['found']}/{v['shots']}")
+    if fa["clips"]:
+        print(f"false alarms on {fa['clips']} shot-free clips ({fa['hours'] * 60:.1f} min): {fa['count']} "
+              f"= {fa['per_10_min']} per 10 min; by kind {fa['by_kind']}")
+    else:
+        print("false alarms: no shot-free clips in this split")
+    print(f"false markers, all clips: {s['false_markers_all_clips']}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.inspect_model import inspect, render
+
+    info = inspect(args.model)
+    print(json.dumps(info, indent=1) if args.json else render(info))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect}[args.command]
+    try:
+        return run(args)
+    except BodycamError as exc:
+        print(f"bodycam-model {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bodycam-model: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
