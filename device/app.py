@@ -142,6 +142,8 @@ class App:
         self._next_maint: int | None = None
         self.info: StreamInfo | None = None
         self._stopping = False
+        self.unjournaled: list[MarkerDraft] = []  # markers the outbox could not commit yet (full disk)
+        self.journal_error: str | None = None
 
     # -- time ------------------------------------------------------------------------
     def mono_to_wall(self, t_ns: int) -> int:
@@ -226,6 +228,8 @@ class App:
             self.recorder.maintain()
             if self.recorder.storage_alarm and self.indicators is not None:
                 self.indicators.set_state("alarm")
+        if self.unjournaled:
+            self._retry_journal()
         if self.indicators is not None:
             self.indicators.tick()
         if self.watchdog is not None:
@@ -273,7 +277,7 @@ class App:
             self.indicators.set_state("recording")
 
     def _emit(self, kind: str, t_ns: int, *, confidence: float | None = None, model: ModelRef | None = None,
-              extra: dict[str, JSON] | None = None) -> Marker:
+              extra: dict[str, JSON] | None = None) -> Marker | None:
         rec = self.recorder.active
         media = None
         if rec is not None:
@@ -283,17 +287,48 @@ class App:
         loc = self.location() if self.location is not None else None
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
                             media=media, location=loc, model=model, extra=extra)
-        marker = self.journal.record(draft)  # durable before anything else sees it
+        if self.unjournaled:
+            self.unjournaled.append(draft)  # keep order: older drafts go first
+            self._retry_journal()
+            return None
+        try:
+            marker = self.journal.record(draft)  # durable before anything else sees it
+        except StorageError as exc:
+            log.error("marker %s at %d ns could not be committed to the outbox (%s); kept in memory, retrying",
+                      kind, t_ns, exc)
+            self.unjournaled.append(draft)
+            self.journal_error = str(exc)
+            if self.indicators is not None:
+                self.indicators.set_state("alarm")
+            return None
+        self._after_record(marker)
+        return marker
+
+    def _retry_journal(self) -> None:
+        """Commit markers that the outbox refused earlier (a full disk), oldest first."""
+        while self.unjournaled:
+            try:
+                marker = self.journal.record(self.unjournaled[0])
+            except StorageError as exc:
+                self.journal_error = str(exc)
+                return
+            self.unjournaled.pop(0)
+            self._after_record(marker)
+        self.journal_error = None
+
+    def _after_record(self, marker: Marker) -> None:
+        """Tag a committed marker into the recording it points at (if still open) and tell listeners."""
+        kind, t_ns, confidence = marker.kind, marker.t_mono_ns, marker.confidence
         self.stats.markers.append(marker)
-        if rec is not None and rec.error is None:
+        rec = self.recorder.active
+        if rec is not None and rec.error is None and (marker.media is None or marker.media.recording == rec.recording_id):
             label = kind if confidence is None else f"{kind} ({confidence:.2f})"
             try:
                 rec.add_marker(kind, t_ns, marker.to_json(), label)
             except StorageError as exc:
-                self.recorder._fail(rec, str(exc))
+                self.recorder.fail(rec, str(exc))
         for listener in self.listeners:
             try:
                 listener(marker)
             except Exception:  # a listener must never break the loop
                 log.exception("marker listener failed")
-        return marker

@@ -62,7 +62,7 @@ class Recorder:
             for p in packets:
                 rec.write(p)
         except StorageError as exc:
-            self._fail(rec, str(exc))
+            self.fail(rec, str(exc))
 
     def start(self, reason: str, t_ns: int, include_buffer: bool = True) -> Recording | None:
         if self.active is not None:
@@ -82,7 +82,7 @@ class Recorder:
             path.mkdir(parents=True)
             rec.write_manifest()
         except (OSError, StorageError) as exc:
-            self._fail(rec, f"{path}: cannot start a recording ({exc})")
+            self.fail(rec, f"{path}: cannot start a recording ({exc})")
             return None
         self.active = rec
         buffered = self.buffer.drain() if include_buffer else []
@@ -99,7 +99,7 @@ class Recorder:
         try:
             rec.finish()
         except StorageError as exc:
-            self._fail(rec, str(exc))
+            self.fail(rec, str(exc))
         self.finished.append(rec)
         log.info("recording %s stopped: %d segment(s), %d marker(s)%s", rec.recording_id, len(rec.segments),
                  len(rec.markers), ", protected" if rec.protected else "")
@@ -116,7 +116,7 @@ class Recorder:
         self.storage_alarm = result.alarm
         return result
 
-    def _fail(self, rec: Recording, message: str) -> None:
+    def fail(self, rec: Recording, message: str) -> None:
         log.error("recording %s failed: %s", rec.recording_id, message)
         self.errors.append(message)
         self.storage_alarm = True
