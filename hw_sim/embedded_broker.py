@@ -92,6 +92,22 @@ class EmbeddedBroker:
             await self._stop.wait()
         finally:
             await broker.shutdown()
+            await self._close_leftovers()
+
+    async def _close_leftovers(self) -> None:
+        """Close what amqtt leaves open at shutdown (e.g. a TCP connection that never sent CONNECT)."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        transports = getattr(loop, "_transports", None)  # the selector loop's open transports (CPython)
+        if transports is not None:
+            for transport in list(transports.values()):
+                if transport is not None and not transport.is_closing():
+                    transport.close()
+        await asyncio.sleep(0)
 
     def stop(self) -> None:
         """Shut the broker down and join its thread (idempotent)."""
