@@ -2,9 +2,9 @@
 
 A marker counts as a true positive when it lies within ``tolerance`` frames of a true
 shot; each shot takes at most one marker and each marker at most one shot. Matching is
-greedy one-to-one by distance: all (shot, marker) pairs within the tolerance are taken in
-order of increasing distance (ties: earlier shot, then earlier marker), so a marker
-between two shots goes to the nearer one and the rest stay available for the other.
+greedy one-to-one in time order: each shot, earliest first, takes the nearest marker not
+yet taken within the tolerance (ties: the earlier marker). Every marker left over is a
+false positive, every shot left without one a miss.
 
 Used by ``bodycam-model evaluate`` and by the simulator's own run scoring.
 """
@@ -62,19 +62,15 @@ def score_events(truth_frames: list[int], marker_frames: list[int], tolerance: i
     """Match markers to true shots (greedy one-to-one within ``tolerance`` frames)."""
     if tolerance < 0:
         raise ValueError(f"tolerance {tolerance} must be >= 0")
-    pairs = sorted(
-        (abs(m - t), i, j)
-        for i, t in enumerate(truth_frames)
-        for j, m in enumerate(marker_frames)
-        if abs(m - t) <= tolerance
-    )
     shot_used: dict[int, int] = {}
     marker_used: set[int] = set()
-    for _, i, j in pairs:
-        if i in shot_used or j in marker_used:
-            continue
-        shot_used[i] = j
-        marker_used.add(j)
+    for i in sorted(range(len(truth_frames)), key=lambda k: truth_frames[k]):
+        t = truth_frames[i]
+        free = [(abs(m - t), m, j) for j, m in enumerate(marker_frames) if j not in marker_used and abs(m - t) <= tolerance]
+        if free:
+            _, _, j = min(free)
+            shot_used[i] = j
+            marker_used.add(j)
     matched = tuple((truth_frames[i], marker_frames[shot_used[i]]) for i in sorted(shot_used))
     return EventScore(
         tp=len(matched),
