@@ -27,7 +27,7 @@ def _truth(frames: int, shots: list[int], distractor: tuple[int, int] | None = N
             Shot(frame=f, t_s=f / fps, audio_sample=round(f / fps * 48000), muzzle_xy=None, shooter="wearer",
                  flash_frames=1, intensity=1.0, occluded=False)
             for f in shots
-        ),  # fmt: skip
+        ),
         distractors=()
         if distractor is None
         else (Distractor("photo_flash", distractor[0], distractor[1], distractor[0] / fps, (distractor[1] + 1) / fps),),
@@ -70,6 +70,6 @@ def test_batches_are_balanced_and_reproducible() -> None:
     a = BatchSampler(pool, 32, seed=3).draw()
     b = BatchSampler(pool, 32, seed=3).draw()
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    x, y, w = a
+    x, y, _w = a
     assert x.shape == (32, 8, 16, 12) and x.dtype == np.float32
     assert y.sum() >= 8  # a quarter of the batch are positives
