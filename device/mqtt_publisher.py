@@ -296,6 +296,7 @@ class MqttPublisher:
             ids, self._to_ack = self._to_ack, []
             self._outbox.ack_many(ids)
             self.stats.acked += len(ids)
+            self._wake.set()  # room in the window: refill now, not at the next poll
             with self._state_cv:
                 self._state_cv.notify_all()
 
