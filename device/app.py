@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from bodycam.device.detector import Detector
 from bodycam.device.errors import StorageError
 from bodycam.device.events import ShotTracker
 from bodycam.device.frames import Camera, Frame, StreamInfo
+from bodycam.device.indicators import Indicators
+from bodycam.device.inputs import Inputs
 from bodycam.device.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
 from bodycam.device.preprocess import FrameWindow
 from bodycam.device.recorder import Recorder
@@ -51,26 +53,6 @@ class MarkerJournal(Protocol):
     def record(self, draft: MarkerDraft) -> Marker: ...
 
     def depth(self) -> int: ...
-
-
-class InputEventLike(Protocol):
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def t_mono_ns(self) -> int: ...
-
-
-class Inputs(Protocol):
-    def poll(self) -> list[Any]: ...
-
-
-class Indicators(Protocol):
-    def set_state(self, state: str) -> None: ...
-
-    def pulse(self, pattern: str) -> None: ...
-
-    def tick(self) -> None: ...
 
 
 class Kicker(Protocol):
@@ -220,7 +202,7 @@ class App:
             self._on_detection(det.frame, det.t_ns, det.confidence)
         if self.inputs is not None:
             for ev in self.inputs.poll():
-                self._apply(self.sm.handle(Event(ev.kind, int(ev.t_mono_ns), "button")))
+                self._apply(self.sm.handle(Event(ev.kind, ev.t_mono_ns, "button")))
         self._apply(self.sm.handle(Event("tick", frame.t_ns)))
         p3 = time.perf_counter_ns()
         if self._next_maint is None or frame.t_ns >= self._next_maint:
