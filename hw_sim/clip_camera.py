@@ -48,6 +48,7 @@ class ClipCamera:
         self._audio: Any = None
         self.last_offset = 0  # byte offset of the last packet read (for error messages)
         self.info: StreamInfo | None = None
+        self._damage: str | None = None  # raised once every readable frame has been delivered
 
     # -- Camera protocol -------------------------------------------------------------
     def start(self) -> StreamInfo:
@@ -58,7 +59,8 @@ class ClipCamera:
         try:
             self._container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError) as exc:
-            raise ClipError(f"{self.path}: not a readable video file ({exc})") from exc
+            hint = " (a truncated MP4 whose index was never written?)" if self.path.suffix.lower() in (".mp4", ".mov") else ""
+            raise ClipError(f"{self.path}: not a readable video file{hint} ({exc})") from exc
         if not self._container.streams.video:
             self._container.close()
             raise ClipError(f"{self.path}: the file has no video stream")
@@ -83,7 +85,12 @@ class ClipCamera:
     def read(self) -> Frame | None:
         while not self._pending and not self._eof:
             self._pump()
-        return self._pending.popleft() if self._pending else None
+        if self._pending:
+            return self._pending.popleft()
+        if self._damage is not None:
+            damage, self._damage = self._damage, None
+            raise ClipError(damage)
+        return None
 
     def stop(self) -> None:
         if self._container is not None:
@@ -108,6 +115,13 @@ class ClipCamera:
         except StopIteration:
             self._flush_decoder()
             self._eof = True
+            declared = int(self._video.frames or 0)
+            if declared > self._index:
+                # the index promised more frames than the file holds: a truncated clip
+                self._damage = (
+                    f"{self.path}: truncated or damaged after byte offset {self.last_offset}: "
+                    f"{self._index} of {declared} frames readable"
+                )
             return
         except av.error.FFmpegError as exc:
             self._eof = True

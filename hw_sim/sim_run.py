@@ -79,6 +79,7 @@ class SimOptions:
     model: Path | None = None
     start_time: str | None = None
     drain_timeout_s: float = 15.0
+    state_dir: Path | None = None  # the outbox's directory; default OUT/state
 
 
 @dataclass
@@ -161,8 +162,8 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
     tracker = ShotTracker.from_config(cfg.events, spec.threshold)
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
-        state_dir = opts.out / "state"
-        state_dir.mkdir(exist_ok=True)
+        state_dir = opts.state_dir or opts.out / "state"
+        state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         from bodycam.device.errors import StorageError
 

@@ -10,15 +10,20 @@ import numpy as np
 
 
 def make_plain_clip(path: Path, seconds: float = 3.0, fps: int = 30, size: tuple[int, int] = (320, 180),
-                    audio: bool = True, gop: int | None = None, flash_frames: tuple[int, ...] = ()) -> Path:
-    """A moving gradient clip; ``flash_frames`` get a bright warm blob (not a realistic shot)."""
+                    audio: bool = True, gop: int | None = None, flash_frames: tuple[int, ...] = (),
+                    frame_times_ms: list[int] | None = None) -> Path:
+    """A moving gradient clip; ``flash_frames`` get a bright warm blob (not a realistic shot).
+
+    ``frame_times_ms`` gives each frame its own presentation time (a variable frame rate clip).
+    """
     w, h = size
-    n = round(seconds * fps)
+    n = round(seconds * fps) if frame_times_ms is None else len(frame_times_ms)
     out = av.open(str(path), "w")
     vs = out.add_stream("libx264", rate=fps)
     vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
     vs.options = {"preset": "ultrafast", "g": str(gop or fps), "keyint_min": str(gop or fps), "sc_threshold": "0"}
-    vs.codec_context.time_base = Fraction(1, fps)
+    tb = Fraction(1, fps) if frame_times_ms is None else Fraction(1, 1000)
+    vs.codec_context.time_base = tb
     as_ = None
     if audio:
         as_ = out.add_stream("aac", rate=48000)
@@ -33,8 +38,8 @@ def make_plain_clip(path: Path, seconds: float = 3.0, fps: int = 30, size: tuple
             cy, cx = h // 2, w // 2
             img[cy - 8 : cy + 8, cx - 8 : cx + 8] = (255, 230, 160)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = i
-        frame.time_base = Fraction(1, fps)
+        frame.pts = i if frame_times_ms is None else frame_times_ms[i]
+        frame.time_base = tb
         for p in vs.encode(frame):
             out.mux(p)
     for p in vs.encode():
