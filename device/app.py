@@ -186,7 +186,7 @@ class App:
         st.last_t_ns = frame.t_ns
         st.frames += 1
         p0 = time.perf_counter_ns()
-        self.recorder.feed(frame.packets)
+        self.recorder.feed(frame.packets, frame.t_ns)
         self.window.push(frame.lores)
         self._times.append((frame.index, frame.t_ns))
         p1 = time.perf_counter_ns()

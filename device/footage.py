@@ -26,7 +26,7 @@ from typing import Any
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
 from bodycam.device.frames import EncodedPacket, StreamInfo
-from bodycam.device.segment_writer import SegmentWriter
+from bodycam.device.segment_writer import SegmentWriter, sha256_of
 
 MANIFEST_SCHEMA = "bodycam.recording/1"
 PROTECTING_KINDS = frozenset({"gunshot"})
@@ -86,6 +86,7 @@ class Recording:
     protected: bool = False
     complete: bool = False
     error: str | None = None
+    external: bool = False  # the camera writes the segment files itself (picamera2)
     _writer: SegmentWriter | None = None
 
     @property
@@ -144,6 +145,32 @@ class Recording:
         elif self.info.fps > 0:  # the last segment lasts until its last frame ends
             seg.end_mono_ns += round(1e9 / self.info.fps)
         self.write_manifest()
+
+    # -- footage written by the camera ---------------------------------------------------
+    def begin_external(self, start_mono_ns: int) -> None:
+        """The camera writes ``segment-00000.mp4`` itself, starting about ``start_mono_ns``."""
+        self.external = True
+        self.segments.append(SegmentInfo(0, "segment-00000.mp4", start_mono_ns, start_mono_ns, 0, 0, None))
+
+    def note_time(self, t_ns: int) -> None:
+        if self.external and self.segments and not self.complete:
+            self.segments[-1].end_mono_ns = t_ns
+            self.segments[-1].frames += 1
+
+    def _finish_external(self) -> None:
+        """Hash the files the camera wrote (one per segment) once it has closed them."""
+        files = sorted(self.path.glob("segment-*.mp4"))
+        last_end = self.segments[-1].end_mono_ns if self.segments else 0
+        for i, f in enumerate(files):
+            if i >= len(self.segments):
+                self.segments.append(SegmentInfo(i, f.name, last_end, last_end, 0, 0, None))
+            seg = self.segments[i]
+            seg.file = f.name
+            try:
+                seg.sha256 = sha256_of(f)
+                seg.bytes = f.stat().st_size
+            except OSError as exc:
+                raise StorageError(f"{f}: cannot read back the segment ({exc.strerror or exc})") from exc
 
     # -- markers --------------------------------------------------------------------
     def media_for(self, t_ns: int) -> tuple[int, float, int] | None:
@@ -212,6 +239,10 @@ class Recording:
             "error": self.error,
             "protected": self.protected,
             "marker_count": len(self.markers),
+            # camera-written footage: segment times are the sensor times of the first and last
+            # frames seen by the loop; the pre-event part starts at the buffer's keyframe, about
+            # pre_event_s earlier (picamera2 does not report it)
+            "timing": "approximate" if self.external else "exact",
             "video": {"width": self.info.width, "height": self.info.height, "fps": self.info.fps,
                       "audio": self.info.has_audio},
             "segments": segs,
@@ -226,7 +257,10 @@ class Recording:
         if self.complete:
             return
         try:
-            self._close_segment()
+            if self.external:
+                self._finish_external()
+            else:
+                self._close_segment()
         finally:
             self.complete = True
             self.write_manifest()

@@ -28,6 +28,8 @@ def _check_positive(where: str, value: float) -> None:
 class GpioConfig:
     """Buttons, holster sensor, status LED and haptic motor (BCM pin numbers)."""
 
+    # false: no GPIO at all (a board without buttons, or a bench test off a Pi)
+    enabled: bool = True
     record_pin: int | None = 17
     marker_pin: int | None = 27
     holster_pin: int | None = 22

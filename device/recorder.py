@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from bodycam.device.clock import rfc3339_ms
-from bodycam.device.errors import StorageError
+from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage import Recording
 from bodycam.device.frames import EncodedPacket, StreamInfo
 from bodycam.device.prebuffer import PreEventBuffer
@@ -22,6 +23,14 @@ from bodycam.device.recording_state import RecordingConfig
 from bodycam.device.retention import Retention, RetentionResult
 
 log = logging.getLogger(__name__)
+
+
+class CameraFootage(Protocol):
+    """A camera that encodes and writes footage itself (picamera2 with CircularOutput2)."""
+
+    def start_recording(self, path_factory: Callable[[int], Path], include_buffer: bool = True) -> None: ...
+
+    def stop_recording(self) -> None: ...
 
 
 def recording_id_for(wall_ns: int) -> str:
@@ -32,7 +41,8 @@ def recording_id_for(wall_ns: int) -> str:
 
 class Recorder:
     def __init__(self, data_dir: Path, device: str, cfg: RecordingConfig,
-                 mono_to_wall: Callable[[int], int], retention: Retention | None = None) -> None:
+                 mono_to_wall: Callable[[int], int], retention: Retention | None = None,
+                 camera_footage: CameraFootage | None = None) -> None:
         self.root = data_dir / "recordings"
         self.device = device
         self.cfg = cfg
@@ -44,6 +54,7 @@ class Recorder:
         self.finished: list[Recording] = []
         self.errors: list[str] = []
         self.storage_alarm = False
+        self.camera_footage = camera_footage
 
     def begin(self, info: StreamInfo) -> None:
         self.info = info
@@ -52,8 +63,12 @@ class Recorder:
         except OSError as exc:
             raise StorageError(f"{self.root}: cannot create the recordings directory ({exc.strerror or exc})") from exc
 
-    def feed(self, packets: Iterable[EncodedPacket]) -> None:
+    def feed(self, packets: Iterable[EncodedPacket], t_ns: int | None = None) -> None:
         rec = self.active
+        if rec is not None and rec.external:
+            if t_ns is not None:
+                rec.note_time(t_ns)
+            return
         if rec is None:
             for p in packets:
                 self.buffer.push(p)
@@ -85,6 +100,15 @@ class Recorder:
             self.fail(rec, f"{path}: cannot start a recording ({exc})")
             return None
         self.active = rec
+        if self.camera_footage is not None:
+            try:
+                self.camera_footage.start_recording(lambda i: path / f"segment-{i:05d}.mp4", include_buffer)
+            except (OSError, BodycamError) as exc:
+                self.fail(rec, f"{path}: the camera cannot start recording ({exc})")
+                return None
+            rec.begin_external(t_ns - int(self.cfg.pre_event_s * 1e9) if include_buffer else t_ns)
+            log.info("recording %s started (%s), written by the camera", rec.recording_id, reason)
+            return rec
         buffered = self.buffer.drain() if include_buffer else []
         if not include_buffer:
             self.buffer.clear()
@@ -97,10 +121,13 @@ class Recorder:
         if rec is None:
             return None
         try:
+            if rec.external and self.camera_footage is not None:
+                self.camera_footage.stop_recording()
             rec.finish()
-        except StorageError as exc:
+        except (StorageError, OSError) as exc:
             self.fail(rec, str(exc))
-        self.finished.append(rec)
+        if rec not in self.finished:
+            self.finished.append(rec)
         log.info("recording %s stopped: %d segment(s), %d marker(s)%s", rec.recording_id, len(rec.segments),
                  len(rec.markers), ", protected" if rec.protected else "")
         return rec

@@ -180,3 +180,32 @@ def test_recording_write_failure_is_reported_not_raised(clip: Path, tmp_path: Pa
             rec.feed(f.packets)
     assert rec.active is None and rec.errors and rec.storage_alarm
     assert "segment" in rec.errors[0] or "cannot" in rec.errors[0]
+
+
+def test_camera_written_footage_gets_a_verifiable_manifest(tmp_path: Path) -> None:
+    """picamera2 writes the files itself: the recorder names them, then hashes and describes them."""
+    from bodycam.device.hw_config import CameraConfig
+    from bodycam.device.picamera_adapter import PiCamera
+    from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module
+
+    cfg = CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=30.0, iperiod=15, buffer_s=2.0)
+    cam = PiCamera(cfg, picamera2_module=FakePicamera2Module(10**9))
+    rec = Recorder(tmp_path, "cam-1", RecordingConfig(pre_event_s=2.0), lambda t: EPOCH + t, camera_footage=cam)
+    rec.begin(cam.start())
+    for i in range(150):
+        frame = cam.read()
+        assert frame is not None and frame.packets == ()
+        rec.feed(frame.packets, frame.t_ns)
+        if i == 90:
+            started = rec.start("detection", frame.t_ns, include_buffer=True)
+            assert started is not None and started.external
+            t_start = frame.t_ns
+    r = rec.stop()
+    cam.stop()
+    assert r is not None and r.complete and r.error is None
+    manifest = json.loads((r.path / "manifest.json").read_text())
+    assert manifest["timing"] == "approximate"
+    (seg,) = manifest["segments"]
+    path = r.path / seg["file"]
+    assert path.is_file() and sha256_of(path) == seg["sha256"] and seg["bytes"] == path.stat().st_size
+    assert seg["start_mono_ns"] == t_start - 2 * S and seg["end_mono_ns"] > t_start
