@@ -119,7 +119,9 @@ def bench_ingest(tmp: Path, broker: Broker, devices: int, per_device: int, repea
                 msgs.append(m.to_json())
             payloads.append((dev, msgs))
         with SqliteStore(tmp / f"base-{r}.db") as store:
-            consumer = Consumer(ConsumerOptions(url=broker.url, client_id=f"bench-base-{r}"), store)
+            # a group per run: an offline persistent member of a shared group keeps receiving its share
+            opts = ConsumerOptions(url=broker.url, client_id=f"bench-base-{r}", group=f"bench{r}")
+            consumer = Consumer(opts, store)
             stop = threading.Event()
             runner = threading.Thread(target=consumer.run, args=(stop,))
             runner.start()
