@@ -72,7 +72,7 @@ def _gunshot(rng: np.random.Generator, sr: int, s: ShotPlan, indoor: bool) -> F3
     else:
         for _ in range(int(rng.integers(2, 5))):
             d = int(rng.uniform(0.06, 0.6) * sr)
-            g = rng.uniform(0.06, 0.3)
+            g = rng.uniform(0.05, 0.2)
             if d < dur:
                 tail[d:] += _lowpass(sig, int(rng.integers(2, 8)))[: dur - d] * g
         tail += rng.normal(0, 1, dur).astype(np.float32) * np.exp(-t / 0.25).astype(np.float32) * 0.02

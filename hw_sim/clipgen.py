@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from bodycam.device.errors import StorageError
 from bodycam.hw_sim.audio_synth import synthesise
@@ -37,9 +38,25 @@ from bodycam.hw_sim.truth import (
 __all__ = ["GENERATOR_VERSION", "ClipSpec", "generate_clip", "plan_clip"]
 
 GENERATOR_VERSION = "1.0"
-X264_PRESET = "veryfast"
+X264_PRESET = "superfast"  # deterministic here (veryfast's mb-tree lookahead was not, run to run)
 X264_CRF = "23"
 AAC_BITRATE = 128_000
+
+
+def rgb_to_yuv420p(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """BT.601 limited-range RGB -> planar yuv420p (H*3/2 x W), in numpy: a fixed, deterministic
+    conversion (libswscale's path through PyAV gave run-to-run differences in the encoded stream)."""
+    h, w = img.shape[:2]
+    f = img.astype(np.float32)
+    y = f @ np.array([65.481, 128.553, 24.966], np.float32) / 255.0 + 16.5
+    s = f.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+    u = s @ np.array([-37.797, -74.203, 112.0], np.float32) / 255.0 + 128.5
+    v = s @ np.array([112.0, -93.786, -18.214], np.float32) / 255.0 + 128.5
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    out[:h] = np.clip(y, 0, 255)
+    out[h:].reshape(-1)[: u.size] = np.clip(u, 0, 255).ravel()
+    out[h:].reshape(-1)[u.size :] = np.clip(v, 0, 255).ravel()
+    return out
 
 
 def _rngs(seed: int, n: int) -> list[np.random.Generator]:
@@ -94,11 +111,14 @@ def generate_clip(
         vs.pix_fmt = "yuv420p"
         vs.codec_context.time_base = Fraction(1, 1) / fps_q
         vs.codec_context.gop_size = gop
+        vs.codec_context.thread_count = 1  # x264 frame threads make the bitstream vary run to run
         vs.options = {
             "preset": X264_PRESET,
             "crf": X264_CRF,
             "threads": "1",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
         }
         aus = container.add_stream("aac", rate=sr)
         aus.layout = "mono"

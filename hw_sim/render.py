@@ -126,6 +126,12 @@ class Renderer:
             frng = np.random.default_rng(s.flash_seed + k)
             size = s.size * (1.0 if k == 0 else 0.7)
             m = flash_mask(size, s.shape, frng, s.occlusion_angle if s.occluded else None, float(frng.uniform(0.8, 1.4)))
+            if s.shooter == "other" and s.shape == "cone":
+                # the plume points along the other person's aim (sideways), not away from us
+                m0, c0 = m[0].T, m[1].T
+                if self.plan.figures[s.figure].facing > 0:
+                    m0, c0 = m0[:, ::-1], c0[:, ::-1]
+                m = (np.ascontiguousarray(m0), np.ascontiguousarray(c0))
             self._flash_cache[key] = m
         return m
 
@@ -244,7 +250,7 @@ class Renderer:
         # local light cast on the scene (broad, dim, warm)
         cast_r = (0.35 * self.W if cast_scale >= 1 else 0.12 * self.W) * (0.6 + 0.4 * inten)
         self._add(img, mx, my, self._glow(cast_r), warm * _CAST[self.plan.scene] * inten * cast_scale)
-        self._add(img, mx, my, mask, warm * 255.0 * 1.7 * inten)
+        self._add(img, mx, my, mask, warm * 255.0 * 2.2 * inten)
         self._add(img, mx, my, core, np.array([255, 250, 235], np.float32) * 1.2 * inten)
 
     def _draw_smoke(self, img: U8, i: int) -> None:

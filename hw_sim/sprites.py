@@ -161,7 +161,7 @@ def weapon_sprites(
     sw = int(frame_h * 0.95)
     sleeve = np.array(rng.choice([[30, 34, 44], [22, 22, 26], [44, 48, 40], [55, 58, 66]]), np.float32)
     gloves = bool(rng.random() < 0.3)
-    skin_base = rng.uniform([150, 100, 75], [225, 175, 145]).astype(np.float32)
+    skin_base = rng.uniform([120, 80, 60], [200, 150, 120]).astype(np.float32)
     skin = np.array([30, 30, 32], np.float32) if gloves else skin_base
     metal = np.array(rng.choice([[28, 28, 30], [45, 44, 42], [70, 66, 58]]), np.float32)
     tex_rng = np.random.default_rng(rng.integers(2**31))
@@ -223,7 +223,7 @@ def flash_mask(
     Y = ax[:, None]
     if shape == "cone":
         # plume: narrow ellipse pointing up (away from the camera), plus side jets
-        Yc = Y + size * 0.35 * elongation
+        Yc = Y + size * 0.2 * elongation
         u = X / (size * 0.38)
         v = Yc / (size * 0.9 * elongation)
         m = np.exp(-(u * u + v * v) * 1.6)

@@ -375,7 +375,7 @@ def make_plan(spec: ClipSpec, rng: np.random.Generator) -> Plan:
             if fr >= N:
                 continue
             if shooter == "wearer":
-                intensity = float(rng.uniform(0.3, 1.0) if daylight else rng.uniform(0.5, 1.0))
+                intensity = float(rng.uniform(0.4, 1.0) if daylight else rng.uniform(0.55, 1.0))
                 fsize = float(rng.uniform(0.07, 0.17) * H * (0.6 + 0.4 * intensity))
                 loud = float(rng.uniform(-6.0, 4.0))
                 for k, pk_ in enumerate(prof_k):
@@ -386,7 +386,7 @@ def make_plan(spec: ClipSpec, rng: np.random.Generator) -> Plan:
             else:
                 intensity = float(rng.uniform(0.45, 1.0) if daylight else rng.uniform(0.6, 1.0))
                 fsize = float(figures[fig_idx].height * rng.uniform(0.22, 0.4))
-                loud = float(rng.uniform(-16.0, -5.0))
+                loud = float(rng.uniform(-11.0, -3.0))
             occluded = bool(rng.random() < 0.12)
             shots.append(
                 ShotPlan(

@@ -194,7 +194,7 @@ def load_truth(path: str | os.PathLike[str]) -> Truth:
     except (json.JSONDecodeError, ValueError) as exc:
         raise TruthError(f"{p}: not valid JSON: {exc}") from None
     try:
-        return truth_from_dict(obj)
+        return _parse(obj)
     except _Invalid as exc:
         raise TruthError(f"{p}: {exc}") from None
 
