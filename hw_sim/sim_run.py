@@ -138,6 +138,8 @@ def _mqtt(opts: SimOptions, outbox: Outbox, clock: VirtualClock, report: SimRepo
             url = opts.broker
         report.broker_url = url
         cfg = replace(opts.config.mqtt, url=url, enabled=True)
+        if opts.broker == "embedded":  # amqtt speaks MQTT 3.1.1 only: skip the MQTT 5 attempt
+            cfg = replace(cfg, protocol="3.1.1")
         stack.enter_context(MarkerWatch(url, prefix=cfg.topic_prefix, on_marker=on_arrival))
         publisher = MqttPublisher(cfg, outbox, clock)
         stack.enter_context(publisher)
