@@ -3,6 +3,8 @@
 bodycam-base listen  --broker mqtt://host:1883 --db base.db [--group base] [--client-id ID]
 bodycam-base markers --db base.db [--device D] [--since 2026-01-01T00:00:00Z] [--kind gunshot] [--json]
 bodycam-base devices --db base.db [--json]
+
+``--db``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL, ``pip install 'bodycam[postgres]'``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,23 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
 from bodycam.base.consumer import Consumer, ConsumerOptions
-from bodycam.base.store import SqliteStore
+from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.device.clock import parse_rfc3339, rfc3339_ms
 from bodycam.device.errors import BodycamError, UsageError
+
+_DB_HELP = "SQLite file path, or postgresql://user@host[:port]/dbname"
+
+
+def open_store(db: str) -> MarkerStore:
+    """``postgresql://...`` (or ``postgres://``) opens PostgreSQL (psycopg imported lazily), anything else SQLite."""
+    from bodycam.base.store_pg import PostgresStore, is_postgres_url
+
+    return PostgresStore(db) if is_postgres_url(db) else SqliteStore(Path(db))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listen = sub.add_parser("listen", help="subscribe to all devices and store their markers")
     listen.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
-    listen.add_argument("--db", required=True, type=Path)
+    listen.add_argument("--db", required=True, help=_DB_HELP)
     listen.add_argument(
         "--group", default="base", help="shared-subscription group (consumers of a group share load)"
     )
@@ -46,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--ca-file")
 
     markers = sub.add_parser("markers", help="list stored markers")
-    markers.add_argument("--db", required=True, type=Path)
+    markers.add_argument("--db", required=True, help=_DB_HELP)
     markers.add_argument("--device")
     markers.add_argument("--since", help="RFC 3339 time, e.g. 2026-11-25T12:00:00Z")
     markers.add_argument("--kind")
@@ -54,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     markers.add_argument("--json", action="store_true", help="one JSON object per line")
 
     devices = sub.add_parser("devices", help="list devices: status, last seen, markers, gaps, chain")
-    devices.add_argument("--db", required=True, type=Path)
+    devices.add_argument("--db", required=True, help=_DB_HELP)
     devices.add_argument("--json", action="store_true")
     return p
 
@@ -88,7 +100,7 @@ def _listen(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    with SqliteStore(args.db) as store:
+    with closing(open_store(args.db)) as store:
         consumer = Consumer(opts, store)
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         runner = threading.Thread(target=consumer.run, args=(stop,), name="consumer")
@@ -117,7 +129,7 @@ def _markers(args: argparse.Namespace) -> int:
             since = parse_rfc3339(args.since)
         except ValueError as exc:
             raise UsageError(f"--since: {exc}") from exc
-    with SqliteStore(args.db) as store:
+    with closing(open_store(args.db)) as store:
         rows = store.markers(device=args.device, since_ns=since, kind=args.kind, limit=args.limit)
     if args.json:
         for r in rows:
@@ -143,7 +155,7 @@ def _markers(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    with SqliteStore(args.db) as store:
+    with closing(open_store(args.db)) as store:
         rows = store.devices()
     if args.json:
         for d in rows:
