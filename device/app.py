@@ -25,6 +25,7 @@ from bodycam.device.clock import Clock
 from bodycam.device.detector import Detector
 from bodycam.device.errors import StorageError
 from bodycam.device.events import ShotTracker
+from bodycam.device.footage import PROTECTING_KINDS
 from bodycam.device.frames import Camera, Frame, StreamInfo
 from bodycam.device.indicators import Indicators
 from bodycam.device.inputs import Inputs
@@ -208,6 +209,11 @@ class App:
         if self._next_maint is None or frame.t_ns >= self._next_maint:
             self._next_maint = frame.t_ns + self._maint_ns
             self.recorder.maintain()
+            # the recording failed (full disk, card error) but the officer/trigger still wants one:
+            # try a new recording, at most once per maintenance interval
+            if (self.sm.state != State.IDLE and self.recorder.active is None and self.recorder.errors
+                    and self.recorder.start("resumed_after_error", frame.t_ns, include_buffer=True) is not None):
+                self._emit("recording_start", frame.t_ns, extra={"reason": "resumed_after_error"})
             if self.recorder.storage_alarm and self.indicators is not None:
                 self.indicators.set_state("alarm")
         if self.unjournaled:
@@ -266,6 +272,12 @@ class App:
             where = rec.media_for(t_ns)
             if where is not None:
                 media = Media(recording=rec.recording_id, segment=where[0], offset_s=where[1], frame=where[2])
+        if rec is not None and kind in PROTECTING_KINDS and rec.error is None:
+            # protect before the outbox is even tried: a full disk must never cost this footage
+            try:
+                rec.protect()
+            except StorageError as exc:
+                self.recorder.fail(rec, str(exc))
         loc = self.location() if self.location is not None else None
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
                             media=media, location=loc, model=model, extra=extra)
@@ -283,7 +295,7 @@ class App:
             if self.indicators is not None:
                 self.indicators.set_state("alarm")
             return None
-        self._after_record(marker)
+        self._after_record(marker, fresh=True)
         return marker
 
     def _retry_journal(self) -> None:
@@ -295,15 +307,21 @@ class App:
                 self.journal_error = str(exc)
                 return
             self.unjournaled.pop(0)
-            self._after_record(marker)
+            self._after_record(marker, fresh=False)
         self.journal_error = None
 
-    def _after_record(self, marker: Marker) -> None:
-        """Tag a committed marker into the recording it points at (if still open) and tell listeners."""
+    def _after_record(self, marker: Marker, fresh: bool) -> None:
+        """Tag a committed marker into the recording it points at (if still open) and tell listeners.
+
+        A marker without media is tagged into the active recording only when it is fresh (not
+        one the outbox accepted late, which may date from before this recording).
+        """
         kind, t_ns, confidence = marker.kind, marker.t_mono_ns, marker.confidence
         self.stats.markers.append(marker)
         rec = self.recorder.active
-        if rec is not None and rec.error is None and (marker.media is None or marker.media.recording == rec.recording_id):
+        if rec is not None and rec.error is None and (
+            (marker.media is None and fresh) or (marker.media is not None and marker.media.recording == rec.recording_id)
+        ):
             label = kind if confidence is None else f"{kind} ({confidence:.2f})"
             try:
                 rec.add_marker(kind, t_ns, marker.to_json(), label)

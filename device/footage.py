@@ -58,8 +58,18 @@ def write_atomic(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (the directory entry itself)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def vtt_time(ns: int) -> str:
@@ -88,6 +98,7 @@ class Recording:
     error: str | None = None
     external: bool = False  # the camera writes the segment files itself (picamera2)
     _writer: SegmentWriter | None = None
+    _closing: tuple[SegmentWriter, int, SegmentInfo] | None = None
 
     @property
     def path(self) -> Path:
@@ -101,6 +112,15 @@ class Recording:
     def write(self, packet: EncodedPacket) -> None:
         if self.error is not None or self.complete:
             return
+        closing = self._closing
+        if closing is not None:
+            w_old, until, seg_old = closing
+            if packet.stream == "audio" and packet.t_ns < until:
+                w_old.write(packet)  # audio that belongs before the new segment's first frame
+                return
+            if packet.stream == "audio" or packet.t_ns >= until + 500_000_000:
+                self._closing = None
+                self._finalize(w_old, seg_old)
         w = self._writer
         if (
             w is not None
@@ -109,7 +129,14 @@ class Recording:
             and w.first_t_ns is not None
             and packet.t_ns - w.first_t_ns >= self.segment_ns
         ):
-            self._close_segment(next_start_ns=packet.t_ns)
+            # the old segment ends where the new one begins; it stays open a moment for the
+            # audio that the muxing order (B-frames) delivers after the new keyframe
+            seg_old = self.segments[-1]
+            seg_old.end_mono_ns = packet.t_ns
+            self._writer = None
+            if self._closing is not None:
+                self._finalize(*self._closing[::2])
+            self._closing = (w, packet.t_ns, seg_old)
             w = None
         if w is None:
             if packet.stream != "video" or not packet.keyframe:
@@ -129,22 +156,37 @@ class Recording:
         self.segments.append(SegmentInfo(index, name, t_ns, t_ns, 0, 0, None))
         return writer
 
-    def _close_segment(self, next_start_ns: int | None = None) -> None:
-        w = self._writer
-        if w is None:
-            return
-        self._writer = None
-        seg = self.segments[-1]
+    def _finalize(self, w: SegmentWriter, seg: SegmentInfo) -> None:
         try:
             seg.sha256 = w.close()
             seg.bytes = (self.path / seg.file).stat().st_size
         except OSError as exc:
             raise StorageError(f"{self.path / seg.file}: cannot finish segment ({exc.strerror or exc})") from exc
-        if next_start_ns is not None:  # contiguous: this segment ends where the next begins
-            seg.end_mono_ns = next_start_ns
-        elif self.info.fps > 0:  # the last segment lasts until its last frame ends
-            seg.end_mono_ns += round(1e9 / self.info.fps)
         self.write_manifest()
+
+    def _close_segment(self) -> None:
+        """Close every open segment: the recording ends."""
+        if self._closing is not None:
+            closing, self._closing = self._closing, None
+            self._finalize(closing[0], closing[2])
+        w = self._writer
+        if w is None:
+            return
+        self._writer = None
+        seg = self.segments[-1]
+        if self.info.fps > 0:  # the last segment lasts until its last frame ends
+            seg.end_mono_ns += round(1e9 / self.info.fps)
+        self._finalize(w, seg)
+
+    # -- markers --------------------------------------------------------------------
+    def media_for(self, t_ns: int) -> tuple[int, float, int] | None:
+        """(segment index, offset in that segment in s, frame within it) for sensor time ``t_ns``."""
+        for seg in reversed(self.segments):
+            if seg.start_mono_ns <= t_ns:
+                offset_ns = t_ns - seg.start_mono_ns
+                frame = round(offset_ns * self.info.fps / 1e9) if self.info.fps > 0 else 0
+                return seg.index, round(offset_ns / 1e9, 6), frame
+        return None
 
     # -- footage written by the camera ---------------------------------------------------
     def begin_external(self, start_mono_ns: int) -> None:
@@ -173,14 +215,11 @@ class Recording:
                 raise StorageError(f"{f}: cannot read back the segment ({exc.strerror or exc})") from exc
 
     # -- markers --------------------------------------------------------------------
-    def media_for(self, t_ns: int) -> tuple[int, float, int] | None:
-        """(segment index, offset in that segment in s, frame within it) for sensor time ``t_ns``."""
-        for seg in reversed(self.segments):
-            if seg.start_mono_ns <= t_ns:
-                offset_ns = t_ns - seg.start_mono_ns
-                frame = round(offset_ns * self.info.fps / 1e9) if self.info.fps > 0 else 0
-                return seg.index, round(offset_ns / 1e9, 6), frame
-        return None
+    def protect(self) -> None:
+        """Mark as protected now (a detection is on its way into this recording)."""
+        if not self.protected:
+            self.protected = True
+            self.write_manifest()
 
     def add_marker(self, kind: str, t_mono_ns: int, line: bytes, label: str) -> None:
         """Append one marker (its canonical JSON line) and update chapters and manifest."""
@@ -202,13 +241,16 @@ class Recording:
         if start is None:
             return
         lines = ["WEBVTT", "", "NOTE bodycam markers; times are from the start of segment-00000.mp4", ""]
-        refs = sorted(self.markers, key=lambda m: m.t_mono_ns)
-        for i, ref in enumerate(refs, 1):
-            begin = ref.t_mono_ns - start
+        # markers at the same instant (recording_start + gunshot) share one chapter
+        groups: dict[int, list[str]] = {}
+        for ref in sorted(self.markers, key=lambda m: m.t_mono_ns):
+            groups.setdefault(max(0, ref.t_mono_ns - start), []).append(ref.label)
+        times = sorted(groups)
+        for i, begin in enumerate(times, 1):
             end = begin + 1_000_000_000
-            if i < len(refs):
-                end = max(begin + 1_000_000, min(end, refs[i].t_mono_ns - start))
-            lines += [str(i), f"{vtt_time(begin)} --> {vtt_time(end)}", ref.label, ""]
+            if i < len(times):
+                end = min(end, times[i])
+            lines += [str(i), f"{vtt_time(begin)} --> {vtt_time(end)}", "; ".join(groups[begin]), ""]
         write_atomic(self.path / "chapters.vtt", "\n".join(lines).encode("utf-8"))
 
     # -- manifest -------------------------------------------------------------------
@@ -268,6 +310,12 @@ class Recording:
     def fail(self, message: str) -> None:
         """Stop writing after a storage error; keep what is on disk and say so in the manifest."""
         self.error = message
+        if self._closing is not None:
+            closing, self._closing = self._closing, None
+            try:
+                self._finalize(closing[0], closing[2])
+            except StorageError:
+                closing[2].sha256 = None
         w, self._writer = self._writer, None
         if w is not None:
             try:

@@ -15,8 +15,10 @@ from bodycam.device.frames import EncodedPacket
 
 
 class PreEventBuffer:
-    def __init__(self, duration_s: float) -> None:
+    def __init__(self, duration_s: float, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.duration_ns = int(duration_s * 1e9)
+        self.max_bytes = max_bytes
+        self.overflows = 0
         self._packets: collections.deque[EncodedPacket] = collections.deque()
         self._bytes = 0
 
@@ -35,16 +37,16 @@ class PreEventBuffer:
                 break
             if p.stream == "video" and p.keyframe:
                 start_idx = i
-        if self.duration_ns == 0:
-            start_idx = len(self._packets)
+        if self.duration_ns == 0:  # keep only the newest keyframe and what follows it
+            start_idx = max((i for i, p in enumerate(self._packets) if p.stream == "video" and p.keyframe), default=0)
         if not start_idx:
             return  # no keyframe old enough yet: keep everything (drain() starts at a keyframe)
         for _ in range(start_idx):
             self._bytes -= self._packets.popleft().size
-        # audio that precedes the keyframe cannot be played against it: drop it
-        key_t = self._packets[0].t_ns if self._packets else 0
-        while len(self._packets) > 1 and self._packets[0].stream == "audio" and self._packets[0].t_ns < key_t:
+        # bound memory even if the encoder stops sending keyframes: drop the oldest GOPs
+        while self._bytes > self.max_bytes and len(self._packets) > 1:
             self._bytes -= self._packets.popleft().size
+            self.overflows += 1
 
     def drain(self) -> list[EncodedPacket]:
         """Everything buffered, oldest first, starting at a video keyframe; empties the buffer."""

@@ -84,7 +84,8 @@ class Recorder:
             return self.active
         if self.info is None:
             raise RuntimeError("Recorder.begin() was not called")
-        self.maintain()
+        # retention is not run here: a detection must not wait for a directory scan (the
+        # loop runs maintain() every few seconds)
         rid = recording_id_for(self.mono_to_wall(t_ns))
         path = self.root / rid
         n = 1

@@ -108,9 +108,12 @@ class RecordingStateMachine:
         self._post_roll_until = None
         self._last_activity = ev.t_ns
         if was == State.POST_ROLL:  # the recording never stopped: it just continues
-            if automatic and self.cfg.dismiss_window_s > 0:
-                self._dismiss_until = ev.t_ns + int(self.cfg.dismiss_window_s * NS)
-            self.automatic = self.automatic or automatic
+            if automatic:
+                if self.cfg.dismiss_window_s > 0:
+                    self._dismiss_until = ev.t_ns + int(self.cfg.dismiss_window_s * NS)
+            else:  # the officer took it over: no dismissal, no automatic stop
+                self.automatic = False
+                self._dismiss_until = None
             return [Feedback("state")]
         self.automatic = automatic
         self._dismiss_until = ev.t_ns + int(self.cfg.dismiss_window_s * NS) if automatic else None
@@ -163,12 +166,12 @@ class RecordingStateMachine:
         return self._start(ev, "detection", automatic=True)
 
     def _on_holster_draw(self, ev: Event) -> list[Action]:
-        actions: list[Action] = [EmitMarker("holster_draw", ev.t_ns)]
-        if self.state != State.RECORDING:
+        actions: list[Action] = []
+        if self.state != State.RECORDING:  # start first, so the marker is tagged into the recording
             actions += self._start(ev, "holster_draw", automatic=True)
         else:
             self._last_activity = ev.t_ns
-        return actions
+        return [*actions, EmitMarker("holster_draw", ev.t_ns)]
 
     def _on_holster_return(self, ev: Event) -> list[Action]:
         return [EmitMarker("holster_return", ev.t_ns)]

@@ -30,7 +30,10 @@ class SegmentWriter:
         self.bytes_in = 0
         template = info.template or {}
         try:
-            self._out: Any = av.open(str(path), "w", format="mp4")
+            # fragmented MP4: every keyframe starts a fragment, so a power cut loses at most
+            # the fragment being written, not the whole segment (no index at the end to lose)
+            self._out: Any = av.open(str(path), "w", format="mp4",
+                                     options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
         except (OSError, av.error.FFmpegError) as exc:
             raise StorageError(f"{path}: cannot create segment ({exc})") from exc
         self._streams: dict[str, Any] = {}

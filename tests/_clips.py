@@ -11,7 +11,7 @@ import numpy as np
 
 def make_plain_clip(path: Path, seconds: float = 3.0, fps: int = 30, size: tuple[int, int] = (320, 180),
                     audio: bool = True, gop: int | None = None, flash_frames: tuple[int, ...] = (),
-                    frame_times_ms: list[int] | None = None) -> Path:
+                    frame_times_ms: list[int] | None = None, bframes: int = 0) -> Path:
     """A moving gradient clip; ``flash_frames`` get a bright warm blob (not a realistic shot).
 
     ``frame_times_ms`` gives each frame its own presentation time (a variable frame rate clip).
@@ -21,7 +21,8 @@ def make_plain_clip(path: Path, seconds: float = 3.0, fps: int = 30, size: tuple
     out = av.open(str(path), "w")
     vs = out.add_stream("libx264", rate=fps)
     vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    vs.options = {"preset": "ultrafast", "g": str(gop or fps), "keyint_min": str(gop or fps), "sc_threshold": "0"}
+    vs.options = {"preset": "ultrafast", "g": str(gop or fps), "keyint_min": str(gop or fps), "sc_threshold": "0",
+                  "x264-params": f"bframes={bframes}"}
     tb = Fraction(1, fps) if frame_times_ms is None else Fraction(1, 1000)
     vs.codec_context.time_base = tb
     as_ = None

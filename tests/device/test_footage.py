@@ -209,3 +209,19 @@ def test_camera_written_footage_gets_a_verifiable_manifest(tmp_path: Path) -> No
     path = r.path / seg["file"]
     assert path.is_file() and sha256_of(path) == seg["sha256"] and seg["bytes"] == path.stat().st_size
     assert seg["start_mono_ns"] == t_start - 2 * S and seg["end_mono_ns"] > t_start
+
+
+def test_segments_keep_their_audio_across_boundaries_with_b_frames(tmp_path: Path) -> None:
+    clip = make_plain_clip(tmp_path / "b.mp4", seconds=8, fps=30, audio=True, bframes=3)
+    with av.open(str(clip)) as c:
+        pkts = [p for p in c.demux(video=0) if p.dts is not None]
+        assert any(p.dts < p.pts for p in pkts), "the clip really has reordered (B) frames"
+    rec = run_recorder(clip, tmp_path / "o", start_s=1.0, stop_s=7.9, pre_event_s=1, segment_s=2)
+    (r,) = rec.finished
+    segs = json.loads((r.path / "manifest.json").read_text())["segments"]
+    assert len(segs) >= 3
+    for s in segs[:-1]:
+        with av.open(str(r.path / s["file"])) as c:
+            audio_end = max(float(f.time) + f.samples / f.sample_rate for f in c.decode(audio=0))
+        video_s = (s["end_mono_ns"] - s["start_mono_ns"]) / S
+        assert audio_end >= video_s - 0.03, f"{s['file']}: audio ends at {audio_end:.3f} s of {video_s:.3f} s"

@@ -82,7 +82,7 @@ def test_marker_on_manual_recording_never_dismisses() -> None:
 def test_holster_draw_marks_and_auto_starts() -> None:
     m = machine()
     assert kinds(m.handle(Event("holster_draw", 1 * S))) == [
-        "marker:holster_draw", "start:holster_draw", "marker:recording_start", "feedback:auto_start"]
+        "start:holster_draw", "marker:recording_start", "feedback:auto_start", "marker:holster_draw"]
     assert kinds(m.handle(Event("holster_draw", 2 * S))) == ["marker:holster_draw"]
 
 
@@ -113,3 +113,14 @@ def test_auto_start_can_be_disabled() -> None:
 def test_bad_config_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"recording\.segment_s"):
         RecordingConfig(segment_s=1)
+
+
+def test_manual_restart_during_post_roll_of_an_automatic_recording_is_manual() -> None:
+    m = machine(post_roll_s=10, auto_stop_after_s=60)
+    m.handle(Event("detection", 1 * S))
+    m.handle(Event("record", 20 * S))
+    assert m.state == State.POST_ROLL
+    m.handle(Event("record", 25 * S))
+    assert m.state == State.RECORDING and not m.automatic and not m.dismiss_open
+    assert kinds(m.handle(Event("tick", 400 * S))) == []  # no automatic stop any more
+    assert kinds(m.handle(Event("marker", 401 * S))) == ["marker:manual", "feedback:marker"]
