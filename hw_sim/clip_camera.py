@@ -45,6 +45,7 @@ class ClipCamera:
         self._t0_ns = 0
         self._eof = False
         self._video: Any = None
+        self._reformatter: Any = None
         self._audio: Any = None
         self.last_offset = 0  # byte offset of the last packet read (for error messages)
         self.info: StreamInfo | None = None
@@ -64,6 +65,11 @@ class ClipCamera:
         if not self._container.streams.video:
             self._container.close()
             raise ClipError(f"{self.path}: the file has no video stream")
+        from av.video.reformatter import VideoReformatter
+
+        # one reformatter for the whole clip: it keeps its libswscale context, which a fresh
+        # frame.to_ndarray(width=..., height=...) would set up again for every frame (~2 ms at 720p)
+        self._reformatter = VideoReformatter()
         self._video = self._container.streams.video[0]
         self._video.thread_type = "AUTO"
         self._audio = self._container.streams.audio[0] if self._container.streams.audio else None
@@ -171,7 +177,7 @@ class ClipCamera:
             return
         t_ns = _ns(int(vf.pts), self._video.time_base) - self._t0_ns
         w, h = self.lores_size
-        lores = vf.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+        lores = self._reformatter.reformat(vf, width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
         packets = tuple(self._packets)
         self._packets.clear()
         self._pending.append(Frame(self._index, t_ns, lores, packets))
