@@ -35,6 +35,7 @@ def build_model(tf: Any, cfg: BuildConfig, batch_size: int | None = None) -> Any
     gmax = layers.GlobalMaxPooling2D(name="gmax")(x)
     gavg = layers.GlobalAveragePooling2D(name="gavg")(x)
     x = layers.Concatenate(name="pool")([gmax, gavg])
+    x = layers.Dropout(0.2, name="drop")(x)  # training only; no operator in the TFLite graph
     x = layers.Dense(32, activation="relu", name="fc")(x)
     out = layers.Dense(1, activation="sigmoid", name="shot")(x)
     return keras.Model(inp, out, name="shotnet")
