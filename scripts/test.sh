@@ -3,7 +3,7 @@
 # (unit + integration tiers; `hardware` skips off a Pi, `slow` needs --run-slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh dev,compile
+./scripts/setup.sh dev,compile,postgres
 . .venv/bin/activate
 ruff check .
 tools/typecheck.sh
