@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if report.storage_errors:
         _say(f"bodycam-sim run: error: footage could not be written: {report.storage_errors[0]}", sys.stderr)
         return 3
-    if report.undelivered:
+    if report.undelivered and report.broker_url is not None:
         _say(f"bodycam-sim run: error: {report.undelivered} marker(s) not acknowledged by the broker; "
              "they stay in the outbox", sys.stderr)
         return 4

@@ -194,11 +194,11 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
                             Retention(opts.out / "recordings", cfg.retention))
 
         def listener(marker: Marker) -> None:
+            if on_marker is not None:  # say it before the publisher can race the subscriber's line
+                on_marker(marker)
             sent_at[marker.id] = time.monotonic()
             if publisher is not None:
                 publisher.wake()
-            if on_marker is not None:
-                on_marker(marker)
 
         app = App(camera=camera, detector=detector, tracker=tracker, journal=outbox, recorder=recorder,
                   clock=clock, state_machine=RecordingStateMachine(cfg.recording), inputs=inputs,
@@ -215,7 +215,8 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
             if publisher is not None:
                 publisher.wait_drained(opts.drain_timeout_s)
                 report.published = publisher.stats.acked
-            report.undelivered = outbox.depth()
+            if publisher is not None:
+                report.undelivered = outbox.depth()
         if publisher is not None and report.broker_url is not None:
             _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
     return report
