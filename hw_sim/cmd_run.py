@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.device.config import AppConfig, load_config
-from bodycam.device.errors import StorageError, UsageError
+from bodycam.device.errors import ClipError, StorageError, UsageError
 from bodycam.device.markers import Marker
 
 _print_lock = threading.Lock()
@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         broker = args.broker
     opts = SimOptions(clip=args.clip, out=out, config=cfg, realtime=args.realtime, broker=broker,
                       scenario=args.scenario, model=args.model, start_time=args.start_time)
+    if not args.clip.is_file():
+        raise ClipError(f"{args.clip}: no such clip")
     text = not args.json
     duration = _duration_s(args.clip) if args.clip.is_file() else 0.0
     show_progress = text and sys.stderr.isatty() and duration >= 30
