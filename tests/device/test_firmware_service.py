@@ -1,0 +1,111 @@
+"""The firmware as systemd runs it: READY=1, STATUS and WATCHDOG=1 over a real notify socket."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from _clips import make_plain_clip
+
+pytestmark = pytest.mark.integration
+
+LAUNCH = textwrap.dedent("""
+    import sys
+    from dataclasses import replace
+    from bodycam.device.clock import SystemClock
+    from bodycam.device.config import load_config
+    from bodycam.device.detector import build_detector
+    from bodycam.device.firmware import run_firmware
+    from bodycam.device.model_spec import default_model_path
+    from bodycam.hw_sim.live_camera import LiveClipCamera
+
+    cfg = load_config(sys.argv[1])
+    spec = build_detector(cfg.detector, default_model_path()).spec
+    stall = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    clock = SystemClock()
+    cam = LiveClipCamera(sys.argv[2], (spec.input.width, spec.input.height), clock, loop=True,
+                         stall_after_frames=stall)
+    result = run_firmware(cfg, camera=cam, clock=clock)
+    print("frames", result.stats.frames)
+""")
+
+CONFIG = """
+[device]
+id = "svc-test"
+data_dir = "{data}"
+[mqtt]
+enabled = false
+[gnss]
+enabled = false
+[gpio]
+enabled = false  # RPi.GPIO cannot work off a Pi
+"""
+
+
+def start(tmp_path: Path, stall: int | None) -> tuple[subprocess.Popen[str], socket.socket]:
+    clip = make_plain_clip(tmp_path / "c.mp4", seconds=2, audio=False)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="600000")
+    args = [sys.executable, "-c", LAUNCH, str(cfg), str(clip)] + ([str(stall)] if stall is not None else [])
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, sock
+
+
+def collect(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        out.append((time.monotonic(), data.decode()))
+    return out
+
+
+def test_ready_status_and_periodic_watchdog(tmp_path: Path) -> None:
+    proc, sock = start(tmp_path, stall=None)
+    try:
+        msgs = collect(sock, 6.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        sock.close()
+    texts = [m for _, m in msgs]
+    assert any("READY=1" in m for m in texts), err
+    ready_at = next(t for t, m in msgs if "READY=1" in m)
+    pings = [t for t, m in msgs if "WATCHDOG=1" in m and t > ready_at]
+    assert len(pings) >= 5, f"expected a ping every ~0.3 s, got {len(pings)}"
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.6
+    assert any(m.startswith("STATUS=") for m in texts)
+    assert proc.returncode == 0, err
+    assert "frames" in out
+    assert any("STOPPING=1" in m for m in texts) or proc.returncode == 0
+
+
+def test_a_stalled_loop_stops_the_watchdog_pings(tmp_path: Path) -> None:
+    proc, sock = start(tmp_path, stall=30)
+    try:
+        msgs = collect(sock, 6.0)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        sock.close()
+    assert any("READY=1" in m for _, m in msgs)
+    pings = [t for t, m in msgs if "WATCHDOG=1" in m]
+    assert pings, "pinged while frames flowed"
+    # 30 frames at 30 fps: about one second of pings, then silence for the rest of the window
+    assert msgs[-1][0] - pings[-1] > 3.0 or time.monotonic() - pings[-1] > 3.0
