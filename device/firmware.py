@@ -25,6 +25,7 @@ from bodycam.device.detector import build_detector
 from bodycam.device.errors import StorageError
 from bodycam.device.events import ShotTracker
 from bodycam.device.frames import Camera
+from bodycam.device.gnss import LocationTracker
 from bodycam.device.gpio import PinFactory
 from bodycam.device.markers import JSON, Location
 from bodycam.device.model_spec import default_model_path
@@ -43,6 +44,14 @@ class FirmwareResult:
     stats: RunStats
     undelivered: int
     storage_errors: list[str]
+
+
+def marker_location(tracker: LocationTracker, max_age_s: float) -> Location | None:
+    """The marker's ``location``: the latest fix with its age, or None without a fresh one."""
+    fix = tracker.latest()
+    if fix is None or fix.age_s > max_age_s:
+        return None
+    return Location(**fix.to_marker_location())
 
 
 def _gpio_used(cfg: AppConfig) -> bool:
@@ -95,16 +104,10 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
             indicators = GpioIndicators(pin_factory, cfg.gpio, clock)
         location_fn = None
         if cfg.gnss.enabled:
-            from bodycam.device.gnss import LocationTracker
-
             tracker_gnss = stack.enter_context(LocationTracker(cfg.gnss, clock))
-            max_age = cfg.gnss.max_fix_age_s
 
             def location_fn() -> Location | None:
-                fix = tracker_gnss.latest()
-                if fix is None or fix.age_s > max_age:
-                    return None
-                return Location(**fix.to_marker_location())
+                return marker_location(tracker_gnss, cfg.gnss.max_fix_age_s)
 
         recorder = Recorder(data_dir, cfg.device.id, cfg.recording,
                             lambda t: t + clock.wall_ns() - clock.monotonic_ns(),

@@ -22,10 +22,11 @@ from bodycam.device.app import App, RunStats
 from bodycam.device.clock import VirtualClock, parse_rfc3339
 from bodycam.device.config import AppConfig
 from bodycam.device.detector import build_detector
-from bodycam.device.errors import BodycamError, ClipError, UsageError
+from bodycam.device.errors import BodycamError, BrokerError, ClipError, UsageError
 from bodycam.device.events import ShotTracker
+from bodycam.device.firmware import marker_location
 from bodycam.device.frames import Frame, StreamInfo
-from bodycam.device.markers import Marker
+from bodycam.device.markers import Location, Marker
 from bodycam.device.model_spec import default_model_path
 from bodycam.device.outbox import Outbox
 from bodycam.device.recorder import Recorder
@@ -40,12 +41,18 @@ DEFAULT_EPOCH = "2026-01-01T00:00:00.000Z"
 
 
 class ClockedCamera:
-    """A clip camera that drives the virtual clock from frame times (and paces in real time)."""
+    """A clip camera that drives the virtual clock from frame times (and paces in real time).
 
-    def __init__(self, inner: ClipCamera, clock: VirtualClock, realtime: bool) -> None:
+    ``on_time`` is called after the clock moved to each frame's time (the simulated GNSS
+    receiver writes its NMEA epochs from there, in step with the clip).
+    """
+
+    def __init__(self, inner: ClipCamera, clock: VirtualClock, realtime: bool,
+                 on_time: Callable[[int], None] | None = None) -> None:
         self.inner = inner
         self.clock = clock
         self.realtime = realtime
+        self.on_time = on_time
         self._t0: float | None = None
 
     def start(self) -> StreamInfo:
@@ -62,6 +69,8 @@ class ClockedCamera:
             if delay > 0:
                 time.sleep(delay)
         self.clock.set_ns(frame.t_ns)
+        if self.on_time is not None:
+            self.on_time(frame.t_ns)
         return frame
 
     def stop(self) -> None:
@@ -80,6 +89,7 @@ class SimOptions:
     start_time: str | None = None
     drain_timeout_s: float = 15.0
     state_dir: Path | None = None  # the outbox's directory; default OUT/state
+    gnss: bool = True  # a simulated receiver writes NMEA into a real pty that the firmware reads
 
 
 @dataclass
@@ -170,7 +180,9 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         from bodycam.device.errors import StorageError
 
         raise StorageError(f"{opts.out}: cannot create the output directory ({exc.strerror or exc})") from exc
-    camera = ClockedCamera(ClipCamera(opts.clip, (spec.input.width, spec.input.height)), clock, opts.realtime)
+    gnss = _SimGnss(clock) if opts.gnss else None
+    camera = ClockedCamera(ClipCamera(opts.clip, (spec.input.width, spec.input.height)), clock, opts.realtime,
+                           on_time=gnss.advance if gnss is not None else None)
     report = SimReport(opts.clip, opts.out, RunStats(), None, detector_backend=detector.backend,
                        model_name=f"{spec.name} {spec.version}")
     sent_at: dict[str, float] = {}
@@ -188,6 +200,18 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         from bodycam.hw_sim.gpio_sim import ScenarioInputs, load_scenario
 
         inputs = ScenarioInputs(load_scenario(opts.scenario), clock, cfg.gpio)
+    with contextlib.ExitStack() as gnss_stack:
+        if gnss is not None:
+            gnss_stack.enter_context(gnss)
+        return _run(opts, cfg, clock, detector, tracker, camera, report, inputs, sent_at, arrival, gnss,
+                    on_marker, on_progress, state_dir)
+
+
+def _run(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, detector: Any, tracker: ShotTracker,
+         camera: ClockedCamera, report: SimReport, inputs: Any, sent_at: dict[str, float],
+         arrival: Callable[[Marker, float], None], gnss: _SimGnss | None,
+         on_marker: Callable[[Marker], None] | None, on_progress: Callable[[int, float], None] | None,
+         state_dir: Path) -> SimReport:
     with Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock) as outbox, \
             _mqtt(opts, outbox, clock, report, arrival) as publisher:
         recorder = Recorder(opts.out, cfg.device.id, cfg.recording, lambda t: t + clock.wall_ns() - clock.monotonic_ns(),
@@ -202,9 +226,9 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
 
         app = App(camera=camera, detector=detector, tracker=tracker, journal=outbox, recorder=recorder,
                   clock=clock, state_machine=RecordingStateMachine(cfg.recording), inputs=inputs,
-                  listeners=[listener])
+                  location=gnss.location if gnss is not None else None, listeners=[listener])
+        report.info = app.start()  # a clip that cannot be opened at all is an error of its own
         try:
-            report.info = app.start()
             app.run(progress=(lambda st: on_progress(st.frames, st.last_t_ns / 1e9)) if on_progress else None)
         except ClipError as exc:
             report.error = str(exc)
@@ -220,6 +244,53 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         if publisher is not None and report.broker_url is not None:
             _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
     return report
+
+
+#: Where the simulated receiver is: a walk across a (fictional) outdoor range.
+DEFAULT_ROUTE = ((0.0, 52.2053, 0.1218, 12.0), (60.0, 52.2058, 0.1226, 12.5), (600.0, 52.2071, 0.1250, 13.0))
+
+
+class _SimGnss:
+    """A GNSS receiver on a real pseudo-terminal, read by the firmware's own LocationTracker.
+
+    Epochs (1 Hz) are written as the clip's clock passes them; after each, the simulator
+    waits (briefly, real time) until the reader thread has taken it in, so fast runs stay
+    deterministic.
+    """
+
+    def __init__(self, clock: VirtualClock) -> None:
+        from bodycam.device.gnss import LocationTracker
+        from bodycam.device.hw_config import GnssConfig
+        from bodycam.hw_sim.gnss_sim import GnssSimulator, PtyPort, Route, Waypoint
+
+        self.clock = clock
+        self.port = PtyPort()
+        self.sim = GnssSimulator(self.port, Route([Waypoint(*w) for w in DEFAULT_ROUTE]), clock.wall_ns())
+        self.cfg = GnssConfig(device=self.port.device, read_timeout_s=0.05)
+        self.tracker = LocationTracker(self.cfg, clock)
+        self._next_s = 0.0
+
+    def __enter__(self) -> _SimGnss:
+        self.tracker.start()
+        if not self.tracker.wait_connected(5.0):
+            raise BrokerError(f"simulated GNSS: the reader did not open {self.port.device}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracker.stop()
+        self.port.close()
+
+    def advance(self, t_ns: int) -> None:
+        while t_ns / 1e9 >= self._next_s:
+            before = self.tracker.stats().used
+            self.sim.write_epoch(self._next_s)
+            self._next_s += 1.0
+            deadline = time.monotonic() + 0.5
+            while self.tracker.stats().used < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.0005)
+
+    def location(self) -> Location | None:
+        return marker_location(self.tracker, self.cfg.max_fix_age_s)
 
 
 def _wait_arrivals(report: SimReport, on_arrival_count: int, timeout: float) -> None:
