@@ -127,9 +127,14 @@ class TFLiteDetector:
 
 
 def _load_edgetpu_delegate(device: str) -> Any:
+    import ctypes
+
     _, load_delegate, _ = _runtime()
     options = {"device": device} if device else {}
     try:
+        # look for the library first: the runtime's Delegate object raises from __del__ when its
+        # own load fails (ai-edge-litert 2.3), which would leak an "exception ignored" message
+        ctypes.CDLL(EDGETPU_LIBRARY)
         return load_delegate(EDGETPU_LIBRARY, options)
     except OSError as exc:
         raise DetectorUnavailableError(
