@@ -92,7 +92,7 @@ class BatchSampler:
         batch: int,
         seed: int,
         pos_share: float = 0.25,
-        hard_share: float = 0.25,
+        hard_share: float = 0.4,
         aug: Augment | None = None,
     ) -> None:
         if len(pool.pos) == 0:

@@ -26,7 +26,7 @@ from bodycam.model_compile.report import pr_curve, write_report
 from bodycam.model_compile.sidecar import sidecar_dict, write_sidecar
 from bodycam.model_compile.tflite_info import macs
 
-THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(2, 20)]
+THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(2, 20)] + [0.97, 0.98, 0.99]
 CALIBRATION_WINDOWS = 400
 
 

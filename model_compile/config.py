@@ -13,12 +13,12 @@ INPUT_ZERO_POINT = -128
 
 @dataclass(frozen=True)
 class BuildConfig:
-    width: int = 128
-    height: int = 72
+    width: int = 160
+    height: int = 90
     frames: int = 4
     colour: str = "rgb"
     target_offset: int = 1
-    epochs: int = 12
+    epochs: int = 14
     steps_per_epoch: int = 150
     batch: int = 64
     learning_rate: float = 2e-3

@@ -19,6 +19,7 @@ from bodycam.device.events import EventConfig, ShotTracker, track_scores
 from bodycam.hw_sim.scoring import EMPTY_SCORE, EventScore, score_events
 from bodycam.hw_sim.truth import Truth
 from bodycam.model_compile.dataset import ClipData
+from bodycam.model_compile.labels import AUDIO_ONLY
 
 TOLERANCE = 2
 
@@ -46,11 +47,18 @@ def score_clip(name: str, truth: Truth, markers: list[int]) -> ClipResult:
 
 
 def attribute(frame: int, truth: Truth, margin: int = TOLERANCE) -> str:
-    """The distractor kind active within ``margin`` frames of ``frame``, else ``none``."""
+    """The distractor kind active within ``margin`` frames of ``frame``, else ``none``.
+
+    When several are, a visual one wins over an audio-only one (a siren lasts for seconds and
+    is often under a lightbar strobe), then one active at the frame itself, then the latest onset.
+    """
     near = [d for d in truth.distractors if d.start_frame - margin <= frame <= d.end_frame + margin]
     if not near:
         return "none"
-    return min(near, key=lambda d: 0 if d.start_frame <= frame <= d.end_frame else 1).kind
+    return min(
+        near,
+        key=lambda d: (d.kind in AUDIO_ONLY, not d.start_frame <= frame <= d.end_frame, -d.start_frame),
+    ).kind
 
 
 def summarise(results: list[ClipResult]) -> dict[str, Any]:

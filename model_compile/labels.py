@@ -4,7 +4,7 @@ Window ``k`` ends at frame ``k + N - 1`` and speaks for frame
 ``t = k + N - 1 - target_offset`` (see :func:`bodycam.device.preprocess.stack_windows`).
 Its label is 1 exactly when ``t`` is a shot's first flash frame. Windows whose target
 is one frame off a shot are negatives with a lower weight (``near_weight``): they look
-almost the same and only blur the timing. Windows that overlap a distractor, or that
+almost the same and only blur the timing. Windows that overlap a visible distractor, or that
 lie just after a shot (the flash's tail, the recoil), are *hard* negatives, drawn more
 often during training.
 """
@@ -20,6 +20,7 @@ from bodycam.device.preprocess import InputSpec
 from bodycam.hw_sim.truth import Truth
 
 HARD_MARGIN = 2  # frames around a distractor that still count as hard negatives
+AUDIO_ONLY = frozenset({"siren", "shouting", "babble", "clap"})  # nothing to see: not hard for a visual model
 RECOIL_FRAMES = 8  # frames after a shot whose windows are hard negatives
 
 
@@ -57,6 +58,8 @@ def window_labels(truth: Truth, spec: InputSpec, near_weight: float = 0.3) -> Wi
         per_frame_y[s.frame] = 1.0
         per_frame_w[s.frame] = 1.0
     for dis in truth.distractors:
+        if dis.kind in AUDIO_ONLY:
+            continue
         lo = max(0, dis.start_frame - HARD_MARGIN)
         hi = min(n, dis.end_frame + HARD_MARGIN + spec.frames)
         per_frame_hard[lo:hi] = True
