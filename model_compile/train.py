@@ -52,6 +52,7 @@ def train(
 
     keras = tf.keras
     keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()  # same seed, same data -> same weights
     model = build_model(tf, cfg)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, total), alpha=0.05)

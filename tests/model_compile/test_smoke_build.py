@@ -70,3 +70,13 @@ def test_model_runs_on_firmware_windows(built: Path, capsys: pytest.CaptureFixtu
     assert main(["inspect", str(built)]) == 0
     shown = capsys.readouterr().out
     assert "CONV_2D" in shown and "MACs per frame" in shown
+
+
+def test_same_seed_same_model(built: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    from bodycam.device.model_spec import sha256_file
+
+    again = tmp_path / "again"
+    rc = main(["build", "--data", str(tiny_dataset), "--out", str(again), "--epochs", "1", "--steps", "6",
+               "--batch", "16", "--size", "96x54", "--seed", "3"])  # fmt: skip
+    assert rc == 0
+    assert sha256_file(again.with_suffix(".tflite")) == sha256_file(built)
