@@ -45,7 +45,10 @@ from bodycam.device.recording_state import (
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "preprocess", "invoke", "events", "tagging")
+#: per-frame cost split: camera read (decode in the simulator), footage tagging (packets into the
+#: buffer or segments), preprocess, invoke, events (tracker, state machine, markers), housekeeping
+#: (retention, indicators, watchdog)
+STAGES = ("read", "tagging", "preprocess", "invoke", "events", "housekeeping")
 
 
 class MarkerJournal(Protocol):
@@ -186,8 +189,9 @@ class App:
             st.first_t_ns = frame.t_ns
         st.last_t_ns = frame.t_ns
         st.frames += 1
-        p0 = time.perf_counter_ns()
+        p_tag = time.perf_counter_ns()
         self.recorder.feed(frame.packets, frame.t_ns)
+        p0 = time.perf_counter_ns()
         self.window.push(frame.lores)
         self._times.append((frame.index, frame.t_ns))
         p1 = time.perf_counter_ns()
@@ -226,11 +230,12 @@ class App:
         if self._keep_times:
             s = st.stage_ns
             s["read"].append(read_ns)
+            s["tagging"].append(p0 - p_tag)
             s["preprocess"].append(p1 - p0)
             if self.window.ready:
                 s["invoke"].append(p2 - p1)
             s["events"].append(p3 - p2)
-            s["tagging"].append(p4 - p3)
+            s["housekeeping"].append(p4 - p3)
 
     # -- events ----------------------------------------------------------------------
     def _on_detection(self, frame: int, t_ns: int, confidence: float) -> None:
