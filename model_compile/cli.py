@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=d.seed)
     b.add_argument("--size", default=f"{d.width}x{d.height}", help="model input WxH (default %(default)s)")
     b.add_argument("--frames", type=int, default=d.frames, help="window length N")
+    b.add_argument("--target-offset", type=int, default=d.target_offset,
+                   help="the window scores frame newest-OFFSET (look-ahead, default %(default)s)")
     b.add_argument("--colour", choices=("rgb", "gray"), default=d.colour)
     b.add_argument("--model-version", default="1.0.0")
     e = sub.add_parser("evaluate", help="event-level precision/recall/timing/false alarms on clips with truth")
@@ -72,7 +74,7 @@ def _build(args: argparse.Namespace) -> int:
         raise UsageError("--epochs and --steps must be >= 1 and --batch >= 4")
     w, h = _size(args.size)
     cfg = BuildConfig(
-        width=w, height=h, frames=args.frames, colour=args.colour, epochs=args.epochs,
+        width=w, height=h, frames=args.frames, target_offset=args.target_offset, colour=args.colour, epochs=args.epochs,
         steps_per_epoch=args.steps, batch=args.batch, seed=args.seed,
     )  # fmt: skip
     res = build(args.data, args.out, cfg, _log, args.model_version)

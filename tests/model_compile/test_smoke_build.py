@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def built(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "smoke"
     rc = main(["build", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--steps", "6",
-               "--batch", "16", "--size", "96x54", "--seed", "3"])  # fmt: skip
+               "--batch", "16", "--size", "96x54", "--frames", "4", "--target-offset", "1", "--seed", "3"])  # fmt: skip
     assert rc == 0
     return out.with_suffix(".tflite")
 
@@ -77,6 +77,6 @@ def test_same_seed_same_model(built: Path, tiny_dataset: Path, tmp_path: Path) -
 
     again = tmp_path / "again"
     rc = main(["build", "--data", str(tiny_dataset), "--out", str(again), "--epochs", "1", "--steps", "6",
-               "--batch", "16", "--size", "96x54", "--seed", "3"])  # fmt: skip
+               "--batch", "16", "--size", "96x54", "--frames", "4", "--target-offset", "1", "--seed", "3"])  # fmt: skip
     assert rc == 0
     assert sha256_file(again.with_suffix(".tflite")) == sha256_file(built)
