@@ -181,6 +181,7 @@ class App:
                 self.recorder.stop()
         finally:
             self.camera.stop()
+            self.recorder.close()  # waits for the last segments' hashes
 
     # -- one frame -------------------------------------------------------------------
     def step(self, frame: Frame, read_ns: int = 0) -> None:

@@ -16,9 +16,12 @@ and fsynced per marker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,8 +100,12 @@ class Recording:
     complete: bool = False
     error: str | None = None
     external: bool = False  # the camera writes the segment files itself (picamera2)
+    hasher: Executor | None = None  # hashes finished segments off the frame loop; None: inline
     _writer: SegmentWriter | None = None
     _closing: tuple[SegmentWriter, int, SegmentInfo] | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _pending_hashes: int = 0
+    _finish_requested: bool = False
 
     @property
     def path(self) -> Path:
@@ -110,7 +117,7 @@ class Recording:
 
     # -- packets --------------------------------------------------------------------
     def write(self, packet: EncodedPacket) -> None:
-        if self.error is not None or self.complete:
+        if self.error is not None or self._finish_requested:
             return
         closing = self._closing
         if closing is not None:
@@ -157,12 +164,41 @@ class Recording:
         return writer
 
     def _finalize(self, w: SegmentWriter, seg: SegmentInfo) -> None:
+        w.close()
+        self._schedule_hash(seg)
+
+    def _schedule_hash(self, seg: SegmentInfo) -> None:
+        """Hash a closed segment on the hasher thread (a 60 s segment is tens of MB: reading it
+        back on the frame loop would stall it); the manifest is rewritten when it is done."""
+        with self._lock:
+            self._pending_hashes += 1
+        if self.hasher is None:
+            self._hash(seg)
+        else:
+            self.hasher.submit(self._hash, seg)
+
+    def _hash(self, seg: SegmentInfo) -> None:
+        path = self.path / seg.file
+        digest: str | None = None
+        size = 0
+        problem = None
         try:
-            seg.sha256 = w.close()
-            seg.bytes = (self.path / seg.file).stat().st_size
+            digest = sha256_of(path)
+            size = path.stat().st_size
         except OSError as exc:
-            raise StorageError(f"{self.path / seg.file}: cannot finish segment ({exc.strerror or exc})") from exc
-        self.write_manifest()
+            problem = f"{path}: cannot read back the segment ({exc.strerror or exc})"
+        with self._lock:
+            seg.sha256, seg.bytes = digest, size
+            if problem is not None and self.error is None:
+                self.error = problem
+            self._pending_hashes -= 1
+            if self._pending_hashes == 0 and self._finish_requested:
+                self.complete = True
+            try:
+                self.write_manifest()
+            except StorageError as exc:
+                if self.error is None:
+                    self.error = str(exc)
 
     def _close_segment(self) -> None:
         """Close every open segment: the recording ends."""
@@ -195,7 +231,7 @@ class Recording:
         self.segments.append(SegmentInfo(0, "segment-00000.mp4", start_mono_ns, start_mono_ns, 0, 0, None))
 
     def note_time(self, t_ns: int) -> None:
-        if self.external and self.segments and not self.complete:
+        if self.external and self.segments and not self._finish_requested:
             self.segments[-1].end_mono_ns = t_ns
             self.segments[-1].frames += 1
 
@@ -206,15 +242,9 @@ class Recording:
         for i, f in enumerate(files):
             if i >= len(self.segments):
                 self.segments.append(SegmentInfo(i, f.name, last_end, last_end, 0, 0, None))
-            seg = self.segments[i]
-            seg.file = f.name
-            try:
-                seg.sha256 = sha256_of(f)
-                seg.bytes = f.stat().st_size
-            except OSError as exc:
-                raise StorageError(f"{f}: cannot read back the segment ({exc.strerror or exc})") from exc
+            self.segments[i].file = f.name
+            self._schedule_hash(self.segments[i])
 
-    # -- markers --------------------------------------------------------------------
     def protect(self) -> None:
         """Mark as protected now (a detection is on its way into this recording)."""
         if not self.protected:
@@ -291,12 +321,13 @@ class Recording:
         }
 
     def write_manifest(self) -> None:
-        data = json.dumps(self.manifest(), indent=2, sort_keys=False).encode("utf-8") + b"\n"
-        write_atomic(self.path / "manifest.json", data)
+        with self._lock:
+            data = json.dumps(self.manifest(), indent=2, sort_keys=False).encode("utf-8") + b"\n"
+            write_atomic(self.path / "manifest.json", data)
 
     def finish(self) -> None:
-        """Close the open segment and write the final manifest."""
-        if self.complete:
+        """Close the open segment(s); the recording is ``complete`` once every segment is hashed."""
+        if self._finish_requested:
             return
         try:
             if self.external:
@@ -304,27 +335,34 @@ class Recording:
             else:
                 self._close_segment()
         finally:
-            self.complete = True
-            self.write_manifest()
+            with self._lock:
+                self._finish_requested = True
+                if self._pending_hashes == 0:
+                    self.complete = True
+                self.write_manifest()
 
     def fail(self, message: str) -> None:
         """Stop writing after a storage error; keep what is on disk and say so in the manifest."""
-        self.error = message
-        if self._closing is not None:
-            closing, self._closing = self._closing, None
+        with self._lock:
+            self.error = message
+            self._finish_requested = True
+        for w, seg in self._open_writers():
             try:
-                self._finalize(closing[0], closing[2])
+                self._finalize(w, seg)
             except StorageError:
-                closing[2].sha256 = None
-        w, self._writer = self._writer, None
-        if w is not None:
-            try:
-                self.segments[-1].sha256 = w.close()
-                self.segments[-1].bytes = (self.path / self.segments[-1].file).stat().st_size
-            except (StorageError, OSError):
-                self.segments[-1].sha256 = None
-        try:
-            self.complete = True
-            self.write_manifest()
-        except StorageError:
-            pass
+                seg.sha256 = None
+        with self._lock:
+            if self._pending_hashes == 0:
+                self.complete = True
+            with contextlib.suppress(StorageError):
+                self.write_manifest()
+
+    def _open_writers(self) -> list[tuple[SegmentWriter, SegmentInfo]]:
+        out = []
+        if self._closing is not None:
+            out.append((self._closing[0], self._closing[2]))
+            self._closing = None
+        if self._writer is not None:
+            out.append((self._writer, self.segments[-1]))
+            self._writer = None
+        return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +56,8 @@ class Recorder:
         self.errors: list[str] = []
         self.storage_alarm = False
         self.camera_footage = camera_footage
+        # finished segments are hashed here, off the frame loop (see Recording._schedule_hash)
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="footage-hash")
 
     def begin(self, info: StreamInfo) -> None:
         self.info = info
@@ -93,7 +96,7 @@ class Recorder:
             n += 1
             path = self.root / f"{rid}-{n}"
         rec = Recording(self.root, path.name, self.device, reason, self.info,
-                        int(self.cfg.segment_s * 1e9), self.mono_to_wall)
+                        int(self.cfg.segment_s * 1e9), self.mono_to_wall, hasher=self._hasher)
         try:
             path.mkdir(parents=True)
             rec.write_manifest()
@@ -132,6 +135,12 @@ class Recorder:
         log.info("recording %s stopped: %d segment(s), %d marker(s)%s", rec.recording_id, len(rec.segments),
                  len(rec.markers), ", protected" if rec.protected else "")
         return rec
+
+    def close(self) -> None:
+        """Stop any recording and wait until every finished segment is hashed into its manifest."""
+        if self.active is not None:
+            self.stop()
+        self._hasher.shutdown(wait=True)
 
     def maintain(self) -> RetentionResult | None:
         if self.retention is None:

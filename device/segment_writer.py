@@ -71,15 +71,14 @@ class SegmentWriter:
             self.frames += 1
             self.last_t_ns = packet.t_ns
 
-    def close(self) -> str:
-        """Finish the file; returns its SHA-256."""
+    def close(self) -> None:
+        """Finish the file (hashing is the caller's business, off the frame loop)."""
         import av
 
         try:
             self._out.close()
         except (OSError, av.error.FFmpegError) as exc:
             raise StorageError(_describe(self.path, exc)) from exc
-        return sha256_of(self.path)
 
 
 def sha256_of(path: Path) -> str:

@@ -44,8 +44,7 @@ def run_recorder(clip: Path, out: Path, start_s: float, stop_s: float, **cfg: fl
                 rec.start("detection", frame.t_ns, include_buffer=True)
             if rec.active is not None and frame.t_ns >= stop_s * S:
                 rec.stop()
-    if rec.active is not None:
-        rec.stop()
+    rec.close()  # stops any recording and waits for the segment hashes
     return rec
 
 
@@ -178,6 +177,7 @@ def test_recording_write_failure_is_reported_not_raised(clip: Path, tmp_path: Pa
             f = cam.read()
             assert f is not None
             rec.feed(f.packets)
+    rec.close()
     assert rec.active is None and rec.errors and rec.storage_alarm
     assert "segment" in rec.errors[0] or "cannot" in rec.errors[0]
 
@@ -201,6 +201,7 @@ def test_camera_written_footage_gets_a_verifiable_manifest(tmp_path: Path) -> No
             assert started is not None and started.external
             t_start = frame.t_ns
     r = rec.stop()
+    rec.close()
     cam.stop()
     assert r is not None and r.complete and r.error is None
     manifest = json.loads((r.path / "manifest.json").read_text())
