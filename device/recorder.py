@@ -40,6 +40,48 @@ def recording_id_for(wall_ns: int) -> str:
     return text.replace("-", "").replace(":", "").replace(".", "")
 
 
+def recover_interrupted(root: Path) -> list[str]:
+    """Close recordings that a crash or power cut left ``complete: false``.
+
+    Their segments are fragmented MP4, so what reached the disk plays; each file is hashed
+    into the manifest, which is marked ``complete`` with ``recovered: true`` and an error
+    saying what happened. Protection is kept as it was (retention may only delete them if
+    unprotected). Returns the recording ids repaired.
+    """
+    import json
+
+    from bodycam.device.footage import write_atomic
+    from bodycam.device.segment_writer import sha256_of
+
+    repaired = []
+    for rec_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        path = rec_dir / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # unreadable: leave it (retention treats it as protected)
+        if not isinstance(manifest, dict) or manifest.get("complete", True):
+            continue
+        known = {s.get("file"): s for s in manifest.get("segments", []) if isinstance(s, dict)}
+        segments = []
+        for i, f in enumerate(sorted(rec_dir.glob("segment-*.mp4"))):
+            seg = dict(known.get(f.name, {"index": i, "file": f.name}))
+            try:
+                seg["sha256"], seg["bytes"] = sha256_of(f), f.stat().st_size
+            except OSError:
+                seg["sha256"] = None
+            segments.append(seg)
+        manifest.update(segments=segments, complete=True, recovered=True,
+                        error=manifest.get("error") or "interrupted (power loss or crash); recovered at start-up")
+        try:
+            write_atomic(path, json.dumps(manifest, indent=2).encode("utf-8") + b"\n")
+        except StorageError:
+            continue
+        log.warning("recording %s was interrupted; recovered %d segment(s)", rec_dir.name, len(segments))
+        repaired.append(rec_dir.name)
+    return repaired
+
+
 class Recorder:
     def __init__(self, data_dir: Path, device: str, cfg: RecordingConfig,
                  mono_to_wall: Callable[[int], int], retention: Retention | None = None,
@@ -56,6 +98,7 @@ class Recorder:
         self.errors: list[str] = []
         self.storage_alarm = False
         self.camera_footage = camera_footage
+        self.recovered: list[str] = []
         # finished segments are hashed here, off the frame loop (see Recording._schedule_hash)
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="footage-hash")
 
@@ -65,6 +108,9 @@ class Recorder:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"{self.root}: cannot create the recordings directory ({exc.strerror or exc})") from exc
+        self.recovered = recover_interrupted(self.root)
+
+
 
     def feed(self, packets: Iterable[EncodedPacket], t_ns: int | None = None) -> None:
         rec = self.active
