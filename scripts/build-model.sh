@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproducible build of the shipped shot detector (device/models/shotnet.*), fixed seeds:
 #   1. training data: 100 synthetic 20 s clips at 640x360 (bodycam-sim make-dataset, seed 20261125)
+#      plus 88 hard clips (hw_sim make_dataset, seeds 424242..424244: lightbar strobes, sun glints,
+#      photo flashes, other people's shots), joined by symlinks into one train/val/test layout
 #   2. bodycam-model build (train, int8 export, int8-vs-float check, Edge TPU check, sidecar, report)
 #   3. independent test footage (seeds never used for training): a 40-clip data set (seed 777) and
 #      10 shot-free minutes full of distractors (make-clip --shots 0, seeds 5001..5010);
@@ -12,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 DATA=build/shotnet-data
+HARD=build/shotnet-hard
+UNION=build/shotnet-union
 TEST=build/shotnet-test
 FREE=build/shotnet-fa
 OUT=build/model/shotnet
@@ -19,13 +23,50 @@ EPOCHS=${BODYCAM_MODEL_EPOCHS:-14}
 SEED=1
 start=$(date +%s)
 [ -f "$DATA/index.json" ] || nice -n 10 bodycam-sim make-dataset "$DATA" --clips 100 --seed 20261125 --seconds 20 --size 640x360
+# hard examples: strobe-heavy clips (lightbar x4 + sun glint + photo flash forced, 8 distractors / 10 s),
+# other-shooter clips (a string by someone else forced), lightbar x6 clips; 70/15/15 splits, 25% shot-free
+[ -f "$HARD/strobe2/index.json" ] || nice -n 10 python -c '
+import sys
+from bodycam.hw_sim.dataset import make_dataset
+from bodycam.hw_sim.timeline import ClipSpec
+root = sys.argv[1]
+strobe = ("lightbar_strobe",) * 4 + ("sun_glint", "photo_flash")
+for name, clips, seed, spec in (
+    ("strobe", 32, 424242, ClipSpec(force_distractors=strobe, distractor_rate=8.0)),
+    ("other", 28, 424243, ClipSpec(other_shooter=True, distractor_rate=5.0,
+                                   force_distractors=("lightbar_strobe", "lightbar_strobe", "sun_glint"))),
+    ("strobe2", 28, 424244, ClipSpec(force_distractors=("lightbar_strobe",) * 6 + ("photo_flash",), distractor_rate=6.0)),
+):
+    idx = make_dataset(f"{root}/{name}", clips, seed, spec, workers=2)
+    print(name, idx["counts"], "shot-free", idx["shot_free"], "shots", sum(c["shots"] for c in idx["clips"]), flush=True)
+' "$HARD"
 [ -f "$TEST/index.json" ] || nice -n 10 bodycam-sim make-dataset "$TEST" --clips 40 --seed 777 --seconds 20 --size 640x360
 mkdir -p "$FREE"
 for s in $(seq 5001 5010); do
     [ -f "$FREE/free-$s.truth.json" ] || nice -n 10 bodycam-sim make-clip "$FREE/free-$s.mp4" --seconds 60 --shots 0 --seed "$s" --size 640x360 --quiet
 done
+# the union (symlinks; decoded frames cached in .lores/ are linked too): base train/val/test as they are,
+# each hard set's train + test into train and its val into val
+link_into() {  # SRC_DIR DST_DIR PREFIX
+    local src=$1 dst=$2 pre=$3 f base c
+    mkdir -p "$dst/.lores"
+    for f in "$src"/*.mp4; do
+        base=$(basename "$f" .mp4)
+        ln -sfn "$(realpath "$f")" "$dst/$pre-$base.mp4"
+        ln -sfn "$(realpath "$src/$base.truth.json")" "$dst/$pre-$base.truth.json"
+        for c in "$src/.lores/$base".*.npz; do
+            if [ -e "$c" ]; then ln -sfn "$(realpath "$c")" "$dst/.lores/$pre-${c##*/}"; fi
+        done
+    done
+}
+for s in train val test; do link_into "$DATA/$s" "$UNION/$s" base; done
+for h in strobe other strobe2; do
+    link_into "$HARD/$h/train" "$UNION/train" "$h"
+    link_into "$HARD/$h/test" "$UNION/train" "$h"
+    link_into "$HARD/$h/val" "$UNION/val" "$h"
+done
 made=$(date +%s)
-nice -n 10 bodycam-model build --data "$DATA" --out "$OUT" --epochs "$EPOCHS" --seed "$SEED"
+nice -n 10 bodycam-model build --data "$UNION" --out "$OUT" --epochs "$EPOCHS" --seed "$SEED"
 built=$(date +%s)
 bodycam-model evaluate "$OUT.tflite" --data "$TEST" --split all
 bodycam-model evaluate "$OUT.tflite" --data "$TEST" --split all --json > "$OUT.test.json"
