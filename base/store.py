@@ -65,6 +65,36 @@ class DeviceRow:
     chain_broken: int
 
 
+def marker_query(ph: str, device_order: str, *, device: str | None, since_ns: int | None, kind: str | None,
+                 limit: int) -> tuple[str, tuple[Any, ...]]:
+    """The ``markers`` query shared by the SQLite and PostgreSQL stores (``ph``: placeholder)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for cond, value in (("device=", device), ("t_ns>=", since_ns), ("kind=", kind)):
+        if value is not None:
+            where.append(cond + ph)
+            args.append(value)
+    sql = "SELECT body, received_ns, chain FROM markers"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return f"{sql} ORDER BY {device_order}, seq LIMIT {ph}", (*args, limit)
+
+
+def devices_query(device_order: str) -> str:
+    """The per-device summary query shared by both stores."""
+    return (
+        "SELECT d.device, d.state, d.status_t, d.last_seen_ns, "
+        "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device), d.max_seq, "
+        "(SELECT COUNT(DISTINCT seq) FROM markers m WHERE m.device=d.device), "
+        "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device AND chain='broken') "
+        f"FROM devices d ORDER BY {device_order}"
+    )
+
+
+def device_row(r: Sequence[Any]) -> DeviceRow:
+    return DeviceRow(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[7]))
+
+
 class MarkerStore(Protocol):
     def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
         """Store (marker, received_ns) pairs in one transaction, in order."""
@@ -187,31 +217,11 @@ class SqliteStore:
         kind: str | None = None,
         limit: int = 1000,
     ) -> list[StoredMarker]:
-        where, args = [], []
-        for cond, value in (("device=?", device), ("t_ns>=?", since_ns), ("kind=?", kind)):
-            if value is not None:
-                where.append(cond)
-                args.append(value)
-        sql = "SELECT body, received_ns, chain FROM markers"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY device, seq LIMIT ?"
-        rows = self._rows(sql, (*args, limit))
-        return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in rows]
+        sql, args = marker_query("?", "device", device=device, since_ns=since_ns, kind=kind, limit=limit)
+        return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in self._rows(sql, args)]
 
     def devices(self) -> list[DeviceRow]:
-        rows = self._rows(
-            "SELECT d.device, d.state, d.status_t, d.last_seen_ns, "
-            "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device), d.max_seq, "
-            "(SELECT COUNT(DISTINCT seq) FROM markers m WHERE m.device=d.device), "
-            "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device AND chain='broken') "
-            "FROM devices d ORDER BY d.device",
-            (),
-        )
-        return [
-            DeviceRow(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[7]))
-            for r in rows
-        ]
+        return [device_row(r) for r in self._rows(devices_query("d.device"), ())]
 
     def count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])

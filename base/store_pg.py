@@ -31,7 +31,15 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bodycam.base.store import AddResult, Chain, DeviceRow, StoredMarker
+from bodycam.base.store import (
+    AddResult,
+    Chain,
+    DeviceRow,
+    StoredMarker,
+    device_row,
+    devices_query,
+    marker_query,
+)
 from bodycam.device.clock import parse_rfc3339
 from bodycam.device.errors import DependencyError, StorageError
 from bodycam.device.markers import GENESIS_PREV, Marker
@@ -213,33 +221,12 @@ class PostgresStore:
         kind: str | None = None,
         limit: int = 1000,
     ) -> list[StoredMarker]:
-        where: list[str] = []
-        args: list[Any] = []
-        for cond, value in (("device=%s", device), ("t_ns>=%s", since_ns), ("kind=%s", kind)):
-            if value is not None:
-                where.append(cond)
-                args.append(value)
-        sql = "SELECT body, received_ns, chain FROM markers"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale
-        sql += ' ORDER BY device COLLATE "C", seq LIMIT %s'
-        rows = self._rows(sql, (*args, limit))
-        return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in rows]
+        sql, args = marker_query("%s", 'device COLLATE "C"', device=device, since_ns=since_ns, kind=kind, limit=limit)
+        return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in self._rows(sql, args)]
 
     def devices(self) -> list[DeviceRow]:
-        rows = self._rows(
-            "SELECT d.device, d.state, d.status_t, d.last_seen_ns, "
-            "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device), d.max_seq, "
-            "(SELECT COUNT(DISTINCT seq) FROM markers m WHERE m.device=d.device), "
-            "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device AND chain='broken') "
-            'FROM devices d ORDER BY d.device COLLATE "C"',
-            (),
-        )
-        return [
-            DeviceRow(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[7]))
-            for r in rows
-        ]
+        return [device_row(r) for r in self._rows(devices_query('d.device COLLATE "C"'), ())]
 
     def count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])
