@@ -141,8 +141,9 @@ class Recording:
             seg_old = self.segments[-1]
             seg_old.end_mono_ns = packet.t_ns
             self._writer = None
-            if self._closing is not None:
-                self._finalize(*self._closing[::2])
+            if self._closing is not None:  # a segment shorter than the audio grace period
+                w_prev, _, seg_prev = self._closing
+                self._finalize(w_prev, seg_prev)
             self._closing = (w, packet.t_ns, seg_old)
             w = None
         if w is None:

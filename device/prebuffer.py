@@ -29,21 +29,19 @@ class PreEventBuffer:
             self._trim(packet.t_ns)
 
     def _trim(self, newest_ns: int) -> None:
+        # the newest keyframe at or before the cutoff: everything before it goes (the scan stops
+        # at the cutoff, so it touches only the old end of the buffer on this per-frame path)
         cutoff = newest_ns - self.duration_ns
-        # find the newest video keyframe at or before the cutoff: drop everything before it
-        start_idx = None
+        start_idx = 0
         for i, p in enumerate(self._packets):
             if p.t_ns > cutoff:
                 break
             if p.stream == "video" and p.keyframe:
                 start_idx = i
-        if self.duration_ns == 0:  # keep only the newest keyframe and what follows it
-            start_idx = max((i for i, p in enumerate(self._packets) if p.stream == "video" and p.keyframe), default=0)
-        if not start_idx:
-            return  # no keyframe old enough yet: keep everything (drain() starts at a keyframe)
         for _ in range(start_idx):
             self._bytes -= self._packets.popleft().size
-        # bound memory even if the encoder stops sending keyframes: drop the oldest GOPs
+        # bound memory even when no keyframe is old enough (an encoder that stopped sending
+        # them): drop the oldest packets; drain() still starts at a keyframe
         while self._bytes > self.max_bytes and len(self._packets) > 1:
             self._bytes -= self._packets.popleft().size
             self.overflows += 1
@@ -59,15 +57,6 @@ class PreEventBuffer:
     def clear(self) -> None:
         self._packets.clear()
         self._bytes = 0
-
-    @property
-    def span_ns(self) -> int:
-        vids = [p.t_ns for p in self._packets if p.stream == "video"]
-        return (max(vids) - min(vids)) if vids else 0
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
 
     def __len__(self) -> int:
         return len(self._packets)

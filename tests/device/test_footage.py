@@ -260,3 +260,11 @@ def test_a_recording_interrupted_by_a_crash_is_recovered_at_start_up(clip: Path,
     for s in manifest["segments"][:-1]:
         with av.open(str(r.path / s["file"])) as c:
             assert sum(1 for _ in c.decode(video=0)) == s["frames"]
+
+
+def test_prebuffer_memory_is_bounded_without_keyframes() -> None:
+    buf = PreEventBuffer(30.0, max_bytes=10_000)
+    buf.push(EncodedPacket("video", 0, True, 100, None))
+    for i in range(1, 500):  # an encoder that never sends another keyframe
+        buf.push(EncodedPacket("video", i * S // 30, False, 100, None))
+    assert len(buf) * 100 <= 10_000 and buf.overflows > 0
