@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bodycam.device.clock import Clock
+from bodycam.device.clock import Clock, mono_to_wall
 from bodycam.device.detector import Detector
 from bodycam.device.errors import StorageError
 from bodycam.device.events import ShotTracker
@@ -133,7 +133,7 @@ class App:
 
     # -- time ------------------------------------------------------------------------
     def mono_to_wall(self, t_ns: int) -> int:
-        return t_ns + (self.clock.wall_ns() - self.clock.monotonic_ns())
+        return mono_to_wall(self.clock, t_ns)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> StreamInfo:

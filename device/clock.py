@@ -81,6 +81,11 @@ class VirtualClock:
                 self._now = int(now_ns)
 
 
+def mono_to_wall(clock: Clock, t_ns: int) -> int:
+    """Wall time (ns since the epoch) of sensor/monotonic time ``t_ns``, by the clock's current offset."""
+    return t_ns + (clock.wall_ns() - clock.monotonic_ns())
+
+
 def rfc3339_ms(wall_ns: int) -> str:
     """UTC RFC 3339 time with milliseconds, e.g. ``2026-11-25T12:00:00.123Z``."""
     dt = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=_dt.UTC)

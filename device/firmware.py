@@ -16,10 +16,11 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 
 from bodycam.device.app import App, RunStats
-from bodycam.device.clock import Clock, SystemClock
+from bodycam.device.clock import Clock, SystemClock, mono_to_wall
 from bodycam.device.config import AppConfig
 from bodycam.device.detector import build_detector
 from bodycam.device.errors import StorageError
@@ -110,7 +111,7 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
                 return marker_location(tracker_gnss, cfg.gnss.max_fix_age_s)
 
         recorder = Recorder(data_dir, cfg.device.id, cfg.recording,
-                            lambda t: t + clock.wall_ns() - clock.monotonic_ns(),
+                            partial(mono_to_wall, clock),
                             Retention(data_dir / "recordings", cfg.retention),
                             camera_footage=camera_footage)
         app_ref: list[App] = []

@@ -15,11 +15,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bodycam.device.app import App, RunStats
-from bodycam.device.clock import VirtualClock, parse_rfc3339
+from bodycam.device.clock import VirtualClock, mono_to_wall, parse_rfc3339
 from bodycam.device.config import AppConfig
 from bodycam.device.detector import build_detector
 from bodycam.device.errors import BodycamError, BrokerError, ClipError, UsageError
@@ -200,21 +201,12 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         from bodycam.hw_sim.gpio_sim import ScenarioInputs, load_scenario
 
         inputs = ScenarioInputs(load_scenario(opts.scenario), clock, cfg.gpio)
-    with contextlib.ExitStack() as gnss_stack:
+    with contextlib.ExitStack() as stack:
         if gnss is not None:
-            gnss_stack.enter_context(gnss)
-        return _run(opts, cfg, clock, detector, tracker, camera, report, inputs, sent_at, arrival, gnss,
-                    on_marker, on_progress, state_dir)
-
-
-def _run(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, detector: Any, tracker: ShotTracker,
-         camera: ClockedCamera, report: SimReport, inputs: Any, sent_at: dict[str, float],
-         arrival: Callable[[Marker, float], None], gnss: _SimGnss | None,
-         on_marker: Callable[[Marker], None] | None, on_progress: Callable[[int, float], None] | None,
-         state_dir: Path) -> SimReport:
-    with Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock) as outbox, \
-            _mqtt(opts, outbox, clock, report, arrival) as publisher:
-        recorder = Recorder(opts.out, cfg.device.id, cfg.recording, lambda t: t + clock.wall_ns() - clock.monotonic_ns(),
+            stack.enter_context(gnss)
+        outbox = stack.enter_context(Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock))
+        publisher = stack.enter_context(_mqtt(opts, outbox, clock, report, arrival))
+        recorder = Recorder(opts.out, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
                             Retention(opts.out / "recordings", cfg.retention))
 
         def listener(marker: Marker) -> None:
@@ -239,7 +231,6 @@ def _run(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, detector: Any, t
             if publisher is not None:
                 publisher.wait_drained(opts.drain_timeout_s)
                 report.published = publisher.stats.acked
-            if publisher is not None:
                 report.undelivered = outbox.depth()
         if publisher is not None and report.broker_url is not None:
             _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
