@@ -3,6 +3,7 @@
 # (unit + integration tiers; `hardware` skips off a Pi, `slow` needs --run-slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/system-deps.sh
 ./scripts/setup.sh dev,compile,postgres
 . .venv/bin/activate
 ruff check .
