@@ -32,8 +32,8 @@ from bodycam.base.store import MarkerStore
 from bodycam.base.validate import Rejected, split_topic, validate_marker, validate_status
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.errors import StorageError
-from bodycam.device.markers import Marker
-from bodycam.device.mqtt_config import MqttConfig, TlsConfig
+from bodycam.device.uplink.markers import Marker
+from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig
 
 _log = logging.getLogger(__name__)
 

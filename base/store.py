@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 from bodycam.device.clock import parse_rfc3339
 from bodycam.device.errors import StorageError
-from bodycam.device.markers import GENESIS_PREV, Marker
+from bodycam.device.uplink.markers import GENESIS_PREV, Marker
 
 Chain = Literal["ok", "broken", "unknown"]
 

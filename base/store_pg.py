@@ -42,7 +42,7 @@ from bodycam.base.store import (
 )
 from bodycam.device.clock import parse_rfc3339
 from bodycam.device.errors import DependencyError, StorageError
-from bodycam.device.markers import GENESIS_PREV, Marker
+from bodycam.device.uplink.markers import GENESIS_PREV, Marker
 
 if TYPE_CHECKING:
     import psycopg

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import jsonschema
 
 from bodycam.device.errors import MarkerError
-from bodycam.device.markers import DEVICE_RE, Marker, parse_json
+from bodycam.device.uplink.markers import DEVICE_RE, Marker, parse_json
 
 MAX_PAYLOAD = 64 * 1024
 Reason = Literal["oversized", "bad_topic", "not_json", "schema", "invalid", "topic_mismatch"]

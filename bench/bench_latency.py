@@ -45,8 +45,8 @@ from pathlib import Path
 
 from bodycam.base.store import SqliteStore
 from bodycam.device.config import AppConfig
-from bodycam.device.markers import Marker
-from bodycam.device.model_spec import default_model_path
+from bodycam.device.detect.model_spec import default_model_path
+from bodycam.device.uplink.markers import Marker
 from bodycam.hw_sim.sim_run import SimOptions, run_clip
 
 BUDGET_P99_MS = 150.0

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bodycam.device.config import AppConfig
-from bodycam.device.detector import DetectorConfig, TFLiteDetector
-from bodycam.device.model_spec import default_model_path, load_model_spec
+from bodycam.device.detect.detector import DetectorConfig, TFLiteDetector
+from bodycam.device.detect.model_spec import default_model_path, load_model_spec
 from bodycam.hw_sim.sim_run import SimOptions, run_clip
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bodycam.device.model_spec import default_model_path, load_model_spec
-from bodycam.device.preprocess import FrameWindow
+from bodycam.device.detect.model_spec import default_model_path, load_model_spec
+from bodycam.device.detect.preprocess import FrameWindow
 from bodycam.model_compile.deps import load_interpreter
 
 BUDGET_MS = 1.0

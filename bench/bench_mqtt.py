@@ -26,10 +26,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import SqliteStore
 from bodycam.device.clock import SystemClock
-from bodycam.device.markers import GENESIS_PREV, Marker, MarkerDraft, build_marker, uuid7
-from bodycam.device.mqtt_config import MqttConfig
-from bodycam.device.mqtt_publisher import MqttPublisher
-from bodycam.device.outbox import Outbox
+from bodycam.device.uplink.markers import GENESIS_PREV, Marker, MarkerDraft, build_marker, uuid7
+from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.mqtt_publisher import MqttPublisher
+from bodycam.device.uplink.outbox import Outbox
 
 CLOCK = SystemClock()
 

@@ -22,17 +22,13 @@ from typing import Protocol
 import numpy as np
 
 from bodycam.device.clock import Clock, mono_to_wall
-from bodycam.device.detector import Detector
+from bodycam.device.detect.detector import Detector
+from bodycam.device.detect.events import ShotTracker
+from bodycam.device.detect.preprocess import FrameWindow
 from bodycam.device.errors import StorageError
-from bodycam.device.events import ShotTracker
-from bodycam.device.footage import PROTECTING_KINDS
-from bodycam.device.frames import Camera, Frame, StreamInfo
-from bodycam.device.indicators import Indicators
-from bodycam.device.inputs import Inputs
-from bodycam.device.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
-from bodycam.device.preprocess import FrameWindow
-from bodycam.device.recorder import Recorder
-from bodycam.device.recording_state import (
+from bodycam.device.footage.recorder import Recorder
+from bodycam.device.footage.recording import PROTECTING_KINDS
+from bodycam.device.footage.recording_state import (
     Action,
     EmitMarker,
     Event,
@@ -42,6 +38,10 @@ from bodycam.device.recording_state import (
     State,
     StopRecording,
 )
+from bodycam.device.hw.frames import Camera, Frame, StreamInfo
+from bodycam.device.hw.indicators import Indicators
+from bodycam.device.hw.inputs import Inputs
+from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bodycam.device.detector import DetectorConfig
+from bodycam.device.detect.detector import DetectorConfig
+from bodycam.device.detect.events import EventConfig
 from bodycam.device.errors import ConfigError
-from bodycam.device.events import EventConfig
-from bodycam.device.hw_config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
-from bodycam.device.mqtt_config import MqttConfig
-from bodycam.device.recording_state import RecordingConfig
-from bodycam.device.retention import RetentionConfig
+from bodycam.device.footage.recording_state import RecordingConfig
+from bodycam.device.footage.retention import RetentionConfig
+from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
 from bodycam.device.settings import load_section, require
+from bodycam.device.uplink.mqtt_config import MqttConfig
 
 
 @dataclass(frozen=True)

@@ -22,20 +22,20 @@ from types import FrameType
 from bodycam.device.app import App, RunStats
 from bodycam.device.clock import Clock, SystemClock, mono_to_wall
 from bodycam.device.config import AppConfig
-from bodycam.device.detector import build_detector
+from bodycam.device.detect.detector import build_detector
+from bodycam.device.detect.events import ShotTracker
+from bodycam.device.detect.model_spec import default_model_path
 from bodycam.device.errors import StorageError
-from bodycam.device.events import ShotTracker
-from bodycam.device.frames import Camera
-from bodycam.device.gnss import LocationTracker
-from bodycam.device.gpio import PinFactory
-from bodycam.device.markers import JSON, Location
-from bodycam.device.model_spec import default_model_path
-from bodycam.device.outbox import Outbox
-from bodycam.device.picamera_adapter import PiCamera
-from bodycam.device.recorder import Recorder
-from bodycam.device.recording_state import RecordingStateMachine
-from bodycam.device.retention import Retention
-from bodycam.device.watchdog import Watchdog
+from bodycam.device.footage.recorder import Recorder
+from bodycam.device.footage.recording_state import RecordingStateMachine
+from bodycam.device.footage.retention import Retention
+from bodycam.device.hw.frames import Camera
+from bodycam.device.hw.gnss import LocationTracker
+from bodycam.device.hw.gpio import PinFactory
+from bodycam.device.hw.picamera_adapter import PiCamera
+from bodycam.device.hw.watchdog import Watchdog
+from bodycam.device.uplink.markers import JSON, Location
+from bodycam.device.uplink.outbox import Outbox
 
 log = logging.getLogger("bodycam")
 
@@ -94,11 +94,11 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
         outbox = stack.enter_context(Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock))
         inputs = indicators = None
         if _gpio_used(cfg):
-            from bodycam.device.indicators import GpioIndicators
-            from bodycam.device.inputs import GpioInputs
+            from bodycam.device.hw.indicators import GpioIndicators
+            from bodycam.device.hw.inputs import GpioInputs
 
             if pin_factory is None:
-                from bodycam.device.gpio import RpiGpioFactory
+                from bodycam.device.hw.gpio import RpiGpioFactory
 
                 pin_factory = RpiGpioFactory()
             inputs = GpioInputs(pin_factory, cfg.gpio, clock)
@@ -117,7 +117,7 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
         app_ref: list[App] = []
 
         def telemetry() -> Mapping[str, JSON]:
-            from bodycam.device.telemetry_sources import TelemetrySources
+            from bodycam.device.hw.telemetry_sources import TelemetrySources
 
             body: dict[str, JSON] = {}
             if app_ref:
@@ -131,7 +131,7 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
 
         publisher = None
         if cfg.mqtt.enabled:
-            from bodycam.device.mqtt_publisher import MqttPublisher
+            from bodycam.device.uplink.mqtt_publisher import MqttPublisher
 
             publisher = stack.enter_context(MqttPublisher(cfg.mqtt, outbox, clock, telemetry=telemetry))
         app = App(camera=camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),

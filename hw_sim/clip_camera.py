@@ -1,6 +1,6 @@
 """The simulated camera: any MP4/MKV/MOV read with PyAV, frames stamped from PTS.
 
-It implements the firmware's :class:`~bodycam.device.frames.Camera` protocol.
+It implements the firmware's :class:`~bodycam.device.hw.frames.Camera` protocol.
 One demux pass reads video and audio: video packets are decoded and scaled
 straight to the model's low resolution (libswscale, area filter, so a flash of a
 few pixels is averaged in, not skipped), and every packet is also handed on,
@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bodycam.device.errors import ClipError
-from bodycam.device.frames import EncodedPacket, Frame, StreamInfo
+from bodycam.device.hw.frames import EncodedPacket, Frame, StreamInfo
 
 
 def _ns(pts: int, time_base: Fraction) -> int:

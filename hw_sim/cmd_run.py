@@ -17,7 +17,7 @@ from typing import Any
 
 from bodycam.device.config import AppConfig, load_config
 from bodycam.device.errors import ClipError, StorageError, UsageError
-from bodycam.device.markers import Marker
+from bodycam.device.uplink.markers import Marker
 
 _print_lock = threading.Lock()
 

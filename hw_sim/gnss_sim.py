@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import ConfigError
-from bodycam.device.gnss import nmea_sentence
+from bodycam.device.hw.gnss import nmea_sentence
 
 EARTH_RADIUS_M = 6_371_000.0
 KNOT_MPS = 1852.0 / 3600.0

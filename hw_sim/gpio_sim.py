@@ -25,9 +25,9 @@ from typing import Any, get_args
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import ConfigError, HardwareError
-from bodycam.device.gpio import Pull
-from bodycam.device.hw_config import GpioConfig
-from bodycam.device.inputs import GpioInputs, InputEvent, InputKind
+from bodycam.device.hw.config import GpioConfig
+from bodycam.device.hw.gpio import Pull
+from bodycam.device.hw.inputs import GpioInputs, InputEvent, InputKind
 
 
 class SimInputPin:

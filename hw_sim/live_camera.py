@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from bodycam.device.clock import Clock
-from bodycam.device.frames import Frame, StreamInfo
+from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.hw_sim.clip_camera import ClipCamera
 
 

@@ -24,8 +24,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bodycam.device.errors import BrokerError, MarkerError
-from bodycam.device.markers import Marker
-from bodycam.device.mqtt_config import MqttConfig
+from bodycam.device.uplink.markers import Marker
+from bodycam.device.uplink.mqtt_config import MqttConfig
 
 _log = logging.getLogger(__name__)
 

@@ -22,17 +22,17 @@ from typing import Any
 from bodycam.device.app import App, RunStats
 from bodycam.device.clock import VirtualClock, mono_to_wall, parse_rfc3339
 from bodycam.device.config import AppConfig
-from bodycam.device.detector import build_detector
+from bodycam.device.detect.detector import build_detector
+from bodycam.device.detect.events import ShotTracker
+from bodycam.device.detect.model_spec import default_model_path
 from bodycam.device.errors import BodycamError, BrokerError, ClipError, UsageError
-from bodycam.device.events import ShotTracker
 from bodycam.device.firmware import marker_location
-from bodycam.device.frames import Frame, StreamInfo
-from bodycam.device.markers import Location, Marker
-from bodycam.device.model_spec import default_model_path
-from bodycam.device.outbox import Outbox
-from bodycam.device.recorder import Recorder
-from bodycam.device.recording_state import RecordingStateMachine
-from bodycam.device.retention import Retention
+from bodycam.device.footage.recorder import Recorder
+from bodycam.device.footage.recording_state import RecordingStateMachine
+from bodycam.device.footage.retention import Retention
+from bodycam.device.hw.frames import Frame, StreamInfo
+from bodycam.device.uplink.markers import Location, Marker
+from bodycam.device.uplink.outbox import Outbox
 from bodycam.hw_sim.clip_camera import ClipCamera
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _mqtt(opts: SimOptions, outbox: Outbox, clock: VirtualClock, report: SimRepo
         return
     from dataclasses import replace
 
-    from bodycam.device.mqtt_publisher import MqttPublisher
+    from bodycam.device.uplink.mqtt_publisher import MqttPublisher
     from bodycam.hw_sim.embedded_broker import EmbeddedBroker
     from bodycam.hw_sim.marker_watch import MarkerWatch
 
@@ -250,8 +250,8 @@ class _SimGnss:
     """
 
     def __init__(self, clock: VirtualClock) -> None:
-        from bodycam.device.gnss import LocationTracker
-        from bodycam.device.hw_config import GnssConfig
+        from bodycam.device.hw.config import GnssConfig
+        from bodycam.device.hw.gnss import LocationTracker
         from bodycam.hw_sim.gnss_sim import GnssSimulator, PtyPort, Route, Waypoint
 
         self.clock = clock

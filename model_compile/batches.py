@@ -3,7 +3,7 @@
 Shots are rare (a few frames a minute), so every batch is drawn by stratum:
 ``pos_share`` positives, ``hard_share`` hard negatives (distractors, recoil tails, frames
 next to a shot) and the rest from all windows. A window is built exactly as
-:func:`bodycam.device.preprocess.stack_windows` builds it (frames stacked on the
+:func:`bodycam.device.detect.preprocess.stack_windows` builds it (frames stacked on the
 channel axis, oldest first) and handed to the float model as ``pixel / 255``, which
 is what the int8 input (scale 1/255, zero point -128) dequantises to.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bodycam.device.preprocess import InputSpec, to_gray
+from bodycam.device.detect.preprocess import InputSpec, to_gray
 from bodycam.model_compile.dataset import ClipData
 from bodycam.model_compile.labels import WindowLabels, window_labels
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from bodycam.device.detect.events import EventConfig
 from bodycam.device.errors import StorageError, UsageError
-from bodycam.device.events import EventConfig
 from bodycam.model_compile import dataset as ds
 from bodycam.model_compile.batches import BatchSampler, WindowPool
 from bodycam.model_compile.config import BuildConfig

@@ -83,8 +83,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from bodycam.device.events import EventConfig
-    from bodycam.device.model_spec import load_model_spec
+    from bodycam.device.detect.events import EventConfig
+    from bodycam.device.detect.model_spec import load_model_spec
     from bodycam.model_compile.dataset import clips_for, load_clips
     from bodycam.model_compile.evaluate import evaluate_scores, summarise
     from bodycam.model_compile.infer import runner_for

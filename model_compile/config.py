@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bodycam.device.preprocess import InputSpec
+from bodycam.device.detect.preprocess import InputSpec
 
 INPUT_SCALE = 1.0 / 255.0
 INPUT_ZERO_POINT = -128

@@ -1,6 +1,6 @@
 """Event-level evaluation of a model on clips with truth.
 
-Per-frame int8 scores -> the firmware's own :class:`~bodycam.device.events.ShotTracker`
+Per-frame int8 scores -> the firmware's own :class:`~bodycam.device.detect.events.ShotTracker`
 -> markers, matched to the true shots by :func:`bodycam.hw_sim.scoring.score_events`
 (within 2 frames, one marker per shot). False alarms on shot-free clips are counted
 per hour and attributed to the distractor active within +-2 frames ("none" otherwise).
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bodycam.device.events import EventConfig, ShotTracker, track_scores
+from bodycam.device.detect.events import EventConfig, ShotTracker, track_scores
 from bodycam.hw_sim.scoring import EMPTY_SCORE, EventScore, score_events
 from bodycam.hw_sim.truth import Truth
 from bodycam.model_compile.dataset import ClipData

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bodycam.device.detect.preprocess import InputSpec
 from bodycam.device.errors import ModelError
-from bodycam.device.preprocess import InputSpec
 from bodycam.model_compile.batches import to_float
 
 

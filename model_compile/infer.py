@@ -1,6 +1,6 @@
 """Run an int8 model over a clip's frames with the TFLite runtime (no TF).
 
-Windows are built with the firmware's own :func:`~bodycam.device.preprocess.stack_windows`
+Windows are built with the firmware's own :func:`~bodycam.device.detect.preprocess.stack_windows`
 (identical to pushing frames through ``FrameWindow``) and invoked one at a time,
 batch 1, as on the camera.
 """
@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bodycam.device.detect.model_spec import ModelSpec
+from bodycam.device.detect.preprocess import InputSpec, stack_windows
 from bodycam.device.errors import ModelError
-from bodycam.device.model_spec import ModelSpec
-from bodycam.device.preprocess import InputSpec, stack_windows
 from bodycam.model_compile.tflite_info import io_tensors
 
 CHUNK = 256

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bodycam.device.model_spec import load_model_spec
+from bodycam.device.detect.model_spec import load_model_spec
 from bodycam.model_compile.deps import load_interpreter
 from bodycam.model_compile.edgetpu import op_report
 from bodycam.model_compile.tflite_info import all_tensors, io_tensors, macs, op_macs, ops

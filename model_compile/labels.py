@@ -1,7 +1,7 @@
 """Training targets of every window of a clip.
 
 Window ``k`` ends at frame ``k + N - 1`` and speaks for frame
-``t = k + N - 1 - target_offset`` (see :func:`bodycam.device.preprocess.stack_windows`).
+``t = k + N - 1 - target_offset`` (see :func:`bodycam.device.detect.preprocess.stack_windows`).
 Its label is 1 exactly when ``t`` is a shot's first flash frame. Windows whose target
 is one frame off a shot are negatives with a lower weight (``near_weight``): they look
 almost the same and only blur the timing. Windows that overlap a visible distractor, or that
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bodycam.device.preprocess import InputSpec
+from bodycam.device.detect.preprocess import InputSpec
 from bodycam.hw_sim.truth import Truth
 
 HARD_MARGIN = 2  # frames around a distractor that still count as hard negatives

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bodycam.device.detect.model_spec import SCHEMA, ModelSpec, load_model_spec, sha256_file, sidecar_path
+from bodycam.device.detect.preprocess import InputSpec
 from bodycam.device.errors import ModelError, StorageError
-from bodycam.device.model_spec import SCHEMA, ModelSpec, load_model_spec, sha256_file, sidecar_path
-from bodycam.device.preprocess import InputSpec
 from bodycam.model_compile.config import INPUT_SCALE, INPUT_ZERO_POINT
 from bodycam.model_compile.tflite_info import io_tensors
 

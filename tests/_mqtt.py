@@ -139,10 +139,10 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 def device_main(argv: list[str]) -> int:
     """Record ``count`` markers into an outbox (one every ``interval_s``) while publishing them."""
     from bodycam.device.clock import SystemClock
-    from bodycam.device.markers import MarkerDraft
-    from bodycam.device.mqtt_config import MqttConfig
-    from bodycam.device.mqtt_publisher import MqttPublisher
-    from bodycam.device.outbox import Outbox
+    from bodycam.device.uplink.markers import MarkerDraft
+    from bodycam.device.uplink.mqtt_config import MqttConfig
+    from bodycam.device.uplink.mqtt_publisher import MqttPublisher
+    from bodycam.device.uplink.outbox import Outbox
 
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)

@@ -10,8 +10,8 @@ import pytest
 from bodycam.base.cli import main
 from bodycam.base.store import SqliteStore
 from bodycam.device.clock import VirtualClock
-from bodycam.device.markers import Marker, MarkerDraft, Media, ModelRef
-from bodycam.device.outbox import Outbox
+from bodycam.device.uplink.markers import Marker, MarkerDraft, Media, ModelRef
+from bodycam.device.uplink.outbox import Outbox
 
 WALL = 1_764_072_000_000_000_000
 

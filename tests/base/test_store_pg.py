@@ -28,7 +28,7 @@ from bodycam.base.cli import main, open_store
 from bodycam.base.store import AddResult, SqliteStore
 from bodycam.base.store_pg import PostgresStore
 from bodycam.device.errors import DependencyError, StorageError
-from bodycam.device.markers import Marker
+from bodycam.device.uplink.markers import Marker
 
 HELPER = str(Path(__file__).resolve().parents[1] / "_mqtt.py")
 

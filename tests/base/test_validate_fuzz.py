@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import SqliteStore
 from bodycam.device.clock import VirtualClock
-from bodycam.device.markers import GENESIS_PREV, MarkerDraft, ModelRef, build_marker, uuid7
+from bodycam.device.uplink.markers import GENESIS_PREV, MarkerDraft, ModelRef, build_marker, uuid7
 
 WALL = 1_764_072_000_000_000_000
 GOOD = build_marker(

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bodycam.device.detector import DetectorConfig, TFLiteDetector, build_detector
+from bodycam.device.detect.detector import DetectorConfig, TFLiteDetector, build_detector
+from bodycam.device.detect.model_spec import default_model_path, load_model_spec
 from bodycam.device.errors import DetectorUnavailableError, ModelError
-from bodycam.device.model_spec import default_model_path, load_model_spec
 
 MODEL = default_model_path()
 
@@ -59,7 +59,7 @@ def test_edgetpu_required_but_missing_is_a_clear_start_up_error(tmp_path: Path) 
 def test_auto_falls_back_to_cpu_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "e").mkdir()
     model = copy_model(tmp_path / "e", etpu_file=True)
-    with caplog.at_level(logging.INFO, logger="bodycam.device.detector"):
+    with caplog.at_level(logging.INFO, logger="bodycam.device.detect.detector"):
         det = build_detector(DetectorConfig(backend="auto", model=str(model)), MODEL)
     assert det.backend == "cpu"
     assert any("Edge TPU not used" in r.message for r in caplog.records)

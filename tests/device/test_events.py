@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bodycam.device.detect.events import EventConfig, ShotTracker, track_scores
 from bodycam.device.errors import ConfigError
-from bodycam.device.events import EventConfig, ShotTracker, track_scores
 
 FRAME_NS = 33_333_333
 

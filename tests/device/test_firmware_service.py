@@ -22,9 +22,9 @@ LAUNCH = textwrap.dedent("""
     from dataclasses import replace
     from bodycam.device.clock import SystemClock
     from bodycam.device.config import load_config
-    from bodycam.device.detector import build_detector
+    from bodycam.device.detect.detector import build_detector
     from bodycam.device.firmware import run_firmware
-    from bodycam.device.model_spec import default_model_path
+    from bodycam.device.detect.model_spec import default_model_path
     from bodycam.hw_sim.live_camera import LiveClipCamera
 
     cfg = load_config(sys.argv[1])

@@ -10,13 +10,13 @@ import av
 import pytest
 from _clips import make_plain_clip
 
-from bodycam.device.footage import Recording
-from bodycam.device.frames import EncodedPacket
-from bodycam.device.prebuffer import PreEventBuffer
-from bodycam.device.recorder import Recorder
-from bodycam.device.recording_state import RecordingConfig
-from bodycam.device.retention import DiskUsage, Retention, RetentionConfig
-from bodycam.device.segment_writer import sha256_of
+from bodycam.device.footage.prebuffer import PreEventBuffer
+from bodycam.device.footage.recorder import Recorder
+from bodycam.device.footage.recording import Recording
+from bodycam.device.footage.recording_state import RecordingConfig
+from bodycam.device.footage.retention import DiskUsage, Retention, RetentionConfig
+from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.hw.frames import EncodedPacket
 from bodycam.hw_sim.clip_camera import ClipCamera
 
 S = 1_000_000_000
@@ -184,8 +184,8 @@ def test_recording_write_failure_is_reported_not_raised(clip: Path, tmp_path: Pa
 
 def test_camera_written_footage_gets_a_verifiable_manifest(tmp_path: Path) -> None:
     """picamera2 writes the files itself: the recorder names them, then hashes and describes them."""
-    from bodycam.device.hw_config import CameraConfig
-    from bodycam.device.picamera_adapter import PiCamera
+    from bodycam.device.hw.config import CameraConfig
+    from bodycam.device.hw.picamera_adapter import PiCamera
     from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module
 
     cfg = CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=30.0, iperiod=15, buffer_s=2.0)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import ConfigError, HardwareError
-from bodycam.device.gnss import GnssStats, LocationTracker, NmeaFramer, nmea_checksum, nmea_sentence
-from bodycam.device.hw_config import GnssConfig
+from bodycam.device.hw.config import GnssConfig
+from bodycam.device.hw.gnss import GnssStats, LocationTracker, NmeaFramer, nmea_checksum, nmea_sentence
 from bodycam.device.settings import load_section
 
 GGA = b"$GPGGA,092750.000,5321.6802,N,00630.3372,W,1,8,1.03,61.7,M,55.2,M,,*76\r\n"
@@ -201,7 +201,7 @@ def test_reader_thread_survives_missing_device_and_read_errors() -> None:
 
 
 def test_missing_serial_device_is_a_clear_error() -> None:
-    from bodycam.device.serial_port import open_serial
+    from bodycam.device.hw.serial_port import open_serial
 
     with pytest.raises(HardwareError, match="does not exist"):
         open_serial("/dev/does-not-exist-ttyAMA9", 9600, 0.1)

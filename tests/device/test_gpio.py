@@ -9,10 +9,10 @@ import pytest
 
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import DependencyError, HardwareError
-from bodycam.device.gpio import RpiGpioFactory
-from bodycam.device.hw_config import GpioConfig
-from bodycam.device.indicators import GpioIndicators
-from bodycam.device.inputs import GpioInputs, InputEvent
+from bodycam.device.hw.config import GpioConfig
+from bodycam.device.hw.gpio import RpiGpioFactory
+from bodycam.device.hw.indicators import GpioIndicators
+from bodycam.device.hw.inputs import GpioInputs, InputEvent
 from bodycam.hw_sim.gpio_sim import FakeRPiGPIO, SimPinFactory
 
 
@@ -79,8 +79,8 @@ def test_rpi_gpio_off_a_pi_is_a_hardware_error(tmp_path: Path, monkeypatch: pyte
 
 
 def test_importing_the_adapters_touches_no_hardware() -> None:
-    import bodycam.device.gpio
-    import bodycam.device.indicators
-    import bodycam.device.inputs  # noqa: F401
+    import bodycam.device.hw.gpio
+    import bodycam.device.hw.indicators
+    import bodycam.device.hw.inputs  # noqa: F401
 
     assert "RPi.GPIO" not in sys.modules or sys.modules["RPi.GPIO"] is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bodycam.device.clock import VirtualClock
-from bodycam.device.hw_config import GpioConfig
-from bodycam.device.indicators import GpioIndicators, level_at
+from bodycam.device.hw.config import GpioConfig
+from bodycam.device.hw.indicators import GpioIndicators, level_at
 from bodycam.hw_sim.gpio_sim import SimPinFactory
 
 MS = 1_000_000

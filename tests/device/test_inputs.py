@@ -9,8 +9,8 @@ import pytest
 
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import ConfigError
-from bodycam.device.hw_config import GpioConfig
-from bodycam.device.inputs import Debouncer, GpioInputs, InputEvent
+from bodycam.device.hw.config import GpioConfig
+from bodycam.device.hw.inputs import Debouncer, GpioInputs, InputEvent
 from bodycam.device.settings import load_section
 from bodycam.hw_sim.gpio_sim import ScenarioInputs, SimPinFactory, load_scenario, parse_scenario
 

@@ -13,7 +13,7 @@ import pytest
 
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import MarkerError
-from bodycam.device.markers import (
+from bodycam.device.uplink.markers import (
     GENESIS_PREV,
     Location,
     Marker,

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _mqtt import Mosquitto, running_mosquitto
 
 from bodycam.device.clock import SystemClock
-from bodycam.device.markers import MarkerDraft
-from bodycam.device.mqtt_config import MqttConfig
-from bodycam.device.mqtt_publisher import MqttPublisher
-from bodycam.device.outbox import Outbox
+from bodycam.device.uplink.markers import MarkerDraft
+from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.mqtt_publisher import MqttPublisher
+from bodycam.device.uplink.outbox import Outbox
 from bodycam.hw_sim.embedded_broker import EmbeddedBroker
 from bodycam.hw_sim.marker_watch import MarkerWatch
 

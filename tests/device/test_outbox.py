@@ -16,8 +16,8 @@ import pytest
 
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import ConfigError, StorageError
-from bodycam.device.markers import GENESIS_PREV, MarkerDraft
-from bodycam.device.outbox import Outbox
+from bodycam.device.uplink.markers import GENESIS_PREV, MarkerDraft
+from bodycam.device.uplink.outbox import Outbox
 
 WALL = 1_764_072_000_000_000_000
 
@@ -122,8 +122,8 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from bodycam.device.clock import SystemClock
-    from bodycam.device.markers import MarkerDraft
-    from bodycam.device.outbox import Outbox
+    from bodycam.device.uplink.markers import MarkerDraft
+    from bodycam.device.uplink.outbox import Outbox
     ob = Outbox(Path(sys.argv[1]), "cam-01", SystemClock())
     i = 0
     while True:

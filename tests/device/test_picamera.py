@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bodycam.device.errors import DependencyError, HardwareError
-from bodycam.device.hw_config import CameraConfig
-from bodycam.device.picamera_adapter import PiCamera
+from bodycam.device.hw.config import CameraConfig
+from bodycam.device.hw.picamera_adapter import PiCamera
 from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module, read_packets
 
 CFG = CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=30.0, iperiod=15, buffer_s=2.0)
@@ -118,7 +118,7 @@ def test_missing_camera_and_missing_picamera2(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_import_does_not_load_picamera2() -> None:
-    import bodycam.device.picamera_adapter  # noqa: F401
+    import bodycam.device.hw.picamera_adapter  # noqa: F401
 
     assert sys.modules.get("picamera2") is None
 

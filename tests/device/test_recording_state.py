@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bodycam.device.errors import ConfigError
-from bodycam.device.recording_state import (
+from bodycam.device.footage.recording_state import (
     EmitMarker,
     Event,
     Feedback,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bodycam.device.clock import VirtualClock
-from bodycam.device.sdnotify import Notifier
-from bodycam.device.watchdog import Watchdog
+from bodycam.device.hw.sdnotify import Notifier
+from bodycam.device.hw.watchdog import Watchdog
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from bodycam.device.clock import SystemClock
-    from bodycam.device.watchdog import Watchdog
+    from bodycam.device.hw.watchdog import Watchdog
 
     wd = Watchdog(SystemClock())
     wd.ready("buffering")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.device.hw_config import TelemetrySourcesConfig
-from bodycam.device.telemetry_sources import TelemetrySources, decode_throttled
+from bodycam.device.hw.config import TelemetrySourcesConfig
+from bodycam.device.hw.telemetry_sources import TelemetrySources, decode_throttled
 
 
 def make_tree(tmp_path: Path) -> TelemetrySourcesConfig:

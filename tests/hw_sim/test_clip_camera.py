@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from _clips import make_plain_clip
 
+from bodycam.device.detect.preprocess import FrameWindow, InputSpec, stack_windows
 from bodycam.device.errors import ClipError
-from bodycam.device.preprocess import FrameWindow, InputSpec, stack_windows
 from bodycam.hw_sim.clip_camera import ClipCamera, read_lores
 
 S = 1_000_000_000

@@ -11,8 +11,8 @@ import pytest
 
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import ConfigError
-from bodycam.device.gnss import GnssStats, LocationTracker, NmeaFramer
-from bodycam.device.hw_config import GnssConfig
+from bodycam.device.hw.config import GnssConfig
+from bodycam.device.hw.gnss import GnssStats, LocationTracker, NmeaFramer
 from bodycam.hw_sim.gnss_sim import GnssSimulator, PtyPort, Route, Waypoint, epoch_sentences
 
 START_UTC = 1_764_000_000 * 10**9  # 2025-11-24T16:00:00Z

@@ -14,10 +14,10 @@ import pytest
 from _clips import make_plain_clip
 
 from bodycam.device.config import AppConfig
+from bodycam.device.detect.model_spec import default_model_path
 from bodycam.device.errors import ClipError, ModelError, StorageError
-from bodycam.device.model_spec import default_model_path
-from bodycam.device.recording_state import RecordingConfig
-from bodycam.device.segment_writer import sha256_of
+from bodycam.device.footage.recording_state import RecordingConfig
+from bodycam.device.footage.segment_writer import sha256_of
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.sim_run import SimOptions, SimReport, run_clip
 from bodycam.hw_sim.truth import load_truth, truth_path_for

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodycam.device.preprocess import stack_windows
+from bodycam.device.detect.preprocess import stack_windows
 from bodycam.hw_sim.truth import AudioInfo, Distractor, GeneratorInfo, Shot, Truth, VideoInfo
 from bodycam.model_compile.batches import BatchSampler, WindowPool, to_float
 from bodycam.model_compile.config import BuildConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.device.model_spec import default_model_path, load_model_spec
+from bodycam.device.detect.model_spec import default_model_path, load_model_spec
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +31,9 @@ def test_shipped_model_matches_its_sidecar() -> None:
 def test_runtime_only_no_tensorflow() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from bodycam.device.model_spec import default_model_path, load_model_spec\n"
+        "from bodycam.device.detect.model_spec import default_model_path, load_model_spec\n"
         "from bodycam.model_compile.deps import load_interpreter\n"
-        "from bodycam.device.preprocess import FrameWindow\n"
+        "from bodycam.device.detect.preprocess import FrameWindow\n"
         "p = default_model_path(); spec = load_model_spec(p)\n"
         "it = load_interpreter(p); w = FrameWindow(spec.input)\n"
         "for _ in range(spec.input.frames): w.push(np.zeros((spec.input.height, spec.input.width, 3), np.uint8))\n"

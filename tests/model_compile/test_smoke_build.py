@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bodycam.device.model_spec import load_model_spec
+from bodycam.device.detect.model_spec import load_model_spec
 from bodycam.model_compile.cli import main
 from bodycam.model_compile.deps import load_interpreter
 from bodycam.model_compile.edgetpu import EDGETPU_OPS
@@ -56,7 +56,7 @@ def test_only_edge_tpu_operators_and_contract_fields(built: Path) -> None:
 
 
 def test_model_runs_on_firmware_windows(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bodycam.device.preprocess import FrameWindow
+    from bodycam.device.detect.preprocess import FrameWindow
 
     spec = load_model_spec(built)
     it = load_interpreter(built)
@@ -73,7 +73,7 @@ def test_model_runs_on_firmware_windows(built: Path, capsys: pytest.CaptureFixtu
 
 
 def test_same_seed_same_model(built: Path, tiny_dataset: Path, tmp_path: Path) -> None:
-    from bodycam.device.model_spec import sha256_file
+    from bodycam.device.detect.model_spec import sha256_file
 
     again = tmp_path / "again"
     rc = main(["build", "--data", str(tiny_dataset), "--out", str(again), "--epochs", "1", "--steps", "6",

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 
 from bodycam.device.clock import Clock
-from bodycam.device.sdnotify import Notifier
+from bodycam.device.hw.sdnotify import Notifier
 
 
 class Watchdog:

@@ -27,8 +27,8 @@ from typing import Any
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import HardwareError
-from bodycam.device.hw_config import GnssConfig
-from bodycam.device.serial_port import ByteStream, open_serial
+from bodycam.device.hw.config import GnssConfig
+from bodycam.device.hw.serial_port import ByteStream, open_serial
 
 log = logging.getLogger(__name__)
 

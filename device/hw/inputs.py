@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bodycam.device.clock import Clock
-from bodycam.device.gpio import InputPin, PinFactory, Pull
-from bodycam.device.hw_config import GpioConfig
+from bodycam.device.hw.config import GpioConfig
+from bodycam.device.hw.gpio import InputPin, PinFactory, Pull
 
 InputKind = Literal["record", "marker", "holster_draw", "holster_return"]
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import ConfigError, StorageError
-from bodycam.device.markers import DEVICE_RE, GENESIS_PREV, Marker, MarkerDraft, build_marker, uuid7
+from bodycam.device.uplink.markers import DEVICE_RE, GENESIS_PREV, Marker, MarkerDraft, build_marker, uuid7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.device.errors import StorageError
-from bodycam.device.frames import EncodedPacket, StreamInfo
+from bodycam.device.hw.frames import EncodedPacket, StreamInfo
 
 
 class SegmentWriter:

@@ -28,8 +28,8 @@ from typing import Any
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
-from bodycam.device.frames import EncodedPacket, StreamInfo
-from bodycam.device.segment_writer import SegmentWriter, sha256_of
+from bodycam.device.footage.segment_writer import SegmentWriter, sha256_of
+from bodycam.device.hw.frames import EncodedPacket, StreamInfo
 
 MANIFEST_SCHEMA = "bodycam.recording/1"
 PROTECTING_KINDS = frozenset({"gunshot"})

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Literal
 
 from bodycam.device.clock import Clock, rfc3339_ms
-from bodycam.device.markers import JSON, canonical_json
+from bodycam.device.uplink.markers import JSON, canonical_json
 
 STATUS_SCHEMA = "bodycam.status/1"
 TELEMETRY_SCHEMA = "bodycam.telemetry/1"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from bodycam.device.clock import Clock
-from bodycam.device.gpio import OutputPin, PinFactory
-from bodycam.device.hw_config import GpioConfig
+from bodycam.device.hw.config import GpioConfig
+from bodycam.device.hw.gpio import OutputPin, PinFactory
 
 LedState = Literal["idle", "buffering", "recording", "alarm"]
 PulsePattern = Literal["auto_start", "dismissed", "marker"]

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bodycam.device.detect.preprocess import InputSpec
 from bodycam.device.errors import ModelError
-from bodycam.device.preprocess import InputSpec
 
 SCHEMA = "bodycam.model/1"
 
@@ -167,4 +167,4 @@ def load_model_spec(model_path: Path, *, verify_hash: bool = True) -> ModelSpec:
 
 def default_model_path() -> Path:
     """The model shipped with the firmware (package data of bodycam.device)."""
-    return Path(__file__).resolve().parent / "models" / "shotnet.tflite"
+    return Path(__file__).resolve().parent.parent / "models" / "shotnet.tflite"

@@ -39,9 +39,9 @@ from paho.mqtt.properties import Properties
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import BrokerError, ConfigError, StorageError
-from bodycam.device.mqtt_config import MqttConfig, topic
-from bodycam.device.outbox import Outbox
-from bodycam.device.telemetry import TelemetryProvider, status_payload, telemetry_payload
+from bodycam.device.uplink.mqtt_config import MqttConfig, topic
+from bodycam.device.uplink.outbox import Outbox
+from bodycam.device.uplink.telemetry import TelemetryProvider, status_payload, telemetry_payload
 
 _log = logging.getLogger(__name__)
 _POLL_S = 0.02  # network loop timeout and outbox poll period while connected

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 
-from bodycam.device.frames import EncodedPacket
+from bodycam.device.hw.frames import EncodedPacket
 
 
 class PreEventBuffer:

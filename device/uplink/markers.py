@@ -1,7 +1,7 @@
 """Event markers of schema ``bodycam.marker/1`` (DESIGN.md section 4).
 
 A :class:`MarkerDraft` is what the firmware loop knows about an event; the
-:class:`~bodycam.device.outbox.Outbox` turns it into a :class:`Marker` by
+:class:`~bodycam.device.uplink.outbox.Outbox` turns it into a :class:`Marker` by
 assigning ``id`` (UUIDv7), ``seq``, ``prev`` and ``t`` in one durable
 transaction.
 

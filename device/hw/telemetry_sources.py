@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bodycam.device.hw_config import TelemetrySourcesConfig
+from bodycam.device.hw.config import TelemetrySourcesConfig
 
 # get_throttled bits (Raspberry Pi firmware)
 THROTTLE_BITS = {

@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bodycam.device.errors import DependencyError, HardwareError
-from bodycam.device.frames import Frame, StreamInfo
-from bodycam.device.hw_config import CameraConfig
+from bodycam.device.hw.config import CameraConfig
+from bodycam.device.hw.frames import Frame, StreamInfo
 
 PathFactory = Callable[[int], Path]
 

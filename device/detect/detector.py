@@ -20,8 +20,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from bodycam.device.detect.model_spec import ModelSpec, load_model_spec
 from bodycam.device.errors import DetectorUnavailableError, ModelError
-from bodycam.device.model_spec import ModelSpec, load_model_spec
 from bodycam.device.settings import require
 
 log = logging.getLogger(__name__)

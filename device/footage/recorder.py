@@ -17,11 +17,11 @@ from typing import Protocol
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
-from bodycam.device.footage import Recording
-from bodycam.device.frames import EncodedPacket, StreamInfo
-from bodycam.device.prebuffer import PreEventBuffer
-from bodycam.device.recording_state import RecordingConfig
-from bodycam.device.retention import Retention, RetentionResult
+from bodycam.device.footage.prebuffer import PreEventBuffer
+from bodycam.device.footage.recording import Recording
+from bodycam.device.footage.recording_state import RecordingConfig
+from bodycam.device.footage.retention import Retention, RetentionResult
+from bodycam.device.hw.frames import EncodedPacket, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def recover_interrupted(root: Path) -> list[str]:
     """
     import json
 
-    from bodycam.device.footage import write_atomic
-    from bodycam.device.segment_writer import sha256_of
+    from bodycam.device.footage.recording import write_atomic
+    from bodycam.device.footage.segment_writer import sha256_of
 
     repaired = []
     for rec_dir in sorted(p for p in root.iterdir() if p.is_dir()):

@@ -1,0 +1,1 @@
+"""Detection: model contract, preprocessing, detector backends, shot event tracking."""

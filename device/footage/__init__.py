@@ -1,0 +1,1 @@
+"""Footage: recording state machine, recorder, segments, pre-event buffer, retention."""

@@ -1,0 +1,1 @@
+"""Hardware: camera, GPIO, inputs, indicators, GNSS, serial, board telemetry, systemd notify/watchdog."""

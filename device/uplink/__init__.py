@@ -1,0 +1,1 @@
+"""Uplink: markers, the durable outbox, the MQTT publisher and its payloads."""
