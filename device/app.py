@@ -1,7 +1,7 @@
 """The firmware loop: camera -> preprocess -> detector -> events -> markers -> footage.
 
 :class:`App` wires the stages built elsewhere (from config by
-``device.wiring`` on the camera, by ``hw_sim`` in the simulator) and runs one
+``device.assemble``, the one assembly, for the camera and for the simulator) and runs one
 iteration per frame. It knows no simulator: simulated parts arrive through the
 same protocols as real ones.
 
@@ -130,6 +130,8 @@ class App:
         self._stopping = False
         self.unjournaled: list[MarkerDraft] = []  # markers the outbox could not commit yet (full disk)
         self.journal_error: str | None = None
+        #: called once, after the first frame went through the whole loop (READY=1 on the camera)
+        self.on_first_frame: Callable[[], None] | None = None
 
     # -- time ------------------------------------------------------------------------
     def mono_to_wall(self, t_ns: int) -> int:
@@ -227,6 +229,8 @@ class App:
             self.indicators.tick()
         if self.watchdog is not None:
             self.watchdog.kick()
+        if st.frames == 1 and self.on_first_frame is not None:
+            self.on_first_frame()
         p4 = time.perf_counter_ns()
         if self._keep_times:
             s = st.stage_ns

@@ -60,3 +60,13 @@ class BrokerError(BodycamError):
 
 class DependencyError(BodycamError):
     """An optional dependency (TensorFlow, picamera2, RPi.GPIO, ...) is not installed."""
+
+
+class StartupError(BodycamError):
+    """The firmware could not start (camera, model, storage; the cause is chained).
+
+    ``bodycam run`` exits 78 (EX_CONFIG); the unit lists it in ``RestartPreventExitStatus=``,
+    so a camera that cannot start says why once (``STATUS=``) instead of restarting in a loop.
+    """
+
+    exit_code = 78

@@ -1,44 +1,36 @@
-"""Building and running the firmware on the camera: everything wired from one config.
+"""The firmware on the camera: the real hardware parts handed to the one assembly.
 
 :func:`run_firmware` is what ``bodycam run`` (and so systemd) calls. It builds the
-stages from :class:`~bodycam.device.config.AppConfig`, tells systemd READY=1 once
-the camera delivers, pings the watchdog from the loop, and stops cleanly on
-SIGTERM/SIGINT. The camera and GPIO pin factory can be injected (the simulator and
-tests do that); by default the real picamera2 and RPi.GPIO adapters are used,
-imported only here, at start-up.
+real parts (picamera2 camera, RPi.GPIO/rpi-lgpio pins with the 5 ms button sampler,
+the GNSS UART, the systemd notifier and watchdog, board telemetry), hands them to
+:func:`bodycam.device.assemble.assemble` (which the simulator uses too), runs the
+loop and stops cleanly on SIGTERM/SIGINT. ``READY=1`` is sent once the first frame
+went through the loop. A camera, model or storage failure at start-up is reported as
+one ``STATUS=`` line and raised as :class:`StartupError` (``bodycam run`` exits
+with ``StartupError.exit_code`` (78), which the unit's ``RestartPreventExitStatus=`` keeps from
+restarting in a loop). Tests may inject the camera, clock and pin factory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
 from types import FrameType
+from typing import NoReturn
 
-from bodycam.device.app import App, RunStats
-from bodycam.device.clock import Clock, SystemClock, mono_to_wall
+from bodycam.device.app import RunStats
+from bodycam.device.assemble import Firmware, HardwareParts, assemble, model_spec
+from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.config import AppConfig
-from bodycam.device.detect.detector import build_detector
-from bodycam.device.detect.events import ShotTracker
-from bodycam.device.detect.model_spec import default_model_path
-from bodycam.device.errors import StorageError
-from bodycam.device.footage.recorder import Recorder
-from bodycam.device.footage.recording_state import RecordingStateMachine
-from bodycam.device.footage.retention import Retention
+from bodycam.device.errors import BodycamError, HardwareError, StartupError
 from bodycam.device.hw.frames import Camera
-from bodycam.device.hw.gnss import LocationTracker
 from bodycam.device.hw.gpio import PinFactory
-from bodycam.device.hw.picamera_adapter import PiCamera
 from bodycam.device.hw.watchdog import Watchdog
-from bodycam.device.uplink.markers import JSON, Location
-from bodycam.device.uplink.outbox import Outbox
 
 log = logging.getLogger("bodycam")
-
 
 @dataclass
 class FirmwareResult:
@@ -47,28 +39,36 @@ class FirmwareResult:
     storage_errors: list[str]
 
 
-def marker_location(tracker: LocationTracker, max_age_s: float) -> Location | None:
-    """The marker's ``location``: the latest fix with its age, or None without a fresh one."""
-    fix = tracker.latest()
-    if fix is None or fix.age_s > max_age_s:
-        return None
-    return Location(**fix.to_marker_location())
-
-
 def _gpio_used(cfg: AppConfig) -> bool:
     g = cfg.gpio
     return g.enabled and any(p is not None for p in (g.record_pin, g.marker_pin, g.holster_pin, g.led_pin, g.haptic_pin))
 
 
-def _real_camera(cfg: AppConfig, lores_size: tuple[int, int]) -> PiCamera:
-    from dataclasses import replace
+def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Camera | None = None,
+               pin_factory: PinFactory | None = None) -> HardwareParts:
+    """The camera's hardware (anything given replaces the real part; tests inject camera and pins)."""
+    from bodycam.device.hw.telemetry_sources import TelemetrySources
 
-    cam_cfg = cfg.camera
-    if cam_cfg.lores_size != lores_size:
-        log.info("camera: lores stream set to the model input %dx%d (config said %dx%d)", *lores_size,
-                 *cam_cfg.lores_size)
-        cam_cfg = replace(cam_cfg, lores_size=lores_size)
-    return PiCamera(cam_cfg, segment_s=cfg.recording.segment_s)
+    footage = None
+    if camera is None:
+        from bodycam.device.hw.picamera_adapter import PiCamera
+
+        spec = model_spec(cfg)
+        pi_camera = PiCamera(replace(cfg.camera, lores_size=(spec.input.width, spec.input.height)),
+                             segment_s=cfg.recording.segment_s)
+        camera = footage = pi_camera  # picamera2 encodes and writes the footage itself
+    if pin_factory is None and _gpio_used(cfg):
+        from bodycam.device.hw.gpio import RpiGpioFactory
+
+        pin_factory = RpiGpioFactory()
+    location = None
+    if cfg.gnss.enabled:
+        from bodycam.device.hw.gnss import GnssLocation, LocationTracker
+
+        location = GnssLocation(LocationTracker(cfg.gnss, clock), cfg.gnss.max_fix_age_s)
+    sources = TelemetrySources(cfg.telemetry_sources, cfg.data_dir)
+    return HardwareParts(camera=camera, clock=clock, pins=pin_factory, input_sampler_s=0.005, location=location,
+                         notifier=notifier, footage=footage, board=sources.read_all)
 
 
 def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock | None = None,
@@ -76,95 +76,48 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
                  install_signals: bool = True) -> FirmwareResult:
     env = os.environ if environ is None else environ
     clock = clock or SystemClock()
-    watchdog = Watchdog(clock, environ=env)
-    watchdog.status("starting: loading the model")
-    detector = build_detector(cfg.detector, default_model_path())
-    spec = detector.spec
-    data_dir = cfg.data_dir
-    state_dir = data_dir / "state"
+    notifier = Watchdog(clock, environ=env)
+    fw: Firmware | None = None
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"{state_dir}: cannot create the state directory ({exc.strerror or exc})") from exc
-    camera_footage = None
-    if camera is None:
-        camera = _real_camera(cfg, (spec.input.width, spec.input.height))
-        camera_footage = camera  # picamera2 encodes and writes the footage itself
-    with contextlib.ExitStack() as stack:
-        outbox = stack.enter_context(Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock))
-        inputs = indicators = None
-        if _gpio_used(cfg):
-            from bodycam.device.hw.indicators import GpioIndicators
-            from bodycam.device.hw.inputs import GpioInputs
+        with assemble(cfg, real_parts(cfg, clock, notifier, camera=camera, pin_factory=pin_factory)) as fw:
+            fw.start()
+            if install_signals:
+                firmware = fw
 
-            if pin_factory is None:
-                from bodycam.device.hw.gpio import RpiGpioFactory
+                def on_signal(signum: int, _frame: FrameType | None) -> None:
+                    log.info("signal %d: stopping", signum)
+                    firmware.request_stop()
 
-                pin_factory = RpiGpioFactory()
-            inputs = GpioInputs(pin_factory, cfg.gpio, clock)
-            indicators = GpioIndicators(pin_factory, cfg.gpio, clock)
-        location_fn = None
-        if cfg.gnss.enabled:
-            tracker_gnss = stack.enter_context(LocationTracker(cfg.gnss, clock))
+                signal.signal(signal.SIGTERM, on_signal)
+                signal.signal(signal.SIGINT, on_signal)
 
-            def location_fn() -> Location | None:
-                return marker_location(tracker_gnss, cfg.gnss.max_fix_age_s)
+            outbox = fw.outbox
 
-        recorder = Recorder(data_dir, cfg.device.id, cfg.recording,
-                            partial(mono_to_wall, clock),
-                            Retention(data_dir / "recordings", cfg.retention),
-                            camera_footage=camera_footage)
-        app_ref: list[App] = []
+            def progress(st: RunStats) -> None:
+                notifier.status(f"frames {st.frames}, inference p50 {st.percentile_ms('invoke', 50):.2f} ms, "
+                                f"outbox {outbox.depth()}")
+                _trim_stage_times(st)
 
-        def telemetry() -> Mapping[str, JSON]:
-            from bodycam.device.hw.telemetry_sources import TelemetrySources
+            stats = fw.run(progress=progress, progress_every=300)
+            if not fw.ready_sent:
+                raise HardwareError("camera: the stream ended before the first frame")
+            undelivered = fw.drain(5.0)
+            errors = list(fw.recorder.errors)
+    except BodycamError as exc:
+        if fw is not None and fw.ready_sent:
+            raise  # failed while running: systemd restarts it
+        _fail_start(notifier, exc)
+    finally:
+        notifier.close()
+    return FirmwareResult(stats, undelivered, errors)
 
-            body: dict[str, JSON] = {}
-            if app_ref:
-                st = app_ref[0].stats
-                body["frames"] = st.frames
-                body["inference_ms_p50"] = round(st.percentile_ms("invoke", 50), 3)
-                body["recording"] = app_ref[0].recorder.active is not None
-                body["storage_alarm"] = app_ref[0].recorder.storage_alarm
-            body["sources"] = TelemetrySources(cfg.telemetry_sources, data_dir).read_all()
-            return body
 
-        publisher = None
-        if cfg.mqtt.enabled:
-            from bodycam.device.uplink.mqtt_publisher import MqttPublisher
-
-            publisher = stack.enter_context(MqttPublisher(cfg.mqtt, outbox, clock, telemetry=telemetry))
-        app = App(camera=camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),
-                  journal=outbox, recorder=recorder, clock=clock,
-                  state_machine=RecordingStateMachine(cfg.recording), inputs=inputs, indicators=indicators,
-                  location=location_fn, watchdog=watchdog,
-                  listeners=[lambda _m: publisher.wake()] if publisher is not None else [],
-                  keep_stage_times=True)
-        app_ref.append(app)
-        if install_signals:
-            def on_signal(signum: int, _frame: FrameType | None) -> None:
-                log.info("signal %d: stopping", signum)
-                app.request_stop()
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-        info = app.start()
-        log.info("bodycam %s: camera %dx%d @ %.1f fps, model %s %s on %s", cfg.device.id, info.width, info.height,
-                 info.fps, spec.name, spec.version, detector.backend)
-        watchdog.ready(f"running: {spec.name} {spec.version} on {detector.backend}")
-
-        def progress(st: RunStats) -> None:
-            watchdog.status(f"frames {st.frames}, inference p50 {st.percentile_ms('invoke', 50):.2f} ms, "
-                            f"outbox {outbox.depth()}")
-            _trim_stage_times(st)
-
-        stats = app.run(progress=progress, progress_every=300)
-        watchdog.stopping("stopping")
-        if publisher is not None:
-            publisher.wait_drained(5.0)
-        undelivered = outbox.depth()
-    watchdog.close()
-    return FirmwareResult(stats, undelivered, list(recorder.errors))
+def _fail_start(notifier: Watchdog, exc: BodycamError) -> NoReturn:
+    """One STATUS= line saying why, then a StartupError (a distinct exit status, no restart loop)."""
+    line = " ".join(f"start-up failed: {exc}".split())
+    log.error("%s", line)
+    notifier.status(line[:400])
+    raise StartupError(str(exc)) from exc
 
 
 def _trim_stage_times(st: RunStats, keep: int = 3000) -> None:
@@ -172,5 +125,3 @@ def _trim_stage_times(st: RunStats, keep: int = 3000) -> None:
     for values in st.stage_ns.values():
         if len(values) > 2 * keep:
             del values[:-keep]
-
-

@@ -1,7 +1,7 @@
 """Running the real firmware loop on a clip: the engine behind ``bodycam-sim run``.
 
-:func:`run_clip` builds the same :class:`~bodycam.device.app.App` the camera
-runs, with simulated parts: the clip as camera (frames stamped from PTS), a
+:func:`run_clip` builds the firmware with the camera's own assembly
+(:func:`bodycam.device.assemble.assemble`) from simulated parts: the clip as camera (frames stamped from PTS), a
 virtual clock that follows the clip's timeline (or the wall clock with
 ``realtime``), scripted buttons from a scenario file, and an MQTT broker
 (embedded by default). It returns a :class:`SimReport`; printing is the
@@ -14,25 +14,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bodycam.device.app import App, RunStats
-from bodycam.device.clock import VirtualClock, mono_to_wall, parse_rfc3339
+from bodycam.device.app import RunStats
+from bodycam.device.assemble import HardwareParts, assemble, model_spec
+from bodycam.device.clock import VirtualClock, parse_rfc3339
 from bodycam.device.config import AppConfig
-from bodycam.device.detect.detector import build_detector
-from bodycam.device.detect.events import ShotTracker
-from bodycam.device.detect.model_spec import default_model_path
+from bodycam.device.detect.model_spec import ModelSpec
 from bodycam.device.errors import BodycamError, BrokerError, ClipError, UsageError
-from bodycam.device.firmware import marker_location
-from bodycam.device.footage.recorder import Recorder
-from bodycam.device.footage.recording_state import RecordingStateMachine
-from bodycam.device.footage.retention import Retention
 from bodycam.device.hw.frames import Frame, StreamInfo
+from bodycam.device.hw.gnss import GnssLocation
 from bodycam.device.uplink.markers import Location, Marker
-from bodycam.device.uplink.outbox import Outbox
+from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.hw_sim.clip_camera import ClipCamera
 
 log = logging.getLogger(__name__)
@@ -129,15 +124,12 @@ def clip_epoch_ns(clip: Path, override: str | None) -> int:
 
 
 @contextlib.contextmanager
-def _mqtt(opts: SimOptions, outbox: Outbox, clock: VirtualClock, report: SimReport,
-          on_arrival: Callable[[Marker, float], None] | None) -> Iterator[Any]:
-    """Broker (embedded or given), publisher and a watching subscriber; yields the publisher or None."""
+def _broker(opts: SimOptions, report: SimReport,
+            on_arrival: Callable[[Marker, float], None] | None) -> Iterator[MqttConfig]:
+    """Broker (embedded or given) and a watching subscriber; yields the firmware's MQTT config for it."""
     if opts.broker is None:
-        yield None
+        yield replace(opts.config.mqtt, enabled=False)
         return
-    from dataclasses import replace
-
-    from bodycam.device.uplink.mqtt_publisher import MqttPublisher
     from bodycam.hw_sim.embedded_broker import EmbeddedBroker
     from bodycam.hw_sim.marker_watch import MarkerWatch
 
@@ -152,27 +144,21 @@ def _mqtt(opts: SimOptions, outbox: Outbox, clock: VirtualClock, report: SimRepo
         if opts.broker == "embedded":  # amqtt speaks MQTT 3.1.1 only: skip the MQTT 5 attempt
             cfg = replace(cfg, protocol="3.1.1")
         stack.enter_context(MarkerWatch(url, prefix=cfg.topic_prefix, on_marker=on_arrival))
-        publisher = MqttPublisher(cfg, outbox, clock)
-        stack.enter_context(publisher)
-        yield publisher
+        yield cfg
 
 
 def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None,
              on_arrival: Callable[[Marker, float], None] | None = None,
              on_progress: Callable[[int, float], None] | None = None) -> SimReport:
-    """Run the firmware loop over ``opts.clip``; see the module docstring."""
+    """Run the firmware loop over ``opts.clip`` with simulated parts; see the module docstring."""
     cfg = opts.config
     if not opts.clip.is_file():
         raise ClipError(f"{opts.clip}: no such clip")
     clock = VirtualClock(0, clip_epoch_ns(opts.clip, opts.start_time))
-    det_cfg = cfg.detector
+    cfg = replace(cfg, device=replace(cfg.device, data_dir=str(opts.out)))
     if opts.model is not None:
-        from dataclasses import replace
-
-        det_cfg = replace(det_cfg, model=str(opts.model))
-    detector = build_detector(det_cfg, default_model_path())
-    spec = detector.spec
-    tracker = ShotTracker.from_config(cfg.events, spec.threshold)
+        cfg = replace(cfg, detector=replace(cfg.detector, model=str(opts.model)))
+    spec = model_spec(cfg)
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
         state_dir = opts.state_dir or opts.out / "state"
@@ -181,11 +167,7 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         from bodycam.device.errors import StorageError
 
         raise StorageError(f"{opts.out}: cannot create the output directory ({exc.strerror or exc})") from exc
-    gnss = _SimGnss(clock) if opts.gnss else None
-    camera = ClockedCamera(ClipCamera(opts.clip, (spec.input.width, spec.input.height)), clock, opts.realtime,
-                           on_time=gnss.advance if gnss is not None else None)
-    report = SimReport(opts.clip, opts.out, RunStats(), None, detector_backend=detector.backend,
-                       model_name=f"{spec.name} {spec.version}")
+    report = SimReport(opts.clip, opts.out, RunStats(), None, model_name=f"{spec.name} {spec.version}")
     sent_at: dict[str, float] = {}
 
     def arrival(marker: Marker, now: float) -> None:
@@ -196,45 +178,45 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         if on_arrival is not None:
             on_arrival(marker, now)
 
+    def listener(marker: Marker) -> None:
+        if on_marker is not None:  # say it before the subscriber's line (the publisher was woken just now)
+            on_marker(marker)
+        sent_at[marker.id] = time.monotonic()
+
+    with _broker(opts, report, arrival) as mqtt_cfg:
+        cfg = replace(cfg, mqtt=mqtt_cfg)
+        with assemble(cfg, sim_parts(opts, cfg, clock, spec), state_dir=state_dir,
+                      listeners=[listener]) as fw:
+            report.detector_backend = fw.detector.backend
+            report.info = fw.start()  # a clip that cannot be opened at all is an error of its own
+            try:
+                fw.run(progress=(lambda st: on_progress(st.frames, st.last_t_ns / 1e9)) if on_progress else None,
+                       progress_every=30)
+            except ClipError as exc:
+                report.error = str(exc)
+            finally:
+                report.stats = fw.app.stats
+                report.storage_errors = list(fw.recorder.errors)
+                report.recordings = [r.manifest() for r in fw.recorder.finished]
+                if fw.publisher is not None:
+                    report.undelivered = fw.drain(opts.drain_timeout_s)
+                    report.published = fw.publisher.stats.acked
+        if report.broker_url is not None:
+            _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
+    return report
+
+
+def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: ModelSpec) -> HardwareParts:
+    """The simulated hardware: the clip as camera on the virtual clock, scripted buttons, NMEA over a pty."""
+    gnss = _SimGnss(clock) if opts.gnss else None
+    camera = ClockedCamera(ClipCamera(opts.clip, (spec.input.width, spec.input.height)), clock, opts.realtime,
+                           on_time=gnss.advance if gnss is not None else None)
     inputs = None
     if opts.scenario is not None:
         from bodycam.hw_sim.gpio_sim import ScenarioInputs, load_scenario
 
         inputs = ScenarioInputs(load_scenario(opts.scenario), clock, cfg.gpio)
-    with contextlib.ExitStack() as stack:
-        if gnss is not None:
-            stack.enter_context(gnss)
-        outbox = stack.enter_context(Outbox(state_dir / "outbox.sqlite", cfg.device.id, clock))
-        publisher = stack.enter_context(_mqtt(opts, outbox, clock, report, arrival))
-        recorder = Recorder(opts.out, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
-                            Retention(opts.out / "recordings", cfg.retention))
-
-        def listener(marker: Marker) -> None:
-            if on_marker is not None:  # say it before the publisher can race the subscriber's line
-                on_marker(marker)
-            sent_at[marker.id] = time.monotonic()
-            if publisher is not None:
-                publisher.wake()
-
-        app = App(camera=camera, detector=detector, tracker=tracker, journal=outbox, recorder=recorder,
-                  clock=clock, state_machine=RecordingStateMachine(cfg.recording), inputs=inputs,
-                  location=gnss.location if gnss is not None else None, listeners=[listener])
-        report.info = app.start()  # a clip that cannot be opened at all is an error of its own
-        try:
-            app.run(progress=(lambda st: on_progress(st.frames, st.last_t_ns / 1e9)) if on_progress else None)
-        except ClipError as exc:
-            report.error = str(exc)
-        finally:
-            report.stats = app.stats
-            report.storage_errors = list(recorder.errors)
-            report.recordings = [r.manifest() for r in recorder.finished]
-            if publisher is not None:
-                publisher.wait_drained(opts.drain_timeout_s)
-                report.published = publisher.stats.acked
-                report.undelivered = outbox.depth()
-        if publisher is not None and report.broker_url is not None:
-            _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
-    return report
+    return HardwareParts(camera=camera, clock=clock, inputs=inputs, location=gnss)
 
 
 #: Where the simulated receiver is: a walk across a (fictional) outdoor range.
@@ -261,13 +243,12 @@ class _SimGnss:
         self.tracker = LocationTracker(self.cfg, clock)
         self._next_s = 0.0
 
-    def __enter__(self) -> _SimGnss:
+    def start(self) -> None:
         self.tracker.start()
         if not self.tracker.wait_connected(5.0):
             raise BrokerError(f"simulated GNSS: the reader did not open {self.port.device}")
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.tracker.stop()
         self.port.close()
 
@@ -281,7 +262,7 @@ class _SimGnss:
                 time.sleep(0.0005)
 
     def location(self) -> Location | None:
-        return marker_location(self.tracker, self.cfg.max_fix_age_s)
+        return GnssLocation(self.tracker, self.cfg.max_fix_age_s).location()
 
 
 def _wait_arrivals(report: SimReport, on_arrival_count: int, timeout: float) -> None:

@@ -23,12 +23,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import HardwareError
 from bodycam.device.hw.config import GnssConfig
 from bodycam.device.hw.serial_port import ByteStream, open_serial
+
+if TYPE_CHECKING:
+    from bodycam.device.uplink.markers import Location as MarkerLocation
 
 log = logging.getLogger(__name__)
 
@@ -442,3 +445,29 @@ class LocationTracker:
     def last_error(self) -> str | None:
         with self._lock:
             return self._last_error
+
+
+class GnssLocation:
+    """The GNSS receiver as the firmware's location part (``assemble``'s ``LocationSource``).
+
+    ``location()`` is the marker's ``location``: the latest fix with its age, or None
+    without one younger than ``max_fix_age_s``.
+    """
+
+    def __init__(self, tracker: LocationTracker, max_fix_age_s: float) -> None:
+        self.tracker = tracker
+        self.max_fix_age_s = max_fix_age_s
+
+    def start(self) -> None:
+        self.tracker.start()
+
+    def location(self) -> MarkerLocation | None:
+        from bodycam.device.uplink.markers import Location as MarkerLocation
+
+        fix = self.tracker.latest()
+        if fix is None or fix.age_s > self.max_fix_age_s:
+            return None
+        return MarkerLocation(**fix.to_marker_location())
+
+    def close(self) -> None:
+        self.tracker.stop()

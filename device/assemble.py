@@ -1,0 +1,252 @@
+"""The one assembly: the running firmware from config plus a bundle of hardware parts.
+
+:func:`assemble` is the only place that wires an :class:`~bodycam.device.app.App`.
+``bodycam run`` (:mod:`bodycam.device.firmware`) hands it the real parts (picamera2,
+RPi.GPIO/rpi-lgpio pins, the GNSS UART, the systemd notifier); ``bodycam-sim run``
+(:mod:`bodycam.hw_sim.sim_run`) hands it simulated ones (a clip, scripted pins, NMEA
+over a pty, no notifier). Everything else (detector, outbox, publisher, recorder,
+event tracker, state machine, inputs and indicators over the pins, telemetry) is
+built here the same way for both, and every resource's lifetime is owned by one
+``ExitStack``: leaving the ``with`` closes the publisher, the outbox, the GNSS
+reader, the input sampler, the pins, the detector and the notifier, in reverse order
+of opening, whatever happened.
+
+Start-up truth: the notifier says ``READY=1`` only after the first frame has gone
+through the whole loop (:meth:`Firmware.run`), never when the camera merely opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from bodycam.device.app import App, RunStats
+from bodycam.device.clock import Clock, mono_to_wall
+from bodycam.device.config import AppConfig
+from bodycam.device.detect.detector import Detector, build_detector
+from bodycam.device.detect.events import ShotTracker
+from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
+from bodycam.device.errors import StorageError
+from bodycam.device.footage.recorder import CameraFootage, Recorder
+from bodycam.device.footage.recording_state import RecordingStateMachine
+from bodycam.device.footage.retention import Retention
+from bodycam.device.hw.frames import Camera, StreamInfo
+from bodycam.device.hw.gpio import PinFactory
+from bodycam.device.hw.indicators import Indicators
+from bodycam.device.hw.inputs import Inputs
+from bodycam.device.uplink.markers import JSON, Location, Marker
+from bodycam.device.uplink.outbox import Outbox
+
+log = logging.getLogger("bodycam")
+
+
+class LocationSource(Protocol):
+    """Where the device is (GNSS): started with the firmware, closed with it."""
+
+    def start(self) -> None: ...
+
+    def location(self) -> Location | None:
+        """The marker's ``location``: a fresh fix, or None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ServiceNotifier(Protocol):
+    """The service manager as the firmware sees it (systemd's watchdog over sd_notify)."""
+
+    def ready(self, status: str | None = None) -> None: ...
+
+    def status(self, text: str) -> None: ...
+
+    def stopping(self, status: str | None = None) -> None: ...
+
+    def kick(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Microphone(Protocol):
+    """Slot for the audio path (filled by the audio issue); nothing consumes it yet."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class HardwareParts:
+    """The hardware the firmware runs on, real or simulated, behind the firmware's protocols.
+
+    ``pins``: a pin factory from which the assembly builds the debounced inputs and the
+    LED/haptic indicators (when ``[gpio]`` uses any pin); ``inputs``/``indicators`` given
+    here replace what would be built from the pins (the simulator's scripted buttons).
+    ``input_sampler_s``: sample the buttons on a thread at this period (hardware: 5 ms, so
+    a press shorter than a frame is not missed); None samples once per frame (virtual time).
+    ``footage``: the camera writes footage itself (picamera2); None: the loop remuxes the
+    camera's encoded packets.
+    """
+
+    camera: Camera
+    clock: Clock
+    pins: PinFactory | None = None
+    inputs: Inputs | None = None
+    indicators: Indicators | None = None
+    input_sampler_s: float | None = None
+    location: LocationSource | None = None
+    notifier: ServiceNotifier | None = None
+    footage: CameraFootage | None = None
+    board: Callable[[], dict[str, JSON]] | None = None  # board telemetry (temperature, throttling, ...)
+    microphone: Microphone | None = None
+
+
+def model_path(cfg: AppConfig) -> Path:
+    return Path(cfg.detector.model) if cfg.detector.model else default_model_path()
+
+
+def model_spec(cfg: AppConfig) -> ModelSpec:
+    """The configured model's contract (its input size sizes the camera's lores stream)."""
+    return load_model_spec(model_path(cfg))
+
+
+@dataclass
+class Firmware:
+    """The assembled firmware; run it with :meth:`run` inside :func:`assemble`'s ``with``."""
+
+    cfg: AppConfig
+    app: App
+    detector: Detector
+    outbox: Outbox
+    recorder: Recorder
+    publisher: Any  # MqttPublisher | None (imported only when MQTT is enabled)
+    notifier: ServiceNotifier | None
+    info: StreamInfo | None = None
+    ready_sent: bool = False
+    listeners: list[Callable[[Marker], None]] = field(default_factory=list)
+
+    def start(self) -> StreamInfo:
+        """Start the camera and the footage path (errors here are start-up failures)."""
+        self.info = self.app.start()
+        spec = self.detector.spec
+        log.info("bodycam %s: camera %dx%d @ %.1f fps, model %s %s on %s", self.cfg.device.id, self.info.width,
+                 self.info.height, self.info.fps, spec.name, spec.version, self.detector.backend)
+        return self.info
+
+    def _first_frame(self) -> None:
+        spec = self.detector.spec
+        self.ready_sent = True
+        if self.notifier is not None:
+            self.notifier.ready(f"running: {spec.name} {spec.version} on {self.detector.backend}")
+
+    def run(self, progress: Callable[[RunStats], None] | None = None, progress_every: int = 300) -> RunStats:
+        """Run the loop until the camera ends or :meth:`request_stop`; READY=1 after the first frame."""
+        if self.info is None:
+            self.start()
+        self.app.on_first_frame = self._first_frame
+        return self.app.run(progress=progress, progress_every=progress_every)
+
+    def request_stop(self) -> None:
+        self.app.request_stop()
+
+    def drain(self, timeout_s: float) -> int:
+        """Give the publisher ``timeout_s`` to deliver what is queued; returns the outbox depth."""
+        if self.notifier is not None:
+            self.notifier.stopping("stopping")
+        if self.publisher is not None:
+            self.publisher.wait_drained(timeout_s)
+        return self.outbox.depth()
+
+
+def _gpio_used(cfg: AppConfig) -> bool:
+    g = cfg.gpio
+    return g.enabled and any(p is not None for p in (g.record_pin, g.marker_pin, g.holster_pin, g.led_pin, g.haptic_pin))
+
+
+@contextlib.contextmanager
+def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = None,
+             listeners: Sequence[Callable[[Marker], None]] = (), keep_stage_times: bool = True) -> Iterator[Firmware]:
+    """Build the firmware from ``cfg`` and ``parts``; everything is released when the ``with`` ends.
+
+    ``state_dir`` (outbox) defaults to ``<data_dir>/state``; ``listeners`` see every
+    committed marker just before the publisher is woken (the simulator's printout).
+    """
+    clock = parts.clock
+    with contextlib.ExitStack() as stack:
+        # parts are owned from the start: a failure below still releases them
+        stack.callback(parts.camera.stop)  # idempotent; the loop also stops it at the end
+        if parts.pins is not None:
+            stack.callback(parts.pins.close)
+        if parts.notifier is not None:
+            stack.callback(parts.notifier.close)
+            parts.notifier.status("starting: loading the model")
+        if parts.microphone is not None:
+            stack.callback(parts.microphone.close)
+        detector = build_detector(cfg.detector, default_model_path())
+        stack.callback(detector.close)
+        spec = detector.spec
+        data_dir = cfg.data_dir
+        state = state_dir or data_dir / "state"
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{state}: cannot create the state directory ({exc.strerror or exc})") from exc
+        outbox = stack.enter_context(Outbox(state / "outbox.sqlite", cfg.device.id, clock))
+        inputs, indicators = parts.inputs, parts.indicators
+        if parts.pins is not None and _gpio_used(cfg):
+            from bodycam.device.hw.indicators import GpioIndicators
+            from bodycam.device.hw.inputs import GpioInputs
+
+            if inputs is None:
+                gpio_inputs = GpioInputs(parts.pins, cfg.gpio, clock)
+                stack.callback(gpio_inputs.close)
+                if parts.input_sampler_s is not None:
+                    gpio_inputs.start_sampler(parts.input_sampler_s)
+                inputs = gpio_inputs
+            if indicators is None:
+                gpio_indicators = GpioIndicators(parts.pins, cfg.gpio, clock)
+                stack.callback(gpio_indicators.close)
+                indicators = gpio_indicators
+        location = None
+        if parts.location is not None:
+            parts.location.start()
+            stack.callback(parts.location.close)
+            location = parts.location.location
+        recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
+                            Retention(data_dir / "recordings", cfg.retention), camera_footage=parts.footage)
+        stack.callback(recorder.close)
+        app_ref: list[App] = []
+
+        def telemetry() -> Mapping[str, JSON]:
+            body: dict[str, JSON] = {}
+            if app_ref:
+                st = app_ref[0].stats
+                body["frames"] = st.frames
+                body["inference_ms_p50"] = round(st.percentile_ms("invoke", 50), 3)
+                body["recording"] = app_ref[0].recorder.active is not None
+                body["storage_alarm"] = app_ref[0].recorder.storage_alarm
+            if parts.board is not None:
+                body["sources"] = parts.board()
+            return body
+
+        publisher = None
+        if cfg.mqtt.enabled:
+            from bodycam.device.uplink.mqtt_publisher import MqttPublisher
+
+            publisher = stack.enter_context(MqttPublisher(cfg.mqtt, outbox, clock, telemetry=telemetry))
+        marker_listeners: list[Callable[[Marker], None]] = list(listeners)
+        if publisher is not None:
+            pub = publisher
+            marker_listeners.append(lambda _m: pub.wake())
+        app = App(camera=parts.camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),
+                  journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
+                  inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,
+                  listeners=marker_listeners, keep_stage_times=keep_stage_times)
+        app_ref.append(app)
+        yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
+                       notifier=parts.notifier, listeners=marker_listeners)
+
+
+__all__ = ["Firmware", "HardwareParts", "LocationSource", "Microphone", "ServiceNotifier", "assemble", "model_spec"]
