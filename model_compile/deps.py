@@ -56,6 +56,7 @@ def load_interpreter(path: os.PathLike[str] | str, num_threads: int = 1, *, anal
     ``analysis``: without the default (XNNPACK) delegate, so the operator list is the
     model's own rather than one DELEGATE node.
     """
+    from bodycam.device.detect.native_stderr import filtered_native_stderr
     from bodycam.device.errors import ModelError
 
     mod = interpreter_module()
@@ -63,8 +64,9 @@ def load_interpreter(path: os.PathLike[str] | str, num_threads: int = 1, *, anal
     if analysis:
         kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        it = mod.Interpreter(**kwargs)
-        it.allocate_tensors()
+        with filtered_native_stderr():  # the runtime's "Created ... XNNPACK delegate" INFO line
+            it = mod.Interpreter(**kwargs)
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from exc
     return it

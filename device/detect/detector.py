@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bodycam.device.detect.model_spec import ModelSpec, load_model_spec
+from bodycam.device.detect.native_stderr import filtered_native_stderr
 from bodycam.device.errors import DetectorUnavailableError, ModelError
 from bodycam.device.settings import require
 
@@ -79,12 +80,13 @@ class TFLiteDetector:
         self.spec = spec
         self.model_path = model_path
         try:
-            self._it = interpreter_cls(
-                model_path=str(model_path),
-                num_threads=threads,
-                experimental_delegates=[delegate] if delegate is not None else None,
-            )
-            self._it.allocate_tensors()
+            with filtered_native_stderr():  # the runtime's "Created ... XNNPACK delegate" INFO line
+                self._it = interpreter_cls(
+                    model_path=str(model_path),
+                    num_threads=threads,
+                    experimental_delegates=[delegate] if delegate is not None else None,
+                )
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{model_path}: the TFLite runtime cannot load this model ({exc})") from exc
         inputs = self._it.get_input_details()
