@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bodycam.device.console import pipe_safe
 from bodycam.device.errors import BodycamError
 
 
@@ -16,23 +17,56 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="run the firmware loop on the camera")
     run.add_argument("--config", type=Path, required=True, help="config file (TOML), e.g. /etc/bodycam/config.toml")
-    check = sub.add_parser("check-config", help="validate a config file and print the effective settings")
+    check = sub.add_parser("check-config", help="validate a config file and print the effective settings "
+                                                 "(secrets masked; every problem listed with its dotted key)")
     check.add_argument("config", type=Path)
     return p
 
 
+MASK = "********"
+
+
+def masked(value: object) -> object:
+    """``value`` (a config tree as plain data) with every secret replaced by :data:`MASK`."""
+    from bodycam.device.settings import SECRET_KEYS
+
+    if isinstance(value, dict):
+        return {k: (MASK if k in SECRET_KEYS and v is not None else masked(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v) for v in value]
+    return value
+
+
+def _check_config(path: Path) -> int:
+    import dataclasses
+    import json
+
+    from bodycam.device.config import load_config
+    from bodycam.device.errors import ConfigError
+    from bodycam.device.settings import problems_of
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        problems = problems_of(exc)
+        source = getattr(exc, "source", "") or str(path)
+        lines = [f"bodycam check-config: {source}: {len(problems)} problem(s)"]
+        lines += [f"  {p}" for p in problems]
+        print("\n".join(lines), file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(masked(dataclasses.asdict(cfg)), indent=2, default=str))
+    return 0
+
+
+@pipe_safe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
     from bodycam.device.config import load_config
 
     try:
         cfg = load_config(args.config)
-        if args.command == "check-config":
-            import dataclasses
-            import json
-
-            print(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-            return 0
         logging.basicConfig(level=cfg.device.log_level, format="%(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
         from bodycam.device.firmware import run_firmware

@@ -19,7 +19,7 @@ from bodycam.device.errors import ConfigError
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
-from bodycam.device.settings import load_section, require
+from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
 
 
@@ -73,5 +73,5 @@ def load_config(path: str | Path) -> AppConfig:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
     try:
         return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from exc
+    except ConfigError as exc:  # every problem, each with its dotted key
+        raise ConfigErrors(problems_of(exc), source=str(p)) from exc

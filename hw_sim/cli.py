@@ -14,6 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from bodycam.device.console import pipe_safe
 from bodycam.device.errors import BodycamError
 
 # name -> (module, one-line help)
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@pipe_safe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

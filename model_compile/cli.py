@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bodycam.device.console import pipe_safe
 from bodycam.device.errors import BodycamError
 
 
@@ -127,6 +128,7 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+@pipe_safe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect}[args.command]
