@@ -54,7 +54,11 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
         from bodycam.device.hw.picamera_adapter import PiCamera
 
         spec = model_spec(cfg)
-        pi_camera = PiCamera(replace(cfg.camera, lores_size=(spec.input.width, spec.input.height)),
+        lores = (spec.input.width, spec.input.height)
+        if cfg.camera.lores_size is not None and cfg.camera.lores_size != lores:
+            log.warning("camera.lores_size %dx%d ignored: the model needs %dx%d (leave the key out to use the "
+                        "model's size)", *cfg.camera.lores_size, *lores)
+        pi_camera = PiCamera(replace(cfg.camera, lores_size=lores),
                              segment_s=cfg.recording.segment_s)
         camera = footage = pi_camera  # picamera2 encodes and writes the footage itself
     if pin_factory is None and _gpio_used(cfg):

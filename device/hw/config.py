@@ -112,8 +112,9 @@ class CameraConfig:
     """picamera2 streams, encoder and pre-event buffer."""
 
     main_size: tuple[int, int] = (1920, 1080)
-    # The detector's input size (width, height): the lores stream is delivered at this size.
-    lores_size: tuple[int, int] = (160, 96)
+    # The inference stream's size (width, height). None (the default): the model's input size from
+    # its sidecar, which is what the detector needs; a different size here is overridden (with a warning).
+    lores_size: tuple[int, int] | None = None
     # "YUV420" works on every Pi; Pi 5 can deliver "RGB888"/"BGR888" directly.
     lores_format: Literal["YUV420", "RGB888", "BGR888", "XRGB8888", "XBGR8888"] = "YUV420"
     framerate: float = 30.0
@@ -126,11 +127,15 @@ class CameraConfig:
     vflip: bool = False
 
     def __post_init__(self) -> None:
-        for name, (w, h) in (("main_size", self.main_size), ("lores_size", self.lores_size)):
+        sizes = [("main_size", self.main_size)]
+        if self.lores_size is not None:
+            sizes.append(("lores_size", self.lores_size))
+        for name, (w, h) in sizes:
             require(16 <= w <= 4608 and 16 <= h <= 3456, f"camera.{name}", f"out of range: {w}x{h}")
             require(w % 2 == 0 and h % 2 == 0, f"camera.{name}", f"must be even: {w}x{h}")
         require(
-            self.lores_size[0] <= self.main_size[0] and self.lores_size[1] <= self.main_size[1],
+            self.lores_size is None
+            or (self.lores_size[0] <= self.main_size[0] and self.lores_size[1] <= self.main_size[1]),
             "camera.lores_size",
             "must not be larger than main_size",
         )

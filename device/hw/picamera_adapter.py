@@ -49,10 +49,19 @@ def _import_picamera2() -> Any:
 
 
 def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
-    """I420 (picamera2's YUV420 array: (H*3/2, W)) to RGB, BT.709 limited range."""
+    """I420 (picamera2's YUV420 array: (H*3/2, stride)) to RGB, BT.709 limited range.
+
+    The chroma planes start at flat offsets ``H*stride`` and ``H*stride + (H/2)*(stride/2)``;
+    they do not fall on row boundaries of the array when H/2 is odd (e.g. 160x90).
+    """
+    stride = yuv.shape[1]
+    flat = yuv.reshape(-1)
+    cw, ch, cs = width // 2, height // 2, stride // 2
+    u0 = height * stride
+    v0 = u0 + ch * cs
     y = yuv[:height, :width].astype(np.float32) - 16.0
-    u = yuv[height : height + height // 4].reshape(height // 2, width // 2).astype(np.float32) - 128.0
-    v = yuv[height + height // 4 : height + height // 2].reshape(height // 2, width // 2).astype(np.float32) - 128.0
+    u = flat[u0 : u0 + ch * cs].reshape(ch, cs)[:, :cw].astype(np.float32) - 128.0
+    v = flat[v0 : v0 + ch * cs].reshape(ch, cs)[:, :cw].astype(np.float32) - 128.0
     u = u.repeat(2, axis=0).repeat(2, axis=1)
     v = v.repeat(2, axis=0).repeat(2, axis=1)
     y *= 1.164
@@ -86,7 +95,10 @@ class PiCamera:
         segment_s: float | None = None,
         picamera2_module: Any | None = None,
     ) -> None:
+        if config.lores_size is None:  # the firmware fills it in from the model's sidecar
+            raise HardwareError("camera: camera.lores_size is not set (the firmware sets it to the model's input size)")
         self._cfg = config
+        self._lores: tuple[int, int] = config.lores_size
         self._segment_ns = None if segment_s is None else round(segment_s * 1e9)
         self._pc2 = picamera2_module if picamera2_module is not None else _import_picamera2()
         try:
@@ -117,7 +129,7 @@ class PiCamera:
             kwargs["transform"] = libcamera.Transform(hflip=int(c.hflip), vflip=int(c.vflip))
         video = self._cam.create_video_configuration(
             main={"size": tuple(c.main_size), "format": "YUV420"},
-            lores={"size": tuple(c.lores_size), "format": c.lores_format},
+            lores={"size": self._lores, "format": c.lores_format},
             controls={"FrameDurationLimits": (frame_us, frame_us)},
             encode="main",
             **kwargs,
@@ -146,7 +158,7 @@ class PiCamera:
             raise HardwareError(f"camera: capture failed: {exc}") from exc
         try:
             t_ns = int(request.get_metadata()["SensorTimestamp"])
-            w, h = self._cfg.lores_size
+            w, h = self._lores
             lores = to_rgb(request.make_array("lores"), self._cfg.lores_format, w, h)
         finally:
             request.release()

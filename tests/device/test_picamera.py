@@ -111,7 +111,7 @@ def test_camera_timeout_is_a_hardware_error(tmp_path: Path) -> None:
 
 def test_missing_camera_and_missing_picamera2(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(HardwareError, match="camera 1: cannot open"):
-        PiCamera(CameraConfig(camera_index=1), picamera2_module=FakePicamera2Module())
+        PiCamera(CameraConfig(camera_index=1, lores_size=(160, 96)), picamera2_module=FakePicamera2Module())
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(DependencyError, match="python3-picamera2"):
         PiCamera(CFG)
@@ -138,3 +138,63 @@ def test_real_camera_delivers_frames(tmp_path: Path) -> None:
     ts = [f.t_ns for f in frames if f is not None]
     assert len(ts) == 60 and all(b > a for a, b in itertools.pairwise(ts))
     assert (tmp_path / "segment-00000.mp4").stat().st_size > 10_000
+
+
+def test_example_config_starts_the_lores_stream_at_the_model_size_without_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10 item 10: the shipped example config must not log a size mismatch at every start."""
+    import dataclasses
+    import logging
+
+    from bodycam.device import firmware
+    from bodycam.device.clock import SystemClock
+    from bodycam.device.config import load_config
+    from bodycam.device.hw import picamera_adapter
+    from bodycam.device.hw.config import GnssConfig, GpioConfig
+    from bodycam.device.hw.watchdog import Watchdog
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "config.example.toml"
+    mod = FakePicamera2Module(10)
+    monkeypatch.setattr(picamera_adapter, "_import_picamera2", lambda: mod)
+    cfg = dataclasses.replace(load_config(example), gnss=GnssConfig(enabled=False),
+                              gpio=GpioConfig(enabled=False))
+    assert load_config(example).camera.lores_size is None
+    clock = SystemClock()
+    with caplog.at_level(logging.DEBUG):
+        camera = firmware.real_parts(cfg, clock, Watchdog(clock, environ={})).camera
+        camera.start()
+        frame = camera.read()
+        camera.stop()
+    assert frame is not None and frame.lores.shape == (90, 160, 3)
+    # 90 rows: the chroma planes of I420 start mid-row; R ramps over columns, G over rows
+    assert abs(int(frame.lores[45, 0, 0]) - 0) < 8 and abs(int(frame.lores[45, 159, 0]) - 255) < 8
+    assert abs(int(frame.lores[89, 80, 1]) - 255) < 8 and abs(int(frame.lores[0, 80, 1]) - 0) < 8
+    assert mod.instances[0].camera_config["lores"]["size"] == (160, 90)
+    assert not [r for r in caplog.records if "lores" in r.getMessage()]
+
+
+def test_a_lores_size_that_differs_from_the_model_is_overridden_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from bodycam.device import firmware
+    from bodycam.device.clock import SystemClock
+    from bodycam.device.config import AppConfig
+    from bodycam.device.hw import picamera_adapter
+    from bodycam.device.hw.config import GnssConfig, GpioConfig
+    from bodycam.device.hw.watchdog import Watchdog
+
+    mod = FakePicamera2Module(10)
+    monkeypatch.setattr(picamera_adapter, "_import_picamera2", lambda: mod)
+    cfg = AppConfig(camera=dataclasses.replace(CameraConfig(), lores_size=(160, 96)),
+                    gnss=GnssConfig(enabled=False), gpio=GpioConfig(enabled=False))
+    clock = SystemClock()
+    firmware.real_parts(cfg, clock, Watchdog(clock, environ={})).camera.start()
+    assert mod.instances[0].camera_config["lores"]["size"] == (160, 90)
+    assert any(r.levelname == "WARNING" and "camera.lores_size 160x96 ignored" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_camera_without_a_lores_size_is_refused() -> None:
+    with pytest.raises(HardwareError, match="lores_size is not set"):
+        PiCamera(CameraConfig(), picamera2_module=FakePicamera2Module(1))
