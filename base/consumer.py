@@ -1,41 +1,70 @@
-"""The consumer at base: subscribe, validate, store, then acknowledge.
+"""The consumer at base: subscribe, validate, store, acknowledge; no message can stop it.
 
-* MQTT 5, persistent session (``clean_start=False`` + ``SessionExpiryInterval``) with a
-  stable client id, so messages published while base is down wait at the broker;
-* markers through the shared subscription ``$share/<group>/<prefix>/+/marker`` (several
-  consumers of one group share the load), status through ``<prefix>/+/status`` (every
-  consumer, retained);
-* manual acknowledgement: a PUBACK is sent only after the marker is committed to the
-  store (batched: one transaction per batch), so a crash loses nothing (the broker
-  re-delivers; duplicates are dropped by ``id``);
-* bad input (oversized, not JSON, wrong schema, topic/device mismatch) is logged, counted
-  in ``counters["rejected_<reason>"]``, acknowledged and dropped; it never raises.
+* MQTT 5 (persistent session: ``clean_start=False`` + ``SessionExpiryInterval``) with a stable
+  client id, so messages published while base is down wait at the broker; ``protocol="auto"``
+  falls back to MQTT 3.1.1 (``clean_session=False``) when the broker refuses MQTT 5;
+* markers through the shared subscription ``$share/<group>/<prefix>/+/marker`` (MQTT 3.1.1:
+  ``<prefix>/+/marker``, no load sharing), status and base's own retained acks through
+  ``<prefix>/+/status`` and ``<prefix>/+/ack`` (every consumer);
+* manual acknowledgement: a PUBACK is sent only after the message is committed to the store
+  (one transaction per batch), so a crash loses nothing (the broker re-delivers; duplicates are
+  dropped by ``id``);
+* **isolation**: a batch the store refuses is stored again one message per transaction; a
+  message the store still refuses while the store answers (``ping``) is kept in the quarantine
+  table with the reason, and the consumer moves on. Invalid messages (oversized, not JSON, out of
+  range, wrong topic) are counted, logged once per device and reason, and quarantined too;
+* **outage**: while the store does not answer, the batch is retried with backoff (not
+  acknowledged); :meth:`run` returns within a few seconds of ``stop`` and records in
+  :attr:`unstored` how many messages it leaves to the broker;
+* **end-to-end acknowledgement** (``docs/markers-and-mqtt.md``): after stored markers (at most every
+  ``ack_interval_s`` per device) and after every (re)subscription, base publishes
+  ``<prefix>/<device>/ack`` (QoS 1, retained) with the highest seq N such that every seq from the
+  device's first stored seq to N is stored; a hole above N that lasts ``resend_after_s``, or a
+  retained ack above N (the database was restored from an older backup), makes base publish
+  ``<prefix>/<device>/cmd/resend`` for the missing range (QoS 1, MQTT 5 expiry 300 s; at most once
+  per ``resend_repeat_s`` for one range).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bodycam.base.rules import AddResult, Progress, Quarantined
 from bodycam.base.store import MarkerStore
-from bodycam.base.validate import Rejected, split_topic, validate_marker, validate_status
-from bodycam.device.clock import Clock, SystemClock
+from bodycam.base.validate import (
+    ACK_SCHEMA,
+    CMD_SCHEMA,
+    Rejected,
+    Status,
+    split_topic,
+    validate_ack,
+    validate_marker,
+    validate_status,
+)
+from bodycam.device.clock import Clock, SystemClock, rfc3339_ms
 from bodycam.device.errors import StorageError
-from bodycam.device.uplink.markers import Marker
-from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig
+from bodycam.device.uplink.markers import DETECTION_KINDS, Marker, uuid7
+from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig, topic
+from bodycam.device.uplink.validate import MAX_PAYLOAD
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
+# CONNACK codes of "unsupported protocol version": MQTT 5 reason 132, MQTT 3.1.1 return code 1
+_UNSUPPORTED_PROTOCOL = (1, 132)
 
 
 @dataclass(frozen=True)
@@ -43,21 +72,64 @@ class ConsumerOptions:
     url: str
     group: str = "base"
     prefix: str = "bodycam"
-    client_id: str | None = (
-        None  # default: bodycam-base-<group>-<random>: set a stable one for a persistent session
-    )
+    client_id: str | None = None  # default: bodycam-base-<group> (the CLI derives a stable one)
     session_expiry_s: int = 86400
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None
     batch_max: int = 500
     receive_maximum: int = 500
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    connect_timeout_s: float = 3.0
+    reconnect_max_s: float = 30.0
+    store_retry_max_s: float = 5.0
+    ack_interval_s: float = 0.2
+    resend_after_s: float = 1.0
+    resend_repeat_s: float = 30.0
+    resend_expiry_s: int = 300
+
+
+@dataclass
+class _Hole:
+    range: tuple[int, int]
+    first_seen: float
+    sent: float | None = None
+
+
+@dataclass
+class _Msg:
+    gen: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    retained: bool
+    received_ns: int = 0
+    marker: Marker | None = field(default=None)
+
+
+class _Stopped(Exception):
+    """``stop`` was set while the store was unavailable."""
+
+
+class _Poison(Exception):
+    """The store answers but refuses this write."""
 
 
 class Consumer:
-    """Run with :meth:`run` (blocks until ``stop`` is set) or feed :meth:`handle` directly."""
+    """Run with :meth:`run` (blocks until ``stop`` is set) or feed :meth:`handle` directly.
 
-    def __init__(self, options: ConsumerOptions, store: MarkerStore, *, clock: Clock | None = None) -> None:
+    ``notify`` receives the operator's lines (connection problems, gunshots); logging gets the rest.
+    """
+
+    def __init__(
+        self,
+        options: ConsumerOptions,
+        store: MarkerStore,
+        *,
+        clock: Clock | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self._opt = options
         self._cfg = MqttConfig(
             url=options.url,
@@ -68,123 +140,408 @@ class Consumer:
         )
         self._store = store
         self._clock = clock or SystemClock()
+        self._notify_fn = notify or (lambda line: _log.info("%s", line))
         self.counters: Counter[str] = Counter()
-        self.client_id = options.client_id or f"bodycam-base-{options.group}-{uuid.uuid4().hex[:8]}"
-        self._inbox: queue.Queue[tuple[int, int, str, bytes]] = queue.Queue()
+        self.client_id = options.client_id or f"bodycam-base-{options.group}"
         self.subscribed = threading.Event()
+        self.unstored = 0  # messages left unacknowledged at stop (the broker redelivers them)
+        self.store_down = False  # the store did not answer when the consumer stopped
+        self._inbox: queue.Queue[_Msg] = queue.Queue()
         self._client: mqtt.Client | None = None
+        self._gen = 0
+        self._v5 = options.protocol != "3.1.1"
+        self._connected = threading.Event()
+        self._lost = threading.Event()
+        self._connack: Any = None
+        self._stop = threading.Event()
+        self._logged: set[tuple[str, str]] = set()
+        self._dirty: set[str] = set()
+        self._acked: dict[str, int] = {}
+        self._holes: dict[str, _Hole] = {}
+        self._restored: dict[str, int] = {}
+        self._next_ack_pass = 0.0
+        self._ack_all = False
 
-    # -- pure part (also what the fuzz tests drive) ------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> str:
-        """Validate and store one message now; returns the outcome (``stored``, ``duplicate``, ``rejected_*``...)."""
-        outcome, marker = self._classify(topic, payload, self._clock.wall_ns())
-        if marker is not None:
-            return self._store_batch([(marker, self._clock.wall_ns())])[0]
-        return outcome
+    @property
+    def protocol(self) -> str:
+        return "5" if self._v5 else "3.1.1"
 
-    def _classify(self, topic: str, payload: bytes, received_ns: int) -> tuple[str, Marker | None]:
+    # -- one message (also what the tests and the fuzz bench drive) ---------------------------------
+    def handle(self, topic_: str, payload: bytes, *, retained: bool = False) -> str:
+        """Validate and store one message now; returns the outcome (``stored``, ``duplicate``,
+        ``status``, ``ack``, ``rejected_<reason>``, ``quarantined_<kind>``)."""
+        msg = _Msg(0, 0, 0, topic_, payload, retained, self._clock.wall_ns())
+        return self._process([msg])[0]
+
+    def _process(self, batch: Sequence[_Msg]) -> list[str]:
+        """Classify, store and quarantine one batch; raises _Stopped only (outage + stop)."""
+        outcomes: list[str] = []
+        held: list[Quarantined] = []
+        for msg in batch:
+            outcomes.append(self._classify(msg, held))
+        idx = [i for i, msg in enumerate(batch) if msg.marker is not None]
+        results = self._store_markers([batch[i] for i in idx], held)
+        for i, r in zip(idx, results, strict=True):
+            outcomes[i] = self._count(batch[i], r)
+        if held:
+            self._quarantine(held)
+        return outcomes
+
+    def _classify(self, msg: _Msg, held: list[Quarantined]) -> str:
+        """Validate one message; markers are left in ``msg.marker``, statuses stored now."""
         self.counters["received"] += 1
+        device: str | None = None
         try:
-            _, leaf = split_topic(self._opt.prefix, topic)
+            device, leaf = split_topic(self._opt.prefix, msg.topic)
             if leaf == "marker":
-                return "marker", validate_marker(self._opt.prefix, topic, payload)
+                msg.marker = validate_marker(self._opt.prefix, msg.topic, msg.payload)
+                return "marker"
             if leaf == "status":
-                status = validate_status(self._opt.prefix, topic, payload)
+                status = validate_status(self._opt.prefix, msg.topic, msg.payload)
                 if status is not None:
-                    self._store.set_status(status.device, status.state, status.t, received_ns)
-                    self.counters["status"] += 1
-                    _log.info("device %s is %s", status.device, status.state)
-                return "status", None
-            raise Rejected("bad_topic", f"unexpected topic {topic!r}")
+                    self._status(status, msg)
+                return "status"
+            if leaf == "ack":
+                ack = validate_ack(self._opt.prefix, msg.topic, msg.payload)
+                if ack is not None and msg.retained:
+                    self._restored[ack[0]] = max(ack[1], self._restored.get(ack[0], 0))
+                return "ack"
+            raise Rejected("bad_topic", f"unexpected topic {msg.topic[:200]!r}")
         except Rejected as exc:
-            self.counters[f"rejected_{exc.reason}"] += 1
-            self.counters["rejected"] += 1
-            _log.warning("rejected message on %r (%d bytes): %s", topic[:200], len(payload), exc)
-            return f"rejected_{exc.reason}", None
+            return self._reject(msg, device, f"rejected_{exc.reason}", str(exc), held)
+        except (_Stopped, _Poison):
+            raise
+        except Exception as exc:  # a validator bug must not stop the consumer either
+            _log.exception("validating a message on %r failed", msg.topic[:200])
+            return self._reject(msg, device, "rejected_error", f"{type(exc).__name__}: {exc}", held)
 
-    def _store_batch(self, items: list[tuple[Marker, int]]) -> list[str]:
-        results = self._store.add_markers(items)
-        out = []
-        for (m, _), r in zip(items, results, strict=True):
-            if not r.stored:
-                self.counters["duplicate"] += 1
-                out.append("duplicate")
-                continue
-            self.counters["stored"] += 1
-            out.append("stored")
-            if r.gap is not None:
-                self.counters["gaps"] += 1
-                _log.warning("device %s: seq %d..%d missing (so far) before seq %d", m.device, *r.gap, m.seq)
-            if r.chain == "broken":
-                self.counters["chain_broken"] += 1
-                _log.error(
-                    "device %s: hash chain broken at seq %d (prev does not match seq %d)",
-                    m.device,
-                    m.seq,
-                    m.seq - 1,
+    def _reject(self, msg: _Msg, device: str | None, kind: str, why: str, held: list[Quarantined]) -> str:
+        self.counters[kind] += 1
+        self.counters["rejected"] += 1
+        self._log_once(device or "?", kind, f"message on {msg.topic[:200]!r} ({len(msg.payload)} bytes): {why}")
+        held.append(Quarantined(msg.received_ns, msg.topic, device, kind, why[:500], msg.payload[:MAX_PAYLOAD]))
+        return kind
+
+    def _status(self, status: Status, msg: _Msg) -> None:
+        try:
+            self._with_store(
+                lambda: self._store.set_status(
+                    status.device, status.state, status.t, msg.received_ns, retained=msg.retained
                 )
+            )
+        except _Poison as exc:
+            self._log_once(status.device, "status", f"cannot store status: {exc}")
+            return
+        self.counters["status"] += 1
+        _log.info("device %s is %s%s", status.device, status.state, " (retained)" if msg.retained else "")
+
+    def _store_markers(self, msgs: Sequence[_Msg], held: list[Quarantined]) -> list[AddResult | None]:
+        items = [(m.marker, m.received_ns) for m in msgs if m.marker is not None]
+        if not items:
+            return []
+        try:
+            return list(self._with_store(lambda: self._store.add_markers(items)))
+        except _Poison:
+            pass
+        out: list[AddResult | None] = []  # isolate: one transaction per marker
+        for msg, item in zip(msgs, items, strict=True):
+            try:
+                out.append(self._with_store(_bind(self._store.add_markers, [item]))[0])
+            except _Poison as exc:
+                assert msg.marker is not None
+                held.append(
+                    Quarantined(msg.received_ns, msg.topic, msg.marker.device, "unstorable", str(exc)[:500], msg.payload)
+                )
+                out.append(None)
         return out
 
-    # -- MQTT ---------------------------------------------------------------------------------
+    def _count(self, msg: _Msg, r: AddResult | None) -> str:
+        m = msg.marker
+        assert m is not None
+        if r is None:
+            self.counters["quarantined_unstorable"] += 1
+            self.counters["quarantined"] += 1
+            self._log_once(m.device, "unstorable", f"seq {m.seq} could not be stored: quarantined")
+            return "quarantined_unstorable"
+        if r.conflict is not None:
+            self.counters[f"quarantined_{r.conflict}"] += 1
+            self.counters["quarantined"] += 1
+            _log.error("device %s: %s at seq %d (id %s): not stored, kept in quarantine", m.device, r.conflict, m.seq, m.id)
+            self._notify(f"ALERT {r.conflict.replace('_', ' ')}: device {m.device} seq {m.seq} id {m.id} (see 'bodycam-base quarantine')")
+            return f"quarantined_{r.conflict}"
+        if not r.stored:
+            self.counters["duplicate"] += 1
+            return "duplicate"
+        self.counters["stored"] += 1
+        self._dirty.add(m.device)
+        if r.gap is not None:
+            self.counters["gaps"] += 1
+            _log.warning("device %s: seq %d..%d missing (so far) before seq %d", m.device, *r.gap, m.seq)
+        if r.chain == "broken":
+            self.counters["chain_broken"] += 1
+            _log.error("device %s: hash chain broken at seq %d (prev does not match seq %d)", m.device, m.seq, m.seq - 1)
+        if m.kind in DETECTION_KINDS:
+            conf = "" if m.confidence is None else f" confidence {m.confidence:.2f}"
+            self._notify(f"{m.kind.upper()} device {m.device} seq {m.seq} at {m.t}{conf}")
+        return "stored"
+
+    def _quarantine(self, held: list[Quarantined]) -> None:
+        try:
+            self._with_store(lambda: self._store.quarantine(held))
+            return
+        except _Poison:
+            pass
+        for q in held:  # one by one; what even the quarantine refuses is logged (last resort)
+            try:
+                self._with_store(_bind(self._store.quarantine, [q]))
+            except _Poison as exc:
+                _log.error("cannot quarantine a message on %r (%s): %s; payload %r", q.topic[:200], q.kind, exc, q.payload[:200])
+
+    def _notify(self, line: str) -> None:
+        try:
+            self._notify_fn(line)
+        except Exception:  # a closed terminal must not stop the consumer
+            _log.exception("cannot show: %s", line)
+
+    def _log_once(self, device: str, kind: str, text: str) -> None:
+        if (device, kind) in self._logged:
+            _log.debug("%s", text)
+            return
+        if len(self._logged) < 10_000:
+            self._logged.add((device, kind))
+        _log.warning("%s (logged once per device and kind; see 'bodycam-base quarantine')", text)
+
+    def _with_store(self, fn: Callable[[], T]) -> T:
+        """Call the store; an outage is retried with backoff until ``stop``; a refusal is _Poison."""
+        delay = 0.1
+        while True:
+            try:
+                result = fn()
+            except StorageError as exc:
+                try:
+                    self._store.ping()
+                except StorageError as down:
+                    if not self.store_down:
+                        self._notify(f"store unavailable: {down}; retrying (nothing is acknowledged meanwhile)")
+                    self.store_down = True
+                    self.counters["store_retries"] += 1
+                    if self._stop.wait(delay):
+                        raise _Stopped() from exc
+                    delay = min(delay * 2, self._opt.store_retry_max_s)
+                    continue
+                raise _Poison(str(exc)) from exc
+            if self.store_down:
+                self._notify("store available again")
+                self.store_down = False
+            return result
+
+    # -- acknowledgement and resend -----------------------------------------------------------------
+    def _ack_pass(self, now: float) -> None:
+        """Publish acks for devices with newly stored markers; ask for holes that persist."""
+        client = self._client
+        if client is None or not self._connected.is_set() or now < self._next_ack_pass:
+            return
+        self._next_ack_pass = now + self._opt.ack_interval_s
+        due = {d for d, h in self._holes.items() if self._hole_due(h, now)}
+        devices: list[str] | None = sorted(self._dirty | due | set(self._restored))
+        if self._ack_all:
+            devices = None
+        elif not devices:
+            return
+        try:
+            progress = self._with_store(lambda: self._store.progress(devices))
+        except _Poison as exc:
+            _log.error("cannot read the acknowledgement state: %s", exc)
+            return
+        self._dirty.clear()
+        self._ack_all = False
+        seen = {p.device for p in progress}
+        unknown = [Progress(d, 0, 0, None) for d in list(self._restored) if d not in seen]  # nothing stored
+        for p in [*progress, *unknown]:
+            self._ack_device(client, p, now)
+
+    def _hole_due(self, h: _Hole, now: float) -> bool:
+        if h.sent is None:
+            return now - h.first_seen >= self._opt.resend_after_s
+        return now - h.sent >= self._opt.resend_repeat_s
+
+    def _ack_device(self, client: mqtt.Client, p: Progress, now: float) -> None:
+        if p.contiguous > 0 and p.contiguous != self._acked.get(p.device):
+            body = {"schema": ACK_SCHEMA, "device": p.device, "seq": p.contiguous, "t": self._now()}
+            client.publish(topic(self._opt.prefix, p.device, "ack"), _json(body), qos=1, retain=True)
+            self._acked[p.device] = p.contiguous
+            self.counters["acks_published"] += 1
+        hole = p.hole
+        restored = self._restored.pop(p.device, 0)
+        if hole is None and restored > p.contiguous:  # base acknowledged more before a restore
+            hole = (p.contiguous + 1, restored)
+            self._holes[p.device] = _Hole(hole, now - self._opt.resend_after_s)
+        if hole is None:
+            self._holes.pop(p.device, None)
+            return
+        h = self._holes.get(p.device)
+        if h is None or h.range != hole:
+            h = self._holes[p.device] = _Hole(hole, now)
+        if not self._hole_due(h, now):
+            return
+        self._resend(client, p.device, hole)
+        h.sent = now
+
+    def _resend(self, client: mqtt.Client, device: str, hole: tuple[int, int]) -> None:
+        body = {
+            "schema": CMD_SCHEMA,
+            "verb": "resend",
+            "id": uuid7(self._clock.wall_ns()),
+            "from_seq": hole[0],
+            "to_seq": hole[1],
+            "t": self._now(),
+        }
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = self._opt.resend_expiry_s
+        client.publish(topic(self._opt.prefix, device, "cmd/resend"), _json(body), qos=1, retain=False, properties=props)
+        self.counters["resend_requests"] += 1
+        self._notify(f"device {device}: seq {hole[0]}..{hole[1]} missing; asked the camera to send them again")
+
+    def _now(self) -> str:
+        return rfc3339_ms(self._clock.wall_ns())
+
+    # -- MQTT ---------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Connect (retrying), consume until ``stop`` is set, then disconnect cleanly."""
+        """Connect (retrying visibly), consume until ``stop`` is set, then disconnect cleanly."""
+        self._stop = stop
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                if self._session(stop):
+                    backoff = 0.5
+                    stop.wait(0.2)  # never a tight loop (e.g. another consumer with our client id)
+                    continue
+                if stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self._opt.reconnect_max_s)
+        except _Stopped:
+            pass
+        finally:
+            self.unstored += self._inbox.qsize()
+
+    def _session(self, stop: threading.Event) -> bool:
+        """One connection: True if it was established (then lost or stopped), False to back off."""
+        client = self._make_client()
+        self._gen += 1
+        self._connected.clear()
+        self._lost.clear()
+        self._connack = None
+        where = f"{self._cfg.host}:{self._cfg.port}"
+        try:
+            client.connect(self._cfg.host, self._cfg.port, keepalive=30, **self._connect_args())
+        except (OSError, ValueError) as exc:
+            self._notify(f"cannot connect to broker {self._opt.url}: {exc}; retrying")
+            return False
+        client.loop_start()
+        try:
+            deadline = time.monotonic() + 10.0
+            while self._connack is None and not self._lost.is_set() and time.monotonic() < deadline:
+                if stop.wait(0.05):
+                    return True
+            if self._connack is None or self._connack.is_failure:
+                value = None if self._connack is None else int(getattr(self._connack, "value", 0))
+                if self._v5 and self._opt.protocol == "auto" and value in _UNSUPPORTED_PROTOCOL:
+                    self._notify(f"broker {where} refused MQTT 5; using MQTT 3.1.1 (no resend expiry)")
+                    self._v5 = False
+                    return True
+                why = "no answer" if self._connack is None else str(self._connack)
+                self._notify(f"broker {self._opt.url} refused the connection: {why}; retrying")
+                return False
+            self._client = client
+            self._ack_all = True
+            self._acked.clear()
+            while not stop.is_set() and not self._lost.is_set():
+                self._drain(wait_s=0.05)
+                self._ack_pass(time.monotonic())
+            if stop.is_set():  # store what already arrived (bounded), then the final acks
+                end = time.monotonic() + 1.0
+                while not self._inbox.empty() and time.monotonic() < end:
+                    self._drain(wait_s=0.0)
+                self._next_ack_pass = 0.0
+                self._ack_pass(time.monotonic())
+            else:
+                self._notify(f"lost the connection to broker {self._opt.url}; reconnecting")
+            return True
+        finally:
+            self._client = None
+            self.subscribed.clear()
+            self._connected.clear()
+            try:
+                client.disconnect()
+            finally:
+                client.loop_stop()
+
+    def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else False,
             manual_ack=True,
+            reconnect_on_failure=False,
         )
+        client.connect_timeout = self._opt.connect_timeout_s
         if self._cfg.username is not None:
             client.username_pw_set(self._cfg.username, self._cfg.resolve_password())
         if self._cfg.use_tls:
             client.tls_set(ca_certs=self._cfg.tls.ca_file)
-        client.reconnect_delay_set(1, 5)
         client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        return client
+
+    def _connect_args(self) -> dict[str, Any]:
+        if not self._v5:
+            return {}
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._opt.session_expiry_s
         props.ReceiveMaximum = self._opt.receive_maximum
-        self._client = client
-        client.connect_async(
-            self._cfg.host, self._cfg.port, keepalive=30, clean_start=False, properties=props
-        )
-        client.loop_start()
-        try:
-            while not stop.is_set():
-                self._drain(wait_s=0.05)
-            self._drain(wait_s=0.0)
-        finally:
-            client.disconnect()
-            client.loop_stop()
-            self._client = None
+        return {"clean_start": False, "properties": props}
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connack = reason
         if reason.is_failure:
-            _log.error("broker refused the consumer: %s", reason)
             return
-        _log.info(
-            "connected to %s as %s (session present: %s)",
-            self._opt.url,
-            self.client_id,
-            flags.session_present,
-        )
+        _log.info("connected to %s as %s (MQTT %s, session present: %s)", self._opt.url, self.client_id,
+                  self.protocol, flags.session_present)
         p = self._opt.prefix
-        client.subscribe([(f"$share/{self._opt.group}/{p}/+/marker", 1), (f"{p}/+/status", 1)])
+        markers = f"$share/{self._opt.group}/{p}/+/marker" if self._v5 else f"{p}/+/marker"
+        if self._v5:  # no echo of our own acks (MQTT 5 No Local); 3.1.1 echoes them: ignored (not retained)
+            opts = [SubscribeOptions(qos=1), SubscribeOptions(qos=1), SubscribeOptions(qos=1, noLocal=True)]
+            client.subscribe([(markers, opts[0]), (f"{p}/+/status", opts[1]), (f"{p}/+/ack", opts[2])])
+        else:
+            client.subscribe([(markers, 1), (f"{p}/+/status", 1), (f"{p}/+/ack", 1)])
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected.clear()
+        self._lost.set()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         bad = [r for r in reasons if getattr(r, "is_failure", False)]
         if bad:
-            _log.error("subscription refused: %s", bad)
-        else:
-            self.subscribed.set()
+            self._notify(f"subscription refused: {bad}")
+            return
+        self._connected.set()
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put((msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+        try:
+            topic_ = msg.topic
+        except UnicodeDecodeError:  # MQTT requires UTF-8 topics; be safe if a broker lets one through
+            topic_ = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        self._inbox.put(_Msg(self._gen, msg.mid, msg.qos, topic_, bytes(msg.payload), bool(msg.retain)))
 
     def _drain(self, wait_s: float) -> None:
-        """Take what arrived, store it in one transaction, then acknowledge it in order."""
-        batch: list[tuple[int, int, str, bytes]] = []
+        """Take what arrived, store it, then acknowledge it in order (only on the same connection)."""
+        batch: list[_Msg] = []
         try:
             batch.append(self._inbox.get(timeout=wait_s) if wait_s > 0 else self._inbox.get_nowait())
         except queue.Empty:
@@ -195,20 +552,23 @@ class Consumer:
             except queue.Empty:
                 break
         now = self._clock.wall_ns()
-        markers = []
-        for _, _, topic, payload in batch:
-            _, marker = self._classify(topic, payload, now)
-            if marker is not None:
-                markers.append((marker, now))
-        while True:
-            try:
-                self._store_batch(markers)
-                break
-            except StorageError:
-                _log.exception("cannot store %d markers; retrying (not acknowledged)", len(markers))
-                time.sleep(1.0)
+        for msg in batch:
+            msg.received_ns = now
+        try:
+            self._process(batch)
+        except _Stopped:
+            self.unstored += len(batch)
+            raise
         client = self._client
         if client is not None:
-            for mid, qos, _, _ in batch:
-                if qos > 0:
-                    client.ack(mid, qos)
+            for msg in batch:
+                if msg.qos > 0 and msg.gen == self._gen:
+                    client.ack(msg.mid, msg.qos)
+
+
+def _bind(fn: Callable[[Any], T], arg: Any) -> Callable[[], T]:
+    return lambda: fn(arg)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")

@@ -1,49 +1,49 @@
-"""Storage at base, behind the small :class:`MarkerStore` protocol (SQLite now; PostgreSQL drop-in).
+"""Storage at base, behind the small :class:`MarkerStore` protocol: SQLite here, PostgreSQL in
+``store_pg``. Both apply the same rules (``rules``: idempotent by ``id``, conflicts quarantined,
+hash chain, gaps, the contiguous seq base acknowledges), with the same tables and queries.
 
-* markers are stored once per ``id`` (idempotent: re-deliveries are counted as duplicates);
-* each marker's ``prev`` is checked against the stored digest of the device's ``seq - 1``
-  (``chain`` = ``ok`` / ``broken`` / ``unknown`` while the predecessor is missing; it is
-  settled when the predecessor arrives later);
-* per device: last status (online/offline), last seen, highest seq, gaps (missing seqs).
-
-A PostgreSQL store implements the same five methods with the same tables (``TEXT``,
-``BIGINT``; ``INSERT ... ON CONFLICT (id) DO NOTHING`` works unchanged in both); see
-docs/markers-and-mqtt.md.
+Every write is one transaction that rolls back on *any* error (not only database errors), so a
+failed write never leaves a transaction open. Every method raises only
+:class:`~bodycam.device.errors.StorageError` (the database is unavailable or refused the write);
+the consumer tells an outage from a message that cannot be stored with :meth:`MarkerStore.ping`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from bodycam.device.clock import parse_rfc3339
+from bodycam.base import rules
+from bodycam.base.rules import (
+    AddResult,
+    Chain,
+    DeviceRow,
+    Progress,
+    Quarantined,
+    QuarantineRow,
+    device_row,
+    devices_query,
+    marker_query,
+)
 from bodycam.device.errors import StorageError
-from bodycam.device.uplink.markers import GENESIS_PREV, Marker
+from bodycam.device.uplink.markers import Marker
 
-Chain = Literal["ok", "broken", "unknown"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS markers (
-    id TEXT PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    t TEXT NOT NULL, t_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL,
-    digest TEXT NOT NULL, prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS markers_device_seq ON markers(device, seq);
-CREATE INDEX IF NOT EXISTS markers_t ON markers(t_ns);
-CREATE TABLE IF NOT EXISTS devices (
-    device TEXT PRIMARY KEY, state TEXT, status_t TEXT, status_received_ns INTEGER,
-    last_seen_ns INTEGER NOT NULL, max_seq INTEGER NOT NULL DEFAULT 0);
-"""
-
-
-@dataclass(frozen=True)
-class AddResult:
-    stored: bool  # False: a duplicate id
-    chain: Chain
-    gap: tuple[int, int] | None  # seqs first..last newly known to be missing before this one
+__all__ = [
+    "AddResult",
+    "Chain",
+    "DeviceRow",
+    "MarkerStore",
+    "Progress",
+    "QuarantineRow",
+    "Quarantined",
+    "SqliteStore",
+    "StoredMarker",
+]
 
 
 @dataclass(frozen=True)
@@ -53,54 +53,26 @@ class StoredMarker:
     chain: Chain
 
 
-@dataclass(frozen=True)
-class DeviceRow:
-    device: str
-    state: str | None
-    status_t: str | None
-    last_seen_ns: int
-    markers: int
-    max_seq: int
-    missing: int
-    chain_broken: int
-
-
-def marker_query(ph: str, device_order: str, *, device: str | None, since_ns: int | None, kind: str | None,
-                 limit: int) -> tuple[str, tuple[Any, ...]]:
-    """The ``markers`` query shared by the SQLite and PostgreSQL stores (``ph``: placeholder)."""
-    where: list[str] = []
-    args: list[Any] = []
-    for cond, value in (("device=", device), ("t_ns>=", since_ns), ("kind=", kind)):
-        if value is not None:
-            where.append(cond + ph)
-            args.append(value)
-    sql = "SELECT body, received_ns, chain FROM markers"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return f"{sql} ORDER BY {device_order}, seq LIMIT {ph}", (*args, limit)
-
-
-def devices_query(device_order: str) -> str:
-    """The per-device summary query shared by both stores."""
-    return (
-        "SELECT d.device, d.state, d.status_t, d.last_seen_ns, "
-        "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device), d.max_seq, "
-        "(SELECT COUNT(DISTINCT seq) FROM markers m WHERE m.device=d.device), "
-        "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device AND chain='broken') "
-        f"FROM devices d ORDER BY {device_order}"
-    )
-
-
-def device_row(r: Sequence[Any]) -> DeviceRow:
-    return DeviceRow(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[7]))
-
-
 class MarkerStore(Protocol):
     def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
-        """Store (marker, received_ns) pairs in one transaction, in order."""
+        """Store (marker, received_ns) pairs in one transaction, in order (conflicts go to quarantine)."""
         ...
 
-    def set_status(self, device: str, state: str, t: str | None, received_ns: int) -> None: ...
+    def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
+        """A status message; a ``retained`` one (replayed at subscription) does not count as seen."""
+        ...
+
+    def quarantine(self, items: Sequence[Quarantined]) -> None:
+        """Keep what could not be stored, for inspection (one transaction)."""
+        ...
+
+    def ping(self) -> None:
+        """StorageError if the database cannot be used right now (an outage, not a bad message)."""
+        ...
+
+    def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
+        """Acknowledgement state of ``devices`` (None: every device with a stored marker)."""
+        ...
 
     def markers(
         self,
@@ -109,105 +81,117 @@ class MarkerStore(Protocol):
         since_ns: int | None = None,
         kind: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[StoredMarker]: ...
+
+    def quarantined(
+        self, *, kind: str | None = None, device: str | None = None, limit: int = 100
+    ) -> list[QuarantineRow]: ...
+
+    def kinds(self) -> list[str]:
+        """The kinds of the stored markers."""
+        ...
 
     def devices(self) -> list[DeviceRow]: ...
 
     def close(self) -> None: ...
 
 
-class SqliteStore:
-    """SQLite (WAL, synchronous=FULL: stored means on disk before the PUBACK goes out)."""
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
 
-    def __init__(self, path: Path) -> None:
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = self._c.execute(sql, tuple(args)).fetchone()
+        return row
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return list(self._c.execute(sql, tuple(args)).fetchall())
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return int(self._c.execute(sql, tuple(args)).rowcount)
+
+
+def _stored(rows: Sequence[Sequence[Any]]) -> list[StoredMarker]:
+    return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in rows]
+
+
+class SqliteStore:
+    """SQLite (WAL, synchronous=FULL: stored means on disk before the PUBACK goes out).
+
+    ``create=False`` refuses a database file that does not exist yet (the query commands must not
+    make an empty database out of a typo). ``busy_timeout_s`` bounds how long a write waits for
+    another writer; past it the write fails with StorageError and the consumer retries.
+    """
+
+    def __init__(self, path: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
+        if not create and not self._path.is_file():
+            what = "directory" if not self._path.parent.is_dir() else "database"
+            raise StorageError(f"base store {self._path}: no such {what} (run 'bodycam-base listen' to create it)")
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
-                str(self._path), isolation_level=None, check_same_thread=False, timeout=30
+                str(self._path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
             )
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"base store {self._path}: cannot open: {exc}") from exc
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            with self._tx() as tx:
+                for stmt in rules.schema(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"):
+                    tx.run(stmt)
+                columns = {str(r[1]) for r in tx.all("PRAGMA table_info(devices)")}
+                unique = tx.one(
+                    "SELECT 1 FROM sqlite_master WHERE type='index' AND name='markers_device_seq_unique'"
+                )
+                rules.migrate(tx, columns, unique_index=unique is not None)
+        except BaseException:
             self._conn.close()
-            raise StorageError(f"base store {self._path}: {exc}") from exc
+            raise
 
-    def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
-        if not items:
-            return []
+    @contextmanager
+    def _tx(self) -> Iterator[_SqliteTx]:
+        """One write transaction: committed, or rolled back on any exception (then StorageError)."""
         with self._lock:
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
-                results = [self._add(c, m, rx) for m, rx in items]
+                yield _SqliteTx(c)
                 c.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise StorageError(f"base store {self._path}: {exc}") from exc
-            return results
+                    with suppress(sqlite3.Error):
+                        c.execute("ROLLBACK")
+                if isinstance(exc, Exception) and not isinstance(exc, StorageError):
+                    raise StorageError(f"base store {self._path}: {type(exc).__name__}: {exc}") from exc
+                raise
 
-    def _add(self, c: sqlite3.Connection, m: Marker, received_ns: int) -> AddResult:
-        if c.execute("SELECT 1 FROM markers WHERE id=?", (m.id,)).fetchone():
-            return AddResult(False, "unknown", None)
-        digest = m.digest()
-        if m.seq == 1:
-            chain: Chain = "ok" if m.prev == GENESIS_PREV else "broken"
-        else:
-            row = c.execute(
-                "SELECT digest FROM markers WHERE device=? AND seq=?", (m.device, m.seq - 1)
-            ).fetchone()
-            chain = "unknown" if row is None else ("ok" if row[0] == m.prev else "broken")
-        c.execute(
-            "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                m.id,
-                m.device,
-                m.seq,
-                m.kind,
-                m.t,
-                parse_rfc3339(m.t),
-                received_ns,
-                digest,
-                m.prev,
-                chain,
-                m.to_json().decode("utf-8"),
-            ),
-        )
-        # settle the successor that waited for this marker
-        c.execute(
-            "UPDATE markers SET chain = CASE WHEN prev=? THEN 'ok' ELSE 'broken' END "
-            "WHERE device=? AND seq=? AND chain='unknown'",
-            (digest, m.device, m.seq + 1),
-        )
-        row = c.execute("SELECT max_seq FROM devices WHERE device=?", (m.device,)).fetchone()
-        max_seq = 0 if row is None else int(row[0])
-        gap = (max_seq + 1, m.seq - 1) if m.seq > max_seq + 1 else None
-        c.execute(
-            "INSERT INTO devices(device, last_seen_ns, max_seq) VALUES (?,?,?) ON CONFLICT(device) DO UPDATE SET "
-            "last_seen_ns=MAX(last_seen_ns, excluded.last_seen_ns), max_seq=MAX(max_seq, excluded.max_seq)",
-            (m.device, received_ns, m.seq),
-        )
-        return AddResult(True, chain, gap)
+    def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
+        if not items:
+            return []
+        with self._tx() as tx:
+            return [rules.add_marker(tx, m, rx) for m, rx in items]
 
-    def set_status(self, device: str, state: str, t: str | None, received_ns: int) -> None:
-        with self._lock:
-            try:
-                self._conn.execute(
-                    "INSERT INTO devices(device, state, status_t, status_received_ns, last_seen_ns) VALUES (?,?,?,?,?) "
-                    "ON CONFLICT(device) DO UPDATE SET state=excluded.state, status_t=excluded.status_t, "
-                    "status_received_ns=excluded.status_received_ns, "
-                    "last_seen_ns=MAX(last_seen_ns, excluded.last_seen_ns)",
-                    (device, state, t, received_ns, received_ns),
-                )
-            except sqlite3.Error as exc:
-                raise StorageError(f"base store {self._path}: {exc}") from exc
+    def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
+        with self._tx() as tx:
+            rules.set_status(tx, device, state, t, received_ns, retained=retained)
+
+    def quarantine(self, items: Sequence[Quarantined]) -> None:
+        if items:
+            with self._tx() as tx:
+                rules.quarantine(tx, items)
+
+    def ping(self) -> None:
+        self._rows("SELECT 1", ())
+
+    def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
+        if devices is not None and not devices:
+            return []
+        return rules.progress_rows(self._rows(*rules.progress_query(devices)))
 
     def markers(
         self,
@@ -216,9 +200,20 @@ class SqliteStore:
         since_ns: int | None = None,
         kind: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[StoredMarker]:
-        sql, args = marker_query("?", "device", device=device, since_ns=since_ns, kind=kind, limit=limit)
-        return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in self._rows(sql, args)]
+        sql, args = marker_query(
+            "device", device=device, since_ns=since_ns, kind=kind, limit=limit, newest_first=newest_first
+        )
+        return _stored(self._rows(sql, args))
+
+    def quarantined(
+        self, *, kind: str | None = None, device: str | None = None, limit: int = 100
+    ) -> list[QuarantineRow]:
+        return rules.quarantine_rows(self._rows(*rules.quarantine_query(kind=kind, device=device, limit=limit)))
+
+    def kinds(self) -> list[str]:
+        return [str(r[0]) for r in self._rows("SELECT DISTINCT kind FROM markers", ())]
 
     def devices(self) -> list[DeviceRow]:
         return [device_row(r) for r in self._rows(devices_query("d.device"), ())]
@@ -226,11 +221,11 @@ class SqliteStore:
     def count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])
 
-    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._lock:
             try:
-                return list(self._conn.execute(sql, args).fetchall())
-            except sqlite3.Error as exc:
+                return list(self._conn.execute(sql, tuple(args)).fetchall())
+            except (sqlite3.Error, ValueError, OverflowError) as exc:
                 raise StorageError(f"base store {self._path}: {exc}") from exc
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """PostgreSQL implementation of :class:`bodycam.base.store.MarkerStore` (psycopg 3), for a fleet.
 
-Same tables, same semantics and same queries as :class:`bodycam.base.store.SqliteStore`:
-idempotent by ``id``, per-device seq gaps, ``prev`` hash-chain verification (``unknown``
-until a late predecessor arrives, then settled), device status and last seen. Use it with
+Same tables, same rules (``bodycam.base.rules``, shared with :class:`bodycam.base.store.SqliteStore`)
+and same queries: idempotent by ``id``, conflicts quarantined, per-device seq gaps, ``prev``
+hash-chain verification (``unknown`` until a late predecessor arrives, then settled), the
+contiguous seq base acknowledges, device status and last seen. Use it with
 ``bodycam-base listen --db postgresql://user@host/dbname`` (``pip install 'bodycam[postgres]'``).
 
 Concurrency (several consumers of one shared-subscription group write at once, possibly
@@ -18,31 +19,36 @@ steps see each other's committed results:
   time would each miss the other's uncommitted row and ``n`` would stay ``unknown`` forever;
 * the gap report compares ``seq`` with the device's ``max_seq`` (two unlocked writers would
   both report the same missing seqs);
-* the duplicate check is ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING``, atomic anyway.
+* the duplicate and conflict checks read ``id`` and ``(device, seq)``; both are unique indexes
+  too, and the insert is ``ON CONFLICT DO NOTHING`` (an id taken by another device's concurrent
+  writer is then reported as a conflict, never an error that would stop the batch).
 
-Readers (``markers``, ``devices``) take no locks. A connection that breaks (server restart)
-makes the current call raise :class:`StorageError` (the consumer retries without
-acknowledging); the next call reconnects.
+Readers (``markers``, ``devices``) take no locks. Any error rolls the transaction back and is a
+:class:`StorageError`; a connection that breaks (server restart) makes the current call fail (the
+consumer retries without acknowledging) and the next call reconnects.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from bodycam.base.store import (
+from bodycam.base import rules
+from bodycam.base.rules import (
     AddResult,
-    Chain,
     DeviceRow,
-    StoredMarker,
+    Progress,
+    Quarantined,
+    QuarantineRow,
     device_row,
     devices_query,
     marker_query,
 )
-from bodycam.device.clock import parse_rfc3339
+from bodycam.base.store import StoredMarker, _stored
 from bodycam.device.errors import DependencyError, StorageError
-from bodycam.device.uplink.markers import GENESIS_PREV, Marker
+from bodycam.device.uplink.markers import Marker
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,18 +56,6 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'bodycam[postgres]'"
 URL_PREFIXES = ("postgresql://", "postgres://")
 
-# One statement per entry (psycopg runs one statement per execute with parameters).
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS markers ("
-    " id TEXT PRIMARY KEY, device TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"
-    " t TEXT NOT NULL, t_ns BIGINT NOT NULL, received_ns BIGINT NOT NULL,"
-    " digest TEXT NOT NULL, prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS markers_device_seq ON markers(device, seq)",
-    "CREATE INDEX IF NOT EXISTS markers_t ON markers(t_ns)",
-    "CREATE TABLE IF NOT EXISTS devices ("
-    " device TEXT PRIMARY KEY, state TEXT, status_t TEXT, status_received_ns BIGINT,"
-    " last_seen_ns BIGINT NOT NULL, max_seq BIGINT NOT NULL DEFAULT 0)",
-)
 # Key of the transaction-level advisory lock that serialises schema creation (several
 # consumers starting at once would otherwise race in CREATE TABLE IF NOT EXISTS).
 _SCHEMA_LOCK = 0x626F647963616D  # "bodycam"
@@ -88,26 +82,54 @@ def _redact(url: str) -> str:
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
-class PostgresStore:
-    """PostgreSQL store; ``url`` is a libpq URL (``postgresql://user[:pw]@host[:port]/db``)."""
+class _PgTx:
+    """A psycopg cursor with the rules' ``?`` placeholders (the rules' SQL has no other ``?`` or ``%``)."""
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = self._cur.execute(_ph(sql), tuple(args)).fetchone()
+        return row
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return list(self._cur.execute(_ph(sql), tuple(args)).fetchall())
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return int(self._cur.execute(_ph(sql), tuple(args)).rowcount)
+
+
+def _ph(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class PostgresStore:
+    """PostgreSQL store; ``url`` is a libpq URL (``postgresql://user[:pw]@host[:port]/db``).
+
+    ``connect_timeout_s`` bounds a (re)connection attempt, so a consumer stopping during an
+    outage is never stuck in one for long.
+    """
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 2) -> None:
         self._pg = _psycopg()
         self._url = url
         self._name = _redact(url)
         self._timeout = connect_timeout_s
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
-        with self._lock:
-            conn = self._connection()
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    for stmt in _SCHEMA:
-                        conn.execute(stmt)
-            except self._pg.Error as exc:
-                self._drop()
-                raise StorageError(f"base store {self._name}: {exc}") from exc
+        with self._tx() as tx:
+            tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            for stmt in rules.schema(blob="BYTEA", serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
+                tx.run(stmt)
+            columns = {
+                str(r[0])
+                for r in tx.all(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema=current_schema() AND table_name='devices'"
+                )
+            }
+            unique = tx.one("SELECT to_regclass('markers_device_seq_unique')")
+            rules.migrate(tx, columns, unique_index=unique is not None and unique[0] is not None)
 
     # -- connection -----------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
@@ -136,81 +158,46 @@ class PostgresStore:
         return StorageError(f"base store {self._name}: {exc}")
 
     # -- writes ---------------------------------------------------------------------------------
-    def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
-        if not items:
-            return []
+    @contextmanager
+    def _tx(self) -> Iterator[_PgTx]:
+        """One transaction: committed, or rolled back on any exception (then StorageError)."""
         with self._lock:
             conn = self._connection()
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    for device in sorted({m.device for m, _ in items}):
-                        cur.execute(
-                            "INSERT INTO devices(device, last_seen_ns, max_seq) VALUES (%s, 0, 0) "
-                            "ON CONFLICT (device) DO NOTHING",
-                            (device,),
-                        )
-                        cur.execute("SELECT 1 FROM devices WHERE device=%s FOR UPDATE", (device,))
-                    return [self._add(cur, m, rx) for m, rx in items]
-            except self._pg.Error as exc:
+                    yield _PgTx(cur)
+            except StorageError:
+                raise
+            except Exception as exc:
                 raise self._fail(exc) from exc
 
-    def _add(self, cur: psycopg.Cursor[Any], m: Marker, received_ns: int) -> AddResult:
-        digest = m.digest()
-        if m.seq == 1:
-            chain: Chain = "ok" if m.prev == GENESIS_PREV else "broken"
-        else:
-            row = cur.execute(
-                "SELECT digest FROM markers WHERE device=%s AND seq=%s", (m.device, m.seq - 1)
-            ).fetchone()
-            chain = "unknown" if row is None else ("ok" if row[0] == m.prev else "broken")
-        inserted = cur.execute(
-            "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING RETURNING 1",
-            (
-                m.id,
-                m.device,
-                m.seq,
-                m.kind,
-                m.t,
-                parse_rfc3339(m.t),
-                received_ns,
-                digest,
-                m.prev,
-                chain,
-                m.to_json().decode("utf-8"),
-            ),
-        ).fetchone()
-        if inserted is None:
-            return AddResult(False, "unknown", None)
-        # settle the successor that waited for this marker
-        cur.execute(
-            "UPDATE markers SET chain = CASE WHEN prev=%s THEN 'ok' ELSE 'broken' END "
-            "WHERE device=%s AND seq=%s AND chain='unknown'",
-            (digest, m.device, m.seq + 1),
-        )
-        row = cur.execute("SELECT max_seq FROM devices WHERE device=%s", (m.device,)).fetchone()
-        max_seq = 0 if row is None else int(row[0])
-        gap = (max_seq + 1, m.seq - 1) if m.seq > max_seq + 1 else None
-        cur.execute(
-            "UPDATE devices SET last_seen_ns=GREATEST(last_seen_ns, %s), max_seq=GREATEST(max_seq, %s) "
-            "WHERE device=%s",
-            (received_ns, m.seq, m.device),
-        )
-        return AddResult(True, chain, gap)
+    def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
+        if not items:
+            return []
+        with self._tx() as tx:
+            # lock the batch's devices rows in sorted order (see the module docstring)
+            for device in sorted({m.device for m, _ in items}):
+                rules.ensure_device(tx, device)
+                tx.one("SELECT 1 FROM devices WHERE device=? FOR UPDATE", (device,))
+            return [rules.add_marker(tx, m, rx) for m, rx in items]
 
-    def set_status(self, device: str, state: str, t: str | None, received_ns: int) -> None:
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute(
-                    "INSERT INTO devices(device, state, status_t, status_received_ns, last_seen_ns) "
-                    "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE SET state=excluded.state, "
-                    "status_t=excluded.status_t, status_received_ns=excluded.status_received_ns, "
-                    "last_seen_ns=GREATEST(devices.last_seen_ns, excluded.last_seen_ns)",
-                    (device, state, t, received_ns, received_ns),
-                )
-            except self._pg.Error as exc:
-                raise self._fail(exc) from exc
+    def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
+        with self._tx() as tx:
+            rules.set_status(tx, device, state, t, received_ns, retained=retained)
+
+    def quarantine(self, items: Sequence[Quarantined]) -> None:
+        if items:
+            with self._tx() as tx:
+                rules.quarantine(tx, items)
+
+    def ping(self) -> None:
+        self._rows("SELECT 1", ())
+
+    def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
+        if devices is not None and not devices:
+            return []
+        sql, args = rules.progress_query(devices)
+        return rules.progress_rows(self._rows(_ph(sql), args))
 
     # -- reads ----------------------------------------------------------------------------------
     def markers(
@@ -220,10 +207,23 @@ class PostgresStore:
         since_ns: int | None = None,
         kind: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[StoredMarker]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale
-        sql, args = marker_query("%s", 'device COLLATE "C"', device=device, since_ns=since_ns, kind=kind, limit=limit)
-        return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in self._rows(sql, args)]
+        sql, args = marker_query(
+            'device COLLATE "C"', device=device, since_ns=since_ns, kind=kind, limit=limit,
+            newest_first=newest_first,
+        )
+        return _stored(self._rows(_ph(sql), args))
+
+    def quarantined(
+        self, *, kind: str | None = None, device: str | None = None, limit: int = 100
+    ) -> list[QuarantineRow]:
+        sql, args = rules.quarantine_query(kind=kind, device=device, limit=limit)
+        return rules.quarantine_rows(self._rows(_ph(sql), args))
+
+    def kinds(self) -> list[str]:
+        return [str(r[0]) for r in self._rows("SELECT DISTINCT kind FROM markers", ())]
 
     def devices(self) -> list[DeviceRow]:
         return [device_row(r) for r in self._rows(devices_query('d.device COLLATE "C"'), ())]
@@ -231,12 +231,12 @@ class PostgresStore:
     def count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])
 
-    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._lock:
             conn = self._connection()
             try:
-                return list(conn.execute(sql, args).fetchall())
-            except self._pg.Error as exc:
+                return list(conn.execute(sql, tuple(args)).fetchall())
+            except Exception as exc:
                 raise self._fail(exc) from exc
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class DeviceSection:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        ok = bool(self.id) and len(self.id) <= 64 and all(c.isalnum() or c in "-_" for c in self.id)
-        require(ok, "device.id", f"{self.id!r} must be 1-64 characters of letters, digits, '-' or '_'")
+        # the same rule as the markers, the outbox and the MQTT topics (one function)
+        require(is_device_id(self.id), "device.id", f"{self.id!r} must be {DEVICE_ID_RULE}")
         require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "device.log_level",
                 f"{self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
 

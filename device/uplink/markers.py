@@ -19,8 +19,12 @@ lat/lon 7, alt_m 2, hdop 2, age_s 3) so their text is short and stable.
 SHA-256 of the canonical bytes; the next marker's ``prev`` is that digest; the
 first marker of a device has ``prev`` = 64 zeros.
 
-The firmware checks markers with the light checks below; the JSON Schema in
-``schema/marker.schema.json`` says the same and is used by tests and base.
+Every marker, built on the camera (``build_marker``, before the outbox commits it) or parsed at
+base (``Marker.from_json``), passes the same rules: the value rules of
+:mod:`bodycam.device.uplink.validate` (int64, time window, valid text, depth, size, full-match
+patterns, the device-id rule) and the field rules below. The JSON Schema in
+``schema/marker.schema.json`` describes the same for other languages; tests check that it
+accepts every marker these rules accept.
 """
 
 from __future__ import annotations
@@ -34,8 +38,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from bodycam.device.clock import parse_rfc3339, rfc3339_ms
+from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import MarkerError
+from bodycam.device.uplink.validate import (
+    DEVICE_RE,
+    FIX_RE,
+    HEX64_RE,
+    INT64_MAX,
+    KIND_RE,
+    MAX_DEPTH,
+    MAX_EXTRA_BYTES,
+    MAX_PAYLOAD,
+    T_RE,
+    UUID7_RE,
+    check_device_id,
+    check_int,
+    check_text,
+    check_time,
+    check_tree,
+    check_wall_ns,
+)
 
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 
@@ -43,6 +65,7 @@ SCHEMA = "bodycam.marker/1"
 GENESIS_PREV = "0" * 64
 #: kinds that are detector outputs: they carry ``confidence`` and ``model``
 DETECTION_KINDS = frozenset({"gunshot"})
+__all__ = ["DEVICE_RE", "FIX_RE", "HEX64_RE", "KIND_RE", "MAX_EXTRA_BYTES", "MAX_INT", "T_RE", "UUID7_RE"]
 #: kinds the firmware emits today (others matching KIND_RE are accepted)
 KNOWN_KINDS = frozenset(
     {"gunshot", "manual", "holster_draw", "recording_start", "recording_stop", "dismissed", "boot"}
@@ -50,14 +73,7 @@ KNOWN_KINDS = frozenset(
 #: recommended GNSS fix values (any short lowercase token is accepted)
 FIX_VALUES = ("none", "2d", "3d", "dgps", "rtk", "dr")
 
-KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FIX_RE = re.compile(r"^[a-z0-9_]{1,16}$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-T_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-MAX_EXTRA_BYTES = 4096
-MAX_INT = 2**63 - 1
+MAX_INT = INT64_MAX
 
 
 def uuid7(wall_ns: int, rand: bytes | None = None) -> str:
@@ -87,19 +103,16 @@ def _opt_num(value: Any, where: str, lo: float | None = None, hi: float | None =
 
 
 def _int(value: Any, where: str, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MarkerError(f"{where}: expected an integer, got {value!r}")
-    if not lo <= value <= MAX_INT:
-        raise MarkerError(f"{where}: {value} is outside {lo}..2^63-1")
-    return value
+    return check_int(value, where, lo)
 
 
 def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None, max_len: int = 256) -> str:
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise MarkerError(
-            f"{where}: expected a non-empty string of at most {max_len} characters, got {value!r}"
+            f"{where}: expected a non-empty string of at most {max_len} characters, got {value!r:.80}"
         )
-    if pattern is not None and not pattern.match(value):
+    check_text(value, where)
+    if pattern is not None and not pattern.fullmatch(value):
         raise MarkerError(f"{where}: {value!r} does not match {pattern.pattern}")
     return value
 
@@ -213,6 +226,7 @@ def _check_extra(extra: Any) -> None:
         return
     if not isinstance(extra, Mapping):
         raise MarkerError(f"extra: expected an object, got {type(extra).__name__}")
+    check_tree(extra, "extra", max_depth=MAX_DEPTH - 1)  # before json.dumps: depth, text, int64
     try:
         size = len(json.dumps(extra, allow_nan=False, ensure_ascii=False).encode("utf-8"))
     except (TypeError, ValueError) as exc:
@@ -242,7 +256,7 @@ class MarkerDraft:
     def __post_init__(self) -> None:
         _str(self.kind, "kind", KIND_RE)
         _int(self.t_mono_ns, "t_mono_ns")
-        _int(self.wall_ns, "wall_ns")
+        check_wall_ns(self.wall_ns, "wall_ns")
         if self.confidence is not None:
             object.__setattr__(self, "confidence", round(_num(self.confidence, "confidence", 0, 1), 4))
         _check_semantics(self.kind, self.confidence, self.model)
@@ -276,14 +290,10 @@ class Marker:
         if self.schema != SCHEMA:
             raise MarkerError(f"schema: expected {SCHEMA!r}, got {self.schema!r}")
         _str(self.id, "id", UUID7_RE, 36)
-        _str(self.device, "device", DEVICE_RE, 64)
+        check_device_id(self.device)
         _int(self.seq, "seq", 1)
         _str(self.kind, "kind", KIND_RE)
-        _str(self.t, "t", T_RE, 24)
-        try:
-            parse_rfc3339(self.t)
-        except ValueError as exc:
-            raise MarkerError(f"t: {self.t!r} is not a valid time") from exc
+        check_time(self.t)
         _int(self.t_mono_ns, "t_mono_ns")
         _str(self.prev, "prev", HEX64_RE)
         if self.confidence is not None:
@@ -362,8 +372,22 @@ class Marker:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Marker:
-        """Parse wire bytes (UTF-8 JSON, no NaN) into a validated marker."""
-        return cls.from_dict(parse_json(data))
+        """Parse wire bytes (UTF-8 JSON, no NaN, at most MAX_PAYLOAD bytes) into a validated marker."""
+        doc = parse_json(data)
+        check_tree(doc)
+        return cls.from_dict(doc)
+
+    @property
+    def t_ns(self) -> int:
+        """``t`` as exact nanoseconds since the epoch (fits int64: see ``validate``)."""
+        return check_time(self.t)
+
+    def check_wire(self) -> bytes:
+        """The wire bytes, checked as base checks them (size, text, depth): MarkerError if base would refuse."""
+        body = self.to_json()
+        if len(body) > MAX_PAYLOAD:
+            raise MarkerError(f"marker: {len(body)} bytes is more than {MAX_PAYLOAD}")
+        return body
 
 
 def canonical_json(value: Any) -> bytes:
@@ -381,7 +405,9 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_json(data: bytes | str) -> Any:
-    """Strict JSON parse (UTF-8, no NaN/Infinity); MarkerError on failure."""
+    """Strict JSON parse (UTF-8, no NaN/Infinity, at most MAX_PAYLOAD bytes); MarkerError on failure."""
+    if len(data) > MAX_PAYLOAD:
+        raise MarkerError(f"{len(data)} bytes is more than {MAX_PAYLOAD}")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
         return json.loads(text, parse_constant=_no_constant)
@@ -390,8 +416,12 @@ def parse_json(data: bytes | str) -> Any:
 
 
 def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, prev: str) -> Marker:
-    """Complete a draft: used by the outbox inside its transaction."""
-    return Marker(
+    """Complete a draft: used by the outbox inside its transaction, before it commits.
+
+    The result passed the same rules base applies (``validate``), including the wire size, so a
+    committed marker is never one that base would refuse.
+    """
+    marker = Marker(
         id=marker_id,
         device=device,
         seq=seq,
@@ -405,3 +435,5 @@ def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, p
         model=draft.model,
         extra=draft.extra,
     )
+    marker.check_wire()
+    return marker

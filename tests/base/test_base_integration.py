@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,15 +51,18 @@ def read_until(stream: IO[str], needle: str, timeout: float) -> str:
 class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
+        self.errs: dict[int, IO[str]] = {}
 
     def start(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        err = tempfile.TemporaryFile("w+")  # read back when a test fails
         p = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=err,
             text=True,
             env={**os.environ, **(env or {})},
         )
+        self.errs[p.pid] = err
         self.procs.append(p)
         return p
 
@@ -112,6 +116,13 @@ class Procs:
             p.wait()
             if p.stdout is not None:
                 p.stdout.close()
+        for err in self.errs.values():
+            err.close()
+
+    def stderr(self, p: subprocess.Popen[str]) -> str:
+        err = self.errs[p.pid]
+        err.seek(0)
+        return err.read()
 
 
 @pytest.fixture
@@ -121,10 +132,10 @@ def procs() -> Iterator[Procs]:
     ps.close()
 
 
-def stop_base(p: subprocess.Popen[str]) -> dict[str, Any]:
+def stop_base(p: subprocess.Popen[str], procs: Procs) -> dict[str, Any]:
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=15)
-    assert p.returncode == 0
+    assert p.returncode == 0, procs.stderr(p)
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -185,7 +196,7 @@ def test_device_killed_and_restarted_last_will_and_exactly_once_storage(
     out, _ = dev2.communicate(timeout=60)
     assert "drained" in out and dev2.returncode == 0
     wait_until(lambda: store_view(db)[0] >= total, 20, "every marker at base")
-    counters = stop_base(base)
+    counters = stop_base(base, procs)
     count, devs = store_view(db)
     assert count == total
     d = devs["cam-01"]
@@ -220,7 +231,7 @@ def test_base_killed_and_restarted_misses_nothing(tmp_path: Path, mosquitto: Any
         out, _ = d.communicate(timeout=60)
         assert "drained" in out
     wait_until(lambda: store_view(db)[0] >= 2 * total, 30, "every marker of both devices at base")
-    stop_base(base)
+    stop_base(base, procs)
     count, rows = store_view(db)
     assert count == 2 * total
     for i in range(2):

@@ -78,7 +78,7 @@ def test_cli_markers_and_devices(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(out.splitlines()) == 7 and "rec-1@1.000s" in out
     assert main(["markers", "--db", str(db), "--device", "cam-01", "--kind", "gunshot", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["seq"] for r in rows] == [2, 4] and all(r["_chain"] == "ok" for r in rows)
+    assert [r["seq"] for r in rows] == [4, 2] and all(r["_chain"] == "ok" for r in rows)
     assert main(["markers", "--db", str(db), "--since", ms[3].t, "--json"]) == 0
     assert {json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()} == {ms[3].id}
     assert main(["devices", "--db", str(db), "--json"]) == 0

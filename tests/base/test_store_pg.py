@@ -140,7 +140,7 @@ def test_cli_markers_and_devices(db: str, tmp_path: Path, capsys: pytest.Capture
     assert len(out.splitlines()) == 7 and "rec-1@1.000s" in out
     assert main(["markers", "--db", db, "--device", "cam-01", "--kind", "gunshot", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["seq"] for r in rows] == [2, 4] and all(r["_chain"] == "ok" for r in rows)
+    assert [r["seq"] for r in rows] == [4, 2] and all(r["_chain"] == "ok" for r in rows)
     assert main(["markers", "--db", db, "--since", ms[3].t, "--json"]) == 0
     assert {json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()} == {ms[3].id}
     assert main(["devices", "--db", db, "--json"]) == 0
@@ -257,7 +257,9 @@ def test_two_listeners_share_a_group_into_postgres(mosquitto: Mosquitto, pg_url:
                 text=True,
             )
             procs.append(p)
-            assert p.stdout is not None and "listening" in p.stdout.readline()
+            assert p.stdout is not None
+            while "listening" not in (line := p.stdout.readline()):
+                assert line, "bodycam-base listen ended before it was listening"
         dev = subprocess.Popen(
             [
                 sys.executable,

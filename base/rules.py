@@ -1,0 +1,341 @@
+"""The storage rules of base, written once for both stores (SQLite and PostgreSQL).
+
+A store opens a transaction, wraps its cursor in a :class:`Tx` (SQL written with ``?``
+placeholders; the PostgreSQL adapter turns them into ``%s``) and calls :func:`add_marker` for
+each marker. The rules, per marker:
+
+1. **duplicate**: the same ``id`` with the same content is already stored -> nothing changes;
+2. **id conflict**: the same ``id`` with *other* content -> not stored; kept in ``quarantine``
+   (kind ``id_conflict``) with the stored marker's id in the reason;
+3. **seq conflict**: another marker already holds this ``(device, seq)`` -> not stored; kept in
+   ``quarantine`` (kind ``seq_conflict``). ``markers(device, seq)`` is also a unique index;
+4. **chain**: ``prev`` is checked against the stored digest of ``seq - 1`` (``ok`` / ``broken`` /
+   ``unknown`` while the predecessor is missing); storing a marker **settles** a waiting successor;
+5. **gap**: a seq beyond the device's highest seq + 1 reports the seqs newly known to be missing;
+6. **contiguous** (what base acknowledges): the highest seq N such that every seq from the
+   device's first stored seq up to N is stored; it only grows.
+
+The caller's transaction makes these atomic. PostgreSQL serialises writers per device by locking
+the ``devices`` row first (see ``store_pg``); SQLite has one writer at a time (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bodycam.device.uplink.markers import GENESIS_PREV, Marker
+from bodycam.device.uplink.validate import INT64_MAX
+
+Chain = Literal["ok", "broken", "unknown"]
+Conflict = Literal["id_conflict", "seq_conflict"]
+
+
+class Tx(Protocol):
+    """A cursor inside an open transaction; SQL uses ``?`` placeholders."""
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None: ...
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]: ...
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Execute; returns the number of rows changed."""
+        ...
+
+
+@dataclass(frozen=True)
+class AddResult:
+    stored: bool  # False: a duplicate id, or a conflict (then ``conflict`` says which)
+    chain: Chain
+    gap: tuple[int, int] | None  # seqs first..last newly known to be missing before this one
+    conflict: Conflict | None = None
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """Something that reached base and could not be stored as a marker; kept for inspection."""
+
+    received_ns: int
+    topic: str
+    device: str | None
+    kind: str  # id_conflict, seq_conflict, unstorable, rejected_<reason>
+    reason: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    n: int
+    item: Quarantined
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Per device: what base can acknowledge and the first hole above it."""
+
+    device: str
+    contiguous: int  # 0: nothing stored yet
+    max_seq: int
+    next_stored: int | None  # lowest stored seq above ``contiguous`` (None: none)
+
+    @property
+    def hole(self) -> tuple[int, int] | None:
+        """The first range of missing seqs above ``contiguous``, if any."""
+        if self.contiguous == 0 or self.next_stored is None:
+            return None
+        return (self.contiguous + 1, self.next_stored - 1)
+
+
+# -- schema ---------------------------------------------------------------------------------------
+# Column types differ (BLOB/BYTEA, the quarantine counter); the rest is shared.
+def schema(*, blob: str, serial: str) -> tuple[str, ...]:
+    """``CREATE`` statements of both stores (one statement each)."""
+    return (
+        "CREATE TABLE IF NOT EXISTS markers ("
+        " id TEXT PRIMARY KEY, device TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"
+        " t TEXT NOT NULL, t_ns BIGINT NOT NULL, received_ns BIGINT NOT NULL,"
+        " digest TEXT NOT NULL, prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS markers_device_seq ON markers(device, seq)",
+        "CREATE INDEX IF NOT EXISTS markers_t ON markers(t_ns)",
+        "CREATE TABLE IF NOT EXISTS devices ("
+        " device TEXT PRIMARY KEY, state TEXT, status_t TEXT, status_received_ns BIGINT,"
+        " last_seen_ns BIGINT NOT NULL, max_seq BIGINT NOT NULL DEFAULT 0)",
+        f"CREATE TABLE IF NOT EXISTS quarantine (n {serial}, received_ns BIGINT NOT NULL,"
+        f" topic TEXT NOT NULL, device TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL, payload {blob} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS quarantine_kind ON quarantine(kind, n)",
+    )
+
+
+def migrate(tx: Tx, columns: set[str], *, unique_index: bool) -> None:
+    """Bring an older database up to date (``columns``: the current columns of ``devices``;
+    ``unique_index``: whether ``markers_device_seq_unique`` exists).
+
+    Adds ``devices.contig_seq`` (computed from what is stored) and the unique ``(device, seq)``
+    index; markers that an older version stored twice for one ``(device, seq)`` move to the
+    quarantine (kind ``seq_conflict``), the first received one stays.
+    """
+    if "contig_seq" not in columns:
+        tx.run("ALTER TABLE devices ADD COLUMN contig_seq BIGINT NOT NULL DEFAULT 0")
+        for (device,) in tx.all("SELECT device FROM devices"):
+            first = tx.one("SELECT MIN(seq) FROM markers WHERE device=?", (device,))
+            if first is not None and first[0] is not None:
+                contig = _advance(tx, str(device), int(first[0]))
+                tx.run("UPDATE devices SET contig_seq=? WHERE device=?", (contig, device))
+    if unique_index:
+        return
+    dupes = tx.all(
+        "SELECT m.id, m.device, m.seq, m.received_ns, m.body FROM markers m WHERE EXISTS ("
+        "SELECT 1 FROM markers o WHERE o.device=m.device AND o.seq=m.seq AND "
+        "(o.received_ns < m.received_ns OR (o.received_ns = m.received_ns AND o.id < m.id)))"
+    )
+    for marker_id, device, seq, received_ns, body in dupes:
+        _quarantine(
+            tx,
+            Quarantined(
+                int(received_ns),
+                "",
+                str(device),
+                "seq_conflict",
+                f"seq {seq} stored twice by an older version; this one (id {marker_id}) moved here",
+                str(body).encode("utf-8"),
+            ),
+        )
+        tx.run("DELETE FROM markers WHERE id=?", (marker_id,))
+    tx.run("CREATE UNIQUE INDEX IF NOT EXISTS markers_device_seq_unique ON markers(device, seq)")
+
+
+# -- writes ---------------------------------------------------------------------------------------
+def add_marker(tx: Tx, m: Marker, received_ns: int) -> AddResult:
+    """Store one marker by the rules of this module (inside the caller's transaction)."""
+    body = m.to_json().decode("utf-8")
+    row = tx.one("SELECT body FROM markers WHERE id=?", (m.id,))
+    if row is not None:
+        if row[0] == body:
+            return AddResult(False, "unknown", None)
+        return _conflict(tx, m, received_ns, "id_conflict", f"id {m.id} is already stored with other content")
+    row = tx.one("SELECT id FROM markers WHERE device=? AND seq=?", (m.device, m.seq))
+    if row is not None:
+        return _conflict(
+            tx, m, received_ns, "seq_conflict", f"seq {m.seq} of {m.device} is already stored as id {row[0]}"
+        )
+    digest = m.digest()
+    if m.seq == 1:
+        chain: Chain = "ok" if m.prev == GENESIS_PREV else "broken"
+    else:
+        row = tx.one("SELECT digest FROM markers WHERE device=? AND seq=?", (m.device, m.seq - 1))
+        chain = "unknown" if row is None else ("ok" if row[0] == m.prev else "broken")
+    inserted = tx.run(
+        "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (m.id, m.device, m.seq, m.kind, m.t, m.t_ns, received_ns, digest, m.prev, chain, body),
+    )
+    if inserted == 0:  # the id is another device's (that device's row lock does not cover it)
+        return _conflict(tx, m, received_ns, "id_conflict", f"id {m.id} is already stored for another device")
+    if m.seq < INT64_MAX:  # settle the successor that waited for this marker
+        tx.run(
+            "UPDATE markers SET chain = CASE WHEN prev=? THEN 'ok' ELSE 'broken' END "
+            "WHERE device=? AND seq=? AND chain='unknown'",
+            (digest, m.device, m.seq + 1),
+        )
+    ensure_device(tx, m.device)
+    dev = tx.one("SELECT max_seq, contig_seq, last_seen_ns FROM devices WHERE device=?", (m.device,))
+    assert dev is not None
+    max_seq, contig, last_seen = int(dev[0]), int(dev[1]), int(dev[2])
+    gap = (max_seq + 1, m.seq - 1) if m.seq > max_seq + 1 else None
+    if contig == 0 or m.seq == contig + 1:
+        contig = _advance(tx, m.device, m.seq)
+    tx.run(
+        "UPDATE devices SET last_seen_ns=?, max_seq=?, contig_seq=? WHERE device=?",
+        (max(last_seen, received_ns), max(max_seq, m.seq), contig, m.device),
+    )
+    return AddResult(True, chain, gap)
+
+
+def ensure_device(tx: Tx, device: str) -> None:
+    tx.run(
+        "INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq) VALUES (?, 0, 0, 0) "
+        "ON CONFLICT (device) DO NOTHING",
+        (device,),
+    )
+
+
+def set_status(tx: Tx, device: str, state: str, t: str | None, received_ns: int, *, retained: bool) -> None:
+    """A device's status; a retained status (replayed by the broker at subscription) is not "seen"."""
+    ensure_device(tx, device)
+    if retained:
+        tx.run("UPDATE devices SET state=?, status_t=? WHERE device=?", (state, t, device))
+        return
+    tx.run(
+        "UPDATE devices SET state=?, status_t=?, status_received_ns=?, "
+        "last_seen_ns=CASE WHEN last_seen_ns < ? THEN ? ELSE last_seen_ns END WHERE device=?",
+        (state, t, received_ns, received_ns, received_ns, device),
+    )
+
+
+def quarantine(tx: Tx, items: Sequence[Quarantined]) -> None:
+    for q in items:
+        _quarantine(tx, q)
+
+
+def _quarantine(tx: Tx, q: Quarantined) -> None:
+    tx.run(
+        "INSERT INTO quarantine(received_ns, topic, device, kind, reason, payload) VALUES (?,?,?,?,?,?)",
+        (q.received_ns, safe_text(q.topic), None if q.device is None else safe_text(q.device),
+         safe_text(q.kind), safe_text(q.reason), q.payload),
+    )
+
+
+def _conflict(tx: Tx, m: Marker, received_ns: int, kind: Conflict, reason: str) -> AddResult:
+    _quarantine(tx, Quarantined(received_ns, "", m.device, kind, reason, m.to_json()))
+    return AddResult(False, "unknown", None, kind)
+
+
+def _advance(tx: Tx, device: str, start: int) -> int:
+    """The highest seq N >= ``start`` such that ``start``..N are all stored (``start`` is)."""
+    contig = start
+    while True:
+        rows = tx.all(
+            "SELECT seq FROM markers WHERE device=? AND seq>? ORDER BY seq LIMIT 1000", (device, contig)
+        )
+        for (seq,) in rows:
+            if int(seq) != contig + 1:
+                return contig
+            contig += 1
+        if len(rows) < 1000:
+            return contig
+
+
+def safe_text(text: str) -> str:
+    """Text any database accepts: lone surrogates escaped, NUL replaced."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+# -- queries --------------------------------------------------------------------------------------
+def marker_query(
+    device_order: str,
+    *,
+    device: str | None,
+    since_ns: int | None,
+    kind: str | None,
+    limit: int,
+    newest_first: bool = False,
+) -> tuple[str, tuple[Any, ...]]:
+    """The ``markers`` query of both stores: by device and seq, or newest (by ``t``) first."""
+    where: list[str] = []
+    args: list[Any] = []
+    for cond, value in (("device=?", device), ("t_ns>=?", since_ns), ("kind=?", kind)):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    sql = "SELECT body, received_ns, chain FROM markers"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    order = f"t_ns DESC, {device_order}, seq DESC" if newest_first else f"{device_order}, seq"
+    return f"{sql} ORDER BY {order} LIMIT ?", (*args, limit)
+
+
+def devices_query(device_order: str) -> str:
+    """The per-device summary query of both stores."""
+    return (
+        "SELECT d.device, d.state, d.status_t, d.last_seen_ns, "
+        "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device), d.max_seq, "
+        "(SELECT COUNT(DISTINCT seq) FROM markers m WHERE m.device=d.device), "
+        "(SELECT COUNT(*) FROM markers m WHERE m.device=d.device AND chain='broken'), d.contig_seq, "
+        "(SELECT COUNT(*) FROM quarantine q WHERE q.device=d.device) "
+        f"FROM devices d ORDER BY {device_order}"
+    )
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device: str
+    state: str | None
+    status_t: str | None
+    last_seen_ns: int  # 0: never seen live (only a retained status)
+    markers: int
+    max_seq: int
+    missing: int
+    chain_broken: int
+    acked: int = 0  # the highest contiguous seq (what base acknowledges)
+    quarantined: int = 0
+
+
+def device_row(r: Sequence[Any]) -> DeviceRow:
+    return DeviceRow(
+        str(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[5]) - int(r[6]), int(r[7]), int(r[8]),
+        int(r[9]),
+    )
+
+
+def progress_query(devices: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+    sql = (
+        "SELECT d.device, d.contig_seq, d.max_seq, "
+        "(SELECT MIN(m.seq) FROM markers m WHERE m.device=d.device AND m.seq>d.contig_seq) FROM devices d"
+    )
+    if devices is None:
+        return sql + " WHERE d.contig_seq > 0", ()
+    return sql + " WHERE d.device IN (" + ",".join("?" * len(devices)) + ")", tuple(devices)
+
+
+def progress_rows(rows: Sequence[Sequence[Any]]) -> list[Progress]:
+    return [Progress(str(r[0]), int(r[1]), int(r[2]), None if r[3] is None else int(r[3])) for r in rows]
+
+
+def quarantine_query(*, kind: str | None, device: str | None, limit: int) -> tuple[str, tuple[Any, ...]]:
+    where, args = [], []
+    for cond, value in (("kind=?", kind), ("device=?", device)):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    sql = "SELECT n, received_ns, topic, device, kind, reason, payload FROM quarantine"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + " ORDER BY n DESC LIMIT ?", (*args, limit)
+
+
+def quarantine_rows(rows: Sequence[Sequence[Any]]) -> list[QuarantineRow]:
+    return [
+        QuarantineRow(int(r[0]), Quarantined(int(r[1]), str(r[2]), r[3], str(r[4]), str(r[5]), bytes(r[6])))
+        for r in rows
+    ]
