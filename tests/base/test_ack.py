@@ -3,6 +3,7 @@ for holes and after a restore from an older backup, MQTT 5 expiry on resend, MQT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -71,10 +72,8 @@ class Watcher:
     def drain(self, seconds: float) -> list[Got]:
         out, end = [], time.monotonic() + seconds
         while time.monotonic() < end:
-            try:
+            with contextlib.suppress(queue.Empty):
                 out.append(self.q.get(timeout=0.05))
-            except queue.Empty:
-                pass
         return out
 
     def close(self) -> None:

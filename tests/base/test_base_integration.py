@@ -54,7 +54,7 @@ class Procs:
         self.errs: dict[int, IO[str]] = {}
 
     def start(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        err = tempfile.TemporaryFile("w+")  # read back when a test fails
+        err = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in close(); read back when a test fails)
         p = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
