@@ -79,7 +79,7 @@ def main() -> int:
                   f"{loop:.3f} ms/frame, bare invoke {inv:.3f} ms, ratio {loop / inv:.2f}", flush=True)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     print("\nmedians over runs (ms per frame):")
-    for k in ("read", "tagging", "preprocess", "invoke", "events", "housekeeping"):
+    for k in ("read", "tagging", "audio", "preprocess", "invoke", "events", "housekeeping"):
         print(f"  {k:<11s} {med[k]:.3f}")
     print(f"  loop excl. decode {med['loop']:.3f} ms (budget 2.5)")
     print(f"  bare invoke       {med['invoke_bare']:.3f} ms; loop/invoke ratio {med['loop'] / med['invoke_bare']:.2f}")

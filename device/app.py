@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from bodycam.device.clock import Clock, mono_to_wall
+from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.detect.detector import Detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.preprocess import FrameWindow
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 
 #: per-frame cost split: camera read (decode in the simulator), footage tagging (packets into the
 #: buffer or segments), preprocess, invoke, events (tracker, state machine, markers), housekeeping
-#: (retention, indicators, watchdog)
-STAGES = ("read", "tagging", "preprocess", "invoke", "events", "housekeeping")
+#: (retention, indicators, watchdog); audio: microphone blocks up to the frame's time through the audio path
+STAGES = ("read", "tagging", "audio", "preprocess", "invoke", "events", "housekeeping")
 
 
 class MarkerJournal(Protocol):
@@ -105,6 +106,7 @@ class App:
         listeners: list[Callable[[Marker], None]] | None = None,
         maintenance_interval_s: float = 10.0,
         keep_stage_times: bool = True,
+        audio: AudioPath | None = None,
     ) -> None:
         self.camera = camera
         self.detector = detector
@@ -118,6 +120,7 @@ class App:
         self.location = location
         self.watchdog = watchdog
         self.listeners = list(listeners or [])
+        self.audio = audio or AudioPath(None)
         self.window = FrameWindow(detector.spec.input)
         self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
         spec = detector.spec
@@ -140,6 +143,7 @@ class App:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> StreamInfo:
         self.info = self.camera.start()
+        self.audio.start()
         self.recorder.begin(self.info)
         self._indicate_state()
         return self.info
@@ -194,6 +198,8 @@ class App:
         st.frames += 1
         p_tag = time.perf_counter_ns()
         self.recorder.feed(frame.packets, frame.t_ns)
+        p_audio = time.perf_counter_ns()
+        self.audio.poll(frame.t_ns)
         p0 = time.perf_counter_ns()
         self.window.push(frame.lores)
         self._times.append((frame.index, frame.t_ns))
@@ -235,7 +241,8 @@ class App:
         if self._keep_times:
             s = st.stage_ns
             s["read"].append(read_ns)
-            s["tagging"].append(p0 - p_tag)
+            s["tagging"].append(p_audio - p_tag)
+            s["audio"].append(p0 - p_audio)
             s["preprocess"].append(p1 - p0)
             if self.window.ready:
                 s["invoke"].append(p2 - p1)

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from bodycam.device.app import App, RunStats
 from bodycam.device.clock import Clock, mono_to_wall
 from bodycam.device.config import AppConfig
+from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.detect.detector import Detector, build_detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
@@ -39,6 +40,7 @@ from bodycam.device.hw.frames import Camera, StreamInfo
 from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.hw.indicators import Indicators
 from bodycam.device.hw.inputs import Inputs
+from bodycam.device.hw.microphone import Microphone
 from bodycam.device.uplink.markers import JSON, Location, Marker
 from bodycam.device.uplink.outbox import Outbox
 
@@ -71,12 +73,6 @@ class ServiceNotifier(Protocol):
     def close(self) -> None: ...
 
 
-class Microphone(Protocol):
-    """Slot for the audio path (filled by the audio issue); nothing consumes it yet."""
-
-    def close(self) -> None: ...
-
-
 @dataclass
 class HardwareParts:
     """The hardware the firmware runs on, real or simulated, behind the firmware's protocols.
@@ -88,6 +84,8 @@ class HardwareParts:
     a press shorter than a frame is not missed); None samples once per frame (virtual time).
     ``footage``: the camera writes footage itself (picamera2); None: the loop remuxes the
     camera's encoded packets.
+    ``microphone``: the audio source (ALSA on the camera, the clip's track in the simulator);
+    None, a source without audio or a failing one: the firmware runs video-only.
     """
 
     camera: Camera
@@ -218,6 +216,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                             Retention(data_dir / "recordings", cfg.retention), camera_footage=parts.footage)
         stack.callback(recorder.close)
         app_ref: list[App] = []
+        audio = AudioPath(parts.microphone, on_alarm=parts.notifier.status if parts.notifier is not None else None)
 
         def telemetry() -> Mapping[str, JSON]:
             body: dict[str, JSON] = {}
@@ -227,6 +226,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["inference_ms_p50"] = round(st.percentile_ms("invoke", 50), 3)
                 body["recording"] = app_ref[0].recorder.active is not None
                 body["storage_alarm"] = app_ref[0].recorder.storage_alarm
+                body["audio"] = app_ref[0].audio.telemetry()
             if parts.board is not None:
                 body["sources"] = parts.board()
             return body
@@ -243,7 +243,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         app = App(camera=parts.camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),
                   journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
                   inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,
-                  listeners=marker_listeners, keep_stage_times=keep_stage_times)
+                  listeners=marker_listeners, keep_stage_times=keep_stage_times, audio=audio)
         app_ref.append(app)
         yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
                        notifier=parts.notifier, listeners=marker_listeners)

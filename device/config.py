@@ -19,6 +19,7 @@ from bodycam.device.errors import ConfigError
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
+from bodycam.device.hw.microphone import MicrophoneConfig
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
@@ -49,6 +50,7 @@ class AppConfig:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     gnss: GnssConfig = field(default_factory=GnssConfig)
     telemetry_sources: TelemetrySourcesConfig = field(default_factory=TelemetrySourcesConfig)
+    microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
 
     @property
     def data_dir(self) -> Path:

@@ -70,9 +70,14 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
         from bodycam.device.hw.gnss import GnssLocation, LocationTracker
 
         location = GnssLocation(LocationTracker(cfg.gnss, clock), cfg.gnss.max_fix_age_s)
+    microphone = None
+    if cfg.microphone.enabled:
+        from bodycam.device.hw.microphone import AlsaMicrophone
+
+        microphone = AlsaMicrophone(cfg.microphone)  # opened by the loop; a fault there means video-only
     sources = TelemetrySources(cfg.telemetry_sources, cfg.data_dir)
     return HardwareParts(camera=camera, clock=clock, pins=pin_factory, input_sampler_s=0.005, location=location,
-                         notifier=notifier, footage=footage, board=sources.read_all)
+                         notifier=notifier, footage=footage, board=sources.read_all, microphone=microphone)
 
 
 def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock | None = None,

@@ -151,7 +151,7 @@ def _summary(report: Any, score: dict[str, Any] | None) -> dict[str, Any]:
     st = report.stats
     media_s = st.media_s
     kinds = Counter(m.kind for m in st.markers)
-    loop_ms = [sum(v) for v in zip(*(st.stage_ns[s] for s in ("tagging", "preprocess", "events", "housekeeping")),
+    loop_ms = [sum(v) for v in zip(*(st.stage_ns[s] for s in ("tagging", "audio", "preprocess", "events", "housekeeping")),
                                    strict=False)]
     return {
         "clip": str(report.clip),

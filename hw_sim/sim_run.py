@@ -216,7 +216,10 @@ def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: Model
         from bodycam.hw_sim.gpio_sim import ScenarioInputs, load_scenario
 
         inputs = ScenarioInputs(load_scenario(opts.scenario), clock, cfg.gpio)
-    return HardwareParts(camera=camera, clock=clock, inputs=inputs, location=gnss)
+    from bodycam.hw_sim.sim_microphone import ClipMicrophone
+
+    microphone = ClipMicrophone(opts.clip) if cfg.microphone.enabled else None
+    return HardwareParts(camera=camera, clock=clock, inputs=inputs, location=gnss, microphone=microphone)
 
 
 #: Where the simulated receiver is: a walk across a (fictional) outdoor range.

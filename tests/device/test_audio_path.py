@@ -1,0 +1,75 @@
+"""The loop's audio stage: a missing, silent or failing microphone never stops the camera."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from bodycam.device.detect.audio_path import AudioPath
+from bodycam.device.hw.microphone import AudioBlock, MicrophoneError
+
+
+class ScriptedMic:
+    def __init__(self, *, has_audio: bool = True, fail_open: bool = False, fail_at: int | None = None) -> None:
+        self.has_audio, self.fail_open, self.fail_at = has_audio, fail_open, fail_at
+        self.reads = 0
+        self.closed = False
+
+    def start(self) -> bool:
+        if self.fail_open:
+            raise MicrophoneError("microphone 'default': cannot open for capture (No such device)")
+        return self.has_audio
+
+    def read(self, until_ns: int) -> list[AudioBlock]:
+        self.reads += 1
+        if self.fail_at is not None and self.reads >= self.fail_at:
+            raise MicrophoneError("microphone 'default': capture failed (Input/output error)")
+        return [AudioBlock(until_ns - 10_000_000, np.zeros(160, np.float32))]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_blocks_go_to_the_sink_up_to_the_frame_time() -> None:
+    got: list[AudioBlock] = []
+    path = AudioPath(ScriptedMic(), sink=got.append)
+    path.start()
+    for t in (33_000_000, 66_000_000):
+        path.poll(t)
+    assert path.live and [b.t_ns for b in got] == [23_000_000, 56_000_000]
+    assert path.telemetry() == {"state": "ok", "alarm": False}
+
+
+def test_failure_mid_run_raises_one_alarm_and_goes_video_only(caplog: pytest.LogCaptureFixture) -> None:
+    alarms: list[str] = []
+    mic = ScriptedMic(fail_at=3)
+    path = AudioPath(mic, sink=lambda b: None, on_alarm=alarms.append)
+    path.start()
+    with caplog.at_level(logging.ERROR):
+        for i in range(10):
+            path.poll(i * 33_000_000)
+    assert not path.live and mic.reads == 3  # not asked again after the fault
+    assert len(alarms) == 1 and "video-only" in alarms[0] and "Input/output error" in alarms[0]
+    tel = path.telemetry()
+    assert tel["alarm"] is True and tel["state"] == "failed" and "capture failed" in str(tel["error"])
+    assert sum("ALARM" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_missing_microphone_at_start_is_an_alarm_not_a_crash() -> None:
+    alarms: list[str] = []
+    path = AudioPath(ScriptedMic(fail_open=True), on_alarm=alarms.append)
+    path.start()
+    path.poll(10**9)
+    assert path.state == "failed" and len(alarms) == 1
+
+
+def test_no_audio_track_is_said_once_without_alarm(caplog: pytest.LogCaptureFixture) -> None:
+    path = AudioPath(ScriptedMic(has_audio=False))
+    with caplog.at_level(logging.WARNING):
+        path.start()
+        for i in range(5):
+            path.poll(i)
+    assert path.state == "no_audio_track" and path.telemetry()["alarm"] is False
+    assert sum("video-only" in r.getMessage() for r in caplog.records) == 1

@@ -1,0 +1,217 @@
+"""The microphone protocol's conversion and the ALSA adapter against a fake with pyalsaaudio's API."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bodycam.device.errors import ConfigError
+from bodycam.device.hw.microphone import (
+    AUDIO_RATE,
+    AlsaMicrophone,
+    AudioConverter,
+    MicrophoneConfig,
+    MicrophoneError,
+)
+
+
+def _concat(blocks: list[Any]) -> tuple[int, np.ndarray]:
+    t0 = blocks[0].t_ns
+    for a, b in itertools.pairwise(blocks):
+        assert abs(b.t_ns - a.end_ns) <= 1_000_000_000 // AUDIO_RATE  # contiguous on the sensor clock
+    return t0, np.concatenate([b.samples for b in blocks])
+
+
+def test_converter_mixes_stereo_and_resamples_keeping_time() -> None:
+    sr = 48000
+    t = np.arange(sr) / sr
+    left = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    right = np.zeros_like(left)
+    right[24000] = 1.0  # a click at 0.5 s in one channel only
+    x = np.stack([left, right], axis=1).astype(np.float32)
+    conv = AudioConverter(sr, 2)
+    t0 = 7_000_000_000
+    blocks = [b for i in range(0, sr, 960) if (b := conv.feed(t0 + i * 1_000_000_000 // sr, x[i : i + 960]))]
+    start, y = _concat(blocks)
+    assert start == t0
+    assert abs(len(y) - AUDIO_RATE) <= 64  # the resampler holds back at most its filter length
+    spec = np.abs(np.fft.rfft(y[:8000] * np.hanning(8000)))
+    assert abs(np.argmax(spec) * AUDIO_RATE / 8000 - 1000) <= 2  # tone kept, amplitude mixed to mono
+    assert 0.2 < np.max(np.abs(y[:8000])) < 0.3
+    residual = y - 0.25 * np.sin(2 * np.pi * 1000 * np.arange(len(y)) / AUDIO_RATE)
+    k = int(np.argmax(np.abs(residual[1000:]))) + 1000
+    assert abs(k / AUDIO_RATE - 0.5) < 0.0005  # the click is where it was, within a sample
+
+
+def test_converter_restarts_after_a_gap() -> None:
+    conv = AudioConverter(16000, 1)
+    a = conv.feed(0, np.zeros((160, 1), np.float32))
+    b = conv.feed(10_000_000, np.zeros((160, 1), np.float32))
+    c = conv.feed(500_000_000, np.ones((160, 1), np.float32))  # an overrun lost 480 ms
+    assert a is not None and b is not None and c is not None
+    assert (a.t_ns, b.t_ns, c.t_ns) == (0, 10_000_000, 500_000_000)
+
+
+def test_converter_rejects_a_wrong_channel_count() -> None:
+    with pytest.raises(MicrophoneError, match="channel"):
+        AudioConverter(16000, 2).feed(0, np.zeros((10, 3), np.float32))
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"microphone\.rate"):
+        MicrophoneConfig(rate=100)
+
+
+class FakeAlsa:
+    """pyalsaaudio's module surface (PCM, constants, ALSAAudioError), as strict as the C module."""
+
+    PCM_CAPTURE = 1
+    PCM_NORMAL = 0
+    PCM_FORMAT_S16_LE = 2
+    PCM_TSTAMP_ENABLE = 1
+    PCM_TSTAMP_TYPE_MONOTONIC = 1
+
+    class ALSAAudioError(Exception):
+        pass
+
+    def __init__(self, *, rate: int = 44100, channels: int = 2, fail_open: bool = False,
+                 fail_after: int | None = None, overrun_at: int | None = None) -> None:
+        self.rate, self.channels = rate, channels
+        self.fail_open, self.fail_after, self.overrun_at = fail_open, fail_after, overrun_at
+        self.pcms: list[FakeAlsa.PCM] = []
+        fake = self
+
+        class PCM:
+            def __init__(self, type: int = 0, mode: int = 0, rate: int = 44100, channels: int = 2,
+                         format: int = 2, periodsize: int = 32, periods: int = 4, device: str = "default",
+                         cardindex: int = -1) -> None:
+                if fake.fail_open:
+                    raise fake.ALSAAudioError(f"No such file or directory [{device}]")
+                assert type == fake.PCM_CAPTURE and format == fake.PCM_FORMAT_S16_LE
+                self.period = periodsize
+                self.open = True
+                self.tstamp: tuple[int | None, int | None] = (None, None)
+                self.reads = 0
+                self.sample = 0  # frames captured so far
+                self.t0 = 1_000_000_000_000
+                fake.pcms.append(self)
+
+            def _check(self) -> None:
+                if not self.open:
+                    raise fake.ALSAAudioError("PCM device is closed")
+
+            def set_tstamp_mode(self, mode: int = 1) -> None:
+                self._check()
+                self.tstamp = (mode, self.tstamp[1])
+
+            def set_tstamp_type(self, t: int = 0) -> None:
+                self._check()
+                self.tstamp = (self.tstamp[0], t)
+
+            def info(self) -> dict[str, Any]:
+                self._check()
+                return {"rate": fake.rate, "channels": fake.channels, "period_size": self.period}
+
+            def read(self) -> tuple[int, bytes]:
+                self._check()
+                self.reads += 1
+                if fake.fail_after is not None and self.reads > fake.fail_after:
+                    raise fake.ALSAAudioError("Input/output error [default]")
+                if fake.overrun_at is not None and self.reads == fake.overrun_at:
+                    self.sample += 4 * self.period  # frames lost while nobody read
+                    return -32, b""
+                time.sleep(0.001)
+                n = self.period
+                ramp = (np.arange(self.sample, self.sample + n) % 1000).astype(np.int16)
+                data = np.repeat(ramp[:, None], fake.channels, axis=1).astype("<i2").tobytes()
+                self.sample += n
+                self.buffered = 3  # frames captured after the last one returned
+                return n, data
+
+            def htimestamp(self) -> tuple[int, int, int]:
+                self._check()
+                newest = self.sample + self.buffered - 1
+                t = self.t0 + newest * 1_000_000_000 // fake.rate
+                return t // 1_000_000_000, t % 1_000_000_000, self.buffered
+
+            def close(self) -> None:
+                self.open = False
+
+        self.PCM = PCM  # type: ignore[assignment]
+
+
+def _drain(mic: AlsaMicrophone, want: int, timeout: float = 5.0) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got += mic.read(until_ns=1 << 62)
+        time.sleep(0.005)
+    return got
+
+
+def test_alsa_blocks_are_stamped_from_htimestamp_minus_buffered_frames() -> None:
+    fake = FakeAlsa(rate=16000, channels=1)
+    mic = AlsaMicrophone(MicrophoneConfig(rate=16000, channels=1, period_frames=160), module=fake)
+    assert mic.start()
+    try:
+        blocks = _drain(mic, 10)
+    finally:
+        mic.close()
+    pcm = fake.pcms[0]
+    assert pcm.tstamp == (fake.PCM_TSTAMP_ENABLE, fake.PCM_TSTAMP_TYPE_MONOTONIC)
+    assert not pcm.open and len(blocks) >= 10
+    for i, b in enumerate(blocks[:10]):  # block i starts with captured frame 160*i
+        assert b.t_ns == pcm.t0 + i * 160 * 1_000_000_000 // 16000
+        assert b.samples[0] == pytest.approx((160 * i % 1000) / 32768.0)
+
+
+def test_alsa_other_rate_and_channels_are_converted_and_overruns_counted() -> None:
+    fake = FakeAlsa(rate=44100, channels=2, overrun_at=5)
+    mic = AlsaMicrophone(MicrophoneConfig(rate=48000, channels=1, period_frames=441), module=fake)
+    mic.start()
+    try:
+        blocks = _drain(mic, 12)
+    finally:
+        mic.close()
+    assert mic.rate == 44100 and mic.channels == 2 and mic.overruns == 1
+    assert all(b.rate == AUDIO_RATE for b in blocks)
+    pcm = fake.pcms[0]
+    # after the overrun the stream restarts at the true time of the first frame read again
+    restart = [b for b in blocks if b.t_ns >= pcm.t0 + 8 * 441 * 1_000_000_000 // 44100]
+    assert restart[0].t_ns == pcm.t0 + 8 * 441 * 1_000_000_000 // 44100
+
+
+def test_alsa_open_failure_and_capture_failure_are_microphone_errors() -> None:
+    with pytest.raises(MicrophoneError, match="cannot open"):
+        AlsaMicrophone(MicrophoneConfig(), module=FakeAlsa(fail_open=True)).start()
+    mic = AlsaMicrophone(MicrophoneConfig(period_frames=441), module=FakeAlsa(fail_after=3))
+    mic.start()
+    try:
+        deadline = time.monotonic() + 5
+        with pytest.raises(MicrophoneError, match="capture failed"):
+            while time.monotonic() < deadline:
+                mic.read(1 << 62)
+                time.sleep(0.005)
+    finally:
+        mic.close()
+    assert not any(t.name == "bodycam-mic" for t in threading.enumerate())
+
+
+def test_alsa_without_pyalsaaudio_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def no_alsa(name: str, *a: Any, **k: Any) -> Any:
+        if name == "alsaaudio":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_alsa)
+    with pytest.raises(MicrophoneError, match="pip install pyalsaaudio"):
+        AlsaMicrophone(MicrophoneConfig()).start()
