@@ -59,7 +59,7 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
             log.warning("camera.lores_size %dx%d ignored: the model needs %dx%d (leave the key out to use the "
                         "model's size)", *cfg.camera.lores_size, *lores)
         pi_camera = PiCamera(replace(cfg.camera, lores_size=lores),
-                             segment_s=cfg.recording.segment_s)
+                             segment_s=cfg.recording.segment_s, pre_event_s=cfg.recording.pre_event_s)
         camera = footage = pi_camera  # picamera2 encodes and writes the footage itself
     if pin_factory is None and _gpio_used(cfg):
         from bodycam.device.hw.gpio import RpiGpioFactory

@@ -1,34 +1,92 @@
-"""A fake ``picamera2`` module for testing the camera adapter off a Pi.
+"""A fake ``picamera2`` module, at least as strict as the real one, for testing off a Pi.
 
-It follows the real API's shape and semantics (picamera2 >= 0.3.19): ``Picamera2``
-with ``create_video_configuration`` / ``configure`` / ``start`` / ``capture_request``
-(``make_array``, ``get_metadata`` with ``SensorTimestamp`` in ns, ``release``) /
-``start_encoder`` / ``stop_encoder`` / ``stop`` / ``close``; ``encoders.H264Encoder``
-(keyframe every ``iperiod`` frames); ``outputs.CircularOutput2`` (a delay line of
-``buffer_duration_ms``, timestamps in microseconds, new outputs start at a keyframe,
-``stop()`` flushes) and ``outputs.PyavOutput`` / ``outputs.FileOutput``. Instead of
-H.264 the fake "encoder" emits, per frame, the bytes ``b"frame <index>"``; PyavOutput
-writes one JSON line per packet (index, timestamp, keyframe), so tests can check
-exactly which frames landed in which file.
+Written from picamera2's source (``picamera2.py`` configuration checks and
+``align_stream``, ``request.py`` ``_make_array_shared``, ``encoders/encoder.py``,
+``outputs/circularoutput2.py``, ``outputs/pyavoutput.py``) and libcamera's behaviour:
 
-Use: ``FakePicamera2Module(frames=300)`` and pass it as ``picamera2_module``.
+* **configuration**: ``create_video_configuration`` fills defaults and rounds sizes down to
+  even (``align_stream(optimal=False)``); ``configure`` raises ``RuntimeError`` like
+  ``check_camera_config`` (odd sizes, unknown formats, lores larger than main, and on a
+  **Pi 4 (VC4) a lores stream that is not YUV**; a Pi 5 (PiSP) allows RGB/BGR lores).
+  libcamera then *adjusts* what the ISP cannot produce: a YUV420 stream's chroma planes
+  need even dimensions, so width and height are rounded down to multiples of 4 (160x90
+  becomes 160x88); the adjusted size, ``stride`` and ``framesize`` are written back into
+  ``camera_config`` as picamera2 does.
+* **strides**: every plane row is padded to the ISP's alignment (32 bytes on VC4, 64 on
+  PiSP; picamera2's ``align_stream`` comments); YUV420 luma rows are twice that so the
+  half-width chroma rows stay aligned: a 160-wide YUV420 stream has stride 192 on a Pi 4.
+  ``make_array`` returns YUV420 as ``(h*3/2, stride)`` *with* the padding and the U and
+  V planes at flat offsets ``h*stride`` and ``h*stride + (h/2)*(stride/2)``; RGB formats
+  as ``(h, w, 3|4)`` with the padding sliced off, like picamera2.
+* **requests**: ``buffer_count`` buffers; holding them all (never calling ``release``) makes
+  the next ``capture_request`` fail (the real camera would stall). A released request's
+  arrays are gone. ``drop`` (a set of frame numbers) models an application too slow for
+  the sensor: those frames still reach the encoder (it runs on its own thread on the Pi)
+  but are never returned by ``capture_request``; ``SensorTimestamp`` jumps over them.
+* **encoder**: ``H264Encoder`` encodes the main stream for real (libx264 via PyAV, no
+  B-frames, SPS/PPS repeated, a keyframe every ``iperiod``), hands ``outputframe`` raw
+  Annex-B bytes with microsecond timestamps relative to its first frame (like the VC4
+  hardware encoder), refuses to start twice or stop twice.
+* **outputs**: ``CircularOutput2`` is the same delay line as picamera2's (frames leave it
+  only when older than ``buffer_duration_ms``; a new output starts at a keyframe with
+  timestamps rebased to it; ``stop()`` flushes everything); ``PyavOutput`` muxes with PyAV,
+  takes ``options`` (e.g. fragmented MP4), and on a write error closes its container,
+  calls ``error_callback`` if one is set and silently drops every later frame (the error
+  is lost without the callback, exactly as in picamera2).
+
+Use: ``FakePicamera2Module(frames=300, platform="vc4")`` as ``picamera2_module``.
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import contextlib
 import threading
 import types
-from pathlib import Path
+from collections.abc import Callable, Collection
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+YUV_FORMATS = ("YUV420", "YVU420")
+RGB_FORMATS = ("RGB888", "BGR888", "XRGB8888", "XBGR8888")
+PLATFORMS = ("vc4", "pisp")
+#: bytes a plane row is aligned to by the ISP (picamera2 align_stream: "multiple of 32/64 bytes wide")
+ROW_ALIGN = {"vc4": 32, "pisp": 64}
 
-class FakeOutput:
+
+def _align_up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def stride_for(fmt: str, width: int, platform: str) -> int:
+    """Bytes per row of the first plane, as the ISP lays the buffer out."""
+    a = ROW_ALIGN[platform]
+    if fmt in YUV_FORMATS:
+        return _align_up(width, 2 * a)  # the U/V rows (half as wide) must be aligned too
+    if fmt in ("RGB888", "BGR888"):
+        return _align_up(3 * width, a)
+    if fmt in ("XRGB8888", "XBGR8888"):
+        return _align_up(4 * width, a)
+    raise RuntimeError(f"Bad format {fmt}")
+
+
+def isp_size(fmt: str, size: tuple[int, int]) -> tuple[int, int]:
+    """What libcamera's validate() turns a requested output size into (Status.Adjusted)."""
+    w, h = size
+    if fmt in YUV_FORMATS:
+        return w - w % 4, h - h % 4  # chroma planes of even size
+    return w, h
+
+
+# -- outputs ------------------------------------------------------------------------------
+class Output:
+    """picamera2.outputs.Output: ``recording`` flag, ``start``/``stop``, ``outputframe``."""
+
     def __init__(self, pts: Any = None) -> None:
         self.recording = False
+        self.needs_add_stream = False
 
     def start(self) -> None:
         self.recording = True
@@ -36,112 +94,150 @@ class FakeOutput:
     def stop(self) -> None:
         self.recording = False
 
-    def outputframe(self, frame: bytes, keyframe: bool = True, timestamp: int | None = None,
+    def outputframe(self, frame: bytes | None, keyframe: bool = True, timestamp: int | None = None,
                     packet: Any = None, audio: bool = False) -> None:
-        raise NotImplementedError
+        pass
 
-    def _add_stream(self, encoder_stream: Any, codec_name: str, **kwargs: Any) -> None:
+    def outputtimestamp(self, timestamp: int | None) -> None:
+        pass
+
+    def _add_stream(self, encoder_stream: Any, *args: Any, **kwargs: Any) -> None:
         pass
 
 
-class PyavOutput(FakeOutput):
-    """Writes one JSON line per packet: {"frame", "timestamp_us", "keyframe"}."""
-
-    def __init__(self, output_name: str, format: str | None = None, pts: Any = None) -> None:
-        super().__init__(pts)
-        self.output_name = output_name
-        self.format = format
-        self.streams: list[tuple[Any, str]] = []
-        self._file: Any = None
-
-    def _add_stream(self, encoder_stream: Any, codec_name: str, **kwargs: Any) -> None:
-        self.streams.append((encoder_stream, codec_name))
-
-    def start(self) -> None:
-        self._file = open(self.output_name, "w", encoding="utf-8")  # noqa: SIM115
-        super().start()
-
-    def outputframe(self, frame: bytes, keyframe: bool = True, timestamp: int | None = None,
-                    packet: Any = None, audio: bool = False) -> None:
-        if not self.streams:
-            raise RuntimeError("PyavOutput: no stream added before output")
-        index = int(frame.split()[1])
-        self._file.write(json.dumps({"frame": index, "timestamp_us": timestamp, "keyframe": keyframe}) + "\n")
-
-    def stop(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        super().stop()
-
-
-class FileOutput(FakeOutput):
-    def __init__(self, file: str | None = None, pts: Any = None, split: Any = None) -> None:
+class FileOutput(Output):
+    def __init__(self, file: Any = None, pts: Any = None, split: Any = None) -> None:
         super().__init__(pts)
         self.frames: list[bytes] = []
 
-    def outputframe(self, frame: bytes, keyframe: bool = True, timestamp: int | None = None,
+    def outputframe(self, frame: bytes | None, keyframe: bool = True, timestamp: int | None = None,
                     packet: Any = None, audio: bool = False) -> None:
-        self.frames.append(frame)
+        if self.recording and frame is not None:
+            self.frames.append(frame)
 
 
-class CircularOutput2(FakeOutput):
-    """Same semantics as picamera2's CircularOutput2 (written from its documented behaviour)."""
+class PyavOutput(Output):
+    """Muxes encoded frames with PyAV; write errors go to ``error_callback`` (or nowhere)."""
+
+    def __init__(self, output_name: str, format: str | None = None, pts: Any = None,
+                 options: dict[str, str] | None = None) -> None:
+        import av  # noqa: F401  (picamera2 imports it here too)
+
+        super().__init__(pts)
+        self._output_name = output_name
+        self._format = format
+        self._options = options
+        self._streams: dict[Any, Any] = {}
+        self._container: Any = None
+        self.error_callback: Callable[[BaseException], None] | None = None
+        self.needs_add_stream = True
+
+    def _add_stream(self, encoder_stream: Any, codec_name: str, **kwargs: Any) -> None:
+        if self._container is None:
+            raise AttributeError("'NoneType' object has no attribute 'add_stream'")  # what picamera2 hits
+        self._streams[encoder_stream] = self._container.add_stream(codec_name, **kwargs)
+
+    def start(self) -> None:
+        import av
+
+        self._container = av.open(self._output_name, "w", format=self._format, options=self._options)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._container is not None:
+            with contextlib.suppress(Exception):  # picamera2 swallows errors on close, too
+                self._container.close()
+            self._container = None
+            self._streams = {}
+
+    def outputframe(self, frame: bytes | None, keyframe: bool = True, timestamp: int | None = None,
+                    packet: Any = None, audio: bool = False) -> None:
+        import av
+
+        if not (self.recording and self._container is not None):
+            return
+        if packet is not None:
+            raise NotImplementedError("the fake encoders hand over raw bytes (like the VC4 hardware encoder)")
+        pkt = av.Packet(frame)
+        pkt.dts = pkt.pts = timestamp
+        pkt.time_base = Fraction(1, 1_000_000)
+        pkt.is_keyframe = keyframe
+        pkt.stream = self._streams["video"]
+        try:
+            self._container.mux(pkt)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+            if self.error_callback is not None:
+                self.error_callback(exc)
+
+
+class CircularOutput2(Output):
+    """picamera2's delay line: frames are passed on once older than ``buffer_duration_ms``."""
 
     def __init__(self, pts: Any = None, buffer_duration_ms: int = 5000) -> None:
         super().__init__(pts)
         if buffer_duration_ms < 0:
             raise RuntimeError("buffer_duration_ms may not be negative")
         self._lock = threading.Lock()
-        self.buffer_duration_ms = buffer_duration_ms
-        self._circular: collections.deque[tuple[bytes, bool, int, Any, bool]] = collections.deque()
-        self._output: FakeOutput | None = None
-        self._available = False
-        self._first = True
+        self._buffer_duration_ms = buffer_duration_ms
+        self._circular: collections.deque[tuple[bytes | None, bool, int, Any, bool]] = collections.deque()
+        self._output: Output | None = None
         self._streams: list[tuple[Any, str, dict[str, Any]]] = []
+        self._first_frame = True
+        self._time_offset = 0
 
-    def open_output(self, output: FakeOutput) -> None:
-        if self._output is not None:
-            raise RuntimeError("Underlying output must be closed first")
-        self._output = output
-        output.start()
-        for stream, codec, kwargs in self._streams:
-            output._add_stream(stream, codec, **kwargs)
+    @property
+    def buffer_duration_ms(self) -> int:
+        return self._buffer_duration_ms
+
+    @buffer_duration_ms.setter
+    def buffer_duration_ms(self, value: int) -> None:
         with self._lock:
-            self._available = True
-            self._first = True
+            self._buffer_duration_ms = value
+
+    def open_output(self, output: Output) -> None:
+        if self._output:
+            raise RuntimeError("Underlying output must be closed first")
+        output.start()
+        for encoder_stream, codec, kwargs in self._streams:
+            output._add_stream(encoder_stream, codec, **kwargs)
+        with self._lock:
+            self._output = output
+            self._first_frame = True
 
     def close_output(self) -> None:
-        if self._output is None:
+        if not self._output:
             raise RuntimeError("No underlying output has been opened")
+        output = self._output
         with self._lock:
-            self._available = False
-        self._output.stop()
-        self._output = None
+            self._output = None
+        output.stop()
 
-    def _next(self) -> tuple[bytes, bool, int, Any, bool] | None:
+    def _flush(self, now: int | None, output: Output | None) -> None:
         while self._circular:
-            entry = self._circular.popleft()
-            if not self._first:
-                return entry
-            if entry[1] and not entry[4]:
-                self._first = False
-                return entry
-        return None
+            frame, keyframe, timestamp, packet, audio = self._circular[0]
+            if now and now - timestamp < self._buffer_duration_ms * 1000:
+                break
+            self._circular.popleft()
+            if keyframe and not audio:
+                if self._first_frame:
+                    self._time_offset = timestamp
+                self._first_frame = False
+            if not self._first_frame and output:
+                ts = timestamp - self._time_offset
+                if ts >= 0:
+                    output.outputframe(frame, keyframe, ts, packet, audio)
 
-    def outputframe(self, frame: bytes, keyframe: bool = True, timestamp: int | None = None,
+    def outputframe(self, frame: bytes | None, keyframe: bool = True, timestamp: int | None = None,
                     packet: Any = None, audio: bool = False) -> None:
         with self._lock:
-            if self.buffer_duration_ms == 0 or not self.recording:
+            if self._buffer_duration_ms == 0 or not self.recording:
                 return
-            ts = int(timestamp or 0)
-            self._circular.append((frame, keyframe, ts, packet, audio))
-            while ts - self._circular[0][2] > self.buffer_duration_ms * 1000:
-                self._circular.popleft()
-            if self._available and self._output is not None:
-                entry = self._next()
-                if entry:
-                    self._output.outputframe(*entry)
+            self._circular.append((frame, keyframe, int(timestamp or 0), packet, audio))
+            self._flush(timestamp, self._output)
 
     def start(self) -> None:
         with self._lock:
@@ -150,55 +246,94 @@ class CircularOutput2(FakeOutput):
             self.recording = True
 
     def stop(self) -> None:
+        output = self._output
         with self._lock:
             if not self.recording:
                 raise RuntimeError("Circular output was not started")
             self.recording = False
-            self._available = False
-        if self._output is not None:
-            while (entry := self._next()) is not None:
-                self._output.outputframe(*entry)
-            self._output.stop()
             self._output = None
+        if output:
+            self._flush(None, output)
+            output.stop()
 
     def _add_stream(self, encoder_stream: Any, codec_name: str, **kwargs: Any) -> None:
         self._streams.append((encoder_stream, codec_name, kwargs))
 
 
+# -- encoder ------------------------------------------------------------------------------
 class H264Encoder:
-    def __init__(self, bitrate: int | None = None, repeat: bool = False, iperiod: int | None = None,
-                 framerate: float | None = None, qp: int | None = None, profile: str | None = None) -> None:
+    """Encodes the main stream with libx264 (no B-frames, SPS/PPS on every keyframe)."""
+
+    def __init__(self, bitrate: int | None = None, repeat: bool = True, iperiod: int | None = None,
+                 framerate: float | None = None, enable_sps_framerate: bool = False, qp: int | None = None,
+                 profile: str | None = None) -> None:
         self.bitrate = bitrate
         self.repeat = repeat
         self.iperiod = iperiod or 60
-        self.output: FakeOutput | None = None
-        self.running = False
-        self._count = 0
-        self._t0_ns: int | None = None
+        self.output: Output | None = None
+        self.width = 0
+        self.height = 0
+        self._running = False
+        self._ctx: Any = None
+        self.firsttimestamp: int | None = None
+        self.frames_encoded = 0
+
+    @property
+    def running(self) -> bool:
+        return self._running
 
     def start(self) -> None:
+        import av
+
+        if self._running:
+            raise RuntimeError("Encoder already running")
         if self.output is None:
             raise RuntimeError("No output specified")
-        self.output._add_stream("video", "h264")
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
+        ctx.time_base = Fraction(1, 1_000_000)
+        ctx.gop_size = self.iperiod
+        ctx.max_b_frames = 0
+        ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1",
+                       "keyint": str(self.iperiod), "min-keyint": str(self.iperiod), "scenecut": "0"}
+        ctx.open()
+        self._ctx = ctx
+        self.frames_encoded = 0
+        self.firsttimestamp = None
+        self._running = True
         self.output.start()
-        self.running = True
+        self.output._add_stream("video", "h264", width=self.width, height=self.height)
 
     def stop(self) -> None:
-        if self.running:
-            self.running = False
-            assert self.output is not None
-            self.output.stop()
+        if not self._running:
+            raise RuntimeError("Encoder already stopped")
+        self._running = False
+        for p in self._ctx.encode(None):
+            self._emit(p)
+        self._ctx = None
+        assert self.output is not None
+        self.output.stop()
 
-    def encode(self, index: int, sensor_ns: int) -> None:
-        if not self.running or self.output is None:
+    def encode(self, image: np.ndarray[Any, Any], sensor_ns: int) -> None:
+        import av
+
+        if not self._running:
             return
-        if self._t0_ns is None:
-            self._t0_ns = sensor_ns
-        keyframe = self._count % self.iperiod == 0
-        self._count += 1
-        self.output.outputframe(f"frame {index}".encode(), keyframe, (sensor_ns - self._t0_ns) // 1000)
+        ts = sensor_ns // 1000
+        if self.firsttimestamp is None:
+            self.firsttimestamp = ts
+        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+        frame.pts = ts - self.firsttimestamp
+        for p in self._ctx.encode(frame):
+            self._emit(p)
+        self.frames_encoded += 1
+
+    def _emit(self, p: Any) -> None:
+        assert self.output is not None
+        self.output.outputframe(bytes(p), bool(p.is_keyframe), int(p.pts))
 
 
+# -- camera -------------------------------------------------------------------------------
 class CompletedRequest:
     def __init__(self, cam: Picamera2, index: int, t_ns: int) -> None:
         self._cam = cam
@@ -208,7 +343,7 @@ class CompletedRequest:
 
     def _check(self) -> None:
         if self._released:
-            raise RuntimeError("request already released")
+            raise RuntimeError("request already released")  # the buffer went back to the camera
 
     def get_metadata(self) -> dict[str, Any]:
         self._check()
@@ -216,56 +351,102 @@ class CompletedRequest:
 
     def make_array(self, name: str) -> np.ndarray[Any, Any]:
         self._check()
-        stream = self._cam.camera_config[name] if self._cam.camera_config else None
-        if stream is None:
-            raise KeyError(f"stream {name} not configured")
-        w, h = stream["size"]
-        return self._cam.image(stream["format"], w, h, self.index)
+        config = (self._cam.camera_config or {}).get(name)
+        if config is None:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        return self._cam.image(config["format"], config["size"], config["stride"], self.index)
 
     def release(self) -> None:
-        self._released = True
-        self._cam.outstanding -= 1
+        if not self._released:
+            self._released = True
+            self._cam.outstanding -= 1
 
 
 class Picamera2:
     """One fake camera producing ``frames`` frames at the configured frame duration."""
 
-    frames: int = 10**9
     boot_ns: int = 12_345_000_000
 
-    def __init__(self, camera_num: int = 0) -> None:
+    def __init__(self, camera_num: int = 0, *, frames: int = 10**9, platform: str = "vc4",
+                 drop: Collection[int] = ()) -> None:
         if camera_num != 0:
             raise IndexError("list index out of range")  # what picamera2 raises for a missing camera
+        if platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {PLATFORMS}")
+        self.platform = platform
+        self.frames = frames
+        self.drop = frozenset(drop)
         self.camera_config: dict[str, Any] | None = None
         self.started = False
         self.closed = False
         self.frame_us = 33_333
         self.outstanding = 0
+        self.adjusted = False
         self._index = 0
         self.encoders: list[H264Encoder] = []
+        self._noise: np.ndarray[Any, Any] | None = None
+
+    # configuration
+    @staticmethod
+    def _even(stream: dict[str, Any]) -> None:
+        w, h = stream["size"]
+        stream["size"] = (w - w % 2, h - h % 2)
 
     def create_video_configuration(self, main: dict[str, Any] | None = None, lores: dict[str, Any] | None = None,
                                    raw: Any = None, transform: Any = None, colour_space: Any = None,
                                    buffer_count: int = 6, controls: dict[str, Any] | None = None,
                                    display: str | None = "main", encode: str | None = "main",
                                    queue: bool = True, sensor: Any = None, use_case: str = "video") -> dict[str, Any]:
-        main = {"format": "XBGR8888", "size": (1280, 720), **(main or {})}
+        main = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True, **(main or {})}
+        self._even(main)
         if lores is not None:
-            lores = {"format": "YUV420", "size": main["size"], **lores}
+            lores = {"format": "YUV420", "size": main["size"], "preserve_ar": False, **lores}
+            self._even(lores)
         return {"use_case": use_case, "transform": transform, "colour_space": colour_space,
                 "buffer_count": buffer_count, "queue": queue, "main": main, "lores": lores, "raw": raw,
                 "controls": {"NoiseReductionMode": 1, "FrameDurationLimits": (33333, 33333), **(controls or {})},
                 "sensor": sensor or {}, "display": display, "encode": encode}
 
+    @staticmethod
+    def _check_stream(stream: Any, name: str) -> None:
+        if not isinstance(stream, dict):
+            raise RuntimeError(name + " stream should be a dictionary")
+        for key in ("format", "size"):
+            if key not in stream:
+                raise RuntimeError(f"{key} not found in {name} stream")
+        fmt = stream["format"]
+        if not isinstance(fmt, str):
+            raise RuntimeError("format in " + name + " stream should be a string")
+        if fmt not in YUV_FORMATS + RGB_FORMATS:
+            raise RuntimeError("Bad format " + fmt + " in stream " + name)
+        size = stream["size"]
+        if type(size) is not tuple or len(size) != 2:
+            raise RuntimeError("size in " + name + " stream should be (width, height)")
+        if size[0] % 2 or size[1] % 2:
+            raise RuntimeError("width and height should be even")
+
     def configure(self, config: dict[str, Any]) -> None:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
-        lo, ma = config.get("lores"), config["main"]
-        if lo is not None:
-            if lo["size"][0] > ma["size"][0] or lo["size"][1] > ma["size"][1]:
-                raise ValueError("lores stream dimensions may not exceed main stream")
-            if lo["format"] not in ("YUV420", "YVU420", "RGB888", "BGR888", "XRGB8888", "XBGR8888"):
-                raise ValueError(f"lores stream must be YUV or RGB, not {lo['format']}")
+        config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+        main, lores = config["main"], config.get("lores")
+        self._check_stream(main, "main")
+        if lores is not None:
+            self._check_stream(lores, "lores")
+            if lores["size"][0] > main["size"][0] or lores["size"][1] > main["size"][1]:
+                raise RuntimeError("lores stream dimensions may not exceed main stream")
+            if self.platform == "vc4" and lores["format"] not in YUV_FORMATS:
+                raise RuntimeError("lores stream must be YUV")
+        self.adjusted = False
+        for stream in (main, lores):
+            if stream is None:
+                continue
+            size = isp_size(stream["format"], stream["size"])
+            self.adjusted |= size != stream["size"]
+            stream["size"] = size
+            stream["stride"] = stride_for(stream["format"], size[0], self.platform)
+            rows = size[1] * 3 // 2 if stream["format"] in YUV_FORMATS else size[1]
+            stream["framesize"] = stream["stride"] * rows
         self.frame_us = int(config["controls"]["FrameDurationLimits"][0])
         self.camera_config = config
 
@@ -278,8 +459,16 @@ class Picamera2:
                       quality: Any = None, name: str | None = None) -> None:
         if encoder is None:
             raise RuntimeError("No encoder specified")
+        if self.camera_config is None:
+            raise RuntimeError("Camera has not been configured")
+        stream = self.camera_config[name or self.camera_config.get("encode") or "main"]
+        if stream is None:
+            raise RuntimeError(f"Encode stream {name!r} is not configured")
+        if stream["format"] not in YUV_FORMATS:
+            raise RuntimeError("the fake encoder takes a YUV420 stream")
         if output is not None:
             encoder.output = output
+        encoder.width, encoder.height = stream["size"]
         encoder.start()
         self.encoders.append(encoder)
 
@@ -291,55 +480,81 @@ class Picamera2:
     def capture_request(self, wait: Any = None, flush: Any = None) -> CompletedRequest:
         if not self.started:
             raise RuntimeError("Camera is not running")
-        if self._index >= self.frames:
-            raise RuntimeError("Camera frontend has timed out!")
-        t_ns = self.boot_ns + self._index * self.frame_us * 1000
-        for e in self.encoders:
-            e.encode(self._index, t_ns)
-        req = CompletedRequest(self, self._index, t_ns)
-        self._index += 1
+        assert self.camera_config is not None
+        if self.outstanding >= self.camera_config["buffer_count"] - 1:
+            raise RuntimeError(f"all {self.camera_config['buffer_count']} buffers are held by the application: "
+                               "release requests (the real camera stalls here)")
+        while True:
+            if self._index >= self.frames:
+                raise RuntimeError("Camera frontend has timed out!")
+            index = self._index
+            t_ns = self.boot_ns + index * self.frame_us * 1000
+            self._index += 1
+            if self.encoders:
+                main = self.camera_config["main"]
+                w, h = main["size"]
+                picture = self.image("YUV420", (w, h), w, index)
+                # sensor noise: real footage is never a still picture (and compresses like footage)
+                if self._noise is None or self._noise.shape[1:] != (h, w):
+                    self._noise = np.random.default_rng(0).integers(0, 24, (7, h, w), dtype=np.uint8)
+                picture[:h] += self._noise[index % 7]
+                for e in self.encoders:
+                    e.encode(picture, t_ns)
+            if index not in self.drop:
+                break
         self.outstanding += 1
-        return req
+        return CompletedRequest(self, index, t_ns)
 
     def stop(self) -> None:
         self.started = False
 
     def close(self) -> None:
+        if self.encoders:
+            self.stop_encoder()
         self.stop()
         self.closed = True
 
     @staticmethod
-    def image(fmt: str, w: int, h: int, index: int) -> np.ndarray[Any, Any]:
-        """A test picture: R = column ramp, G = row ramp, B = frame index (as uint8)."""
+    def image(fmt: str, size: tuple[int, int], stride: int, index: int) -> np.ndarray[Any, Any]:
+        """A test picture as ``make_array`` returns it: R = column ramp, G = row ramp, B = frame index."""
+        w, h = size
         r = np.broadcast_to((np.arange(w) * 255 // max(1, w - 1)).astype(np.uint8), (h, w))
         g = np.broadcast_to((np.arange(h) * 255 // max(1, h - 1)).astype(np.uint8)[:, None], (h, w))
         b = np.full((h, w), index % 256, np.uint8)
-        if fmt in ("RGB888", "XRGB8888"):  # picamera2: B,G,R(,X) in memory
-            planes = [b, g, r] + ([np.full((h, w), 255, np.uint8)] if fmt == "XRGB8888" else [])
-        elif fmt in ("BGR888", "XBGR8888"):
-            planes = [r, g, b] + ([np.full((h, w), 255, np.uint8)] if fmt == "XBGR8888" else [])
-        else:  # YUV420 (I420) from the RGB picture, BT.709 limited range
-            rgb = np.stack([r, g, b], -1).astype(np.float32)
-            y = 16 + 0.183 * rgb[..., 0] + 0.614 * rgb[..., 1] + 0.062 * rgb[..., 2]
-            u = 128 - 0.101 * rgb[..., 0] - 0.339 * rgb[..., 1] + 0.439 * rgb[..., 2]
-            v = 128 + 0.439 * rgb[..., 0] - 0.399 * rgb[..., 1] - 0.040 * rgb[..., 2]
-            u2 = u.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-            v2 = v.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-            out = np.concatenate([y.ravel(), u2.ravel(), v2.ravel()])
-            return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
-        return np.ascontiguousarray(np.stack(planes, -1))
+        if fmt in RGB_FORMATS:
+            planes = [b, g, r] if fmt in ("RGB888", "XRGB8888") else [r, g, b]  # DRM naming: RGB888 = B,G,R
+            if fmt.startswith("X"):
+                planes.append(np.full((h, w), 255, np.uint8))
+            return np.ascontiguousarray(np.stack(planes, -1))  # picamera2 slices the row padding off
+        # YUV420 (I420), BT.709 limited range, rows padded to the stride (chroma rows to stride/2)
+        rgb = np.stack([r, g, b], -1).astype(np.float32)
+        y = 16 + 0.183 * rgb[..., 0] + 0.614 * rgb[..., 1] + 0.062 * rgb[..., 2]
+        u = 128 - 0.101 * rgb[..., 0] - 0.339 * rgb[..., 1] + 0.439 * rgb[..., 2]
+        v = 128 + 0.439 * rgb[..., 0] - 0.399 * rgb[..., 1] - 0.040 * rgb[..., 2]
+        u2 = u.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        v2 = v.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        if fmt == "YVU420":
+            u2, v2 = v2, u2
+        buf = np.full(stride * h * 3 // 2, 0xAA, np.uint8)  # padding bytes are garbage, not zeros
+        ys = buf[: h * stride].reshape(h, stride)
+        ys[:, :w] = np.clip(y + 0.5, 0, 255)
+        half = stride // 2
+        cs = (h // 2) * half
+        buf[h * stride: h * stride + cs].reshape(h // 2, half)[:, : w // 2] = np.clip(u2 + 0.5, 0, 255)
+        buf[h * stride + cs: h * stride + 2 * cs].reshape(h // 2, half)[:, : w // 2] = np.clip(v2 + 0.5, 0, 255)
+        return buf.reshape(h * 3 // 2, stride)
 
 
 class FakePicamera2Module(types.SimpleNamespace):
     """Stands in for ``import picamera2`` (with ``.encoders`` and ``.outputs``)."""
 
-    def __init__(self, frames: int = 10**9) -> None:
+    def __init__(self, frames: int = 10**9, platform: str = "vc4", drop: Collection[int] = ()) -> None:
         self.instances: list[Picamera2] = []
+        self.fake_platform = platform
         instances = self.instances
 
         def factory(camera_num: int = 0) -> Picamera2:
-            cam = Picamera2(camera_num)
-            cam.frames = frames
+            cam = Picamera2(camera_num, frames=frames, platform=platform, drop=drop)
             instances.append(cam)
             return cam
 
@@ -347,10 +562,23 @@ class FakePicamera2Module(types.SimpleNamespace):
             Picamera2=factory,
             encoders=types.SimpleNamespace(H264Encoder=H264Encoder),
             outputs=types.SimpleNamespace(CircularOutput2=CircularOutput2, PyavOutput=PyavOutput,
-                                          FileOutput=FileOutput),
+                                          FileOutput=FileOutput, Output=Output),
         )
 
 
-def read_packets(path: str | Path) -> list[dict[str, Any]]:
-    """The packets a fake PyavOutput wrote."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+def read_video(path: str) -> list[tuple[int, bool]]:
+    """(pts in microseconds, keyframe) of every video frame that decodes in ``path``, up to the
+    first undecodable one (a file cut short by a crash plays up to there)."""
+    import av
+
+    out: list[tuple[int, bool]] = []
+    try:
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            for pkt in c.demux(s):
+                for f in pkt.decode():
+                    if f.pts is not None and f.time_base is not None:
+                        out.append((round(float(f.pts * f.time_base) * 1e6), bool(f.key_frame)))
+    except av.error.FFmpegError:
+        pass
+    return out

@@ -33,6 +33,10 @@ class CameraFootage(Protocol):
 
     def stop_recording(self) -> None: ...
 
+    def footage_error(self) -> str | None:
+        """The first write error of the current recording (polled every frame), or None."""
+        ...
+
 
 def recording_id_for(wall_ns: int) -> str:
     """``20261125T120000.123Z`` -> ``20261125T120000123Z``: sortable, filename-safe."""
@@ -117,6 +121,9 @@ class Recorder:
         if rec is not None and rec.external:
             if t_ns is not None:
                 rec.note_time(t_ns)
+            error = self.camera_footage.footage_error() if self.camera_footage is not None else None
+            if error is not None:  # a full card: the alarm goes up at the next frame
+                self.fail(rec, error)
             return
         if rec is None:
             for p in packets:
@@ -173,6 +180,9 @@ class Recorder:
         try:
             if rec.external and self.camera_footage is not None:
                 self.camera_footage.stop_recording()
+                error = self.camera_footage.footage_error()
+                if error is not None:
+                    raise StorageError(error)
             rec.finish()
         except (StorageError, OSError) as exc:
             self.fail(rec, str(exc))
@@ -203,6 +213,11 @@ class Recorder:
         log.error("recording %s failed: %s", rec.recording_id, message)
         self.errors.append(message)
         self.storage_alarm = True
+        if rec.external and self.camera_footage is not None and self.active is rec:
+            try:  # the camera goes back to its pre-event buffer; what it wrote stays on disk
+                self.camera_footage.stop_recording()
+            except (OSError, BodycamError) as exc:
+                log.error("recording %s: the camera did not stop recording: %s", rec.recording_id, exc)
         rec.fail(message)
         if self.active is rec:
             self.active = None

@@ -347,6 +347,8 @@ class Recording:
         with self._lock:
             self.error = message
             self._finish_requested = True
+        if self.external:
+            self._finish_external()  # hash what the camera wrote before the error
         for w, seg in self._open_writers():
             try:
                 self._finalize(w, seg)

@@ -112,16 +112,19 @@ class CameraConfig:
     """picamera2 streams, encoder and pre-event buffer."""
 
     main_size: tuple[int, int] = (1920, 1080)
-    # The inference stream's size (width, height). None (the default): the model's input size from
-    # its sidecar, which is what the detector needs; a different size here is overridden (with a warning).
+    # The model input size (width, height). None (the default): the model's input size from its
+    # sidecar, which is what the detector needs; a different size here is overridden (with a warning).
+    # The lores stream itself is the nearest size the ISP can produce; frames are cut to this size.
     lores_size: tuple[int, int] | None = None
     # "YUV420" works on every Pi; Pi 5 can deliver "RGB888"/"BGR888" directly.
     lores_format: Literal["YUV420", "RGB888", "BGR888", "XRGB8888", "XBGR8888"] = "YUV420"
     framerate: float = 30.0
     bitrate: int = 8_000_000
-    # Keyframe period in frames: the pre-event buffer starts at a keyframe, so keep it short.
+    # Keyframe period in frames: the pre-event buffer starts at a keyframe, and a fragment of the
+    # crash-safe MP4 is written per keyframe, so keep it short.
     iperiod: int = 30
-    buffer_s: float = 30.0
+    # Removed: the pre-event buffer is `recording.pre_event_s` on every path. Setting it is an error.
+    buffer_s: float | None = None
     camera_index: int = 0
     hflip: bool = False
     vflip: bool = False
@@ -144,7 +147,8 @@ class CameraConfig:
         )
         require(100_000 <= self.bitrate <= 50_000_000, "camera.bitrate", "must be 100k..50M bit/s")
         require(1 <= self.iperiod <= 600, "camera.iperiod", "must be 1..600 frames")
-        require(math.isfinite(self.buffer_s) and 0 <= self.buffer_s <= 300, "camera.buffer_s", "must be 0..300 s")
+        require(self.buffer_s is None, "camera.buffer_s",
+                "was removed: set recording.pre_event_s instead (the one setting for the pre-event buffer)")
         require(self.camera_index >= 0, "camera.camera_index", "must be >= 0")
 
 

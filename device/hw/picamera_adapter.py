@@ -1,25 +1,36 @@
 """The Raspberry Pi camera through picamera2: frames for inference, H.264 footage in hardware.
 
-One video configuration with two streams: ``main`` (full size) goes to the H.264
-encoder, whose output is a ``CircularOutput2`` pre-event buffer (by duration;
-playback starts at a keyframe); ``lores`` (the model's input size) is read per frame
-with ``capture_request()`` and converted to RGB. Frame times are the request's
-``SensorTimestamp`` (ns). Footage: ``start_recording(path_factory)`` opens a
-``PyavOutput`` under the circular buffer (with the buffered seconds when
-``include_buffer``), optionally rotating segments every ``segment_s`` (default: one
-file per recording); ``stop_recording()`` flushes the buffer into the file.
+One video configuration with two streams: ``main`` (full size, YUV420) goes to the
+H.264 encoder, whose output is a ``CircularOutput2`` pre-event buffer of
+``recording.pre_event_s``; ``lores`` is read per frame with ``capture_request()`` and
+turned into the model's RGB input. Frame times are the request's ``SensorTimestamp``
+(ns); the frame index is counted from them, so frames the loop was too slow to take
+(the sensor does not wait) leave a gap instead of shifting every later index.
 
-picamera2 behaviour to know (see its ``CircularOutput2``): the buffer is a delay line,
-so closing an output leaves the last ``buffer_s`` unwritten. ``stop_recording()``
-therefore stops the encoder (which flushes) and starts a fresh buffer (the pre-event
-buffer is empty right after a recording). A new output starts at a keyframe, so
-segment rotation loses up to ``iperiod - 1`` frames per boundary: that is why it is
-off by default. picamera2 is imported only in the constructor;
+Lores, as the ISP delivers it (see ``hw_sim/fake_picamera2.py`` for the rules):
+
+* a Pi 4 (VC4) gives only YUV420 lores; a Pi 5 (PiSP) also ``RGB888``/``BGR888``;
+* YUV420 rows are padded to the ISP's stride (a 160-wide stream is 192 bytes wide on a
+  Pi 4): the stride is taken from the array, the U and V planes from their offsets;
+* the ISP cannot produce every size (YUV420 needs chroma planes of even size): the
+  model's input size is rounded up to one it can (160x90 -> 160x92), the size libcamera
+  actually configured is read back, and the model input is cut from its centre (or
+  resampled, if libcamera shrank it), with one log line.
+
+Footage (this camera is the recorder's footage path, see ``device/footage/recorder.py``):
+``start_recording(path_for)`` opens a :class:`~bodycam.device.hw.picamera_output.SegmentedOutput`
+(fragmented MP4 through picamera2's ``PyavOutput``, segments cut at keyframes inside the
+output so none is lost, write errors surfaced) under the circular buffer and shrinks the
+buffer to 1 ms: the whole pre-event buffer is written at once and live footage follows
+about one frame behind, instead of ``pre_event_s`` behind in RAM (``CircularOutput2`` is
+a delay line). ``stop_recording()`` stops the encoder, which flushes the last frame, and
+starts a fresh pre-event buffer. picamera2 is imported only in the constructor;
 ``picamera2_module`` replaces it (tests use ``bodycam.hw_sim.fake_picamera2``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +42,12 @@ import numpy.typing as npt
 from bodycam.device.errors import DependencyError, HardwareError
 from bodycam.device.hw.config import CameraConfig
 from bodycam.device.hw.frames import Frame, StreamInfo
+from bodycam.device.hw.picamera_output import SegmentedOutput
+
+log = logging.getLogger(__name__)
 
 PathFactory = Callable[[int], Path]
+YUV_FORMATS = ("YUV420", "YVU420")
 
 
 def _import_picamera2() -> Any:
@@ -48,20 +63,20 @@ def _import_picamera2() -> Any:
     return picamera2
 
 
-def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
-    """I420 (picamera2's YUV420 array: (H*3/2, stride)) to RGB, BT.709 limited range.
-
-    The chroma planes start at flat offsets ``H*stride`` and ``H*stride + (H/2)*(stride/2)``;
-    they do not fall on row boundaries of the array when H/2 is odd (e.g. 160x90).
-    """
-    stride = yuv.shape[1]
+def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int, swap_uv: bool = False) -> npt.NDArray[np.uint8]:
+    """picamera2's YUV420 array ``(H*3/2, stride)`` (rows padded to any stride) to RGB, BT.709 limited range."""
+    rows, stride = yuv.shape
+    if rows != height * 3 // 2 or stride < width:
+        raise HardwareError(f"camera: YUV420 array {yuv.shape} does not hold a {width}x{height} image")
     flat = yuv.reshape(-1)
-    cw, ch, cs = width // 2, height // 2, stride // 2
+    half = stride // 2
+    plane = (height // 2) * half
     u0 = height * stride
-    v0 = u0 + ch * cs
     y = yuv[:height, :width].astype(np.float32) - 16.0
-    u = flat[u0 : u0 + ch * cs].reshape(ch, cs)[:, :cw].astype(np.float32) - 128.0
-    v = flat[v0 : v0 + ch * cs].reshape(ch, cs)[:, :cw].astype(np.float32) - 128.0
+    u = flat[u0 : u0 + plane].reshape(height // 2, half)[:, : width // 2].astype(np.float32) - 128.0
+    v = flat[u0 + plane : u0 + 2 * plane].reshape(height // 2, half)[:, : width // 2].astype(np.float32) - 128.0
+    if swap_uv:
+        u, v = v, u
     u = u.repeat(2, axis=0).repeat(2, axis=1)
     v = v.repeat(2, axis=0).repeat(2, axis=1)
     y *= 1.164
@@ -75,8 +90,8 @@ def to_rgb(array: npt.NDArray[np.uint8], fmt: str, width: int, height: int) -> n
     picamera2 names formats by libcamera/DRM convention: "RGB888" arrays hold B,G,R per
     pixel, "BGR888" hold R,G,B; X-formats carry a 4th byte.
     """
-    if fmt == "YUV420":
-        rgb = yuv420_to_rgb(array, width, height)
+    if fmt in YUV_FORMATS:
+        rgb = yuv420_to_rgb(array, width, height, swap_uv=fmt == "YVU420")
     elif fmt in ("RGB888", "XRGB8888"):
         rgb = array[:height, :width, 2::-1]
     elif fmt in ("BGR888", "XBGR8888"):
@@ -86,20 +101,41 @@ def to_rgb(array: npt.NDArray[np.uint8], fmt: str, width: int, height: int) -> n
     return np.ascontiguousarray(rgb)
 
 
-class PiCamera:
-    """The firmware's Camera over picamera2 (``start`` / ``read`` / ``stop`` + footage)."""
+def isp_lores_size(model: tuple[int, int], fmt: str, main: tuple[int, int]) -> tuple[int, int]:
+    """The smallest size >= ``model`` the ISP produces in ``fmt`` (YUV420: multiples of 4; RGB: even)."""
+    a = 4 if fmt in YUV_FORMATS else 2
+    w = min(-(-model[0] // a) * a, main[0] - main[0] % a)
+    h = min(-(-model[1] // a) * a, main[1] - main[1] % a)
+    return w, h
 
-    def __init__(
-        self,
-        config: CameraConfig,
-        segment_s: float | None = None,
-        picamera2_module: Any | None = None,
-    ) -> None:
+
+def fit_to_model(rgb: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """The model input (W, H) from a lores picture of another size: centre crop, resampled if smaller."""
+    w, h = size
+    ih, iw = rgb.shape[:2]
+    if (iw, ih) == (w, h):
+        return rgb
+    if iw >= w and ih >= h:
+        x0, y0 = (iw - w) // 2, (ih - h) // 2
+        return np.ascontiguousarray(rgb[y0 : y0 + h, x0 : x0 + w])
+    rows = (np.arange(h) * ih // h).clip(0, ih - 1)
+    cols = (np.arange(w) * iw // w).clip(0, iw - 1)
+    return np.ascontiguousarray(rgb[rows][:, cols])
+
+
+class PiCamera:
+    """The firmware's Camera over picamera2 (``start`` / ``read`` / ``stop``), and its footage path."""
+
+    def __init__(self, config: CameraConfig, segment_s: float | None = None, pre_event_s: float = 30.0,
+                 picamera2_module: Any | None = None, fsync_s: float = 1.0) -> None:
         if config.lores_size is None:  # the firmware fills it in from the model's sidecar
             raise HardwareError("camera: camera.lores_size is not set (the firmware sets it to the model's input size)")
         self._cfg = config
-        self._lores: tuple[int, int] = config.lores_size
-        self._segment_ns = None if segment_s is None else round(segment_s * 1e9)
+        self._segment_s = segment_s
+        # CircularOutput2 keeps frames younger than its duration and a recording starts at the
+        # oldest keyframe in it: one keyframe interval more guarantees >= pre_event_s of footage
+        self._pre_event_ms = round(pre_event_s * 1000 + 1000 * config.iperiod / config.framerate)
+        self._fsync_s = fsync_s
         self._pc2 = picamera2_module if picamera2_module is not None else _import_picamera2()
         try:
             self._cam = self._pc2.Picamera2(config.camera_index)
@@ -108,12 +144,17 @@ class PiCamera:
         self._lock = threading.Lock()
         self._encoder: Any = None
         self._circular: Any = None
-        self._index = 0
+        self._output: SegmentedOutput | None = None
         self._started = False
+        self._closed = False
+        self._t0_ns: int | None = None
+        self._frame_ns = round(1e9 / config.framerate)
+        self._last_index = -1
+        self.dropped = 0
+        self.model_size: tuple[int, int] = (config.lores_size[0], config.lores_size[1])
+        self.lores_size = self.model_size
+        self.lores_format: str = config.lores_format
         self._path_factory: PathFactory | None = None
-        self._segment = 0
-        self._segment_start_ns: int | None = None
-        self._last_t_ns: int | None = None
         self._open_pending = False
         self.segments: list[Path] = []
 
@@ -127,15 +168,24 @@ class PiCamera:
 
             libcamera = importlib.import_module("libcamera")  # ships with picamera2 on Raspberry Pi OS
             kwargs["transform"] = libcamera.Transform(hflip=int(c.hflip), vflip=int(c.vflip))
-        video = self._cam.create_video_configuration(
-            main={"size": tuple(c.main_size), "format": "YUV420"},
-            lores={"size": self._lores, "format": c.lores_format},
-            controls={"FrameDurationLimits": (frame_us, frame_us)},
-            encode="main",
-            **kwargs,
-        )
+        want = isp_lores_size(self.model_size, c.lores_format, c.main_size)
         try:
+            video = self._cam.create_video_configuration(
+                main={"size": tuple(c.main_size), "format": "YUV420"},
+                lores={"size": want, "format": c.lores_format},
+                controls={"FrameDurationLimits": (frame_us, frame_us)},
+                encode="main",
+                **kwargs,
+            )
             self._cam.configure(video)
+            lores = self._cam.camera_config["lores"]
+            self.lores_size = (int(lores["size"][0]), int(lores["size"][1]))
+            self.lores_format = str(lores["format"])
+            if self.lores_size != self.model_size:
+                bigger = all(a >= b for a, b in zip(self.lores_size, self.model_size, strict=True))
+                log.info("camera: lores stream %s %dx%d (the ISP cannot produce the model's %dx%d); the model "
+                         "input is %s", self.lores_format, *self.lores_size, *self.model_size,
+                         "cut from its centre" if bigger else "resampled from it")
             self._cam.start()
             self._start_encoder()
         except RuntimeError as exc:
@@ -146,7 +196,7 @@ class PiCamera:
     def _start_encoder(self) -> None:
         c = self._cfg
         self._encoder = self._pc2.encoders.H264Encoder(bitrate=c.bitrate, repeat=True, iperiod=c.iperiod)
-        self._circular = self._pc2.outputs.CircularOutput2(buffer_duration_ms=round(c.buffer_s * 1000))
+        self._circular = self._pc2.outputs.CircularOutput2(buffer_duration_ms=self._pre_event_ms)
         self._cam.start_encoder(self._encoder, self._circular, name="main")
 
     def read(self) -> Frame | None:
@@ -158,23 +208,30 @@ class PiCamera:
             raise HardwareError(f"camera: capture failed: {exc}") from exc
         try:
             t_ns = int(request.get_metadata()["SensorTimestamp"])
-            w, h = self._lores
-            lores = to_rgb(request.make_array("lores"), self._cfg.lores_format, w, h)
+            w, h = self.lores_size
+            lores = fit_to_model(to_rgb(request.make_array("lores"), self.lores_format, w, h), self.model_size)
         finally:
             request.release()
-        frame = Frame(index=self._index, t_ns=t_ns, lores=lores)
-        self._index += 1
-        self._last_t_ns = t_ns
-        self._maybe_rotate(t_ns)
-        return frame
+        if self._t0_ns is None:
+            self._t0_ns = t_ns
+        index = max(self._last_index + 1, round((t_ns - self._t0_ns) / self._frame_ns))
+        if index > self._last_index + 1:
+            self.dropped += index - self._last_index - 1
+            log.debug("camera: %d frame(s) not taken by the loop before frame %d", index - self._last_index - 1, index)
+        self._last_index = index
+        self._maybe_open(t_ns)
+        return Frame(index=index, t_ns=t_ns, lores=lores)
 
     def stop(self) -> None:
-        if not self._started:
+        """Stop capturing and release the camera (safe to call more than once)."""
+        if self._closed:
             return
-        self._started = False
+        self._closed = True
+        started, self._started = self._started, False
         try:
-            self._cam.stop_encoder()  # flushes an open recording
-            self._cam.stop()
+            if started:
+                self._cam.stop_encoder()  # flushes an open recording
+                self._cam.stop()
         finally:
             self._cam.close()
             self._path_factory = None
@@ -185,53 +242,46 @@ class PiCamera:
         return self._path_factory is not None
 
     def start_recording(self, path_factory: PathFactory, include_buffer: bool = True) -> None:
-        """Write footage to ``path_factory(0)``, ``path_factory(1)``, ... (one file per segment)."""
+        """Write footage to ``path_factory(0)``, ``path_factory(1)``, ... (segments cut at keyframes)."""
         with self._lock:
             if self._path_factory is not None:
                 raise HardwareError("camera: already recording")
+            if not self._started:
+                raise HardwareError("camera: not started")
             self._path_factory = path_factory
-            self._segment = 0
-            self._segment_start_ns = self._last_t_ns
+            self.segments = []
+            self._output = SegmentedOutput(self._pc2.outputs.PyavOutput, path_factory, self._segment_s,
+                                           fsync_s=self._fsync_s)
             if include_buffer:
-                self._open_segment()
+                self._circular.open_output(self._output)
             else:
-                # Trim the buffer to the newest frame; open once the next frame has arrived.
-                self._circular.buffer_duration_ms = 1
-                self._open_pending = True
+                self._open_pending = True  # the next frame empties the buffer, then the output opens
+            # 1 ms: what is buffered goes out at the next frame, live frames follow one frame behind
+            self._circular.buffer_duration_ms = 1
 
-    def _open_segment(self) -> None:
-        assert self._path_factory is not None
-        path = Path(self._path_factory(self._segment))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._circular.open_output(self._pc2.outputs.PyavOutput(str(path), format="mp4"))
-        self.segments.append(path)
-
-    def _maybe_rotate(self, t_ns: int) -> None:
+    def _maybe_open(self, t_ns: int) -> None:
         with self._lock:
-            if self._path_factory is None:
-                return
-            if self._open_pending:
+            if self._open_pending and self._output is not None:
                 self._open_pending = False
-                self._open_segment()
-                self._circular.buffer_duration_ms = round(self._cfg.buffer_s * 1000)
-                return
-            if self._segment_start_ns is None:
-                self._segment_start_ns = t_ns
-            if self._segment_ns is not None and t_ns - self._segment_start_ns >= self._segment_ns:
-                self._circular.close_output()
-                self._segment += 1
-                self._segment_start_ns = t_ns
-                self._open_segment()
+                self._circular.open_output(self._output)
+
+    def footage_error(self) -> str | None:
+        """The first write error of the current (or just stopped) recording, e.g. a full card; else None."""
+        out = self._output
+        return None if out is None else out.error
 
     def stop_recording(self) -> None:
-        """Finish the recording, including the buffered tail; then restart the pre-event buffer."""
+        """Finish the recording, including the last frames; then restart the pre-event buffer."""
         with self._lock:
             if self._path_factory is None:
                 return
             self._path_factory = None
+            out = self._output  # kept until the next recording: footage_error() still reports it
             if self._open_pending:  # stopped before the first frame: nothing to write
                 self._open_pending = False
-                self._circular.buffer_duration_ms = round(self._cfg.buffer_s * 1000)
+                self._circular.buffer_duration_ms = self._pre_event_ms
                 return
             self._cam.stop_encoder()  # CircularOutput2.stop() flushes the delay line into the file
             self._start_encoder()
+            if out is not None:
+                self.segments = [s.path for s in out.segments]

@@ -188,8 +188,8 @@ def test_camera_written_footage_gets_a_verifiable_manifest(tmp_path: Path) -> No
     from bodycam.device.hw.picamera_adapter import PiCamera
     from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module
 
-    cfg = CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=30.0, iperiod=15, buffer_s=2.0)
-    cam = PiCamera(cfg, picamera2_module=FakePicamera2Module(10**9))
+    cfg = CameraConfig(main_size=(320, 240), lores_size=(160, 96), framerate=30.0, iperiod=15)
+    cam = PiCamera(cfg, pre_event_s=2.0, picamera2_module=FakePicamera2Module(10**9))
     rec = Recorder(tmp_path, "cam-1", RecordingConfig(pre_event_s=2.0), lambda t: EPOCH + t, camera_footage=cam)
     rec.begin(cam.start())
     for i in range(150):
@@ -241,8 +241,11 @@ def test_a_recording_interrupted_by_a_crash_is_recovered_at_start_up(clip: Path,
                 r = rec.start("detection", f.t_ns)
                 assert r is not None
                 r.protect()
-    # the process dies here: no stop(), the open segment is never closed
+    # the process dies here: no stop(), the open segment is never closed (its hashing thread
+    # dies with it: let this in-process stand-in finish what it already had, so it cannot
+    # rewrite the manifest under the recovery below)
     assert r is not None
+    rec._hasher.shutdown(wait=True)
     crashed = json.loads((r.path / "manifest.json").read_text())
     assert crashed["complete"] is False
     later = Recorder(tmp_path, "cam-1", RecordingConfig(), lambda t: EPOCH + t)

@@ -1,10 +1,17 @@
-"""The picamera2 adapter against the fake picamera2 module (and a real-camera test on a Pi)."""
+"""Camera conformance: one suite, run against the fake picamera2 (CI) and the real camera (`hardware`).
+
+The first group checks picamera2/libcamera behaviour the firmware relies on (the fake must be
+at least as strict as this; on a Pi the same tests run against the real module). The second
+group runs the firmware's adapter (`PiCamera`) on top of whichever module the parameter gives.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,41 +19,246 @@ import pytest
 from bodycam.device.errors import DependencyError, HardwareError
 from bodycam.device.hw.config import CameraConfig
 from bodycam.device.hw.picamera_adapter import PiCamera
-from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module, read_packets
+from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module, read_video
 
-CFG = CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=30.0, iperiod=15, buffer_s=2.0)
-
-
-def cam(tmp_path: Path, frames: int = 10**9, cfg: CameraConfig = CFG, segment_s: float | None = None) -> tuple[PiCamera, FakePicamera2Module]:
-    mod = FakePicamera2Module(frames)
-    return PiCamera(cfg, segment_s=segment_s, picamera2_module=mod), mod
+CFG = CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=30.0, iperiod=15)
+FRAME_US = 33_333
 
 
-def test_frames_carry_sensor_time_and_rgb_lores(tmp_path: Path) -> None:
-    c, mod = cam(tmp_path)
+def frame_numbers(frames: list[tuple[int, bool]]) -> list[int]:
+    """Frame numbers from decoded times (the container's time base rounds them by microseconds)."""
+    return [round(t / FRAME_US) for t, _ in frames]
+
+
+def _real_module() -> Any:
+    import picamera2
+    import picamera2.encoders
+    import picamera2.outputs
+
+    return picamera2
+
+
+def _platform(module: Any) -> str:
+    if isinstance(module, FakePicamera2Module):
+        return str(module.fake_platform)
+    from picamera2 import platform as plat  # type: ignore[import-not-found]
+
+    return "vc4" if plat.get_platform() == plat.Platform.VC4 else "pisp"
+
+
+@pytest.fixture(params=["fake-vc4", "fake-pisp", pytest.param("real", marks=pytest.mark.hardware)])
+def module(request: pytest.FixtureRequest) -> Any:
+    if request.param == "real":
+        return _real_module()
+    return FakePicamera2Module(platform=request.param.split("-")[1])
+
+
+def _configured(module: Any, lores: dict[str, Any], main: tuple[int, int] = (640, 480)) -> Any:
+    cam = module.Picamera2(0)
+    cfg = cam.create_video_configuration(main={"size": main, "format": "YUV420"}, lores=lores)
+    cam.configure(cfg)
+    return cam
+
+
+# -- picamera2 / libcamera behaviour ---------------------------------------------------------
+def test_yuv420_lores_rows_are_padded_to_the_isp_stride(module: Any) -> None:
+    cam = _configured(module, {"size": (160, 96), "format": "YUV420"})
+    try:
+        lo = cam.camera_config["lores"]
+        assert lo["size"] == (160, 96)
+        stride = lo["stride"]
+        align = 64 if _platform(module) == "vc4" else 128
+        assert stride >= 160 and stride % align == 0
+        cam.start()
+        req = cam.capture_request()
+        try:
+            arr = req.make_array("lores")
+        finally:
+            req.release()
+        assert arr.shape == (96 * 3 // 2, stride) and arr.dtype == np.uint8
+    finally:
+        cam.close()
+
+
+def test_odd_sizes_and_oversized_lores_are_refused(module: Any) -> None:
+    cam = module.Picamera2(0)
+    try:
+        cfg = cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"},
+                                             lores={"size": (160, 96), "format": "YUV420"})
+        cfg["lores"]["size"] = (161, 96)
+        with pytest.raises(RuntimeError, match="even"):
+            cam.configure(cfg)
+        cfg["lores"]["size"] = (800, 96)
+        with pytest.raises(RuntimeError, match="may not exceed main"):
+            cam.configure(cfg)
+    finally:
+        cam.close()
+
+
+@pytest.mark.parametrize("fmt", ["RGB888", "BGR888"])
+def test_rgb_lores_only_on_a_pi5(module: Any, fmt: str) -> None:
+    cam = module.Picamera2(0)
+    try:
+        cfg = cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"},
+                                             lores={"size": (160, 96), "format": fmt})
+        if _platform(module) == "vc4":
+            with pytest.raises(RuntimeError, match="lores stream must be YUV"):
+                cam.configure(cfg)
+        else:
+            cam.configure(cfg)
+            cam.start()
+            req = cam.capture_request()
+            try:
+                assert req.make_array("lores").shape == (96, 160, 3)  # padding sliced off
+            finally:
+                req.release()
+    finally:
+        cam.close()
+
+
+def test_yuv420_sizes_the_isp_cannot_produce_are_adjusted(module: Any) -> None:
+    cam = _configured(module, {"size": (160, 90), "format": "YUV420"})
+    try:
+        w, h = cam.camera_config["lores"]["size"]
+        assert (w, h) != (160, 90) and w % 2 == 0 and h % 4 == 0
+    finally:
+        cam.close()
+
+
+def test_an_unknown_stream_is_an_error(module: Any) -> None:
+    cam = module.Picamera2(0)
+    try:
+        cam.configure(cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"}))
+        cam.start()
+        req = cam.capture_request()
+        try:
+            with pytest.raises(RuntimeError, match="lores"):
+                req.make_array("lores")
+        finally:
+            req.release()
+    finally:
+        cam.close()
+
+
+def _record(module: Any, path: Path, frames: int, error_callback: Any = None, buffer_ms: int | None = None,
+            options: dict[str, str] | None = None) -> None:
+    cam = _configured(module, {"size": (160, 96), "format": "YUV420"}, main=(320, 240))
+    try:
+        enc = module.encoders.H264Encoder(bitrate=1_000_000, repeat=True, iperiod=15)
+        out = module.outputs.PyavOutput(str(path), format="mp4", options=options)
+        out.error_callback = error_callback
+        if buffer_ms is None:
+            cam.start_encoder(enc, out, name="main")
+        else:
+            circ = module.outputs.CircularOutput2(buffer_duration_ms=buffer_ms)
+            cam.start_encoder(enc, circ, name="main")
+            circ.open_output(out)
+        cam.start()
+        for _ in range(frames):
+            cam.capture_request().release()
+        with pytest.raises(RuntimeError, match="already running"):
+            enc.start()
+        cam.stop_encoder()
+        with pytest.raises(RuntimeError, match="already stopped"):
+            enc.stop()
+    finally:
+        cam.close()
+
+
+def test_encoder_writes_h264_with_keyframes_every_iperiod(module: Any, tmp_path: Path) -> None:
+    _record(module, tmp_path / "a.mp4", 60)
+    frames = read_video(str(tmp_path / "a.mp4"))
+    assert len(frames) == 60
+    assert [i for i, (_, key) in enumerate(frames) if key] == [0, 15, 30, 45]
+
+
+def test_circular_output_is_a_delay_line(module: Any, tmp_path: Path) -> None:
+    """Frames leave CircularOutput2 only when older than its duration (flushed at stop)."""
+    path = tmp_path / "d.mp4"
+    cam = _configured(module, {"size": (160, 96), "format": "YUV420"}, main=(320, 240))
+    try:
+        enc = module.encoders.H264Encoder(bitrate=1_000_000, repeat=True, iperiod=15)
+        circ = module.outputs.CircularOutput2(buffer_duration_ms=1000)
+        cam.start_encoder(enc, circ, name="main")
+        out = module.outputs.PyavOutput(str(path), format="mp4", options={"movflags": "frag_keyframe+empty_moov"})
+        circ.open_output(out)
+        cam.start()
+        for _ in range(45):
+            cam.capture_request().release()
+        in_file_early = len(read_video(str(path)))
+        cam.stop_encoder()
+    finally:
+        cam.close()
+    assert in_file_early < 45 - 25  # about a second (30 frames) still only in RAM
+    assert len(read_video(str(path))) == 45
+
+
+def fill(disk: Path, leave_kb: int = 24) -> None:
+    import os
+
+    st = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave_kb * 1024))
+
+
+def test_write_errors_reach_only_the_error_callback(module: Any, tiny_disk: Path) -> None:
+    fill(tiny_disk)
+    errors: list[BaseException] = []
+    _record(module, tiny_disk / "full.mp4", 300, error_callback=errors.append)
+    assert errors, "the full disk reached the error callback"
+    _record(module, tiny_disk / "silent.mp4", 30)  # without a callback: swallowed, no exception
+
+
+def test_fragmented_mp4_plays_when_cut_short(module: Any, tmp_path: Path) -> None:
+    path = tmp_path / "f.mp4"
+    _record(module, path, 90, options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    frames = read_video(str(cut))
+    assert len(frames) >= 30 and frame_numbers(frames) == list(range(len(frames)))
+
+
+# -- the adapter on top of it ----------------------------------------------------------------
+def cam(module: Any, cfg: CameraConfig = CFG, segment_s: float | None = None, pre_event_s: float = 2.0) -> PiCamera:
+    return PiCamera(cfg, segment_s=segment_s, pre_event_s=pre_event_s,
+                    picamera2_module=None if not isinstance(module, FakePicamera2Module) else module)
+
+
+def test_frames_carry_sensor_time_and_rgb_lores(module: Any) -> None:
+    c = cam(module)
     info = c.start()
     assert (info.width, info.height, info.fps) == (640, 480, 30.0)
-    fake = mod.instances[0]
-    assert fake.camera_config is not None and fake.camera_config["lores"]["size"] == (160, 96)
-    assert fake.camera_config["controls"]["FrameDurationLimits"] == (33333, 33333)
     frames = [c.read() for _ in range(3)]
     c.stop()
     assert all(f is not None for f in frames)
     f0, f2 = frames[0], frames[2]
     assert f0 is not None and f2 is not None
-    assert f0.index == 0 and f0.t_ns == fake.boot_ns and f2.t_ns - f0.t_ns == 2 * 33_333_000
+    assert f0.index == 0 and f2.index == 2 and abs(f2.t_ns - f0.t_ns - 2 * FRAME_US * 1000) < 2_000_000
     assert f0.lores.shape == (96, 160, 3) and f0.lores.dtype == np.uint8
-    # R ramps over columns, G over rows (YUV420 -> RGB within chroma-subsampling error)
-    assert abs(int(f0.lores[48, 0, 0]) - 0) < 8 and abs(int(f0.lores[48, 159, 0]) - 255) < 8
-    assert abs(int(f0.lores[95, 80, 1]) - 255) < 8 and abs(int(f0.lores[0, 80, 1]) - 0) < 8
-    assert fake.outstanding == 0 and fake.closed  # every request released, camera closed
     assert c.read() is None  # after stop
+    c.stop()  # twice is fine
+
+
+@pytest.mark.parametrize("platform", ["vc4", "pisp"])
+def test_fake_lores_picture_survives_the_padded_stride(platform: str) -> None:
+    module = FakePicamera2Module(platform=platform)
+    c = cam(module)
+    c.start()
+    f = c.read()
+    c.stop()
+    assert f is not None
+    # R ramps over columns, G over rows: a stride mistake shears or garbles both
+    assert abs(int(f.lores[48, 0, 0]) - 0) < 8 and abs(int(f.lores[48, 159, 0]) - 255) < 8
+    assert abs(int(f.lores[95, 80, 1]) - 255) < 8 and abs(int(f.lores[0, 80, 1]) - 0) < 8
+    fake = module.instances[-1]
+    assert fake.outstanding == 0 and fake.closed
 
 
 @pytest.mark.parametrize("fmt", ["RGB888", "BGR888", "XRGB8888", "XBGR8888"])
-def test_rgb_formats_come_out_in_rgb_order(tmp_path: Path, fmt: str) -> None:
+def test_rgb_formats_come_out_in_rgb_order_on_a_pi5(fmt: str) -> None:
+    mod = FakePicamera2Module(platform="pisp")
     cfg = CameraConfig(main_size=(640, 480), lores_size=(160, 96), lores_format=fmt)  # type: ignore[arg-type]
-    c, _ = cam(tmp_path, cfg=cfg)
+    c = PiCamera(cfg, picamera2_module=mod)
     c.start()
     for _ in range(5):
         f = c.read()
@@ -55,52 +267,86 @@ def test_rgb_formats_come_out_in_rgb_order(tmp_path: Path, fmt: str) -> None:
     assert f.lores[0, 159, 0] == 255 and f.lores[95, 0, 1] == 255 and f.lores[10, 10, 2] == 4
 
 
-def test_recording_includes_pre_event_buffer_from_a_keyframe(tmp_path: Path) -> None:
-    c, _ = cam(tmp_path)
+def test_rgb_lores_on_a_pi4_is_a_clear_start_error() -> None:
+    cfg = CameraConfig(main_size=(640, 480), lores_size=(160, 96), lores_format="RGB888")
+    c = PiCamera(cfg, picamera2_module=FakePicamera2Module(platform="vc4"))
+    with pytest.raises(HardwareError, match="lores stream must be YUV"):
+        c.start()
+    c.stop()
+
+
+def test_a_lores_size_the_isp_cannot_make_is_rounded_and_the_model_input_cut_from_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    mod = FakePicamera2Module()
+    c = PiCamera(CameraConfig(main_size=(640, 360), lores_size=(160, 90)), picamera2_module=mod)
+    with caplog.at_level(logging.INFO):
+        c.start()
+    f = c.read()
+    c.stop()
+    assert mod.instances[0].camera_config["lores"]["size"] == (160, 92) and c.lores_size == (160, 92)
+    assert f is not None and f.lores.shape == (90, 160, 3)
+    assert any("160x92" in r.message and "160x90" in r.message for r in caplog.records)
+
+
+def test_frames_the_loop_was_too_slow_for_leave_index_gaps() -> None:
+    mod = FakePicamera2Module(drop={3, 4, 7})
+    c = PiCamera(CFG, picamera2_module=mod)
+    c.start()
+    frames = [c.read() for _ in range(6)]
+    c.stop()
+    assert [f.index for f in frames if f is not None] == [0, 1, 2, 5, 6, 8] and c.dropped == 3
+
+
+def test_recording_holds_the_pre_event_buffer_and_loses_no_frame_at_segment_cuts(
+        module: Any, tmp_path: Path) -> None:
+    cfg = CameraConfig(main_size=(320, 240), lores_size=(160, 96), framerate=30.0, iperiod=15)
+    c = cam(module, cfg, segment_s=1.0, pre_event_s=2.0)
     c.start()
     for _ in range(100):  # 3.3 s: the 2 s buffer is full
         c.read()
     c.start_recording(lambda k: tmp_path / f"rec/segment-{k:05d}.mp4")
-    for _ in range(30):
+    for _ in range(110):
         c.read()
     c.stop_recording()
-    pk = read_packets(tmp_path / "rec/segment-00000.mp4")
-    first, last = pk[0], pk[-1]
-    assert first["keyframe"] and first["frame"] % 15 == 0
-    assert 100 - 61 <= first["frame"] <= 100 - 45  # ~2 s before the trigger, at a keyframe
-    assert last["frame"] == 129  # the buffered tail was flushed on stop
-    assert [p["frame"] for p in pk] == list(range(first["frame"], 130))  # nothing lost or repeated
     assert not c.recording
+    files = [tmp_path / f"rec/segment-{k:05d}.mp4" for k in range(len(c.segments))]
+    assert c.segments == files and len(files) >= 3
+    per_file = [read_video(str(p)) for p in files]
+    for frames in per_file:
+        assert frames and frames[0] == (0, True)  # every segment starts at a keyframe, at 0
+        assert frame_numbers(frames) == list(range(len(frames)))  # no gaps inside
+    total = sum(len(f) for f in per_file)
+    # from a keyframe at least 2 s (60 frames) before the trigger, every frame up to the last one
+    # read, none lost at the segment cuts
+    assert 60 <= total - 110 <= 60 + 15
     # after stopping, the pre-event buffer starts again and a new recording works
     for _ in range(10):
         c.read()
     c.start_recording(lambda k: tmp_path / f"rec2/segment-{k:05d}.mp4", include_buffer=False)
-    for _ in range(20):
+    for _ in range(40):
         c.read()
     c.stop()
-    pk2 = read_packets(tmp_path / "rec2/segment-00000.mp4")
-    assert pk2[0]["keyframe"] and 140 <= pk2[0]["frame"] < 140 + 15 and pk2[-1]["frame"] == 159
+    second = read_video(str(tmp_path / "rec2/segment-00000.mp4"))
+    assert second and second[0][1] and 40 - 15 <= len(second) <= 40
 
 
-def test_segments_rotate(tmp_path: Path) -> None:
-    c, _ = cam(tmp_path, segment_s=1.0)
+def test_a_write_error_is_reported_at_the_next_frame(module: Any, tiny_disk: Path) -> None:
+    cfg = CameraConfig(main_size=(320, 240), lores_size=(160, 96), framerate=30.0, iperiod=15)
+    c = cam(module, cfg, pre_event_s=1.0)
     c.start()
-    c.start_recording(lambda k: tmp_path / f"segment-{k:05d}.mp4")
-    for _ in range(110):
+    fill(tiny_disk)
+    c.start_recording(lambda k: tiny_disk / f"segment-{k:05d}.mp4")
+    for n in itertools.count():
         c.read()
-    c.stop_recording()
+        if c.footage_error() is not None or n > 3000:
+            break
     c.stop()
-    assert [p.name for p in c.segments] == [f"segment-{k:05d}.mp4" for k in range(4)]
-    frames = [[p["frame"] for p in read_packets(s)] for s in c.segments]
-    for seg in frames:
-        assert seg and seg[0] % 15 == 0  # each segment starts at a keyframe
-    flat = [f for seg in frames for f in seg]
-    assert flat == sorted(set(flat)) and flat[0] == 0 and flat[-1] == 109
-    assert 110 - len(flat) <= 3 * 14  # the documented loss: < iperiod frames per boundary
+    err = c.footage_error()
+    assert err is not None and "segment-00000.mp4" in err and ("full" in err or "write failed" in err)
 
 
-def test_camera_timeout_is_a_hardware_error(tmp_path: Path) -> None:
-    c, _ = cam(tmp_path, frames=3)
+def test_camera_timeout_is_a_hardware_error() -> None:
+    c = PiCamera(CFG, picamera2_module=FakePicamera2Module(frames=3))
     c.start()
     for _ in range(3):
         assert c.read() is not None
@@ -123,28 +369,11 @@ def test_import_does_not_load_picamera2() -> None:
     assert sys.modules.get("picamera2") is None
 
 
-@pytest.mark.hardware
-def test_real_camera_delivers_frames(tmp_path: Path) -> None:
-    c = PiCamera(CFG)
-    c.start()
-    try:
-        frames = [c.read() for _ in range(60)]
-        c.start_recording(lambda k: tmp_path / f"segment-{k:05d}.mp4")
-        for _ in range(60):
-            c.read()
-        c.stop_recording()
-    finally:
-        c.stop()
-    ts = [f.t_ns for f in frames if f is not None]
-    assert len(ts) == 60 and all(b > a for a, b in itertools.pairwise(ts))
-    assert (tmp_path / "segment-00000.mp4").stat().st_size > 10_000
-
-
-def test_example_config_starts_the_lores_stream_at_the_model_size_without_a_warning(
+def test_example_config_starts_the_lores_stream_for_the_model_without_a_warning(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 10 item 10: the shipped example config must not log a size mismatch at every start."""
+    """The shipped example config must not warn about a size mismatch at every start (issue 10); the
+    ISP cannot make the model's 160x90 in YUV420, so the lores stream is 160x92 (one INFO line, issue 9)."""
     import dataclasses
-    import logging
 
     from bodycam.device import firmware
     from bodycam.device.clock import SystemClock
@@ -166,11 +395,12 @@ def test_example_config_starts_the_lores_stream_at_the_model_size_without_a_warn
         frame = camera.read()
         camera.stop()
     assert frame is not None and frame.lores.shape == (90, 160, 3)
-    # 90 rows: the chroma planes of I420 start mid-row; R ramps over columns, G over rows
+    # R ramps over columns, G over rows (cut from the centre of the 92-row stream)
     assert abs(int(frame.lores[45, 0, 0]) - 0) < 8 and abs(int(frame.lores[45, 159, 0]) - 255) < 8
-    assert abs(int(frame.lores[89, 80, 1]) - 255) < 8 and abs(int(frame.lores[0, 80, 1]) - 0) < 8
-    assert mod.instances[0].camera_config["lores"]["size"] == (160, 90)
-    assert not [r for r in caplog.records if "lores" in r.getMessage()]
+    assert int(frame.lores[89, 80, 1]) > 240 and int(frame.lores[0, 80, 1]) < 12
+    assert mod.instances[0].camera_config["lores"]["size"] == (160, 92)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "lores" in r.getMessage()]
+    assert [r for r in caplog.records if r.levelno == logging.INFO and "160x92" in r.getMessage()]
 
 
 def test_a_lores_size_that_differs_from_the_model_is_overridden_with_a_warning(
@@ -189,8 +419,10 @@ def test_a_lores_size_that_differs_from_the_model_is_overridden_with_a_warning(
     cfg = AppConfig(camera=dataclasses.replace(CameraConfig(), lores_size=(160, 96)),
                     gnss=GnssConfig(enabled=False), gpio=GpioConfig(enabled=False))
     clock = SystemClock()
-    firmware.real_parts(cfg, clock, Watchdog(clock, environ={})).camera.start()
-    assert mod.instances[0].camera_config["lores"]["size"] == (160, 90)
+    camera = firmware.real_parts(cfg, clock, Watchdog(clock, environ={})).camera
+    camera.start()
+    camera.stop()
+    assert mod.instances[0].camera_config["lores"]["size"] == (160, 92)
     assert any(r.levelname == "WARNING" and "camera.lores_size 160x96 ignored" in r.getMessage()
                for r in caplog.records)
 

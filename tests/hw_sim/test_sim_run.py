@@ -223,19 +223,6 @@ def test_unwritable_data_directory(tmp_path: Path) -> None:
         run(EXAMPLE, blocker / "out")
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_disk_that_fills_during_a_run(tmp_path: Path, tiny_disk: Path) -> None:
     cfg = AppConfig()
     cfg = replace(cfg, retention=replace(cfg.retention, min_free_mb=0.0))
