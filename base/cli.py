@@ -88,9 +88,11 @@ def safe(text: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bodycam-base", description="Consumer of bodycam event markers at base.")
     p.add_argument("-v", "--verbose", action="store_true", help="log every status change and rejection")
+    verbose = argparse.ArgumentParser(add_help=False)  # -v also after the command
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    listen = sub.add_parser("listen", help="subscribe to all devices, store their markers, acknowledge them")
+    listen = sub.add_parser("listen", parents=[verbose], help="subscribe to all devices, store their markers, acknowledge them")
     listen.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
     listen.add_argument("--db", required=True, help=_DB_HELP + " (created if missing)")
     listen.add_argument(
@@ -112,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--ca-file")
 
     since_help = "only markers at or after this time: 2026-01-01, 2026-01-01T12:00, or with an offset (Z, +02:00); no offset means UTC"
-    markers = sub.add_parser("markers", help="list stored markers, newest first")
+    markers = sub.add_parser("markers", parents=[verbose], help="list stored markers, newest first")
     markers.add_argument("--db", required=True, help=_DB_HELP)
     markers.add_argument("--device")
     markers.add_argument("--since", help=since_help)
@@ -120,11 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     markers.add_argument("--limit", type=_positive, default=1000, help="at most this many, the newest (default 1000)")
     markers.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    devices = sub.add_parser("devices", help="list devices: status, last seen, markers, gaps, chain, acked")
+    devices = sub.add_parser("devices", parents=[verbose], help="list devices: status, last seen, markers, gaps, chain, acked")
     devices.add_argument("--db", required=True, help=_DB_HELP)
     devices.add_argument("--json", action="store_true")
 
-    quarantine = sub.add_parser("quarantine", help="list what reached base but was not stored (newest first)")
+    quarantine = sub.add_parser("quarantine", parents=[verbose], help="list what reached base but was not stored (newest first)")
     quarantine.add_argument("--db", required=True, help=_DB_HELP)
     quarantine.add_argument("--kind", help="e.g. seq_conflict, id_conflict, unstorable, rejected_invalid")
     quarantine.add_argument("--device")

@@ -67,7 +67,7 @@ class MarkerStore(Protocol):
         ...
 
     def ping(self) -> None:
-        """StorageError if the database cannot be used right now (an outage, not a bad message)."""
+        """StorageError if the database cannot be written right now (an outage, not a bad message)."""
         ...
 
     def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
@@ -186,7 +186,9 @@ class SqliteStore:
                 rules.quarantine(tx, items)
 
     def ping(self) -> None:
-        self._rows("SELECT 1", ())
+        """Can we write now? (A locked or read-only database answers reads but is still an outage.)"""
+        with self._tx() as tx:
+            tx.one("SELECT 1")
 
     def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
         if devices is not None and not devices:

@@ -348,6 +348,9 @@ class Marker:
     def from_dict(cls, d: Any) -> Marker:
         """Build and validate a marker from its JSON object; MarkerError on anything wrong."""
         d = _obj(d, "marker", _REQUIRED, _OPTIONAL)
+        for name in ("extra", "sig"):  # optional means absent, not null (the wire form would change)
+            if name in d and d[name] is None:
+                raise MarkerError(f"{name}: null is not allowed (leave the field out)")
         try:
             return cls(
                 id=d["id"],

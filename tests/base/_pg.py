@@ -41,7 +41,10 @@ def _free_port() -> int:
 
 
 class PgServer:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        """``durable``: commits survive an immediate stop (fsync and synchronous_commit on, as in
+        production); off by default for speed."""
+        self.durable = durable
         self.bindir = bindir
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bodycam-pg-"))  # in /tmp: reachable by the server's user
@@ -81,6 +84,14 @@ class PgServer:
             raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{log}")
 
     def start(self) -> None:
+        self._initdb()
+        self.resume()
+
+    def halt(self) -> None:
+        """Stop the server (immediate: an outage), keeping its data for :meth:`resume`."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "20", "stop")
+
+    def _initdb(self) -> None:
         self._run(
             "initdb",
             "-D",
@@ -94,10 +105,11 @@ class PgServer:
             "--locale=C",
             "--no-sync",
         )
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50"
-        )
+
+    def resume(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} -c max_connections=50"
+        if not self.durable:
+            opts += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "30", "start")
 
     def stop(self) -> None:

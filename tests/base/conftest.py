@@ -1,4 +1,5 @@
-"""Base tests: the Mosquitto fixture from tests/_mqtt.py."""
+"""Base tests: the Mosquitto fixture from tests/_mqtt.py; a PostgreSQL server (tests/base/_pg.py); ``db``
+(every store case on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,4 +8,38 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from collections.abc import Iterator
+
+import pytest
 from _mqtt import mosquitto  # noqa: F401
+from _pg import INSTALL_HINT, PgServer, find_bindir
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    server = PgServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    name = pg_server.create_db()
+    try:
+        yield pg_server.url(name)
+    finally:
+        pg_server.drop_db(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the store lives, as given to ``--db``."""
+    if request.param == "sqlite":
+        return str(tmp_path / "base.db")
+    return str(request.getfixturevalue("pg_url"))

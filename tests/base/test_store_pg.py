@@ -15,13 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 from _mqtt import Mosquitto
-from _pg import INSTALL_HINT, PgServer, find_bindir
+from _pg import PgServer
 from test_store import WALL, make_markers
 
 from bodycam.base.cli import main, open_store
@@ -31,36 +31,6 @@ from bodycam.device.errors import DependencyError, StorageError
 from bodycam.device.uplink.markers import Marker
 
 HELPER = str(Path(__file__).resolve().parents[1] / "_mqtt.py")
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    server = PgServer(bindir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_db()
-    try:
-        yield pg_server.url(name)
-    finally:
-        pg_server.drop_db(name)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the store lives, as given to ``--db``."""
-    if request.param == "sqlite":
-        return str(tmp_path / "base.db")
-    return str(request.getfixturevalue("pg_url"))
 
 
 def opened(db: str) -> SqliteStore | PostgresStore:
