@@ -57,7 +57,7 @@ def wait_port(port: int, timeout: float = 10.0, *, open_: bool = True) -> None:
 class Mosquitto:
     """A Mosquitto broker process on 127.0.0.1:<port> with its own config and persistence dir."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: list[str] | None = None) -> None:
         self.port = port or free_port()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,7 @@ class Mosquitto:
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
+                    *(extra or []),
                     "",
                 ]
             )
@@ -107,6 +108,11 @@ class Mosquitto:
     def kill(self) -> None:
         """SIGKILL: the broker vanishes."""
         self._end(signal.SIGKILL)
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reloads its configuration (and its acl_file)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def _end(self, sig: int) -> None:
         proc, self.proc = self.proc, None

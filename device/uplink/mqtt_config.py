@@ -60,6 +60,8 @@ class MqttConfig:
     session_expiry_s: int = 3600
     max_inflight: int = 20
     connect_timeout_s: float = 10.0
+    ack_timeout_s: float = 120.0  # a marker sent but not confirmed by base's ack this long is sent again
+    resend_alarm_after: int = 3  # delivery alarm once a marker was resent this often without confirmation
 
     def __post_init__(self) -> None:
         m = _URL_RE.match(self.url)
@@ -96,6 +98,8 @@ class MqttConfig:
         require(0 <= self.session_expiry_s <= 0xFFFFFFFF, "mqtt.session_expiry_s", "must be 0..2^32-1")
         require(1 <= self.max_inflight <= 1000, "mqtt.max_inflight", "must be 1..1000")
         require(0 < self.connect_timeout_s <= 300, "mqtt.connect_timeout_s", "must be 0..300 s")
+        require(0.05 <= self.ack_timeout_s <= 86400, "mqtt.ack_timeout_s", "must be 0.05..86400 s")
+        require(1 <= self.resend_alarm_after <= 1000, "mqtt.resend_alarm_after", "must be 1..1000")
         if m["scheme"] == "mqtt":
             require(
                 self.tls == TlsConfig(),

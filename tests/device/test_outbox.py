@@ -1,4 +1,4 @@
-"""The durable outbox: order, seq/prev persistence, acks, threads, kill -9, disk full."""
+"""The durable outbox: order, seq/prev persistence, sent/confirmed, threads, kill -9, disk full."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def test_record_assigns_seq_and_chain_and_survives_reopen(tmp_path: Path) -> Non
         b = ob.record(draft(2))
         assert (a.seq, b.seq) == (1, 2)
         assert a.prev == GENESIS_PREV and b.prev == a.digest()
-        ob.ack(a.id)
-        ob.ack(b.id)
-        assert ob.depth() == 0
+        ob.mark_sent([a.seq, b.seq])
+        assert ob.depth() == 0 and ob.unconfirmed() == 2
+        assert ob.confirm(2) and ob.unconfirmed() == 0
     with Outbox(path, "cam-01", clock) as ob:  # seq and prev persist although the queue is empty
         c = ob.record(draft(3))
         assert c.seq == 3 and c.prev == b.digest()
@@ -48,11 +48,12 @@ def test_pending_is_oldest_first_and_after_seq_pages(tmp_path: Path) -> None:
         ids = [ob.record(draft(i)).id for i in range(10)]
         assert [m.id for m in ob.pending(4)] == ids[:4]
         assert [m.seq for m in ob.pending(3, after_seq=4)] == [5, 6, 7]
-        ob.ack(ids[0])
-        ob.ack_many(ids[2:4])
-        ob.ack("0190c3b0-0000-7000-8000-000000000000")  # unknown: ignored
+        ob.mark_sent([1])
+        ob.mark_sent([3, 4])
+        ob.mark_sent([99])  # unknown: ignored
         assert [m.seq for m in ob.pending(100)] == [2, 5, 6, 7, 8, 9, 10]
-        assert ob.depth() == 7
+        assert ob.depth() == 7 and ob.unconfirmed() == 10
+        assert ids[0] not in {m.id for m in ob.pending(100)}
 
 
 def test_outbox_refuses_another_devices_file(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_concurrent_record_and_ack_keep_order_and_chain(tmp_path: Path) -> None:
         def acker() -> None:
             while not done.is_set() or ob.depth():
                 for m in ob.pending(5):
-                    ob.ack(m.id)
+                    ob.mark_sent([m.seq])
                     acked.append(m.seq)
 
         t = threading.Thread(target=acker)
@@ -91,9 +92,11 @@ def test_concurrent_record_and_ack_keep_order_and_chain(tmp_path: Path) -> None:
             assert b.prev == a.digest()
 
 
-def test_disk_full_drops_telemetry_first_then_raises_without_losing_state(tmp_path: Path) -> None:
+def test_disk_full_drops_telemetry_first_then_keeps_markers_in_memory_in_order(tmp_path: Path) -> None:
     clock = VirtualClock(wall_epoch_ns=WALL)
-    with Outbox(tmp_path / "o.db", "cam-01", clock, max_bytes=64 * 1024, max_telemetry=10_000) as ob:
+    path = tmp_path / "o.db"
+    with Outbox(path, "cam-01", clock, max_bytes=64 * 1024, max_telemetry=10_000,
+                keep_confirmed_s=0) as ob:
         blob = os.urandom(2000)
         while ob.put_telemetry(blob):
             pass
@@ -104,17 +107,78 @@ def test_disk_full_drops_telemetry_first_then_raises_without_losing_state(tmp_pa
             MarkerDraft(kind="manual", t_mono_ns=0, wall_ns=WALL, extra=big)
         )  # fits only without telemetry
         assert ob.telemetry_depth() == 0 and ob.telemetry_dropped > before
+        assert ob.journal_error is None
         recorded = [m1]
-        with pytest.raises(StorageError, match="NOT recorded"):
-            for i in range(1000):
-                recorded.append(ob.record(MarkerDraft(kind="manual", t_mono_ns=i, wall_ns=WALL, extra=big)))
-        n = len(recorded)
-        assert ob.depth() == n and ob.last_seq == n
-        # room again: the chain continues exactly after the last committed marker
-        for m in ob.pending(3):
-            ob.ack(m.id)
+        while ob.journal_error is None:
+            recorded.append(ob.record(MarkerDraft(kind="manual", t_mono_ns=1, wall_ns=WALL, extra=big)))
+            assert len(recorded) < 1000
+        on_disk = len(recorded) - 1
+        for i in range(3):  # full: still recorded, chained, handed out for publishing, in order
+            recorded.append(ob.record(MarkerDraft(kind="manual", t_mono_ns=i, wall_ns=WALL, extra=big)))
+        assert "not written" in (ob.journal_error or "")
+        assert ob.in_memory == 4 and ob.last_seq == len(recorded)
+        assert [m.id for m in ob.pending(1000)] == [m.id for m in recorded]
+        for x, y in itertools.pairwise(recorded):
+            assert y.prev == x.digest()
+        ob.mark_sent([m.seq for m in recorded[-2:]])  # PUBACKs reach markers only in memory too
+        assert ob.depth() == len(recorded) - 2
+        assert ob.flush() == 4  # still full
+        # room again (base confirmed the old ones, the retention window is 0): all of it is written
+        assert ob.confirm(on_disk)
+        assert ob.prune() == on_disk
+        assert ob.flush() == 0 and ob.journal_error is None and ob.in_memory == 0
         nxt = ob.record(draft(2))
-        assert nxt.seq == n + 1 and nxt.prev == recorded[-1].digest()
+        assert nxt.seq == len(recorded) + 1 and nxt.prev == recorded[-1].digest()
+    with Outbox(path, "cam-01", clock) as ob:  # what was in memory is on disk now, with its state
+        assert [m.id for m in ob.pending(100)] == [m.id for m in recorded[on_disk:-2]] + [nxt.id]
+        assert [h.marker.id for h in ob.unconfirmed_sent(100)] == [m.id for m in recorded[-2:]]
+
+
+def test_restart_on_a_full_card_continues_the_chain_after_markers_only_in_memory(tmp_path: Path) -> None:
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    path = tmp_path / "o.db"
+    big = {"pad": "x" * 3900}
+    with Outbox(path, "cam-01", clock, max_bytes=48 * 1024) as ob:
+        made = []
+        while ob.in_memory < 2:
+            made.append(ob.record(MarkerDraft(kind="manual", t_mono_ns=1, wall_ns=WALL, extra=big)))
+    # the process ended with two markers never journaled (they were published): no seq is reused
+    with Outbox(path, "cam-01", clock, max_bytes=48 * 1024) as ob:
+        assert ob.last_seq == made[-1].seq
+        nxt = ob.record(draft(1))
+        assert nxt.seq == made[-1].seq + 1 and nxt.prev == made[-1].digest()
+
+
+def test_confirmation_is_monotonic_and_confirmed_markers_are_kept_for_the_window(tmp_path: Path) -> None:
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    with Outbox(tmp_path / "o.db", "cam-01", clock, keep_confirmed_s=60) as ob:
+        ms = [ob.record(draft(i)) for i in range(6)]
+        ob.mark_sent([1, 2, 3, 4, 5])
+        assert ob.confirm(3) and ob.acked_seq == 3
+        assert not ob.confirm(2) and ob.acked_seq == 3  # lower: base restored from a backup
+        assert ob.unconfirmed() == 3
+        assert [h.marker.seq for h in ob.unconfirmed_sent(10)] == [4, 5]
+        assert [m.seq for m in ob.pending(10)] == [6]
+        assert [m.id for m in ob.held(2, 5, 10)] == [m.id for m in ms[1:5]]  # confirmed ones too
+        clock.advance_ns(59 * 10**9)
+        assert ob.prune() == 0
+        clock.advance_ns(2 * 10**9)
+        assert ob.prune() == 3
+        assert [m.seq for m in ob.held(0, 100, 100)] == [4, 5, 6]
+    with Outbox(tmp_path / "o.db", "cam-01", clock) as ob:
+        assert ob.acked_seq == 3
+
+
+def test_confirmed_markers_are_bounded_by_size_oldest_first(tmp_path: Path) -> None:
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    with Outbox(tmp_path / "o.db", "cam-01", clock, keep_confirmed_bytes=3000) as ob:
+        ms = [ob.record(MarkerDraft(kind="manual", t_mono_ns=i, wall_ns=WALL, extra={"pad": "x" * 900}))
+              for i in range(8)]
+        assert ob.confirm(6)
+        assert ob.prune() >= 3
+        kept = [m.seq for m in ob.held(0, 100, 100)]
+        assert kept[-2:] == [7, 8] and 1 not in kept  # unconfirmed are never pruned
+        assert len(ms) == 8
 
 
 _WRITER = textwrap.dedent(

@@ -1,0 +1,123 @@
+"""A minimal base for the camera's end-to-end delivery tests (until the real consumer is on main).
+
+It follows the contract of docs/markers-and-mqtt.md exactly: a persistent MQTT 5 session on
+``<prefix>/+/marker``; every marker is stored in its own SQLite file (committed before anything
+is acknowledged); after each one it publishes ``<prefix>/<device>/ack`` (QoS 1, retained) with the
+highest *contiguous* seq stored; when it sees a gap it publishes ``cmd/resend`` for it (QoS 1,
+message expiry 300 s), again after ``rerequest_s`` while the gap stays open. Its store file can be
+copied away and back to play "base restored from an older backup".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bodycam.device.uplink.commands import ack_payload, resend_payload
+
+
+class BaseStandIn:
+    def __init__(
+        self,
+        port: int,
+        store: Path,
+        *,
+        client_id: str = "base-standin",
+        prefix: str = "bodycam",
+        rerequest_s: float = 2.0,
+    ) -> None:
+        self.port, self.prefix, self.client_id = port, prefix, client_id
+        self.store = store
+        self.rerequest_s = rerequest_s
+        self.db = sqlite3.connect(str(store), check_same_thread=False, isolation_level=None)
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS m (device TEXT, seq INTEGER, id TEXT, PRIMARY KEY(device, seq))"
+        )
+        self.cv = threading.Condition()
+        self.received = 0
+        self.resend_requests: list[tuple[int, int]] = []
+        self._requested: dict[tuple[str, int], float] = {}
+        self._contig: dict[str, int] = {}
+        for (dev,) in self.db.execute("SELECT DISTINCT device FROM m").fetchall():
+            self._contig[dev] = self._contiguous(dev)
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.c.on_connect = self._on_connect
+        self.c.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+
+    def start(self, timeout: float = 10.0) -> BaseStandIn:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        self.c.connect("127.0.0.1", self.port, 5, clean_start=False, properties=props)
+        self.c.loop_start()
+        assert self.subscribed.wait(timeout), "base stand-in did not subscribe"
+        for dev, n in list(self._contig.items()):  # what this (maybe restored) store holds
+            self._ack(dev, n)
+        return self
+
+    def stop(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+        self.db.close()
+
+    def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+        c.subscribe(f"{self.prefix}/+/marker", qos=1)
+
+    def _contiguous(self, device: str) -> int:
+        n = self._contig.get(device, 0)
+        while self.db.execute("SELECT 1 FROM m WHERE device=? AND seq=?", (device, n + 1)).fetchone():
+            n += 1
+        return n
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        m = json.loads(msg.payload)
+        dev, seq = m["device"], int(m["seq"])
+        self.db.execute("INSERT OR IGNORE INTO m(device, seq, id) VALUES (?, ?, ?)", (dev, seq, m["id"]))
+        n = self._contiguous(dev)
+        with self.cv:
+            self.received += 1
+            if n != self._contig.get(dev):
+                self._contig[dev] = n
+                self._ack(dev, n)
+            top = self.db.execute("SELECT MAX(seq) FROM m WHERE device=?", (dev,)).fetchone()[0]
+            if top > n:  # a gap n+1 .. (first stored after it) - 1
+                nxt = self.db.execute("SELECT MIN(seq) FROM m WHERE device=? AND seq>?", (dev, n)).fetchone()[
+                    0
+                ]
+                last = self._requested.get((dev, n + 1), 0.0)
+                if time.monotonic() - last >= self.rerequest_s:
+                    self._requested[(dev, n + 1)] = time.monotonic()
+                    self.resend_requests.append((n + 1, nxt - 1))
+                    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    props.MessageExpiryInterval = 300
+                    c.publish(
+                        f"{self.prefix}/{dev}/cmd/resend",
+                        resend_payload(str(uuid.uuid4()), n + 1, nxt - 1, time.time_ns()),
+                        qos=1,
+                        properties=props,
+                    )
+            self.cv.notify_all()
+
+    def _ack(self, device: str, seq: int) -> None:
+        self.c.publish(
+            f"{self.prefix}/{device}/ack", ack_payload(device, seq, time.time_ns()), qos=1, retain=True
+        )
+
+    def contiguous(self, device: str) -> int:
+        with self.cv:
+            return self._contig.get(device, 0)
+
+    def wait_contiguous(self, device: str, n: int, timeout: float) -> bool:
+        with self.cv:
+            return self.cv.wait_for(lambda: self._contig.get(device, 0) >= n, timeout)
