@@ -137,7 +137,9 @@ class Firmware:
         spec = self.detector.spec
         self.ready_sent = True
         if self.notifier is not None:
-            self.notifier.ready(f"running: {spec.name} {spec.version} on {self.detector.backend}")
+            alarm = f" (ALARM: {self.detector.alarm})" if self.detector.alarm else ""
+            self.notifier.ready(" ".join(f"running: {spec.name} {spec.version} on {self.detector.backend}{alarm}"
+                                         .split())[:400])
 
     def run(self, progress: Callable[[RunStats], None] | None = None, progress_every: int = 300) -> RunStats:
         """Run the loop until the camera ends or :meth:`request_stop`; READY=1 after the first frame."""
@@ -226,6 +228,9 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["inference_ms_p50"] = round(st.percentile_ms("invoke", 50), 3)
                 body["recording"] = app_ref[0].recorder.active is not None
                 body["storage_alarm"] = app_ref[0].recorder.storage_alarm
+            body["detector"] = detector.backend
+            if detector.alarm:
+                body["detector_alarm"] = detector.alarm
                 body["audio"] = app_ref[0].audio.telemetry()
             if parts.board is not None:
                 body["sources"] = parts.board()

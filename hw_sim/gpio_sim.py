@@ -4,8 +4,12 @@
   level is a function of the clock: ``press(pin, duration_s)`` schedules "low for
   80 ms", ``set_level`` schedules a change, ``bounce`` schedules contact chatter.
   Output pins record ``(t_ns, level)`` on every change (``history(pin)``).
-* :class:`FakeRPiGPIO` is a stand-in for the ``RPi.GPIO`` module (same names and
-  errors) over a SimPinFactory, to test ``RpiGpioFactory`` off a Pi.
+* :class:`FakeRPiGPIO` is a stand-in for the ``RPi.GPIO`` module API over a SimPinFactory, to
+  test ``RpiGpioFactory`` off a Pi, in both flavours and with their real error types:
+  ``"RPi.GPIO"`` (``RuntimeError``/``ValueError``; on a Pi 5 every setup fails with "Cannot
+  determine SOC peripheral base address") and ``"rpi-lgpio"`` (the same API over lgpio: a
+  pin another process holds, or a gpiochip the user may not open, raise ``lgpio.error``, a
+  plain ``Exception``; the module carries its ``lgpio`` as rpi-lgpio does).
 * :class:`ScenarioInputs` plays a scenario (``[{"t_s": 3.0, "event": "record"}, ...]``)
   by pressing the simulated pins and returns events from ``poll()`` through the
   firmware's own debouncing ``GpioInputs``.
@@ -142,8 +146,31 @@ class SimPinFactory:
         return out
 
 
+class _LgpioError(Exception):
+    """lgpio's ``error`` (lgpio.py: ``class error(Exception)`` carrying the error text)."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return repr(self.value)
+
+
+class FakeLgpio:
+    """The part of the ``lgpio`` module the RPi.GPIO shim exposes: its ``error`` type."""
+
+    error = _LgpioError
+
+
 class FakeRPiGPIO:
-    """The subset of the ``RPi.GPIO`` module API the firmware uses, over simulated pins."""
+    """The subset of the ``RPi.GPIO`` module API the firmware uses, over simulated pins.
+
+    ``flavour``: ``"RPi.GPIO"`` or ``"rpi-lgpio"``; ``busy``: pins another process holds (only
+    lgpio notices: RPi.GPIO maps the registers and claims nothing);
+    ``pi5``: the board is a Pi 5 (RPi.GPIO cannot drive it); ``chip_access``: whether the
+    user may open ``/dev/gpiochip0`` (rpi-lgpio opens it in ``setmode``).
+    """
 
     BCM = 11
     BOARD = 10
@@ -155,7 +182,16 @@ class FakeRPiGPIO:
     PUD_DOWN = 21
     PUD_UP = 22
 
-    def __init__(self, pins: SimPinFactory) -> None:
+    def __init__(self, pins: SimPinFactory, flavour: str = "RPi.GPIO", *, busy: Sequence[int] = (),
+                 pi5: bool = False, chip_access: bool = True) -> None:
+        if flavour not in ("RPi.GPIO", "rpi-lgpio"):
+            raise ValueError("flavour is 'RPi.GPIO' or 'rpi-lgpio'")
+        self.flavour = flavour
+        if flavour == "rpi-lgpio":
+            self.lgpio = FakeLgpio()
+        self.busy = frozenset(busy)
+        self.pi5 = pi5
+        self.chip_access = chip_access
         self.pins = pins
         self.mode: int | None = None
         self.warnings = True
@@ -166,6 +202,8 @@ class FakeRPiGPIO:
         self.warnings = bool(flag)
 
     def setmode(self, mode: int) -> None:
+        if self.flavour == "rpi-lgpio" and not self.chip_access:
+            raise _LgpioError("can not open gpiochip")
         if mode not in (self.BCM, self.BOARD):
             raise ValueError("An invalid mode was passed to setmode()")
         if self.mode is not None and self.mode != mode:
@@ -183,6 +221,10 @@ class FakeRPiGPIO:
 
     def setup(self, channel: int, direction: int, pull_up_down: int = PUD_OFF, initial: int = -1) -> None:
         ch = self._channel(channel)
+        if self.flavour == "RPi.GPIO" and self.pi5:
+            raise RuntimeError("Cannot determine SOC peripheral base address")
+        if ch in self.busy and self.flavour == "rpi-lgpio":  # RPi.GPIO (mmap of gpiomem) claims nothing
+            raise _LgpioError("GPIO busy")
         if direction == self.OUT:
             if pull_up_down != self.PUD_OFF:
                 raise ValueError("pull_up_down parameter is not valid for outputs")

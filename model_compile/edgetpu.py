@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bodycam.device.detect.model_spec import sha256_file
 from bodycam.model_compile.tflite_info import all_tensors, io_tensors, ops
 
 # https://coral.ai/docs/edgetpu/models-intro/#supported-operations (TFLite builtin names)
@@ -94,6 +95,8 @@ def compile_for_edgetpu(model: Path, interpreter: Any, timeout_s: float = 300.0)
     return {
         "compiled": ok,
         "file": out_file.name if ok else None,
+        # the firmware checks the Edge TPU build against this before loading it
+        "sha256": sha256_file(out_file) if ok else None,
         "compiler": version,
         "reason": "compiled" if ok else f"{COMPILER} exited {proc.returncode}",
         "op_report": report,

@@ -5,7 +5,8 @@
 #   scripts/system-deps.sh            what the test suite shells out to: mosquitto (real MQTT broker),
 #                                     mosquitto-clients (mosquitto_pub/_sub), postgresql (initdb,
 #                                     pg_ctl: the fleet store), systemd (systemd-analyze, -sysusers,
-#                                     -tmpfiles for the unit tests), plus python3-venv
+#                                     -tmpfiles for the unit tests), gcc (builds the stand-in
+#                                     libedgetpu the Coral tests load), plus python3-venv
 #   scripts/system-deps.sh PKG...     just these (scripts/setup.sh asks for python3-venv)
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -17,6 +18,7 @@ present() {  # PACKAGE -> 0 when what we use from it is there
         systemd) command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-sysusers >/dev/null 2>&1 \
                      && command -v systemd-tmpfiles >/dev/null 2>&1 ;;
         postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ;;
+        gcc) command -v gcc >/dev/null 2>&1 ;;
         # Debian's python3 has no ensurepip without python3-venv: try the real thing
         python3-venv) d=$(mktemp -d) && "$PY" -m venv "$d/v" >/dev/null 2>&1; rc=$?; rm -rf "$d"; return $rc ;;
         *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed" ;;
@@ -26,7 +28,7 @@ present() {  # PACKAGE -> 0 when what we use from it is there
 if [ $# -gt 0 ]; then
     wanted=("$@")
 else
-    wanted=(mosquitto mosquitto-clients postgresql systemd python3-venv)
+    wanted=(mosquitto mosquitto-clients postgresql systemd gcc python3-venv)
 fi
 need=()
 for p in "${wanted[@]}"; do

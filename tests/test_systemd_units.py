@@ -92,6 +92,14 @@ def test_service_contract() -> None:
     assert s["DevicePolicy"] == ["closed"]
     allowed = {v.split()[0] for v in s["DeviceAllow"]}
     assert {"char-video4linux", "char-media", "char-dma_heap", "char-gpiochip", "/dev/gpiomem", "char-ttyAMA"} <= allowed
+    # /dev/vcio is a misc device (major 10): only the node itself works (there is no "vcio" class)
+    assert "/dev/vcio" in allowed and "char-vcio" not in allowed
+    assert {"char-apex", "char-usb_device"} <= allowed  # Coral: PCIe/M.2 and USB
+    assert "char-alsa" in allowed  # microphone
+    assert {"char-ttyUSB", "char-ttyACM"} <= allowed  # USB GNSS receivers
+    assert all(v.split()[1] == "rw" for v in s["DeviceAllow"])
+    assert "78" in s["RestartPreventExitStatus"][0].split()  # start-up failure: say why, do not spin
+    assert "time-sync.target" in s["After"][0].split() and "Wants" not in s  # ordered, not waited for
     for key in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "ProtectHome", "MemoryDenyWriteExecute",
                 "LockPersonality", "RestrictAddressFamilies", "ProtectKernelTunables"):
         assert key in s, key
@@ -109,7 +117,7 @@ def test_sysusers_creates_user_and_groups(tmp_path: Path) -> None:
     passwd = (tmp_path / "etc/passwd").read_text()
     group = (tmp_path / "etc/group").read_text()
     assert re.search(r"^bodycam:x:\d+:\d+:.*:/var/lib/bodycam:/usr/sbin/nologin$", passwd, re.M)
-    for g in ("video", "gpio", "dialout"):
+    for g in ("video", "gpio", "dialout", "audio", "apex", "plugdev"):
         assert re.search(rf"^{g}:x:\d+:.*\bbodycam\b", group, re.M), group
 
 
@@ -128,7 +136,7 @@ def test_udev_rules_are_well_formed() -> None:
         if not line.strip() or line.startswith("#"):
             continue
         for part in (p.strip() for p in line.split(",")):
-            assert re.fullmatch(r'[A-Z_]+(==|=)"[^"]*"', part), f"line {n}: {part!r}"
+            assert re.fullmatch(r'[A-Z_]+(\{[A-Za-z_]+\})?(==|=)"[^"]*"', part), f"line {n}: {part!r}"
         assert 'GROUP="' in line and 'MODE="0660"' in line, f"line {n}"
 
 

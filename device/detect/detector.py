@@ -4,10 +4,18 @@
   when that is what is installed), ``threads`` configurable;
 * ``edgetpu``: the ``libedgetpu.so.1`` delegate and the Edge TPU build of the
   model (``<name>_edgetpu.tflite`` named in the sidecar); a missing delegate or
-  build is a clear start-up error;
-* ``auto``: the Edge TPU when both are present, else the CPU (logged once).
+  build, or a probe that fails, is a clear start-up error;
+* ``auto``: the Edge TPU when it works, else the CPU.
 
-Nothing here is imported or probed until a detector is built.
+Before the delegate is loaded into this process it is probed in a child process
+(:mod:`bodycam.device.detect.edgetpu_probe`: delegate load plus one invoke of the Edge
+TPU build), because a libedgetpu built for another TFLite runtime segfaults the process
+that loads it. ``auto`` falls back to the CPU on any failure, in the child (an exception,
+a crash by signal, a hang) or in-process (``OSError``, ``ValueError``, ``RuntimeError``);
+when the runtime is installed but does not work the detector carries an ``alarm`` (the
+service shows it in its status and telemetry). No runtime or no Edge TPU build at all is
+simply "no Coral here": CPU without an alarm. Nothing here is imported or probed until a
+detector is built.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from bodycam.device.detect.model_spec import ModelSpec, load_model_spec
+from bodycam.device.detect.edgetpu_probe import probe_edgetpu
+from bodycam.device.detect.model_spec import ModelSpec, load_model_spec, sha256_file
 from bodycam.device.detect.native_stderr import filtered_native_stderr
 from bodycam.device.errors import DetectorUnavailableError, ModelError
 from bodycam.device.settings import require
@@ -36,9 +45,14 @@ class DetectorConfig:
     model: str = ""  # path to a .tflite with its sidecar; empty: the shipped model
     threads: int = 1
     edgetpu_device: str = ""  # e.g. "usb", "usb:0", "pci:0"; empty: the first found
+    edgetpu_library: str = EDGETPU_LIBRARY  # the delegate library (a name for the loader, or a path)
+    edgetpu_probe_timeout_s: float = 30.0  # the child-process probe; a USB Coral's first load takes seconds
 
     def __post_init__(self) -> None:
         require(1 <= self.threads <= 8, "detector.threads", f"{self.threads} must be between 1 and 8")
+        require(bool(self.edgetpu_library), "detector.edgetpu_library", "must not be empty")
+        require(1.0 <= self.edgetpu_probe_timeout_s <= 300.0, "detector.edgetpu_probe_timeout_s",
+                f"{self.edgetpu_probe_timeout_s} must be 1..300 s")
 
 
 class Detector(Protocol):
@@ -46,6 +60,7 @@ class Detector(Protocol):
 
     backend: str
     spec: ModelSpec
+    alarm: str | None  # why the configured accelerator is not in use although it should be
 
     def score(self, window: npt.NDArray[np.int8]) -> float: ...
 
@@ -77,6 +92,7 @@ class TFLiteDetector:
                  delegate: Any = None) -> None:
         interpreter_cls, _, self.runtime = _runtime()
         self.backend: str = backend
+        self.alarm: str | None = None
         self.spec = spec
         self.model_path = model_path
         try:
@@ -88,6 +104,9 @@ class TFLiteDetector:
                 )
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
+            if delegate is not None:  # the delegate failed to prepare: the Edge TPU, not the model
+                raise DetectorUnavailableError(
+                    f"{model_path}: the Edge TPU delegate failed ({type(exc).__name__}: {exc})") from exc
             raise ModelError(f"{model_path}: the TFLite runtime cannot load this model ({exc})") from exc
         inputs = self._it.get_input_details()
         outputs = self._it.get_output_details()
@@ -128,7 +147,7 @@ class TFLiteDetector:
         self._it = None
 
 
-def _load_edgetpu_delegate(device: str) -> Any:
+def _load_edgetpu_delegate(library: str, device: str) -> Any:
     import ctypes
 
     _, load_delegate, _ = _runtime()
@@ -136,41 +155,69 @@ def _load_edgetpu_delegate(device: str) -> Any:
     try:
         # look for the library first: the runtime's Delegate object raises from __del__ when its
         # own load fails (ai-edge-litert 2.3), which would leak an "exception ignored" message
-        ctypes.CDLL(EDGETPU_LIBRARY)
-        return load_delegate(EDGETPU_LIBRARY, options)
+        ctypes.CDLL(library)
+        return load_delegate(library, options)
     except OSError as exc:
         raise DetectorUnavailableError(
-            f"the Edge TPU runtime ({EDGETPU_LIBRARY}) is not installed: install libedgetpu1-std, "
+            f"the Edge TPU runtime ({library}) is not installed: install libedgetpu1-std, "
             "or set detector.backend = \"cpu\""
         ) from exc
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         raise DetectorUnavailableError(
-            f"no Edge TPU device found{' at ' + device if device else ''} ({exc}): plug in the Coral, "
-            "or set detector.backend = \"cpu\""
+            f"no Edge TPU device found{' at ' + device if device else ''} ({type(exc).__name__}: {exc}): plug in "
+            "the Coral, or set detector.backend = \"cpu\""
         ) from exc
+
+
+class EdgeTpuUnavailable(DetectorUnavailableError):
+    """Why the Edge TPU is not used; ``alarming``: a runtime is there but does not work (vs. no Coral)."""
+
+    def __init__(self, message: str, alarming: bool) -> None:
+        super().__init__(message)
+        self.alarming = alarming
+
+
+def _edgetpu_detector(cfg: DetectorConfig, etpu_path: Path | None, model_path: Path, spec: ModelSpec) -> Detector:
+    """The Edge TPU detector, after the child-process probe."""
+    if etpu_path is None or not etpu_path.is_file():
+        raise EdgeTpuUnavailable(
+            f"{model_path}: no Edge TPU build of this model (compile it with edgetpu_compiler; "
+            "bodycam-model build does when the compiler is on PATH)", alarming=False)
+    want = (spec.raw.get("edgetpu") or {}).get("sha256")
+    if want and sha256_file(etpu_path) != want:
+        raise EdgeTpuUnavailable(f"{etpu_path}: does not match the SHA-256 in its sidecar (rebuild or reinstall "
+                                 "the model)", alarming=True)
+    probe = probe_edgetpu(etpu_path, cfg.edgetpu_library, cfg.edgetpu_device, cfg.edgetpu_probe_timeout_s)
+    if not probe.ok:
+        raise EdgeTpuUnavailable(f"Edge TPU probe: {probe.detail}", alarming=probe.alarming)
+    try:  # the probe passed; anything failing now (the Coral unplugged meanwhile, ...) is an alarm
+        delegate = _load_edgetpu_delegate(cfg.edgetpu_library, cfg.edgetpu_device)
+        return TFLiteDetector(etpu_path, spec, backend="edgetpu", threads=cfg.threads, delegate=delegate)
+    except (ModelError, OSError, ValueError, RuntimeError) as exc:
+        raise EdgeTpuUnavailable(f"Edge TPU failed after its probe passed: {exc}", alarming=True) from exc
 
 
 def build_detector(cfg: DetectorConfig, default_model: Path) -> Detector:
-    """Build the configured backend; ``auto`` falls back to the CPU and says so once."""
+    """Build the configured backend; ``auto`` falls back to the CPU on any Edge TPU failure."""
     model_path = Path(cfg.model) if cfg.model else default_model
     spec = load_model_spec(model_path)
     etpu_name = spec.edgetpu_file
     etpu_path = model_path.parent / etpu_name if etpu_name else None
+    alarm = None
     if cfg.backend in ("edgetpu", "auto"):
         try:
-            if etpu_path is None or not etpu_path.is_file():
-                raise DetectorUnavailableError(
-                    f"{model_path}: no Edge TPU build of this model (compile it with edgetpu_compiler; "
-                    "bodycam-model build does when the compiler is on PATH)"
-                )
-            delegate = _load_edgetpu_delegate(cfg.edgetpu_device)
-            det = TFLiteDetector(etpu_path, spec, backend="edgetpu", threads=cfg.threads, delegate=delegate)
-            log.info("detector: Edge TPU (%s)", etpu_path.name)
+            det = _edgetpu_detector(cfg, etpu_path, model_path, spec)
+            log.info("detector: Edge TPU (%s)", etpu_name)
             return det
-        except DetectorUnavailableError as exc:
+        except EdgeTpuUnavailable as exc:
             if cfg.backend == "edgetpu":
                 raise
-            log.info("detector: Edge TPU not used (%s); using the CPU", exc)
+            if exc.alarming:
+                alarm = f"Edge TPU not usable, running on the CPU: {exc}"
+                log.warning("detector: %s", alarm)
+            else:
+                log.info("detector: Edge TPU not used (%s); using the CPU", exc)
     det = TFLiteDetector(model_path, spec, backend="cpu", threads=cfg.threads)
+    det.alarm = alarm
     log.info("detector: CPU, %d thread(s), %s, model %s %s", cfg.threads, det.runtime, spec.name, spec.version)
     return det

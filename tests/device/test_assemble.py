@@ -79,3 +79,48 @@ def test_both_paths_build_the_app_inside_assemble(tmp_path: Path, monkeypatch: p
     (_, sim), (_, svc) = built
     for stage in ("detector", "tracker", "journal", "recorder", "state_machine"):
         assert type(sim[stage]) is type(svc[stage]), stage
+
+
+@pytest.mark.integration
+def test_on_the_service_path_the_button_sampler_runs_and_pins_are_released(tmp_path: Path) -> None:
+    """The 5 ms sampler thread runs on the service path and a press reaches the loop through it;
+    the pins are released at exit."""
+    import threading
+    import time
+
+    from bodycam.device.assemble import model_spec
+    from bodycam.device.firmware import run_firmware
+    from bodycam.device.hw.gpio import RpiGpioFactory
+    from bodycam.hw_sim.gpio_sim import FakeRPiGPIO, SimPinFactory
+    from bodycam.hw_sim.live_camera import LiveClipCamera
+
+    clip = make_plain_clip(tmp_path / "c.mp4", seconds=5, audio=False)
+    cfg = config_from_dict({"device": {"data_dir": str(tmp_path / "svc")}, "mqtt": {"enabled": False},
+                            "gnss": {"enabled": False}})
+    clock = SystemClock()
+    pins = SimPinFactory(clock, {22: False})  # holstered
+    gpio = FakeRPiGPIO(pins, "rpi-lgpio")
+    factory = RpiGpioFactory(gpio)
+    spec = model_spec(cfg)
+    cam = LiveClipCamera(clip, (spec.input.width, spec.input.height), clock)
+    seen: dict[str, bool] = {}
+
+    def press_when_running() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(t.name == "gpio-inputs" for t in threading.enumerate()):
+                seen["sampler"] = True
+                time.sleep(0.5)
+                pins.press(17, 0.2)
+                return
+            time.sleep(0.01)
+
+    helper = threading.Thread(target=press_when_running)
+    helper.start()
+    result = run_firmware(cfg, camera=cam, clock=clock, pin_factory=factory, environ={}, install_signals=False)
+    helper.join()
+    assert seen.get("sampler"), "the sampler thread ran on the service path"
+    starts = [m for m in result.stats.markers if m.kind == "recording_start"]
+    assert starts and starts[0].extra is not None and starts[0].extra.get("reason") == "button"
+    assert not any(t.name == "gpio-inputs" for t in threading.enumerate())
+    assert factory.pins == [] and not gpio._in and not gpio._out  # every pin released

@@ -25,6 +25,7 @@ LAUNCH = textwrap.dedent("""
     from bodycam.device.detect.detector import build_detector
     from bodycam.device.firmware import run_firmware
     from bodycam.device.detect.model_spec import default_model_path
+    from bodycam.device.errors import BodycamError
     from bodycam.hw_sim.live_camera import LiveClipCamera
 
     cfg = load_config(sys.argv[1])
@@ -33,7 +34,11 @@ LAUNCH = textwrap.dedent("""
     clock = SystemClock()
     cam = LiveClipCamera(sys.argv[2], (spec.input.width, spec.input.height), clock, loop=True,
                          stall_after_frames=stall)
-    result = run_firmware(cfg, camera=cam, clock=clock)
+    try:
+        result = run_firmware(cfg, camera=cam, clock=clock)
+    except BodycamError as exc:  # what `bodycam run` does with it
+        print(f"bodycam: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     print("frames", result.stats.frames)
 """)
 
@@ -50,10 +55,10 @@ enabled = false  # RPi.GPIO cannot work off a Pi
 """
 
 
-def start(tmp_path: Path, stall: int | None) -> tuple[subprocess.Popen[str], socket.socket]:
+def start(tmp_path: Path, stall: int | None, data: Path | None = None) -> tuple[subprocess.Popen[str], socket.socket]:
     clip = make_plain_clip(tmp_path / "c.mp4", seconds=2, audio=False)
     cfg = tmp_path / "config.toml"
-    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    cfg.write_text(CONFIG.format(data=data or tmp_path / "data"))
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
@@ -109,3 +114,68 @@ def test_a_stalled_loop_stops_the_watchdog_pings(tmp_path: Path) -> None:
     assert pings, "pinged while frames flowed"
     # 30 frames at 30 fps: about one second of pings, then silence for the rest of the window
     assert msgs[-1][0] - pings[-1] > 3.0 or time.monotonic() - pings[-1] > 3.0
+
+
+def test_ready_only_after_the_first_frame_went_through_the_loop(tmp_path: Path) -> None:
+    """A camera that opens but never delivers a frame must not be reported ready."""
+    proc, sock = start(tmp_path, stall=0)
+    try:
+        msgs = collect(sock, 4.0)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        sock.close()
+    texts = [m for _, m in msgs]
+    assert any(m.startswith("STATUS=starting") for m in texts), texts
+    assert not any("READY=1" in m for m in texts), texts
+
+
+def run_cli(tmp_path: Path, config: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config)
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path))
+    try:
+        res = subprocess.run([sys.executable, "-m", "bodycam.device.cli", "run", "--config", str(cfg)],
+                             env=env, capture_output=True, text=True, timeout=120)
+        texts = [m for _, m in collect(sock, 0.5)]
+    finally:
+        sock.close()
+    return res, texts
+
+
+def test_a_camera_that_cannot_start_is_one_status_line_and_exit_78(tmp_path: Path) -> None:
+    """Off a Pi the real camera path has no picamera2: exactly what a camera-less start-up looks like."""
+    res, texts = run_cli(tmp_path, CONFIG.format(data=tmp_path / "data"))
+    assert res.returncode == 78, res.stderr
+    status = [m for m in texts if m.startswith("STATUS=start-up failed")]
+    assert len(status) == 1 and "picamera2" in status[0] and "\n" not in status[0], texts
+    assert not any("READY=1" in m for m in texts)
+    assert "Traceback" not in res.stderr and "picamera2" in res.stderr.splitlines()[-1]
+
+
+def test_storage_that_cannot_be_written_is_a_start_up_failure(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc, sock = start(tmp_path, stall=None, data=blocker / "data")
+    try:
+        _, err = proc.communicate(timeout=60)
+        texts = [m for _, m in collect(sock, 0.5)]
+    finally:
+        sock.close()
+    assert proc.returncode == 78, err
+    status = [m for m in texts if m.startswith("STATUS=start-up failed")]
+    assert len(status) == 1 and "state directory" in status[0], texts
+    assert not any("READY=1" in m for m in texts)
+
+
+def test_the_unit_does_not_restart_a_start_up_failure() -> None:
+    """The exit status above is the one the unit lists in RestartPreventExitStatus=."""
+    from bodycam.device.errors import StartupError
+
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "bodycam.service").read_text()
+    (line,) = [x for x in unit.splitlines() if x.startswith("RestartPreventExitStatus=")]
+    assert str(StartupError.exit_code) in line.split("=", 1)[1].split()

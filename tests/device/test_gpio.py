@@ -84,3 +84,45 @@ def test_importing_the_adapters_touches_no_hardware() -> None:
     import bodycam.device.hw.inputs  # noqa: F401
 
     assert "RPi.GPIO" not in sys.modules or sys.modules["RPi.GPIO"] is None
+
+
+# -- Pi 4 and Pi 5 from one install: RPi.GPIO's and rpi-lgpio's errors ------------------------
+@pytest.mark.parametrize("flavour", ["RPi.GPIO", "rpi-lgpio"])
+def test_both_libraries_drive_the_same_factory(flavour: str) -> None:
+    pins = SimPinFactory(VirtualClock())
+    factory = RpiGpioFactory(FakeRPiGPIO(pins, flavour))
+    factory.input_pin(17, "up")
+    factory.output_pin(23)
+    assert factory.pins == [17, 23]
+    factory.close()
+    factory.close()  # twice is fine
+    assert factory.pins == [] and not pins.inputs and not pins.outputs
+
+
+def test_lgpio_errors_are_hardware_errors_not_tracebacks() -> None:
+    from bodycam.hw_sim.gpio_sim import FakeLgpio
+
+    assert issubclass(FakeLgpio.error, Exception) and not issubclass(FakeLgpio.error, (RuntimeError, ValueError))
+    busy = FakeRPiGPIO(SimPinFactory(VirtualClock()), "rpi-lgpio", busy=[17])
+    factory = RpiGpioFactory(busy)
+    with pytest.raises(HardwareError, match=r"GPIO17: setup failed: 'GPIO busy' \(another process holds"):
+        factory.input_pin(17, "up")
+    no_chip = FakeRPiGPIO(SimPinFactory(VirtualClock()), "rpi-lgpio", chip_access=False)
+    with pytest.raises(HardwareError, match=r"cannot select BCM numbering: 'can not open gpiochip'.*group 'gpio'"):
+        RpiGpioFactory(no_chip)
+
+
+def test_rpi_gpio_on_a_pi5_says_to_use_rpi_lgpio() -> None:
+    factory = RpiGpioFactory(FakeRPiGPIO(SimPinFactory(VirtualClock()), "RPi.GPIO", pi5=True))
+    with pytest.raises(HardwareError, match=r"SOC peripheral base address.*rpi-lgpio"):
+        factory.output_pin(23)
+    factory = RpiGpioFactory(FakeRPiGPIO(SimPinFactory(VirtualClock()), "rpi-lgpio", busy=[], pi5=True))
+    assert factory.output_pin(23) is not None  # rpi-lgpio drives a Pi 5
+
+
+def test_the_pi_extra_installs_the_library_that_works_on_both() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["pi"]
+    assert any(d.startswith("rpi-lgpio") for d in extra) and not any(d.startswith("RPi.GPIO") for d in extra)
