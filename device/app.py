@@ -53,11 +53,22 @@ STAGES = ("read", "tagging", "audio", "preprocess", "invoke", "events", "houseke
 
 
 class MarkerJournal(Protocol):
-    """The durable outbox as the loop sees it."""
+    """The durable outbox as the loop sees it.
+
+    ``record`` always returns the marker (with its id, seq and chain): when the card is too full
+    even for the outbox's reserved space, the outbox keeps it in memory, in order, hands it to the
+    publisher all the same and says why in ``journal_error`` (the storage alarm); ``flush`` writes
+    such markers as soon as there is room.
+    """
 
     def record(self, draft: MarkerDraft) -> Marker: ...
 
     def depth(self) -> int: ...
+
+    def flush(self) -> int: ...
+
+    @property
+    def journal_error(self) -> str | None: ...
 
 
 class Kicker(Protocol):
@@ -131,8 +142,7 @@ class App:
         self._next_maint: int | None = None
         self.info: StreamInfo | None = None
         self._stopping = False
-        self.unjournaled: list[MarkerDraft] = []  # markers the outbox could not commit yet (full disk)
-        self.journal_error: str | None = None
+        self.journal_error: str | None = None  # why markers are only in the outbox's memory (full card)
         #: called once, after the first frame went through the whole loop (READY=1 on the camera)
         self.on_first_frame: Callable[[], None] | None = None
 
@@ -229,8 +239,8 @@ class App:
                 self._emit("recording_start", frame.t_ns, extra={"reason": "resumed_after_error"})
             if self.recorder.storage_alarm and self.indicators is not None:
                 self.indicators.set_state("alarm")
-        if self.unjournaled:
-            self._retry_journal()
+            if self.journal_error is not None:
+                self._check_journal(flush=True)
         if self.indicators is not None:
             self.indicators.tick()
         if self.watchdog is not None:
@@ -274,7 +284,7 @@ class App:
     def _indicate_state(self) -> None:
         if self.indicators is None:
             return
-        if self.recorder.storage_alarm:
+        if self.recorder.storage_alarm or self.journal_error is not None:
             self.indicators.set_state("alarm")
         elif self.sm.state == State.IDLE:
             self.indicators.set_state("buffering")
@@ -298,34 +308,26 @@ class App:
         loc = self.location() if self.location is not None else None
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
                             media=media, location=loc, model=model, extra=extra)
-        if self.unjournaled:
-            self.unjournaled.append(draft)  # keep order: older drafts go first
-            self._retry_journal()
-            return None
-        try:
-            marker = self.journal.record(draft)  # durable before anything else sees it
-        except StorageError as exc:
-            log.error("marker %s at %d ns could not be committed to the outbox (%s); kept in memory, retrying",
-                      kind, t_ns, exc)
-            self.unjournaled.append(draft)
-            self.journal_error = str(exc)
-            if self.indicators is not None:
-                self.indicators.set_state("alarm")
-            return None
+        marker = self.journal.record(draft)  # durable (or, on a full card, in order in memory) first
+        self._check_journal()
         self._after_record(marker, fresh=True)
         return marker
 
-    def _retry_journal(self) -> None:
-        """Commit markers that the outbox refused earlier (a full disk), oldest first."""
-        while self.unjournaled:
-            try:
-                marker = self.journal.record(self.unjournaled[0])
-            except StorageError as exc:
-                self.journal_error = str(exc)
-                return
-            self.unjournaled.pop(0)
-            self._after_record(marker, fresh=False)
-        self.journal_error = None
+    def _check_journal(self, flush: bool = False) -> None:
+        """Follow the outbox's storage state: raise the alarm while markers are only in memory."""
+        if flush:
+            self.journal.flush()
+        error = self.journal.journal_error
+        if error is not None and self.journal_error is None:
+            log.error("the outbox cannot write markers (%s): they are published from memory and written "
+                      "when there is room", error)
+        elif error is None and self.journal_error is not None:
+            log.warning("the outbox writes markers again")
+        self.journal_error = error
+        if self.indicators is not None and error is not None:
+            self.indicators.set_state("alarm")
+        elif flush and error is None:
+            self._indicate_state()
 
     def _after_record(self, marker: Marker, fresh: bool) -> None:
         """Tag a committed marker into the recording it points at (if still open) and tell listeners.

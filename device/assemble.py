@@ -193,7 +193,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             state.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"{state}: cannot create the state directory ({exc.strerror or exc})") from exc
-        outbox = stack.enter_context(Outbox(state / "outbox.sqlite", cfg.device.id, clock))
+        outbox = stack.enter_context(Outbox.from_config(state / "outbox.sqlite", cfg.device.id, clock, cfg.outbox))
         inputs, indicators = parts.inputs, parts.indicators
         if parts.pins is not None and _gpio_used(cfg):
             from bodycam.device.hw.indicators import GpioIndicators
@@ -215,7 +215,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             stack.callback(parts.location.close)
             location = parts.location.location
         recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
-                            Retention(data_dir / "recordings", cfg.retention), camera_footage=parts.footage)
+                            Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage)
         stack.callback(recorder.close)
         app_ref: list[App] = []
         audio = AudioPath(parts.microphone, on_alarm=parts.notifier.status if parts.notifier is not None else None)

@@ -22,6 +22,7 @@ from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, Telem
 from bodycam.device.hw.microphone import MicrophoneConfig
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.outbox import OutboxConfig
 from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
 
 
@@ -45,6 +46,7 @@ class AppConfig:
     events: EventConfig = field(default_factory=EventConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)

@@ -5,6 +5,11 @@ marker). A recording whose manifest is missing or unreadable is treated as
 protected: nothing is deleted that cannot be shown to be deletable. When only
 protected footage is left and space is still short, :meth:`Retention.enforce`
 reports an alarm (the app raises it on the LED and in telemetry).
+
+The outbox's reserved space (:class:`~bodycam.device.uplink.reserve.SpaceReserve`, a preallocated
+file footage cannot take) comes first: when the outbox had to take from it on a full card, its
+``deficit`` counts as space retention must free from unprotected footage, and once there is room
+the reserve is refilled before footage can have it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from bodycam.device.settings import require
 
@@ -26,6 +31,15 @@ class DiskUsage(NamedTuple):
     total: int
     used: int
     free: int
+
+
+class ReservedSpace(Protocol):
+    """The outbox's reserve as retention sees it."""
+
+    @property
+    def deficit(self) -> int: ...
+
+    def refill(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -60,9 +74,11 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 class Retention:
     def __init__(self, recordings_dir: Path, cfg: RetentionConfig,
-                 disk_usage: Callable[[Path], DiskUsage] | None = None) -> None:
+                 disk_usage: Callable[[Path], DiskUsage] | None = None,
+                 reserve: ReservedSpace | None = None) -> None:
         self.root = recordings_dir
         self.cfg = cfg
+        self.reserve = reserve
         self._usage = disk_usage or (lambda p: DiskUsage(*shutil.disk_usage(p)))
 
     def enforce(self, active: str | None = None) -> RetentionResult:
@@ -74,8 +90,11 @@ class Retention:
         result = RetentionResult()
 
         def short() -> bool:
+            if self.reserve is not None and self.reserve.deficit and self.reserve.refill():
+                log.warning("retention: the outbox's reserved space is refilled")
+            owed = self.reserve.deficit if self.reserve is not None else 0
             free = self._usage(self.root).free
-            return free < min_free or (max_total > 0 and total > max_total)
+            return free < min_free + owed or (max_total > 0 and total > max_total)
 
         if not short():
             result.free_bytes = self._usage(self.root).free

@@ -36,6 +36,7 @@ the loop records).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -72,9 +73,9 @@ class OutboxConfig:
     """``[outbox]``: reserved space and how long markers base has confirmed are kept."""
 
     fsync: Literal["full", "normal"] = "full"
-    reserve_mb: float = 32.0  # preallocated next to the outbox; footage cannot take it
+    reserve_mb: float = 8.0  # preallocated next to the outbox; footage cannot take it
     keep_confirmed_s: float = 7 * 86400.0  # a base restored from a backup can ask for these again
-    keep_confirmed_mb: float = 16.0  # and at most this much of them (oldest confirmed dropped first)
+    keep_confirmed_mb: float = 4.0  # and at most this much of them (oldest confirmed dropped first)
 
     def __post_init__(self) -> None:
         require(0 <= self.reserve_mb <= 65536, "outbox.reserve_mb", "must be 0..65536")
@@ -146,13 +147,22 @@ class Outbox:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self.reserve = SpaceReserve(self._path.with_name(self._path.name + ".reserve"), reserve_bytes) \
                 if reserve_bytes > 0 else None
-            self._conn = sqlite3.connect(
-                str(self._path), isolation_level=None, check_same_thread=False, timeout=10.0
-            )
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"outbox {self._path}: cannot open: {exc}") from exc
+        while True:  # a restart on a full card: opening needs room for the WAL and its index
+            try:
+                self._conn = sqlite3.connect(
+                    str(self._path), isolation_level=None, check_same_thread=False, timeout=10.0
+                )
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                self._conn.execute("PRAGMA user_version").fetchone()  # creates the -shm index
+                break
+            except (OSError, sqlite3.Error) as exc:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                if self.reserve is None or not self.reserve.release():
+                    raise StorageError(f"outbox {self._path}: cannot open: {exc}") from exc
         try:
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageError(f"outbox {self._path}: WAL mode not available (got {mode})")
             self._sync = "FULL" if fsync == "full" else "NORMAL"
@@ -179,6 +189,11 @@ class Outbox:
             raise
         self._head_path = self._path.with_name(self._path.name + ".head")
         self._read_head()
+
+    @classmethod
+    def from_config(cls, path: Path, device_id: str, clock: Clock, cfg: OutboxConfig) -> Outbox:
+        return cls(path, device_id, clock, fsync=cfg.fsync, reserve_bytes=cfg.reserve_bytes,
+                   keep_confirmed_s=cfg.keep_confirmed_s, keep_confirmed_bytes=cfg.keep_confirmed_bytes)
 
     def _check_device(self) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE key='device'").fetchone()
@@ -416,7 +431,8 @@ class Outbox:
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            log.warning("outbox %s: cannot store base's ack yet (%s); held in memory", self._path, exc)
+            if len(self._unsaved) == 1:  # once per episode
+                log.warning("outbox %s: cannot store base's ack yet (%s); held in memory", self._path, exc)
         finally:
             self._conn.execute(f"PRAGMA synchronous={self._sync}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -271,3 +272,45 @@ def test_prebuffer_memory_is_bounded_without_keyframes() -> None:
     for i in range(1, 500):  # an encoder that never sends another keyframe
         buf.push(EncodedPacket("video", i * S // 30, False, 100, None))
     assert len(buf) * 100 <= 10_000 and buf.overflows > 0
+
+
+def test_retention_frees_unprotected_footage_for_the_outbox_reserve_first(tmp_path: Path) -> None:
+    """The outbox took its reserve on a full card: retention owes that space before anything else."""
+    from bodycam.device.uplink.reserve import SpaceReserve
+
+    root = tmp_path / "recordings"
+    _fake_recording(root, "20260101T000000000Z", protected=True)
+    _fake_recording(root, "20260101T010000000Z", protected=False)
+    _fake_recording(root, "20260101T020000000Z", protected=False)
+    reserve = SpaceReserve(tmp_path / "outbox.sqlite.reserve", 2 << 20)
+    assert reserve.deficit == 0
+    reserve.release(2 << 20)  # given to the outbox
+    assert reserve.deficit == 2 << 20
+    free = {"v": 10**9}  # the disk looks roomy, but not for min_free + what the reserve is owed
+
+    def usage(_: Path) -> DiskUsage:
+        return DiskUsage(10**10, 10**10 - free["v"], free["v"])
+
+    ret = Retention(root, RetentionConfig(min_free_mb=953, max_total_mb=0), disk_usage=usage,
+                    reserve=_NoRoomUntilDeleted(reserve, root))
+    result = ret.enforce()
+    assert result.deleted == ["20260101T010000000Z"]  # the oldest unprotected one bought the room
+    assert reserve.deficit == 0 and reserve.size == 2 << 20  # refilled before footage could take it
+    assert not result.alarm
+
+
+class _NoRoomUntilDeleted:
+    """The real reserve, except that refilling fails while the first unprotected recording exists
+    (as on a full card: only deleting footage makes room)."""
+
+    def __init__(self, reserve: Any, root: Path) -> None:
+        self.reserve, self.root = reserve, root
+
+    @property
+    def deficit(self) -> int:
+        return int(self.reserve.deficit)
+
+    def refill(self) -> int:
+        if (self.root / "20260101T010000000Z").exists():
+            return 0
+        return int(self.reserve.refill())

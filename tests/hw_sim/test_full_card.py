@@ -1,0 +1,112 @@
+"""Markers survive a full card: a real 8 MB tmpfs, the real simulator, a real Mosquitto and a base.
+
+The outbox lives on the card next to the footage (as on the camera). Footage fills the card; the
+outbox commits into its reserved space, and when even that is gone keeps markers in memory and
+publishes them anyway. Every marker (each shot included) must reach base, before and after a
+restart on the still-full card, with no sequence number used twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _base_standin import BaseStandIn
+from _mqtt import Mosquitto, running_mosquitto
+
+from bodycam.device.config import AppConfig
+from bodycam.hw_sim.sim_run import SimOptions, SimReport, run_clip
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
+DEV = AppConfig().device.id
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "card"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.fail(f"cannot mount an 8 MB tmpfs (this test needs root): {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    yield from running_mosquitto(tmp_path)
+
+
+def fill(card: Path, name: str, leave: int) -> None:
+    """Write a file that leaves about ``leave`` bytes free on the card."""
+    free = shutil.disk_usage(card).free
+    with open(card / name, "wb") as fh:
+        left = max(0, free - leave)
+        while left > 0:
+            n = min(left, 1 << 20)
+            try:
+                fh.write(b"\0" * n)
+                fh.flush()
+            except OSError:
+                break
+            left -= n
+
+
+def run(card: Path, broker: Mosquitto, out: str) -> SimReport:
+    cfg = AppConfig()
+    cfg = replace(cfg, retention=replace(cfg.retention, min_free_mb=0.0),
+                  outbox=replace(cfg.outbox, reserve_mb=1.0, keep_confirmed_mb=0.5),
+                  mqtt=replace(cfg.mqtt, ack_timeout_s=2.0))
+    return run_clip(SimOptions(clip=EXAMPLE, out=card / out, config=cfg, broker=broker.url,
+                               state_dir=card / "state", gnss=False, drain_timeout_s=30))
+
+
+def base_ids(store: Path) -> dict[int, str]:
+    with sqlite3.connect(str(store)) as db:
+        return {int(s): str(i) for s, i in db.execute("SELECT seq, id FROM m")}
+
+
+def test_every_shot_reaches_base_on_a_full_card_before_and_after_a_restart(
+    tmp_path: Path, card: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    store = tmp_path / "base.db"
+    base = BaseStandIn(broker.port, store).start()
+    try:
+        fill(card, "filler-1", leave=1_500_000)  # the reserve takes 1 MB; footage gets the rest and fills it
+        first = run(card, broker, "run1")
+        shots = [m for m in first.stats.markers if m.kind == "gunshot"]
+        assert len(shots) == 6 and first.storage_errors  # the card filled up under the footage
+        assert base.wait_contiguous(DEV, first.stats.markers[-1].seq, 20)
+        fill(card, "filler-2", leave=0)  # still full (fuller) at the restart
+        second = run(card, broker, "run2")
+        assert [m for m in second.stats.markers if m.kind == "gunshot"]
+        assert second.stats.markers[0].seq == first.stats.markers[-1].seq + 1  # no seq used twice
+        assert base.wait_contiguous(DEV, second.stats.markers[-1].seq, 20)
+    finally:
+        base.stop()
+    got = base_ids(store)
+    for m in first.stats.markers + second.stats.markers:
+        assert got.get(m.seq) == m.id, f"seq {m.seq} ({m.kind}) did not reach base"
+    took_reserve = any("released" in r.getMessage() for r in caplog.records)
+    in_memory = any("keeping them in memory" in r.getMessage() for r in caplog.records)
+    assert took_reserve, "the outbox never needed its reserve: the card was not full"
+    assert in_memory, "the outbox never ran out of room: the in-memory path was not exercised"
+    assert any("the outbox cannot write markers" in r.getMessage() for r in caplog.records)  # the alarm
+    print(f"\n[full card] run1 {len(first.stats.markers)} markers, run2 {len(second.stats.markers)}; all at base; "
+          f"reserve used: {took_reserve}; markers kept in memory: {in_memory}; free at end: "
+          f"{os.statvfs(card).f_bavail * os.statvfs(card).f_frsize} bytes")
