@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and print the effective settings "
                                                  "(secrets masked; every problem listed with its dotted key)")
     check.add_argument("config", type=Path)
+    doc = sub.add_parser("doctor", help="self-test the camera's hardware, storage, broker and unit (stop the "
+                                        "service first); exit 0 ok, 1 warn, 2 fail")
+    doc.add_argument("--config", type=Path, default=Path("/etc/bodycam/config.toml"), help="config file (TOML)")
+    doc.add_argument("--json", action="store_true", help="print the results as JSON")
     return p
 
 
@@ -58,11 +62,28 @@ def _check_config(path: Path) -> int:
     return 0
 
 
+def _doctor(path: Path, as_json: bool) -> int:
+    from bodycam.device.config import load_config
+    from bodycam.device.doctor import exit_code, real_doctor_parts, render, run_doctor, to_json
+
+    try:
+        cfg = load_config(path)
+    except BodycamError as exc:
+        print(f"bodycam doctor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    checks = run_doctor(cfg, real_doctor_parts(cfg))
+    print(to_json(checks) if as_json else render(checks))
+    return exit_code(checks)
+
+
 @pipe_safe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.config)
+    if args.command == "doctor":
+        return _doctor(args.config, args.json)
     from bodycam.device.config import load_config
 
     try:

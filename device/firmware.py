@@ -19,16 +19,20 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from bodycam.device.app import RunStats
-from bodycam.device.assemble import Firmware, HardwareParts, assemble, model_spec
+from bodycam.device.assemble import Firmware, HardwareParts, LocationSource, assemble, model_spec
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.config import AppConfig
 from bodycam.device.errors import BodycamError, HardwareError, StartupError
 from bodycam.device.hw.frames import Camera
 from bodycam.device.hw.gpio import PinFactory
+from bodycam.device.hw.microphone import Microphone
 from bodycam.device.hw.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from bodycam.device.hw.picamera_adapter import PiCamera
 
 log = logging.getLogger("bodycam")
 
@@ -44,6 +48,44 @@ def _gpio_used(cfg: AppConfig) -> bool:
     return g.enabled and any(p is not None for p in (g.record_pin, g.marker_pin, g.holster_pin, g.led_pin, g.haptic_pin))
 
 
+def real_camera(cfg: AppConfig) -> PiCamera:
+    """picamera2 with the lores stream for the model (it also writes the footage)."""
+    from bodycam.device.hw.picamera_adapter import PiCamera
+
+    spec = model_spec(cfg)
+    lores = (spec.input.width, spec.input.height)
+    if cfg.camera.lores_size is not None and cfg.camera.lores_size != lores:
+        log.warning("camera.lores_size %dx%d ignored: the model needs %dx%d (leave the key out to use the "
+                    "model's size)", *cfg.camera.lores_size, *lores)
+    return PiCamera(replace(cfg.camera, lores_size=lores),
+                    segment_s=cfg.recording.segment_s, pre_event_s=cfg.recording.pre_event_s)
+
+
+def real_pins(cfg: AppConfig) -> PinFactory | None:
+    """RPi.GPIO's API (rpi-lgpio) when [gpio] uses any pin."""
+    if not _gpio_used(cfg):
+        return None
+    from bodycam.device.hw.gpio import RpiGpioFactory
+
+    return RpiGpioFactory()
+
+
+def real_location(cfg: AppConfig, clock: Clock) -> LocationSource | None:
+    if not cfg.gnss.enabled:
+        return None
+    from bodycam.device.hw.gnss import GnssLocation, LocationTracker
+
+    return GnssLocation(LocationTracker(cfg.gnss, clock), cfg.gnss.max_fix_age_s)
+
+
+def real_microphone(cfg: AppConfig) -> Microphone | None:
+    if not cfg.microphone.enabled:
+        return None
+    from bodycam.device.hw.microphone import AlsaMicrophone
+
+    return AlsaMicrophone(cfg.microphone)  # opened by the loop; a fault there means video-only
+
+
 def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Camera | None = None,
                pin_factory: PinFactory | None = None) -> HardwareParts:
     """The camera's hardware (anything given replaces the real part; tests inject camera and pins)."""
@@ -51,33 +93,13 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
 
     footage = None
     if camera is None:
-        from bodycam.device.hw.picamera_adapter import PiCamera
-
-        spec = model_spec(cfg)
-        lores = (spec.input.width, spec.input.height)
-        if cfg.camera.lores_size is not None and cfg.camera.lores_size != lores:
-            log.warning("camera.lores_size %dx%d ignored: the model needs %dx%d (leave the key out to use the "
-                        "model's size)", *cfg.camera.lores_size, *lores)
-        pi_camera = PiCamera(replace(cfg.camera, lores_size=lores),
-                             segment_s=cfg.recording.segment_s, pre_event_s=cfg.recording.pre_event_s)
-        camera = footage = pi_camera  # picamera2 encodes and writes the footage itself
-    if pin_factory is None and _gpio_used(cfg):
-        from bodycam.device.hw.gpio import RpiGpioFactory
-
-        pin_factory = RpiGpioFactory()
-    location = None
-    if cfg.gnss.enabled:
-        from bodycam.device.hw.gnss import GnssLocation, LocationTracker
-
-        location = GnssLocation(LocationTracker(cfg.gnss, clock), cfg.gnss.max_fix_age_s)
-    microphone = None
-    if cfg.microphone.enabled:
-        from bodycam.device.hw.microphone import AlsaMicrophone
-
-        microphone = AlsaMicrophone(cfg.microphone)  # opened by the loop; a fault there means video-only
+        camera = footage = real_camera(cfg)  # picamera2 encodes and writes the footage itself
+    if pin_factory is None:
+        pin_factory = real_pins(cfg)
     sources = TelemetrySources(cfg.telemetry_sources, cfg.data_dir)
-    return HardwareParts(camera=camera, clock=clock, pins=pin_factory, input_sampler_s=0.005, location=location,
-                         notifier=notifier, footage=footage, board=sources.read_all, microphone=microphone)
+    return HardwareParts(camera=camera, clock=clock, pins=pin_factory, input_sampler_s=0.005,
+                         location=real_location(cfg, clock), notifier=notifier, footage=footage,
+                         board=sources.read_all, microphone=real_microphone(cfg))
 
 
 def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock | None = None,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _edgetpu import build_fake_libedgetpu, model_with_edgetpu_build
 
 from bodycam.device.detect import detector as detector_module
 from bodycam.device.detect.detector import DetectorConfig, build_detector
@@ -23,38 +23,15 @@ from bodycam.device.detect.edgetpu_probe import ProbeResult, probe_edgetpu
 from bodycam.device.detect.model_spec import default_model_path
 from bodycam.device.errors import DetectorUnavailableError
 
-SOURCE = Path(__file__).with_name("fake_libedgetpu.c")
-MODES = ("CRASH", "HANG", "NODEVICE", "PREPFAIL", "OK")
-
 
 @pytest.fixture(scope="module")
 def libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.fail("gcc not found: scripts/system-deps.sh installs it (it builds the fake libedgetpu)")
-    out = tmp_path_factory.mktemp("libedgetpu")
-    paths = {}
-    for mode in MODES:
-        lib = out / f"libedgetpu_{mode.lower()}.so.1"
-        subprocess.run([gcc, "-shared", "-fPIC", "-nostdlib", "-O1", f"-DMODE_{mode}", "-o", str(lib), str(SOURCE)],
-                       check=True, capture_output=True, timeout=60)
-        paths[mode] = str(lib)
-    paths["MISSING"] = str(out / "libedgetpu_missing.so.1")
-    return paths
+    return build_fake_libedgetpu(tmp_path_factory.mktemp("libedgetpu"))
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped model with an "Edge TPU build" (a copy: the fake delegates claim no op, the CPU runs it)."""
-    src = default_model_path()
-    d = tmp_path_factory.mktemp("model")
-    shutil.copy(src, d / src.name)
-    sidecar = json.loads(src.with_suffix(".json").read_text())
-    etpu = f"{src.stem}_edgetpu.tflite"
-    sidecar["edgetpu"] = {**sidecar["edgetpu"], "compiled": True, "file": etpu}
-    (d / src.with_suffix(".json").name).write_text(json.dumps(sidecar))
-    shutil.copy(src, d / etpu)
-    return d / src.name
+    return model_with_edgetpu_build(tmp_path_factory.mktemp("model"))
 
 
 def etpu(model: Path) -> Path:
