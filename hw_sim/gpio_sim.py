@@ -12,7 +12,10 @@
   plain ``Exception``; the module carries its ``lgpio`` as rpi-lgpio does).
 * :class:`ScenarioInputs` plays a scenario (``[{"t_s": 3.0, "event": "record"}, ...]``)
   by pressing the simulated pins and returns events from ``poll()`` through the
-  firmware's own debouncing ``GpioInputs``.
+  firmware's own debouncing ``GpioInputs``. A button press lasts 80 ms unless the event
+  says ``"hold_s": 2.0``; ``{"event": "dismiss"}`` is the marker button held
+  ``gpio.dismiss_hold_s`` + 0.5 s (the dismiss gesture). What a press means (manual
+  marker or dismissal) is decided by ``GpioInputs`` from how long the pin was held.
 """
 
 from __future__ import annotations
@@ -269,6 +272,11 @@ class FakeRPiGPIO:
 class ScenarioEvent:
     t_s: float
     event: InputKind
+    hold_s: float | None = None  # how long a button is held (None: a short press, or the dismiss hold)
+
+
+#: events that are button presses (``hold_s`` applies); ``dismiss`` is a long press of the marker button
+_PRESSES = ("record", "marker", "dismiss")
 
 
 _KINDS: tuple[str, ...] = get_args(InputKind)
@@ -289,9 +297,9 @@ def parse_scenario(data: Any, where: str = "scenario") -> list[ScenarioEvent]:
         w = f"{where}[{i}]"
         if not isinstance(item, Mapping):
             raise ConfigError(f"{w}: expected a table like {{t_s = 3.0, event = \"record\"}}")
-        unknown = set(item) - {"t_s", "event"}
+        unknown = set(item) - {"t_s", "event", "hold_s"}
         if unknown:
-            raise ConfigError(f"{w}: unknown key(s) {sorted(unknown)} (known: event, t_s)")
+            raise ConfigError(f"{w}: unknown key(s) {sorted(unknown)} (known: event, hold_s, t_s)")
         if "t_s" not in item or "event" not in item:
             raise ConfigError(f"{w}: needs both 't_s' and 'event'")
         t = item["t_s"]
@@ -300,7 +308,15 @@ def parse_scenario(data: Any, where: str = "scenario") -> list[ScenarioEvent]:
         kind = item["event"]
         if kind not in _KINDS:
             raise ConfigError(f"{w}.event: {kind!r} is not one of {', '.join(_KINDS)}")
-        events.append(ScenarioEvent(float(t), kind))
+        hold = item.get("hold_s")
+        if hold is not None:
+            if kind not in _PRESSES:
+                raise ConfigError(f"{w}.hold_s: only a button press ({', '.join(_PRESSES)}) is held")
+            if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold) or not (
+                    0.05 <= hold <= 60):
+                raise ConfigError(f"{w}.hold_s: must be a number of seconds in 0.05..60, got {hold!r}")
+            hold = float(hold)
+        events.append(ScenarioEvent(float(t), kind, hold))
     events.sort(key=lambda e: e.t_s)
     drawn = False
     for e in events:
@@ -343,11 +359,12 @@ class ScenarioInputs:
         self.pins = SimPinFactory(clock, initial)  # the scenario starts holstered
         self._inputs = GpioInputs(self.pins, self.config, clock)
         press_s = press_ms / 1000.0
-        gap_s = press_s + 2 * self.config.debounce_ms / 1000.0
-        last: dict[int, float] = {}
+        settle_s = 2 * self.config.debounce_ms / 1000.0
+        last: dict[int, tuple[float, float]] = {}  # pin -> (previous event's time, its duration)
         pin_of = {
             "record": self.config.record_pin,
             "marker": self.config.marker_pin,
+            "dismiss": self.config.marker_pin,
             "holster_draw": self.config.holster_pin,
             "holster_return": self.config.holster_pin,
         }
@@ -355,15 +372,21 @@ class ScenarioInputs:
             pin = pin_of[e.event]
             if pin is None:
                 raise ConfigError(f"scenario: event {e.event!r} at {e.t_s} s but its pin is not configured")
-            if pin in last and e.t_s - last[pin] < gap_s:
-                raise ConfigError(
-                    f"scenario: {e.event!r} at {e.t_s} s is within {gap_s * 1000:.0f} ms of the previous "
-                    f"event on the same input"
-                )
-            last[pin] = e.t_s
-            if e.event in ("record", "marker"):
-                self.pins.press(pin, press_s, at_s=e.t_s)
+            held = e.hold_s if e.hold_s is not None else (
+                self.config.dismiss_hold_s + 0.5 if e.event == "dismiss" else press_s)
+            if pin in last:
+                t_prev, d_prev = last[pin]
+                gap_s = d_prev + settle_s
+                if e.t_s - t_prev < gap_s:
+                    raise ConfigError(
+                        f"scenario: {e.event!r} at {e.t_s} s is within {gap_s * 1000:.0f} ms of the previous "
+                        f"event on the same input"
+                    )
+            if e.event in _PRESSES:
+                last[pin] = (e.t_s, held)
+                self.pins.press(pin, held, at_s=e.t_s)
             else:
+                last[pin] = (e.t_s, press_s)
                 self.pins.set_level(pin, drawn_high == (e.event == "holster_draw"), at_s=e.t_s)
 
     def poll(self) -> list[InputEvent]:

@@ -219,7 +219,9 @@ def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: Model
     from bodycam.hw_sim.sim_microphone import ClipMicrophone
 
     microphone = ClipMicrophone(opts.clip) if cfg.microphone.enabled else None
-    return HardwareParts(camera=camera, clock=clock, inputs=inputs, location=gnss, microphone=microphone)
+    # the scripted pins also carry the LED and haptic outputs (the firmware's own GpioIndicators)
+    return HardwareParts(camera=camera, clock=clock, inputs=inputs, pins=inputs.pins if inputs else None,
+                         location=gnss, microphone=microphone)
 
 
 #: Where the simulated receiver is: a walk across a (fictional) outdoor range.

@@ -2,15 +2,25 @@
 
 States: ``idle`` (pre-event buffer filling) -> ``recording`` -> ``post_roll`` -> ``idle``.
 
-* ``record`` button: idle -> recording (manual); recording -> post-roll; during
-  post-roll, recording again.
+* ``record`` button: idle -> recording (manual); recording -> post-roll (a
+  ``recording_stop_requested`` marker); during post-roll, recording again.
 * detection, holster draw or a ``start`` command: idle/post-roll -> recording
   (automatic; the pre-event buffer is kept), and a dismiss window opens.
-* ``marker`` button: inside the dismiss window after an automatic start it
-  records a ``dismissed`` marker and stops the recording (nothing is deleted);
-  otherwise it records a ``manual`` marker.
+* ``marker`` (a short press of the marker button): always a ``manual`` marker and a
+  haptic tick; it never stops or changes anything.
+* ``dismiss`` (the deliberate gesture: the marker button held ``gpio.dismiss_hold_s``):
+  stops an automatic recording inside its dismiss window with a ``dismissed`` marker
+  and the "dismissed" haptic (the recording is closed, nothing is deleted). It is
+  refused, with a ``dismiss_refused`` marker naming the reason and the "refused"
+  haptic, when a shot has been detected in this recording (``shot_detected``: a
+  recording is never stopped by hand during a shooting, so one started by a detection
+  cannot be dismissed at all), when the recording was started by hand
+  (``manual_recording``), after the window (``window_closed``), during post-roll
+  (``post_roll``) and when nothing is recording (``not_recording``).
 * an automatic recording with no detection for ``auto_stop_after_s`` goes to
   post-roll; post-roll ends after ``post_roll_s``.
+
+Every gesture and its outcome is a marker.
 
 The machine returns :class:`Action` values that the app carries out (start or
 stop the recorder, emit a marker, drive LED/haptic).
@@ -51,7 +61,9 @@ class RecordingConfig:
         require(self.auto_stop_after_s >= 0, "recording.auto_stop_after_s", "must be >= 0")
 
 
-EventKind = Literal["record", "marker", "holster_draw", "holster_return", "detection", "start", "stop", "tick"]
+EventKind = Literal[
+    "record", "marker", "dismiss", "holster_draw", "holster_return", "detection", "start", "stop", "tick"
+]
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ class EmitMarker:
 
 @dataclass(frozen=True)
 class Feedback:
-    what: Literal["auto_start", "dismissed", "marker", "state"]
+    what: Literal["auto_start", "dismissed", "refused", "marker", "state"]
 
 
 Action = StartRecording | StopRecording | EmitMarker | Feedback
@@ -95,6 +107,7 @@ class RecordingStateMachine:
         self._dismiss_until: int | None = None
         self._post_roll_until: int | None = None
         self._last_activity: int = 0
+        self.shot_in_recording = False  # a detection happened in the current recording: no dismissal
 
     def handle(self, ev: Event) -> list[Action]:
         handler = getattr(self, f"_on_{ev.kind}")
@@ -116,6 +129,7 @@ class RecordingStateMachine:
                 self._dismiss_until = None
             return [Feedback("state")]
         self.automatic = automatic
+        self.shot_in_recording = False
         self._dismiss_until = ev.t_ns + int(self.cfg.dismiss_window_s * NS) if automatic else None
         actions: list[Action] = [
             StartRecording(reason, include_buffer=True),
@@ -141,10 +155,14 @@ class RecordingStateMachine:
         self._post_roll_until = ev.t_ns + int(self.cfg.post_roll_s * NS)
         return [Feedback("state")]
 
+    def _stop_requested(self, ev: Event, source: str) -> list[Action]:
+        """The officer (record button) or base (stop command) asked to stop: say so, then post-roll."""
+        return [EmitMarker("recording_stop_requested", ev.t_ns, {"source": source}), *self._enter_post_roll(ev)]
+
     # -- events ---------------------------------------------------------------------
     def _on_record(self, ev: Event) -> list[Action]:
         if self.state == State.RECORDING:
-            return self._enter_post_roll(ev)
+            return self._stop_requested(ev, ev.source or "button")
         return self._start(ev, "button", automatic=False)
 
     def _on_start(self, ev: Event) -> list[Action]:
@@ -154,16 +172,19 @@ class RecordingStateMachine:
 
     def _on_stop(self, ev: Event) -> list[Action]:
         if self.state == State.RECORDING:
-            return self._enter_post_roll(ev)
+            return self._stop_requested(ev, ev.source or "command")
         return []
 
     def _on_detection(self, ev: Event) -> list[Action]:
         if self.state == State.RECORDING:
             self._last_activity = ev.t_ns
+            self.shot_in_recording = True
             return []
         if not self.cfg.auto_start:
             return []
-        return self._start(ev, "detection", automatic=True)
+        actions = self._start(ev, "detection", automatic=True)  # or resumes it from post-roll
+        self.shot_in_recording = True
+        return actions
 
     def _on_holster_draw(self, ev: Event) -> list[Action]:
         actions: list[Action] = []
@@ -177,9 +198,31 @@ class RecordingStateMachine:
         return [EmitMarker("holster_return", ev.t_ns)]
 
     def _on_marker(self, ev: Event) -> list[Action]:
-        if self._dismiss_until is not None and ev.t_ns <= self._dismiss_until and self.automatic:
-            return [EmitMarker("dismissed", ev.t_ns), Feedback("dismissed"), *self._stop_now(ev, "dismissed")]
+        """A short press: a manual marker, whatever the state. Never stops anything."""
         return [EmitMarker("manual", ev.t_ns, {"source": ev.source or "button"}), Feedback("marker")]
+
+    def dismiss_refusal(self, t_ns: int) -> str | None:
+        """Why a dismiss gesture at ``t_ns`` would be refused now (None: it would be accepted)."""
+        if self.state == State.IDLE:
+            return "not_recording"
+        if self.state == State.POST_ROLL:
+            return "post_roll"
+        if self.shot_in_recording:
+            return "shot_detected"
+        if not self.automatic:
+            return "manual_recording"
+        if self._dismiss_until is None or t_ns > self._dismiss_until:
+            return "window_closed"
+        return None
+
+    def _on_dismiss(self, ev: Event) -> list[Action]:
+        """The deliberate gesture (long press): stop a false automatic start, unless refused."""
+        source = ev.source or "button"
+        reason = self.dismiss_refusal(ev.t_ns)
+        if reason is not None:
+            return [EmitMarker("dismiss_refused", ev.t_ns, {"reason": reason, "source": source}), Feedback("refused")]
+        return [EmitMarker("dismissed", ev.t_ns, {"source": source}), Feedback("dismissed"),
+                *self._stop_now(ev, "dismissed")]
 
     def _on_tick(self, ev: Event) -> list[Action]:
         if self._dismiss_until is not None and ev.t_ns > self._dismiss_until:

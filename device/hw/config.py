@@ -42,6 +42,8 @@ class GpioConfig:
     led_active_high: bool = True
     haptic_active_high: bool = True
     debounce_ms: float = 30.0
+    # Holding the marker button this long is the dismiss gesture (a shorter press is a manual marker).
+    dismiss_hold_s: float = 1.5
 
     def __post_init__(self) -> None:
         pins = {
@@ -59,6 +61,11 @@ class GpioConfig:
             math.isfinite(self.debounce_ms) and 1.0 <= self.debounce_ms <= 500.0,
             "gpio.debounce_ms",
             f"must be 1..500 ms, got {self.debounce_ms}",
+        )
+        require(
+            math.isfinite(self.dismiss_hold_s) and 0.5 <= self.dismiss_hold_s <= 10.0,
+            "gpio.dismiss_hold_s",
+            f"must be 0.5..10 s (a deliberate hold, longer than any tap), got {self.dismiss_hold_s}",
         )
 
 

@@ -15,7 +15,7 @@ from bodycam.device.hw.config import GpioConfig
 from bodycam.device.hw.gpio import OutputPin, PinFactory
 
 LedState = Literal["idle", "buffering", "recording", "alarm"]
-PulsePattern = Literal["auto_start", "dismissed", "marker"]
+PulsePattern = Literal["auto_start", "dismissed", "refused", "marker"]
 
 LED_PATTERNS: dict[LedState, tuple[int, ...]] = {
     "idle": (40, 4960),  # heartbeat blip every 5 s: powered, not buffering
@@ -25,7 +25,9 @@ LED_PATTERNS: dict[LedState, tuple[int, ...]] = {
 }
 HAPTIC_PATTERNS: dict[PulsePattern, tuple[int, ...]] = {
     "auto_start": (400,),  # one long buzz: recording started by itself
-    "dismissed": (80, 120, 80),  # two short buzzes: trigger dismissed
+    "dismissed": (80, 120, 80),  # two short buzzes: trigger dismissed, recording stopped
+    # three long buzzes: dismissal refused (a shot was detected, or nothing to dismiss); recording goes on
+    "refused": (300, 150, 300, 150, 300),
     "marker": (60,),  # one tick: manual marker taken
 }
 

@@ -3,10 +3,17 @@
 :class:`GpioInputs` samples the record button, the marker/dismiss button and the
 holster sensor over a :class:`PinFactory`. A level change counts once it has been
 seen continuously for ``debounce_ms``; the event is timed at the first sample of the
-new level. Buttons emit on press; the holster emits ``holster_draw`` /
+new level. The record button emits ``record`` on press; the holster emits ``holster_draw`` /
 ``holster_return`` on each settled change (its state at start-up emits nothing; see
-``holster_drawn``). Whether a marker press is a manual marker or a dismissal is the
-state machine's decision, not this module's.
+``holster_drawn``).
+
+The marker button has two gestures, told apart here by how long it is held:
+
+* a short press (released before ``gpio.dismiss_hold_s``) emits ``marker`` at release,
+  timed at the press: always a manual marker, never anything else;
+* a long press emits ``dismiss`` the moment it has been held ``dismiss_hold_s``
+  (timed then; the haptic answers while the finger is still on the button) and nothing
+  at release. Whether a dismissal is allowed is the state machine's decision.
 
 Sampling happens in ``poll()`` (once per frame). Presses shorter than two poll
 intervals can be missed, so on hardware call :meth:`GpioInputs.start_sampler` to
@@ -23,7 +30,7 @@ from bodycam.device.clock import Clock
 from bodycam.device.hw.config import GpioConfig
 from bodycam.device.hw.gpio import InputPin, PinFactory, Pull
 
-InputKind = Literal["record", "marker", "holster_draw", "holster_return"]
+InputKind = Literal["record", "marker", "dismiss", "holster_draw", "holster_return"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +70,43 @@ class Debouncer:
 
 
 class _Channel:
-    def __init__(self, pin: InputPin, active_high: bool, debounce_ns: int, kinds: tuple[InputKind | None, ...]):
+    def __init__(self, pin: InputPin, active_high: bool, debounce_ns: int, kinds: tuple[InputKind | None, ...],
+                 hold_ns: int | None = None, long_kind: InputKind | None = None):
         self.pin = pin
         self.active_high = active_high
         self.debouncer = Debouncer(self.active(), debounce_ns)
         self.on_active, self.on_inactive = kinds
+        # a button with a long-press gesture: ``on_active`` at release of a short press, ``long_kind``
+        # once held ``hold_ns``
+        self.hold_ns = hold_ns
+        self.long_kind = long_kind
+        self.pressed_at: int | None = None
+        self.long_fired = False
 
     def active(self) -> bool:
         return self.pin.read() == self.active_high
+
+    def events(self, active: bool, now: int) -> list[InputEvent]:
+        """Feed one sample; the events it completes."""
+        out: list[InputEvent] = []
+        started = self.debouncer.update(active, now)
+        if started is not None:
+            if self.hold_ns is None:
+                kind = self.on_active if active else self.on_inactive
+                if kind is not None:
+                    out.append(InputEvent(kind, started))
+            elif active:  # pressed: short or long is known at release or after hold_ns
+                self.pressed_at, self.long_fired = started, False
+            else:
+                if self.pressed_at is not None and not self.long_fired and self.on_active is not None:
+                    out.append(InputEvent(self.on_active, self.pressed_at))
+                self.pressed_at = None
+        if (self.hold_ns is not None and self.long_kind is not None and self.pressed_at is not None
+                and not self.long_fired and active and self.debouncer.level
+                and now - self.pressed_at >= self.hold_ns):
+            self.long_fired = True
+            out.append(InputEvent(self.long_kind, self.pressed_at + self.hold_ns))
+        return out
 
 
 class GpioInputs:
@@ -86,14 +122,13 @@ class GpioInputs:
         pull: Pull = "up" if config.buttons_active_low else "down"
         self._channels: list[_Channel] = []
         self._holster: _Channel | None = None
-        buttons: tuple[tuple[int | None, InputKind], ...] = (
-            (config.record_pin, "record"),
-            (config.marker_pin, "marker"),
-        )
-        for pin, kind in buttons:
-            if pin is not None:
-                ch = _Channel(factory.input_pin(pin, pull), not config.buttons_active_low, debounce_ns, (kind, None))
-                self._channels.append(ch)
+        if config.record_pin is not None:
+            self._channels.append(_Channel(factory.input_pin(config.record_pin, pull), not config.buttons_active_low,
+                                           debounce_ns, ("record", None)))
+        if config.marker_pin is not None:
+            self._channels.append(_Channel(factory.input_pin(config.marker_pin, pull), not config.buttons_active_low,
+                                           debounce_ns, ("marker", None), hold_ns=round(config.dismiss_hold_s * 1e9),
+                                           long_kind="dismiss"))
         if config.holster_pin is not None:
             # "active" = drawn = the level opposite to the holstered level.
             drawn_high = config.holster_holstered_level == "low"
@@ -116,13 +151,7 @@ class GpioInputs:
         with self._lock:
             now = self._clock.monotonic_ns()
             for ch in self._channels:
-                active = ch.active()
-                started = ch.debouncer.update(active, now)
-                if started is None:
-                    continue
-                kind = ch.on_active if active else ch.on_inactive
-                if kind is not None:
-                    self._queue.append(InputEvent(kind, started))
+                self._queue += ch.events(ch.active(), now)
             self._queue.sort(key=lambda e: e.t_mono_ns)
 
     def poll(self) -> list[InputEvent]:

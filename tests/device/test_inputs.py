@@ -47,6 +47,71 @@ def test_press_yields_one_event_timed_at_its_start() -> None:
     assert events == [InputEvent("record", 1_000_000_000), InputEvent("marker", 2_000_000_000)]
 
 
+# -- the marker button's two gestures (issue 10) ---------------------------------------------------
+def test_short_press_is_a_marker_reported_at_release_timed_at_the_press() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    pins.press(27, 0.5, at_s=2.0)
+    assert run(inputs, clock, 2.4, step_ns=MS) == []  # still held: short or long is not known yet
+    assert run(inputs, clock, 3.0, step_ns=MS) == [InputEvent("marker", 2_000_000_000)]
+
+
+def test_long_press_is_a_dismiss_at_the_hold_time_and_nothing_at_release() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(dismiss_hold_s=1.5), clock)
+    pins.press(27, 3.0, at_s=2.0)
+    got = run(inputs, clock, 3.6, step_ns=MS)
+    assert got == [InputEvent("dismiss", 3_500_000_000)]  # while the finger is still down
+    assert run(inputs, clock, 6.0, step_ns=MS) == []  # the release adds nothing
+
+
+def test_a_press_just_short_of_the_hold_is_a_marker_even_when_sampled_late() -> None:
+    """Released at 1.49 s, next sample at 1.52 s: the pin reads released, so no dismissal."""
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(dismiss_hold_s=1.5), clock)
+    pins.press(27, 1.49, at_s=1.0)
+    got = run(inputs, clock, 4.0, step_ns=FRAME_NS)
+    assert [e.kind for e in got] == ["marker"]
+    assert 1_000_000_000 <= got[0].t_mono_ns < 1_000_000_000 + FRAME_NS
+
+
+def test_long_press_at_frame_rate_sampling_is_timed_exactly() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(dismiss_hold_s=2.0), clock)
+    pins.press(27, 2.5, at_s=1.0)
+    got = run(inputs, clock, 5.0)
+    assert [e.kind for e in got] == ["dismiss"]
+    press = got[0].t_mono_ns - 2_000_000_000  # press seen at the first frame at or after 1.0 s
+    assert 1_000_000_000 <= press < 1_000_000_000 + FRAME_NS
+
+
+def test_the_record_button_has_no_long_press() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    pins.press(17, 3.0, at_s=1.0)
+    assert run(inputs, clock, 5.0, step_ns=MS) == [InputEvent("record", 1_000_000_000)]
+
+
+def test_dismiss_hold_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"gpio\.dismiss_hold_s"):
+        load_section(GpioConfig, {"dismiss_hold_s": 0.1}, "gpio")
+
+
+def test_scenario_long_presses_through_the_real_debouncing_inputs() -> None:
+    clock = VirtualClock()
+    events = parse_scenario([{"t_s": 1.0, "event": "marker"}, {"t_s": 2.0, "event": "marker", "hold_s": 2.0},
+                             {"t_s": 5.0, "event": "dismiss"}, {"t_s": 8.0, "event": "marker", "hold_s": 1.0}])
+    got = run(ScenarioInputs(events, clock, GpioConfig(dismiss_hold_s=1.5)), clock, 10.0)
+    assert [e.kind for e in got] == ["marker", "dismiss", "dismiss", "marker"]
+    for e, want in zip(got, [1.0, 3.5, 6.5, 8.0], strict=True):
+        assert want * 1e9 <= e.t_mono_ns < want * 1e9 + FRAME_NS
+
+
 def test_chatter_and_glitches_are_filtered() -> None:
     clock = VirtualClock()
     pins = SimPinFactory(clock, {22: False})
@@ -136,6 +201,9 @@ def test_scenario_polled_before_its_time_returns_nothing() -> None:
         ([{"t_s": 1.0, "event": "holster_return"}], r"holster_return at 1.0 s while holstered"),
         ([{"t_s": 1, "event": "holster_draw"}, {"t_s": 2, "event": "holster_draw"}], r"already drawn"),
         ("record at 3", r"expected a list"),
+        ([{"t_s": 1.0, "event": "holster_draw", "hold_s": 1}], r"hold_s: only a button press"),
+        ([{"t_s": 1.0, "event": "marker", "hold_s": -1}], r"hold_s: must be a number of seconds"),
+        ([{"t_s": 1.0, "event": "marker", "hold_s": True}], r"hold_s: must be a number of seconds"),
     ],
 )
 def test_scenario_validation(data: object, message: str) -> None:
@@ -147,6 +215,8 @@ def test_scenario_presses_too_close_or_unwired() -> None:
     clock = VirtualClock()
     with pytest.raises(ConfigError, match="within 140 ms"):
         ScenarioInputs(parse_scenario([{"t_s": 1.0, "event": "marker"}, {"t_s": 1.1, "event": "marker"}]), clock)
+    with pytest.raises(ConfigError, match="within 2060 ms"):  # the long press is still going on
+        ScenarioInputs(parse_scenario([{"t_s": 1.0, "event": "dismiss"}, {"t_s": 2.5, "event": "marker"}]), clock)
     with pytest.raises(ConfigError, match="pin is not configured"):
         ScenarioInputs(parse_scenario([{"t_s": 1.0, "event": "marker"}]), clock, GpioConfig(marker_pin=None))
 

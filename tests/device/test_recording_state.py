@@ -39,7 +39,7 @@ def test_record_button_starts_then_post_roll_then_idle() -> None:
     m = machine(post_roll_s=5)
     assert kinds(m.handle(Event("record", 1 * S))) == ["start:button", "marker:recording_start"]
     assert m.state == State.RECORDING and not m.automatic
-    assert kinds(m.handle(Event("record", 10 * S))) == []
+    assert kinds(m.handle(Event("record", 10 * S))) == ["marker:recording_stop_requested"]
     assert m.state == State.POST_ROLL
     assert kinds(m.handle(Event("tick", 14 * S))) == []
     assert kinds(m.handle(Event("tick", 15 * S))) == ["marker:recording_stop", "stop:post_roll_end"]
@@ -57,26 +57,112 @@ def test_detection_auto_starts_with_buffer_and_haptic() -> None:
     assert kinds(m.handle(Event("detection", 4 * S))) == []
 
 
-def test_dismiss_within_window_records_dismissal_and_stops() -> None:
+def test_dismiss_gesture_within_window_of_a_holster_start_records_dismissal_and_stops() -> None:
     m = machine(dismiss_window_s=10)
-    m.handle(Event("detection", 3 * S))
-    acts = m.handle(Event("marker", 8 * S))
+    m.handle(Event("holster_draw", 3 * S))
+    acts = m.handle(Event("dismiss", 8 * S, "button"))
     assert kinds(acts) == ["marker:dismissed", "feedback:dismissed", "marker:recording_stop", "stop:dismissed"]
     assert m.state == State.IDLE
+    assert all(not isinstance(a, StartRecording) for a in acts)  # stopped and kept, nothing else
 
 
-def test_marker_after_dismiss_window_is_a_manual_marker() -> None:
+# -- the officer's controls (issue 10): a marker press never stops a recording ----------------------
+def test_short_press_inside_the_dismiss_window_is_only_a_manual_marker() -> None:
+    m = machine(dismiss_window_s=10)
+    m.handle(Event("holster_draw", 2 * S))
+    assert m.dismiss_open
+    acts = m.handle(Event("marker", 4 * S, "button"))
+    assert kinds(acts) == ["marker:manual", "feedback:marker"]
+    assert m.state == State.RECORDING and m.automatic and m.dismiss_open
+    (mk,) = [a for a in acts if isinstance(a, EmitMarker)]
+    assert mk.t_ns == 4 * S and mk.extra == {"source": "button"}
+
+
+@pytest.mark.parametrize("start", ["detection", "holster_draw", "start", "record"])
+@pytest.mark.parametrize("state_at_press", ["recording", "post_roll", "idle"])
+def test_short_press_never_stops_anything_in_any_state(start: str, state_at_press: str) -> None:
+    m = machine(dismiss_window_s=10, post_roll_s=5)
+    if state_at_press != "idle":
+        m.handle(Event(start, 1 * S))  # type: ignore[arg-type]
+    if state_at_press == "post_roll":
+        m.handle(Event("record", 2 * S) if start == "record" else Event("stop", 2 * S))
+        assert m.state == State.POST_ROLL
+    before = m.state
+    acts = m.handle(Event("marker", 3 * S))
+    assert kinds(acts) == ["marker:manual", "feedback:marker"]
+    assert m.state == before
+
+
+def test_dismiss_is_refused_once_a_shot_was_detected_and_the_recording_goes_on() -> None:
+    """The reference scenario: holster draw at 2 s, shots at 2.93 s and 3.03 s, then the gesture."""
+    m = machine(dismiss_window_s=10)
+    m.handle(Event("holster_draw", 2 * S))
+    m.handle(Event("detection", int(2.93 * S)))
+    m.handle(Event("detection", int(3.03 * S)))
+    assert m.shot_in_recording and m.dismiss_open
+    acts = m.handle(Event("dismiss", int(5.5 * S), "button"))
+    assert kinds(acts) == ["marker:dismiss_refused", "feedback:refused"]
+    (mk,) = [a for a in acts if isinstance(a, EmitMarker)]
+    assert mk.extra == {"reason": "shot_detected", "source": "button"}
+    assert m.state == State.RECORDING
+    assert kinds(m.handle(Event("tick", 6 * S))) == []  # and nothing stops it later on the gesture's account
+
+
+def test_a_recording_started_by_a_detection_cannot_be_dismissed() -> None:
     m = machine(dismiss_window_s=10)
     m.handle(Event("detection", 3 * S))
-    m.handle(Event("tick", 14 * S))
-    assert kinds(m.handle(Event("marker", 14 * S))) == ["marker:manual", "feedback:marker"]
+    acts = m.handle(Event("dismiss", 4 * S))
+    assert kinds(acts) == ["marker:dismiss_refused", "feedback:refused"]
+    assert [a.extra["reason"] for a in acts if isinstance(a, EmitMarker)] == ["shot_detected"]
     assert m.state == State.RECORDING
 
 
-def test_marker_on_manual_recording_never_dismisses() -> None:
-    m = machine()
-    m.handle(Event("record", 1 * S))
-    assert kinds(m.handle(Event("marker", 2 * S))) == ["marker:manual", "feedback:marker"]
+def test_a_shot_during_post_roll_resumes_and_blocks_dismissal() -> None:
+    m = machine(dismiss_window_s=10, post_roll_s=10)
+    m.handle(Event("holster_draw", 1 * S))
+    m.handle(Event("stop", 2 * S))
+    assert m.state == State.POST_ROLL
+    m.handle(Event("detection", 3 * S))
+    assert m.state == State.RECORDING
+    assert m.dismiss_refusal(4 * S) == "shot_detected"
+
+
+def test_the_shot_flag_belongs_to_one_recording() -> None:
+    m = machine(dismiss_window_s=10, post_roll_s=0)
+    m.handle(Event("detection", 1 * S))
+    m.handle(Event("stop", 2 * S))
+    assert m.state == State.IDLE
+    m.handle(Event("holster_draw", 10 * S))  # a new recording, no shot in it
+    assert kinds(m.handle(Event("dismiss", 12 * S))) == [
+        "marker:dismissed", "feedback:dismissed", "marker:recording_stop", "stop:dismissed"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ([], "not_recording"),
+        ([("record", 1)], "manual_recording"),
+        ([("holster_draw", 1), ("tick", 12)], "window_closed"),
+        ([("holster_draw", 1), ("stop", 2)], "post_roll"),
+    ],
+)
+def test_every_refused_dismissal_is_a_marker_with_its_reason(setup: list[tuple[str, int]], reason: str) -> None:
+    m = machine(dismiss_window_s=10, post_roll_s=30)
+    for kind, t in setup:
+        m.handle(Event(kind, t * S))  # type: ignore[arg-type]
+    state = m.state
+    acts = m.handle(Event("dismiss", 13 * S))
+    assert kinds(acts) == ["marker:dismiss_refused", "feedback:refused"]
+    assert [a.extra for a in acts if isinstance(a, EmitMarker)] == [{"reason": reason, "source": "button"}]
+    assert m.state == state
+
+
+def test_stop_requests_are_markers() -> None:
+    m = machine(post_roll_s=5)
+    m.handle(Event("holster_draw", 1 * S))
+    acts = m.handle(Event("stop", 2 * S, "base:alice"))
+    assert [(a.kind, a.extra) for a in acts if isinstance(a, EmitMarker)] == [
+        ("recording_stop_requested", {"source": "base:alice"})]
 
 
 def test_holster_draw_marks_and_auto_starts() -> None:

@@ -129,15 +129,115 @@ def test_scenario_buttons_drive_the_state_machine(tmp_path: Path) -> None:
     scenario = tmp_path / "s.json"
     scenario.write_text(json.dumps({"events": [
         {"t_s": 1.0, "event": "record"}, {"t_s": 2.0, "event": "marker"}, {"t_s": 3.0, "event": "record"},
-        {"t_s": 5.0, "event": "holster_draw"}, {"t_s": 6.0, "event": "marker"}]}))
+        {"t_s": 5.0, "event": "holster_draw"}, {"t_s": 5.5, "event": "marker"}, {"t_s": 6.0, "event": "dismiss"}]}))
     cfg = AppConfig(recording=RecordingConfig(post_roll_s=1.0, pre_event_s=1.0))
     report = run(clip, tmp_path / "o", cfg, scenario=scenario)
     kinds = [m.kind for m in report.stats.markers]
-    assert kinds == ["recording_start", "manual", "recording_stop", "recording_start", "holster_draw",
-                     "dismissed", "recording_stop"]
+    assert kinds == ["recording_start", "manual", "recording_stop_requested", "recording_stop", "recording_start",
+                     "holster_draw", "manual", "dismissed", "recording_stop"]
     assert len(report.recordings) == 2
-    times = {m.kind: m.t_mono_ns for m in report.stats.markers}
-    assert abs(times["manual"] - 2 * S) <= S // 10
+    times = [(m.kind, m.t_mono_ns) for m in report.stats.markers]
+    assert [abs(t - want * S) <= S // 10 for (k, t), want in zip(
+        [x for x in times if x[0] in ("manual", "dismissed")], (2.0, 5.5, 7.5), strict=True)] == [True] * 3
+    # (dismissed: the marker button held 1.5 s from 6.0 s)
+
+
+# -- the officer's controls (issue 10): nothing a button does stops a recording during a shooting ---------
+class _Haptic:
+    """Catches the scenario's simulated pins so a test can read the haptic motor's output."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from bodycam.hw_sim import gpio_sim
+
+        self.inputs: list[gpio_sim.ScenarioInputs] = []
+        real_init = gpio_sim.ScenarioInputs.__init__
+
+        def init(inner: gpio_sim.ScenarioInputs, *a: object, **kw: object) -> None:
+            real_init(inner, *a, **kw)  # type: ignore[arg-type]
+            self.inputs.append(inner)
+
+        monkeypatch.setattr(gpio_sim.ScenarioInputs, "__init__", init)
+
+    def pulses_ms(self, after_s: float) -> list[int]:
+        """Lengths of the haptic pulses that started after ``after_s`` (ms)."""
+        (inputs,) = self.inputs
+        cfg = inputs.config
+        assert cfg.haptic_pin is not None
+        on = inputs.pins.on_intervals(cfg.haptic_pin, cfg.haptic_active_high)
+        return [round((end - start) / 1e6) for start, end in on if start >= after_s * S and end >= 0]
+
+    def played(self, pattern: str, after_s: float) -> bool:
+        """The haptic played ``pattern`` (indicators.HAPTIC_PATTERNS) first after ``after_s``; outputs
+        change at frame times here (virtual time, 30 fps), so each pulse may last up to a frame longer."""
+        from bodycam.device.hw.indicators import HAPTIC_PATTERNS
+
+        want = HAPTIC_PATTERNS[pattern]  # type: ignore[index]
+        got = self.pulses_ms(after_s)[: (len(want) + 1) // 2]
+        return len(got) == (len(want) + 1) // 2 and all(
+            w <= g <= w + 34 for g, w in zip(got, want[::2], strict=True))
+
+
+def _scenario(tmp_path: Path, events: list[dict[str, object]]) -> Path:
+    p = tmp_path / "scenario.json"
+    p.write_text(json.dumps({"events": events}))
+    return p
+
+
+def test_reference_scenario_a_marker_press_during_a_shooting_never_stops_the_recording(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's scenario on the example clip: holster draw at 2 s, shots detected at 2.93 s and 3.03 s,
+    a press of the marker button at 4 s (inside the 10 s dismiss window). Before the fix the firmware
+    logged dismissed + recording_stop and footage after 4.17 s was not recorded."""
+    haptic = _Haptic(monkeypatch)
+    scenario = _scenario(tmp_path, [{"t_s": 2.0, "event": "holster_draw"}, {"t_s": 4.0, "event": "marker"}])
+    report = run(EXAMPLE, tmp_path / "o", scenario=scenario)
+    kinds = [m.kind for m in report.stats.markers]
+    assert "dismissed" not in kinds and "dismiss_refused" not in kinds
+    assert kinds[:5] == ["recording_start", "holster_draw", "gunshot", "gunshot", "manual"]
+    assert kinds.count("gunshot") == 6  # every shot of the clip is in the one recording
+    assert kinds[-1] == "recording_stop" and report.stats.markers[-1].extra == {"reason": "end_of_stream"}
+    manual = report.stats.markers[4]
+    assert abs(manual.t_mono_ns - 4 * S) < S // 15
+    (rec,) = report.recordings
+    assert rec["protected"]
+    last_segment = rec["segments"][-1]
+    assert last_segment["end_utc"] > "2026-01-01T00:00:19"  # footage to the end of the clip, not 4.17 s
+    assert haptic.played("marker", 3.9)  # the marker tick
+
+
+def test_the_dismiss_gesture_during_a_shooting_is_refused_with_a_marker_and_a_haptic_pattern(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    haptic = _Haptic(monkeypatch)
+    scenario = _scenario(tmp_path, [{"t_s": 2.0, "event": "holster_draw"},
+                                    {"t_s": 4.0, "event": "marker", "hold_s": 2.0}])
+    report = run(EXAMPLE, tmp_path / "o", scenario=scenario)
+    kinds = [m.kind for m in report.stats.markers]
+    assert kinds[:5] == ["recording_start", "holster_draw", "gunshot", "gunshot", "dismiss_refused"]
+    refused = report.stats.markers[4]
+    assert refused.extra == {"reason": "shot_detected", "source": "button"}
+    assert abs(refused.t_mono_ns - 5.5 * S) < S // 15  # when the hold reached dismiss_hold_s (1.5 s)
+    assert "dismissed" not in kinds and kinds.count("recording_stop") == 1 and kinds[-1] == "recording_stop"
+    assert report.stats.markers[-1].extra == {"reason": "end_of_stream"}
+    assert haptic.played("refused", 5.4)  # the refusal pattern (three long buzzes)
+
+
+def test_the_dismiss_gesture_stops_a_false_holster_start_and_keeps_its_footage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    haptic = _Haptic(monkeypatch)
+    clip = make_plain_clip(tmp_path / "plain.mp4", seconds=8, audio=True)
+    scenario = _scenario(tmp_path, [{"t_s": 1.0, "event": "holster_draw"}, {"t_s": 3.0, "event": "dismiss"}])
+    report = run(clip, tmp_path / "o", AppConfig(recording=RecordingConfig(pre_event_s=1.0)), scenario=scenario)
+    assert [m.kind for m in report.stats.markers] == ["recording_start", "holster_draw", "dismissed",
+                                                      "recording_stop"]
+    assert report.stats.markers[-1].extra == {"reason": "dismissed"}
+    (rec,) = report.recordings
+    folder = tmp_path / "o" / "recordings" / rec["recording"]
+    segments = sorted(folder.glob("segment-*.mp4"))
+    assert segments and all(p.stat().st_size > 0 for p in segments)  # dismissed, not deleted
+    assert [json.loads(line)["kind"] for line in (folder / "markers.jsonl").read_text().splitlines()] == [
+        "recording_start", "holster_draw", "dismissed", "recording_stop"]
+    assert haptic.played("dismissed", 4.4)  # the confirmation: two short buzzes
+    assert len(haptic.pulses_ms(4.4)) == 2
 
 
 # -- bad input ---------------------------------------------------------------------------------
