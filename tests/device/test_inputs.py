@@ -160,9 +160,14 @@ def test_sampler_thread_catches_presses_between_polls() -> None:
     inputs = GpioInputs(pins, GpioConfig(debounce_ms=10), clock)
     inputs.start_sampler(0.002)
     try:
-        pins.press(17, 0.06, at_s=(clock.monotonic_ns() + 20 * MS) / 1e9)
-        clock.sleep(0.2)  # the loop is busy: no poll during the press
-        events = inputs.poll()
+        # 200 ms: long enough that a loaded 2-core machine still schedules the sampler during it
+        pins.press(17, 0.2, at_s=(clock.monotonic_ns() + 20 * MS) / 1e9)
+        clock.sleep(0.4)  # the loop is busy: no poll during the press
+        events = inputs.poll()  # with the sampler running, poll() only drains its queue
+        deadline = clock.monotonic_ns() + 3_000 * MS
+        while not events and clock.monotonic_ns() < deadline:  # a starved sampler may still be settling it
+            clock.sleep(0.05)
+            events = inputs.poll()
     finally:
         inputs.close()
     assert [e.kind for e in events] == ["record"]
