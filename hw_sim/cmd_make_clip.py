@@ -77,7 +77,23 @@ def run(args: argparse.Namespace) -> int:
     from bodycam.hw_sim.clipgen import generate_clip
 
     spec = spec_from_args(args)
-    truth = generate_clip(args.out, spec)
+    bar = None
+    if not args.quiet and sys.stderr.isatty():  # a 3-minute clip takes most of a minute to render
+        from tqdm import tqdm
+
+        bar = tqdm(total=round(spec.seconds * spec.fps), unit="frame", desc="  rendering", file=sys.stderr,
+                   leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        truth = generate_clip(args.out, spec, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     if not args.quiet:
         print(
             f"{args.out}: {truth.video.width}x{truth.video.height} {truth.video.fps:g} fps, "

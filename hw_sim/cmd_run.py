@@ -2,24 +2,31 @@
 
 As fast as possible by default, in real time with ``--realtime``. Prints each
 marker as it happens (and as it arrives at an MQTT subscriber), a progress bar
-on long clips, and a summary; scores the run when ``CLIP.truth.json`` exists.
+(tqdm, on a terminal, for clips of 30 s or more; every line prints above it) and a
+summary; scores the run when ``CLIP.truth.json`` exists. The clip (and the scenario)
+are checked before anything is created. A broker given with ``--broker`` that cannot be
+reached is a warning, not an error: markers wait in the outbox and are published when it
+comes back, as on the camera.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bodycam.device.config import AppConfig, load_config
-from bodycam.device.errors import ClipError, StorageError, UsageError
+from bodycam.device.errors import StorageError, UsageError
 from bodycam.device.uplink.markers import Marker
+from bodycam.hw_sim.clip_probe import probe_clip
 
 _print_lock = threading.Lock()
+_bar: Any = None  # the tqdm progress bar while one is shown: lines are written above it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,9 +45,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-marker lines")
 
 
-def _say(text: str, stream: Any = None) -> None:
+def _say(text: str, stream: TextIO | None = None) -> None:
     with _print_lock:
-        print(text, file=stream or sys.stdout, flush=True)
+        out = stream or sys.stdout
+        if _bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=out)  # clears the bar, prints the line, redraws the bar below it
+        else:
+            print(text, file=out, flush=True)
+
+
+class _SayHandler(logging.Handler):
+    """Warnings from the firmware (publisher, GNSS, footage) as lines above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _say(f"  {record.levelname.lower()}: {record.getMessage()}", sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 def _fmt_t(ns: int) -> str:
@@ -57,24 +80,31 @@ def _marker_line(m: Marker) -> str:
     return "  marker " + "  ".join(bits)
 
 
-def _progress(total_s: float) -> Any:
+def _start_bar(total_s: float) -> Any:
+    """A tqdm bar on stderr counting seconds of footage."""
+    global _bar
+    from tqdm import tqdm
+
+    _bar = tqdm(total=round(total_s, 1), unit="s", desc="  footage", file=sys.stderr, leave=False,
+                bar_format="{desc} {bar} {percentage:3.0f}% {n:.1f}/{total:.1f} s [{elapsed}<{remaining}] {postfix}")
+    return _bar
+
+
+def _progress(bar: Any, total_s: float) -> Any:
     def show(frames: int, t_s: float) -> None:
-        frac = min(1.0, t_s / total_s) if total_s > 0 else 0.0
-        bar = "#" * int(frac * 30)
         with _print_lock:
-            sys.stderr.write(f"\r  [{bar:<30s}] {frac * 100:5.1f}%  {frames} frames  t={t_s:7.1f}s")
-            sys.stderr.flush()
+            bar.n = round(min(t_s, total_s), 1)
+            bar.set_postfix_str(f"{frames} frames", refresh=False)
+            bar.refresh()
     return show
 
 
-def _duration_s(clip: Path) -> float:
-    import av
-
-    try:
-        with av.open(str(clip)) as c:
-            return float(c.duration or 0) / 1e6
-    except Exception:
-        return 0.0
+def _close_bar() -> None:
+    global _bar
+    with _print_lock:
+        if _bar is not None:
+            _bar.close()
+            _bar = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,21 +128,70 @@ def run(args: argparse.Namespace) -> int:
         broker = args.broker
     opts = SimOptions(clip=args.clip, out=out, config=cfg, realtime=args.realtime, broker=broker,
                       scenario=args.scenario, model=args.model, start_time=args.start_time)
-    if not args.clip.is_file():
-        raise ClipError(f"{args.clip}: no such clip")
+    # everything the run needs is checked before anything is created or printed
+    clip = probe_clip(args.clip)
+    if args.scenario is not None:
+        from bodycam.hw_sim.gpio_sim import load_scenario
+
+        load_scenario(args.scenario)
     text = not args.json
-    duration = _duration_s(args.clip) if args.clip.is_file() else 0.0
+    duration = clip.duration_s
     show_progress = text and sys.stderr.isatty() and duration >= 30
+    quiet_markers = not text or args.quiet
+    broker_down = threading.Event()
+
+    # the publisher can deliver a marker before the loop's listener has printed it: a "received"
+    # line waits for its marker's line
+    order_lock = threading.Lock()
+    printed: set[str] = set()
+    early: dict[str, Marker] = {}
+
+    def received_line(m: Marker) -> str:
+        return f"  received #{m.seq} {m.kind} at the subscriber"
+
+    def on_marker(m: Marker) -> None:
+        with order_lock:
+            _say(_marker_line(m) + ("  (queued in the outbox: broker unreachable)" if broker_down.is_set() else ""))
+            printed.add(m.id)
+            if m.id in early:
+                _say(received_line(early.pop(m.id)))
+
+    def on_arrival(m: Marker, _t: float) -> None:
+        with order_lock:
+            if m.id in printed:
+                _say(received_line(m))
+            else:
+                early.setdefault(m.id, m)
+
+    def on_broker(up: bool, reason: str) -> None:
+        if up:
+            broker_down.clear()
+            _say(f"  broker {broker} reachable: markers waiting in the outbox are being published", sys.stderr)
+        else:
+            broker_down.set()
+            _say(f"bodycam-sim run: warning: broker {broker} is not reachable ({reason}); markers are kept in "
+                 f"the outbox ({out / 'state' / 'outbox.sqlite'}) and published when it comes back (at the end "
+                 f"the run waits up to {opts.drain_timeout_s:g} s for it)", sys.stderr)
+
     if text:
         _say(f"bodycam-sim run {args.clip} ({duration:.1f} s) -> {out}")
-    report = run_clip(
-        opts,
-        on_marker=(lambda m: _say(_marker_line(m))) if text and not args.quiet else None,
-        on_arrival=(lambda m, _t: _say(f"  received #{m.seq} {m.kind} at the subscriber")) if text and not args.quiet else None,
-        on_progress=_progress(duration) if show_progress else None,
-    )
-    if show_progress:
-        sys.stderr.write("\n")
+    handler = _SayHandler(logging.WARNING)
+    logging.getLogger("bodycam").addHandler(handler)
+    bar = _start_bar(duration) if show_progress else None
+    try:
+        report = run_clip(
+            opts,
+            on_marker=on_marker if not quiet_markers else None,
+            on_arrival=on_arrival if not quiet_markers else None,
+            on_progress=_progress(bar, duration) if bar is not None else None,
+            on_broker=on_broker if broker not in (None, "embedded") else None,
+        )
+    finally:
+        _close_bar()
+        logging.getLogger("bodycam").removeHandler(handler)
+    with order_lock:  # markers an earlier run left in the outbox
+        for m in early.values():
+            _say(received_line(m) + " (queued by an earlier run)")
     truth_file = truth_path_for(args.clip)
     score: dict[str, Any] | None = None
     if truth_file.is_file():
@@ -179,6 +258,7 @@ def _summary(report: Any, score: dict[str, Any] | None) -> dict[str, Any]:
             "received_by_subscriber": len({m.id for m in report.received}),
             "undelivered": report.undelivered,
             "latency_ms_p50": _pct(report.latency_ms, 50), "latency_ms_p99": _pct(report.latency_ms, 99),
+            "latency_samples": len(report.latency_ms),
         },
         "score": score,
         "error": report.error,
@@ -211,7 +291,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     mq = s["mqtt"]
     if mq is not None:
         lines.append(f"  mqtt        {mq['broker']}: {mq['acknowledged']} acknowledged, {mq['received_by_subscriber']} "
-                     f"received by the subscriber, latency p50 {mq['latency_ms_p50']} ms p99 {mq['latency_ms_p99']} ms")
+                     f"received by the subscriber, " + (
+                         f"latency (event frame to subscriber) p50 {mq['latency_ms_p50']} ms "
+                         f"p99 {mq['latency_ms_p99']} ms over {mq['latency_samples']} of "
+                         f"{sum(s['markers'].values())} markers" if mq["latency_samples"] else "no latency measured"))
+        if mq["undelivered"]:
+            lines.append(f"  outbox      {mq['undelivered']} marker(s) still queued for the broker")
     else:
         lines.append("  mqtt        off (--no-broker)")
     sc = s["score"]

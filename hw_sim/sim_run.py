@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bodycam.device.app import RunStats
 from bodycam.device.assemble import HardwareParts, assemble, model_spec
@@ -29,6 +29,9 @@ from bodycam.device.hw.gnss import GnssLocation
 from bodycam.device.uplink.markers import Location, Marker
 from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.hw_sim.clip_camera import ClipCamera
+
+if TYPE_CHECKING:
+    from bodycam.hw_sim.marker_watch import MarkerWatch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class ClockedCamera:
         self.realtime = realtime
         self.on_time = on_time
         self._t0: float | None = None
+        #: (frame t_ns, time.monotonic() when it was read): markers' latencies are measured from here
+        self.frame_clock: list[tuple[int, float]] = []
 
     def start(self) -> StreamInfo:
         return self.inner.start()
@@ -65,6 +70,7 @@ class ClockedCamera:
             if delay > 0:
                 time.sleep(delay)
         self.clock.set_ns(frame.t_ns)
+        self.frame_clock.append((frame.t_ns, time.monotonic()))
         if self.on_time is not None:
             self.on_time(frame.t_ns)
         return frame
@@ -124,11 +130,16 @@ def clip_epoch_ns(clip: Path, override: str | None) -> int:
 
 
 @contextlib.contextmanager
-def _broker(opts: SimOptions, report: SimReport,
-            on_arrival: Callable[[Marker, float], None] | None) -> Iterator[MqttConfig]:
-    """Broker (embedded or given) and a watching subscriber; yields the firmware's MQTT config for it."""
+def _broker(opts: SimOptions, report: SimReport, on_arrival: Callable[[Marker, float], None] | None,
+            on_broker: Callable[[bool, str], None] | None = None
+            ) -> Iterator[tuple[MqttConfig, MarkerWatch | None]]:
+    """Broker (embedded or given) and a watching subscriber; yields (the firmware's MQTT config, the watch).
+
+    A given broker that cannot be reached is not an error: the markers wait in the outbox, as on
+    the camera, and ``on_broker(False, reason)`` / ``on_broker(True, "")`` say when it is down / up.
+    """
     if opts.broker is None:
-        yield replace(opts.config.mqtt, enabled=False)
+        yield replace(opts.config.mqtt, enabled=False), None
         return
     from bodycam.hw_sim.embedded_broker import EmbeddedBroker
     from bodycam.hw_sim.marker_watch import MarkerWatch
@@ -143,17 +154,21 @@ def _broker(opts: SimOptions, report: SimReport,
         cfg = replace(opts.config.mqtt, url=url, enabled=True)
         if opts.broker == "embedded":  # amqtt speaks MQTT 3.1.1 only: skip the MQTT 5 attempt
             cfg = replace(cfg, protocol="3.1.1")
-        stack.enter_context(MarkerWatch(url, prefix=cfg.topic_prefix, on_marker=on_arrival))
-        yield cfg
+        watch = stack.enter_context(MarkerWatch(url, prefix=cfg.topic_prefix, on_marker=on_arrival,
+                                                on_state=on_broker, required=opts.broker == "embedded"))
+        yield cfg, watch
 
 
 def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None,
              on_arrival: Callable[[Marker, float], None] | None = None,
-             on_progress: Callable[[int, float], None] | None = None) -> SimReport:
+             on_progress: Callable[[int, float], None] | None = None,
+             on_broker: Callable[[bool, str], None] | None = None) -> SimReport:
     """Run the firmware loop over ``opts.clip`` with simulated parts; see the module docstring."""
+    from bodycam.hw_sim.clip_probe import probe_clip
+    from bodycam.hw_sim.marker_watch import marker_latencies_ms
+
     cfg = opts.config
-    if not opts.clip.is_file():
-        raise ClipError(f"{opts.clip}: no such clip")
+    probe_clip(opts.clip)  # a file that is no clip fails here, before anything is created
     clock = VirtualClock(0, clip_epoch_ns(opts.clip, opts.start_time))
     cfg = replace(cfg, device=replace(cfg.device, data_dir=str(opts.out)))
     if opts.model is not None:
@@ -168,25 +183,20 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
 
         raise StorageError(f"{opts.out}: cannot create the output directory ({exc.strerror or exc})") from exc
     report = SimReport(opts.clip, opts.out, RunStats(), None, model_name=f"{spec.name} {spec.version}")
-    sent_at: dict[str, float] = {}
 
     def arrival(marker: Marker, now: float) -> None:
-        t_sent = sent_at.get(marker.id)
-        if t_sent is not None:
-            report.latency_ms.append((now - t_sent) * 1000.0)
         report.received.append(marker)
         if on_arrival is not None:
             on_arrival(marker, now)
 
     def listener(marker: Marker) -> None:
-        if on_marker is not None:  # say it before the subscriber's line (the publisher was woken just now)
+        if on_marker is not None:
             on_marker(marker)
-        sent_at[marker.id] = time.monotonic()
 
-    with _broker(opts, report, arrival) as mqtt_cfg:
+    with _broker(opts, report, arrival, on_broker) as (mqtt_cfg, watch):
         cfg = replace(cfg, mqtt=mqtt_cfg)
-        with assemble(cfg, sim_parts(opts, cfg, clock, spec), state_dir=state_dir,
-                      listeners=[listener]) as fw:
+        parts = sim_parts(opts, cfg, clock, spec)
+        with assemble(cfg, parts, state_dir=state_dir, listeners=[listener]) as fw:
             report.detector_backend = fw.detector.backend
             report.info = fw.start()  # a clip that cannot be opened at all is an error of its own
             try:
@@ -201,8 +211,14 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
                 if fw.publisher is not None:
                     report.undelivered = fw.drain(opts.drain_timeout_s)
                     report.published = fw.publisher.stats.acked
-        if report.broker_url is not None:
-            _wait_arrivals(report, on_arrival_count=len(report.stats.markers), timeout=opts.drain_timeout_s)
+        if watch is not None:
+            # every marker the broker acknowledged reaches the subscriber within moments; markers
+            # still in the outbox never will (no waiting on those)
+            if report.undelivered == 0:
+                watch.wait_ids({m.id for m in report.stats.markers}, timeout=min(5.0, opts.drain_timeout_s))
+            camera = parts.camera
+            frame_clock = camera.frame_clock if isinstance(camera, ClockedCamera) else []
+            report.latency_ms = marker_latencies_ms(report.stats.markers, dict(watch.first_arrival), frame_clock)
     return report
 
 
@@ -268,12 +284,6 @@ class _SimGnss:
 
     def location(self) -> Location | None:
         return GnssLocation(self.tracker, self.cfg.max_fix_age_s).location()
-
-
-def _wait_arrivals(report: SimReport, on_arrival_count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while len(report.latency_ms) < on_arrival_count and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 __all__ = ["DEFAULT_EPOCH", "BodycamError", "SimOptions", "SimReport", "run_clip"]
