@@ -37,17 +37,17 @@ def probe_clip(path: str | os.PathLike[str]) -> ClipSummary:
 
     p = Path(path)
     if not p.exists():
-        raise ClipError(f"{p}: no such file")
+        raise ClipError(f"{p}: no such clip")
     if not p.is_file():
         raise ClipError(f"{p}: not a file (a video clip is needed: MP4, MKV or MOV)")
     try:
         container: Any = av.open(str(p))
     except av.error.InvalidDataError as exc:
-        raise ClipError(f"{p}: not a video file FFmpeg can read ({_plain(exc).lower()}); "
+        raise ClipError(f"{p}: not a readable video file ({_plain(exc).lower()}); "
                         "a clip is an MP4, MKV or MOV file with H.264 video") from exc
     except (av.error.FFmpegError, OSError) as exc:
         hint = " (a truncated MP4 whose index was never written?)" if p.suffix.lower() in (".mp4", ".mov") else ""
-        raise ClipError(f"{p}: cannot be opened as a video{hint}: {_plain(exc).lower()}") from exc
+        raise ClipError(f"{p}: not a readable video file{hint} ({_plain(exc).lower()})") from exc
     with container:
         if not container.streams.video:
             raise ClipError(f"{p}: the file has no video stream")

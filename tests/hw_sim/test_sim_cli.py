@@ -50,7 +50,7 @@ def test_a_file_that_is_no_clip_fails_in_plain_words_and_creates_nothing(
 
 def test_invalid_data_is_named_in_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(ROOT / "README.md"), "--out", str(tmp_path / "o")]) == 1
-    assert "not a video file FFmpeg can read (invalid data found when processing input)" in capsys.readouterr().err
+    assert "not a readable video file (invalid data found when processing input)" in capsys.readouterr().err
 
 
 def test_a_bad_scenario_fails_before_anything_is_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,7 +65,7 @@ def test_a_bad_scenario_fails_before_anything_is_created(tmp_path: Path, capsys:
 def test_the_library_entry_point_creates_nothing_for_a_bad_clip(tmp_path: Path) -> None:
     from bodycam.device.errors import ClipError
 
-    with pytest.raises(ClipError, match="not a video file"):
+    with pytest.raises(ClipError, match="not a readable video file"):
         run_clip(SimOptions(clip=ROOT / "README.md", out=tmp_path / "o", config=AppConfig(), broker=None))
     assert not (tmp_path / "o").exists()
 
