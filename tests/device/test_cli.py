@@ -36,7 +36,7 @@ def test_check_config_lists_every_problem_with_its_dotted_key(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write(tmp_path, "\n".join([
         "[device]", 'log_level = "LOUD"',
-        "[mqtt]", 'url = "http://base"', "keepalive = 1", 'username = "u"', "password = 42", "brokr = 1",
+        "[mqtt]", 'url = "http://base"', "keepalive = 1", 'username = "u"', "password = 987654321", "brokr = 1",
         "[camera]", "lores_size = [161, 90]",
         "[gpio]", 'debounce_ms = "x"', "",
     ]))
@@ -48,7 +48,7 @@ def test_check_config_lists_every_problem_with_its_dotted_key(tmp_path: Path,
     keys = [line.strip().split(":")[0] for line in lines[1:]]
     assert keys == ["device.log_level", "unknown key 'mqtt.brokr' (known keys", "mqtt.password", "mqtt.url",
                     "mqtt.keepalive", "camera.lores_size", "gpio.debounce_ms"]
-    assert "42" not in captured.err.replace("(known keys", "")
+    assert "987654321" not in captured.err
 
 
 def test_check_config_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
