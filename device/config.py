@@ -8,7 +8,6 @@ dataclasses does none.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,13 @@ from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
 from bodycam.device.hw.microphone import MicrophoneConfig
+from bodycam.device.safe_load import load_toml
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.device.uplink.outbox import OutboxConfig
 from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
+
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,7 @@ def config_from_dict(data: dict[str, Any]) -> AppConfig:
 def load_config(path: str | Path) -> AppConfig:
     """Read and validate a TOML config file; errors name the file and the key."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{p}: config file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc})") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    data = load_toml(p, "config file", max_bytes=MAX_CONFIG_BYTES)  # regular file, size, UTF-8, depth, numbers
     try:
         return config_from_dict(data)
     except ConfigError as exc:  # every problem, each with its dotted key

@@ -21,10 +21,8 @@
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import threading
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from bodycam.device.errors import ConfigError, HardwareError
 from bodycam.device.hw.config import GpioConfig
 from bodycam.device.hw.gpio import Pull
 from bodycam.device.hw.inputs import GpioInputs, InputEvent, InputKind
+from bodycam.device.safe_load import load_json, load_toml
 
 
 class SimInputPin:
@@ -282,6 +281,10 @@ _PRESSES = ("record", "marker", "dismiss")
 _KINDS: tuple[str, ...] = get_args(InputKind)
 
 
+#: scenario times are seconds into the clip: a week bounds any clip (and stays far inside int64 ns)
+MAX_T_S = 7 * 86400.0
+
+
 def parse_scenario(data: Any, where: str = "scenario") -> list[ScenarioEvent]:
     """Validate ``[{"t_s": 3.0, "event": "record"}, ...]`` (or ``{"events": [...]}``)."""
     if isinstance(data, Mapping):
@@ -303,8 +306,8 @@ def parse_scenario(data: Any, where: str = "scenario") -> list[ScenarioEvent]:
         if "t_s" not in item or "event" not in item:
             raise ConfigError(f"{w}: needs both 't_s' and 'event'")
         t = item["t_s"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
-            raise ConfigError(f"{w}.t_s: must be a finite number >= 0, got {t!r}")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0 <= t <= MAX_T_S:
+            raise ConfigError(f"{w}.t_s: must be a number 0..{MAX_T_S:.0f} (seconds into the clip), got {t!r}")
         kind = item["event"]
         if kind not in _KINDS:
             raise ConfigError(f"{w}.event: {kind!r} is not one of {', '.join(_KINDS)}")
@@ -332,14 +335,7 @@ def parse_scenario(data: Any, where: str = "scenario") -> list[ScenarioEvent]:
 def load_scenario(path: str | Path) -> list[ScenarioEvent]:
     """Read a scenario from a .json or .toml file (TOML: ``[[events]]`` tables)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"scenario {p}: cannot read: {exc.strerror}") from exc
-    try:
-        data: Any = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"scenario {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    data: Any = load_toml(p, "scenario") if p.suffix == ".toml" else load_json(p, "scenario")
     return parse_scenario(data, str(p))
 
 

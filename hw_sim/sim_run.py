@@ -23,11 +23,12 @@ from bodycam.device.assemble import HardwareParts, assemble, model_spec
 from bodycam.device.clock import VirtualClock, parse_rfc3339
 from bodycam.device.config import AppConfig
 from bodycam.device.detect.model_spec import ModelSpec
-from bodycam.device.errors import BodycamError, BrokerError, ClipError, UsageError
+from bodycam.device.errors import BodycamError, BrokerError, ClipError, MarkerError, UsageError
 from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.device.hw.gnss import GnssLocation
 from bodycam.device.uplink.markers import Location, Marker
 from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.validate import check_wall_ns
 from bodycam.hw_sim.clip_camera import ClipCamera
 
 if TYPE_CHECKING:
@@ -115,17 +116,23 @@ class SimReport:
 def clip_epoch_ns(clip: Path, override: str | None) -> int:
     if override:
         try:
-            return parse_rfc3339(override)
-        except ValueError as exc:
+            start = parse_rfc3339(override)
+        except (ValueError, OverflowError) as exc:
             raise UsageError(f"--start-time {override!r} is not an RFC 3339 UTC time ({exc})") from exc
+        try:
+            return check_wall_ns(start, "--start-time")
+        except MarkerError as exc:  # markers could not carry it: refuse now, not at the first marker
+            raise UsageError(str(exc)) from None
     import av
 
     tag = None
     with contextlib.suppress(Exception), av.open(str(clip)) as c:
         tag = c.metadata.get("creation_time")
     if tag:
-        with contextlib.suppress(ValueError):
-            return parse_rfc3339(str(tag))
+        try:
+            return check_wall_ns(parse_rfc3339(str(tag)), "creation_time")
+        except (ValueError, OverflowError, MarkerError) as exc:
+            log.warning("%s: creation_time %r not usable (%s); starting at %s", clip, tag, exc, DEFAULT_EPOCH)
     return parse_rfc3339(DEFAULT_EPOCH)
 
 

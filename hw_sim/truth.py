@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.device.errors import StorageError, TruthError
+from bodycam.device.safe_load import load_json
 
 SCHEMA = "bodycam.truth/1"
 GENERATOR_NAME = "bodycam-sim"
@@ -180,19 +181,13 @@ def save_truth(truth: Truth, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+MAX_TRUTH_BYTES = 16 * 1024 * 1024
+
+
 def load_truth(path: str | os.PathLike[str]) -> Truth:
     """Read and validate a truth file; :class:`TruthError` names the file and the problem."""
     p = Path(path)
-    try:
-        raw = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TruthError(f"{p}: truth file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TruthError(f"{p}: cannot read truth file: {exc}") from None
-    try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise TruthError(f"{p}: not valid JSON: {exc}") from None
+    obj = load_json(p, "truth file", error=TruthError, max_bytes=MAX_TRUTH_BYTES)
     try:
         return _parse(obj)
     except _Invalid as exc:

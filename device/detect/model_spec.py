@@ -21,13 +21,13 @@ Example (abridged)::
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bodycam.device.detect.preprocess import InputSpec
 from bodycam.device.errors import ModelError
+from bodycam.device.safe_load import load_json
 
 SCHEMA = "bodycam.model/1"
 
@@ -148,10 +148,7 @@ def load_model_spec(model_path: Path, *, verify_hash: bool = True) -> ModelSpec:
     side = sidecar_path(model_path)
     if not side.is_file():
         raise ModelError(f"{model_path}: sidecar {side.name} not found next to the model")
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{side}: not a readable JSON sidecar ({exc})") from exc
+    data = load_json(side, "model sidecar", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{side}: the sidecar must be a JSON object")
     spec = parse_sidecar(data, str(side))
