@@ -307,7 +307,9 @@ def parse_scenario(data: Any, where: str = "scenario") -> list[ScenarioEvent]:
             raise ConfigError(f"{w}: needs both 't_s' and 'event'")
         t = item["t_s"]
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0 <= t <= MAX_T_S:
-            raise ConfigError(f"{w}.t_s: must be a number 0..{MAX_T_S:.0f} (seconds into the clip), got {t!r}")
+            raise ConfigError(
+                f"{w}.t_s: must be a finite number >= 0 and <= {MAX_T_S:.0f} (seconds into the clip), got {t!r}"
+            )
         kind = item["event"]
         if kind not in _KINDS:
             raise ConfigError(f"{w}.event: {kind!r} is not one of {', '.join(_KINDS)}")

@@ -299,6 +299,8 @@ class MqttPublisher:
         self.stats.connects += 1
         self.stats.protocol = self.protocol
         self._cursor = 0  # everything the broker has not PUBACKed goes again, in order
+        if not s.session_present:
+            self._session_lost()
         s.subscribe([self._t_ack, self._t_resend])
         self._publish_status(s, "online")
         self._next_telemetry = self._timer() + self._cfg.telemetry_interval_s
@@ -319,6 +321,17 @@ class MqttPublisher:
                 self._pump(s)
             self._telemetry_tick(s, now)
         self._goodbye(s)
+
+    def _session_lost(self) -> None:
+        """The broker has no session of ours (it was restarted without its state, or never knew us):
+        what it queued for base may be gone too, so every marker sent but not confirmed goes again
+        now, not ``ack_timeout_s`` later."""
+        last = self._outbox.last_sent_seq()
+        first = self._outbox.acked_seq + 1
+        if last >= first:
+            _log.warning("the broker has no session for %s: sending the unconfirmed markers %d..%d again",
+                         self._device, first, last)
+            self._resend_ranges.append([first, last])
 
     # -- markers ---------------------------------------------------------------------------
     def _room(self) -> int:

@@ -377,6 +377,13 @@ class Outbox:
             out += [h for h in self._mem if h.marker.seq > after and h.sends > 0]
             return out[: max(0, limit)]
 
+    def last_sent_seq(self) -> int:
+        """The highest seq the broker has PUBACKed at least once (0: none)."""
+        with self._lock:
+            row = self._query("SELECT MAX(seq) FROM markers WHERE sends > 0", ())[0]
+            top = int(row[0]) if row[0] is not None else 0
+            return max([top] + [h.marker.seq for h in self._mem if h.sends > 0])
+
     def held(self, from_seq: int, to_seq: int, limit: int) -> list[Marker]:
         """Markers still held (confirmed ones too) with ``from_seq <= seq <= to_seq``, oldest first."""
         with self._lock:

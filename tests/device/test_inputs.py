@@ -237,7 +237,7 @@ def test_load_scenario_files(tmp_path: Path) -> None:
     bad.write_text("[{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_scenario(bad)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="scenario not found"):
         load_scenario(tmp_path / "missing.json")
 
 
