@@ -115,6 +115,8 @@ def migrate(tx: Tx, columns: set[str], *, unique_index: bool) -> None:
     index; markers that an older version stored twice for one ``(device, seq)`` move to the
     quarantine (kind ``seq_conflict``), the first received one stays.
     """
+    if not unique_index:
+        _unique_seqs(tx)
     if "contig_seq" not in columns:
         tx.run("ALTER TABLE devices ADD COLUMN contig_seq BIGINT NOT NULL DEFAULT 0")
         for (device,) in tx.all("SELECT device FROM devices"):
@@ -122,8 +124,9 @@ def migrate(tx: Tx, columns: set[str], *, unique_index: bool) -> None:
             if first is not None and first[0] is not None:
                 contig = _advance(tx, str(device), int(first[0]))
                 tx.run("UPDATE devices SET contig_seq=? WHERE device=?", (contig, device))
-    if unique_index:
-        return
+
+
+def _unique_seqs(tx: Tx) -> None:
     dupes = tx.all(
         "SELECT m.id, m.device, m.seq, m.received_ns, m.body FROM markers m WHERE EXISTS ("
         "SELECT 1 FROM markers o WHERE o.device=m.device AND o.seq=m.seq AND "
@@ -236,7 +239,7 @@ def _advance(tx: Tx, device: str, start: int) -> int:
     contig = start
     while True:
         rows = tx.all(
-            "SELECT seq FROM markers WHERE device=? AND seq>? ORDER BY seq LIMIT 1000", (device, contig)
+            "SELECT DISTINCT seq FROM markers WHERE device=? AND seq>? ORDER BY seq LIMIT 1000", (device, contig)
         )
         for (seq,) in rows:
             if int(seq) != contig + 1:

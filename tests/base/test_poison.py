@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from test_store import WALL, make_markers
 
 from bodycam.base.cli import main, open_store
 from bodycam.base.consumer import Consumer, ConsumerOptions
-from bodycam.base.rules import AddResult
+from bodycam.base.rules import AddResult, Progress
 from bodycam.base.store import MarkerStore
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import StorageError
@@ -242,3 +243,41 @@ def test_no_hostile_marker_makes_a_store_raise(db: str, store: MarkerStore, msg:
 def test_no_bytes_make_a_store_raise(db: str, store: MarkerStore, payload: bytes, topic: str) -> None:
     c = consumer_on(store)
     assert c.handle(topic, payload).startswith((*OUTCOMES, "ack"))
+
+
+def test_an_older_database_is_migrated(db: str, tmp_path: Path) -> None:
+    """Before: no contig_seq column, no unique (device, seq), and a seq stored twice."""
+    ms = make_markers(tmp_path, 3)
+    twin = Marker.from_dict({**ms[1].to_dict(), "id": uuid7(WALL + 5)})  # seq 2 again, another id
+    old = [
+        "CREATE TABLE markers (id TEXT PRIMARY KEY, device TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"
+        " t TEXT NOT NULL, t_ns BIGINT NOT NULL, received_ns BIGINT NOT NULL, digest TEXT NOT NULL,"
+        " prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL)",
+        "CREATE TABLE devices (device TEXT PRIMARY KEY, state TEXT, status_t TEXT, status_received_ns BIGINT,"
+        " last_seen_ns BIGINT NOT NULL, max_seq BIGINT NOT NULL DEFAULT 0)",
+        "INSERT INTO devices(device, last_seen_ns, max_seq) VALUES ('cam-01', 9, 3)",
+    ]
+    rows = [(m.id, m.device, m.seq, m.kind, m.t, m.t_ns, rx, m.digest(), m.prev, "ok", m.to_json().decode())
+            for rx, m in enumerate([ms[0], ms[1], twin, ms[2]])]
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            for stmt in old:
+                conn.execute(stmt)
+            for r in rows:
+                conn.execute("INSERT INTO markers VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", r)
+    else:
+        conn = sqlite3.connect(db)
+        with conn:
+            for stmt in old:
+                conn.execute(stmt)
+            conn.executemany("INSERT INTO markers VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.close()
+    with closing(open_store(db)) as store:
+        assert [s.marker.id for s in store.markers()] == [ms[0].id, ms[1].id, ms[2].id]  # the first received stays
+        (q,) = store.quarantined()
+        assert q.item.kind == "seq_conflict" and Marker.from_json(q.item.payload) == twin
+        assert store.progress() == [Progress("cam-01", 3, 3, None)]
+        c = consumer_on(store)
+        assert c.handle(TOPIC, twin.to_json()) == "quarantined_seq_conflict"  # unique from now on
