@@ -265,15 +265,8 @@ def marker_query(
     newest_first: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
     """The ``markers`` query of both stores: by device and seq, or newest (by ``t``) first."""
-    where: list[str] = []
-    args: list[Any] = []
-    for cond, value in (("device=?", device), ("t_ns>=?", since_ns), ("kind=?", kind)):
-        if value is not None:
-            where.append(cond)
-            args.append(value)
-    sql = "SELECT body, received_ns, chain FROM markers"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    where, args = _where((("device=?", device), ("t_ns>=?", since_ns), ("kind=?", kind)))
+    sql = "SELECT body, received_ns, chain FROM markers" + where
     order = f"t_ns DESC, {device_order}, seq DESC" if newest_first else f"{device_order}, seq"
     return f"{sql} ORDER BY {order} LIMIT ?", (*args, limit)
 
@@ -326,15 +319,17 @@ def progress_rows(rows: Sequence[Sequence[Any]]) -> list[Progress]:
 
 
 def quarantine_query(*, kind: str | None, device: str | None, limit: int) -> tuple[str, tuple[Any, ...]]:
-    where, args = [], []
-    for cond, value in (("kind=?", kind), ("device=?", device)):
-        if value is not None:
-            where.append(cond)
-            args.append(value)
-    sql = "SELECT n, received_ns, topic, device, kind, reason, payload FROM quarantine"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    where, args = _where((("kind=?", kind), ("device=?", device)))
+    sql = "SELECT n, received_ns, topic, device, kind, reason, payload FROM quarantine" + where
     return sql + " ORDER BY n DESC LIMIT ?", (*args, limit)
+
+
+def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """`` WHERE a=? AND b=?`` of the conditions whose value is not None, and their values."""
+    used = [(cond, value) for cond, value in conditions if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
 
 
 def quarantine_rows(rows: Sequence[Sequence[Any]]) -> list[QuarantineRow]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,7 +116,64 @@ def _stored(rows: Sequence[Sequence[Any]]) -> list[StoredMarker]:
     return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in rows]
 
 
-class SqliteStore:
+class _Store:
+    """What both stores share (everything but opening, transactions, locking and ``add_markers``):
+    a subclass provides ``_tx()`` (one transaction, :class:`rules.Tx`) and ``_rows(sql, args)``
+    (a read; SQL with ``?``), and ``_collate`` (byte order of device names in both databases)."""
+
+    _collate = ""
+
+    def _tx(self) -> AbstractContextManager[rules.Tx]:
+        raise NotImplementedError
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
+        with self._tx() as tx:
+            rules.set_status(tx, device, state, t, received_ns, retained=retained)
+
+    def quarantine(self, items: Sequence[Quarantined]) -> None:
+        if items:
+            with self._tx() as tx:
+                rules.quarantine(tx, items)
+
+    def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
+        if devices is not None and not devices:
+            return []
+        return rules.progress_rows(self._rows(*rules.progress_query(devices)))
+
+    def markers(
+        self,
+        *,
+        device: str | None = None,
+        since_ns: int | None = None,
+        kind: str | None = None,
+        limit: int = 1000,
+        newest_first: bool = False,
+    ) -> list[StoredMarker]:
+        sql, args = marker_query(
+            f"device{self._collate}", device=device, since_ns=since_ns, kind=kind, limit=limit,
+            newest_first=newest_first,
+        )
+        return _stored(self._rows(sql, args))
+
+    def quarantined(
+        self, *, kind: str | None = None, device: str | None = None, limit: int = 100
+    ) -> list[QuarantineRow]:
+        return rules.quarantine_rows(self._rows(*rules.quarantine_query(kind=kind, device=device, limit=limit)))
+
+    def kinds(self) -> list[str]:
+        return [str(r[0]) for r in self._rows("SELECT DISTINCT kind FROM markers", ())]
+
+    def devices(self) -> list[DeviceRow]:
+        return [device_row(r) for r in self._rows(devices_query(f"d.device{self._collate}"), ())]
+
+    def count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])
+
+
+class SqliteStore(_Store):
     """SQLite (WAL, synchronous=FULL: stored means on disk before the PUBACK goes out).
 
     ``create=False`` refuses a database file that does not exist yet (the query commands must not
@@ -176,52 +233,10 @@ class SqliteStore:
         with self._tx() as tx:
             return [rules.add_marker(tx, m, rx) for m, rx in items]
 
-    def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
-        with self._tx() as tx:
-            rules.set_status(tx, device, state, t, received_ns, retained=retained)
-
-    def quarantine(self, items: Sequence[Quarantined]) -> None:
-        if items:
-            with self._tx() as tx:
-                rules.quarantine(tx, items)
-
     def ping(self) -> None:
         """Can we write now? (A locked or read-only database answers reads but is still an outage.)"""
         with self._tx() as tx:
             tx.one("SELECT 1")
-
-    def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
-        if devices is not None and not devices:
-            return []
-        return rules.progress_rows(self._rows(*rules.progress_query(devices)))
-
-    def markers(
-        self,
-        *,
-        device: str | None = None,
-        since_ns: int | None = None,
-        kind: str | None = None,
-        limit: int = 1000,
-        newest_first: bool = False,
-    ) -> list[StoredMarker]:
-        sql, args = marker_query(
-            "device", device=device, since_ns=since_ns, kind=kind, limit=limit, newest_first=newest_first
-        )
-        return _stored(self._rows(sql, args))
-
-    def quarantined(
-        self, *, kind: str | None = None, device: str | None = None, limit: int = 100
-    ) -> list[QuarantineRow]:
-        return rules.quarantine_rows(self._rows(*rules.quarantine_query(kind=kind, device=device, limit=limit)))
-
-    def kinds(self) -> list[str]:
-        return [str(r[0]) for r in self._rows("SELECT DISTINCT kind FROM markers", ())]
-
-    def devices(self) -> list[DeviceRow]:
-        return [device_row(r) for r in self._rows(devices_query("d.device"), ())]
-
-    def count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._lock:

@@ -38,15 +38,8 @@ from typing import TYPE_CHECKING, Any
 from bodycam.base import rules
 from bodycam.base.rules import (
     AddResult,
-    DeviceRow,
-    Progress,
-    Quarantined,
-    QuarantineRow,
-    device_row,
-    devices_query,
-    marker_query,
 )
-from bodycam.base.store import StoredMarker, _stored
+from bodycam.base.store import _Store
 from bodycam.device.errors import DependencyError, StorageError
 from bodycam.device.uplink.markers import Marker
 
@@ -103,12 +96,14 @@ def _ph(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-class PostgresStore:
+class PostgresStore(_Store):
     """PostgreSQL store; ``url`` is a libpq URL (``postgresql://user[:pw]@host[:port]/db``).
 
     ``connect_timeout_s`` bounds a (re)connection attempt, so a consumer stopping during an
     outage is never stuck in one for long.
     """
+
+    _collate = ' COLLATE "C"'  # byte order, as SQLite sorts, whatever the database's locale
 
     def __init__(self, url: str, *, connect_timeout_s: int = 2) -> None:
         self._pg = _psycopg()
@@ -181,61 +176,14 @@ class PostgresStore:
                 tx.one("SELECT 1 FROM devices WHERE device=? FOR UPDATE", (device,))
             return [rules.add_marker(tx, m, rx) for m, rx in items]
 
-    def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
-        with self._tx() as tx:
-            rules.set_status(tx, device, state, t, received_ns, retained=retained)
-
-    def quarantine(self, items: Sequence[Quarantined]) -> None:
-        if items:
-            with self._tx() as tx:
-                rules.quarantine(tx, items)
-
     def ping(self) -> None:
         self._rows("SELECT 1", ())
-
-    def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
-        if devices is not None and not devices:
-            return []
-        sql, args = rules.progress_query(devices)
-        return rules.progress_rows(self._rows(_ph(sql), args))
-
-    # -- reads ----------------------------------------------------------------------------------
-    def markers(
-        self,
-        *,
-        device: str | None = None,
-        since_ns: int | None = None,
-        kind: str | None = None,
-        limit: int = 1000,
-        newest_first: bool = False,
-    ) -> list[StoredMarker]:
-        # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale
-        sql, args = marker_query(
-            'device COLLATE "C"', device=device, since_ns=since_ns, kind=kind, limit=limit,
-            newest_first=newest_first,
-        )
-        return _stored(self._rows(_ph(sql), args))
-
-    def quarantined(
-        self, *, kind: str | None = None, device: str | None = None, limit: int = 100
-    ) -> list[QuarantineRow]:
-        sql, args = rules.quarantine_query(kind=kind, device=device, limit=limit)
-        return rules.quarantine_rows(self._rows(_ph(sql), args))
-
-    def kinds(self) -> list[str]:
-        return [str(r[0]) for r in self._rows("SELECT DISTINCT kind FROM markers", ())]
-
-    def devices(self) -> list[DeviceRow]:
-        return [device_row(r) for r in self._rows(devices_query('d.device COLLATE "C"'), ())]
-
-    def count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM markers", ())[0][0])
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._lock:
             conn = self._connection()
             try:
-                return list(conn.execute(sql, tuple(args)).fetchall())
+                return list(conn.execute(_ph(sql), tuple(args)).fetchall())
             except Exception as exc:
                 raise self._fail(exc) from exc
 

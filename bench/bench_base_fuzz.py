@@ -153,7 +153,10 @@ def publish_all(url_port: int, msgs: list[tuple[str, bytes]]) -> float:
     acked = [0]
     lock = threading.Lock()
 
+    window = threading.BoundedSemaphore(1000)  # at most this many unacknowledged: paho stalled with 30,000
+
     def on_publish(c: Any, u: Any, mid: int, rc: Any, p: Any) -> None:
+        window.release()
         with lock:
             acked[0] += 1
             if acked[0] == len(msgs):
@@ -163,13 +166,23 @@ def publish_all(url_port: int, msgs: list[tuple[str, bytes]]) -> float:
     c.max_inflight_messages_set(200)
     c.max_queued_messages_set(0)
     c.on_publish = on_publish
+    c.on_disconnect = lambda c, u, f, rc, p: print(f"fuzzer disconnected: {rc}", flush=True)
     c.connect("127.0.0.1", url_port)
     c.loop_start()
     t0 = time.perf_counter()
     for topic, payload in msgs:
+        if not window.acquire(timeout=60):
+            raise SystemExit(f"the broker acknowledged only {acked[0]} of {len(msgs)} (no progress for 60 s)")
         c.publish(topic, payload, qos=1)
-    if not done.wait(600):
-        raise SystemExit(f"the broker acknowledged only {acked[0]} of {len(msgs)}")
+    last, stalled = -1, 0.0
+    while not done.wait(5):
+        if acked[0] == last:
+            stalled += 5
+            if stalled >= 60:
+                raise SystemExit(f"the broker acknowledged only {acked[0]} of {len(msgs)} (no progress for 60 s)")
+        else:
+            last, stalled = acked[0], 0.0
+        print(f"  broker acknowledged {acked[0]} of {len(msgs)}", flush=True)
     took = time.perf_counter() - t0
     c.disconnect()
     c.loop_stop()
@@ -211,7 +224,11 @@ def main() -> int:
             reader = threading.Thread(target=lambda: lines.extend(listen.stdout or []), daemon=True)
             reader.start()
             pid, t_start = listen.pid, time.perf_counter()
-            pub_s = publish_all(broker.port, [(t, p) for _, t, p in plan])
+            try:
+                pub_s = publish_all(broker.port, [(t, p) for _, t, p in plan])
+            except SystemExit:
+                print("consumer's last lines:", *lines[-5:], sep="\n  ")
+                raise
             counts = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # a reader: never blocks the writer
             deadline = time.monotonic() + 900
             while True:

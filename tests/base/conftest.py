@@ -12,20 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 from _mqtt import mosquitto  # noqa: F401
-from _pg import INSTALL_HINT, PgServer, find_bindir
+from _pg import INSTALL_HINT, PgServer, find_bindir, running_pg
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    bindir = find_bindir()
-    if bindir is None:
+    if find_bindir() is None:
         pytest.fail(INSTALL_HINT, pytrace=False)
-    server = PgServer(bindir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from running_pg()
 
 
 @pytest.fixture

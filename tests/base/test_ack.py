@@ -8,7 +8,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,13 +103,8 @@ class Base:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "mosquitto")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+def broker(mosquitto: Mosquitto) -> Mosquitto:
+    return mosquitto
 
 
 def send(w: Watcher, markers: list[Marker]) -> None:

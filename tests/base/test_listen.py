@@ -88,13 +88,8 @@ class Listen:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "mosquitto")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+def broker(mosquitto: Mosquitto) -> Mosquitto:
+    return mosquitto
 
 
 def pub(broker: Mosquitto, payload: bytes, topic: str = "bodycam/cam-01/marker") -> None:
