@@ -11,6 +11,7 @@ copied away and back to play "base restored from an older backup".
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -121,3 +122,67 @@ class BaseStandIn:
     def wait_contiguous(self, device: str, n: int, timeout: float) -> bool:
         with self.cv:
             return self.cv.wait_for(lambda: self._contig.get(device, 0) >= n, timeout)
+
+
+class ConsumerBase:
+    """base's real :class:`~bodycam.base.consumer.Consumer` over a SQLite store, on its own thread (as
+    ``bodycam-base listen`` runs it), with the same test-facing methods as :class:`BaseStandIn`."""
+
+    def __init__(self, port: int, store: Path, *, client_id: str = "base-1") -> None:
+        from bodycam.base.consumer import Consumer, ConsumerOptions
+        from bodycam.base.store import SqliteStore
+
+        self.port, self.store = port, store
+        self.resend_requests: list[tuple[int, int]] = []  # seen by the camera only; not recorded here
+        self._db = SqliteStore(store)
+        self.consumer = Consumer(
+            ConsumerOptions(url=f"mqtt://127.0.0.1:{port}", client_id=client_id),
+            self._db,
+            notify=lambda line: None,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.consumer.run, args=(self._stop,), daemon=True)
+
+    def start(self, timeout: float = 10.0) -> ConsumerBase:
+        self._thread.start()
+        assert self.consumer.subscribed.wait(timeout), "base consumer did not subscribe"
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "base consumer did not stop"
+        self._db.close()
+
+    def contiguous(self, device: str) -> int:
+        rows = self._db.progress([device])
+        return rows[0].contiguous if rows else 0
+
+    def wait_contiguous(self, device: str, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.contiguous(device) < n:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+def stored_ids(store: Path, device: str) -> dict[int, str]:
+    """seq -> id of what a base store holds (either kind of base)."""
+    with sqlite3.connect(str(store)) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "m" in tables:  # the stand-in
+            rows = db.execute("SELECT seq, id FROM m WHERE device=?", (device,)).fetchall()
+        else:  # base's store
+            rows = db.execute("SELECT seq, id FROM markers WHERE device=?", (device,)).fetchall()
+    return {int(s): str(i) for s, i in rows}
+
+
+def copy_store(src: Path, dst: Path) -> None:
+    """Copy a (stopped) base's SQLite store with its WAL: a backup, or a restore from one."""
+    for suffix in ("", "-wal", "-shm"):
+        d = dst.with_name(dst.name + suffix)
+        d.unlink(missing_ok=True)
+        s = src.with_name(src.name + suffix)
+        if s.exists():
+            shutil.copy(s, d)

@@ -1,14 +1,15 @@
 """End-to-end delivery against a real Mosquitto: base's ack, resends, cmd/resend, the delivery alarm.
 
-Base is ``tests/_base_standin.py`` (the contract of docs/markers-and-mqtt.md, a SQLite store of its
-own). Every fault test ends with 0 markers lost: base holds every seq 1..N.
+Base is either ``BaseStandIn`` (``tests/_base_standin.py``: the contract of docs/markers-and-mqtt.md
+and nothing else, a SQLite store of its own) or ``ConsumerBase`` (base's real Consumer, as
+``bodycam-base listen`` runs it); every fault test runs with both and ends with 0 markers lost:
+base holds every seq 1..N with the camera's id.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _base_standin import BaseStandIn
+from _base_standin import BaseStandIn, ConsumerBase, copy_store, stored_ids
 from _mqtt import Mosquitto, running_mosquitto
 
 from bodycam.device.clock import SystemClock
@@ -58,10 +59,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def stored(store: Path) -> list[int]:
-    import sqlite3
-
-    with sqlite3.connect(str(store)) as db:
-        return [int(r[0]) for r in db.execute("SELECT seq FROM m WHERE device=? ORDER BY seq", (DEV,))]
+    return sorted(stored_ids(store, DEV))
 
 
 def publish_raw(port: int, topic: str, payload: bytes, retain: bool = False) -> None:
@@ -163,15 +161,32 @@ def test_lower_ack_is_ignored_and_bad_commands_never_crash(
         c.loop_stop()
 
 
+BASES = ["stand-in", "consumer"]
+
+
+def make_base(kind: str, port: int, store: Path) -> BaseStandIn | ConsumerBase:
+    """The minimal contract stand-in, or base's real Consumer (``bodycam-base listen``)."""
+    return (BaseStandIn(port, store) if kind == "stand-in" else ConsumerBase(port, store)).start()
+
+
+def lost_of(store: Path, outbox: Outbox, last: int) -> set[int]:
+    """Seqs 1..last that base does not hold with the camera's id."""
+    got = stored_ids(store, DEV)
+    mine = {m.seq: m.id for m in outbox.held(1, last, last)}
+    assert len(mine) == last
+    return {q for q in range(1, last + 1) if got.get(q) != mine[q]}
+
+
+@pytest.mark.parametrize("kind", BASES)
 def test_broker_sigkill_while_base_offline_loses_nothing(
-    tmp_path: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, broker: Mosquitto, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Base is away, the broker queues markers for base's session and is SIGKILLed (its queue is lost).
 
     The restarted broker has no session of the camera either: the camera sends every unconfirmed
     marker again at once (ack_timeout_s is 60 s here, so the test would time out waiting for it)."""
     store = tmp_path / "base.db"
-    base = BaseStandIn(broker.port, store).start()
+    base = make_base(kind, broker.port, store)
     n_total = 60
     with (
         Outbox(tmp_path / "o.db", DEV, CLOCK) as ob,
@@ -188,26 +203,27 @@ def test_broker_sigkill_while_base_offline_loses_nothing(
         assert ob.unconfirmed() == n_total - 20  # still held
         broker.start()
         t0 = time.monotonic()
-        base = BaseStandIn(broker.port, store).start()
+        base = make_base(kind, broker.port, store)
         try:
             assert pub.wait_confirmed(30), ob.unconfirmed()
             elapsed = time.monotonic() - t0
         finally:
             base.stop()
-    lost = set(range(1, n_total + 1)) - set(stored(store))
+        lost = lost_of(store, ob, n_total)
     assert lost == set()
     with capsys.disabled():
         print(
-            f"\n[fault] broker SIGKILL, base offline: markers lost {len(lost)}; broker restart -> all "
+            f"\n[fault, {kind}] broker SIGKILL, base offline: markers lost {len(lost)}; broker restart -> all "
             f"confirmed {elapsed:.2f} s (ack_timeout_s=60: the lost session makes the camera resend at once)"
         )
 
 
+@pytest.mark.parametrize("kind", BASES)
 def test_base_restored_from_an_older_backup_gets_the_gap_refilled(
-    tmp_path: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, broker: Mosquitto, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "base.db"
-    base = BaseStandIn(broker.port, store).start()
+    store, backup = tmp_path / "base.db", tmp_path / "backup.db"
+    base = make_base(kind, broker.port, store)
     with (
         Outbox(tmp_path / "o.db", DEV, CLOCK) as ob,
         MqttPublisher(cfg(broker.url, ack_timeout_s=60), ob, CLOCK) as pub,
@@ -216,29 +232,31 @@ def test_base_restored_from_an_older_backup_gets_the_gap_refilled(
         pub.wake()
         assert pub.wait_confirmed(10)
         base.stop()
-        shutil.copy(store, tmp_path / "backup.db")  # the backup holds 1..10
-        base = BaseStandIn(broker.port, store).start()
+        copy_store(store, backup)  # the backup holds 1..10
+        base = make_base(kind, broker.port, store)
         record(ob, 30)
         pub.wake()
         assert pub.wait_confirmed(10)
         base.stop()
-        shutil.copy(tmp_path / "backup.db", store)  # base restored: 11..40 gone from its store
-        base = BaseStandIn(broker.port, store).start()
+        copy_store(backup, store)  # base restored: 11..40 gone from its store
+        assert set(stored_ids(store, DEV)) == set(range(1, 11))
+        t0 = time.monotonic()
+        base = make_base(kind, broker.port, store)
         try:
-            assert ob.acked_seq == 40  # the restored base's ack (10) was ignored
-            t0 = time.monotonic()
-            record(ob, 5)  # base sees 41.., detects 11..40 missing, asks; the camera still holds them
+            record(ob, 5)  # the restored base's ack (10) is ignored; it finds 11..40 missing and asks
             pub.wake()
             assert base.wait_contiguous(DEV, 45, 20), base.contiguous(DEV)
             elapsed = time.monotonic() - t0
         finally:
             base.stop()
-    lost = set(range(1, 46)) - set(stored(store))
+        assert ob.acked_seq >= 40
+        lost = lost_of(store, ob, 45)
+        assert pub.stats.commands >= 1  # the gap came back through cmd/resend
     assert lost == set()
-    assert base.resend_requests[0] == (11, 40)
     with capsys.disabled():
         print(
-            f"\n[fault] base restored from backup: markers lost {len(lost)}; gap 11..40 refilled in {elapsed:.2f} s"
+            f"\n[fault, {kind}] base restored from backup: markers lost {len(lost)}; gap 11..40 refilled in "
+            f"{elapsed:.2f} s"
         )
 
 
@@ -248,15 +266,17 @@ ACL_DENY_MARKERS = [
     "pattern read bodycam/%c/ack",
     "pattern read bodycam/%c/cmd/#",
     "topic read bodycam/+/marker",
+    "topic read $share/+/bodycam/+/marker",
     "topic read bodycam/+/status",
-    "topic write bodycam/+/ack",
+    "topic readwrite bodycam/+/ack",
     "topic write bodycam/+/cmd/#",
 ]
 
 
+@pytest.mark.parametrize("kind", BASES)
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_acl_denial_is_detected_alarmed_and_nothing_is_lost(
-    tmp_path: Path, protocol: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, protocol: str, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     acl = tmp_path / "acl"
     acl.write_text("\n".join(ACL_DENY_MARKERS) + "\n")
@@ -267,7 +287,7 @@ def test_acl_denial_is_detected_alarmed_and_nothing_is_lost(
     watch = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     watch.on_message = lambda cl, u, m: status.append(json.loads(m.payload))
     try:
-        base = BaseStandIn(broker.port, store).start()
+        base = make_base(kind, broker.port, store)
         watch.connect("127.0.0.1", broker.port, 5)
         watch.subscribe(f"bodycam/{DEV}/status", qos=1)
         watch.loop_start()
@@ -285,7 +305,7 @@ def test_acl_denial_is_detected_alarmed_and_nothing_is_lost(
                     assert "refused" in alarm and "135" in alarm and pub.stats.rejected >= 5
                 else:
                     assert "never confirmed" in alarm and pub.stats.rejected == 0
-                assert stored(store) == [] and ob.unconfirmed() == 5  # nothing lost, nothing stored
+                assert stored_ids(store, DEV) == {} and ob.unconfirmed() == 5  # nothing lost, nothing stored
                 deadline = time.monotonic() + 5
                 while not any(s.get("alarm") for s in status) and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -300,13 +320,14 @@ def test_acl_denial_is_detected_alarmed_and_nothing_is_lost(
                 while pub.delivery_alarm is not None and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert pub.delivery_alarm is None
-        assert stored(store) == [1, 2, 3, 4, 5]
+            lost = lost_of(store, ob, 5)
+        assert lost == set()
         base.stop()
     finally:
         watch.loop_stop()
         broker.stop()
     with capsys.disabled():
         print(
-            f"\n[fault] MQTT {protocol} ACL denial: alarm raised, markers lost 0; ACL fixed -> all confirmed "
-            f"{elapsed:.2f} s"
+            f"\n[fault, {kind}] MQTT {protocol} ACL denial: alarm raised, markers lost {len(lost)}; ACL fixed -> "
+            f"all confirmed {elapsed:.2f} s"
         )

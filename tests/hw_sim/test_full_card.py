@@ -2,8 +2,9 @@
 
 The outbox lives on the card next to the footage (as on the camera). Footage fills the card; the
 outbox commits into its reserved space, and when even that is gone keeps markers in memory and
-publishes them anyway. Every marker (each shot included) must reach base, before and after a
-restart on the still-full card, with no sequence number used twice.
+publishes them anyway. Every marker (each shot included) must reach base (base's real Consumer,
+as ``bodycam-base listen`` runs it), before and after a restart on the still-full card, with no
+sequence number used twice.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _base_standin import BaseStandIn
+from _base_standin import ConsumerBase, stored_ids
 from _mqtt import Mosquitto, running_mosquitto
 
 from bodycam.device.config import AppConfig
@@ -75,17 +75,12 @@ def run(card: Path, broker: Mosquitto, out: str) -> SimReport:
                                state_dir=card / "state", gnss=False, drain_timeout_s=30))
 
 
-def base_ids(store: Path) -> dict[int, str]:
-    with sqlite3.connect(str(store)) as db:
-        return {int(s): str(i) for s, i in db.execute("SELECT seq, id FROM m")}
-
-
 def test_every_shot_reaches_base_on_a_full_card_before_and_after_a_restart(
     tmp_path: Path, card: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     store = tmp_path / "base.db"
-    base = BaseStandIn(broker.port, store).start()
+    base = ConsumerBase(broker.port, store).start()
     try:
         fill(card, "filler-1", leave=1_500_000)  # the reserve takes 1 MB; footage gets the rest and fills it
         first = run(card, broker, "run1")
@@ -99,7 +94,7 @@ def test_every_shot_reaches_base_on_a_full_card_before_and_after_a_restart(
         assert base.wait_contiguous(DEV, second.stats.markers[-1].seq, 20)
     finally:
         base.stop()
-    got = base_ids(store)
+    got = stored_ids(store, DEV)
     for m in first.stats.markers + second.stats.markers:
         assert got.get(m.seq) == m.id, f"seq {m.seq} ({m.kind}) did not reach base"
     took_reserve = any("released" in r.getMessage() for r in caplog.records)
