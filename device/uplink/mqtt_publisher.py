@@ -51,7 +51,8 @@ from bodycam.device.uplink.telemetry import TelemetryProvider, status_payload, t
 
 _log = logging.getLogger(__name__)
 _POLL_S = 0.02  # network loop timeout and outbox poll period while connected
-_HOUSEKEEPING_S = 1.0  # resend scan, flush of markers kept in memory, alarm, pruning
+_HOUSEKEEPING_S = 1.0  # resend scan, flush of markers kept in memory, alarm
+_PRUNE_S = 60.0  # deleting confirmed markers past the retention window
 # amqtt neither answers nor closes an MQTT 5 CONNECT that carries a will: in "auto" mode an
 # unanswered MQTT 5 CONNECT is given up after this long (until MQTT 5 has worked once).
 _V5_PROBE_TIMEOUT_S = 2.0
@@ -157,6 +158,7 @@ class MqttPublisher:
         self._alarm: str | None = None
         self._alarm_published: str | None = None
         self._next_housekeeping = 0.0
+        self._next_prune = 0.0
         self._status_mid: int | None = None
 
     # -- public API ------------------------------------------------------------------------
@@ -390,18 +392,19 @@ class MqttPublisher:
         """Resend what base has not confirmed in time; journal markers kept in memory; the alarm; pruning."""
         try:
             self._outbox.flush()
-            self._outbox.prune()
+            if now >= self._next_prune:
+                self._next_prune = now + _PRUNE_S
+                self._outbox.prune()
         except StorageError as exc:
             _log.error("outbox: %s", exc)
         stuck = 0
         busy = set(self._inflight.values())
-        for h in self._outbox.unconfirmed_sent(limit=1000):
-            seq = h.marker.seq
-            if h.sends > self._cfg.resend_alarm_after:
+        for seq, sends, body in self._outbox.sent_rows(limit=1000):
+            if sends > self._cfg.resend_alarm_after:
                 stuck += 1
             sent = self._sent_at.setdefault(seq, now)  # sent by an earlier run: its clock starts now
             if s is not None and now - sent >= self._cfg.ack_timeout_s and seq not in busy and self._room() > 0:
-                self._send(s, seq, h.body)
+                self._send(s, seq, body)
                 self.stats.resent += 1
         self._stuck = stuck
         self._update_alarm(s)

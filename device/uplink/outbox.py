@@ -384,6 +384,18 @@ class Outbox:
             top = int(row[0]) if row[0] is not None else 0
             return max([top] + [h.marker.seq for h in self._mem if h.sends > 0])
 
+    def sent_rows(self, limit: int) -> list[tuple[int, int, bytes]]:
+        """``(seq, sends, body)`` of markers sent but not confirmed, oldest first, without parsing them
+        (the publisher scans these every second while base is away)."""
+        with self._lock:
+            rows = self._query(
+                "SELECT seq, sends, body FROM markers WHERE seq > ? AND sends > 0 ORDER BY seq LIMIT ?",
+                (self._acked, max(0, limit)),
+            )
+            out = [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+            out += [(h.marker.seq, h.sends, h.body) for h in self._mem if h.marker.seq > self._acked and h.sends > 0]
+            return out[: max(0, limit)]
+
     def held(self, from_seq: int, to_seq: int, limit: int) -> list[Marker]:
         """Markers still held (confirmed ones too) with ``from_seq <= seq <= to_seq``, oldest first."""
         with self._lock:

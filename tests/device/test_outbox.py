@@ -220,3 +220,13 @@ def test_kill_9_loses_no_committed_marker(tmp_path: Path) -> None:
         for a, b in itertools.pairwise(ms):
             assert b.prev == a.digest()
         assert ob.record(draft(0)).seq == len(ms) + 1
+
+
+def test_sent_rows_are_the_unconfirmed_sent_ones_unparsed(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
+        ms = [ob.record(draft(i)) for i in range(5)]
+        ob.mark_sent([1, 2, 3, 4])
+        ob.mark_sent([4])
+        assert ob.confirm(1) and ob.last_sent_seq() == 4
+        assert ob.sent_rows(10) == [(2, 1, ms[1].to_json()), (3, 1, ms[2].to_json()), (4, 2, ms[3].to_json())]
+        assert [(h.marker.seq, h.sends) for h in ob.unconfirmed_sent(10)] == [(2, 1), (3, 1), (4, 2)]
