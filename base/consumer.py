@@ -87,6 +87,7 @@ class ConsumerOptions:
     resend_after_s: float = 1.0
     resend_repeat_s: float = 30.0
     resend_expiry_s: int = 300
+    first_ack_hold_s: float = 5.0
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Consumer:
         self._acked: dict[str, int] = {}
         self._holes: dict[str, _Hole] = {}
         self._restored: dict[str, int] = {}
+        self._hold: dict[str, float] = {}  # device -> no ack before this time (see _count)
         self._next_ack_pass = 0.0
         self._ack_all = False
 
@@ -274,6 +276,13 @@ class Consumer:
             return "duplicate"
         self.counters["stored"] += 1
         self._dirty.add(m.device)
+        if r.first and m.seq > 1:
+            # The first marker of a device this database has ever seen is not seq 1: before the
+            # first ack (which lets the camera delete what it holds below it), ask for 1..seq-1 and
+            # give the camera first_ack_hold_s to send what it still has (e.g. markers a killed
+            # broker lost while a newer one got through).
+            self._hold[m.device] = time.monotonic() + self._opt.first_ack_hold_s
+            self._holes[m.device] = _Hole((1, m.seq - 1), time.monotonic() - self._opt.resend_after_s)
         if r.gap is not None:
             self.counters["gaps"] += 1
             _log.warning("device %s: seq %d..%d missing (so far) before seq %d", m.device, *r.gap, m.seq)
@@ -343,6 +352,7 @@ class Consumer:
             return
         self._next_ack_pass = now + self._opt.ack_interval_s
         due = {d for d, h in self._holes.items() if self._hole_due(h, now)}
+        due |= {d for d, until in self._hold.items() if until <= now}
         devices: list[str] | None = sorted(self._dirty | due | set(self._restored))
         if self._ack_all:
             devices = None
@@ -366,12 +376,18 @@ class Consumer:
         return now - h.sent >= self._opt.resend_repeat_s
 
     def _ack_device(self, client: mqtt.Client, p: Progress, now: float) -> None:
-        if p.contiguous > 0 and p.contiguous != self._acked.get(p.device):
+        held = self._hold.get(p.device, 0.0) > now
+        if not held:
+            self._hold.pop(p.device, None)
+        if p.contiguous > 0 and p.contiguous != self._acked.get(p.device) and not held:
             body = {"schema": ACK_SCHEMA, "device": p.device, "seq": p.contiguous, "t": self._now()}
             client.publish(topic(self._opt.prefix, p.device, "ack"), _json(body), qos=1, retain=True)
             self._acked[p.device] = p.contiguous
             self.counters["acks_published"] += 1
         hole = p.hole
+        h0 = self._holes.get(p.device)
+        if hole is None and held and h0 is not None:  # the range below the first stored seq
+            hole = h0.range
         restored = self._restored.pop(p.device, 0)
         if hole is None and restored > p.contiguous:  # base acknowledged more before a restore
             hole = (p.contiguous + 1, restored)

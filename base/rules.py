@@ -50,6 +50,7 @@ class AddResult:
     chain: Chain
     gap: tuple[int, int] | None  # seqs first..last newly known to be missing before this one
     conflict: Conflict | None = None
+    first: bool = False  # the first marker of this device in this database
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,14 @@ def add_marker(tx: Tx, m: Marker, received_ns: int) -> AddResult:
     assert dev is not None
     max_seq, contig, last_seen = int(dev[0]), int(dev[1]), int(dev[2])
     gap = (max_seq + 1, m.seq - 1) if m.seq > max_seq + 1 else None
-    if contig == 0 or m.seq == contig + 1:
+    first = contig == 0
+    if first or m.seq == contig + 1:
         contig = _advance(tx, m.device, m.seq)
     tx.run(
         "UPDATE devices SET last_seen_ns=?, max_seq=?, contig_seq=? WHERE device=?",
         (max(last_seen, received_ns), max(max_seq, m.seq), contig, m.device),
     )
-    return AddResult(True, chain, gap)
+    return AddResult(True, chain, gap, first=first)
 
 
 def ensure_device(tx: Tx, device: str) -> None:

@@ -216,3 +216,25 @@ def test_mqtt_311_acks_and_resend_without_expiry(broker: Mosquitto, tmp_path: Pa
     finally:
         base.close()
         w.close()
+
+
+def test_a_device_first_seen_above_seq_1_is_asked_for_the_rest_before_its_first_ack(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """E.g. a broker SIGKILLed with seqs 1..4 queued, then seq 5 got through: an ack of 5 at once
+    would let the camera delete 1..4."""
+    ms = make_markers(tmp_path, 5)
+    w = Watcher(broker.port, ["bodycam/+/ack", "bodycam/+/cmd/resend"])
+    base = Base(broker, tmp_path / "base.db", first_ack_hold_s=1.5)
+    try:
+        send(w, ms[4:5])
+        got = w.wait(lambda g: "cmd/resend" in g.topic)
+        assert (got.body["from_seq"], got.body["to_seq"]) == (1, 4)
+        assert not [g for g in w.drain(0.8) if g.topic.endswith("/ack")]  # held
+        send(w, ms[:4])  # the camera sends what it still holds
+        w.wait(is_ack(5), timeout=10)
+        with SqliteStore(tmp_path / "base.db") as s:
+            assert [x.marker.seq for x in s.markers()] == [1, 2, 3, 4, 5]
+    finally:
+        base.close()
+        w.close()
