@@ -75,7 +75,7 @@ def test_late_predecessor_with_wrong_digest_settles_broken(db: str, tmp_path: Pa
     ms = make_markers(tmp_path, 3)
     forged2 = Marker.from_dict({**ms[1].to_dict(), "kind": "dismissed"})  # changes its digest
     with opened(db) as store:
-        assert store.add_markers([(ms[2], 1)])[0] == AddResult(True, "unknown", (1, 2))
+        assert store.add_markers([(ms[2], 1)])[0] == AddResult(True, "unknown", (1, 2), first=True)
         assert store.add_markers([(ms[0], 2), (forged2, 3)])[1].chain == "ok"
         assert [s.chain for s in store.markers()] == ["ok", "ok", "broken"]
 
