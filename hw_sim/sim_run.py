@@ -28,7 +28,7 @@ from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.device.hw.gnss import GnssLocation
 from bodycam.device.uplink.markers import Location, Marker
 from bodycam.device.uplink.mqtt_config import MqttConfig
-from bodycam.device.uplink.validate import check_wall_ns
+from bodycam.device.uplink.validate import T_MAX, T_MIN, check_wall_ns
 from bodycam.hw_sim.clip_camera import ClipCamera
 
 if TYPE_CHECKING:
@@ -121,8 +121,8 @@ def clip_epoch_ns(clip: Path, override: str | None) -> int:
             raise UsageError(f"--start-time {override!r} is not an RFC 3339 UTC time ({exc})") from exc
         try:
             return check_wall_ns(start, "--start-time")
-        except MarkerError as exc:  # markers could not carry it: refuse now, not at the first marker
-            raise UsageError(str(exc)) from None
+        except MarkerError:  # markers could not carry it: refuse now, not at the first marker
+            raise UsageError(f"--start-time {override!r} is outside {T_MIN} .. {T_MAX}") from None
     import av
 
     tag = None
