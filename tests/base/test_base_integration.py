@@ -196,6 +196,9 @@ def test_device_killed_and_restarted_last_will_and_exactly_once_storage(
     out, _ = dev2.communicate(timeout=60)
     assert "drained" in out and dev2.returncode == 0
     wait_until(lambda: store_view(db)[0] >= total, 20, "every marker at base")
+    # the device's clean stop publishes `offline` after its last marker: base may store the
+    # markers before it handles that status, so wait for it too before stopping base
+    wait_until(lambda: store_view(db)[1]["cam-01"].state == "offline", 10, "the clean stop's offline status")
     counters = stop_base(base, procs)
     count, devs = store_view(db)
     assert count == total
