@@ -118,6 +118,7 @@ class App:
         maintenance_interval_s: float = 10.0,
         keep_stage_times: bool = True,
         audio: AudioPath | None = None,
+        clock_status: Callable[[], dict[str, JSON]] | None = None,
     ) -> None:
         self.camera = camera
         self.detector = detector
@@ -131,6 +132,7 @@ class App:
         self.location = location
         self.watchdog = watchdog
         self.listeners = list(listeners or [])
+        self.clock_status = clock_status  # every marker says whether its wall time can be trusted
         self.audio = audio or AudioPath(None)
         self.window = FrameWindow(detector.spec.input)
         self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
@@ -306,6 +308,8 @@ class App:
             except StorageError as exc:
                 self.recorder.fail(rec, str(exc))
         loc = self.location() if self.location is not None else None
+        if self.clock_status is not None:
+            extra = {**(extra or {}), "clock": self.clock_status()}
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
                             media=media, location=loc, model=model, extra=extra)
         marker = self.journal.record(draft)  # durable (or, on a full card, in order in memory) first

@@ -98,6 +98,7 @@ class HardwareParts:
     notifier: ServiceNotifier | None = None
     footage: CameraFootage | None = None
     board: Callable[[], dict[str, JSON]] | None = None  # board telemetry (temperature, throttling, ...)
+    clock_status: Callable[[], dict[str, JSON]] | None = None  # the markers' ``clock`` (hw/clock_sync.py)
     microphone: Microphone | None = None
 
 
@@ -248,7 +249,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         app = App(camera=parts.camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),
                   journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
                   inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,
-                  listeners=marker_listeners, keep_stage_times=keep_stage_times, audio=audio)
+                  listeners=marker_listeners, keep_stage_times=keep_stage_times, audio=audio,
+                  clock_status=parts.clock_status)
         app_ref.append(app)
         yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
                        notifier=parts.notifier, listeners=marker_listeners)

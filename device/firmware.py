@@ -96,10 +96,14 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
         camera = footage = real_camera(cfg)  # picamera2 encodes and writes the footage itself
     if pin_factory is None:
         pin_factory = real_pins(cfg)
+    from bodycam.device.hw.clock_sync import ClockSync
+
     sources = TelemetrySources(cfg.telemetry_sources, cfg.data_dir)
+    location = real_location(cfg, clock)
     return HardwareParts(camera=camera, clock=clock, pins=pin_factory, input_sampler_s=0.005,
-                         location=real_location(cfg, clock), notifier=notifier, footage=footage,
-                         board=sources.read_all, microphone=real_microphone(cfg))
+                         location=location, notifier=notifier, footage=footage,
+                         board=sources.read_all, microphone=real_microphone(cfg),
+                         clock_status=ClockSync(getattr(location, "tracker", None)))
 
 
 def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock | None = None,

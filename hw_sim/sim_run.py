@@ -24,6 +24,7 @@ from bodycam.device.clock import VirtualClock, parse_rfc3339
 from bodycam.device.config import AppConfig
 from bodycam.device.detect.model_spec import ModelSpec
 from bodycam.device.errors import BodycamError, BrokerError, ClipError, MarkerError, UsageError
+from bodycam.device.hw.clock_sync import ClockSync
 from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.device.hw.gnss import GnssLocation
 from bodycam.device.uplink.markers import Location, Marker
@@ -244,7 +245,10 @@ def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: Model
     microphone = ClipMicrophone(opts.clip) if cfg.microphone.enabled else None
     # the scripted pins also carry the LED and haptic outputs (the firmware's own GpioIndicators)
     return HardwareParts(camera=camera, clock=clock, inputs=inputs, pins=inputs.pins if inputs else None,
-                         location=gnss, microphone=microphone)
+                         location=gnss, microphone=microphone,
+                         # the simulated wall clock is checked against the simulated GNSS time only
+                         clock_status=ClockSync(gnss.tracker if gnss is not None else None, flag=None,
+                                                kernel_state=None))
 
 
 #: Where the simulated receiver is: a walk across a (fictional) outdoor range.

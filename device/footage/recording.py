@@ -85,7 +85,20 @@ def vtt_time(ns: int) -> str:
 
 @dataclass
 class Recording:
-    """One recording directory being written (or finished)."""
+    """One recording directory being written (or finished).
+
+    Threads and ``_lock``: two threads touch a recording. The frame loop writes packets,
+    opens and closes segments, adds markers and finishes it; the recorder's hasher thread
+    (``hasher``) reads each closed segment back, stores its ``sha256``/``bytes``, counts
+    ``_pending_hashes`` down, sets ``complete`` and rewrites the manifest. ``_lock`` (an
+    ``RLock``: ``write_manifest`` is also called with it held) guards everything the hasher
+    reads or writes: the ``segments`` list and every :class:`SegmentInfo` in it (the loop
+    appends and updates end times and frame counts under it, so a manifest is never
+    serialised from a half-updated segment), ``_pending_hashes``, ``_finish_requested``,
+    ``complete`` and ``error``, and the manifest file itself (one writer at a time).
+    The open ``SegmentWriter`` (``_writer``/``_closing``) and ``markers`` belong to the loop
+    alone and are not guarded.
+    """
 
     root: Path
     recording_id: str
@@ -138,8 +151,9 @@ class Recording:
         ):
             # the old segment ends where the new one begins; it stays open a moment for the
             # audio that the muxing order (B-frames) delivers after the new keyframe
-            seg_old = self.segments[-1]
-            seg_old.end_mono_ns = packet.t_ns
+            with self._lock:
+                seg_old = self.segments[-1]
+                seg_old.end_mono_ns = packet.t_ns
             self._writer = None
             if self._closing is not None:  # a segment shorter than the audio grace period
                 w_prev, _, seg_prev = self._closing
@@ -151,17 +165,19 @@ class Recording:
                 return
             w = self._open_segment(packet.t_ns)
         w.write(packet)
-        seg = self.segments[-1]
         if packet.stream == "video":
-            seg.end_mono_ns = packet.t_ns
-            seg.frames = w.frames
+            with self._lock:
+                seg = self.segments[-1]
+                seg.end_mono_ns = packet.t_ns
+                seg.frames = w.frames
 
     def _open_segment(self, t_ns: int) -> SegmentWriter:
         index = len(self.segments)
         name = f"segment-{index:05d}.mp4"
         writer = SegmentWriter(self.path / name, self.info)
         self._writer = writer
-        self.segments.append(SegmentInfo(index, name, t_ns, t_ns, 0, 0, None))
+        with self._lock:
+            self.segments.append(SegmentInfo(index, name, t_ns, t_ns, 0, 0, None))
         return writer
 
     def _finalize(self, w: SegmentWriter, seg: SegmentInfo) -> None:
@@ -210,9 +226,10 @@ class Recording:
         if w is None:
             return
         self._writer = None
-        seg = self.segments[-1]
-        if self.info.fps > 0:  # the last segment lasts until its last frame ends
-            seg.end_mono_ns += round(1e9 / self.info.fps)
+        with self._lock:
+            seg = self.segments[-1]
+            if self.info.fps > 0:  # the last segment lasts until its last frame ends
+                seg.end_mono_ns += round(1e9 / self.info.fps)
         self._finalize(w, seg)
 
     # -- markers --------------------------------------------------------------------
@@ -229,22 +246,27 @@ class Recording:
     def begin_external(self, start_mono_ns: int) -> None:
         """The camera writes ``segment-00000.mp4`` itself, starting about ``start_mono_ns``."""
         self.external = True
-        self.segments.append(SegmentInfo(0, "segment-00000.mp4", start_mono_ns, start_mono_ns, 0, 0, None))
+        with self._lock:
+            self.segments.append(SegmentInfo(0, "segment-00000.mp4", start_mono_ns, start_mono_ns, 0, 0, None))
 
     def note_time(self, t_ns: int) -> None:
-        if self.external and self.segments and not self._finish_requested:
-            self.segments[-1].end_mono_ns = t_ns
-            self.segments[-1].frames += 1
+        with self._lock:
+            if self.external and self.segments and not self._finish_requested:
+                self.segments[-1].end_mono_ns = t_ns
+                self.segments[-1].frames += 1
 
     def _finish_external(self) -> None:
         """Hash the files the camera wrote (one per segment) once it has closed them."""
         files = sorted(self.path.glob("segment-*.mp4"))
-        last_end = self.segments[-1].end_mono_ns if self.segments else 0
-        for i, f in enumerate(files):
-            if i >= len(self.segments):
-                self.segments.append(SegmentInfo(i, f.name, last_end, last_end, 0, 0, None))
-            self.segments[i].file = f.name
-            self._schedule_hash(self.segments[i])
+        with self._lock:
+            last_end = self.segments[-1].end_mono_ns if self.segments else 0
+            for i, f in enumerate(files):
+                if i >= len(self.segments):
+                    self.segments.append(SegmentInfo(i, f.name, last_end, last_end, 0, 0, None))
+                self.segments[i].file = f.name
+            todo = list(self.segments[: len(files)])
+        for seg in todo:
+            self._schedule_hash(seg)
 
     def protect(self) -> None:
         """Mark as protected now (a detection is on its way into this recording)."""

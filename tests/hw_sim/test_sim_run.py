@@ -363,3 +363,17 @@ def test_markers_carry_the_gnss_fix_read_from_a_real_pty(example_run: SimReport)
         assert m.location is not None, f"{m.kind} at {m.t_mono_ns} has no location"
         assert m.location.fix == "3d" and 0 <= m.location.age_s <= 1.5
         assert abs(m.location.lat - DEFAULT_ROUTE[0][1]) < 0.01 and abs(m.location.lon - DEFAULT_ROUTE[0][2]) < 0.01
+
+
+def test_every_marker_says_whether_the_wall_clock_was_synced(example_run: SimReport) -> None:
+    """The simulated wall clock is checked against the simulated GNSS time (no NTP in the simulator)."""
+    markers = example_run.stats.markers
+    assert markers
+    for m in markers:
+        assert m.extra is not None
+        clock = m.extra["clock"]
+        assert isinstance(clock, dict) and set(clock) == {"synced", "source", "offset_ms"}
+        if m.t_mono_ns >= 2 * S:  # after the receiver's first epochs
+            offset = clock["offset_ms"]
+            assert clock["synced"] is True and clock["source"] == "gnss"
+            assert isinstance(offset, float) and abs(offset) < 100.0
