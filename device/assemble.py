@@ -33,7 +33,8 @@ from bodycam.device.detect.detector import Detector, build_detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
 from bodycam.device.errors import StorageError
-from bodycam.device.footage.recorder import CameraFootage, Recorder
+from bodycam.device.footage.footage_path import CameraFootage
+from bodycam.device.footage.recorder import Recorder
 from bodycam.device.footage.recording_state import RecordingStateMachine
 from bodycam.device.footage.retention import Retention
 from bodycam.device.hw.frames import Camera, StreamInfo

@@ -1,10 +1,13 @@
-"""The recorder: pre-event buffer while idle, segments on disk while recording.
+"""The recorder: recordings started and stopped by the loop, footage through one path.
 
-Fed the encoded packets of every frame. While idle they go into the
-:class:`PreEventBuffer`; on ``start`` the buffered footage becomes the start of
-the new recording (so a detection-started recording holds the seconds before
-the shot), and live packets follow. A storage error stops the recording (what
-is on disk stays, the manifest says what happened) without stopping the loop.
+Fed every frame (its encoded packets, possibly none, and its sensor time). The footage
+itself goes through one :class:`~bodycam.device.footage.footage_path.FootagePath`, the
+same interface whichever camera: the camera's own files (picamera2 encodes, buffers and
+writes them) or the loop's remux of encoded packets (pre-event buffer in RAM, segments on
+disk). On ``start`` the pre-event footage becomes the start of the new recording (so a
+detection-started recording holds the seconds before the shot). A storage error stops the
+recording (what is on disk stays and is hashed, the manifest says what happened) and
+raises the storage alarm without stopping the loop.
 """
 
 from __future__ import annotations
@@ -13,29 +16,16 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
-from bodycam.device.footage.prebuffer import PreEventBuffer
+from bodycam.device.footage.footage_path import CameraFootage, CameraFootagePath, FootagePath, PacketFootage
 from bodycam.device.footage.recording import Recording
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import Retention, RetentionResult
 from bodycam.device.hw.frames import EncodedPacket, StreamInfo
 
 log = logging.getLogger(__name__)
-
-
-class CameraFootage(Protocol):
-    """A camera that encodes and writes footage itself (picamera2 with CircularOutput2)."""
-
-    def start_recording(self, path_factory: Callable[[int], Path], include_buffer: bool = True) -> None: ...
-
-    def stop_recording(self) -> None: ...
-
-    def footage_error(self) -> str | None:
-        """The first write error of the current recording (polled every frame), or None."""
-        ...
 
 
 def recording_id_for(wall_ns: int) -> str:
@@ -95,13 +85,14 @@ class Recorder:
         self.cfg = cfg
         self.mono_to_wall = mono_to_wall
         self.retention = retention
-        self.buffer = PreEventBuffer(cfg.pre_event_s)
+        # one footage path, whichever camera: the camera's own files, or remuxed packets
+        self.footage: FootagePath = (CameraFootagePath(camera_footage, cfg.pre_event_s) if camera_footage is not None
+                                     else PacketFootage(cfg.pre_event_s, cfg.segment_s))
         self.info: StreamInfo | None = None
         self.active: Recording | None = None
         self.finished: list[Recording] = []
         self.errors: list[str] = []
         self.storage_alarm = False
-        self.camera_footage = camera_footage
         self.recovered: list[str] = []
         # finished segments are hashed here, off the frame loop (see Recording._schedule_hash)
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="footage-hash")
@@ -113,27 +104,21 @@ class Recorder:
         except OSError as exc:
             raise StorageError(f"{self.root}: cannot create the recordings directory ({exc.strerror or exc})") from exc
         self.recovered = recover_interrupted(self.root)
-
-
+        self.footage.begin(info)
 
     def feed(self, packets: Iterable[EncodedPacket], t_ns: int | None = None) -> None:
+        """Every frame: its encoded packets (none from a camera that writes its own files)."""
         rec = self.active
-        if rec is not None and rec.external:
-            if t_ns is not None:
-                rec.note_time(t_ns)
-            error = self.camera_footage.footage_error() if self.camera_footage is not None else None
+        try:
+            self.footage.feed(packets, t_ns)
+        except StorageError as exc:
+            if rec is not None:
+                self.fail(rec, str(exc))
+            return
+        if rec is not None:
+            error = self.footage.footage_error()
             if error is not None:  # a full card: the alarm goes up at the next frame
                 self.fail(rec, error)
-            return
-        if rec is None:
-            for p in packets:
-                self.buffer.push(p)
-            return
-        try:
-            for p in packets:
-                rec.write(p)
-        except StorageError as exc:
-            self.fail(rec, str(exc))
 
     def start(self, reason: str, t_ns: int, include_buffer: bool = True) -> Recording | None:
         if self.active is not None:
@@ -148,8 +133,8 @@ class Recorder:
         while path.exists():
             n += 1
             path = self.root / f"{rid}-{n}"
-        rec = Recording(self.root, path.name, self.device, reason, self.info,
-                        int(self.cfg.segment_s * 1e9), self.mono_to_wall, hasher=self._hasher)
+        rec = Recording(self.root, path.name, self.device, reason, self.info, self.mono_to_wall,
+                        exact_timing=self.footage.exact_timing, hasher=self._hasher)
         try:
             path.mkdir(parents=True)
             rec.write_manifest()
@@ -157,20 +142,13 @@ class Recorder:
             self.fail(rec, f"{path}: cannot start a recording ({exc})")
             return None
         self.active = rec
-        if self.camera_footage is not None:
-            try:
-                self.camera_footage.start_recording(lambda i: path / f"segment-{i:05d}.mp4", include_buffer)
-            except (OSError, BodycamError) as exc:
-                self.fail(rec, f"{path}: the camera cannot start recording ({exc})")
-                return None
-            rec.begin_external(t_ns - int(self.cfg.pre_event_s * 1e9) if include_buffer else t_ns)
-            log.info("recording %s started (%s), written by the camera", rec.recording_id, reason)
-            return rec
-        buffered = self.buffer.drain() if include_buffer else []
-        if not include_buffer:
-            self.buffer.clear()
-        self.feed(buffered)
-        log.info("recording %s started (%s), %d buffered packets", rec.recording_id, reason, len(buffered))
+        try:
+            self.footage.start_recording(lambda i: path / f"segment-{i:05d}.mp4", include_buffer, rec, t_ns)
+        except (OSError, BodycamError) as exc:
+            self.fail(rec, f"{path}: cannot start writing footage ({exc})")
+            return None
+        log.info("recording %s started (%s)%s", rec.recording_id, reason,
+                 "" if self.footage.exact_timing else ", written by the camera")
         return rec
 
     def stop(self) -> Recording | None:
@@ -178,14 +156,13 @@ class Recorder:
         if rec is None:
             return None
         try:
-            if rec.external and self.camera_footage is not None:
-                self.camera_footage.stop_recording()
-                error = self.camera_footage.footage_error()
-                if error is not None:
-                    raise StorageError(error)
+            self.footage.stop_recording()
+            error = self.footage.footage_error()
+            if error is not None:
+                raise StorageError(error)
             rec.finish()
         except (StorageError, OSError) as exc:
-            self.fail(rec, str(exc))
+            self._fail_stopped(rec, str(exc))
         if rec not in self.finished:
             self.finished.append(rec)
         log.info("recording %s stopped: %d segment(s), %d marker(s)%s", rec.recording_id, len(rec.segments),
@@ -210,15 +187,18 @@ class Recorder:
         return result
 
     def fail(self, rec: Recording, message: str) -> None:
+        """A storage error: stop writing (what is on disk stays and is hashed), raise the alarm."""
+        if self.active is rec:
+            try:  # e.g. the camera goes back to its pre-event buffer
+                self.footage.abort()
+            except (OSError, BodycamError) as exc:
+                log.error("recording %s: the footage path did not stop cleanly: %s", rec.recording_id, exc)
+            self.active = None
+            self.finished.append(rec)
+        self._fail_stopped(rec, message)
+
+    def _fail_stopped(self, rec: Recording, message: str) -> None:
         log.error("recording %s failed: %s", rec.recording_id, message)
         self.errors.append(message)
         self.storage_alarm = True
-        if rec.external and self.camera_footage is not None and self.active is rec:
-            try:  # the camera goes back to its pre-event buffer; what it wrote stays on disk
-                self.camera_footage.stop_recording()
-            except (OSError, BodycamError) as exc:
-                log.error("recording %s: the camera did not stop recording: %s", rec.recording_id, exc)
         rec.fail(message)
-        if self.active is rec:
-            self.active = None
-            self.finished.append(rec)

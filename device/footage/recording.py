@@ -28,8 +28,8 @@ from typing import Any
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
-from bodycam.device.footage.segment_writer import SegmentWriter, sha256_of
-from bodycam.device.hw.frames import EncodedPacket, StreamInfo
+from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.hw.frames import StreamInfo
 
 MANIFEST_SCHEMA = "bodycam.recording/1"
 PROTECTING_KINDS = frozenset({"gunshot"})
@@ -96,8 +96,11 @@ class Recording:
     appends and updates end times and frame counts under it, so a manifest is never
     serialised from a half-updated segment), ``_pending_hashes``, ``_finish_requested``,
     ``complete`` and ``error``, and the manifest file itself (one writer at a time).
-    The open ``SegmentWriter`` (``_writer``/``_closing``) and ``markers`` belong to the loop
-    alone and are not guarded.
+    ``markers`` belong to the loop alone and are not guarded.
+
+    The files themselves are written by the recorder's footage path (``footage_path.py``:
+    remuxed packets or the camera's own files), which reports them through the
+    :class:`~bodycam.device.footage.footage_path.SegmentSink` methods below.
     """
 
     root: Path
@@ -105,17 +108,14 @@ class Recording:
     device: str
     started_by: str
     info: StreamInfo
-    segment_ns: int
     mono_to_wall: Callable[[int], int]
     segments: list[SegmentInfo] = field(default_factory=list)
     markers: list[MarkerRef] = field(default_factory=list)
     protected: bool = False
     complete: bool = False
     error: str | None = None
-    external: bool = False  # the camera writes the segment files itself (picamera2)
+    exact_timing: bool = True  # False: the camera wrote the files and reported approximate times
     hasher: Executor | None = None  # hashes finished segments off the frame loop; None: inline
-    _writer: SegmentWriter | None = None
-    _closing: tuple[SegmentWriter, int, SegmentInfo] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _pending_hashes: int = 0
     _finish_requested: bool = False
@@ -128,60 +128,26 @@ class Recording:
     def start_mono_ns(self) -> int | None:
         return self.segments[0].start_mono_ns if self.segments else None
 
-    # -- packets --------------------------------------------------------------------
-    def write(self, packet: EncodedPacket) -> None:
-        if self.error is not None or self._finish_requested:
-            return
-        closing = self._closing
-        if closing is not None:
-            w_old, until, seg_old = closing
-            if packet.stream == "audio" and packet.t_ns < until:
-                w_old.write(packet)  # audio that belongs before the new segment's first frame
-                return
-            if packet.stream == "audio" or packet.t_ns >= until + 500_000_000:
-                self._closing = None
-                self._finalize(w_old, seg_old)
-        w = self._writer
-        if (
-            w is not None
-            and packet.stream == "video"
-            and packet.keyframe
-            and w.first_t_ns is not None
-            and packet.t_ns - w.first_t_ns >= self.segment_ns
-        ):
-            # the old segment ends where the new one begins; it stays open a moment for the
-            # audio that the muxing order (B-frames) delivers after the new keyframe
-            with self._lock:
-                seg_old = self.segments[-1]
-                seg_old.end_mono_ns = packet.t_ns
-            self._writer = None
-            if self._closing is not None:  # a segment shorter than the audio grace period
-                w_prev, _, seg_prev = self._closing
-                self._finalize(w_prev, seg_prev)
-            self._closing = (w, packet.t_ns, seg_old)
-            w = None
-        if w is None:
-            if packet.stream != "video" or not packet.keyframe:
-                return
-            w = self._open_segment(packet.t_ns)
-        w.write(packet)
-        if packet.stream == "video":
-            with self._lock:
-                seg = self.segments[-1]
-                seg.end_mono_ns = packet.t_ns
-                seg.frames = w.frames
-
-    def _open_segment(self, t_ns: int) -> SegmentWriter:
-        index = len(self.segments)
-        name = f"segment-{index:05d}.mp4"
-        writer = SegmentWriter(self.path / name, self.info)
-        self._writer = writer
+    # -- segments, as the footage path reports them (SegmentSink) ---------------------------
+    def segment_opened(self, index: int, file: str, start_ns: int) -> None:
+        """A segment file was started at sensor time ``start_ns`` (again: its start was corrected)."""
         with self._lock:
-            self.segments.append(SegmentInfo(index, name, t_ns, t_ns, 0, 0, None))
-        return writer
+            if index < len(self.segments):
+                seg = self.segments[index]
+                seg.file, seg.start_mono_ns = file, start_ns
+                seg.end_mono_ns = max(seg.end_mono_ns, start_ns)
+                return
+            self.segments.append(SegmentInfo(index, file, start_ns, start_ns, 0, 0, None))
 
-    def _finalize(self, w: SegmentWriter, seg: SegmentInfo) -> None:
-        w.close()
+    def segment_update(self, index: int, end_ns: int, frames: int) -> None:
+        with self._lock:
+            seg = self.segments[index]
+            seg.end_mono_ns, seg.frames = end_ns, frames
+
+    def segment_closed(self, index: int) -> None:
+        """The file is complete: hash it (off the loop)."""
+        with self._lock:
+            seg = self.segments[index]
         self._schedule_hash(seg)
 
     def _schedule_hash(self, seg: SegmentInfo) -> None:
@@ -217,21 +183,6 @@ class Recording:
                 if self.error is None:
                     self.error = str(exc)
 
-    def _close_segment(self) -> None:
-        """Close every open segment: the recording ends."""
-        if self._closing is not None:
-            closing, self._closing = self._closing, None
-            self._finalize(closing[0], closing[2])
-        w = self._writer
-        if w is None:
-            return
-        self._writer = None
-        with self._lock:
-            seg = self.segments[-1]
-            if self.info.fps > 0:  # the last segment lasts until its last frame ends
-                seg.end_mono_ns += round(1e9 / self.info.fps)
-        self._finalize(w, seg)
-
     # -- markers --------------------------------------------------------------------
     def media_for(self, t_ns: int) -> tuple[int, float, int] | None:
         """(segment index, offset in that segment in s, frame within it) for sensor time ``t_ns``."""
@@ -241,32 +192,6 @@ class Recording:
                 frame = round(offset_ns * self.info.fps / 1e9) if self.info.fps > 0 else 0
                 return seg.index, round(offset_ns / 1e9, 6), frame
         return None
-
-    # -- footage written by the camera ---------------------------------------------------
-    def begin_external(self, start_mono_ns: int) -> None:
-        """The camera writes ``segment-00000.mp4`` itself, starting about ``start_mono_ns``."""
-        self.external = True
-        with self._lock:
-            self.segments.append(SegmentInfo(0, "segment-00000.mp4", start_mono_ns, start_mono_ns, 0, 0, None))
-
-    def note_time(self, t_ns: int) -> None:
-        with self._lock:
-            if self.external and self.segments and not self._finish_requested:
-                self.segments[-1].end_mono_ns = t_ns
-                self.segments[-1].frames += 1
-
-    def _finish_external(self) -> None:
-        """Hash the files the camera wrote (one per segment) once it has closed them."""
-        files = sorted(self.path.glob("segment-*.mp4"))
-        with self._lock:
-            last_end = self.segments[-1].end_mono_ns if self.segments else 0
-            for i, f in enumerate(files):
-                if i >= len(self.segments):
-                    self.segments.append(SegmentInfo(i, f.name, last_end, last_end, 0, 0, None))
-                self.segments[i].file = f.name
-            todo = list(self.segments[: len(files)])
-        for seg in todo:
-            self._schedule_hash(seg)
 
     def protect(self) -> None:
         """Mark as protected now (a detection is on its way into this recording)."""
@@ -337,7 +262,7 @@ class Recording:
             # camera-written footage: segment times are the sensor times of the first and last
             # frames seen by the loop; the pre-event part starts at the buffer's keyframe, about
             # pre_event_s earlier (picamera2 does not report it)
-            "timing": "approximate" if self.external else "exact",
+            "timing": "exact" if self.exact_timing else "approximate",
             "video": {"width": self.info.width, "height": self.info.height, "fps": self.info.fps,
                       "audio": self.info.has_audio},
             "segments": segs,
@@ -349,45 +274,22 @@ class Recording:
             write_atomic(self.path / "manifest.json", data)
 
     def finish(self) -> None:
-        """Close the open segment(s); the recording is ``complete`` once every segment is hashed."""
-        if self._finish_requested:
-            return
-        try:
-            if self.external:
-                self._finish_external()
-            else:
-                self._close_segment()
-        finally:
-            with self._lock:
-                self._finish_requested = True
-                if self._pending_hashes == 0:
-                    self.complete = True
-                self.write_manifest()
+        """The footage path closed its files; the recording is ``complete`` once every one is hashed."""
+        with self._lock:
+            if self._finish_requested:
+                return
+            self._finish_requested = True
+            if self._pending_hashes == 0:
+                self.complete = True
+            self.write_manifest()
 
     def fail(self, message: str) -> None:
-        """Stop writing after a storage error; keep what is on disk and say so in the manifest."""
+        """After a storage error (the footage path has stopped and reported what is on disk):
+        keep it and say so in the manifest."""
         with self._lock:
             self.error = message
             self._finish_requested = True
-        if self.external:
-            self._finish_external()  # hash what the camera wrote before the error
-        for w, seg in self._open_writers():
-            try:
-                self._finalize(w, seg)
-            except StorageError:
-                seg.sha256 = None
-        with self._lock:
             if self._pending_hashes == 0:
                 self.complete = True
             with contextlib.suppress(StorageError):
                 self.write_manifest()
-
-    def _open_writers(self) -> list[tuple[SegmentWriter, SegmentInfo]]:
-        out = []
-        if self._closing is not None:
-            out.append((self._closing[0], self._closing[2]))
-            self._closing = None
-        if self._writer is not None:
-            out.append((self._writer, self.segments[-1]))
-            self._writer = None
-        return out

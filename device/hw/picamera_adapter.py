@@ -270,6 +270,11 @@ class PiCamera:
         out = self._output
         return None if out is None else out.error
 
+    def footage_segments(self) -> list[tuple[int, int, int]]:
+        """Per file of the current (or just stopped) recording: first and last encoder time (us), frames."""
+        out = self._output
+        return [] if out is None else [(s.first_us, s.last_us, s.frames) for s in out.segments]
+
     def stop_recording(self) -> None:
         """Finish the recording, including the last frames; then restart the pre-event buffer."""
         with self._lock:
