@@ -88,7 +88,7 @@ class Procs:
         return p
 
     def device(
-        self, url: str, outbox: Path, count: int, device: str = "cam-01", **env: str
+        self, url: str, outbox: Path, count: int, device: str = "cam-01", interval_s: float = 0.004, **env: str
     ) -> subprocess.Popen[str]:
         return self.start(
             [
@@ -104,7 +104,7 @@ class Procs:
                 "--count",
                 str(count),
                 "--interval-s",
-                "0.004",
+                str(interval_s),
             ],
             env,
         )
@@ -178,9 +178,12 @@ def test_device_killed_and_restarted_last_will_and_exactly_once_storage(
             timeout=10,
         )
     total = 300
-    dev = procs.device(mosquitto.url, tmp_path / "outbox.db", total)
+    # 20 ms a marker (300 take 6 s): the kill falls mid-run however slowly base keeps up
+    dev = procs.device(mosquitto.url, tmp_path / "outbox.db", total, interval_s=0.02)
     assert dev.stdout is not None
-    read_until(dev.stdout, "recorded 120", 20)
+    read_until(dev.stdout, "recorded 100", 20)
+    wait_until(lambda: store_view(db)[0] >= 100, 20, "base to store 100 markers of the first run")
+    assert dev.poll() is None, "the device finished before it could be killed mid-run"
     dev.send_signal(signal.SIGKILL)  # mid-run, no clean DISCONNECT: the Last Will must fire
     dev.wait()
     wait_until(
@@ -191,7 +194,7 @@ def test_device_killed_and_restarted_last_will_and_exactly_once_storage(
         "the Last Will to mark cam-01 offline at base",
     )
     stored_before = store_view(db)[0]
-    assert stored_before >= 100
+    assert 100 <= stored_before < total
     dev2 = procs.device(mosquitto.url, tmp_path / "outbox.db", total)
     out, _ = dev2.communicate(timeout=60)
     assert "drained" in out and dev2.returncode == 0
