@@ -28,7 +28,7 @@ from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.preprocess import FrameWindow
 from bodycam.device.errors import StorageError
 from bodycam.device.footage.recorder import Recorder
-from bodycam.device.footage.recording import PROTECTING_KINDS
+from bodycam.device.footage.recording import PROTECTING_KINDS, chapter_label
 from bodycam.device.footage.recording_state import (
     Action,
     EmitMarker,
@@ -345,7 +345,7 @@ class App:
         if rec is not None and rec.error is None and (
             (marker.media is None and fresh) or (marker.media is not None and marker.media.recording == rec.recording_id)
         ):
-            label = kind if confidence is None else f"{kind} ({confidence:.2f})"
+            label = chapter_label(kind, confidence)
             try:
                 rec.add_marker(kind, t_ns, marker.to_json(), label)
             except StorageError as exc:

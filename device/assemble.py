@@ -42,7 +42,8 @@ from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.hw.indicators import Indicators
 from bodycam.device.hw.inputs import Inputs
 from bodycam.device.hw.microphone import Microphone
-from bodycam.device.uplink.markers import JSON, Location, Marker
+from bodycam.device.identity import key_path, load_signer
+from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner
 from bodycam.device.uplink.outbox import Outbox
 
 log = logging.getLogger("bodycam")
@@ -169,11 +170,13 @@ def _gpio_used(cfg: AppConfig) -> bool:
 
 @contextlib.contextmanager
 def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = None,
-             listeners: Sequence[Callable[[Marker], None]] = (), keep_stage_times: bool = True) -> Iterator[Firmware]:
+             listeners: Sequence[Callable[[Marker], None]] = (), keep_stage_times: bool = True,
+             signer: MarkerSigner | None = None) -> Iterator[Firmware]:
     """Build the firmware from ``cfg`` and ``parts``; everything is released when the ``with`` ends.
 
     ``state_dir`` (outbox) defaults to ``<data_dir>/state``; ``listeners`` see every
-    committed marker just before the publisher is woken (the simulator's printout).
+    committed marker just before the publisher is woken (the simulator's printout). ``signer``
+    (markers and manifests) defaults to the device key (``identity``): none is a start-up error.
     """
     clock = parts.clock
     with contextlib.ExitStack() as stack:
@@ -195,7 +198,10 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             state.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"{state}: cannot create the state directory ({exc.strerror or exc})") from exc
-        outbox = stack.enter_context(Outbox.from_config(state / "outbox.sqlite", cfg.device.id, clock, cfg.outbox))
+        if signer is None:
+            signer = load_signer(key_path(cfg.identity, data_dir))
+        outbox = stack.enter_context(Outbox.from_config(state / "outbox.sqlite", cfg.device.id, clock, cfg.outbox,
+                                                          signer=signer))
         inputs, indicators = parts.inputs, parts.indicators
         if parts.pins is not None and _gpio_used(cfg):
             from bodycam.device.hw.indicators import GpioIndicators
@@ -217,7 +223,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             stack.callback(parts.location.close)
             location = parts.location.location
         recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
-                            Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage)
+                            Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage,
+                            signer=signer)
         stack.callback(recorder.close)
         app_ref: list[App] = []
         audio = AudioPath(parts.microphone, on_alarm=parts.notifier.status if parts.notifier is not None else None)

@@ -20,6 +20,7 @@ from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
 from bodycam.device.hw.microphone import MicrophoneConfig
 from bodycam.device.safe_load import load_toml
+from bodycam.device.identity import IdentityConfig
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.device.uplink.outbox import OutboxConfig
@@ -55,6 +56,7 @@ class AppConfig:
     gnss: GnssConfig = field(default_factory=GnssConfig)
     telemetry_sources: TelemetrySourcesConfig = field(default_factory=TelemetrySourcesConfig)
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
     @property
     def data_dir(self) -> Path:

@@ -27,6 +27,7 @@ from bodycam.device.errors import BodycamError, BrokerError, ClipError, MarkerEr
 from bodycam.device.hw.clock_sync import ClockSync
 from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.device.hw.gnss import GnssLocation
+from bodycam.device.identity import Signer, ensure_key, key_path, load_signer
 from bodycam.device.uplink.markers import Location, Marker
 from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.device.uplink.validate import T_MAX, T_MIN, check_wall_ns
@@ -204,7 +205,7 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
     with _broker(opts, report, arrival, on_broker) as (mqtt_cfg, watch):
         cfg = replace(cfg, mqtt=mqtt_cfg)
         parts = sim_parts(opts, cfg, clock, spec)
-        with assemble(cfg, parts, state_dir=state_dir, listeners=[listener]) as fw:
+        with assemble(cfg, parts, state_dir=state_dir, listeners=[listener], signer=sim_signer(cfg, opts.out)) as fw:
             report.detector_backend = fw.detector.backend
             report.info = fw.start()  # a clip that cannot be opened at all is an error of its own
             try:
@@ -228,6 +229,13 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
             frame_clock = camera.frame_clock if isinstance(camera, ClockedCamera) else []
             report.latency_ms = marker_latencies_ms(report.stats.markers, dict(watch.first_arrival), frame_clock)
     return report
+
+
+def sim_signer(cfg: AppConfig, out: Path) -> Signer:
+    """The configured device key, else a throwaway one made at ``OUT/identity/device.key`` (with
+    ``device.pub`` beside it, for ``bodycam verify``), so simulated markers and footage are signed."""
+    path = key_path(cfg.identity, out)
+    return load_signer(path) if cfg.identity.key_file else ensure_key(path, cfg.device.id)
 
 
 def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: ModelSpec) -> HardwareParts:

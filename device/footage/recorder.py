@@ -23,7 +23,9 @@ from bodycam.device.footage.footage_path import CameraFootage, CameraFootagePath
 from bodycam.device.footage.recording import Recording
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import Retention, RetentionResult
+from bodycam.device.footage.seal import latest_recording
 from bodycam.device.hw.frames import EncodedPacket, StreamInfo
+from bodycam.device.uplink.markers import MarkerSigner
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def recording_id_for(wall_ns: int) -> str:
     return text.replace("-", "").replace(":", "").replace(".", "")
 
 
-def recover_interrupted(root: Path) -> list[str]:
+def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[str]:
     """Close recordings that a crash or power cut left ``complete: false``.
 
     Their segments are fragmented MP4, so what reached the disk plays; each file is hashed
@@ -45,6 +47,7 @@ def recover_interrupted(root: Path) -> list[str]:
     import json
 
     from bodycam.device.footage.recording import write_atomic
+    from bodycam.device.footage.seal import markers_sha256, seal
     from bodycam.device.footage.segment_writer import sha256_of
 
     repaired = []
@@ -65,8 +68,9 @@ def recover_interrupted(root: Path) -> list[str]:
             except OSError:
                 seg["sha256"] = None
             segments.append(seg)
-        manifest.update(segments=segments, complete=True, recovered=True,
+        manifest.update(segments=segments, complete=True, recovered=True, markers_sha256=markers_sha256(rec_dir),
                         error=manifest.get("error") or "interrupted (power loss or crash); recovered at start-up")
+        manifest = seal(manifest, signer)  # re-signed now: the manifest says it was recovered
         try:
             write_atomic(path, json.dumps(manifest, indent=2).encode("utf-8") + b"\n")
         except StorageError:
@@ -79,7 +83,7 @@ def recover_interrupted(root: Path) -> list[str]:
 class Recorder:
     def __init__(self, data_dir: Path, device: str, cfg: RecordingConfig,
                  mono_to_wall: Callable[[int], int], retention: Retention | None = None,
-                 camera_footage: CameraFootage | None = None) -> None:
+                 camera_footage: CameraFootage | None = None, signer: MarkerSigner | None = None) -> None:
         self.root = data_dir / "recordings"
         self.device = device
         self.cfg = cfg
@@ -94,6 +98,8 @@ class Recorder:
         self.errors: list[str] = []
         self.storage_alarm = False
         self.recovered: list[str] = []
+        self.signer = signer  # seals every manifest (footage/seal.py)
+        self._last_dir: Path | None = None  # the newest recording: the next one links its manifest
         # finished segments are hashed here, off the frame loop (see Recording._schedule_hash)
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="footage-hash")
 
@@ -103,7 +109,8 @@ class Recorder:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"{self.root}: cannot create the recordings directory ({exc.strerror or exc})") from exc
-        self.recovered = recover_interrupted(self.root)
+        self.recovered = recover_interrupted(self.root, self.signer)
+        self._last_dir = latest_recording(self.root)
         self.footage.begin(info)
 
     def feed(self, packets: Iterable[EncodedPacket], t_ns: int | None = None) -> None:
@@ -134,13 +141,15 @@ class Recorder:
             n += 1
             path = self.root / f"{rid}-{n}"
         rec = Recording(self.root, path.name, self.device, reason, self.info, self.mono_to_wall,
-                        exact_timing=self.footage.exact_timing, hasher=self._hasher)
+                        exact_timing=self.footage.exact_timing, hasher=self._hasher,
+                        signer=self.signer, previous=self._last_dir)
         try:
             path.mkdir(parents=True)
             rec.write_manifest()
         except (OSError, StorageError) as exc:
             self.fail(rec, f"{path}: cannot start a recording ({exc})")
             return None
+        self._last_dir = path
         self.active = rec
         try:
             self.footage.start_recording(lambda i: path / f"segment-{i:05d}.mp4", include_buffer, rec, t_ns)

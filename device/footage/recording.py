@@ -28,8 +28,10 @@ from typing import Any
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
+from bodycam.device.footage.seal import markers_sha256, previous_link, seal
 from bodycam.device.footage.segment_writer import sha256_of
 from bodycam.device.hw.frames import StreamInfo
+from bodycam.device.uplink.markers import MarkerSigner
 
 MANIFEST_SCHEMA = "bodycam.recording/1"
 PROTECTING_KINDS = frozenset({"gunshot"})
@@ -83,6 +85,27 @@ def vtt_time(ns: int) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
+def chapter_label(kind: str, confidence: float | None) -> str:
+    """A marker's chapter title: ``gunshot (0.97)`` for a detection, the kind otherwise."""
+    return kind if confidence is None else f"{kind} ({confidence:.2f})"
+
+
+def chapters_text(start_mono_ns: int, markers: list[MarkerRef]) -> bytes:
+    """``chapters.vtt`` for ``markers`` on the recording timeline (from the start of segment 0)."""
+    lines = ["WEBVTT", "", "NOTE bodycam markers; times are from the start of segment-00000.mp4", ""]
+    # markers at the same instant (recording_start + gunshot) share one chapter
+    groups: dict[int, list[str]] = {}
+    for ref in sorted(markers, key=lambda m: m.t_mono_ns):
+        groups.setdefault(max(0, ref.t_mono_ns - start_mono_ns), []).append(ref.label)
+    times = sorted(groups)
+    for i, begin in enumerate(times, 1):
+        end = begin + 1_000_000_000
+        if i < len(times):
+            end = min(end, times[i])
+        lines += [str(i), f"{vtt_time(begin)} --> {vtt_time(end)}", "; ".join(groups[begin]), ""]
+    return "\n".join(lines).encode("utf-8")
+
+
 @dataclass
 class Recording:
     """One recording directory being written (or finished).
@@ -116,6 +139,10 @@ class Recording:
     error: str | None = None
     exact_timing: bool = True  # False: the camera wrote the files and reported approximate times
     hasher: Executor | None = None  # hashes finished segments off the frame loop; None: inline
+    signer: MarkerSigner | None = None  # seals the manifest (footage/seal.py); None: unsigned
+    previous: Path | None = None  # the recording before this one (its manifest hash is linked)
+    _prev_link: dict[str, str] | None = None
+    _prev_final: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _pending_hashes: int = 0
     _finish_requested: bool = False
@@ -218,18 +245,7 @@ class Recording:
         start = self.start_mono_ns
         if start is None:
             return
-        lines = ["WEBVTT", "", "NOTE bodycam markers; times are from the start of segment-00000.mp4", ""]
-        # markers at the same instant (recording_start + gunshot) share one chapter
-        groups: dict[int, list[str]] = {}
-        for ref in sorted(self.markers, key=lambda m: m.t_mono_ns):
-            groups.setdefault(max(0, ref.t_mono_ns - start), []).append(ref.label)
-        times = sorted(groups)
-        for i, begin in enumerate(times, 1):
-            end = begin + 1_000_000_000
-            if i < len(times):
-                end = min(end, times[i])
-            lines += [str(i), f"{vtt_time(begin)} --> {vtt_time(end)}", "; ".join(groups[begin]), ""]
-        write_atomic(self.path / "chapters.vtt", "\n".join(lines).encode("utf-8"))
+        write_atomic(self.path / "chapters.vtt", chapters_text(start, self.markers))
 
     # -- manifest -------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -266,11 +282,21 @@ class Recording:
             "video": {"width": self.info.width, "height": self.info.height, "fps": self.info.fps,
                       "audio": self.info.has_audio},
             "segments": segs,
+            "markers_sha256": markers_sha256(self.path),
+            "previous": self._previous(),
         }
+
+    def _previous(self) -> dict[str, str] | None:
+        """The previous recording's manifest hash, followed until that manifest is final."""
+        if not self._prev_final:
+            link, self._prev_final = previous_link(self.previous)
+            self._prev_link = link or self._prev_link
+        return self._prev_link
 
     def write_manifest(self) -> None:
         with self._lock:
-            data = json.dumps(self.manifest(), indent=2, sort_keys=False).encode("utf-8") + b"\n"
+            doc = seal(self.manifest(), self.signer)
+            data = json.dumps(doc, indent=2, sort_keys=False).encode("utf-8") + b"\n"
             write_atomic(self.path / "manifest.json", data)
 
     def finish(self) -> None:

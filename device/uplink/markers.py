@@ -5,19 +5,19 @@ A :class:`MarkerDraft` is what the firmware loop knows about an event; the
 assigning ``id`` (UUIDv7), ``seq``, ``prev`` and ``t`` in one durable
 transaction.
 
-Canonical bytes (what ``prev`` hashes, reproducible by anyone)::
-
-    json.dumps(marker_without_sig, sort_keys=True, separators=(",", ":"),
-               ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-Keys sorted by code point at every level, no whitespace, non-ASCII text as raw
-UTF-8, no NaN/Infinity. Numbers: integers in decimal; floats in the shortest
-form that round-trips (Python ``repr``), e.g. ``0.93``, ``12.0``, ``1e-07``.
+Canonical bytes (what ``prev`` hashes and ``sig`` signs, reproducible in any language): the
+marker without ``sig``, serialised by RFC 8785 (JSON Canonicalization Scheme, JCS) through the
+``rfc8785`` package: keys sorted by UTF-16 code units at every level, no whitespace, text as
+raw UTF-8 with JCS escaping, numbers as ECMAScript prints an IEEE 754 double (``0.93``, ``12``,
+``1e-7``). JCS numbers are doubles, so an integer beyond 2^53 - 1 (a ``t_mono_ns`` after 104
+days of uptime) is canonicalised as the nearest double, exactly as every other JCS
+implementation does after parsing it; the wire form keeps the exact integer.
 Floats are rounded when a marker is built (confidence 4 decimals, offset_s 3,
 lat/lon 7, alt_m 2, hdop 2, age_s 3) so their text is short and stable.
-``sig`` is never part of the canonical bytes. ``digest()`` is the lowercase hex
-SHA-256 of the canonical bytes; the next marker's ``prev`` is that digest; the
-first marker of a device has ``prev`` = 64 zeros.
+``digest()`` is the lowercase hex SHA-256 of the canonical bytes; the next marker's ``prev`` is
+that digest; the first marker of a device has ``prev`` = 64 zeros. ``key`` (the id of the device
+key, see ``bodycam.device.identity``) is covered; ``sig`` is the base64 Ed25519 signature over
+the canonical bytes.
 
 Every marker, built on the camera (``build_marker``, before the outbox commits it) or parsed at
 base (``Marker.from_json``), passes the same rules: the value rules of
@@ -29,6 +29,7 @@ accepts every marker these rules accept.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,7 +37,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
+
+import rfc8785
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import MarkerError
@@ -75,6 +78,18 @@ KNOWN_KINDS = frozenset(
 FIX_VALUES = ("none", "2d", "3d", "dgps", "rtk", "dr")
 
 MAX_INT = INT64_MAX
+#: a key id (``bodycam.device.identity.key_id``: 16 hex digits; other ids allowed for rotation schemes)
+KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_SAFE_INT = 2**53 - 1
+
+
+class MarkerSigner(Protocol):
+    """Signs a marker's canonical bytes (``bodycam.device.identity.Signer``)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, data: bytes) -> str: ...
 
 
 def uuid7(wall_ns: int, rand: bytes | None = None) -> str:
@@ -265,7 +280,7 @@ class MarkerDraft:
 
 
 _REQUIRED = {"schema", "id", "device", "seq", "kind", "t", "t_mono_ns", "media", "location", "model", "prev"}
-_OPTIONAL = {"confidence", "extra", "sig"}
+_OPTIONAL = {"confidence", "extra", "sig", "key"}
 
 
 @dataclass(frozen=True)
@@ -285,6 +300,7 @@ class Marker:
     model: ModelRef | None = None
     extra: dict[str, JSON] | None = None
     sig: str | None = None
+    key: str | None = None
     schema: str = SCHEMA
 
     def __post_init__(self) -> None:
@@ -307,6 +323,8 @@ class Marker:
         _check_extra(self.extra)
         if self.sig is not None:
             _str(self.sig, "sig", max_len=512)
+        if self.key is not None:
+            _str(self.key, "key", KEY_RE, 64)
 
     def to_dict(self) -> dict[str, JSON]:
         """The marker as a JSON object (``confidence``, ``extra``, ``sig`` only when set)."""
@@ -327,6 +345,8 @@ class Marker:
             d["confidence"] = self.confidence
         if self.extra is not None:
             d["extra"] = self.extra
+        if self.key is not None:
+            d["key"] = self.key
         if self.sig is not None:
             d["sig"] = self.sig
         return d
@@ -335,7 +355,7 @@ class Marker:
         """The bytes ``prev`` and signatures cover: see the module docstring. Excludes ``sig``."""
         d = self.to_dict()
         d.pop("sig", None)
-        return canonical_json(d)
+        return jcs(d)
 
     def digest(self) -> str:
         """Lowercase hex SHA-256 of :meth:`canonical_bytes`."""
@@ -349,7 +369,7 @@ class Marker:
     def from_dict(cls, d: Any) -> Marker:
         """Build and validate a marker from its JSON object; MarkerError on anything wrong."""
         d = _obj(d, "marker", _REQUIRED, _OPTIONAL)
-        for name in ("extra", "sig"):  # optional means absent, not null (the wire form would change)
+        for name in ("extra", "sig", "key"):  # optional means absent, not null (the wire form would change)
             if name in d and d[name] is None:
                 raise MarkerError(f"{name}: null is not allowed (leave the field out)")
         try:
@@ -367,6 +387,7 @@ class Marker:
                 model=None if d["model"] is None else ModelRef.from_dict(d["model"]),
                 extra=d.get("extra"),
                 sig=d.get("sig"),
+                key=d.get("key"),
                 schema=d["schema"],
             )
         except MarkerError:
@@ -404,6 +425,27 @@ def canonical_json(value: Any) -> bytes:
         raise MarkerError(f"not canonical JSON: {exc}") from exc
 
 
+def _doubles(value: Any) -> Any:
+    """Integers beyond 2^53 - 1 as the double every JCS implementation reads them as."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value) if abs(value) > _SAFE_INT else value
+    if isinstance(value, Mapping):
+        return {k: _doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_doubles(v) for v in value]
+    return value
+
+
+def jcs(value: Any) -> bytes:
+    """RFC 8785 canonical bytes of a JSON value (what ``prev`` hashes and signatures cover)."""
+    try:
+        return rfc8785.dumps(_doubles(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        raise MarkerError(f"not canonical JSON: {exc}") from exc
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
@@ -419,8 +461,11 @@ def parse_json(data: bytes | str) -> Any:
         raise MarkerError(f"not valid JSON: {exc}") from exc
 
 
-def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, prev: str) -> Marker:
+def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, prev: str,
+                 signer: MarkerSigner | None = None) -> Marker:
     """Complete a draft: used by the outbox inside its transaction, before it commits.
+
+    With a ``signer`` the marker names its key (``key``) and carries ``sig`` over its canonical bytes.
 
     The result passed the same rules base applies (``validate``), including the wire size, so a
     committed marker is never one that base would refuse.
@@ -438,6 +483,9 @@ def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, p
         location=draft.location,
         model=draft.model,
         extra=draft.extra,
+        key=None if signer is None else signer.key_id,
     )
+    if signer is not None:
+        marker = dataclasses.replace(marker, sig=signer.sign(marker.canonical_bytes()))
     marker.check_wire()
     return marker

@@ -51,7 +51,15 @@ from typing import Any, Literal
 from bodycam.device.clock import Clock
 from bodycam.device.errors import ConfigError, StorageError
 from bodycam.device.settings import require
-from bodycam.device.uplink.markers import DEVICE_RE, GENESIS_PREV, Marker, MarkerDraft, build_marker, uuid7
+from bodycam.device.uplink.markers import (
+    DEVICE_RE,
+    GENESIS_PREV,
+    Marker,
+    MarkerDraft,
+    MarkerSigner,
+    build_marker,
+    uuid7,
+)
 from bodycam.device.uplink.reserve import SpaceReserve
 
 log = logging.getLogger(__name__)
@@ -126,6 +134,7 @@ class Outbox:
         reserve_bytes: int = 0,
         keep_confirmed_s: float = 7 * 86400.0,
         keep_confirmed_bytes: int | None = None,
+        signer: MarkerSigner | None = None,
     ) -> None:
         if not DEVICE_RE.match(device_id):
             raise ConfigError(f"outbox: device id {device_id!r} is not valid")
@@ -140,6 +149,7 @@ class Outbox:
         self._keep_ns = int(keep_confirmed_s * 1e9)
         self._keep_bytes = keep_confirmed_bytes
         self._lock = threading.RLock()
+        self._signer = signer  # signs every marker (sig + key) before it is committed
         self.telemetry_dropped = 0
         self._mem: list[Held] = []  # committed nowhere yet (full card), oldest first
         self._journal_error: str | None = None
@@ -191,9 +201,11 @@ class Outbox:
         self._read_head()
 
     @classmethod
-    def from_config(cls, path: Path, device_id: str, clock: Clock, cfg: OutboxConfig) -> Outbox:
+    def from_config(cls, path: Path, device_id: str, clock: Clock, cfg: OutboxConfig,
+                    signer: MarkerSigner | None = None) -> Outbox:
         return cls(path, device_id, clock, fsync=cfg.fsync, reserve_bytes=cfg.reserve_bytes,
-                   keep_confirmed_s=cfg.keep_confirmed_s, keep_confirmed_bytes=cfg.keep_confirmed_bytes)
+                   keep_confirmed_s=cfg.keep_confirmed_s, keep_confirmed_bytes=cfg.keep_confirmed_bytes,
+                   signer=signer)
 
     def _check_device(self) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE key='device'").fetchone()
@@ -278,6 +290,7 @@ class Outbox:
                 device=self._device,
                 seq=self._seq + 1,
                 prev=self._prev,
+                signer=self._signer,
             )
             held = Held(marker, marker.to_json())
             if self._mem:

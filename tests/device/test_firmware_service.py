@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from _clips import make_plain_clip
 
+from bodycam.device.identity import provision
+
 pytestmark = pytest.mark.integration
 
 LAUNCH = textwrap.dedent("""
@@ -57,6 +59,8 @@ enabled = false  # RPi.GPIO cannot work off a Pi
 
 def start(tmp_path: Path, stall: int | None, data: Path | None = None) -> tuple[subprocess.Popen[str], socket.socket]:
     clip = make_plain_clip(tmp_path / "c.mp4", seconds=2, audio=False)
+    if data is None:  # a provisioned camera
+        provision(tmp_path / "data" / "identity" / "device.key", "svc-test")
     cfg = tmp_path / "config.toml"
     cfg.write_text(CONFIG.format(data=data or tmp_path / "data"))
     sock_path = tmp_path / "notify.sock"
@@ -155,6 +159,18 @@ def test_a_camera_that_cannot_start_is_one_status_line_and_exit_78(tmp_path: Pat
     assert len(status) == 1 and "picamera2" in status[0] and "\n" not in status[0], texts
     assert not any("READY=1" in m for m in texts)
     assert "Traceback" not in res.stderr and "picamera2" in res.stderr.splitlines()[-1]
+
+
+def test_a_camera_without_a_device_key_is_one_line_naming_bodycam_provision(tmp_path: Path) -> None:
+    clip = make_plain_clip(tmp_path / "c.mp4", seconds=1, audio=False)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    res = subprocess.run([sys.executable, "-c", LAUNCH, str(cfg), str(clip)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 78, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "bodycam provision" in last and "device.key" in last and "Traceback" not in res.stderr
+    assert not list((tmp_path / "data").glob("recordings/*")), "nothing recorded without a key"
 
 
 def test_storage_that_cannot_be_written_is_a_start_up_failure(tmp_path: Path) -> None:

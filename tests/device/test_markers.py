@@ -10,9 +10,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+import rfc8785
 
+from bodycam.device import identity
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import MarkerError
+from bodycam.device.identity import Signer
 from bodycam.device.uplink.markers import (
     GENESIS_PREV,
     Location,
@@ -21,6 +24,7 @@ from bodycam.device.uplink.markers import (
     Media,
     ModelRef,
     build_marker,
+    jcs,
     uuid7,
 )
 
@@ -84,12 +88,7 @@ def test_docs_copy_of_schema_is_identical() -> None:
 
 def test_canonical_bytes_are_defined_and_reproducible() -> None:
     m = gunshot()
-    expected = json.dumps(
-        {k: v for k, v in m.to_dict().items() if k != "sig"},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+    expected = rfc8785.dumps({k: v for k, v in m.to_dict().items() if k != "sig"})
     assert m.canonical_bytes() == expected
     assert "ü".encode() in m.canonical_bytes()
     assert m.digest() == hashlib.sha256(expected).hexdigest()
@@ -170,3 +169,31 @@ def test_virtual_clock_markers_are_reproducible_except_id() -> None:
     a = build_marker(d, marker_id=uuid7(WALL, bytes(10)), device="cam-01", seq=1, prev=GENESIS_PREV)
     b = build_marker(d, marker_id=uuid7(WALL, bytes(10)), device="cam-01", seq=1, prev=GENESIS_PREV)
     assert a.canonical_bytes() == b.canonical_bytes()
+
+
+def test_canonical_bytes_are_rfc8785_jcs() -> None:
+    """Known answers of RFC 8785: ECMAScript numbers (12.0 -> 12, 1e-07 -> 1e-7), code-point key order."""
+    assert jcs({"b": 12.0, "a": 1e-07, "é": "ü", "A": [0.93, -0.0, 1e21]}) == (
+        '{"A":[0.93,0,1e+21],"a":1e-7,"b":12,"é":"ü"}'.encode()
+    )
+    # integers beyond 2^53 - 1 are canonicalised as the double any JCS implementation parses them to
+    assert jcs({"t": 2**53 + 1}) == b'{"t":9007199254740992}'
+    assert jcs({"t": 2**53 - 1}) == b'{"t":9007199254740991}'
+
+
+def test_a_signed_marker_names_its_key_and_verifies() -> None:
+    signer = Signer.generate()
+    draft = MarkerDraft(kind="manual", t_mono_ns=5, wall_ns=WALL)
+    m = build_marker(draft, marker_id=uuid7(WALL), device="cam-01", seq=1, prev=GENESIS_PREV, signer=signer)
+    assert m.key == signer.key_id and m.sig is not None
+    assert '"key":"' + signer.key_id + '"' in m.canonical_bytes().decode()
+    assert '"sig"' not in m.canonical_bytes().decode()
+    wire = Marker.from_json(m.to_json())
+    assert wire == m
+    assert identity.verify(signer.public, wire.canonical_bytes(), wire.sig or "")
+    # another key, or any changed field, does not verify
+    assert not identity.verify(Signer.generate().public, wire.canonical_bytes(), wire.sig or "")
+    changed = Marker.from_dict({**m.to_dict(), "seq": 2})
+    assert not identity.verify(signer.public, changed.canonical_bytes(), m.sig or "")
+    with pytest.raises(MarkerError, match="key"):
+        Marker.from_dict({**m.to_dict(), "key": "not a key id"})

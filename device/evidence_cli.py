@@ -1,0 +1,81 @@
+"""``bodycam provision`` (the camera's identity, :mod:`bodycam.device.identity`) and ``bodycam verify``
+(:mod:`bodycam.device.verify`): parsers here, the work imported only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bodycam.device.errors import BodycamError, UsageError
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "provision",
+        help="generate the device's Ed25519 key (signs markers and footage), print its public key and id, "
+             "write a CSR for the MQTT client certificate",
+    )
+    p.add_argument("--config", type=Path, default=None,
+                   help="config file (TOML): device id and identity.key_file (default /etc/bodycam/config.toml "
+                        "when it exists)")
+    p.add_argument("--key-file", type=Path, default=None,
+                   help="where to write the private key (default: identity.key_file, else <data_dir>/identity/device.key)")
+    p.add_argument("--device", default=None, help="device id (default: device.id of the config)")
+    p.add_argument("--owner", default=None, help="user that owns the key (the service user, e.g. bodycam)")
+    p.add_argument("--force", action="store_true", help="replace an existing key (a new identity: register it at base)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    v = sub.add_parser("verify", help="verify recordings offline: manifest signature, segment hashes, marker "
+                                      "signatures and chain, seq gaps, chapters; exit 0 only when all verify")
+    v.add_argument("path", type=Path, help="a recording directory, a folder of recordings or a data directory")
+    v.add_argument("--key", type=Path, default=None,
+                   help="the device's public key (PEM), e.g. as registered at base; default: device.pub found "
+                        "beside the footage (then the report says the key is not independent)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "verify":
+        from bodycam.device import verify
+
+        return verify.run(args)
+    return provision(args)
+
+
+def provision(args: argparse.Namespace) -> int:
+    from bodycam.device.config import AppConfig, load_config
+    from bodycam.device.identity import key_path, provision
+    from bodycam.device.uplink.validate import check_device_id
+
+    default_cfg = Path("/etc/bodycam/config.toml")
+    if args.config is not None:
+        cfg = load_config(args.config)
+    elif default_cfg.exists():
+        cfg = load_config(default_cfg)
+    else:
+        cfg = AppConfig()
+    device = args.device or cfg.device.id
+    if args.device is not None:
+        try:
+            check_device_id(device, "--device")
+        except BodycamError as exc:
+            raise UsageError(str(exc)) from exc
+    path = args.key_file or key_path(cfg.identity, cfg.data_dir, environ={})
+    made = provision(path, device, owner=args.owner, force=args.force)
+    if args.json:
+        json.dump({"device": device, "key_id": made.key_id, "key_file": str(made.key_file),
+                   "public_key_file": str(made.public_file), "csr_file": str(made.csr_file),
+                   "public_key_pem": made.public_pem.decode("ascii")}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"device     {device}")
+    print(f"key id     {made.key_id}")
+    print(f"private    {made.key_file} (mode 0600{', owner ' + args.owner if args.owner else ''})")
+    print(f"public     {made.public_file}")
+    print(f"csr        {made.csr_file} (CN={device}: have the fleet CA sign it for the MQTT client certificate)")
+    print()
+    print(made.public_pem.decode("ascii"), end="")
+    print()
+    print(f"next: at base, bodycam-base keys add {device} {made.public_file.name}")
+    return 0

@@ -1,0 +1,340 @@
+"""``bodycam verify``: check recordings offline, as an auditor or a defence expert would.
+
+PATH is one recording directory, a folder of recordings (``<data_dir>/recordings``) or a data
+directory holding ``recordings/``. Nothing here uses the network. For each recording:
+
+* the manifest's Ed25519 signature (``footage/seal.py``), and that it names the trusted key;
+* every listed segment: present, same size, same SHA-256; no unlisted segment file;
+* ``markers.jsonl``: its SHA-256 and marker count as signed; each marker valid, of this device,
+  signed by the trusted key; ``seq`` strictly increasing with no gap; each ``prev`` equal to the
+  SHA-256 of the previous marker's canonical (JCS) bytes;
+* ``chapters.vtt`` equal to the chapters the markers give;
+* ``previous``: the previous recording's manifest hash, when that recording is present (and, for a
+  folder, that no recording of the chain is missing).
+
+The trusted public key comes from ``--key`` (the key registered at base); without it, a
+``device.pub`` found beside the footage is used and the report says so (an independent key is
+what makes the result evidence). Exit status 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bodycam.device import identity
+from bodycam.device.errors import BodycamError, MarkerError, UsageError
+from bodycam.device.footage.recording import MANIFEST_SCHEMA, MarkerRef, chapter_label, chapters_text
+from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE, signed_bytes
+from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.uplink.markers import Marker
+
+Level = Literal["fail", "note"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level  # fail: does not verify; note: worth knowing, verifies
+    code: str
+    where: str
+    message: str
+
+
+@dataclass
+class RecordingReport:
+    recording: str
+    path: str
+    segments: int = 0
+    markers: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "fail" for f in self.findings)
+
+    def fail(self, code: str, where: str, message: str) -> None:
+        self.findings.append(Finding("fail", code, where, message))
+
+    def note(self, code: str, where: str, message: str) -> None:
+        self.findings.append(Finding("note", code, where, message))
+
+
+@dataclass
+class Report:
+    path: str
+    key_id: str
+    key_source: str
+    recordings: list[RecordingReport] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # across recordings (the chain of manifests)
+    took_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.recordings) and all(r.ok for r in self.recordings) and \
+            not any(f.level == "fail" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "key": {"id": self.key_id, "source": self.key_source},
+            "recordings": [{**asdict(r), "ok": r.ok} for r in self.recordings],
+            "findings": [asdict(f) for f in self.findings],
+            "took_s": round(self.took_s, 3),
+        }
+
+
+# -- the trusted key ------------------------------------------------------------------------------
+def find_key(path: Path) -> Path | None:
+    """A ``device.pub`` beside the footage: in a bundle, or ``<data_dir>/identity``."""
+    for base in (path, *list(path.parents)[:3]):
+        for candidate in (base / "device.pub", base / "identity" / "device.pub"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def recordings_in(path: Path) -> list[Path]:
+    if (path / MANIFEST_FILE).is_file():
+        return [path]
+    root = path / "recordings" if (path / "recordings").is_dir() else path
+    if not root.is_dir():
+        raise UsageError(f"{path}: no such directory")
+    found = sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).exists())
+    if not found:
+        raise UsageError(f"{path}: no recording here (a recording directory holds {MANIFEST_FILE})")
+    return found
+
+
+# -- one recording --------------------------------------------------------------------------------
+def _sig_problem(public: Ed25519PublicKey, trusted_id: str, key: Any, sig: Any, data: bytes) -> str | None:
+    if sig is None:
+        return "not signed"
+    if key != trusted_id:
+        return f"signed with key {key!r}, not the trusted key {trusted_id}"
+    if not isinstance(sig, str) or not identity.verify(public, data, sig):
+        return f"the signature does not verify with key {trusted_id} (changed after signing, or forged)"
+    return None
+
+
+def verify_recording(rec_dir: Path, public: Ed25519PublicKey) -> tuple[RecordingReport, dict[str, Any] | None]:
+    trusted = identity.key_id(public)
+    rep = RecordingReport(rec_dir.name, str(rec_dir))
+    mpath = rec_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(mpath.read_bytes())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        rep.fail("manifest_unreadable", MANIFEST_FILE, f"cannot read the manifest ({exc})")
+        return rep, None
+    try:
+        problem = _sig_problem(public, trusted, manifest.get("key"), manifest.get("sig"), signed_bytes(manifest))
+    except MarkerError as exc:
+        problem = f"not canonical JSON ({exc})"
+    if problem is not None:
+        rep.fail("manifest_signature", MANIFEST_FILE, f"manifest {problem}")
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        rep.fail("manifest_schema", MANIFEST_FILE, f"schema {manifest.get('schema')!r} is not {MANIFEST_SCHEMA}")
+    if manifest.get("recording") != rec_dir.name:
+        rep.fail("manifest_recording", MANIFEST_FILE,
+                 f"the manifest is of recording {manifest.get('recording')!r}, not {rec_dir.name!r} (replaced?)")
+    if manifest.get("complete") is not True:
+        rep.fail("incomplete", MANIFEST_FILE, "the recording is not complete (still being written, or "
+                                              "interrupted and not recovered yet)")
+    if manifest.get("recovered"):
+        rep.note("recovered", MANIFEST_FILE, f"recovered after an interruption: {manifest.get('error')}")
+    _check_segments(rec_dir, manifest, rep)
+    refs = _check_markers(rec_dir, manifest, rep, public, trusted)
+    _check_chapters(rec_dir, manifest, refs, rep)
+    return rep, manifest
+
+
+def _check_segments(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport) -> None:
+    segments = manifest.get("segments")
+    if not isinstance(segments, list):
+        rep.fail("manifest_segments", MANIFEST_FILE, "the manifest lists no segments")
+        return
+    listed = set()
+    for i, seg in enumerate(segments):
+        if not isinstance(seg, dict) or not isinstance(seg.get("file"), str):
+            rep.fail("manifest_segments", MANIFEST_FILE, f"segment entry {i} is malformed")
+            continue
+        name = seg["file"]
+        listed.add(name)
+        if seg.get("index") != i:
+            rep.fail("segment_order", name, f"listed at position {i} with index {seg.get('index')!r}")
+        path = rec_dir / name
+        if Path(name).name != name or not path.is_file():
+            rep.fail("segment_missing", name, "the segment is missing (deleted or renamed)")
+            continue
+        if seg.get("sha256") is None:
+            rep.fail("segment_unhashed", name, "the manifest has no hash for this segment")
+            continue
+        size = path.stat().st_size
+        if seg.get("bytes") != size:
+            rep.fail("segment_size", name, f"{size} bytes, the signed manifest says {seg.get('bytes')}")
+        if sha256_of(path) != seg["sha256"]:
+            rep.fail("segment_hash", name, "SHA-256 differs from the signed manifest (the footage was changed)")
+        rep.segments += 1
+    for extra in sorted(p.name for p in rec_dir.glob("segment-*.mp4")):
+        if extra not in listed:
+            rep.fail("segment_unlisted", extra, "a segment file the signed manifest does not list (inserted?)")
+
+
+def _check_markers(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport, public: Ed25519PublicKey,
+                   trusted: str) -> list[MarkerRef]:
+    path = rec_dir / MARKERS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = None
+    except OSError as exc:
+        rep.fail("markers_unreadable", MARKERS_FILE, f"cannot read ({exc.strerror or exc})")
+        return []
+    want = manifest.get("markers_sha256")
+    have = None if data is None else hashlib.sha256(data).hexdigest()
+    if have != want:
+        what = "missing" if data is None else "different from what the manifest signed"
+        rep.fail("markers_file_hash", MARKERS_FILE, f"the markers file is {what} (markers changed, added or removed)")
+    lines = [] if data is None else data.splitlines()
+    if manifest.get("marker_count") != len(lines):
+        rep.fail("marker_count", MARKERS_FILE, f"{len(lines)} marker(s), the manifest says {manifest.get('marker_count')}")
+    refs: list[MarkerRef] = []
+    seen: list[tuple[str, Marker]] = []
+    for n, line in enumerate(lines, 1):
+        where = f"{MARKERS_FILE}:{n}"
+        try:
+            m = Marker.from_json(line)
+        except BodycamError as exc:
+            rep.fail("marker_invalid", where, f"not a valid marker ({exc})")
+            continue
+        rep.markers += 1
+        where = f"{where} (seq {m.seq}, {m.kind})"
+        refs.append(MarkerRef(m.kind, m.t_mono_ns, chapter_label(m.kind, m.confidence)))
+        if m.device != manifest.get("device"):
+            rep.fail("marker_device", where, f"device {m.device!r}, the recording's is {manifest.get('device')!r}")
+        problem = _sig_problem(public, trusted, m.key, m.sig, m.canonical_bytes())
+        if problem is not None:
+            rep.fail("marker_signature", where, f"marker {problem}")
+        if seen and m.seq <= seen[-1][1].seq:
+            rep.fail("marker_order", where, f"seq {m.seq} after seq {seen[-1][1].seq} (markers reordered or duplicated)")
+        seen.append((where, m))
+    by_seq = {m.seq: m for _, m in seen}
+    for where, m in sorted(seen, key=lambda wm: wm[1].seq):
+        before = by_seq.get(m.seq - 1)
+        if before is not None and before is not m and m.prev != before.digest():
+            rep.fail("marker_chain", where, f"prev does not match seq {before.seq}'s digest (chain broken)")
+        if before is None and by_seq and m.seq > min(by_seq):
+            lower = max(s for s in by_seq if s < m.seq)
+            missing = f"{lower + 1}" if m.seq == lower + 2 else f"{lower + 1}..{m.seq - 1}"
+            rep.fail("marker_gap", where, f"seq {missing} missing before it (marker(s) removed)")
+    return refs
+
+
+def _check_chapters(rec_dir: Path, manifest: dict[str, Any], refs: list[MarkerRef], rep: RecordingReport) -> None:
+    segments = manifest.get("segments")
+    if not refs or not isinstance(segments, list) or not segments or not isinstance(segments[0], dict):
+        return
+    start = segments[0].get("start_mono_ns")
+    if not isinstance(start, int):
+        return
+    try:
+        text = (rec_dir / "chapters.vtt").read_bytes()
+    except OSError:
+        rep.fail("chapters", "chapters.vtt", "missing: the markers have no chapters")
+        return
+    if text != chapters_text(start, refs):
+        rep.fail("chapters", "chapters.vtt", "the chapters do not match the markers (edited, or markers changed)")
+
+
+# -- several recordings ---------------------------------------------------------------------------
+def verify_path(path: Path, public: Ed25519PublicKey, key_source: str) -> Report:
+    t0 = time.perf_counter()
+    rec_dirs = recordings_in(path)
+    report = Report(str(path), identity.key_id(public), key_source)
+    manifests: dict[str, dict[str, Any] | None] = {}
+    for d in rec_dirs:
+        rep, manifest = verify_recording(d, public)
+        report.recordings.append(rep)
+        manifests[d.name] = manifest
+    _check_links(rec_dirs, manifests, report)
+    report.took_s = time.perf_counter() - t0
+    return report
+
+
+def _check_links(rec_dirs: list[Path], manifests: dict[str, dict[str, Any] | None], report: Report) -> None:
+    names = [d.name for d in rec_dirs]
+    by_name = {r.recording: r for r in report.recordings}
+    for i, d in enumerate(rec_dirs):
+        manifest = manifests[d.name]
+        if manifest is None:
+            continue
+        rep = by_name[d.name]
+        link = manifest.get("previous")
+        if link is None:
+            if i > 0:
+                rep.fail("previous", MANIFEST_FILE, f"names no previous recording, but {names[i - 1]} is before it")
+            continue
+        if not isinstance(link, dict) or not isinstance(link.get("recording"), str):
+            rep.fail("previous", MANIFEST_FILE, "malformed link to the previous recording")
+            continue
+        prev_name = link["recording"]
+        if i > 0 and prev_name != names[i - 1]:
+            rep.fail("previous", MANIFEST_FILE, f"follows {prev_name}, but the recording before it here is "
+                                                f"{names[i - 1]} (a recording of the chain is missing or was added)")
+        prev_path = d.parent / prev_name / MANIFEST_FILE
+        if Path(prev_name).name != prev_name or not prev_path.is_file():
+            rep.note("previous_absent", MANIFEST_FILE, f"the previous recording {prev_name} is not here "
+                                                       "(deleted by retention, or not exported): link not checked")
+            continue
+        if hashlib.sha256(prev_path.read_bytes()).hexdigest() != link.get("manifest_sha256"):
+            rep.fail("previous", MANIFEST_FILE, f"the manifest of the previous recording {prev_name} is not the "
+                                                "one this recording linked (replaced or re-signed)")
+
+
+# -- command line (the parser is in evidence_cli) ----------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    if args.key is not None:
+        public, source = identity.load_public(args.key), f"--key {args.key}"
+    else:
+        found = find_key(path)
+        if found is None:
+            raise UsageError(f"{path}: no device.pub beside the footage: pass --key PUBKEY (the device's public key)")
+        public = identity.load_public(found)
+        source = f"{found} (found beside the footage: compare its id with the key registered at base)"
+    report = verify_path(path, public, source)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        _print(report)
+    return 0 if report.ok else 1
+
+
+def _print(report: Report) -> None:
+    print(f"key {report.key_id} from {report.key_source}")
+    for r in report.recordings:
+        state = "OK" if r.ok else "FAILED"
+        print(f"recording {r.recording}: {state} ({r.segments} segment(s), {r.markers} marker(s))")
+        for f in _sorted(r.findings):
+            print(f"  {f.level.upper():4} {f.code:20} {f.where}: {f.message}")
+    for f in _sorted(report.findings):
+        print(f"  {f.level.upper():4} {f.code:20} {f.where}: {f.message}")
+    failed = sum(1 for r in report.recordings if not r.ok)
+    verdict = "everything verifies" if report.ok else "DOES NOT VERIFY"
+    print(f"{len(report.recordings)} recording(s), {failed} failed, {report.took_s:.2f} s: {verdict}")
+
+
+def _sorted(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: f.level != "fail")
