@@ -20,7 +20,15 @@ from pathlib import Path
 from bodycam.device import identity
 from bodycam.device.clock import VirtualClock
 from bodycam.device.identity import Signer
-from bodycam.device.uplink.markers import GENESIS_PREV, Location, MarkerDraft, Media, ModelRef, build_marker, uuid7
+from bodycam.device.uplink.markers import (
+    GENESIS_PREV,
+    Location,
+    MarkerDraft,
+    Media,
+    ModelRef,
+    build_marker,
+    uuid7,
+)
 from bodycam.device.uplink.outbox import Outbox
 
 WALL = 1_764_072_000_123_456_789

@@ -71,7 +71,7 @@ def test_loading_refuses_a_missing_open_or_foreign_key(tmp_path: Path) -> None:
         load_signer(tmp_path / "absent.key")
     made = provision(tmp_path / "device.key", "cam-07")
     made.key_file.chmod(0o640)
-    with pytest.raises(IdentityError, match="may be read by others .*chmod 600"):
+    with pytest.raises(IdentityError, match=r"may be read by others .*chmod 600"):
         load_signer(made.key_file)
     made.key_file.chmod(0o600)
     made.key_file.write_bytes(b"not a key")
