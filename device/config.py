@@ -19,8 +19,8 @@ from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
 from bodycam.device.hw.microphone import MicrophoneConfig
-from bodycam.device.safe_load import load_toml
 from bodycam.device.identity import IdentityConfig
+from bodycam.device.safe_load import load_toml
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
 from bodycam.device.uplink.outbox import OutboxConfig
