@@ -13,6 +13,7 @@ from bodycam.device.assemble import assemble
 from bodycam.device.clock import VirtualClock
 from bodycam.device.config import AppConfig
 from bodycam.device.hw.microphone import MicrophoneConfig
+from bodycam.device.identity import Signer
 from bodycam.hw_sim.sim_run import SimOptions, run_clip, sim_parts
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ def test_clip_audio_reaches_the_loop(tmp_path: Path) -> None:
     from bodycam.device.assemble import model_spec
 
     clock = VirtualClock()
-    with assemble(cfg, sim_parts(opts, cfg, clock, model_spec(cfg))) as fw:
+    with assemble(cfg, sim_parts(opts, cfg, clock, model_spec(cfg)), signer=Signer.generate()) as fw:
         fw.run()
         audio = fw.app.audio
         assert audio.live and audio.telemetry() == {"state": "ok", "alarm": False}
