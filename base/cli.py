@@ -4,6 +4,7 @@ bodycam-base listen     --broker mqtt://host:1883 --db base.db [--group base] [-
 bodycam-base markers    --db base.db [--device D] [--since 2026-01-01] [--kind gunshot] [--limit N] [--json]
 bodycam-base devices    --db base.db [--json]
 bodycam-base quarantine --db base.db [--kind seq_conflict] [--device D] [--limit N] [--json]
+bodycam-base keys       add DEVICE device.pub | revoke DEVICE KEY_ID [--at T] | list [--device D] --db base.db
 
 ``--db``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL, ``pip install 'bodycam[postgres]'``).
 """
@@ -27,6 +28,7 @@ from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
+from bodycam.base import keys_cli
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.device.clock import rfc3339_ms
@@ -112,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--username")
     listen.add_argument("--password-file", type=Path)
     listen.add_argument("--ca-file")
+    listen.add_argument("--require-signatures", choices=("registered", "all"), default="registered",
+                        help="registered (default): a device with a key registered at base ('keys add') must "
+                        "sign every marker, others are stored unverified; all: refuse markers of devices "
+                        "without a registered key")
 
     since_help = "only markers at or after this time: 2026-01-01, 2026-01-01T12:00, or with an offset (Z, +02:00); no offset means UTC"
     markers = sub.add_parser("markers", parents=[verbose], help="list stored markers, newest first")
@@ -132,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--device")
     quarantine.add_argument("--limit", type=_positive, default=100)
     quarantine.add_argument("--json", action="store_true", help="one JSON object per line (payload in base64)")
+    keys_cli.add_parser(sub, _DB_HELP, [verbose])
     return p
 
 
@@ -183,7 +190,10 @@ def _listen(args: argparse.Namespace) -> int:
         stop.set()
 
     store = open_store(args.db)
-    consumer = Consumer(opts, store, notify=_say)
+    from bodycam.base.keys import KeyRegistry, SignaturePolicy
+
+    signatures = SignaturePolicy(KeyRegistry(store), require=args.require_signatures)  # type: ignore[arg-type]
+    consumer = Consumer(opts, store, notify=_say, signatures=signatures)
 
     def run() -> None:
         try:
@@ -325,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine}
+    commands = {"listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
+                "keys": keys_cli.run}
     try:
         return int(commands[args.command](args))
     except BodycamError as exc:

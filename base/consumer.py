@@ -43,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bodycam.base.keys import SIGNATURE_REASONS, SignaturePolicy
 from bodycam.base.rules import AddResult, Progress, Quarantined
 from bodycam.base.store import MarkerStore
 from bodycam.base.validate import (
@@ -130,8 +131,10 @@ class Consumer:
         *,
         clock: Clock | None = None,
         notify: Callable[[str], None] | None = None,
+        signatures: SignaturePolicy | None = None,
     ) -> None:
         self._opt = options
+        self._signatures = signatures  # base/keys.py: verify each marker before it is stored
         self._cfg = MqttConfig(
             url=options.url,
             topic_prefix=options.prefix,
@@ -196,7 +199,10 @@ class Consumer:
         try:
             device, leaf = split_topic(self._opt.prefix, msg.topic)
             if leaf == "marker":
-                msg.marker = validate_marker(self._opt.prefix, msg.topic, msg.payload)
+                marker = validate_marker(self._opt.prefix, msg.topic, msg.payload)
+                if self._signatures is not None and not self._signatures.check(marker, msg.received_ns):
+                    self.counters["unverified"] += 1
+                msg.marker = marker  # only now: a refused signature leaves it out of the store
                 return "marker"
             if leaf == "status":
                 status = validate_status(self._opt.prefix, msg.topic, msg.payload)
@@ -210,6 +216,9 @@ class Consumer:
                 return "ack"
             raise Rejected("bad_topic", f"unexpected topic {msg.topic[:200]!r}")
         except Rejected as exc:
+            if exc.reason in SIGNATURE_REASONS:
+                self._notify(f"ALERT marker refused ({exc.reason.replace('_', ' ')}): {exc} "
+                             "(see 'bodycam-base quarantine')")
             return self._reject(msg, device, f"rejected_{exc.reason}", str(exc), held)
         except (_Stopped, _Poison):
             raise

@@ -163,6 +163,14 @@ class _Store:
     ) -> list[QuarantineRow]:
         return rules.quarantine_rows(self._rows(*rules.quarantine_query(kind=kind, device=device, limit=limit)))
 
+    def transaction(self) -> AbstractContextManager[rules.Tx]:
+        """One write transaction, for tables other modules keep in this database (``base/keys.py``)."""
+        return self._tx()
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """One read (SQL with ``?``)."""
+        return self._rows(sql, args)
+
     def kinds(self) -> list[str]:
         return [str(r[0]) for r in self._rows("SELECT DISTINCT kind FROM markers", ())]
 

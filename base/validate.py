@@ -26,7 +26,9 @@ from bodycam.device.uplink.validate import (
     is_device_id,
 )
 
-Reason = Literal["oversized", "bad_topic", "not_json", "invalid", "topic_mismatch"]
+Reason = Literal["oversized", "bad_topic", "not_json", "invalid", "topic_mismatch",
+                 # signatures (base/keys.py)
+                 "unsigned", "unknown_key", "revoked_key", "bad_signature", "no_key"]
 ACK_SCHEMA = "bodycam.ack/1"
 CMD_SCHEMA = "bodycam.cmd/1"
 

@@ -244,3 +244,34 @@ def test_the_command_line_json_and_exit_codes(data: Path) -> None:
     shutil.rmtree(data / "identity")
     nokey = subprocess.run([*cmd, str(data / "recordings")], capture_output=True, text=True, timeout=120)
     assert nokey.returncode == 2 and "--key" in nokey.stderr and "Traceback" not in nokey.stderr
+
+
+def test_a_recording_recovered_after_a_crash_is_re_sealed_and_verifies(data: Path) -> None:
+    """A power cut leaves the last manifest incomplete and the last segment cut short; recovery at
+    the next start hashes what is on disk and signs the manifest again (it says ``recovered``)."""
+    from bodycam.device.footage.recorder import recover_interrupted
+
+    rec = recs(data)[1]
+    manifest = json.loads((rec / "manifest.json").read_text())
+    manifest["complete"] = False
+    (rec / "manifest.json").write_text(json.dumps(seal(manifest, load_signer(data / "identity" / "device.key"))))
+    last = sorted(rec.glob("segment-*.mp4"))[-1]
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    assert codes(check(data)) == {"incomplete", "segment_size", "segment_hash"}
+    assert recover_interrupted(data / "recordings", load_signer(data / "identity" / "device.key")) == [rec.name]
+    report = check(data)
+    assert report.ok, fails(report)
+    assert [f.code for f in report.recordings[1].findings] == ["recovered"]
+
+
+def test_a_recording_recovered_without_the_key_is_plainly_unsigned(data: Path) -> None:
+    from bodycam.device.footage.recorder import recover_interrupted
+
+    rec = recs(data)[0]
+    manifest = json.loads((rec / "manifest.json").read_text())
+    manifest["complete"] = False
+    (rec / "manifest.json").write_text(json.dumps(manifest))
+    recover_interrupted(data / "recordings")
+    assert "sig" not in json.loads((rec / "manifest.json").read_text())
+    sig = next(f for f in check(data).recordings[0].findings if f.code == "manifest_signature")
+    assert "not signed" in sig.message
