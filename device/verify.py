@@ -95,9 +95,11 @@ class Report:
 
 # -- the trusted key ------------------------------------------------------------------------------
 def find_key(path: Path) -> Path | None:
-    """A ``device.pub`` beside the footage: in a bundle, or ``<data_dir>/identity``."""
+    """A ``device.pub`` beside the footage: in a bundle, ``<data_dir>/identity`` or (the simulator's)
+    ``<data_dir>/state/identity``."""
     for base in (path, *list(path.parents)[:3]):
-        for candidate in (base / "device.pub", base / "identity" / "device.pub"):
+        for candidate in (base / "device.pub", base / "identity" / "device.pub",
+                          base / "state" / "identity" / "device.pub"):
             if candidate.is_file():
                 return candidate
     return None

@@ -205,7 +205,7 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
     with _broker(opts, report, arrival, on_broker) as (mqtt_cfg, watch):
         cfg = replace(cfg, mqtt=mqtt_cfg)
         parts = sim_parts(opts, cfg, clock, spec)
-        with assemble(cfg, parts, state_dir=state_dir, listeners=[listener], signer=sim_signer(cfg, opts.out)) as fw:
+        with assemble(cfg, parts, state_dir=state_dir, listeners=[listener], signer=sim_signer(cfg, state_dir)) as fw:
             report.detector_backend = fw.detector.backend
             report.info = fw.start()  # a clip that cannot be opened at all is an error of its own
             try:
@@ -231,11 +231,14 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
     return report
 
 
-def sim_signer(cfg: AppConfig, out: Path) -> Signer:
-    """The configured device key, else a throwaway one made at ``OUT/identity/device.key`` (with
-    ``device.pub`` beside it, for ``bodycam verify``), so simulated markers and footage are signed."""
-    path = key_path(cfg.identity, out)
-    return load_signer(path) if cfg.identity.key_file else ensure_key(path, cfg.device.id)
+def sim_signer(cfg: AppConfig, state_dir: Path) -> Signer:
+    """The configured device key, else a throwaway one kept with the outbox's state
+    (``STATE/identity/device.key``, default ``OUT/state``; ``device.pub`` beside it, which
+    ``bodycam verify OUT`` finds), made at the first run: markers and footage are signed, and runs
+    sharing a state directory (one simulated camera) share its key."""
+    if cfg.identity.key_file:
+        return load_signer(key_path(cfg.identity, state_dir))
+    return ensure_key(state_dir / "identity" / "device.key", cfg.device.id)
 
 
 def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: ModelSpec) -> HardwareParts:

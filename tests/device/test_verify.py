@@ -51,8 +51,11 @@ def recs(data: Path) -> list[Path]:
     return sorted(p for p in (data / "recordings").iterdir() if p.is_dir())
 
 
+KEY = Path("state") / "identity"  # the simulator's key lives with its state
+
+
 def check(data: Path, path: Path | None = None) -> Report:
-    return verify_path(path or data, load_public(data / "identity" / "device.pub"), "test")
+    return verify_path(path or data, load_public(data / KEY / "device.pub"), "test")
 
 
 def fails(report: Report) -> set[tuple[str, str]]:
@@ -78,7 +81,7 @@ def test_untouched_recordings_verify(data: Path) -> None:
     m2 = json.loads((second / "manifest.json").read_text())
     assert m1["previous"] is None
     assert m2["previous"] == {"recording": first.name, "manifest_sha256": sha256_of(first / "manifest.json")}
-    assert m2["key"] == load_signer(data / "identity" / "device.key").key_id
+    assert m2["key"] == load_signer(data / KEY / "device.key").key_id
     # one recording alone verifies too; its predecessor is checked when it is beside it
     assert check(data, second).ok
 
@@ -157,7 +160,7 @@ def test_an_inserted_forged_marker_is_named(data: Path) -> None:
     sig = next(f for f in report.recordings[0].findings if f.code == "marker_signature")
     assert outsider.key_id in sig.message and f"seq {forged.seq}" in sig.where
     # the same forgery claiming the device's key id does not verify either
-    claimed = replace(forged, key=load_signer(data / "identity" / "device.key").key_id)
+    claimed = replace(forged, key=load_signer(data / KEY / "device.key").key_id)
     (rec / "markers.jsonl").write_bytes(b"\n".join([*lines, claimed.to_json()]) + b"\n")
     sig = next(f for f in check(data).recordings[0].findings if f.code == "marker_signature")
     assert "does not verify" in sig.message
@@ -222,7 +225,7 @@ def test_a_missing_previous_recording_is_a_note_not_a_failure(data: Path) -> Non
 
 
 def test_the_command_line_json_and_exit_codes(data: Path) -> None:
-    pub = data / "identity" / "device.pub"
+    pub = data / KEY / "device.pub"
     cmd = [sys.executable, "-m", "bodycam.device.cli", "verify"]
     ok = subprocess.run([*cmd, str(data / "recordings"), "--key", str(pub), "--json"], capture_output=True,
                         text=True, timeout=120)
@@ -241,7 +244,7 @@ def test_the_command_line_json_and_exit_codes(data: Path) -> None:
     wrong = subprocess.run([*cmd, str(recs(data)[1]), "--key", str(other)], capture_output=True, text=True,
                            timeout=120)
     assert wrong.returncode == 1 and "not the trusted key" in wrong.stdout
-    shutil.rmtree(data / "identity")
+    shutil.rmtree(data / KEY)
     nokey = subprocess.run([*cmd, str(data / "recordings")], capture_output=True, text=True, timeout=120)
     assert nokey.returncode == 2 and "--key" in nokey.stderr and "Traceback" not in nokey.stderr
 
@@ -254,11 +257,11 @@ def test_a_recording_recovered_after_a_crash_is_re_sealed_and_verifies(data: Pat
     rec = recs(data)[1]
     manifest = json.loads((rec / "manifest.json").read_text())
     manifest["complete"] = False
-    (rec / "manifest.json").write_text(json.dumps(seal(manifest, load_signer(data / "identity" / "device.key"))))
+    (rec / "manifest.json").write_text(json.dumps(seal(manifest, load_signer(data / KEY / "device.key"))))
     last = sorted(rec.glob("segment-*.mp4"))[-1]
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     assert codes(check(data)) == {"incomplete", "segment_size", "segment_hash"}
-    assert recover_interrupted(data / "recordings", load_signer(data / "identity" / "device.key")) == [rec.name]
+    assert recover_interrupted(data / "recordings", load_signer(data / KEY / "device.key")) == [rec.name]
     report = check(data)
     assert report.ok, fails(report)
     assert [f.code for f in report.recordings[1].findings] == ["recovered"]
