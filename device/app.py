@@ -25,6 +25,7 @@ from bodycam.device.clock import Clock, mono_to_wall
 from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.detect.detector import Detector
 from bodycam.device.detect.events import ShotTracker
+from bodycam.device.detect.fusion import Fusion, ShotDecision
 from bodycam.device.detect.preprocess import FrameWindow
 from bodycam.device.errors import StorageError
 from bodycam.device.footage.recorder import Recorder
@@ -119,6 +120,8 @@ class App:
         keep_stage_times: bool = True,
         audio: AudioPath | None = None,
         clock_status: Callable[[], dict[str, JSON]] | None = None,
+        fusion: Fusion | None = None,
+        audio_model: ModelRef | None = None,
     ) -> None:
         self.camera = camera
         self.detector = detector
@@ -134,6 +137,8 @@ class App:
         self.listeners = list(listeners or [])
         self.clock_status = clock_status  # every marker says whether its wall time can be trusted
         self.audio = audio or AudioPath(None)
+        self.fusion = fusion  # None: the video tracker decides alone
+        self.audio_model_ref = audio_model
         self.window = FrameWindow(detector.spec.input)
         self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
         spec = detector.spec
@@ -191,7 +196,13 @@ class App:
         """End of stream: decide the last pending frame, close any recording, stop the camera."""
         try:
             det = self.tracker.flush()
-            if det is not None:
+            if self.fusion is not None:
+                if det is not None:
+                    self.fusion.video(det.frame, det.t_ns, det.confidence, det)
+                self.fusion.audio(self.audio.flush())
+                for d in self.fusion.decide(self.audio.live, final=True):
+                    self._on_shot(d)
+            elif det is not None:
                 self._on_detection(det.frame, det.t_ns, det.confidence)
             if self.recorder.active is not None:
                 t = self.stats.last_t_ns
@@ -211,7 +222,7 @@ class App:
         p_tag = time.perf_counter_ns()
         self.recorder.feed(frame.packets, frame.t_ns)
         p_audio = time.perf_counter_ns()
-        self.audio.poll(frame.t_ns)
+        onsets = self.audio.poll(frame.t_ns)
         p0 = time.perf_counter_ns()
         self.window.push(frame.lores)
         self._times.append((frame.index, frame.t_ns))
@@ -222,9 +233,16 @@ class App:
             p2 = time.perf_counter_ns()
             idx, t_ns = self._times[-1 - self.detector.spec.input.target_offset]
             det = self.tracker.update(idx, t_ns, score)
+            if self.fusion is not None:
+                self.fusion.video(idx, t_ns, score, det)
+                det = None
         else:
             p2 = time.perf_counter_ns()
-        if det is not None:
+        if self.fusion is not None:
+            self.fusion.audio(onsets)
+            for shot in self.fusion.decide(self.audio.live):
+                self._on_shot(shot)
+        elif det is not None:
             self._on_detection(det.frame, det.t_ns, det.confidence)
         if self.inputs is not None:
             for ev in self.inputs.poll():
@@ -262,11 +280,16 @@ class App:
             s["housekeeping"].append(p4 - p3)
 
     # -- events ----------------------------------------------------------------------
-    def _on_detection(self, frame: int, t_ns: int, confidence: float) -> None:
+    def _on_detection(self, frame: int, t_ns: int, confidence: float,
+                      evidence: dict[str, float] | None = None) -> None:
         self.stats.detections += 1
         self._apply(self.sm.handle(Event("detection", t_ns)))
-        self._emit("gunshot", t_ns, confidence=confidence, model=self.model_ref,
-                   extra={"frame_index": frame})
+        heard = evidence is not None and "audio" in evidence and self.audio_model_ref is not None
+        self._emit("gunshot", t_ns, confidence=confidence, model=self.audio_model_ref if heard else self.model_ref,
+                   extra={"frame_index": frame}, evidence=evidence)
+
+    def _on_shot(self, shot: ShotDecision) -> None:
+        self._on_detection(shot.frame, shot.t_ns, shot.confidence, shot.evidence)
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
@@ -294,7 +317,7 @@ class App:
             self.indicators.set_state("recording")
 
     def _emit(self, kind: str, t_ns: int, *, confidence: float | None = None, model: ModelRef | None = None,
-              extra: dict[str, JSON] | None = None) -> Marker | None:
+              extra: dict[str, JSON] | None = None, evidence: dict[str, float] | None = None) -> Marker | None:
         rec = self.recorder.active
         media = None
         if rec is not None:
@@ -311,7 +334,7 @@ class App:
         if self.clock_status is not None:
             extra = {**(extra or {}), "clock": self.clock_status()}
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
-                            media=media, location=loc, model=model, extra=extra)
+                            media=media, location=loc, model=model, extra=extra, evidence=evidence)
         marker = self.journal.record(draft)  # durable (or, on a full card, in order in memory) first
         self._check_journal()
         self._after_record(marker, fresh=True)

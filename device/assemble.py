@@ -28,9 +28,11 @@ from typing import Any, Protocol
 from bodycam.device.app import App, RunStats
 from bodycam.device.clock import Clock, mono_to_wall
 from bodycam.device.config import AppConfig
+from bodycam.device.detect.audio_detector import AudioDetector
 from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.detect.detector import Detector, build_detector
 from bodycam.device.detect.events import ShotTracker
+from bodycam.device.detect.fusion import Fusion
 from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
 from bodycam.device.errors import StorageError
 from bodycam.device.footage.footage_path import CameraFootage
@@ -43,7 +45,7 @@ from bodycam.device.hw.indicators import Indicators
 from bodycam.device.hw.inputs import Inputs
 from bodycam.device.hw.microphone import Microphone
 from bodycam.device.identity import key_path, load_signer
-from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner
+from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner, ModelRef
 from bodycam.device.uplink.outbox import Outbox
 
 log = logging.getLogger("bodycam")
@@ -168,6 +170,30 @@ def _gpio_used(cfg: AppConfig) -> bool:
     return g.enabled and any(p is not None for p in (g.record_pin, g.marker_pin, g.holster_pin, g.led_pin, g.haptic_pin))
 
 
+def _audio_detection(cfg: AppConfig, parts: HardwareParts,
+                     stack: contextlib.ExitStack) -> tuple[AudioDetector | None, Fusion, ModelRef | None]:
+    """The audio detector (when the policy uses sound and there is a microphone) and the fusion.
+
+    A missing or mismatched audio model is a start-up error (ModelError), like the video model's.
+    """
+    detector = None
+    ref = None
+    fcfg = cfg.fusion
+    if fcfg.policy != "video" and parts.microphone is not None:
+        from bodycam.device.detect.audio_detector import build_audio_detector
+        from bodycam.device.detect.audio_model_spec import default_audio_model_path, load_audio_model_spec
+
+        path = Path(fcfg.audio_model) if fcfg.audio_model else default_audio_model_path()
+        spec = load_audio_model_spec(path)
+        alone = fcfg.audio_alone or spec.threshold
+        pick = alone if fcfg.policy == "audio" else min(alone, fcfg.audio_support)
+        detector = build_audio_detector(str(path), threads=cfg.detector.threads, threshold=pick)
+        stack.callback(detector.close)
+        ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
+        return detector, Fusion(fcfg, audio_alone=alone), ref
+    return None, Fusion(fcfg, audio_alone=1.0), None
+
+
 @contextlib.contextmanager
 def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = None,
              listeners: Sequence[Callable[[Marker], None]] = (), keep_stage_times: bool = True,
@@ -227,7 +253,9 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                             signer=signer)
         stack.callback(recorder.close)
         app_ref: list[App] = []
-        audio = AudioPath(parts.microphone, on_alarm=parts.notifier.status if parts.notifier is not None else None)
+        audio_detector, fusion, audio_ref = _audio_detection(cfg, parts, stack)
+        audio = AudioPath(parts.microphone, audio_detector,
+                          on_alarm=parts.notifier.status if parts.notifier is not None else None)
 
         def telemetry() -> Mapping[str, JSON]:
             body: dict[str, JSON] = {}
@@ -258,7 +286,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                   journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
                   inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,
                   listeners=marker_listeners, keep_stage_times=keep_stage_times, audio=audio,
-                  clock_status=parts.clock_status)
+                  clock_status=parts.clock_status, fusion=fusion, audio_model=audio_ref)
         app_ref.append(app)
         yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
                        notifier=parts.notifier, listeners=marker_listeners)

@@ -14,6 +14,7 @@ from typing import Any
 
 from bodycam.device.detect.detector import DetectorConfig
 from bodycam.device.detect.events import EventConfig
+from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.errors import ConfigError
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import RetentionConfig
@@ -57,6 +58,7 @@ class AppConfig:
     telemetry_sources: TelemetrySourcesConfig = field(default_factory=TelemetrySourcesConfig)
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     @property
     def data_dir(self) -> Path:

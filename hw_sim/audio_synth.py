@@ -9,6 +9,7 @@ attack exactly at ``Shot.audio_sample``: nothing of the shot precedes that sampl
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -160,3 +161,271 @@ def synthesise(plan: Plan, rng: np.random.Generator) -> F32:
         _place(out, round(s.frame / plan.fps * sr), _gunshot(rng, sr, s, indoor))
     np.clip(out, -1.0, 1.0, out=out)
     return out
+
+
+# -- randomised sounds by named family (the audio detector's training and evaluation data) -------------
+#
+# Each family is one way of making a sound, with its own random ranges; every sound is then put
+# through a randomised acoustic path (distance: level and air absorption; room: reverb or outdoor
+# echoes; the microphone: gain, clipping, self-noise) over a randomised background bed. Whole families
+# can be held out of training (model_compile.audio_data) so evaluation sees kinds of sound the
+# model never heard. Onsets are sample-accurate: nothing of a sound precedes its onset sample.
+
+#: gunshot families: how the blast is made
+GUN_FAMILIES = ("pistol", "rifle", "shotgun", "revolver_far", "carbine_suppressed")
+#: impulsive sounds that are not shots (hard negatives)
+IMPULSE_FAMILIES = ("door_slam", "clap", "dropped_object", "nail_gun", "firework", "car_backfire",
+                    "hammer", "balloon_pop")
+#: continuous sounds that are not shots (beds and overlays)
+CONTINUOUS_FAMILIES = ("siren", "music", "shouting", "radio_chatter", "wind", "crowd", "traffic")
+#: acoustic settings
+ROOM_FAMILIES = ("open_field", "street_canyon", "indoor_small", "indoor_hall", "vehicle")
+
+
+AnyArr = npt.NDArray[Any]
+
+
+def _env(t: AnyArr, attack_s: float, decay_s: float) -> AnyArr:
+    a = np.minimum(1.0, t / max(attack_s, 1e-6))
+    res: AnyArr = (a * np.exp(-np.maximum(0.0, t - attack_s) / decay_s)).astype(np.float32)
+    return res
+
+
+def _bandpass(x: AnyArr, sr: int, lo: float, hi: float) -> F32:
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    spec[(f < lo) | (f > hi)] = 0
+    res: F32 = np.fft.irfft(spec, len(x)).astype(np.float32)
+    return res
+
+
+def _nwave(sr: int, length_s: float) -> AnyArr:
+    """The supersonic bullet's N-wave: a sharp rise, linear fall through zero, sharp return."""
+    n = max(4, int(length_s * sr))
+    w = np.linspace(1.0, -1.0, n).astype(np.float32)
+    return w
+
+
+def gun_sound(family: str, rng: np.random.Generator, sr: int) -> F32:
+    """One dry gunshot of ``family`` at the muzzle (peak about 1, onset at sample 0)."""
+    dur = int(sr * 0.5)
+    t: AnyArr = np.arange(dur, dtype=np.float32) / sr
+    noise: AnyArr = rng.normal(0, 1, dur).astype(np.float32)
+    x: AnyArr
+    if family == "pistol":
+        x = noise * _env(t, 0.0002, rng.uniform(0.002, 0.006))
+        x += np.sin(2 * math.pi * rng.uniform(80, 200) * t) * _env(t, 0.0005, rng.uniform(0.01, 0.03)) * 0.8
+    elif family == "rifle":  # bullet crack (N-wave) then the muzzle blast a few ms later
+        x = np.zeros(dur, np.float32)
+        nw = _nwave(sr, rng.uniform(0.0003, 0.0008))
+        x[: len(nw)] += nw * 1.2
+        d = int(rng.uniform(0.002, 0.03) * sr)
+        blast = noise * _env(t, 0.0003, rng.uniform(0.004, 0.01))
+        x[d:] += blast[: dur - d]
+    elif family == "shotgun":
+        x = noise * _env(t, 0.0004, rng.uniform(0.008, 0.02))
+        x += np.sin(2 * math.pi * rng.uniform(40, 90) * t) * _env(t, 0.001, rng.uniform(0.03, 0.06)) * 1.2
+        x = _lowpass(x.astype(np.float32), int(rng.integers(1, 4)))
+    elif family == "revolver_far":
+        x = _bandpass(noise * _env(t, 0.0005, rng.uniform(0.005, 0.015)), sr, 80, rng.uniform(1500, 3500))
+        x += np.sin(2 * math.pi * rng.uniform(60, 140) * t) * _env(t, 0.001, 0.04) * 0.5
+    elif family == "carbine_suppressed":
+        x = _bandpass(noise * _env(t, 0.0003, rng.uniform(0.003, 0.008)), sr, 200, rng.uniform(3000, 6000))
+        x += 0.6 * _bandpass(rng.normal(0, 1, dur).astype(np.float32) * _env(t, 0.001, 0.02), sr, 100, 800)
+        nw = _nwave(sr, 0.0005)
+        x[: len(nw)] += nw * 0.5
+    else:
+        raise ValueError(f"unknown gun family {family!r}")
+    x = x.astype(np.float32)
+    x[0] = max(abs(float(x[0])), 0.9)  # the onset is sample 0
+    res: F32 = (x / (np.max(np.abs(x)) + 1e-9)).astype(np.float32)
+    return res
+
+
+def impulse_sound(family: str, rng: np.random.Generator, sr: int) -> F32:
+    """One non-gunshot impulsive sound (peak about 1, onset at sample 0)."""
+    dur = int(sr * 0.6)
+    t: AnyArr = np.arange(dur, dtype=np.float32) / sr
+    noise: AnyArr = rng.normal(0, 1, dur).astype(np.float32)
+    x: AnyArr
+    if family == "door_slam":
+        x = np.sin(2 * math.pi * rng.uniform(45, 120) * t) * _env(t, 0.002, rng.uniform(0.03, 0.08))
+        x += noise * _env(t, 0.0005, 0.003) * rng.uniform(0.3, 0.8) + noise * _env(t, 0.01, 0.08) * 0.15
+    elif family == "clap":
+        x = _bandpass(noise * _env(t, 0.0003, rng.uniform(0.002, 0.006)), sr, rng.uniform(500, 1200), 7000)
+    elif family == "dropped_object":
+        x = np.zeros(dur, np.float32)
+        k = 0
+        for j in range(int(rng.integers(2, 6))):
+            m = dur - k
+            if m <= 0:
+                break
+            tt = t[:m]
+            ping = np.sin(2 * math.pi * rng.uniform(1200, 6500) * tt) * _env(tt, 0.0002, rng.uniform(0.01, 0.05))
+            x[k:] += (ping + noise[:m] * _env(tt, 0.0002, 0.002) * 0.6) * 0.8**j
+            k += int(rng.uniform(0.03, 0.15) * sr)
+    elif family == "nail_gun":  # pneumatic: sharp click, air hiss
+        x = noise * _env(t, 0.0002, rng.uniform(0.001, 0.003))
+        x += _bandpass(rng.normal(0, 1, dur).astype(np.float32), sr, 2000, 7500) * _env(t, 0.005, 0.06) * 0.25
+        x += np.sin(2 * math.pi * rng.uniform(300, 900) * t) * _env(t, 0.0005, 0.01) * 0.3
+    elif family == "firework":  # bang with crackle after, or a whistle then a pop
+        x = noise * _env(t, 0.0005, rng.uniform(0.01, 0.04))
+        for _ in range(int(rng.integers(3, 15))):
+            k = int(rng.uniform(0.05, 0.5) * sr)
+            m = dur - k
+            x[k:] += noise[:m] * _env(t[:m], 0.0001, 0.002) * rng.uniform(0.1, 0.4)
+    elif family == "car_backfire":
+        x = _bandpass(noise * _env(t, 0.001, rng.uniform(0.01, 0.03)), sr, 40, rng.uniform(800, 2500))
+        x += np.sin(2 * math.pi * rng.uniform(30, 70) * t) * _env(t, 0.002, 0.05)
+    elif family == "hammer":
+        x = np.sin(2 * math.pi * rng.uniform(800, 3000) * t) * _env(t, 0.0002, rng.uniform(0.02, 0.1))
+        x += noise * _env(t, 0.0002, 0.0015) * 0.7
+    elif family == "balloon_pop":
+        x = _bandpass(noise * _env(t, 0.0001, rng.uniform(0.002, 0.005)), sr, 300, 7800)
+    else:
+        raise ValueError(f"unknown impulse family {family!r}")
+    res: F32 = (x / (np.max(np.abs(x)) + 1e-9)).astype(np.float32)
+    return res
+
+
+def continuous_sound(family: str, rng: np.random.Generator, sr: int, n: int) -> F32:
+    """``n`` samples of a continuous non-shot sound, RMS about 1."""
+    t: AnyArr = np.arange(n, dtype=np.float32) / sr
+    x: AnyArr
+    if family == "siren":
+        rate = rng.uniform(2.0, 4.0) if rng.random() < 0.5 else 1.0 / rng.uniform(3.0, 6.0)
+        fr = rng.uniform(700, 1000) + rng.uniform(300, 600) * np.sin(2 * math.pi * rate * t)
+        ph = 2 * math.pi * np.cumsum(fr) / sr
+        x = np.sin(ph) + 0.3 * np.sin(2 * ph) + 0.15 * np.sin(3 * ph)
+    elif family == "music":  # notes with a beat (kick drum: a percussive distractor)
+        x = np.zeros(n, np.float32)
+        beat = 60.0 / rng.uniform(80, 150)
+        step = int(beat / 2 * sr)
+        for k in range(0, n, step):
+            m = min(n - k, step)
+            tt = t[:m]
+            f = 110.0 * 2 ** (int(rng.integers(0, 24)) / 12)
+            x[k : k + m] += (np.sin(2 * math.pi * f * tt) + 0.4 * np.sin(4 * math.pi * f * tt)) * _env(tt, 0.01, 0.3)
+            if (k // step) % 2 == 0:
+                x[k : k + m] += np.sin(2 * math.pi * 55 * tt * np.exp(-tt * 8)) * _env(tt, 0.001, 0.08) * 1.5
+    elif family in ("shouting", "radio_chatter", "crowd"):
+        voices = 1 if family != "crowd" else int(rng.integers(6, 20))
+        x = np.zeros(n, np.float32)
+        for _v in range(voices):
+            f0 = rng.uniform(90, 280)
+            vib = f0 * (1 + 0.08 * np.sin(2 * math.pi * rng.uniform(2, 6) * t + rng.uniform(0, 6)))
+            ph = 2 * math.pi * np.cumsum(vib) / sr
+            v = sum(np.sin(h * ph) / h for h in range(1, 12))
+            syll = np.clip(np.sin(2 * math.pi * rng.uniform(2.5, 5) * t + rng.uniform(0, 6)), 0, 1) ** 0.5
+            x += (v * syll).astype(np.float32)
+        if family == "radio_chatter":  # band-limited, squelch bursts, keying clicks
+            x = _bandpass(x.astype(np.float32), sr, 300, 3000)
+            gate = np.repeat(rng.random(n // int(0.8 * sr) + 1) < 0.6, int(0.8 * sr))[:n]
+            x = x * gate + rng.normal(0, 0.3, n) * np.abs(np.diff(gate.astype(np.float32), prepend=0))[:n]
+            x = np.clip(x * rng.uniform(1, 4), -1, 1)
+    elif family == "wind":
+        x = _coloured_noise(rng, n, sr, -9.0, 5.0) * (1 + 0.8 * np.abs(_coloured_noise(rng, n, sr, -12.0, 1.0)))
+    elif family == "traffic":
+        x = _coloured_noise(rng, n, sr, -6.0) + 0.5 * np.sin(2 * math.pi * rng.uniform(30, 60) * t)
+    else:
+        raise ValueError(f"unknown continuous family {family!r}")
+    res: F32 = (np.asarray(x, np.float32) / (np.std(x) + 1e-9)).astype(np.float32)
+    return res
+
+
+def room_path(x: F32, room: str, rng: np.random.Generator, sr: int, distance_m: float) -> F32:
+    """``x`` heard at ``distance_m`` in ``room``: level, air absorption, reverb or echoes (same onset)."""
+    n = len(x) + int(sr * 0.8)
+    y: AnyArr = np.zeros(n, np.float32)
+    y[: len(x)] = x
+    k = max(1, int(distance_m / 40))  # high frequencies die with distance
+    y = _lowpass(y, k) if k > 1 else y
+    t: AnyArr = np.arange(n, dtype=np.float32) / sr
+    if room in ("indoor_small", "indoor_hall", "vehicle"):
+        rt = {"indoor_small": rng.uniform(0.2, 0.5), "indoor_hall": rng.uniform(0.6, 1.4),
+              "vehicle": rng.uniform(0.05, 0.15)}[room]
+        ir = rng.normal(0, 1, n).astype(np.float32) * np.exp(-6.9 * t / rt).astype(np.float32)
+        ir[: int(0.002 * sr)] = 0
+        m = 1 << math.ceil(math.log2(2 * n))
+        rev = np.fft.irfft(np.fft.rfft(y, m) * np.fft.rfft(ir, m), m)[:n].astype(np.float32)
+        rev *= rng.uniform(0.2, 0.8) * np.max(np.abs(y)) / (np.max(np.abs(rev)) + 1e-9)
+        y = y + rev
+    else:
+        # discrete reflections (buildings, vehicles, the ground): a reflection that arrives d seconds
+        # late has travelled 343*d m further, so it is weaker by spreading (and by the wall's absorption)
+        dry = y.copy()
+        for _ in range(int(rng.integers(1 if room == "open_field" else 3, 4 if room == "open_field" else 8))):
+            delay_s = rng.uniform(0.02, 0.7)
+            d = int(delay_s * sr)
+            gain = rng.uniform(0.3, 0.9) * distance_m / (distance_m + 343.0 * delay_s)
+            if d < n:
+                y[d:] += _lowpass(dry[: n - d].copy(), int(rng.integers(2, 8))) * gain
+    gain = 1.0 / max(1.0, distance_m / 5.0)  # spherical spreading from 5 m
+    res: F32 = (y * gain).astype(np.float32)
+    return res
+
+
+def microphone(x: F32, rng: np.random.Generator, gain_db: float) -> F32:
+    """The camera's microphone: gain, soft or hard clipping at full scale, a little self-noise."""
+    y: AnyArr = x * _db(gain_db)
+    y = np.clip(y, -1.0, 1.0) if rng.random() < 0.5 else np.tanh(y * 1.2) / math.tanh(1.2)
+    y = y + rng.normal(0, _db(rng.uniform(-75, -60)), len(y))
+    res: F32 = np.clip(y, -1.0, 1.0).astype(np.float32)
+    return res
+
+
+def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tuple[str, ...],
+                impulses: tuple[str, ...], continuous: tuple[str, ...], rooms: tuple[str, ...],
+                shots: int, impulse_count: int) -> tuple[F32, list[tuple[int, str]], list[tuple[int, str]]]:
+    """A randomised stretch of sound: (samples, [(shot onset sample, family)], [(impulse onset, family)]).
+
+    Shots come singly or in bursts (4-15 rounds/s); the room, distance and microphone gain are drawn
+    per scene and per sound; 1-2 continuous beds play throughout. Onsets are at least 40 ms apart
+    from any other onset so each is a separate event.
+    """
+    n = int(seconds * sr)
+    room = str(rng.choice(rooms))
+    out = _coloured_noise(rng, n, sr, float(rng.uniform(-6, -2))) * _db(rng.uniform(-70, -45))
+    for fam in rng.choice(continuous, size=int(rng.integers(1, 3)), replace=False) if continuous else ():
+        level = rng.uniform(-40, -14) if fam == "wind" else rng.uniform(-50, -20)
+        out += continuous_sound(str(fam), rng, sr, n) * _db(level)
+    taken: list[int] = []
+    margin = int(0.04 * sr)
+
+    def free(s: int) -> bool:
+        return all(abs(s - o) >= margin for o in taken)
+
+    shot_onsets: list[tuple[int, str]] = []
+    left = shots
+    while left > 0 and guns:
+        fam = str(rng.choice(guns))
+        burst = int(min(left, rng.integers(1, 6) if rng.random() < 0.4 else 1))
+        gap = int(sr / rng.uniform(4, 15))
+        start = int(rng.integers(int(0.1 * sr), max(int(0.1 * sr) + 1, n - int(0.3 * sr) - burst * gap)))
+        dist = float(np.exp(rng.uniform(math.log(2.0), math.log(300.0))))
+        level = rng.uniform(4.0, 30.0)
+        for j in range(burst):
+            s = start + j * gap
+            if s < n - int(0.25 * sr) and free(s):
+                snd = room_path(gun_sound(fam, rng, sr), room, rng, sr, dist) * level
+                _place(out, s, snd)
+                taken.append(s)
+                shot_onsets.append((s, fam))
+        left -= burst
+    impulse_onsets: list[tuple[int, str]] = []
+    loud = {"firework": (4.0, 30.0, 20.0, 300.0), "car_backfire": (3.0, 20.0, 5.0, 80.0),
+            "nail_gun": (0.5, 4.0, 1.0, 15.0), "door_slam": (0.5, 5.0, 1.0, 15.0),
+            "balloon_pop": (0.5, 4.0, 1.0, 10.0), "hammer": (0.3, 3.0, 1.0, 15.0),
+            "dropped_object": (0.2, 3.0, 0.5, 8.0), "clap": (0.2, 3.0, 0.5, 8.0)}
+    for _ in range(impulse_count if impulses else 0):
+        fam = str(rng.choice(impulses))
+        s = int(rng.integers(int(0.05 * sr), n - int(0.25 * sr)))
+        if not free(s):
+            continue
+        lo, hi, dlo, dhi = loud[fam]
+        dist = float(np.exp(rng.uniform(math.log(dlo), math.log(dhi))))
+        _place(out, s, room_path(impulse_sound(fam, rng, sr), room, rng, sr, dist) * rng.uniform(lo, hi))
+        taken.append(s)
+        impulse_onsets.append((s, fam))
+    mic = microphone(out, rng, float(rng.uniform(-6.0, 6.0)))
+    return mic, sorted(shot_onsets), sorted(impulse_onsets)

@@ -11,9 +11,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bodycam.device.console import pipe_safe
-from bodycam.device.errors import BodycamError
+from bodycam.device.errors import BodycamError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="train, val, test or all (default %(default)s)")
     e.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
     e.add_argument("--json", action="store_true", help="print the full result as JSON")
+    a = sub.add_parser("build-audio", help="train the audio shot detector on synthetic sound (families held out)")
+    a.add_argument("--out", type=Path, required=True, help="output, e.g. build/model/shotnet_audio")
+    a.add_argument("--epochs", type=int, default=None)
+    a.add_argument("--seed", type=int, default=None, help="training seed (the data seed is fixed in DataSpec)")
+    a.add_argument("--small", action="store_true", help="a small data set (smoke tests; not for shipping)")
+    a.add_argument("--model-version", default="1.0.0")
+    ea = sub.add_parser("evaluate-audio", help="held-out and in-domain audio results through the firmware detector")
+    ea.add_argument("model", type=Path)
+    ea.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
+    ea.add_argument("--small", action="store_true", help="the small data set's evaluation scenes")
+    ea.add_argument("--json", action="store_true", help="print the full result as JSON")
+    f = sub.add_parser("evaluate-fused", help="the firmware loop on clips with sound, per fusion policy")
+    f.add_argument("data", type=Path, help="folder of clips with .truth.json")
+    f.add_argument("--policies", default="fused,video,audio", help="comma list (default %(default)s)")
+    f.add_argument("--audio-model", default="", help="audio model (default: the shipped one)")
+    f.add_argument("--json", action="store_true")
     i = sub.add_parser("inspect", help="show a model's sidecar, tensors, operators, size and MACs")
     i.add_argument("model", type=Path)
     i.add_argument("--json", action="store_true")
@@ -120,6 +137,77 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audio_data(small: bool) -> Any:
+    from bodycam.model_compile.audio_data import DataSpec
+
+    if small:
+        return DataSpec(train_scenes=120, val_scenes=12, eval_scenes=6, shot_free_minutes_held_out=1.0,
+                        shot_free_minutes_in_domain=1.0)
+    return DataSpec()
+
+
+def _build_audio(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bodycam.model_compile.audio_build import AudioBuildConfig, build_audio
+
+    cfg = AudioBuildConfig()
+    if args.epochs is not None:
+        cfg = replace(cfg, epochs=args.epochs)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
+    if cfg.epochs < 1:
+        raise UsageError(f"--epochs {cfg.epochs} must be at least 1")
+    side = build_audio(args.out, cfg, _audio_data(args.small), _log, args.model_version)
+    print(_audio_table(side["metrics"]))
+    return 0
+
+
+def _audio_table(m: dict[str, Any]) -> str:
+    rows = [f"threshold {m['threshold']}",
+            f"{'set':22} {'shots':>6} {'recall':>7} {'prec':>6} {'FA/h':>7} {'min':>6} {'t med ms':>8} {'t max fr':>8}"]
+    for k in ("held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free"):
+        r = m[k]
+        rows.append(f"{k:22} {r['shots']:6d} {r['recall'] if r['recall'] is not None else '-':>7} "
+                    f"{r['precision'] if r['precision'] is not None else '-':>6} {r['false_alarms_per_hour']:7.1f} "
+                    f"{r['minutes']:6.1f} {r['timing_ms']['median'] or '-':>8} {r['timing_frames_30fps']['max'] or 0:>8}")
+    return "\n".join(rows)
+
+
+def _evaluate_audio(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.audio_data import scene_sets
+    from bodycam.model_compile.audio_eval import evaluate_sets
+
+    sets = scene_sets(_audio_data(args.small), _log)
+    order = ("held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free")
+    m = evaluate_sets(args.model, {k: sets[k] for k in order}, threshold=args.threshold)
+    print(json.dumps(m, indent=1) if args.json else _audio_table(m))
+    return 0
+
+
+def _evaluate_fused(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.fused_eval import clips_in, evaluate_clips
+
+    clips = clips_in(args.data)
+    if not clips:
+        raise UsageError(f"{args.data}: no clips with truth files")
+    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    bad = [p for p in policies if p not in ("fused", "video", "audio")]
+    if bad:
+        raise UsageError(f"--policies: {', '.join(bad)} not one of fused, video, audio")
+    res = evaluate_clips(clips, policies, args.audio_model)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(f"{len(clips)} clips from {args.data}")
+    for p in policies:
+        r = res[p]
+        print(f"{p:6} shots {r['shots']:4d} recall {r['recall']} precision {r['precision']} false alarms/h "
+              f"(shot-free {r['shot_free_minutes']} min) {r['false_alarms_per_hour_shot_free']} timing frames "
+              f"median {r['timing_frames']['median']} max {r['timing_frames']['max']}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from bodycam.model_compile.inspect_model import inspect, render
 
@@ -131,7 +219,8 @@ def _inspect(args: argparse.Namespace) -> int:
 @pipe_safe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect}[args.command]
+    run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect, "build-audio": _build_audio,
+           "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused}[args.command]
     try:
         return run(args)
     except BodycamError as exc:

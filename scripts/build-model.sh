@@ -8,11 +8,41 @@
 #      10 shot-free minutes full of distractors (make-clip --shots 0, seeds 5001..5010);
 #      bodycam-model evaluate on both, and the invoke benchmark
 #   4. copy the model + sidecar into device/models/ and the report into docs/model/
+#   5. the audio shot detector (device/models/shotnet_audio.*): bodycam-model build-audio (synthetic
+#      sound by named families, whole families held out; fixed data seed and training seed 1), the
+#      audio benchmark; report in docs/model/shotnet_audio.report.json
 # Data sets are kept under build/ (git-ignored) and reused when present.
-# Usage: scripts/build-model.sh [--no-install]   (BODYCAM_MODEL_EPOCHS overrides the epochs)
+# Usage: scripts/build-model.sh [--no-install] [all|video|audio]   (default all;
+#        BODYCAM_MODEL_EPOCHS overrides the video model's epochs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
+INSTALL=1
+WHAT=all
+for arg in "$@"; do
+    case "$arg" in
+        --no-install) INSTALL=0 ;;
+        all|video|audio) WHAT=$arg ;;
+        *) echo "usage: scripts/build-model.sh [--no-install] [all|video|audio]" >&2; exit 2 ;;
+    esac
+done
+build_audio() {
+    local out=build/model/shotnet_audio t0
+    t0=$(date +%s)
+    nice -n 10 bodycam-model build-audio --out "$out" --seed 1
+    python bench/bench_audio.py "$out.tflite" || echo "audio bench: over budget" >&2
+    echo "audio model: $(( $(date +%s) - t0 )) s"
+    if [ "$INSTALL" = 1 ]; then
+        cp "$out.tflite" "$out.json" device/models/
+        mkdir -p docs/model
+        cp "$out.report.json" docs/model/
+        echo "installed device/models/shotnet_audio.tflite + shotnet_audio.json, report in docs/model/"
+    fi
+}
+if [ "$WHAT" = audio ]; then
+    build_audio
+    exit 0
+fi
 DATA=build/shotnet-data
 HARD=build/shotnet-hard
 UNION=build/shotnet-union
@@ -74,9 +104,12 @@ bodycam-model evaluate "$OUT.tflite" --data "$FREE" --split all
 bodycam-model evaluate "$OUT.tflite" --data "$FREE" --split all --json > "$OUT.shot-free.json"
 python bench/bench_model.py "$OUT.tflite"
 echo "data sets $((made - start)) s, build $((built - made)) s"
-if [ "${1:-}" != "--no-install" ]; then
+if [ "$INSTALL" = 1 ]; then
     cp "$OUT.tflite" "$OUT.json" device/models/
     mkdir -p docs/model
     cp "$OUT.report.json" "$OUT.report.png" "$OUT.test.json" "$OUT.shot-free.json" docs/model/
     echo "installed device/models/shotnet.tflite + shotnet.json, report in docs/model/"
+fi
+if [ "$WHAT" = all ]; then
+    build_audio
 fi

@@ -1,8 +1,8 @@
-"""The loop's audio stage: microphone -> (audio detector) -> audio evidence, never fatal.
+"""The loop's audio stage: microphone -> audio detector -> audio onsets, never fatal.
 
 :class:`AudioPath` owns the microphone's health as the loop sees it. Every frame it takes what
 the microphone captured before the frame's sensor time and hands it to the audio detector
-(when one is configured). A microphone that is absent, a clip without an audio track, or a
+(when one is configured), returning the shot onsets it decided. A microphone that is absent, a clip without an audio track, or a
 capture that fails later never stops the loop: the path goes *video-only*, says so once (log,
 and for a fault an alarm in telemetry and in the service status), and the fusion falls back to
 the video policy.
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
+from bodycam.device.detect.audio_detector import AudioOnset
 from bodycam.device.hw.microphone import AudioBlock, Microphone, MicrophoneError
 from bodycam.device.uplink.markers import JSON
 
@@ -22,17 +23,25 @@ log = logging.getLogger(__name__)
 AudioState = Literal["off", "ok", "no_audio_track", "failed"]
 
 
+class OnsetDetector(Protocol):
+    """The audio detector as the path sees it (:class:`~bodycam.device.detect.audio_detector.AudioDetector`)."""
+
+    def feed(self, block: AudioBlock) -> list[AudioOnset]: ...
+
+    def flush(self) -> list[AudioOnset]: ...
+
+
 class AudioPath:
-    """Pull audio up to each frame's time into ``sink``; degrade to video-only on any fault.
+    """Pull audio up to each frame's time into ``detector``; degrade to video-only on any fault.
 
     ``on_alarm(text)`` is told once when a microphone fault makes the camera video-only (the
     assembly puts it in the service status).
     """
 
-    def __init__(self, microphone: Microphone | None, sink: Callable[[AudioBlock], None] | None = None,
+    def __init__(self, microphone: Microphone | None, detector: OnsetDetector | None = None,
                  on_alarm: Callable[[str], None] | None = None) -> None:
         self.microphone = microphone
-        self.sink = sink
+        self.detector = detector
         self.on_alarm = on_alarm
         self.state: AudioState = "off" if microphone is None else "ok"
         self.error: str | None = None
@@ -57,20 +66,28 @@ class AudioPath:
             self.state = "no_audio_track"
             log.warning("audio: the source has no audio track; running video-only")
 
-    def poll(self, until_ns: int) -> None:
-        """Take everything captured before ``until_ns`` (a frame's sensor time)."""
+    def poll(self, until_ns: int) -> list[AudioOnset]:
+        """Take everything captured before ``until_ns`` (a frame's sensor time); the onsets decided."""
         if self.state != "ok" or self.microphone is None:
-            return
+            return []
         try:
             blocks = self.microphone.read(until_ns)
         except MicrophoneError as exc:
             self._fail(str(exc))
-            return
+            return []
+        onsets: list[AudioOnset] = []
         for b in blocks:
             self.blocks += 1
             self.samples += len(b.samples)
-            if self.sink is not None:
-                self.sink(b)
+            if self.detector is not None:
+                onsets += self.detector.feed(b)
+        return onsets
+
+    def flush(self) -> list[AudioOnset]:
+        """End of stream: the onset the detector was still holding, if any."""
+        if self.detector is None or self.state != "ok":
+            return []
+        return self.detector.flush()
 
     def _fail(self, error: str) -> None:
         self.state = "failed"

@@ -251,6 +251,30 @@ def _check_extra(extra: Any) -> None:
         raise MarkerError(f"extra: {size} bytes is more than {MAX_EXTRA_BYTES}")
 
 
+EVIDENCE_SOURCES = ("video", "audio")
+
+
+def _evidence(value: Any) -> dict[str, float] | None:
+    """``evidence``: which detectors fired for a detection and their confidences (rounded like confidence)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise MarkerError("evidence: expected a non-empty object like {\"video\": 0.98, \"audio\": 0.99}")
+    out: dict[str, float] = {}
+    for k, v in value.items():
+        if k not in EVIDENCE_SOURCES:
+            raise MarkerError(f"evidence: unknown source {k!r} (expected {', '.join(EVIDENCE_SOURCES)})")
+        out[k] = round(_num(v, f"evidence.{k}", 0, 1), 4)
+    return out
+
+
+def _present(d: Mapping[str, Any], key: str) -> Any:
+    """An optional field's value; present means not null (the schema has no null for it)."""
+    if key in d and d[key] is None:
+        raise MarkerError(f"{key}: null is not allowed (leave the field out)")
+    return d.get(key)
+
+
 def _check_semantics(kind: str, confidence: float | None, model: ModelRef | None) -> None:
     if kind in DETECTION_KINDS and (confidence is None or model is None):
         raise MarkerError(f"a {kind!r} marker is a detection: it needs confidence and model")
@@ -268,11 +292,13 @@ class MarkerDraft:
     location: Location | None = None
     model: ModelRef | None = None
     extra: dict[str, JSON] | None = None
+    evidence: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         _str(self.kind, "kind", KIND_RE)
         _int(self.t_mono_ns, "t_mono_ns")
         check_wall_ns(self.wall_ns, "wall_ns")
+        object.__setattr__(self, "evidence", _evidence(self.evidence))
         if self.confidence is not None:
             object.__setattr__(self, "confidence", round(_num(self.confidence, "confidence", 0, 1), 4))
         _check_semantics(self.kind, self.confidence, self.model)
@@ -280,7 +306,7 @@ class MarkerDraft:
 
 
 _REQUIRED = {"schema", "id", "device", "seq", "kind", "t", "t_mono_ns", "media", "location", "model", "prev"}
-_OPTIONAL = {"confidence", "extra", "sig", "key"}
+_OPTIONAL = {"confidence", "extra", "sig", "key", "evidence"}
 
 
 @dataclass(frozen=True)
@@ -302,6 +328,7 @@ class Marker:
     sig: str | None = None
     key: str | None = None
     schema: str = SCHEMA
+    evidence: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
@@ -321,13 +348,14 @@ class Marker:
                 raise MarkerError(f"{name}: expected {tp.__name__} or None")
         _check_semantics(self.kind, self.confidence, self.model)
         _check_extra(self.extra)
+        object.__setattr__(self, "evidence", _evidence(self.evidence))
         if self.sig is not None:
             _str(self.sig, "sig", max_len=512)
         if self.key is not None:
             _str(self.key, "key", KEY_RE, 64)
 
     def to_dict(self) -> dict[str, JSON]:
-        """The marker as a JSON object (``confidence``, ``extra``, ``sig`` only when set)."""
+        """The marker as a JSON object (``confidence``, ``extra``, ``evidence``, ``sig`` only when set)."""
         d: dict[str, JSON] = {
             "schema": self.schema,
             "id": self.id,
@@ -347,6 +375,8 @@ class Marker:
             d["extra"] = self.extra
         if self.key is not None:
             d["key"] = self.key
+        if self.evidence is not None:
+            d["evidence"] = dict(self.evidence)
         if self.sig is not None:
             d["sig"] = self.sig
         return d
@@ -389,6 +419,7 @@ class Marker:
                 sig=d.get("sig"),
                 key=d.get("key"),
                 schema=d["schema"],
+                evidence=_present(d, "evidence"),
             )
         except MarkerError:
             raise
@@ -484,6 +515,7 @@ def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, p
         model=draft.model,
         extra=draft.extra,
         key=None if signer is None else signer.key_id,
+        evidence=draft.evidence,
     )
     if signer is not None:
         marker = dataclasses.replace(marker, sig=signer.sign(marker.canonical_bytes()))

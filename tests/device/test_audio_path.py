@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from bodycam.device.detect.audio_detector import AudioOnset
 from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.hw.microphone import AudioBlock, MicrophoneError
 
@@ -32,25 +33,39 @@ class ScriptedMic:
         self.closed = True
 
 
-def test_blocks_go_to_the_sink_up_to_the_frame_time() -> None:
-    got: list[AudioBlock] = []
-    path = AudioPath(ScriptedMic(), sink=got.append)
+class RecordingDetector:
+    def __init__(self) -> None:
+        self.blocks: list[AudioBlock] = []
+
+    def feed(self, block: AudioBlock) -> list[AudioOnset]:
+        self.blocks.append(block)
+        return [AudioOnset(block.t_ns, 0.9)] if len(self.blocks) == 2 else []
+
+    def flush(self) -> list[AudioOnset]:
+        return [AudioOnset(1, 0.5)]
+
+
+def test_blocks_go_to_the_detector_up_to_the_frame_time() -> None:
+    det = RecordingDetector()
+    path = AudioPath(ScriptedMic(), det)
     path.start()
-    for t in (33_000_000, 66_000_000):
-        path.poll(t)
-    assert path.live and [b.t_ns for b in got] == [23_000_000, 56_000_000]
+    onsets = [path.poll(t) for t in (33_000_000, 66_000_000)]
+    assert path.live and [b.t_ns for b in det.blocks] == [23_000_000, 56_000_000]
+    assert onsets == [[], [AudioOnset(56_000_000, 0.9)]]
+    assert path.flush() == [AudioOnset(1, 0.5)]
     assert path.telemetry() == {"state": "ok", "alarm": False}
 
 
 def test_failure_mid_run_raises_one_alarm_and_goes_video_only(caplog: pytest.LogCaptureFixture) -> None:
     alarms: list[str] = []
     mic = ScriptedMic(fail_at=3)
-    path = AudioPath(mic, sink=lambda b: None, on_alarm=alarms.append)
+    path = AudioPath(mic, RecordingDetector(), on_alarm=alarms.append)
     path.start()
     with caplog.at_level(logging.ERROR):
         for i in range(10):
             path.poll(i * 33_000_000)
     assert not path.live and mic.reads == 3  # not asked again after the fault
+    assert path.flush() == []
     assert len(alarms) == 1 and "video-only" in alarms[0] and "Input/output error" in alarms[0]
     tel = path.telemetry()
     assert tel["alarm"] is True and tel["state"] == "failed" and "capture failed" in str(tel["error"])

@@ -197,3 +197,27 @@ def test_a_signed_marker_names_its_key_and_verifies() -> None:
     assert not identity.verify(signer.public, changed.canonical_bytes(), m.sig or "")
     with pytest.raises(MarkerError, match="key"):
         Marker.from_dict({**m.to_dict(), "key": "not a key id"})
+
+
+def test_evidence_is_optional_round_trips_and_is_checked() -> None:
+    from bodycam.device.uplink.markers import Marker as _Marker
+    from bodycam.device.uplink.markers import MarkerDraft as _Draft
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "device" / "schema" / "marker.schema.json").read_text())
+    base = {"schema": "bodycam.marker/1", "id": "01890a5d-ac96-774b-bcce-b302099a8057", "device": "cam-1", "seq": 1,
+            "kind": "gunshot", "t": "2026-01-01T00:00:00.000Z", "t_mono_ns": 5, "media": None, "location": None,
+            "model": {"name": "shotnet", "version": "1", "sha256": "0" * 64}, "prev": "0" * 64, "confidence": 0.9}
+    old = _Marker.from_dict(dict(base))
+    assert old.evidence is None and "evidence" not in old.to_dict()  # compatible: absent stays absent
+    m = _Marker.from_dict({**base, "evidence": {"video": 0.981234, "audio": 0.99}})
+    assert m.evidence == {"video": 0.9812, "audio": 0.99}
+    assert _Marker.from_json(m.to_json()) == m
+    jsonschema.validate(json.loads(m.to_json()), schema)
+    for bad in ({}, {"radar": 0.5}, {"audio": 1.5}, {"audio": "high"}, None):
+        with pytest.raises(MarkerError, match="evidence"):
+            _Marker.from_dict({**base, "evidence": bad})
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "evidence": bad}, schema)
+    d = _Draft(kind="gunshot", t_mono_ns=1, wall_ns=1_800_000_000_000_000_000, confidence=0.9,
+               model=m.model, evidence={"audio": 0.97})
+    assert d.evidence == {"audio": 0.97}

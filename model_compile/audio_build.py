@@ -1,0 +1,207 @@
+"""``bodycam-model build-audio``: the audio shot detector, trained on synthetic sound with families held out.
+
+Steps: make the scene sets (:mod:`~bodycam.model_compile.audio_data`), label feature windows,
+train a small CNN (Keras; only Edge TPU-compatible operators: CONV_2D, AVERAGE_POOL_2D, RESHAPE,
+FULLY_CONNECTED, LOGISTIC), convert to full-integer int8 with static shapes, check it in the
+runtime interpreter, pick the threshold on the in-domain validation streams, write the sidecar
+(read back through the firmware's loader), then evaluate held-out and in-domain streams through
+the firmware's own detector. Deterministic for a seed (TensorFlow op determinism, fixed seeds,
+one thread for the conversion).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bodycam.device.detect.audio_features import FEATURES
+from bodycam.device.detect.audio_model_spec import SCHEMA, TASK, load_audio_model_spec
+from bodycam.device.detect.model_spec import sha256_file, sidecar_path
+from bodycam.device.errors import ModelError, StorageError
+from bodycam.model_compile.audio_data import HELD_OUT, DataSpec, WindowSet, scene_sets, windows
+from bodycam.model_compile.audio_eval import evaluate_sets, stream_scores
+from bodycam.model_compile.deps import import_tf, load_interpreter
+from bodycam.model_compile.edgetpu import compile_for_edgetpu
+from bodycam.model_compile.export import _quiet
+from bodycam.model_compile.tflite_info import io_tensors, macs
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class AudioBuildConfig:
+    frames: int = 24
+    target: tuple[int, int] = (10, 12)
+    filters: tuple[int, int, int] = (16, 32, 32)
+    epochs: int = 8
+    batch: int = 128
+    learning_rate: float = 0.003
+    seed: int = 1
+
+
+def build_audio_model(tf: Any, cfg: AudioBuildConfig, batch_size: int | None = None) -> Any:
+    keras, layers = tf.keras, tf.keras.layers
+    f1, f2, f3 = cfg.filters
+    inp = keras.Input(shape=(cfg.frames, FEATURES.mels, 1), batch_size=batch_size, name="logmel")
+    x = layers.Conv2D(f1, 3, strides=(1, 2), padding="same", activation="relu", name="c1")(inp)
+    x = layers.Conv2D(f2, 3, strides=2, padding="same", activation="relu", name="c2")(x)
+    x = layers.Conv2D(f3, 3, strides=2, padding="same", activation="relu", name="c3")(x)
+    x = layers.AveragePooling2D(pool_size=(x.shape[1], x.shape[2]), name="pool")(x)
+    x = layers.Flatten(name="flat")(x)
+    x = layers.Dense(32, activation="relu", name="fc")(x)
+    out = layers.Dense(1, activation="sigmoid", name="shot")(x)
+    return keras.Model(inp, out, name="shotnet_audio")
+
+
+def _norm(ws: WindowSet) -> tuple[float, float]:
+    """Feature scaling folded into the input quantisation: the data's 0.1%/99.9% range."""
+    lo, hi = np.percentile(ws.x, [0.1, 99.9])
+    return float(lo), float(hi)
+
+
+def _train(tf: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, log: Callable[[str], None]) -> Any:
+    tf.keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = build_audio_model(tf, cfg)
+    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
+                  weighted_metrics=[])
+    pos = max(1.0, float(train.y.sum()))
+    w = train.w * np.where(train.y > 0, (len(train.y) - pos) / pos * 0.25, 1.0).astype(np.float32)
+    log(f"audio train: {len(train.y)} windows ({train.positives} shot onsets, {train.hard_negatives} hard "
+        f"negatives), val {len(val.y)}; {cfg.epochs} epochs")
+    model.fit(train.x[..., None], train.y, sample_weight=w, batch_size=cfg.batch, epochs=cfg.epochs, shuffle=True,
+              verbose=0, validation_data=(val.x[..., None], val.y), callbacks=[_EpochLog(tf, log)])
+    return model
+
+
+class _EpochLog:
+    def __new__(cls, tf: Any, log: Callable[[str], None]) -> Any:
+        class CB(tf.keras.callbacks.Callback):  # type: ignore[misc]
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                lg = logs or {}
+                log(f"  epoch {epoch + 1}: loss {lg.get('loss', 0):.4f} val_loss {lg.get('val_loss', 0):.4f}")
+
+        return CB()
+
+
+def _representative(x: np.ndarray[Any, Any], lo: float, hi: float) -> Iterator[list[np.ndarray[Any, Any]]]:
+    for i in range(min(len(x), 500)):
+        w = x[i : i + 1, ..., None].astype(np.float32).copy()
+        if i == 0:  # pin the input range to the data's percentiles
+            w[0, 0, 0, 0], w[0, 0, 1, 0] = lo, hi
+        yield [np.clip(w, lo, hi)]
+
+
+def _to_int8(tf: Any, model: Any, calib: np.ndarray[Any, Any], lo: float, hi: float) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: _representative(calib, lo, hi)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with warnings.catch_warnings(), _quiet() as chatter:
+        warnings.simplefilter("ignore")
+        try:
+            return bytes(conv.convert())
+        except Exception as exc:
+            raise ModelError(f"TFLite full-integer conversion failed: {exc}; {chatter.read()[-2000:]}") from exc
+
+
+def _sidecar(path: Path, it: Any, cfg: AudioBuildConfig, threshold: float, provenance: dict[str, Any],
+             metrics: dict[str, Any], edgetpu: dict[str, Any], version: str) -> dict[str, Any]:
+    (i,), (o,) = io_tensors(it)
+    want = (1, cfg.frames, FEATURES.mels, 1)
+    if i.shape != want or i.dtype != "int8" or o.shape != (1, 1) or o.dtype != "int8":
+        raise ModelError(f"{path}: tensors {i.shape} {i.dtype} -> {o.shape} {o.dtype}, expected {want} int8 -> [1, 1]")
+    return {
+        "schema": SCHEMA, "name": path.stem, "version": version, "task": TASK, "file": path.name,
+        "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "input": {"shape": list(want), "dtype": "int8", "scale": i.scale, "zero_point": i.zero_point,
+                  "features": FEATURES.as_dict(), "frames": cfg.frames, "target": list(cfg.target),
+                  "stride": cfg.target[1] - cfg.target[0]},
+        "output": {"shape": [1, 1], "dtype": "int8", "scale": o.scale, "zero_point": o.zero_point,
+                   "labels": ["shot_onset"]},
+        "threshold": threshold, "macs_per_hop": macs(it),
+        "provenance": provenance, "metrics": metrics, "edgetpu": edgetpu,
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot write ({exc})") from exc
+
+
+def _pick_threshold(model: Path, sets: dict[str, Any], log: Callable[[str], None]) -> tuple[float, list[Any]]:
+    """The threshold with the best F1 on the in-domain validation streams (ties: the higher)."""
+    sweep = []
+    best = (-1.0, 0.5)
+    scores = {"val": stream_scores(model, sets["val"])}
+    for th in THRESHOLDS:
+        r = evaluate_sets(model, {"val": sets["val"]}, threshold=th, scores=scores)["val"]
+        p, rc = r["precision"] or 0.0, r["recall"] or 0.0
+        f1 = 2 * p * rc / (p + rc) if p + rc else 0.0
+        sweep.append({"threshold": th, "precision": p, "recall": rc, "f1": round(f1, 4)})
+        if f1 >= best[0]:
+            best = (f1, th)
+    log(f"threshold {best[1]} (val F1 {best[0]:.3f})")
+    return best[1], sweep
+
+
+def build_audio(out: Path, cfg: AudioBuildConfig, data: DataSpec, log: Callable[[str], None],
+                version: str = "1.0.0") -> dict[str, Any]:
+    """Build ``out`` (``.../shotnet_audio.tflite``) + sidecar + ``.report.json``; returns the sidecar."""
+    t0 = time.monotonic()
+    out = out if out.suffix == ".tflite" else out.with_suffix(".tflite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sets = scene_sets(data, log)
+    train = windows(sets["train"], cfg.frames, cfg.target, data.seed + 11)
+    val = windows(sets["val"], cfg.frames, cfg.target, data.seed + 12)
+    t_data = time.monotonic() - t0
+    log(f"data: {t_data:.0f} s")
+    tf = import_tf()
+    model = _train(tf, cfg, train, val, log)
+    twin = build_audio_model(tf, cfg, batch_size=1)
+    twin.set_weights(model.get_weights())
+    lo, hi = _norm(train)
+    flat = _to_int8(tf, twin, train.x, lo, hi)
+    out.write_bytes(flat)
+    it = load_interpreter(out, analysis=True)
+    edgetpu = compile_for_edgetpu(out, it)
+    provisional = _sidecar(out, it, cfg, 0.5, {}, {}, edgetpu, version)
+    _write_json(sidecar_path(out), provisional)
+    threshold, sweep = _pick_threshold(out, sets, log)
+    log("evaluating held-out and in-domain streams through the firmware's detector")
+    order = ["held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free"]
+    metrics = evaluate_sets(out, {k: sets[k] for k in order}, threshold=threshold)
+    metrics["threshold_sweep_val"] = sweep
+    provenance = {
+        "generator": "bodycam.hw_sim.audio_synth (families)", "data": data.as_dict(), "held_out": HELD_OUT,
+        "train_windows": len(train.y), "train_positives": train.positives,
+        "train_hard_negatives": train.hard_negatives, "train_sha256": train.digest(),
+        "config": {**asdict(cfg), "target": list(cfg.target), "filters": list(cfg.filters)},
+        "tensorflow": tf.__version__, "python": platform.python_version(),
+    }
+    side = _sidecar(out, it, cfg, threshold, provenance, metrics, edgetpu, version)
+    _write_json(sidecar_path(out), side)
+    load_audio_model_spec(out)  # read back through the firmware's loader
+    _write_json(out.with_suffix(".report.json"), {"model": out.name, "build_s": round(time.monotonic() - t0, 1),
+                                                  "data_s": round(t_data, 1), "metrics": metrics})
+    log(f"built {out} ({out.stat().st_size} bytes, {side['macs_per_hop']} MACs per hop) in "
+        f"{time.monotonic() - t0:.0f} s")
+    return side
+
+
+__all__ = ["AudioBuildConfig", "build_audio", "build_audio_model"]

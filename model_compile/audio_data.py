@@ -1,0 +1,164 @@
+"""Training and evaluation data for the audio shot detector, with whole families held out.
+
+Sounds come from :mod:`bodycam.hw_sim.audio_synth` by named family along four axes (gun, impulsive
+non-shot, continuous bed, room). :data:`HELD_OUT` names the families that training never hears;
+evaluation reports those first (:func:`scene_sets`), and in-domain beside them. Features are the
+firmware's own :func:`~bodycam.device.detect.audio_features.log_mel`.
+
+Window labels (``frames`` log-mel frames, target ``[t0, t1)``): 1 when a shot's onset sample lies
+in the target frames' first samples ``[(j+t0)*hop, (j+t1)*hop)``, ignored (weight 0) within one
+hop of that, 0 otherwise. Every positive window is kept; negatives are sampled, with all windows
+whose target holds a non-shot impulse's onset kept (the hard negatives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bodycam.device.detect.audio_features import FEATURES, log_mel
+from bodycam.hw_sim import audio_synth as synth
+
+F32 = npt.NDArray[np.float32]
+
+#: families training never hears (one or more per axis)
+HELD_OUT: dict[str, tuple[str, ...]] = {
+    "guns": ("shotgun", "carbine_suppressed"),
+    "impulses": ("nail_gun", "car_backfire", "balloon_pop"),
+    "continuous": ("radio_chatter", "traffic"),
+    "rooms": ("indoor_hall", "vehicle"),
+}
+ALL: dict[str, tuple[str, ...]] = {
+    "guns": synth.GUN_FAMILIES,
+    "impulses": synth.IMPULSE_FAMILIES,
+    "continuous": synth.CONTINUOUS_FAMILIES,
+    "rooms": synth.ROOM_FAMILIES,
+}
+
+
+def families(which: str, held_out: dict[str, tuple[str, ...]] = HELD_OUT) -> dict[str, tuple[str, ...]]:
+    """``in_domain``: every family not held out; ``held_out``: only the held-out ones."""
+    if which == "in_domain":
+        return {k: tuple(f for f in v if f not in held_out[k]) for k, v in ALL.items()}
+    if which == "held_out":
+        return {k: tuple(held_out[k]) for k in ALL}
+    raise ValueError(f"unknown family set {which!r}")
+
+
+@dataclass(frozen=True)
+class Scene:
+    audio: F32 = field(repr=False)
+    shots: tuple[tuple[int, str], ...]
+    impulses: tuple[tuple[int, str], ...]
+    seconds: float
+
+
+def make_scenes(fams: dict[str, tuple[str, ...]], count: int, seed: int, seconds: float, *,
+                shot_free: bool = False, impulse_rate: float = 1.0) -> list[Scene]:
+    """``count`` scenes; ~60% with 1-6 shots unless ``shot_free``; ``impulse_rate`` per second."""
+    rng = np.random.default_rng(seed)
+    sr = FEATURES.sample_rate
+    out: list[Scene] = []
+    for _ in range(count):
+        shots = 0 if shot_free or rng.random() < 0.4 else int(rng.integers(1, 7))
+        imp = int(rng.poisson(impulse_rate * seconds))
+        audio, s, i = synth.audio_scene(rng, seconds, sr, guns=fams["guns"], impulses=fams["impulses"],
+                                        continuous=fams["continuous"], rooms=fams["rooms"], shots=shots,
+                                        impulse_count=imp)
+        out.append(Scene(audio, tuple(s), tuple(i), seconds))
+    return out
+
+
+@dataclass
+class WindowSet:
+    x: F32  # [n, frames, mels]
+    y: F32  # [n] 0/1
+    w: F32  # [n] weight
+    positives: int = 0
+    hard_negatives: int = 0
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.x, self.y, self.w):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int,
+            negatives_per_scene: int = 10) -> WindowSet:
+    """Labelled feature windows from ``scenes`` (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    hop = FEATURES.hop
+    xs: list[F32] = []
+    ys: list[float] = []
+    ws: list[float] = []
+    pos = hard = 0
+    for sc in scenes:
+        mel = log_mel(sc.audio)
+        n = len(mel) - frames + 1
+        if n <= 0:
+            continue
+        starts = (np.arange(n) + target[0]) * hop
+        ends = (np.arange(n) + target[1]) * hop
+        label = np.zeros(n, np.int8)  # 0 negative, 1 positive, 2 ignore, 3 hard negative
+        for s, _fam in sc.impulses:
+            label[(starts - hop <= s) & (s < ends + hop)] = 3
+        for s, _fam in sc.shots:
+            label[(starts - hop <= s) & (s < ends + hop) & (label != 1)] = 2
+            label[(starts <= s) & (s < ends)] = 1
+        keep = list(np.flatnonzero((label == 1) | (label == 3)))
+        neg = np.flatnonzero(label == 0)
+        if len(neg):
+            keep += list(rng.choice(neg, size=min(len(neg), negatives_per_scene), replace=False))
+        for j in sorted(keep):
+            xs.append(mel[j : j + frames])
+            ys.append(1.0 if label[j] == 1 else 0.0)
+            ws.append(1.0)
+            pos += int(label[j] == 1)
+            hard += int(label[j] == 3)
+    x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, frames, FEATURES.mels), np.float32)
+    return WindowSet(x, np.asarray(ys, np.float32), np.asarray(ws, np.float32), pos, hard)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How much data: sized so a full build takes minutes on two shared cores."""
+
+    train_scenes: int = 2400
+    val_scenes: int = 160
+    scene_s: float = 2.0
+    eval_scenes: int = 60  # shot-carrying evaluation scenes per domain
+    eval_scene_s: float = 10.0
+    shot_free_minutes_held_out: float = 60.0
+    shot_free_minutes_in_domain: float = 20.0
+    seed: int = 20261129
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scene_sets(spec: DataSpec, log: Callable[[str], None]) -> dict[str, list[Scene]]:
+    """Every scene set of a build, each from its own seed (training never sees an evaluation seed)."""
+    ind, held = families("in_domain"), families("held_out")
+    s = spec.seed
+    sets: dict[str, list[Scene]] = {}
+    log(f"audio data: {spec.train_scenes} training scenes of {spec.scene_s} s (families held out: {HELD_OUT})")
+    sets["train"] = make_scenes(ind, spec.train_scenes, s + 1, spec.scene_s, impulse_rate=1.0)
+    sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6)
+    sets["held_out"] = make_scenes(held, spec.eval_scenes, s + 3, spec.eval_scene_s, impulse_rate=0.5)
+    sets["in_domain"] = make_scenes(ind, spec.eval_scenes, s + 4, spec.eval_scene_s, impulse_rate=0.5)
+    n_free = round(spec.shot_free_minutes_held_out * 60 / spec.eval_scene_s)
+    sets["held_out_shot_free"] = make_scenes(held, n_free, s + 5, spec.eval_scene_s, shot_free=True,
+                                             impulse_rate=0.6)
+    n_free = round(spec.shot_free_minutes_in_domain * 60 / spec.eval_scene_s)
+    sets["in_domain_shot_free"] = make_scenes(ind, n_free, s + 6, spec.eval_scene_s, shot_free=True,
+                                              impulse_rate=0.6)
+    return sets
+
+
+__all__ = ["ALL", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "scene_sets", "windows"]
