@@ -284,8 +284,9 @@ class App:
                       evidence: dict[str, float] | None = None) -> None:
         self.stats.detections += 1
         self._apply(self.sm.handle(Event("detection", t_ns)))
-        heard = evidence is not None and "audio" in evidence and self.audio_model_ref is not None
-        self._emit("gunshot", t_ns, confidence=confidence, model=self.audio_model_ref if heard else self.model_ref,
+        # ``model`` names the model that placed the marker: the video model when a flash did, else the audio one
+        heard_only = evidence is not None and "video" not in evidence and self.audio_model_ref is not None
+        self._emit("gunshot", t_ns, confidence=confidence, model=self.audio_model_ref if heard_only else self.model_ref,
                    extra={"frame_index": frame}, evidence=evidence)
 
     def _on_shot(self, shot: ShotDecision) -> None:

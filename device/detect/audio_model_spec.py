@@ -17,7 +17,6 @@ frames ``[target[0], target[1])`` of it; the firmware runs it every ``stride`` f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from bodycam.device.detect.audio_features import FEATURES, FeatureSpec
 from bodycam.device.detect.model_spec import SCHEMA, _get, sha256_file, sidecar_path
 from bodycam.device.errors import ModelError
+from bodycam.device.safe_load import load_json
 
 TASK = "gunshot-audio"
 
@@ -111,10 +111,7 @@ def load_audio_model_spec(model_path: Path, *, verify_hash: bool = True) -> Audi
     side = sidecar_path(model_path)
     if not side.is_file():
         raise ModelError(f"{model_path}: sidecar {side.name} not found next to the model")
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{side}: not a readable JSON sidecar ({exc})") from exc
+    data = load_json(side, "audio model sidecar", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{side}: the sidecar must be a JSON object")
     spec = parse_audio_sidecar(data, str(side))

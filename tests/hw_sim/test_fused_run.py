@@ -22,6 +22,10 @@ from bodycam.hw_sim.truth import Truth
 
 pytestmark = pytest.mark.integration
 
+#: measured 12/12 shots, 0 false markers on these clips (shipped models); a floor, not the target
+RECALL_FLOOR = 0.9
+PRECISION_FLOOR = 0.9
+
 
 def _run(clip: Path, out: Path, policy: str) -> SimReport:
     cfg = replace(AppConfig(), fusion=FusionConfig(policy=policy))  # type: ignore[arg-type]
@@ -55,7 +59,9 @@ def test_fused_markers_land_on_the_shots(clips: list[tuple[Path, Truth]], tmp_pa
         for m in rep.stats.markers:
             if m.kind == "gunshot":
                 assert m.evidence is not None and "audio" in m.evidence  # fused: every shot was heard
-                assert m.model is not None and m.model.name == "shotnet_audio"
+                # the model that placed it: the flash's when one was seen, else the sound's
+                assert m.model is not None
+                assert m.model.name == ("shotnet" if "video" in m.evidence else "shotnet_audio")
     assert total is not None
     assert total.recall >= RECALL_FLOOR and total.precision >= PRECISION_FLOOR, total
     errs = sorted(abs(e) for e in total.timing_errors)
@@ -77,6 +83,3 @@ def test_a_camera_without_sound_still_detects_with_video(clips: list[tuple[Path,
     assert _frames(fused) == _frames(video) and _frames(video)
     assert all(m.evidence == {"video": m.confidence} for m in fused.stats.markers if m.kind == "gunshot")
 
-
-RECALL_FLOOR = 0.8
-PRECISION_FLOOR = 0.8
