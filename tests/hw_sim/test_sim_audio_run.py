@@ -47,3 +47,24 @@ def test_microphone_disabled_in_config_is_video_only(tmp_path: Path) -> None:
     cfg = replace(AppConfig(), microphone=MicrophoneConfig(enabled=False))
     report = run_clip(SimOptions(clip=clip, out=tmp_path / "out", config=cfg, broker=None, gnss=False))
     assert report.stats.frames == 15
+
+
+def test_a_mismatched_audio_model_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from bodycam.device.detect.audio_model_spec import default_audio_model_path
+    from bodycam.device.errors import ModelError
+
+    model = tmp_path / "shotnet_audio.tflite"
+    shutil.copy(default_audio_model_path(), model)
+    side = json.loads(default_audio_model_path().with_suffix(".json").read_text())
+    side["input"]["features"]["mels"] = 64  # trained on other features than the firmware computes
+    model.with_suffix(".json").write_text(json.dumps(side))
+    clip = make_plain_clip(tmp_path / "a.mp4", seconds=0.5, audio=True)
+    cfg = replace(AppConfig(), fusion=replace(AppConfig().fusion, audio_model=str(model)))
+    with pytest.raises(ModelError, match="features"):
+        run_clip(SimOptions(clip=clip, out=tmp_path / "out", config=cfg, broker=None, gnss=False))
+    # a video-only policy does not need the audio model at all
+    cfg = replace(cfg, fusion=replace(cfg.fusion, policy="video"))
+    assert run_clip(SimOptions(clip=clip, out=tmp_path / "out2", config=cfg, broker=None, gnss=False)).stats.frames == 15
