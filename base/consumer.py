@@ -336,6 +336,10 @@ class Consumer:
             try:
                 result = fn()
             except StorageError as exc:
+                if self._stop.is_set():
+                    # stopping: no ping (another busy timeout) — the message stays unacknowledged
+                    # with the broker, stored or quarantined after the restart
+                    raise _Stopped() from exc
                 try:
                     self._store.ping()
                 except StorageError as down:
