@@ -332,10 +332,9 @@ class App:
             except StorageError as exc:
                 self.recorder.fail(rec, str(exc))
         loc = self.location() if self.location is not None else None
-        if self.clock_status is not None:
-            extra = {**(extra or {}), "clock": self.clock_status()}
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
-                            media=media, location=loc, model=model, extra=extra, evidence=evidence)
+                            media=media, location=loc, model=model, extra=extra, evidence=evidence,
+                            clock=None if self.clock_status is None else self.clock_status())
         marker = self.journal.record(draft)  # durable (or, on a full card, in order in memory) first
         self._check_journal()
         self._after_record(marker, fresh=True)

@@ -268,6 +268,29 @@ def _evidence(value: Any) -> dict[str, float] | None:
     return out
 
 
+CLOCK_SOURCES = ("ntp", "gnss", "rtc", "none")
+
+
+def _clock(value: Any) -> dict[str, JSON] | None:
+    """``clock``: whether the wall clock behind ``t`` was synchronised, by what, and its offset.
+
+    ``{"synced": bool, "source": "ntp"|"gnss"|"rtc"|"none", "offset_ms": number|null}``;
+    ``offset_ms`` is system time minus the reference (GNSS) when one is known.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"synced", "source", "offset_ms"}:
+        raise MarkerError('clock: expected {"synced": bool, "source": str, "offset_ms": number or null}')
+    synced, source, offset = value["synced"], value["source"], value["offset_ms"]
+    if not isinstance(synced, bool):
+        raise MarkerError("clock.synced: expected true or false")
+    if source not in CLOCK_SOURCES:
+        raise MarkerError(f"clock.source: expected one of {', '.join(CLOCK_SOURCES)}")
+    if offset is not None:
+        offset = round(_num(offset, "clock.offset_ms", -1e12, 1e12), 3)
+    return {"synced": synced, "source": source, "offset_ms": offset}
+
+
 def _present(d: Mapping[str, Any], key: str) -> Any:
     """An optional field's value; present means not null (the schema has no null for it)."""
     if key in d and d[key] is None:
@@ -293,12 +316,14 @@ class MarkerDraft:
     model: ModelRef | None = None
     extra: dict[str, JSON] | None = None
     evidence: dict[str, float] | None = None
+    clock: dict[str, JSON] | None = None
 
     def __post_init__(self) -> None:
         _str(self.kind, "kind", KIND_RE)
         _int(self.t_mono_ns, "t_mono_ns")
         check_wall_ns(self.wall_ns, "wall_ns")
         object.__setattr__(self, "evidence", _evidence(self.evidence))
+        object.__setattr__(self, "clock", _clock(self.clock))
         if self.confidence is not None:
             object.__setattr__(self, "confidence", round(_num(self.confidence, "confidence", 0, 1), 4))
         _check_semantics(self.kind, self.confidence, self.model)
@@ -306,7 +331,7 @@ class MarkerDraft:
 
 
 _REQUIRED = {"schema", "id", "device", "seq", "kind", "t", "t_mono_ns", "media", "location", "model", "prev"}
-_OPTIONAL = {"confidence", "extra", "sig", "key", "evidence"}
+_OPTIONAL = {"confidence", "extra", "sig", "key", "evidence", "clock"}
 
 
 @dataclass(frozen=True)
@@ -329,6 +354,7 @@ class Marker:
     key: str | None = None
     schema: str = SCHEMA
     evidence: dict[str, float] | None = None
+    clock: dict[str, JSON] | None = None
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
@@ -349,13 +375,14 @@ class Marker:
         _check_semantics(self.kind, self.confidence, self.model)
         _check_extra(self.extra)
         object.__setattr__(self, "evidence", _evidence(self.evidence))
+        object.__setattr__(self, "clock", _clock(self.clock))
         if self.sig is not None:
             _str(self.sig, "sig", max_len=512)
         if self.key is not None:
             _str(self.key, "key", KEY_RE, 64)
 
     def to_dict(self) -> dict[str, JSON]:
-        """The marker as a JSON object (``confidence``, ``extra``, ``evidence``, ``sig`` only when set)."""
+        """The marker as a JSON object (``confidence``, ``extra``, ``evidence``, ``clock``, ``sig`` only when set)."""
         d: dict[str, JSON] = {
             "schema": self.schema,
             "id": self.id,
@@ -377,6 +404,8 @@ class Marker:
             d["key"] = self.key
         if self.evidence is not None:
             d["evidence"] = dict(self.evidence)
+        if self.clock is not None:
+            d["clock"] = dict(self.clock)
         if self.sig is not None:
             d["sig"] = self.sig
         return d
@@ -420,6 +449,7 @@ class Marker:
                 key=d.get("key"),
                 schema=d["schema"],
                 evidence=_present(d, "evidence"),
+                clock=_present(d, "clock"),
             )
         except MarkerError:
             raise
@@ -516,6 +546,7 @@ def build_marker(draft: MarkerDraft, *, marker_id: str, device: str, seq: int, p
         extra=draft.extra,
         key=None if signer is None else signer.key_id,
         evidence=draft.evidence,
+        clock=draft.clock,
     )
     if signer is not None:
         marker = dataclasses.replace(marker, sig=signer.sign(marker.canonical_bytes()))

@@ -221,3 +221,34 @@ def test_evidence_is_optional_round_trips_and_is_checked() -> None:
     d = _Draft(kind="gunshot", t_mono_ns=1, wall_ns=1_800_000_000_000_000_000, confidence=0.9,
                model=m.model, evidence={"audio": 0.97})
     assert d.evidence == {"audio": 0.97}
+
+
+def test_clock_is_a_top_level_optional_field_checked_like_the_schema() -> None:
+    """DESIGN.md section 4: `clock` {synced, source, offset_ms}; absent on old markers; bad values refused."""
+    from bodycam.device.uplink.markers import Marker as _Marker
+    from bodycam.device.uplink.markers import MarkerDraft as _Draft
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "device" / "schema" / "marker.schema.json").read_text())
+    base = {"schema": "bodycam.marker/1", "id": "01890a5d-ac96-774b-bcce-b302099a8057", "device": "cam-1", "seq": 1,
+            "kind": "manual", "t": "2026-01-01T00:00:00.000Z", "t_mono_ns": 5, "media": None, "location": None,
+            "model": None, "prev": "0" * 64}
+    old = _Marker.from_dict(dict(base))
+    assert old.clock is None and "clock" not in old.to_dict()
+    for good in ({"synced": True, "source": "gnss", "offset_ms": -12.5}, {"synced": False, "source": "none", "offset_ms": None}):
+        m = _Marker.from_dict({**base, "clock": good})
+        assert m.clock == good and m.to_dict()["clock"] == good
+        assert _Marker.from_json(m.to_json()) == m
+        jsonschema.validate(json.loads(m.to_json()), schema)
+    bad_values: list[object] = [
+        None, {}, {"synced": True, "source": "gnss"}, {"synced": "yes", "source": "gnss", "offset_ms": 0},
+        {"synced": True, "source": "sundial", "offset_ms": 0}, {"synced": True, "source": "ntp", "offset_ms": "0"},
+        {"synced": True, "source": "ntp", "offset_ms": 1e13}, {"synced": True, "source": "ntp", "offset_ms": 0, "x": 1},
+    ]
+    for bad in bad_values:
+        with pytest.raises(MarkerError, match="clock"):
+            _Marker.from_dict({**base, "clock": bad})
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "clock": bad}, schema)
+    d = _Draft(kind="manual", t_mono_ns=1, wall_ns=1_800_000_000_000_000_000,
+               clock={"synced": True, "source": "ntp", "offset_ms": 0.0004})
+    assert d.clock == {"synced": True, "source": "ntp", "offset_ms": 0.0}
