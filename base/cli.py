@@ -113,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="MQTT version; auto: 5, or 3.1.1 when the broker refuses 5")
     listen.add_argument("--username")
     listen.add_argument("--password-file", type=Path)
-    listen.add_argument("--ca-file")
+    listen.add_argument("--ca-file", help="CA certificate(s) of the broker (PEM); default: the system's")
+    listen.add_argument("--cert-file", help="base's client certificate (PEM; mutual TLS, CN bodycam-base)")
+    listen.add_argument("--key-file", help="the private key of --cert-file (PEM)")
     listen.add_argument("--require-signatures", choices=("registered", "all"), default="registered",
                         help="registered (default): a device with a key registered at base ('keys add') must "
                         "sign every marker, others are stored unverified; all: refuse markers of devices "
@@ -172,6 +174,11 @@ def _listen(args: argparse.Namespace) -> int:
             password = args.password_file.read_text("utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--password-file: {exc}") from exc
+    for flag, value in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file), ("--key-file", args.key_file)):
+        if value is not None and not Path(value).is_file():  # paho would fail later, or wait
+            raise UsageError(f"{flag}: {value}: no such file")
+    if (args.cert_file is None) != (args.key_file is None):
+        raise UsageError("--cert-file and --key-file go together")
     opts = ConsumerOptions(
         url=args.broker,
         group=args.group,
@@ -181,6 +188,8 @@ def _listen(args: argparse.Namespace) -> int:
         username=args.username,
         password=password,
         ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
         protocol=args.protocol,
     )
     stop = threading.Event()

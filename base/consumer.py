@@ -78,6 +78,8 @@ class ConsumerOptions:
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None
+    cert_file: str | None = None  # base's client certificate (mutual TLS: docs/mosquitto/)
+    key_file: str | None = None
     batch_max: int = 500
     receive_maximum: int = 500
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
@@ -140,7 +142,7 @@ class Consumer:
             topic_prefix=options.prefix,
             username=options.username,
             password=options.password,
-            tls=TlsConfig(ca_file=options.ca_file),
+            tls=TlsConfig(ca_file=options.ca_file, cert_file=options.cert_file, key_file=options.key_file),
         )
         self._store = store
         self._clock = clock or SystemClock()
@@ -520,7 +522,8 @@ class Consumer:
         if self._cfg.username is not None:
             client.username_pw_set(self._cfg.username, self._cfg.resolve_password())
         if self._cfg.use_tls:
-            client.tls_set(ca_certs=self._cfg.tls.ca_file)
+            client.tls_set(ca_certs=self._cfg.tls.ca_file, certfile=self._cfg.tls.cert_file,
+                           keyfile=self._cfg.tls.key_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
