@@ -86,6 +86,8 @@ class RunStats:
     markers: list[Marker] = field(default_factory=list)
     detections: int = 0
     error: str | None = None
+    audio_read_ns: int = 0  # microphone reads (the audio stage's share that is not detection)
+    audio_detect_ns: int = 0  # audio features + model
 
     @property
     def media_s(self) -> float:
@@ -223,6 +225,7 @@ class App:
         self.recorder.feed(frame.packets, frame.t_ns)
         p_audio = time.perf_counter_ns()
         onsets = self.audio.poll(frame.t_ns)
+        st.audio_read_ns, st.audio_detect_ns = self.audio.read_ns, self.audio.detect_ns
         p0 = time.perf_counter_ns()
         self.window.push(frame.lores)
         self._times.append((frame.index, frame.t_ns))

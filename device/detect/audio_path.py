@@ -11,6 +11,7 @@ the video policy.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -47,6 +48,8 @@ class AudioPath:
         self.error: str | None = None
         self.blocks = 0
         self.samples = 0
+        self.read_ns = 0  # time in microphone.read (decode + resample in the simulator; a queue pop on ALSA)
+        self.detect_ns = 0  # time in the audio detector (features + model)
 
     @property
     def live(self) -> bool:
@@ -70,17 +73,21 @@ class AudioPath:
         """Take everything captured before ``until_ns`` (a frame's sensor time); the onsets decided."""
         if self.state != "ok" or self.microphone is None:
             return []
+        t0 = time.perf_counter_ns()
         try:
             blocks = self.microphone.read(until_ns)
         except MicrophoneError as exc:
             self._fail(str(exc))
             return []
+        t1 = time.perf_counter_ns()
         onsets: list[AudioOnset] = []
         for b in blocks:
             self.blocks += 1
             self.samples += len(b.samples)
             if self.detector is not None:
                 onsets += self.detector.feed(b)
+        self.read_ns += t1 - t0
+        self.detect_ns += time.perf_counter_ns() - t1
         return onsets
 
     def flush(self) -> list[AudioOnset]:
