@@ -140,7 +140,9 @@ def stop_base(p: subprocess.Popen[str], procs: Procs) -> dict[str, Any]:
 
 
 def store_view(db: Path) -> tuple[int, dict[str, Any]]:
-    with SqliteStore(db) as s:
+    # opening a store takes the write lock (schema/migration): wait for base's writer instead of
+    # failing with "database is locked" when base holds it a while (seen under load)
+    with SqliteStore(db, busy_timeout_s=15) as s:
         devs = {d.device: d for d in s.devices()}
         return s.count(), devs
 
