@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.device.detect.audio_features import FEATURES, FeatureSpec
-from bodycam.device.detect.model_spec import SCHEMA, _get, sha256_file, sidecar_path
+from bodycam.device.detect.model_spec import SCHEMA, _get, load_checked_sidecar
 from bodycam.device.errors import ModelError
-from bodycam.device.safe_load import load_json
 
 TASK = "gunshot-audio"
 
@@ -105,22 +104,7 @@ def parse_audio_sidecar(data: dict[str, Any], where: str) -> AudioModelSpec:
 
 def load_audio_model_spec(model_path: Path, *, verify_hash: bool = True) -> AudioModelSpec:
     """Read and validate the audio model's sidecar; check the file's SHA-256."""
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise ModelError(f"{model_path}: audio model file not found")
-    side = sidecar_path(model_path)
-    if not side.is_file():
-        raise ModelError(f"{model_path}: sidecar {side.name} not found next to the model")
-    data = load_json(side, "audio model sidecar", error=ModelError)
-    if not isinstance(data, dict):
-        raise ModelError(f"{side}: the sidecar must be a JSON object")
-    spec = parse_audio_sidecar(data, str(side))
-    if verify_hash:
-        actual = sha256_file(model_path)
-        if actual != spec.sha256:
-            raise ModelError(f"{model_path}: SHA-256 {actual[:12]}... does not match its sidecar "
-                             f"({spec.sha256[:12]}...): the model and sidecar are from different builds")
-    return spec
+    return load_checked_sidecar(model_path, "audio model", parse_audio_sidecar, verify_hash=verify_hash)
 
 
 def default_audio_model_path() -> Path:

@@ -21,9 +21,10 @@ Example (abridged)::
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bodycam.device.detect.preprocess import InputSpec
 from bodycam.device.errors import ModelError
@@ -140,26 +141,45 @@ def parse_sidecar(data: dict[str, Any], where: str) -> ModelSpec:
     )
 
 
-def load_model_spec(model_path: Path, *, verify_hash: bool = True) -> ModelSpec:
-    """Read and validate the sidecar of ``model_path``; check the file's SHA-256."""
+class _Hashed(Protocol):
+    @property
+    def sha256(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_Hashed)
+
+
+def load_checked_sidecar(model_path: Path, what: str, parse: Callable[[dict[str, Any], str], _S],
+                         *, verify_hash: bool = True) -> _S:
+    """Read ``model_path``'s sidecar, parse it with ``parse`` and check the file's SHA-256 against it.
+
+    One path for every model kind (``what``: "model", "audio model"); ``parse`` returns a spec with
+    a ``sha256`` attribute.
+    """
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise ModelError(f"{model_path}: model file not found")
+        raise ModelError(f"{model_path}: {what} file not found")
     side = sidecar_path(model_path)
     if not side.is_file():
         raise ModelError(f"{model_path}: sidecar {side.name} not found next to the model")
-    data = load_json(side, "model sidecar", error=ModelError)
+    data = load_json(side, f"{what} sidecar", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{side}: the sidecar must be a JSON object")
-    spec = parse_sidecar(data, str(side))
+    spec = parse(data, str(side))
     if verify_hash:
         actual = sha256_file(model_path)
-        if actual != spec.sha256:
+        expected = spec.sha256
+        if actual != expected:
             raise ModelError(
-                f"{model_path}: SHA-256 {actual[:12]}... does not match its sidecar ({spec.sha256[:12]}...): "
+                f"{model_path}: SHA-256 {actual[:12]}... does not match its sidecar ({expected[:12]}...): "
                 "the model and sidecar are from different builds"
             )
     return spec
+
+
+def load_model_spec(model_path: Path, *, verify_hash: bool = True) -> ModelSpec:
+    """Read and validate the sidecar of ``model_path``; check the file's SHA-256."""
+    return load_checked_sidecar(model_path, "model", parse_sidecar, verify_hash=verify_hash)
 
 
 def default_model_path() -> Path:
