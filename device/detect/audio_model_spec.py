@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.device.detect.audio_features import FEATURES, FeatureSpec
-from bodycam.device.detect.model_spec import SCHEMA, _get, load_checked_sidecar
+from bodycam.device.detect.model_spec import SCHEMA, _get, load_checked_sidecar, threshold_and_sha256
 from bodycam.device.errors import ModelError
 
 TASK = "gunshot-audio"
@@ -83,12 +83,7 @@ def parse_audio_sidecar(data: dict[str, Any], where: str) -> AudioModelSpec:
         raise ModelError(f"{where}: input and output must be int8 (full-integer model)")
     if tuple(_get(out, "shape", list, f"{where}: output")) != (1, 1):
         raise ModelError(f"{where}: output shape must be [1, 1]")
-    threshold = float(_get(data, "threshold", num, where))
-    if not 0.0 < threshold < 1.0:
-        raise ModelError(f"{where}: threshold {threshold} must be in (0, 1)")
-    sha = _get(data, "sha256", str, where)
-    if len(sha) != 64:
-        raise ModelError(f"{where}: sha256 is not a SHA-256 hex digest")
+    threshold, sha = threshold_and_sha256(data, where)
     return AudioModelSpec(
         name=_get(data, "name", str, where), version=_get(data, "version", str, where),
         file=_get(data, "file", str, where), sha256=sha,

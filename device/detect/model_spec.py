@@ -122,12 +122,7 @@ def parse_sidecar(data: dict[str, Any], where: str) -> ModelSpec:
     )
     if ospec.dtype != "int8":
         raise ModelError(f"{where}: output dtype must be int8 (full-integer model)")
-    threshold = float(_get(data, "threshold", num, where))
-    if not 0.0 < threshold < 1.0:
-        raise ModelError(f"{where}: threshold {threshold} must be in (0, 1)")
-    sha = _get(data, "sha256", str, where)
-    if len(sha) != 64:
-        raise ModelError(f"{where}: sha256 is not a SHA-256 hex digest")
+    threshold, sha = threshold_and_sha256(data, where)
     return ModelSpec(
         name=_get(data, "name", str, where),
         version=_get(data, "version", str, where),
@@ -139,6 +134,17 @@ def parse_sidecar(data: dict[str, Any], where: str) -> ModelSpec:
         threshold=threshold,
         raw=data,
     )
+
+
+def threshold_and_sha256(data: dict[str, Any], where: str) -> tuple[float, str]:
+    """The sidecar fields every model kind has: a default threshold in (0, 1) and the file's SHA-256."""
+    threshold = float(_get(data, "threshold", (int, float), where))
+    if not 0.0 < threshold < 1.0:
+        raise ModelError(f"{where}: threshold {threshold} must be in (0, 1)")
+    sha = _get(data, "sha256", str, where)
+    if len(sha) != 64:
+        raise ModelError(f"{where}: sha256 is not a SHA-256 hex digest")
+    return threshold, sha
 
 
 class _Hashed(Protocol):
