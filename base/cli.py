@@ -5,6 +5,8 @@ bodycam-base markers    --db base.db [--device D] [--since 2026-01-01] [--kind g
 bodycam-base devices    --db base.db [--json]
 bodycam-base quarantine --db base.db [--kind seq_conflict] [--device D] [--limit N] [--json]
 bodycam-base keys       add DEVICE device.pub | revoke DEVICE KEY_ID [--at T] | list [--device D] --db base.db
+bodycam-base serve      --db base.db [--listen 127.0.0.1:8080]   (the web app: bodycam.base.web)
+bodycam-base user add NAME --role operator|supervisor|admin --db base.db
 
 ``--db``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL, ``pip install 'bodycam[postgres]'``).
 """
@@ -23,7 +25,7 @@ import socket
 import sys
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
@@ -31,6 +33,8 @@ from types import FrameType
 from bodycam.base import keys_cli
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
+from bodycam.base.web import cli as web_cli
+from bodycam.base.web.db import WebDb
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, MarkerError, UsageError
 from bodycam.device.uplink.markers import KNOWN_KINDS
@@ -57,16 +61,16 @@ def default_client_id(group: str, db: str) -> str:
     return f"bodycam-base-{group}-{digest[:8]}"
 
 
-def parse_since(text: str) -> int:
-    """``--since``: RFC 3339 / ISO 8601 time or date; without a UTC offset it is UTC."""
+def parse_since(text: str, what: str = "--since") -> int:
+    """``--since`` (or the dashboard's ``what``): RFC 3339 / ISO 8601 time or date; without a UTC offset it is UTC."""
     try:
         dt = _dt.datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise UsageError(f"--since: {text!r} is not a date or time (e.g. 2026-01-01 or 2026-01-01T12:00:00Z)") from exc
+        raise UsageError(f"{what}: {text!r} is not a date or time (e.g. 2026-01-01 or 2026-01-01T12:00:00Z)") from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_dt.UTC)
     try:
-        return check_wall_ns(wall_ns_of(dt), "--since")
+        return check_wall_ns(wall_ns_of(dt), what)
     except MarkerError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -141,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--limit", type=_positive, default=100)
     quarantine.add_argument("--json", action="store_true", help="one JSON object per line (payload in base64)")
     keys_cli.add_parser(sub, _DB_HELP, [verbose])
+    web_cli.add_parsers(sub, _DB_HELP, [verbose])
     return p
 
 
@@ -202,6 +207,7 @@ def _listen(args: argparse.Namespace) -> int:
     from bodycam.base.keys import KeyRegistry, SignaturePolicy
 
     signatures = SignaturePolicy(KeyRegistry(store), require=args.require_signatures)  # type: ignore[arg-type]
+    WebDb(store)  # the alert trigger exists before the first marker is stored, with or without `serve`
     consumer = Consumer(opts, store, notify=_say, signatures=signatures)
 
     def run() -> None:
@@ -344,8 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
-                "keys": keys_cli.run}
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
+        "keys": keys_cli.run,
+        "serve": lambda a: web_cli.serve(a, open_store), "user": lambda a: web_cli.user(a, open_store),
+    }
     try:
         return int(commands[args.command](args))
     except BodycamError as exc:

@@ -265,12 +265,15 @@ def marker_query(
     kind: str | None,
     limit: int,
     newest_first: bool = False,
+    until_ns: int | None = None,
+    offset: int = 0,
 ) -> tuple[str, tuple[Any, ...]]:
-    """The ``markers`` query of both stores: by device and seq, or newest (by ``t``) first."""
-    where, args = _where((("device=?", device), ("t_ns>=?", since_ns), ("kind=?", kind)))
+    """The ``markers`` query of both stores: by device and seq, or newest (by ``t``) first;
+    ``since_ns <= t < until_ns``; ``offset``: skip that many (paging)."""
+    where, args = _where((("device=?", device), ("t_ns>=?", since_ns), ("t_ns<?", until_ns), ("kind=?", kind)))
     sql = "SELECT body, received_ns, chain FROM markers" + where
     order = f"t_ns DESC, {device_order}, seq DESC" if newest_first else f"{device_order}, seq"
-    return f"{sql} ORDER BY {order} LIMIT ?", (*args, limit)
+    return f"{sql} ORDER BY {order} LIMIT ? OFFSET ?", (*args, limit, offset)
 
 
 def devices_query(device_order: str) -> str:

@@ -82,6 +82,8 @@ class MarkerStore(Protocol):
         kind: str | None = None,
         limit: int = 1000,
         newest_first: bool = False,
+        until_ns: int | None = None,
+        offset: int = 0,
     ) -> list[StoredMarker]: ...
 
     def quarantined(
@@ -151,12 +153,19 @@ class _Store:
         kind: str | None = None,
         limit: int = 1000,
         newest_first: bool = False,
+        until_ns: int | None = None,
+        offset: int = 0,
     ) -> list[StoredMarker]:
         sql, args = marker_query(
             f"device{self._collate}", device=device, since_ns=since_ns, kind=kind, limit=limit,
-            newest_first=newest_first,
+            newest_first=newest_first, until_ns=until_ns, offset=offset,
         )
         return _stored(self._rows(sql, args))
+
+    def marker(self, marker_id: str) -> StoredMarker | None:
+        """One stored marker by id."""
+        rows = _stored(self._rows("SELECT body, received_ns, chain FROM markers WHERE id=?", (marker_id,)))
+        return rows[0] if rows else None
 
     def quarantined(
         self, *, kind: str | None = None, device: str | None = None, limit: int = 100

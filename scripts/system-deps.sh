@@ -6,7 +6,8 @@
 #                                     mosquitto-clients (mosquitto_pub/_sub), postgresql (initdb,
 #                                     pg_ctl: the fleet store), systemd (systemd-analyze, -sysusers,
 #                                     -tmpfiles for the unit tests), gcc (builds the stand-in
-#                                     libedgetpu the Coral tests load), plus python3-venv
+#                                     libedgetpu the Coral tests load), chromium (the dashboard's
+#                                     browser tests drive it through playwright), plus python3-venv
 #   scripts/system-deps.sh PKG...     just these (scripts/setup.sh asks for python3-venv)
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -19,6 +20,7 @@ present() {  # PACKAGE -> 0 when what we use from it is there
                      && command -v systemd-tmpfiles >/dev/null 2>&1 ;;
         postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ;;
         gcc) command -v gcc >/dev/null 2>&1 ;;
+        chromium) [ -x /usr/bin/chromium ] ;;
         # Debian's python3 has no ensurepip without python3-venv: try the real thing
         python3-venv) d=$(mktemp -d) && "$PY" -m venv "$d/v" >/dev/null 2>&1; rc=$?; rm -rf "$d"; return $rc ;;
         *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed" ;;
@@ -28,7 +30,7 @@ present() {  # PACKAGE -> 0 when what we use from it is there
 if [ $# -gt 0 ]; then
     wanted=("$@")
 else
-    wanted=(mosquitto mosquitto-clients postgresql systemd gcc python3-venv)
+    wanted=(mosquitto mosquitto-clients postgresql systemd gcc chromium python3-venv)
 fi
 need=()
 for p in "${wanted[@]}"; do

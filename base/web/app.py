@@ -1,0 +1,246 @@
+"""The Starlette app of ``bodycam-base serve``: routes, login guard, CSRF, security headers, error pages.
+
+Adding a page (evidence, review, map): write ``async def page(request, s: Session) -> Response`` in a
+module of ``bodycam.base.web``, render a template that extends ``base.html`` (which carries the
+alert banner, the outage banner and the CSRF meta tag), and add ``Route(path, guard(page, role))``
+to :func:`create_app`'s routes. Blocking store calls go through ``run_in_threadpool``; a
+``StorageError`` anywhere becomes the 503 "database unavailable" page; POST handlers call
+``check_csrf`` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bodycam.base.web import pages
+from bodycam.base.web.alerts import AlertHub
+from bodycam.base.web.auth import Auth, Session, same
+from bodycam.base.web.db import WebDb
+from bodycam.device.clock import rfc3339_ms
+from bodycam.device.errors import StorageError
+
+SESSION_COOKIE = "bodycam_session"
+LOGIN_CSRF_COOKIE = "bodycam_login_csrf"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+Page = Callable[[Request, Session], Awaitable[Response]]
+
+
+@dataclass
+class WebConfig:
+    session_s: int = 12 * 3600
+    poll_s: float = 0.2
+    cookie_secure: bool = False  # set behind HTTPS
+    now_ns: Callable[[], int] = time.time_ns
+
+
+class _Headers:
+    """Security headers on every response (CSP: no inline script, nothing from another origin)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if not any(k == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with)
+
+
+def templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bodycam.base.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["ns"] = lambda ns: rfc3339_ms(int(ns)) if ns else "never"
+    return Jinja2Templates(env=env)
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
+    cfg = config or WebConfig()
+    auth = Auth(db, session_s=cfg.session_s)
+    hub = AlertHub(db, poll_s=cfg.poll_s)
+    tpl = templates()
+
+    def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
+        return tpl.TemplateResponse(request, name, {"s": None, "outage": hub.outage, **ctx}, status_code=status)
+
+    async def session_of(request: Request) -> Session | None:
+        return await run_in_threadpool(auth.session, request.cookies.get(SESSION_COOKIE), cfg.now_ns())
+
+    async def check_csrf(request: Request, s: Session) -> None:
+        sent = request.headers.get("x-csrf-token")
+        if sent is None:
+            form = await request.form()
+            value = form.get("csrf")
+            sent = value if isinstance(value, str) else None
+        if not sent or not same(sent, s.csrf):
+            raise HTTPException(403, "missing or wrong CSRF token (reload the page)")
+
+    def guard(page: Page, role: str = "operator", *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            s = await session_of(request)
+            if s is None:
+                if post or request.url.path == "/events":
+                    raise HTTPException(401, "not logged in (or the session expired)")
+                return RedirectResponse(f"/login?next={request.url.path}", 303)
+            if not s.user.can(role):
+                raise HTTPException(403, f"needs the {role} role")
+            if post:
+                await check_csrf(request, s)
+            request.state.session = s
+            return await page(request, s)
+
+        return endpoint
+
+    # -- login / logout -----------------------------------------------------------------------------
+    async def login_form(request: Request, error: str = "", status: int = 200) -> Response:
+        token = secrets.token_urlsafe(24)
+        nxt = request.query_params.get("next", "/")
+        resp = render(request, "login.html", {"csrf": token, "error": error, "next": _local(nxt)}, status)
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=cfg.cookie_secure,
+                        path="/login")
+        return resp
+
+    async def login_get(request: Request) -> Response:
+        return await login_form(request)
+
+    async def login_post(request: Request) -> Response:
+        form = await request.form()
+        name, password, sent, nxt = (str(form.get(k) or "") for k in ("name", "password", "csrf", "next"))
+        cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not sent or not cookie or not same(sent, cookie):
+            return await login_form(request, "The form expired; please log in again.", 403)
+        result = await run_in_threadpool(auth.login, name, password, client_of(request), cfg.now_ns())
+        if result.retry_after_s:
+            resp = await login_form(
+                request, f"Too many failed logins; try again in {result.retry_after_s} s.", 429
+            )
+            resp.headers["retry-after"] = str(result.retry_after_s)
+            return resp
+        if result.session_token is None:
+            return await login_form(request, "Wrong user name or password.", 401)
+        resp = RedirectResponse(_local(nxt), 303)
+        resp.set_cookie(SESSION_COOKIE, result.session_token, max_age=cfg.session_s, httponly=True,
+                        samesite="strict", secure=cfg.cookie_secure)
+        resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+        return resp
+
+    async def logout(request: Request, s: Session) -> Response:
+        await run_in_threadpool(auth.logout, request.cookies.get(SESSION_COOKIE, ""), s.user.name,
+                                client_of(request), cfg.now_ns())
+        resp = RedirectResponse("/login", 303)
+        resp.delete_cookie(SESSION_COOKIE)
+        return resp
+
+    # -- alerts -------------------------------------------------------------------------------------
+    async def events(request: Request, s: Session) -> Response:
+        return StreamingResponse(
+            hub.stream(request.is_disconnected), media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    async def acknowledge(request: Request, s: Session) -> Response:
+        try:
+            n = int(request.path_params["n"])
+        except ValueError as exc:
+            raise HTTPException(404, "no such alert") from exc
+        done = await run_in_threadpool(db.acknowledge, n, s.user.name, cfg.now_ns(), client_of(request))
+        if done:
+            hub.acked_here(n)
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"n": n, "acknowledged": done, "by": s.user.name})
+        return RedirectResponse("/", 303)
+
+    ctx = pages.Context(db=db, hub=hub, render=render, now_ns=cfg.now_ns)
+
+    def bound(fn: Callable[[pages.Context, Request, Session], Awaitable[Response]]) -> Page:
+        async def page(request: Request, s: Session) -> Response:
+            return await fn(ctx, request, s)
+
+        return page
+
+    async def storage_error(request: Request, exc: Exception) -> Response:
+        outage = "The database is not answering. Nothing is lost: markers wait at the broker; retry in a moment."
+        return render(request, "error.html", {"title": "Database unavailable", "outage": outage}, 503)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if request.url.path == "/events" or "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": exc.detail}, exc.status_code)
+        return render(request, "error.html", {"title": f"{exc.status_code}: {exc.detail}"}, exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return render(request, "error.html", {"title": "Something went wrong (logged at the server)"}, 500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    routes = [
+        Route("/login", login_get, methods=["GET"]),
+        Route("/login", login_post, methods=["POST"]),
+        Route("/logout", guard(logout, post=True), methods=["POST"]),
+        Route("/", guard(bound(pages.home)), methods=["GET"]),
+        Route("/events", guard(events), methods=["GET"]),
+        Route("/alerts/{n}/ack", guard(acknowledge, post=True), methods=["POST"]),
+        Route("/markers", guard(bound(pages.markers)), methods=["GET"]),
+        Route("/markers/{marker_id}", guard(bound(pages.marker)), methods=["GET"]),
+        Route("/fleet", guard(bound(pages.fleet)), methods=["GET"]),
+        Route("/audit", guard(bound(pages.audit), "supervisor"), methods=["GET"]),
+        Mount("/static", StaticFiles(packages=[("bodycam.base.web", "static")]), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(_Headers)],
+        exception_handlers={StorageError: storage_error, HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.state.auth = auth
+    return app
+
+
+def _local(path: str) -> str:
+    """Only a path on this site (no open redirect to another host)."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"

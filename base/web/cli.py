@@ -1,0 +1,127 @@
+"""``bodycam-base serve`` and ``bodycam-base user`` (wired into ``bodycam.base.cli``).
+
+bodycam-base serve --db base.db [--listen 127.0.0.1:8080] [--session-hours 12] [--poll-ms 200] [--cookie-secure]
+bodycam-base user add NAME --role operator|supervisor|admin --db base.db [--replace]   (password: prompt or stdin)
+bodycam-base user list --db base.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing
+from types import FrameType
+from typing import Any
+
+from bodycam.device.errors import UsageError
+
+_Open = Callable[..., Any]
+
+
+def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", parents=parents, help="the operators' web app: live alerts, markers, fleet")
+    serve.add_argument("--db", required=True, help=db_help + " (the store of 'listen')")
+    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on (default 127.0.0.1:8080)")
+    serve.add_argument("--session-hours", type=float, default=12.0, help="a login lasts this long (default 12)")
+    serve.add_argument("--poll-ms", type=int, default=200, help="how often new alerts are looked for (default 200)")
+    serve.add_argument("--cookie-secure", action="store_true",
+                       help="mark cookies Secure (when served behind HTTPS, e.g. a reverse proxy)")
+
+    user = sub.add_parser("user", parents=parents, help="dashboard users: add, list")
+    verbs = user.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="add a user (password from a prompt, or one line on stdin)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("operator", "supervisor", "admin"))
+    add.add_argument("--db", required=True, help=db_help)
+    add.add_argument("--replace", action="store_true", help="the user exists: set this role and a new password")
+    ls = verbs.add_parser("list", help="list users and roles")
+    ls.add_argument("--db", required=True, help=db_help)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 < number < 65536:
+        raise UsageError(f"--listen: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host.strip("[]"), number
+
+
+def serve(args: argparse.Namespace, open_store: _Open) -> int:
+    import uvicorn
+
+    from bodycam.base.web.app import WebConfig, create_app
+    from bodycam.base.web.db import WebDb
+
+    host, port = parse_listen(args.listen)
+    if args.session_hours <= 0 or args.poll_ms < 10:
+        raise UsageError("--session-hours must be > 0 and --poll-ms >= 10")
+    store = open_store(args.db)
+    with closing(store):
+        app = create_app(WebDb(store), WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
+                                                 cookie_secure=args.cookie_secure))
+        config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
+                                access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False)
+        server = _server(config, app.state.hub)
+        print(f"bodycam-base serve: http://{args.listen}/ on {args.db if '://' not in args.db else 'postgresql'}; "
+              "Ctrl-C stops", flush=True)
+        server.run()
+    return 0 if server.started else 1
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but Ctrl-C/SIGTERM first ends every page's event stream (uvicorn would
+        otherwise wait for them until its graceful timeout) and the process then exits 0."""
+
+        def __init__(self, config: uvicorn.Config, hub: Any) -> None:
+            super().__init__(config)
+            self.hub = hub
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+            self.hub.close_streams_threadsafe()
+
+    return Server
+
+
+def _server(config: Any, hub: Any) -> Any:
+    return _server_class()(config, hub)
+
+
+def _password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise UsageError("the two passwords differ")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise UsageError("no password on stdin (give one line, or run from a terminal to be asked)")
+    return line.rstrip("\r\n")
+
+
+def user(args: argparse.Namespace, open_store: _Open) -> int:
+    from bodycam.base.web.auth import Auth, check_name
+    from bodycam.base.web.db import WebDb
+
+    with closing(open_store(args.db, create=args.verb == "add")) as store:
+        auth = Auth(WebDb(store))
+        if args.verb == "list":
+            for name, role, disabled in auth.users():
+                print(f"{name}\t{role}{chr(9) + 'disabled' if disabled else ''}")
+            return 0
+        check_name(args.name)
+        auth.add_user(args.name, args.role, _password(), time.time_ns(), replace=args.replace)
+        print(f"bodycam-base: user {args.name} saved (role {args.role})")
+    return 0
