@@ -34,7 +34,7 @@ from bodycam.base import keys_cli
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.base.web import cli as web_cli
-from bodycam.base.web.db import WebDb
+from bodycam.base.web.db import ensure_tables
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, MarkerError, UsageError
 from bodycam.device.uplink.markers import KNOWN_KINDS
@@ -207,7 +207,7 @@ def _listen(args: argparse.Namespace) -> int:
     from bodycam.base.keys import KeyRegistry, SignaturePolicy
 
     signatures = SignaturePolicy(KeyRegistry(store), require=args.require_signatures)  # type: ignore[arg-type]
-    WebDb(store)  # the alert trigger exists before the first marker is stored, with or without `serve`
+    ensure_tables(store)  # the alert trigger exists before the first marker is stored, with or without `serve`
     consumer = Consumer(opts, store, notify=_say, signatures=signatures)
 
     def run() -> None:

@@ -101,7 +101,10 @@ class WebDb:
         with store._tx() as tx:
             if self.postgres:
                 tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                stmts = (*_schema(serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"), *_PG_TRIGGER)
+                # (re)creating a trigger locks `markers` against writers: only when it is missing
+                have = tx.one("SELECT 1 FROM pg_trigger WHERE tgname='web_alert_on_marker' AND NOT tgisinternal")
+                stmts = (*_schema(serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+                         *(_PG_TRIGGER[:1] if have else _PG_TRIGGER))
             else:
                 stmts = (*_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT"), _SQLITE_TRIGGER)
             for stmt in stmts:
@@ -157,6 +160,14 @@ class WebDb:
             (limit,),
         )
         return [AuditRow(int(r[0]), int(r[1]), *(str(x) for x in r[2:])) for r in rows]
+
+
+def ensure_tables(store: MarkerStore) -> None:
+    """The web tables and the alert trigger in ``store``'s database (``listen`` calls this so the
+    trigger exists before the first marker is stored); a store that is not SQL (a test's stand-in)
+    has none."""
+    if isinstance(store, _Store):
+        WebDb(store)
 
 
 def audit(tx: rules.Tx, t_ns: int, user: str, action: str, target: str, detail: str, client: str) -> None:

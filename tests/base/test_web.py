@@ -88,6 +88,7 @@ def csrf_of(c: TestClient) -> str:
 
 def test_a_stored_gunshot_makes_one_alert_in_the_same_transaction(web: App) -> None:
     ms = make_markers(web.tmp, ["manual", "gunshot", "gunshot"])
+    WebDb(web.store)  # opened again (another `serve` or `listen`): the trigger is still there, once
     web.store.add_markers([(m, WALL + i) for i, m in enumerate(ms)])
     web.store.add_markers([(ms[1], WALL + 9)])  # a duplicate delivery: no second alert
     alerts = web.web.open_alerts()
