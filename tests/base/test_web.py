@@ -49,7 +49,7 @@ def make_markers(tmp_path: Path, kinds: list[str], device: str = "cam-01", extra
     return out
 
 
-class App:
+class WebApp:
     def __init__(self, db: str, tmp_path: Path) -> None:
         self.now = WALL
         self.store: MarkerStore = open_store(db)
@@ -65,8 +65,8 @@ class App:
 
 
 @pytest.fixture
-def web(db: str, tmp_path: Path) -> Iterator[App]:
-    a = App(db, tmp_path)
+def web(db: str, tmp_path: Path) -> Iterator[WebApp]:
+    a = WebApp(db, tmp_path)
     try:
         yield a
     finally:
@@ -86,7 +86,7 @@ def csrf_of(c: TestClient) -> str:
     return m.group(1)
 
 
-def test_a_stored_gunshot_makes_one_alert_in_the_same_transaction(web: App) -> None:
+def test_a_stored_gunshot_makes_one_alert_in_the_same_transaction(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["manual", "gunshot", "gunshot"])
     WebDb(web.store)  # opened again (another `serve` or `listen`): the trigger is still there, once
     web.store.add_markers([(m, WALL + i) for i, m in enumerate(ms)])
@@ -104,7 +104,7 @@ def test_a_stored_gunshot_makes_one_alert_in_the_same_transaction(web: App) -> N
         ("olga", f"alert {alerts[0].n}", f"marker {ms[1].id}", "10.0.0.1")]
 
 
-def test_pages_need_a_login_and_the_login_needs_its_csrf_cookie(web: App) -> None:
+def test_pages_need_a_login_and_the_login_needs_its_csrf_cookie(web: WebApp) -> None:
     with web.client() as c:
         for path in ("/", "/markers", "/fleet", "/audit"):
             r = c.get(path)
@@ -122,7 +122,7 @@ def test_pages_need_a_login_and_the_login_needs_its_csrf_cookie(web: App) -> Non
         assert "default-src 'self'" in c.get("/").headers["content-security-policy"]
 
 
-def test_session_expires(web: App) -> None:
+def test_session_expires(web: WebApp) -> None:
     with web.client() as c:
         login(c)
         assert c.get("/fleet").status_code == 200
@@ -132,7 +132,7 @@ def test_session_expires(web: App) -> None:
         assert c.get("/fleet").status_code == 303
 
 
-def test_bad_logins_are_rate_limited_per_user_even_with_the_right_password(web: App) -> None:
+def test_bad_logins_are_rate_limited_per_user_even_with_the_right_password(web: WebApp) -> None:
     with web.client() as c:
         for _ in range(MAX_FAILS_USER):
             assert login(c, "olga", "not the password").status_code == 401
@@ -143,7 +143,7 @@ def test_bad_logins_are_rate_limited_per_user_even_with_the_right_password(web: 
         assert login(c, "olga", PW).status_code == 303
 
 
-def test_acknowledge_needs_csrf_and_is_audited(web: App) -> None:
+def test_acknowledge_needs_csrf_and_is_audited(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["gunshot"])
     web.store.add_markers([(ms[0], WALL)])
     n = web.web.open_alerts()[0].n
@@ -165,7 +165,7 @@ def test_acknowledge_needs_csrf_and_is_audited(web: App) -> None:
         assert "acknowledge" in audit and f"marker {ms[0].id}" in audit and "logout" in audit
 
 
-def test_the_hub_streams_a_snapshot_then_new_alerts_and_acks(web: App) -> None:
+def test_the_hub_streams_a_snapshot_then_new_alerts_and_acks(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["gunshot", "gunshot"])
     web.store.add_markers([(ms[0], WALL)])
 
@@ -195,7 +195,7 @@ def test_the_hub_streams_a_snapshot_then_new_alerts_and_acks(web: App) -> None:
     assert ack == {"event": "ack", "type": "ack", "n": snap["alerts"][0]["n"]}
 
 
-def test_search_filters_newest_first_and_pages(web: App) -> None:
+def test_search_filters_newest_first_and_pages(web: WebApp) -> None:
     a = make_markers(web.tmp, ["manual", "gunshot"] * 30, device="cam-01")
     b = make_markers(web.tmp, ["gunshot"], device="cam-02")
     web.store.add_markers([(m, WALL) for m in a + b])
@@ -220,7 +220,7 @@ def test_search_filters_newest_first_and_pages(web: App) -> None:
         assert "cam-01" in fleet and "cam-02" in fleet
 
 
-def test_a_gap_before_a_marker_is_shown(web: App) -> None:
+def test_a_gap_before_a_marker_is_shown(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["manual", "gunshot", "gunshot"])
     web.store.add_markers([(ms[0], WALL), (ms[2], WALL)])
     with web.client() as c:
@@ -229,7 +229,7 @@ def test_a_gap_before_a_marker_is_shown(web: App) -> None:
         assert "seq 2 is missing at base" in page and "the previous marker has not arrived" in page
 
 
-def test_hostile_marker_fields_are_escaped_everywhere(web: App) -> None:
+def test_hostile_marker_fields_are_escaped_everywhere(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["gunshot"], extra={"note": HOSTILE, "evidence": {HOSTILE: 0.5}},
                       model_name=HOSTILE[:64], recording=HOSTILE)
     web.store.add_markers([(ms[0], WALL)])
@@ -250,7 +250,7 @@ def test_hostile_marker_fields_are_escaped_everywhere(web: App) -> None:
 
 @pytest.mark.integration
 def test_a_database_outage_is_a_banner_not_a_stack_trace(pg_server: Any, pg_url: str, tmp_path: Path) -> None:
-    web = App(pg_url, tmp_path)
+    web = WebApp(pg_url, tmp_path)
     try:
         with web.client() as c:
             login(c)
