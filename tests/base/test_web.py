@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,11 @@ def test_a_database_outage_is_a_banner_not_a_stack_trace(pg_server: Any, pg_url:
                 assert c.get("/").status_code == 503  # the session itself cannot be checked: same page
             finally:
                 pg_server.resume()
+            # the hub's next poll sees the database back (a call racing the server's start may fail once)
+            deadline = time.monotonic() + 30
+            while web.app.state.hub.outage is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert web.app.state.hub.outage is None
             # the test server runs without fsync, so the session row may be gone: log in again
             assert login(c).status_code == 303 and c.get("/markers").status_code == 200
     finally:
