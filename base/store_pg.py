@@ -30,6 +30,7 @@ consumer retries without acknowledging) and the next call reconnects.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -129,8 +130,16 @@ class PostgresStore(_Store):
     # -- connection -----------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
         """The open connection, (re)connecting if there is none or it broke. Caller holds the lock."""
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
+        conn0 = self._conn
+        if (
+            conn0 is not None
+            and not conn0.closed
+            and not conn0.broken
+            # between two calls (lock held, autocommit) a healthy connection is idle; one left in a
+            # failed or unknown transaction by an error mid-commit would refuse every later statement
+            and conn0.info.transaction_status == self._pg.pq.TransactionStatus.IDLE
+        ):
+            return conn0
         self._drop()
         try:
             conn: psycopg.Connection[Any] = self._pg.connect(
@@ -144,11 +153,24 @@ class PostgresStore(_Store):
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(Exception):  # closing a dead connection must not hide the first error
+                conn.close()
 
     def _fail(self, exc: Exception) -> StorageError:
+        """The error for ``exc``; the connection is dropped unless it is known to be healthy.
+
+        psycopg marks a connection ``broken`` only when libpq saw the socket fail; an operational
+        error the server sends before it goes (``admin_shutdown`` at a restart, ``idle session
+        timeout``) or an interface error leaves it looking open, and reusing it would fail forever.
+        Only an error in the data or the statement (integrity, syntax, ...) keeps the connection.
+        """
         conn = self._conn
-        if conn is not None and conn.broken:
+        if conn is not None and (
+            conn.broken
+            or conn.closed
+            or isinstance(exc, self._pg.OperationalError | self._pg.InterfaceError)
+            or conn.info.transaction_status == self._pg.pq.TransactionStatus.UNKNOWN
+        ):
             self._drop()
         return StorageError(f"base store {self._name}: {exc}")
 

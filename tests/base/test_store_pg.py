@@ -190,6 +190,33 @@ def test_unreachable_server_and_reconnect(pg_server: PgServer, pg_url: str, tmp_
         assert store.count() == 2
 
 
+def test_a_connection_left_in_a_failed_transaction_is_replaced(pg_url: str, tmp_path: Path) -> None:
+    """An error that leaves the session in a failed (or unknown) transaction must not poison every
+    later call: the next call reconnects instead of reusing it (seen as a 30 s dashboard outage)."""
+    ms = make_markers(tmp_path, 1)
+    with PostgresStore(pg_url) as store:
+        store.ping()
+        conn = store._conn
+        assert conn is not None
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        store.ping()  # not "current transaction is aborted"
+        assert store._conn is not conn
+        assert store.add_markers([(ms[0], 1)])[0].stored
+
+
+def test_an_operational_error_drops_the_connection(pg_url: str) -> None:
+    with PostgresStore(pg_url) as store:
+        store.ping()
+        conn = store._conn
+        with pytest.raises(StorageError):
+            store._rows("SELECT pg_terminate_backend(pg_backend_pid())", ())  # the server drops us itself
+        assert store._conn is not conn
+        store.ping()
+
+
 def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
