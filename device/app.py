@@ -88,6 +88,7 @@ class RunStats:
     error: str | None = None
     audio_read_ns: int = 0  # microphone reads (the audio stage's share that is not detection)
     audio_detect_ns: int = 0  # audio features + model
+    audio_encode_ns: int = 0  # the footage's sound: AAC encoding into the camera's buffer
 
     @property
     def media_s(self) -> float:
@@ -162,6 +163,7 @@ class App:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> StreamInfo:
         self.info = self.camera.start()
+        self.audio.source_sound = self.audio.source_sound and self.info.has_audio  # remuxed packets carry sound
         self.audio.start()
         self.recorder.begin(self.info)
         self._indicate_state()
@@ -226,6 +228,7 @@ class App:
         p_audio = time.perf_counter_ns()
         onsets = self.audio.poll(frame.t_ns)
         st.audio_read_ns, st.audio_detect_ns = self.audio.read_ns, self.audio.detect_ns
+        st.audio_encode_ns = self.audio.encode_ns
         p0 = time.perf_counter_ns()
         self.window.push(frame.lores)
         self._times.append((frame.index, frame.t_ns))

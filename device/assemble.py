@@ -35,6 +35,7 @@ from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.fusion import Fusion
 from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
 from bodycam.device.errors import StorageError
+from bodycam.device.footage.aac_track import FootageSound
 from bodycam.device.footage.footage_path import CameraFootage
 from bodycam.device.footage.recorder import Recorder
 from bodycam.device.footage.recording_state import RecordingStateMachine
@@ -90,6 +91,8 @@ class HardwareParts:
     camera's encoded packets.
     ``microphone``: the audio source (ALSA on the camera, the clip's track in the simulator);
     None, a source without audio or a failing one: the firmware runs video-only.
+    ``footage_sound``: footage that records the microphone's sound (the camera encodes the loop's
+    blocks to AAC); None with ``footage`` None: the remuxed packets carry the source's own track.
     """
 
     camera: Camera
@@ -104,6 +107,7 @@ class HardwareParts:
     board: Callable[[], dict[str, JSON]] | None = None  # board telemetry (temperature, throttling, ...)
     clock_status: Callable[[], dict[str, JSON]] | None = None  # the markers' ``clock`` (hw/clock_sync.py)
     microphone: Microphone | None = None
+    footage_sound: FootageSound | None = None
 
 
 def model_path(cfg: AppConfig) -> Path:
@@ -143,8 +147,8 @@ class Firmware:
         self.ready_sent = True
         if self.notifier is not None:
             alarm = f" (ALARM: {self.detector.alarm})" if self.detector.alarm else ""
-            self.notifier.ready(" ".join(f"running: {spec.name} {spec.version} on {self.detector.backend}{alarm}"
-                                         .split())[:400])
+            self.notifier.ready(" ".join(f"running: {spec.name} {spec.version} on {self.detector.backend}{alarm}; "
+                                         f"{self.app.audio.summary()}".split())[:400])
 
     def run(self, progress: Callable[[RunStats], None] | None = None, progress_every: int = 300) -> RunStats:
         """Run the loop until the camera ends or :meth:`request_stop`; READY=1 after the first frame."""
@@ -255,7 +259,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         app_ref: list[App] = []
         audio_detector, fusion, audio_ref = _audio_detection(cfg, parts, stack)
         audio = AudioPath(parts.microphone, audio_detector,
-                          on_alarm=parts.notifier.status if parts.notifier is not None else None)
+                          on_alarm=parts.notifier.status if parts.notifier is not None else None,
+                          sound=parts.footage_sound, source_sound=parts.footage is None)
 
         def telemetry() -> Mapping[str, JSON]:
             body: dict[str, JSON] = {}
@@ -268,6 +273,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             body["detector"] = detector.backend
             if detector.alarm:
                 body["detector_alarm"] = detector.alarm
+            if app_ref:
                 body["audio"] = app_ref[0].audio.telemetry()
             if parts.board is not None:
                 body["sources"] = parts.board()

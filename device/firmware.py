@@ -101,7 +101,7 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
     sources = TelemetrySources(cfg.telemetry_sources, cfg.data_dir)
     location = real_location(cfg, clock)
     return HardwareParts(camera=camera, clock=clock, pins=pin_factory, input_sampler_s=0.005,
-                         location=location, notifier=notifier, footage=footage,
+                         location=location, notifier=notifier, footage=footage, footage_sound=footage,
                          board=sources.read_all, microphone=real_microphone(cfg),
                          clock_status=ClockSync(getattr(location, "tracker", None)))
 

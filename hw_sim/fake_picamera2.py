@@ -33,6 +33,15 @@ Written from picamera2's source (``picamera2.py`` configuration checks and
   takes ``options`` (e.g. fragmented MP4), and on a write error closes its container,
   calls ``error_callback`` if one is set and silently drops every later frame (the error
   is lost without the callback, exactly as in picamera2).
+* **audio** (picamera2's ``Encoder`` audio thread and ``PyavOutput``'s packet path): encoded
+  packets arrive as ``outputframe(None, True, timestamp_us, packet, audio=True)`` and pass
+  through ``CircularOutput2`` like video (rebased to the same keyframe; audio before it, or
+  at a negative time, is dropped); ``PyavOutput`` copies the packet onto the stream it created
+  with ``add_stream(codec_name, **kwargs)`` for that packet's ``packet.stream`` (an unknown
+  stream is ``RuntimeError("Stream not found in PyavOutput")``), replaces only pts/dts/
+  time_base/keyframe (the copy keeps the packet's duration as is), and skips a stream's
+  packets until that stream's first keyframe. ``Encoder.audio = True`` (the encoder opening
+  a second audio input itself) is refused: the firmware does not use it.
 
 Use: ``FakePicamera2Module(frames=300, platform="vc4")`` as ``picamera2_module``.
 """
@@ -131,6 +140,7 @@ class PyavOutput(Output):
         self._container: Any = None
         self.error_callback: Callable[[BaseException], None] | None = None
         self.needs_add_stream = True
+        self._seen_keyframe: dict[Any, bool] = {}
 
     def _add_stream(self, encoder_stream: Any, codec_name: str, **kwargs: Any) -> None:
         if self._container is None:
@@ -150,6 +160,7 @@ class PyavOutput(Output):
                 self._container.close()
             self._container = None
             self._streams = {}
+            self._seen_keyframe = {}
 
     def outputframe(self, frame: bytes | None, keyframe: bool = True, timestamp: int | None = None,
                     packet: Any = None, audio: bool = False) -> None:
@@ -157,13 +168,27 @@ class PyavOutput(Output):
 
         if not (self.recording and self._container is not None):
             return
-        if packet is not None:
-            raise NotImplementedError("the fake encoders hand over raw bytes (like the VC4 hardware encoder)")
-        pkt = av.Packet(frame)
-        pkt.dts = pkt.pts = timestamp
-        pkt.time_base = Fraction(1, 1_000_000)
-        pkt.is_keyframe = keyframe
-        pkt.stream = self._streams["video"]
+        if not packet:
+            # raw bytes from an encoder that is not libav (the VC4 hardware encoder): make a packet up
+            pkt = av.Packet(frame)
+            pkt.dts = pkt.pts = timestamp
+            pkt.time_base = Fraction(1, 1_000_000)
+            pkt.is_keyframe = keyframe
+            pkt.stream = self._streams["video"]
+        else:
+            # a libav packet (audio, or the Pi 5's software H.264): a copy moved to this file's stream,
+            # with only pts/dts/time_base/keyframe replaced (its duration is copied as it is)
+            pkt = av.Packet(packet)
+            if packet.stream not in self._streams:
+                raise RuntimeError("Stream not found in PyavOutput")
+            pkt.stream = self._streams[packet.stream]
+            pkt.dts = pkt.pts = timestamp
+            pkt.time_base = Fraction(1, 1_000_000)
+            pkt.is_keyframe = keyframe
+            seen = self._seen_keyframe.get(pkt.stream, False) or keyframe
+            self._seen_keyframe[pkt.stream] = seen
+            if not seen:
+                return
         try:
             self._container.mux(pkt)
         except Exception as exc:
@@ -172,6 +197,7 @@ class PyavOutput(Output):
             self._container = None
             if self.error_callback is not None:
                 self.error_callback(exc)
+        self.outputtimestamp(timestamp)
 
 
 class CircularOutput2(Output):
@@ -277,6 +303,9 @@ class H264Encoder:
         self._ctx: Any = None
         self.firsttimestamp: int | None = None
         self.frames_encoded = 0
+        #: picamera2's Encoder.audio: the encoder opens its own audio input (``av.open(**audio_input)``) and
+        #: muxes AAC it stamps from its first packet; not modelled: the firmware never sets it
+        self.audio = False
 
     @property
     def running(self) -> bool:
@@ -289,6 +318,9 @@ class H264Encoder:
             raise RuntimeError("Encoder already running")
         if self.output is None:
             raise RuntimeError("No output specified")
+        if self.audio:
+            raise NotImplementedError("the fake encoder does not open an audio input (Encoder.audio); the firmware "
+                                      "muxes the microphone's own AAC (device/footage/aac_track.py)")
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         ctx.time_base = Fraction(1, 1_000_000)

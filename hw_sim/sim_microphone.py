@@ -8,6 +8,9 @@ frames (the first video frame is 0): AAC encoder priming (frames before 0) is re
 sample count from the start. Any rate and channel count is mixed to mono and resampled to 16 kHz by
 the firmware's own :class:`~bodycam.device.hw.microphone.AudioConverter`.
 
+``origin_ns`` places the clip on another sensor clock (the fake picamera2's ``SensorTimestamp``
+starts at its boot time): the clip's time 0 plays at ``origin_ns``.
+
 A clip without an audio track: :meth:`start` returns False (the firmware runs video-only and says
 so once).
 """
@@ -44,8 +47,9 @@ def frame_to_interleaved(frame: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
 class ClipMicrophone:
     """The audio track of ``path`` as a microphone on the clip's timeline."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], origin_ns: int = 0) -> None:
         self.path = Path(path)
+        self.origin_ns = origin_ns
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
         self._blocks: collections.deque[AudioBlock] = collections.deque()
@@ -90,7 +94,7 @@ class ClipMicrophone:
                 raise MicrophoneError(f"{self.path}: undecodable audio ({exc})") from exc
             if frame.pts is None:
                 continue
-            t_ns = _ns(int(frame.pts), frame.time_base) - self._t0_ns
+            t_ns = _ns(int(frame.pts), frame.time_base) - self._t0_ns + self.origin_ns
             block = self._converter.feed(t_ns, frame_to_interleaved(frame))
             if block is not None:
                 self._blocks.append(block)

@@ -61,3 +61,42 @@ def make_plain_clip(path: Path, seconds: float = 3.0, fps: int = 30, size: tuple
             out.mux(p)
     out.close()
     return path
+
+
+BURST_HZ = 1000.0
+
+
+def tone_clip(path: Path, seconds: float, bursts: tuple[float, ...], rate: int = 48000,
+              video_fps: int | None = None) -> Path:
+    """Quiet noise with 0.2 s bursts of 1 kHz at ``bursts`` (clip seconds); optionally with video."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    x = np.random.default_rng(1).normal(0, 0.003, n).astype(np.float32)
+    for b in bursts:
+        on = (t >= b) & (t < b + 0.2)
+        x[on] += (0.5 * np.sin(2 * np.pi * BURST_HZ * t[on])).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        vs = None
+        if video_fps is not None:
+            vs = out.add_stream("libx264", rate=video_fps)
+            vs.width, vs.height, vs.pix_fmt = 320, 180, "yuv420p"
+            vs.options = {"preset": "ultrafast", "g": str(video_fps), "sc_threshold": "0"}
+        aus = out.add_stream("aac", rate=rate)
+        aus.layout = "mono"
+        if vs is not None and video_fps is not None:
+            for i in range(int(seconds * video_fps)):
+                img = np.full((180, 320, 3), (i * 3) % 256, np.uint8)
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, video_fps)
+                for p in vs.encode(frame):
+                    out.mux(p)
+            for p in vs.encode(None):
+                out.mux(p)
+        for k in range(0, n, 1024):
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, k : k + 1024]), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = rate, k, Fraction(1, rate)
+            for p in aus.encode(f):
+                out.mux(p)
+        for p in aus.encode(None):
+            out.mux(p)
+    return path

@@ -159,12 +159,15 @@ class Recording:
     def segment_opened(self, index: int, file: str, start_ns: int) -> None:
         """A segment file was started at sensor time ``start_ns`` (again: its start was corrected)."""
         with self._lock:
-            if index < len(self.segments):
-                seg = self.segments[index]
-                seg.file, seg.start_mono_ns = file, start_ns
-                seg.end_mono_ns = max(seg.end_mono_ns, start_ns)
+            if index >= len(self.segments):
+                self.segments.append(SegmentInfo(index, file, start_ns, start_ns, 0, 0, None))
                 return
-            self.segments.append(SegmentInfo(index, file, start_ns, start_ns, 0, 0, None))
+            seg = self.segments[index]
+            moved = seg.start_mono_ns != start_ns
+            seg.file, seg.start_mono_ns = file, start_ns
+            seg.end_mono_ns = max(seg.end_mono_ns, start_ns)
+        if index == 0 and moved and self.markers:
+            self.write_chapters()  # the chapters are timed from segment 0's start: they move with it
 
     def segment_update(self, index: int, end_ns: int, frames: int) -> None:
         with self._lock:

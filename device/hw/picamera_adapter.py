@@ -24,7 +24,18 @@ output so none is lost, write errors surfaced) under the circular buffer and shr
 buffer to 1 ms: the whole pre-event buffer is written at once and live footage follows
 about one frame behind, instead of ``pre_event_s`` behind in RAM (``CircularOutput2`` is
 a delay line). ``stop_recording()`` stops the encoder, which flushes the last frame, and
-starts a fresh pre-event buffer. picamera2 is imported only in the constructor;
+starts a fresh pre-event buffer.
+
+Sound (``start_sound`` / ``write_sound``, see ``device/footage/aac_track.py``): the loop hands
+over the microphone's blocks after reading them; they are encoded to AAC here and put into the
+same ``CircularOutput2`` as the picture with ``outputframe(None, True, t_us, packet, audio=True)``,
+exactly as picamera2's own audio thread does, stamped ``sensor time - encoder.firsttimestamp``
+(the H.264 encoder's times are ``SensorTimestamp``/1000 minus its first frame's), so the
+pre-event buffer keeps the sound with the picture and the files carry both on one timeline. The
+AAC stream is declared to each new buffer before a recording opens it; a recording already open
+when sound starts gets it from its next restart (``PyavOutput`` refuses packets of a stream it was
+not told about). The last ~130 ms of sound of a recording (the AAC encoder's delay) stay in the
+encoder when it stops. picamera2 is imported only in the constructor;
 ``picamera2_module`` replaces it (tests use ``bodycam.hw_sim.fake_picamera2``).
 """
 
@@ -32,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +51,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bodycam.device.errors import DependencyError, HardwareError
+from bodycam.device.footage.aac_track import AacError, AacTrack
 from bodycam.device.hw.config import CameraConfig
 from bodycam.device.hw.frames import Frame, StreamInfo
+from bodycam.device.hw.microphone import AudioBlock
 from bodycam.device.hw.picamera_output import SegmentedOutput
 
 log = logging.getLogger(__name__)
@@ -157,6 +170,9 @@ class PiCamera:
         self._path_factory: PathFactory | None = None
         self._open_pending = False
         self.segments: list[Path] = []
+        self._aac: AacTrack | None = None
+        self._circular_has_sound = False  # the AAC stream was declared before the buffer's output opened
+        self.sound_packets = 0
 
     # -- Camera protocol ----------------------------------------------------------
     def start(self) -> StreamInfo:
@@ -198,6 +214,10 @@ class PiCamera:
         self._encoder = self._pc2.encoders.H264Encoder(bitrate=c.bitrate, repeat=True, iperiod=c.iperiod)
         self._circular = self._pc2.outputs.CircularOutput2(buffer_duration_ms=self._pre_event_ms)
         self._cam.start_encoder(self._encoder, self._circular, name="main")
+        self._circular_has_sound = False
+        if self._aac is not None:
+            self._circular._add_stream(*self._aac.output_stream[:2], **self._aac.output_stream[2])
+            self._circular_has_sound = True
 
     def read(self) -> Frame | None:
         if not self._started:
@@ -235,6 +255,9 @@ class PiCamera:
         finally:
             self._cam.close()
             self._path_factory = None
+            aac, self._aac = self._aac, None
+            if aac is not None:
+                aac.close()
 
     # -- footage ------------------------------------------------------------------
     @property
@@ -258,6 +281,39 @@ class PiCamera:
                 self._open_pending = True  # the next frame empties the buffer, then the output opens
             # 1 ms: what is buffered goes out at the next frame, live frames follow one frame behind
             self._circular.buffer_duration_ms = 1
+
+    def start_sound(self) -> None:
+        """From now on recordings carry the microphone's sound as AAC (``write_sound`` feeds it)."""
+        with self._lock:
+            if self._aac is not None:
+                return
+            self._aac = AacTrack()
+            if self._circular is not None and self._path_factory is None:
+                self._circular._add_stream(*self._aac.output_stream[:2], **self._aac.output_stream[2])
+                self._circular_has_sound = True
+
+    def write_sound(self, blocks: Sequence[AudioBlock]) -> None:
+        """Encode the loop's latest microphone blocks into the buffer; AacError if encoding fails."""
+        with self._lock:
+            aac = self._aac
+            if aac is None or not blocks:
+                return
+            packets = []
+            for b in blocks:
+                packets += aac.encode(b)
+            encoder, circular = self._encoder, self._circular
+            if encoder is None or encoder.firsttimestamp is None or not self._circular_has_sound:
+                return  # no picture yet to place the sound against (or a buffer that was not told)
+            first_us = int(encoder.firsttimestamp)
+            for p in packets:
+                ts = int(p.pts) - first_us
+                if ts < 0:
+                    continue
+                try:
+                    circular.outputframe(None, True, ts, p, True)
+                except Exception as exc:  # PyavOutput: RuntimeError for an undeclared stream
+                    raise AacError(f"camera: sound could not be written ({exc})") from exc
+                self.sound_packets += 1
 
     def _maybe_open(self, t_ns: int) -> None:
         with self._lock:

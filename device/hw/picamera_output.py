@@ -13,6 +13,15 @@ Durability: every ``fsync_s`` (at a keyframe, i.e. a fragment boundary) the file
 fsynced, so footage spends at most about one fragment plus ``fsync_s`` only in RAM
 (page cache + PyAV's buffer) once it has left the pre-event buffer.
 
+Sound: the AAC packets (``audio=True``, see ``device/footage/aac_track.py``) go into the file
+open at their time. The loop encodes sound a little after the picture (the AAC encoder holds two
+frames, 128 ms at 16 kHz), so when a segment is cut at a keyframe the old file stays open for the
+audio stamped before the cut, until audio from after the cut arrives or the video is
+``AUDIO_GRACE_US`` past it; audio later than that is dropped and counted (``late_audio``). Audio
+before a file's first keyframe is not written (a file starts with its keyframe). The muxer waits
+for the slower stream at most ``max_interleave_delta`` (1 s) before writing, so a microphone that
+stops mid-recording does not keep the picture in RAM (libavformat's default is 10 s).
+
 Errors: ``PyavOutput`` swallows write errors unless it has an ``error_callback``; this
 output sets one, records the first error (``error``), calls ``on_error`` and stops
 writing. ``error`` is read by the frame loop (via the camera's ``footage_error()``),
@@ -37,9 +46,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: libavformat options: a fragment per keyframe, the (empty) moov first, so the file plays when cut
-#: short; flush_packets hands each fragment to the kernel at once instead of keeping it in the I/O buffer
-FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+#: libavformat options: a fragment per keyframe, the (empty) moov written with the first fragment, so
+#: the file plays when cut short; delay_moov lets that moov carry an edit list for a track that starts
+#: after 0 (the sound: without it the muxer moves the first AAC packet to 0, up to 64 ms early);
+#: flush_packets hands each fragment to the kernel at once instead of keeping it in the I/O buffer;
+#: max_interleave_delta: wait at most 1 s for the slower stream (a failed microphone) before writing
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "flush_packets": "1",
+                  "max_interleave_delta": "1000000"}
+#: how long past a cut (video time) the previous file still takes audio stamped before the cut
+AUDIO_GRACE_US = 500_000
 
 
 @dataclass
@@ -48,6 +63,7 @@ class SegmentFile:
     first_us: int  # encoder timestamp of its first frame (from the recording's first keyframe)
     last_us: int
     frames: int = 0
+    audio_packets: int = 0
 
 
 class SegmentedOutput:
@@ -62,6 +78,8 @@ class SegmentedOutput:
         self._on_error = on_error
         self._lock = threading.Lock()
         self._out: Any = None
+        self._closing: tuple[Any, SegmentFile, int] | None = None  # (output, segment, cut us): late audio
+        self.late_audio = 0
         self._streams: list[tuple[Any, str, dict[str, Any]]] = []
         self.segments: list[SegmentFile] = []
         self.error: str | None = None
@@ -84,7 +102,12 @@ class SegmentedOutput:
         with self._lock:
             if not self.recording or self.error is not None:
                 return
-            if keyframe and not audio:
+            if audio:
+                self._audio(frame, ts, packet)
+                return
+            if self._closing is not None and ts - self._closing[2] >= AUDIO_GRACE_US:
+                self._close_previous()
+            if keyframe:
                 seg = self.segments[-1] if self.segments else None
                 if seg is None or (self._segment_us is not None and ts - seg.first_us >= self._segment_us):
                     self._open(ts)
@@ -93,14 +116,32 @@ class SegmentedOutput:
             if self._out is None:
                 return  # before the first keyframe
             seg = self.segments[-1]
-            self._out.outputframe(frame, keyframe, ts - seg.first_us, packet, audio)
-            if not audio:
-                seg.last_us = ts
-                seg.frames += 1
+            self._out.outputframe(frame, keyframe, ts - seg.first_us, packet, False)
+            seg.last_us = ts
+            seg.frames += 1
+
+    def _audio(self, frame: bytes | None, ts: int, packet: Any) -> None:
+        closing = self._closing
+        if closing is not None:
+            out, seg, cut = closing
+            if ts < cut:
+                out.outputframe(frame, True, ts - seg.first_us, packet, True)
+                seg.audio_packets += 1
+                return
+            self._close_previous()
+        if self._out is None or not self.segments:
+            return
+        seg = self.segments[-1]
+        if ts < seg.first_us:
+            self.late_audio += 1  # before the file's first frame, and its predecessor is closed
+            return
+        self._out.outputframe(frame, True, ts - seg.first_us, packet, True)
+        seg.audio_packets += 1
 
     def stop(self) -> None:
         with self._lock:
             self.recording = False
+            self._close_previous()
             self._close()
 
     def outputtimestamp(self, timestamp: int | None) -> None:
@@ -108,7 +149,10 @@ class SegmentedOutput:
 
     # -- files --------------------------------------------------------------------------
     def _open(self, ts: int) -> None:
-        self._close()
+        if self._out is not None and self.segments:
+            self._close_previous()
+            self._closing = (self._out, self.segments[-1], ts)  # stays open for audio before the cut
+            self._out = None
         path = Path(self._path_for(len(self.segments)))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,21 +170,31 @@ class SegmentedOutput:
 
     def _sync(self) -> None:
         seg = self.segments[-1]
+        self._sync_file(seg.path)
+        self._last_sync_us = seg.last_us
+
+    def _sync_file(self, path: Path) -> None:
         try:
-            fd = os.open(seg.path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
-            self._fail(f"{seg.path}: fsync failed ({exc.strerror or exc})")
-        self._last_sync_us = seg.last_us
+            self._fail(f"{path}: fsync failed ({exc.strerror or exc})")
 
     def _close(self) -> None:
         out, self._out = self._out, None
         if out is not None:
             out.stop()
             self._sync()
+
+    def _close_previous(self) -> None:
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            out, seg, _ = closing
+            out.stop()
+            self._sync_file(seg.path)
 
     def _failed_write(self, exc: BaseException) -> None:
         # called by PyavOutput from inside outputframe (the lock is held by this thread)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from bodycam.device.detect.audio_detector import AudioOnset
 from bodycam.device.detect.audio_path import AudioPath
+from bodycam.device.footage.aac_track import AacError
 from bodycam.device.hw.microphone import AudioBlock, MicrophoneError
 
 
@@ -53,7 +55,7 @@ def test_blocks_go_to_the_detector_up_to_the_frame_time() -> None:
     assert path.live and [b.t_ns for b in det.blocks] == [23_000_000, 56_000_000]
     assert onsets == [[], [AudioOnset(56_000_000, 0.9)]]
     assert path.flush() == [AudioOnset(1, 0.5)]
-    assert path.telemetry() == {"state": "ok", "alarm": False}
+    assert path.telemetry() == {"state": "ok", "alarm": False, "footage_sound": "none"}
 
 
 def test_failure_mid_run_raises_one_alarm_and_goes_video_only(caplog: pytest.LogCaptureFixture) -> None:
@@ -88,3 +90,34 @@ def test_no_audio_track_is_said_once_without_alarm(caplog: pytest.LogCaptureFixt
             path.poll(i)
     assert path.state == "no_audio_track" and path.telemetry()["alarm"] is False
     assert sum("video-only" in r.getMessage() for r in caplog.records) == 1
+
+
+class BrokenSound:
+    """Footage whose AAC encoder fails at the second write."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.started = False
+
+    def start_sound(self) -> None:
+        self.started = True
+
+    def write_sound(self, blocks: Sequence[AudioBlock]) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            raise AacError("AAC encoder: encode failed (Invalid argument)")
+
+
+def test_a_failing_sound_encoder_is_an_alarm_and_detection_goes_on() -> None:
+    alarms: list[str] = []
+    det, sound = RecordingDetector(), BrokenSound()
+    path = AudioPath(ScriptedMic(), det, on_alarm=alarms.append, sound=sound)
+    path.start()
+    assert sound.started and path.sound_state == "aac"
+    for i in range(1, 6):
+        path.poll(i * 33_000_000)
+    assert sound.writes == 2 and len(det.blocks) == 5 and path.live  # the detector still hears
+    assert len(alarms) == 1 and "ALARM footage sound" in alarms[0]
+    tel = path.telemetry()
+    assert tel["alarm"] is True and tel["footage_sound"] == "failed" and "encode failed" in str(tel["footage_sound_error"])
+    assert "recordings WITHOUT sound (ALARM)" in path.summary()

@@ -29,7 +29,7 @@ def test_clip_audio_reaches_the_loop(tmp_path: Path) -> None:
     with assemble(cfg, sim_parts(opts, cfg, clock, model_spec(cfg)), signer=Signer.generate()) as fw:
         fw.run()
         audio = fw.app.audio
-        assert audio.live and audio.telemetry() == {"state": "ok", "alarm": False}
+        assert audio.live and audio.telemetry() == {"state": "ok", "alarm": False, "footage_sound": "source"}
         assert abs(audio.samples - 16000 * (29 / 30)) < 1100  # audio up to the last frame's time, at 16 kHz
 
 
@@ -68,3 +68,40 @@ def test_a_mismatched_audio_model_is_a_clear_start_up_error(tmp_path: Path) -> N
     # a video-only policy does not need the audio model at all
     cfg = replace(cfg, fusion=replace(cfg.fusion, policy="video"))
     assert run_clip(SimOptions(clip=clip, out=tmp_path / "out2", config=cfg, broker=None, gnss=False)).stats.frames == 15
+
+
+def test_the_simulators_recordings_keep_the_clips_sound_from_before_the_trigger(tmp_path: Path) -> None:
+    import json
+
+    import av
+    import numpy as np
+    from _clips import tone_clip
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from bodycam.device.footage.recording_state import RecordingConfig
+    from bodycam.device.verify import find_key, verify_path
+
+    # a burst at 1.5 s, the record button at 3.0 s, 2 s of pre-event buffer
+    clip = tone_clip(tmp_path / "t.mp4", 6.0, (1.5,), video_fps=30)
+    scenario = tmp_path / "s.json"
+    scenario.write_text(json.dumps({"events": [{"t_s": 3.0, "event": "record"}]}))
+    out = tmp_path / "out"
+    cfg = replace(AppConfig(), recording=RecordingConfig(pre_event_s=2.0))
+    report = run_clip(SimOptions(clip=clip, out=out, config=cfg, broker=None, gnss=False, scenario=scenario))
+    assert report.error is None and len(report.recordings) == 1
+    (rec,) = (out / "recordings").iterdir()
+    manifest = json.loads((rec / "manifest.json").read_text())
+    start_s = manifest["segments"][0]["start_mono_ns"] / 1e9
+    assert start_s <= 1.0
+    with av.open(str(rec / "segment-00000.mp4")) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+        frames = [(float(f.time), f.to_ndarray().reshape(-1)) for f in c.decode(audio=0)]
+    rate = 48000
+    loud = [t + i / rate for t, x in frames for i in np.flatnonzero(np.abs(x) > 0.1)[:1]]
+    assert loud and abs(loud[0] - (1.5 - start_s)) < 1 / 30, (loud[0], 1.5 - start_s)
+    pub = find_key(out)  # the run's throwaway key, beside the footage (state/identity/device.pub)
+    assert pub is not None
+    public = load_pem_public_key(pub.read_bytes())
+    assert isinstance(public, Ed25519PublicKey)
+    assert verify_path(out, public, "beside").ok  # the segment hashes cover the sound too
