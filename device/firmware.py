@@ -129,8 +129,9 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
             outbox = fw.outbox
 
             def progress(st: RunStats) -> None:
+                # the audio phrase stays in every status line: a microphone alarm must not scroll away
                 notifier.status(f"frames {st.frames}, inference p50 {st.percentile_ms('invoke', 50):.2f} ms, "
-                                f"outbox {outbox.depth()}")
+                                f"outbox {outbox.depth()}; {fw.app.audio.summary()}"[:400])
                 _trim_stage_times(st)
 
             stats = fw.run(progress=progress, progress_every=300)
