@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bodycam.device.errors import StorageError
-from bodycam.hw_sim.audio_synth import synthesise
+from bodycam.hw_sim.audio_synth import impulse_sound, synthesise
+from bodycam.hw_sim.families import Look
 from bodycam.hw_sim.render import Renderer
 from bodycam.hw_sim.scene import build_panorama
 from bodycam.hw_sim.timeline import STATE_NAMES, ClipSpec, EventPlan, Plan, make_plan, while_drawn
@@ -84,8 +86,11 @@ def generate_clip(
     out_path: str | os.PathLike[str],
     spec: ClipSpec,
     progress: Callable[[int, int], None] | None = None,
+    look: Look | None = None,
 ) -> Truth:
-    """Render ``spec`` to ``out_path`` (MP4) and ``truth_path_for(out_path)``; return the truth."""
+    """Render ``spec`` to ``out_path`` (MP4) and ``truth_path_for(out_path)``; return the truth.
+    With a ``look`` (domain-randomised data: :mod:`bodycam.hw_sim.families`), the camera, flash
+    style and extra distractors of the look are applied (``spec`` must have its size and rate)."""
     import av  # imported here: keeps `bodycam-sim --help` fast
 
     spec.validate()
@@ -93,9 +98,26 @@ def generate_clip(
     _check_output(out)
     r_plan, r_scene, r_render, r_audio = _rngs(spec.seed, 4)
     plan = make_plan(spec, r_plan)
-    pano = build_panorama(plan.scene, spec.width, spec.height, r_scene, plan.figures, plan.horizon_frac)
-    renderer = Renderer(plan, pano, r_render)
+    renderer: Renderer
+    crf = X264_CRF
+    if look is None:
+        pano = build_panorama(plan.scene, spec.width, spec.height, r_scene, plan.figures, plan.horizon_frac)
+        renderer = Renderer(plan, pano, r_render)
+    else:
+        from bodycam.hw_sim.look_plan import apply_look
+        from bodycam.hw_sim.look_render import LookRenderer
+
+        timings = apply_look(plan, look, _rngs(spec.seed, 5)[4])
+        pano = build_panorama(plan.scene, spec.width, spec.height, r_scene, plan.figures, plan.horizon_frac)
+        renderer = LookRenderer(plan, pano, r_render, look, timings)
+        crf = str(look.crf)
     audio = synthesise(plan, r_audio)
+    for ev in plan.events:  # sounds the generator's synthesiser does not make
+        if ev.kind == "firework" and ev.audio_sample is not None:
+            bang = impulse_sound("firework", r_audio, spec.sample_rate) * (10 ** (ev.params["level_db"] / 20))
+            seg = audio[ev.audio_sample : ev.audio_sample + len(bang)]
+            seg += bang[: len(seg)]
+            np.clip(audio, -1.0, 1.0, out=audio)
 
     fps_q = spec.fps_fraction
     sr = spec.sample_rate
@@ -114,7 +136,7 @@ def generate_clip(
         vs.codec_context.thread_count = 1  # x264 frame threads make the bitstream vary run to run
         vs.options = {
             "preset": X264_PRESET,
-            "crf": X264_CRF,
+            "crf": crf,
             "threads": "1",
             "g": str(gop),
             "keyint_min": str(gop),
@@ -160,7 +182,19 @@ def generate_clip(
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, out)
-    truth = build_truth(out.name, plan, renderer.muzzle_xy, audio)
+    muzzle = renderer.muzzle_xy
+    if look is not None:  # flashes no row saw, muzzles moved by the optics
+        from bodycam.hw_sim.look_render import LookRenderer
+
+        assert isinstance(renderer, LookRenderer)
+        plan.shots = [s if renderer.flash_seen.get(si, False) else replace(s, flash_frames=0)
+                      for si, s in enumerate(plan.shots)]
+        muzzle = {}
+        for si, xy in renderer.muzzle_xy.items():
+            o = renderer.to_output(*xy)
+            if o is not None and renderer.flash_seen.get(si, False):
+                muzzle[si] = o
+    truth = build_truth(out.name, plan, muzzle, audio)
     save_truth(truth, truth_path_for(out))
     return truth
 
@@ -192,7 +226,7 @@ def build_truth(
                 audio_sample=a,
                 muzzle_xy=muzzle.get(si),
                 shooter=s.shooter,
-                flash_frames=min(s.flash_frames, N - s.frame),
+                flash_frames=min(s.flash_frames, N - s.frame),  # 0: in no frame (look)
                 intensity=s.intensity,
                 occluded=s.occluded,
                 weapon=plan.weapon_kind if s.shooter == "wearer" else "pistol",

@@ -4,6 +4,12 @@
     DIR/index.json: {"schema": "bodycam.dataset/1", "seed", "clips": [{"path", "truth", "split",
                      "seed", "scene", "shots", "shot_free", "duration_s", "frames"}], ...}
 
+With families (:func:`plan_family_dataset`, ``make-dataset --families``) every clip is one draw of
+named families (:mod:`bodycam.hw_sim.families`: scene, weather, flash style, frame rate, camera,
+shooter distance, distractors); ``train/ val/ test/`` hold in-domain clips only (no held-out
+family), ``heldout/`` clips each have at least one held-out family. Rows then also carry
+``families``, ``held_out`` and ``look``; the index carries ``hold_out``.
+
 Clip seeds derive deterministically from the data-set seed (``SeedSequence(seed)``), so the same
 arguments give the same data set. About 25% of the clips are shot-free with many distractors.
 """
@@ -20,9 +26,12 @@ from typing import Any
 import numpy as np
 
 from bodycam.device.errors import StorageError, UsageError
+from bodycam.hw_sim.families import DISTRACTOR_FAMILIES, HoldOut, Look, draw_families, draw_look
+from bodycam.hw_sim.look_plan import LOOK_KINDS
 from bodycam.hw_sim.timeline import ClipSpec
 
 SPLITS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
+HELDOUT_SPLIT = "heldout"
 SHOT_FREE_SHARE = 0.25
 MAX_WORKERS = 2
 
@@ -33,6 +42,8 @@ class DatasetJob:
     split: str
     spec: ClipSpec
     shot_free: bool
+    look: Look | None = None
+    held_out: bool = False
 
 
 def plan_dataset(root: Path, clips: int, seed: int, base: ClipSpec) -> list[DatasetJob]:
@@ -58,8 +69,12 @@ def _run_job(job: DatasetJob) -> dict[str, Any]:
     from bodycam.hw_sim.clipgen import generate_clip
     from bodycam.hw_sim.truth import truth_path_for
 
-    truth = generate_clip(job.path, job.spec)
+    truth = generate_clip(job.path, job.spec, look=job.look)
+    extra: dict[str, Any] = {}
+    if job.look is not None:
+        extra = {"families": dict(job.look.families), "held_out": job.held_out, "look": job.look.as_dict()}
     return {
+        **extra,
         "path": job.path,
         "truth": str(truth_path_for(job.path)),
         "split": job.split,
@@ -73,19 +88,67 @@ def _run_job(job: DatasetJob) -> dict[str, Any]:
     }
 
 
-def make_dataset(root: str | os.PathLike[str], clips: int, seed: int, base: ClipSpec, workers: int = 2) -> dict[str, Any]:
-    """Generate the data set under ``root`` and write ``root/index.json``; return the index."""
+def plan_family_dataset(
+    root: Path, clips: int, seed: int, seconds: float, hold: HoldOut, held_out_clips: int,
+    size: tuple[int, int] | None = None, shot_free: bool = False,
+) -> list[DatasetJob]:
+    """Domain-randomised jobs (pure): ``clips`` in-domain clips in train/val/test and
+    ``held_out_clips`` in ``heldout/``; every clip's families and look from the data-set seed.
+    ``size`` overrides the camera family's frame size (small false-alarm footage); ``shot_free``:
+    no clip has shots, every one is distractor-heavy."""
+    if clips < 3:
+        raise UsageError(f"clips {clips} must be >= 3 (train, val and test)")
+    if held_out_clips < 0:
+        raise UsageError(f"held-out clips {held_out_clips} must be >= 0")
+    c_seed, c_fam = np.random.SeedSequence(seed).spawn(2)
+    total = clips + held_out_clips
+    seeds = np.random.Generator(np.random.PCG64(c_seed)).integers(0, 2**32, size=total, dtype=np.uint64)
+    rng = np.random.Generator(np.random.PCG64(c_fam))
+    n_val = max(1, round(clips * SPLITS[1][1]))
+    n_test = max(1, round(clips * SPLITS[2][1]))
+    splits = ["train"] * (clips - n_val - n_test) + ["val"] * n_val + ["test"] * n_test + [HELDOUT_SPLIT] * held_out_clips
+    jobs = []
+    for i in range(total):
+        held = splits[i] == HELDOUT_SPLIT
+        fam = draw_families(rng, hold, held)
+        look = draw_look(rng, fam)
+        if size is not None:
+            look = replace(look, width=size[0], height=size[1])
+        sf = bool(rng.random() < SHOT_FREE_SHARE) or shot_free
+        other = True if fam["distance"] == "far" and rng.random() < 0.6 else None
+        force = tuple(k for k in DISTRACTOR_FAMILIES[fam["distractors"]] if k not in LOOK_KINDS)
+        spec = ClipSpec(
+            seconds=seconds, seed=int(seeds[i]), scene=fam["scene"], width=look.width, height=look.height,
+            fps=look.fps, shots=0 if sf else None, distractor_rate=8.0 if sf else None,
+            force_distractors=force, other_shooter=None if sf else other,
+        )  # fmt: skip
+        spec.validate()
+        jobs.append(DatasetJob(str(root / splits[i] / f"clip-{i:05d}.mp4"), splits[i], spec, sf, look, held))
+    return jobs
+
+
+def make_dataset(
+    root: str | os.PathLike[str], clips: int, seed: int, base: ClipSpec, workers: int = 2,
+    hold: HoldOut | None = None, held_out_clips: int = 0, size: tuple[int, int] | None = None,
+    shot_free: bool = False,
+) -> dict[str, Any]:
+    """Generate the data set under ``root`` and write ``root/index.json``; return the index.
+    With ``hold`` (families; may hold nothing out), a domain-randomised set (``base`` gives the
+    clip length only)."""
     base.validate()
     rootp = Path(root)
     try:
         rootp.mkdir(parents=True, exist_ok=True)
-        for name, _ in SPLITS:
+        for name in [n for n, _ in SPLITS] + ([HELDOUT_SPLIT] if hold is not None and held_out_clips else []):
             (rootp / name).mkdir(exist_ok=True)
     except OSError as exc:
         raise StorageError(f"{rootp}: cannot create data set directory: {exc.strerror or exc}") from exc
     if not os.access(rootp, os.W_OK):
         raise StorageError(f"{rootp}: not writable")
-    jobs = plan_dataset(rootp, clips, seed, base)
+    if hold is None:
+        jobs = plan_dataset(rootp, clips, seed, base)
+    else:
+        jobs = plan_family_dataset(rootp, clips, seed, base.seconds, hold, held_out_clips, size, shot_free)
     workers = max(1, min(MAX_WORKERS, workers, len(jobs)))
     if workers == 1:
         rows = [_run_job(j) for j in jobs]
@@ -100,12 +163,16 @@ def make_dataset(root: str | os.PathLike[str], clips: int, seed: int, base: Clip
         "schema": "bodycam.dataset/1",
         "seed": seed,
         "clips": rows,
-        "counts": {name: sum(1 for r in rows if r["split"] == name) for name, _ in SPLITS},
+        "counts": {name: sum(1 for r in rows if r["split"] == name) for name in (*(n for n, _ in SPLITS), HELDOUT_SPLIT)},
         "shot_free": sum(1 for r in rows if r["shot_free"]),
         "size": [base.width, base.height],
         "fps": float(base.fps_fraction),
         "seconds": base.seconds,
     }
+    if hold is not None:
+        index["hold_out"] = hold.as_dict()
+        index["size"] = None  # per clip (look)
+        index["fps"] = None
     tmp = rootp / "index.json.tmp"
     tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, rootp / "index.json")

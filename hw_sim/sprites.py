@@ -215,13 +215,23 @@ def flash_mask(
     size: float, shape: str, rng: np.random.Generator, occlusion: float | None = None, elongation: float = 1.0
 ) -> tuple[F32, F32]:
     """A muzzle-flash intensity map (peak 1) and its white-hot core, centred in a square of
-    side ~2.6*size. ``shape``: ``star`` (spiky burst) or ``cone`` (plume along -y).
+    side ~2.6*size. ``shape``: ``star`` (spiky burst), ``cone`` (plume along -y), ``disc`` (a
+    compact ball) or ``vents`` (a compensator's two side jets).
     ``occlusion``: an angle; a half-plane through the centre at that angle hides part."""
     r = max(3, math.ceil(size * 1.3))
     ax = np.arange(-r, r + 1, dtype=np.float32)
     X = ax[None, :]
     Y = ax[:, None]
-    if shape == "cone":
+    if shape == "disc":
+        # a compact round ball (short barrel, clean powder): no spikes
+        rr2 = (X * X + Y * Y) / (size * 0.55) ** 2
+        m = np.exp(-rr2 * 1.4)
+    elif shape == "vents":
+        # a compensator: two jets sideways and a small one up
+        side = np.exp(-((np.abs(X) - size * 0.6) ** 2 / (size * 0.35) ** 2 + (Y / (size * 0.14)) ** 2))
+        up = np.exp(-((X / (size * 0.16)) ** 2 + ((Y + size * 0.35) / (size * 0.3)) ** 2))
+        m = np.maximum(side, 0.7 * up)
+    elif shape == "cone":
         # plume: narrow ellipse pointing up (away from the camera), plus side jets
         Yc = Y + size * 0.2 * elongation
         u = X / (size * 0.38)

@@ -25,6 +25,8 @@ F64 = npt.NDArray[np.float64]
 VISUAL_KINDS = ("photo_flash", "lightbar_strobe", "torch_sweep", "headlight_sweep", "sun_glint")
 AUDIO_ONSET_KINDS = ("door_slam", "clap", "dropped_object")
 AUDIO_BED_KINDS = ("siren", "shouting", "babble")
+#: the kinds this planner makes (the look's own kinds are planned by hw_sim.look_plan)
+PLAN_KINDS = tuple(DISTRACTOR_KINDS[: DISTRACTOR_KINDS.index("babble") + 1])
 _SCENE_KIND_WEIGHTS: dict[str, dict[str, float]] = {
     "range": {"photo_flash": 1, "sun_glint": 3, "torch_sweep": 0.3, "headlight_sweep": 0.3, "lightbar_strobe": 0.3,
               "door_slam": 1, "clap": 1.5, "dropped_object": 1.5, "siren": 0.3, "shouting": 1, "babble": 0.7},
@@ -73,8 +75,8 @@ class ClipSpec:
         if self.scene not in (*SCENES, "random"):
             raise UsageError(f"scene {self.scene!r} is not one of {', '.join((*SCENES, 'random'))}")
         for k in self.force_distractors:
-            if k not in DISTRACTOR_KINDS:
-                raise UsageError(f"distractor kind {k!r} is not one of {', '.join(DISTRACTOR_KINDS)}")
+            if k not in PLAN_KINDS:
+                raise UsageError(f"distractor kind {k!r} is not one of {', '.join(PLAN_KINDS)}")
         if self.sample_rate not in (16000, 22050, 24000, 32000, 44100, 48000):
             raise UsageError(f"sample rate {self.sample_rate} not supported")
         if self.shots is not None:
@@ -417,7 +419,7 @@ def make_plan(spec: ClipSpec, rng: np.random.Generator) -> Plan:
     rate = spec.distractor_rate if spec.distractor_rate is not None else (6.0 if n_shots == 0 else 2.5)
     n_d = int(rng.poisson(rate * sec / 10.0))
     weights = _SCENE_KIND_WEIGHTS[scene]
-    kinds_w = [k for k in DISTRACTOR_KINDS if k != "fast_pan"]
+    kinds_w = [k for k in PLAN_KINDS if k != "fast_pan"]
     pw = np.array([weights.get(k, 0.5) for k in kinds_w])
     kinds = [k for k in spec.force_distractors if k != "fast_pan"]
     kinds += [str(k) for k in rng.choice(kinds_w, size=n_d, p=pw / pw.sum())]

@@ -54,6 +54,11 @@ DISTRACTOR_KINDS = (
     "siren",  # wailing tone (audio)
     "shouting",  # loud voiced bursts (audio)
     "babble",  # crowd babble (audio)
+    # domain-randomised data (bodycam-sim make-dataset, hw_sim.look)
+    "fluorescent_flicker",  # mains-rate brightness ripple, rolling-shutter bands (visual)
+    "led_flicker",  # PWM light: dark bands rolling through the frame (visual)
+    "screen",  # a TV/phone screen cutting between bright and dark content (visual)
+    "firework",  # coloured burst in the sky with a bang (audio + visual)
 )
 SCENES = ("range", "street", "indoor", "night")
 
@@ -65,7 +70,9 @@ class Shot:
     ``frame``: first frame in which the flash is visible (even if faint or occluded);
     ``t_s = frame / fps``; ``audio_sample = round(frame / fps * sample_rate)``: where the
     gunshot's sharp onset starts. ``muzzle_xy``: flash centre in that frame, or ``None``
-    when the muzzle is out of view. ``flash_frames``: 1 or 2. ``intensity``: 0..1 (peak flash
+    when the muzzle is out of view. ``flash_frames``: 1 or 2; 0 when the flash fell between
+    exposures (in no frame: ``frame`` is then the frame whose period holds the shot, where its sound
+    starts). ``intensity``: 0..1 (peak flash
     strength). ``occluded``: the flash is partly hidden. ``weapon``: pistol/carbine for the
     wearer, the other person's weapon otherwise.
     """
@@ -323,7 +330,7 @@ def _parse(obj: Any) -> Truth:
         if sample != want:
             raise _Invalid(f"{w}.audio_sample {sample} != round(frame/fps*sample_rate) = {want}")
         xy = _xy(_get(s, "muzzle_xy", w), f"{w}.muzzle_xy")
-        flash_frames = _int(s, "flash_frames", w, 1, 2)
+        flash_frames = _int(s, "flash_frames", w, 0, 2)
         shots.append(
             Shot(
                 frame=frame,

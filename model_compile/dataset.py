@@ -27,6 +27,7 @@ from bodycam.hw_sim.clip_camera import read_lores
 from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
 
 SPLITS = ("train", "val", "test")
+HELDOUT = "heldout"  # clips of held-out families (make-dataset --families): never a training split
 CLIP_SUFFIXES = (".mp4", ".mkv", ".mov")
 CACHE_DIR = ".lores"
 TRUTH_FIX = "write a bodycam.truth/1 file next to it (bodycam-sim make-clip writes one) or remove the clip"
@@ -81,11 +82,16 @@ def find_splits(root: Path) -> dict[str, list[Path]]:
 
 def clips_for(root: Path, split: str) -> list[Path]:
     """The clips of one split (``all``: every clip found)."""
+    if split == HELDOUT:
+        clips = _clips_in(Path(root) / HELDOUT) if (Path(root) / HELDOUT).is_dir() else []
+        if not clips:
+            raise UsageError(f"{root}: no {HELDOUT}/ clips; fix: make them with `bodycam-sim make-dataset --families`")
+        return clips
     splits = find_splits(root)
     if split == "all":
         return [c for s in SPLITS for c in splits[s]]
     if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
+        raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}, {HELDOUT} or all")
     if not splits[split]:
         raise UsageError(f"{root}: the {split} split has no clips; fix: add clips to {root / split} or pick another split")
     return splits[split]

@@ -2,7 +2,9 @@
 
 Window ``k`` ends at frame ``k + N - 1`` and speaks for frame
 ``t = k + N - 1 - target_offset`` (see :func:`bodycam.device.detect.preprocess.stack_windows`).
-Its label is 1 exactly when ``t`` is a shot's first flash frame. Windows whose target
+Its label is 1 exactly when ``t`` is a shot's first flash frame. A shot whose flash fell between
+exposures (``flash_frames`` 0: nothing to see) is no positive and its frame is ignored (weight 0):
+the video cannot know, the audio detector must. Windows whose target
 is one frame off a shot are negatives with a lower weight (``near_weight``): they look
 almost the same and only blur the timing. Windows that overlap a visible distractor, or that
 lie just after a shot (the flash's tail, the recoil), are *hard* negatives, drawn more
@@ -55,6 +57,9 @@ def window_labels(truth: Truth, spec: InputSpec, near_weight: float = 0.3) -> Wi
                 per_frame_w[s.frame + d] = min(per_frame_w[s.frame + d], near_weight)
         per_frame_hard[s.frame + 1 : min(n, s.frame + RECOIL_FRAMES)] = True
     for s in truth.shots:  # positives win over "near" marks of a neighbouring shot
+        if s.flash_frames == 0:
+            per_frame_w[s.frame] = 0.0
+            continue
         per_frame_y[s.frame] = 1.0
         per_frame_w[s.frame] = 1.0
     for dis in truth.distractors:

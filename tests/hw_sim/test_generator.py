@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from bodycam.hw_sim.clipgen import ClipSpec, generate_clip, plan_clip
+from bodycam.hw_sim.timeline import PLAN_KINDS
 from bodycam.hw_sim.truth import DISTRACTOR_KINDS, SCENES, Truth, load_truth, truth_path_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
@@ -195,13 +196,15 @@ def test_every_scene_renders_with_correct_flashes(tmp_path: Path, scene: str) ->
 
 
 def test_every_distractor_kind_renders_in_a_shot_free_clip(tmp_path: Path) -> None:
+    # the planner's kinds; the camera look's own (flicker, screens, fireworks): test_families.py
+    assert set(PLAN_KINDS) | {"fluorescent_flicker", "led_flicker", "screen", "firework"} == set(DISTRACTOR_KINDS)
     out = tmp_path / "d.mp4"
     spec = ClipSpec(seconds=10, shots=0, seed=3, scene="night", width=320, height=180,
-                    force_distractors=DISTRACTOR_KINDS, distractor_rate=0.0)
+                    force_distractors=PLAN_KINDS, distractor_rate=0.0)
     truth = generate_clip(out, spec)
     assert truth.shots == ()
     kinds = {d.kind for d in truth.distractors}
-    assert kinds == set(DISTRACTOR_KINDS)
+    assert kinds == set(PLAN_KINDS)
     dec = decode(out)
     lum = [float(f.mean()) for f in dec.frames]
     for d in truth.distractors:

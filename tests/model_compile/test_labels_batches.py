@@ -73,3 +73,14 @@ def test_batches_are_balanced_and_reproducible() -> None:
     x, y, _w = a
     assert x.shape == (32, 8, 16, 12) and x.dtype == np.float32
     assert y.sum() >= 8  # a quarter of the batch are positives
+
+
+def test_a_flash_in_no_frame_is_no_positive_and_its_frame_is_ignored() -> None:
+    from dataclasses import replace
+
+    t = _truth(30, [10, 20])
+    t = replace(t, shots=(t.shots[0], replace(t.shots[1], flash_frames=0)))
+    lab = window_labels(t, SPEC, near_weight=0.3)
+    by_frame = dict(zip(lab.target_frame.tolist(), range(len(lab)), strict=True))
+    assert lab.y[by_frame[10]] == 1.0 and lab.y.sum() == 1.0
+    assert lab.y[by_frame[20]] == 0.0 and lab.weight[by_frame[20]] == 0.0
