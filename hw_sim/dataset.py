@@ -116,10 +116,11 @@ def plan_family_dataset(
             look = replace(look, width=size[0], height=size[1])
         sf = bool(rng.random() < SHOT_FREE_SHARE) or shot_free
         other = True if fam["distance"] == "far" and rng.random() < 0.6 else None
+        n_shots = int(rng.integers(2, 7))  # shots are rare: 2-6 a clip (about half in no frame in daylight)
         force = tuple(k for k in DISTRACTOR_FAMILIES[fam["distractors"]] if k not in LOOK_KINDS)
         spec = ClipSpec(
             seconds=seconds, seed=int(seeds[i]), scene=fam["scene"], width=look.width, height=look.height,
-            fps=look.fps, shots=0 if sf else None, distractor_rate=8.0 if sf else None,
+            fps=look.fps, shots=0 if sf else min(n_shots, max(1, int(seconds / 1.5))), distractor_rate=8.0 if sf else None,
             force_distractors=force, other_shooter=None if sf else other,
         )  # fmt: skip
         spec.validate()

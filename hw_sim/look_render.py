@@ -4,7 +4,9 @@ Over the generator's :class:`~bodycam.hw_sim.render.Renderer`: a muzzle flash li
 whose exposure overlapped it (:func:`~bodycam.hw_sim.look_plan.row_weights`), and every frame goes
 through the look's post-processing: flicker banding (fluorescent, LED PWM, per row by the rolling
 shutter), screens, fireworks, weather (haze, rain), white balance, then field of view and lens
-distortion as one precomputed remap. Which shots' flashes were visible is recorded
+distortion as one precomputed remap (applied first: the sensor's rows are the output's rows, so
+flicker bands are straight there; the flash's rows are weighted before it, a small inconsistency
+where the lens bends rows). Which shots' flashes were visible is recorded
 (:attr:`LookRenderer.flash_seen`), so the truth can say ``flash_frames: 0`` for the others.
 """
 
@@ -52,9 +54,13 @@ class LookRenderer(Renderer):
         self.weights = {si: row_weights(self.H, t, look.readout, exposure) for si, t in timings.items()}
         self.flash_seen: dict[int, bool] = {}
         self.idx, self.src_x, self.src_y = _remap(self.W, self.H, look.zoom, look.k1)
+        self.idx_flat = np.ascontiguousarray(self.idx.ravel())
         self.wb = np.array(look.wb, np.float32)
         weather = look.family("weather")
         self.haze = 0.45 * look.weather_strength if weather == "haze" else 0.0
+        ramp = np.arange(256, dtype=np.float32)
+        self.luts = [np.clip((ramp * (1 - self.haze) + self.haze * 190.0) * float(g), 0, 255).astype(np.uint8)
+                     for g in self.wb]
         self.rain: F32 | None = None
         if weather == "rain":
             streak = np.zeros((self.H * 2, self.W), np.float32)
@@ -101,16 +107,19 @@ class LookRenderer(Renderer):
                 self._screen(img, i, ev)
             elif ev.kind == "firework":
                 self._firework(img, i, ev)
-        x = img.astype(np.float32)
-        x *= row_gain[:, None, None]
-        if self.haze > 0:
-            x = x * (1 - self.haze) + self.haze * 190.0
+        # the lens first (the sensor's rows are the output's rows: flicker bands are straight there)
+        out = np.take(img.reshape(-1, 3), self.idx_flat, axis=0).reshape(self.H, self.W, 3)
+        if self.rain is None and bool((row_gain == 1.0).all()):  # per-channel affine only: LUTs
+            for c in range(3):
+                out[..., c] = self.luts[c][out[..., c]]
+            return out
+        x = out.astype(np.float32)
         if self.rain is not None:
             off = (i * max(2, self.H // 12)) % self.H
             x += self.rain[self.H - off : 2 * self.H - off, :, None]
-        x *= self.wb
-        out = x.reshape(-1, 3)[self.idx.ravel()].reshape(self.H, self.W, 3)
-        return np.clip(out, 0, 255).astype(np.uint8)
+        x *= row_gain[:, None, None]
+        x = (x * (1 - self.haze) + self.haze * 190.0) * self.wb
+        return np.clip(x, 0, 255).astype(np.uint8)
 
     def _flicker(self, i: int, ev: EventPlan) -> F32:
         """Row brightness under a flickering light: its output averaged over each row's exposure."""

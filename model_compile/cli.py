@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="train, val, test or all (default %(default)s)")
     e.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
     e.add_argument("--json", action="store_true", help="print the full result as JSON")
+    e.add_argument("--domains", action="store_true",
+                   help="a family data set (make-dataset --families): held-out and in-domain results apart, per "
+                        "policy (fused/video/audio) through the firmware loop, per distractor kind, with plots")
+    e.add_argument("--free", type=Path, default=None,
+                   help="with --domains: a shot-free family data set (make-dataset --families --shot-free)")
+    e.add_argument("--policies", default="fused,video,audio", help="with --domains (default %(default)s)")
+    e.add_argument("--audio-model", default="", help="with --domains: the audio model (default: the shipped one)")
+    e.add_argument("--workers", type=int, default=2, help="with --domains: loop processes (default 2)")
+    e.add_argument("--out", type=Path, default=None,
+                   help="with --domains: write OUT.json and OUT.png (the plots)")
     a = sub.add_parser("build-audio", help="train the audio shot detector on synthetic sound (families held out)")
     a.add_argument("--out", type=Path, required=True, help="output, e.g. build/model/shotnet_audio")
     a.add_argument("--epochs", type=int, default=None)
@@ -100,7 +110,27 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_domains(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.domain_eval import evaluate_domains, format_text, write_plots
+
+    if not 1 <= args.workers <= 2:
+        raise UsageError(f"--workers {args.workers} out of range 1..2")
+    if args.threshold is not None:
+        raise UsageError("--threshold does not apply to --domains (the loop uses the sidecars' thresholds)")
+    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    res = evaluate_domains(args.data, args.free, args.model, args.audio_model, policies, args.workers, _log)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        png = write_plots(res, args.out.with_suffix(".png"))
+        _log(f"wrote {args.out.with_suffix('.json')}" + (f", {png}" if png else ""))
+    print(json.dumps(res, indent=1) if args.json else format_text(res))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.domains:
+        return _evaluate_domains(args)
     from bodycam.device.detect.events import EventConfig
     from bodycam.device.detect.model_spec import load_model_spec
     from bodycam.model_compile.dataset import clips_for, load_clips

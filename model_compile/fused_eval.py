@@ -23,11 +23,14 @@ from bodycam.hw_sim.sim_run import SimOptions, run_clip
 from bodycam.hw_sim.truth import load_truth, truth_path_for
 
 
-def run_policy(clip: Path, policy: str, audio_model: str = "", out: Path | None = None) -> list[int]:
-    """The frames of the gunshot markers the firmware emits on ``clip`` under ``policy``."""
+def run_policy(clip: Path, policy: str, audio_model: str = "", out: Path | None = None,
+               video_model: str = "") -> list[int]:
+    """The frames of the gunshot markers the firmware emits on ``clip`` under ``policy``
+    (``video_model``: the video model to run; empty: the shipped one)."""
     cfg = replace(AppConfig(), fusion=FusionConfig(policy=policy, audio_model=audio_model))  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="fused-eval-") as tmp:
-        rep = run_clip(SimOptions(clip=clip, out=out or Path(tmp), config=cfg, broker=None, gnss=False))
+        rep = run_clip(SimOptions(clip=clip, out=out or Path(tmp), config=cfg, broker=None, gnss=False,
+                                  model=Path(video_model) if video_model else None))
     frames: list[int] = []
     for m in rep.stats.markers:
         where = m.extra.get("frame_index") if m.kind == "gunshot" and m.extra is not None else None
