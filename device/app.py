@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -125,6 +125,7 @@ class App:
         clock_status: Callable[[], dict[str, JSON]] | None = None,
         fusion: Fusion | None = None,
         audio_model: ModelRef | None = None,
+        alarm_sources: Sequence[Callable[[], str | None]] = (),
     ) -> None:
         self.camera = camera
         self.detector = detector
@@ -142,6 +143,9 @@ class App:
         self.audio = audio or AudioPath(None)
         self.fusion = fusion  # None: the video tracker decides alone
         self.audio_model_ref = audio_model
+        # other parts' alarms (delivery to base, microphone): each says why it is alarming, or None;
+        # any of them lights the LED's alarm pattern, checked at every maintenance pass
+        self.alarm_sources = list(alarm_sources)
         self.window = FrameWindow(detector.spec.input)
         self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
         spec = detector.spec
@@ -263,8 +267,7 @@ class App:
             if (self.sm.state != State.IDLE and self.recorder.active is None and self.recorder.errors
                     and self.recorder.start("resumed_after_error", frame.t_ns, include_buffer=True) is not None):
                 self._emit("recording_start", frame.t_ns, extra={"reason": "resumed_after_error"})
-            if self.recorder.storage_alarm and self.indicators is not None:
-                self.indicators.set_state("alarm")
+            self._indicate_state()
             if self.journal_error is not None:
                 self._check_journal(flush=True)
         if self.indicators is not None:
@@ -313,10 +316,26 @@ class App:
                 elif self.indicators is not None:
                     self.indicators.pulse(a.what)
 
+    def alarms(self) -> list[str]:
+        """Why the camera is alarming now (storage, outbox, and every alarm source); empty when all is well."""
+        out = []
+        if self.recorder.storage_alarm:
+            out.append("storage")
+        if self.journal_error is not None:
+            out.append(f"outbox: {self.journal_error}")
+        for source in self.alarm_sources:
+            try:
+                why = source()
+            except Exception as exc:  # an alarm source must never stop the loop; failing is an alarm too
+                why = f"alarm source failed: {exc}"
+            if why:
+                out.append(why)
+        return out
+
     def _indicate_state(self) -> None:
         if self.indicators is None:
             return
-        if self.recorder.storage_alarm or self.journal_error is not None:
+        if self.alarms():
             self.indicators.set_state("alarm")
         elif self.sm.state == State.IDLE:
             self.indicators.set_state("buffering")

@@ -288,11 +288,16 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         if publisher is not None:
             pub = publisher
             marker_listeners.append(lambda _m: pub.wake())
+        alarm_sources: list[Callable[[], str | None]] = [
+            lambda: "microphone" if app_ref and app_ref[0].audio.telemetry().get("alarm") else None,
+        ]
+        if publisher is not None:
+            alarm_sources.append(lambda: None if pub.delivery_alarm is None else f"delivery: {pub.delivery_alarm}")
         app = App(camera=parts.camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),
                   journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
                   inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,
                   listeners=marker_listeners, keep_stage_times=keep_stage_times, audio=audio,
-                  clock_status=parts.clock_status, fusion=fusion, audio_model=audio_ref)
+                  clock_status=parts.clock_status, fusion=fusion, audio_model=audio_ref, alarm_sources=alarm_sources)
         app_ref.append(app)
         yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
                        notifier=parts.notifier, listeners=marker_listeners)
