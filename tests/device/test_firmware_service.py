@@ -110,7 +110,15 @@ def test_ready_status_and_periodic_watchdog(tmp_path: Path) -> None:
 def test_a_stalled_loop_stops_the_watchdog_pings(tmp_path: Path) -> None:
     proc, sock = start(tmp_path, stall=30)
     try:
-        msgs = collect(sock, 6.0)
+        # however slowly a loaded machine starts the service: wait for the pings to begin, then
+        # watch until the loop has been silent for 4 s (pass) or 60 s have gone by (fail below)
+        msgs: list[tuple[float, str]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msgs += collect(sock, 0.5)
+            pings = [t for t, m in msgs if "WATCHDOG=1" in m]
+            if pings and time.monotonic() - pings[-1] > 4.0:
+                break
     finally:
         proc.kill()
         proc.communicate(timeout=30)
@@ -118,8 +126,8 @@ def test_a_stalled_loop_stops_the_watchdog_pings(tmp_path: Path) -> None:
     assert any("READY=1" in m for _, m in msgs)
     pings = [t for t, m in msgs if "WATCHDOG=1" in m]
     assert pings, "pinged while frames flowed"
-    # 30 frames at 30 fps: about one second of pings, then silence for the rest of the window
-    assert msgs[-1][0] - pings[-1] > 3.0 or time.monotonic() - pings[-1] > 3.0
+    # 30 frames at 30 fps: about one second of pings, then silence (the process is still alive)
+    assert time.monotonic() - pings[-1] > 4.0, "the watchdog kept being pinged although the loop stalled"
 
 
 def test_ready_only_after_the_first_frame_went_through_the_loop(tmp_path: Path) -> None:
