@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from bodycam.device.assemble import HardwareParts, model_path, model_spec
 from bodycam.device.config import AppConfig
+from bodycam.device.errors import HardwareError
 from bodycam.device.hw.gpio import Pull
 
 log = logging.getLogger(__name__)
@@ -146,22 +147,59 @@ def _check_encoder(cam: Any, parts: HardwareParts, fps: float, opts: DoctorOptio
         return Check("encoder", "ok", f"{packets} encoded packets in {n} frames")
     import av
 
-    with tempfile.TemporaryDirectory(prefix="bodycam-doctor-") as tmp:
-        footage.start_recording(lambda i: Path(tmp) / f"segment-{i:05d}.mp4", include_buffer=True)
-        for _ in range(n):
-            cam.read()
-        footage.stop_recording()
-        error = footage.footage_error()
-        if error is not None:
-            return Check("encoder", "fail", error, "free space on the card, or replace it")
-        frames = 0
-        files = sorted(Path(tmp).glob("segment-*.mp4"))
-        for f in files:
-            with av.open(str(f)) as c:
-                frames += sum(1 for _ in c.decode(video=0))
-        if frames == 0:
-            return Check("encoder", "fail", f"{len(files)} file(s), no frame decodes", "check the encoder")
-        return Check("encoder", "ok", f"H.264, fragmented MP4: {frames} frames decode from a {n}-frame test")
+    mic = _sound_source(parts)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bodycam-doctor-") as tmp:
+            footage.start_recording(lambda i: Path(tmp) / f"segment-{i:05d}.mp4", include_buffer=True)
+            sound_error = None
+            for _ in range(n):
+                f = cam.read()
+                if mic is not None and f is not None and sound_error is None and parts.footage_sound is not None:
+                    try:
+                        parts.footage_sound.write_sound(mic.read(f.t_ns))
+                    except HardwareError as exc:  # MicrophoneError, AacError
+                        sound_error = str(exc)
+            footage.stop_recording()
+            error = footage.footage_error()
+            if error is not None:
+                return Check("encoder", "fail", error, "free space on the card, or replace it")
+            frames = 0
+            sound_s = 0.0
+            files = sorted(Path(tmp).glob("segment-*.mp4"))
+            for f in files:
+                with av.open(str(f)) as c:
+                    frames += sum(1 for _ in c.decode(video=0))
+                with av.open(str(f)) as c:
+                    if c.streams.audio:
+                        sound_s += sum(a.samples / a.sample_rate for a in c.decode(audio=0))
+    finally:
+        if mic is not None:
+            mic.close()
+    if frames == 0:
+        return Check("encoder", "fail", f"{len(files)} file(s), no frame decodes", "check the encoder")
+    detail = f"H.264, fragmented MP4: {frames} frames decode from a {n}-frame test"
+    if mic is None:
+        return Check("encoder", "ok", detail + "; no sound (no microphone)")
+    if sound_error is not None or sound_s == 0:
+        return Check("encoder", "warn", f"{detail}; no sound in the file ({sound_error or 'none reached it'})",
+                     "check [microphone] (the microphone line) and that the camera's sound encoder works")
+    return Check("encoder", "ok", f"{detail}; AAC sound {sound_s:.1f} s")
+
+
+def _sound_source(parts: HardwareParts) -> Any:
+    """The microphone, started, with the footage told to record its sound; None without either."""
+    mic, sink = parts.microphone, parts.footage_sound
+    if mic is None or sink is None:
+        return None
+    try:
+        if not mic.start():
+            mic.close()
+            return None
+        sink.start_sound()
+    except HardwareError:  # the microphone line says why
+        mic.close()
+        return None
+    return mic
 
 
 # -- microphone ----------------------------------------------------------------------------

@@ -99,6 +99,10 @@ class MicrophoneConfig:
         require(1 <= self.channels <= 8, "microphone.channels", f"{self.channels} must be 1..8")
         require(32 <= self.period_frames <= 16384, "microphone.period_frames",
                 f"{self.period_frames} must be 32..16384")
+        # the loop (detector and footage) gets sound a period late: the footage's segment cuts wait
+        # 0.5 s for it (device/hw/picamera_output.py), so a period must be well under that
+        require(self.period_frames <= self.rate // 10, "microphone.period_frames",
+                f"{self.period_frames} frames at {self.rate} Hz is more than 100 ms: use <= {self.rate // 10}")
 
 
 class AudioConverter:
@@ -194,6 +198,7 @@ class AlsaMicrophone:
         self._warned_no_tstamp = False
 
     def start(self) -> bool:
+        self._stop.clear()  # startable again after close() (bodycam doctor opens it twice)
         alsa = self._module
         if alsa is None:
             try:

@@ -33,7 +33,7 @@ from bodycam.device.hw.config import CameraConfig
 from bodycam.device.hw.gnss import GnssLocation, LocationTracker
 from bodycam.device.hw.gpio import RpiGpioFactory
 from bodycam.device.hw.picamera_adapter import PiCamera
-from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module
+from bodycam.hw_sim.fake_picamera2 import FakePicamera2Module, Picamera2
 from bodycam.hw_sim.gnss_sim import GnssSimulator, PtyPort, Route, Waypoint
 from bodycam.hw_sim.gpio_sim import FakeRPiGPIO, SimPinFactory
 from bodycam.hw_sim.sim_microphone import ClipMicrophone
@@ -106,8 +106,8 @@ def parts(env: dict[str, Any], cfg: AppConfig, *, camera: CameraConfig | None = 
     cam = PiCamera(cam_cfg, segment_s=2.0, pre_event_s=1.0, picamera2_module=FakePicamera2Module(platform=platform))
     pins = RpiGpioFactory(FakeRPiGPIO(SimPinFactory(clock), "rpi-lgpio", busy=busy))
     location = GnssLocation(LocationTracker(replace(cfg.gnss), clock), cfg.gnss.max_fix_age_s)
-    return HardwareParts(camera=cam, clock=clock, pins=pins, location=location, footage=cam,
-                         microphone=ClipMicrophone(env["clip"]) if microphone else None)
+    return HardwareParts(camera=cam, clock=clock, pins=pins, location=location, footage=cam, footage_sound=cam,
+                         microphone=ClipMicrophone(env["clip"], origin_ns=Picamera2.boot_ns) if microphone else None)
 
 
 def doctor(env: dict[str, Any], tmp_path: Path, *, feed: bool = True, unit: Path | None = None,
@@ -134,7 +134,7 @@ def test_all_ok_on_simulated_parts(env: dict[str, Any], tmp_path: Path) -> None:
     assert levels(checks) == dict.fromkeys(NAMES, "ok"), render(checks)
     by = {c.name: c for c in checks}
     assert "lores YUV420 160x92 -> model input 160x90" in by["camera"].detail
-    assert "frames decode" in by["encoder"].detail
+    assert "frames decode" in by["encoder"].detail and "AAC sound" in by["encoder"].detail
     assert "ran once on the Edge TPU" in by["edgetpu"].detail
     assert "system clock - GNSS" in by["gnss"].detail
     assert "with credentials" in by["broker"].detail
@@ -194,6 +194,7 @@ def test_a_missing_microphone_is_a_warning(env: dict[str, Any], tmp_path: Path) 
     checks = doctor(env, tmp_path, parts_kw={"microphone": False})
     _only(checks, "microphone", "warn")
     assert exit_code(checks) == 1
+    assert {c.name: c for c in checks}["encoder"].detail.endswith("; no sound (no microphone)")
 
 
 def test_the_command_line(env: dict[str, Any], tmp_path: Path) -> None:

@@ -65,6 +65,10 @@ def test_converter_rejects_a_wrong_channel_count() -> None:
 def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match=r"microphone\.rate"):
         MicrophoneConfig(rate=100)
+    # a period longer than 100 ms would reach the footage after a segment cut's 0.5 s grace
+    with pytest.raises(ConfigError, match=r"microphone\.period_frames.*more than 100 ms"):
+        MicrophoneConfig(rate=8000, period_frames=1024)
+    assert MicrophoneConfig(rate=8000, period_frames=800).period_frames == 800
 
 
 class FakeAlsa:
