@@ -5,7 +5,9 @@
   falls back to MQTT 3.1.1 (``clean_session=False``) when the broker refuses MQTT 5;
 * markers through the shared subscription ``$share/<group>/<prefix>/+/marker`` (MQTT 3.1.1:
   ``<prefix>/+/marker``, no load sharing), status and base's own retained acks through
-  ``<prefix>/+/status`` and ``<prefix>/+/ack`` (every consumer);
+  ``<prefix>/+/status`` and ``<prefix>/+/ack`` (every consumer), telemetry (QoS 0) through
+  ``$share/<group>/<prefix>/+/telemetry`` (``base/telemetry.py``: latest per device + bounded
+  history; an invalid one is counted always and quarantined at most once a minute per device and reason);
 * manual acknowledgement: a PUBACK is sent only after the message is committed to the store
   (one transaction per batch), so a crash loses nothing (the broker re-delivers; duplicates are
   dropped by ``id``);
@@ -46,6 +48,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bodycam.base.keys import SIGNATURE_REASONS, SignaturePolicy
 from bodycam.base.rules import AddResult, Progress, Quarantined
 from bodycam.base.store import MarkerStore
+from bodycam.base.telemetry import TelemetryIn
 from bodycam.base.validate import (
     ACK_SCHEMA,
     CMD_SCHEMA,
@@ -55,6 +58,7 @@ from bodycam.base.validate import (
     validate_ack,
     validate_marker,
     validate_status,
+    validate_telemetry,
 )
 from bodycam.device.clock import Clock, SystemClock, rfc3339_ms
 from bodycam.device.errors import StorageError
@@ -110,6 +114,7 @@ class _Msg:
     retained: bool
     received_ns: int = 0
     marker: Marker | None = field(default=None)
+    telemetry: TelemetryIn | None = None
 
 
 class _Stopped(Exception):
@@ -161,6 +166,7 @@ class Consumer:
         self._connack: Any = None
         self._stop = threading.Event()
         self._logged: set[tuple[str, str]] = set()
+        self._sampled: dict[tuple[str, str], float] = {}  # (device, kind) -> last quarantined (telemetry)
         self._dirty: set[str] = set()
         self._acked: dict[str, int] = {}
         self._holes: dict[str, _Hole] = {}
@@ -190,6 +196,9 @@ class Consumer:
         results = self._store_markers([batch[i] for i in idx], held)
         for i, r in zip(idx, results, strict=True):
             outcomes[i] = self._count(batch[i], r)
+        tel = [i for i, msg in enumerate(batch) if msg.telemetry is not None]
+        for i, ok in zip(tel, self._store_telemetry([batch[i] for i in tel], held), strict=True):
+            outcomes[i] = "telemetry" if ok else "quarantined_unstorable"
         if held:
             self._quarantine(held)
         return outcomes
@@ -211,6 +220,10 @@ class Consumer:
                 if status is not None:
                     self._status(status, msg)
                 return "status"
+            if leaf == "telemetry":
+                tel = validate_telemetry(self._opt.prefix, msg.topic, msg.payload)
+                msg.telemetry = TelemetryIn(tel, msg.payload.decode("utf-8"), msg.received_ns)
+                return "telemetry"
             if leaf == "ack":
                 ack = validate_ack(self._opt.prefix, msg.topic, msg.payload)
                 if ack is not None and msg.retained:
@@ -232,6 +245,13 @@ class Consumer:
         self.counters[kind] += 1
         self.counters["rejected"] += 1
         self._log_once(device or "?", kind, f"message on {msg.topic[:200]!r} ({len(msg.payload)} bytes): {why}")
+        if msg.topic.endswith("/telemetry"):  # QoS 0, every 10 s: one sample a minute is enough to see
+            now, key = time.monotonic(), (device or "?", kind)
+            if now - self._sampled.get(key, -1e9) < 60.0:
+                self.counters["rejected_telemetry_not_quarantined"] += 1
+                return kind
+            if len(self._sampled) < 10_000:
+                self._sampled[key] = now
         held.append(Quarantined(msg.received_ns, msg.topic, device, kind, why[:500], msg.payload[:MAX_PAYLOAD]))
         return kind
 
@@ -266,6 +286,29 @@ class Consumer:
                     Quarantined(msg.received_ns, msg.topic, msg.marker.device, "unstorable", str(exc)[:500], msg.payload)
                 )
                 out.append(None)
+        return out
+
+    def _store_telemetry(self, msgs: Sequence[_Msg], held: list[Quarantined]) -> list[bool]:
+        items = [m.telemetry for m in msgs if m.telemetry is not None]
+        if not items:
+            return []
+        try:
+            self._with_store(lambda: self._store.add_telemetry(items))
+            self.counters["telemetry"] += len(items)
+            return [True] * len(items)
+        except _Poison:
+            pass
+        out = []
+        for msg, item in zip(msgs, items, strict=True):  # isolate, as markers are
+            try:
+                self._with_store(_bind(self._store.add_telemetry, [item]))
+                self.counters["telemetry"] += 1
+                out.append(True)
+            except _Poison as exc:
+                self.counters["quarantined_unstorable"] += 1
+                held.append(Quarantined(msg.received_ns, msg.topic, item.telemetry.device, "unstorable",
+                                        str(exc)[:500], msg.payload))
+                out.append(False)
         return out
 
     def _count(self, msg: _Msg, r: AddResult | None) -> str:
@@ -548,9 +591,10 @@ class Consumer:
         markers = f"$share/{self._opt.group}/{p}/+/marker" if self._v5 else f"{p}/+/marker"
         if self._v5:  # no echo of our own acks (MQTT 5 No Local); 3.1.1 echoes them: ignored (not retained)
             opts = [SubscribeOptions(qos=1), SubscribeOptions(qos=1), SubscribeOptions(qos=1, noLocal=True)]
-            client.subscribe([(markers, opts[0]), (f"{p}/+/status", opts[1]), (f"{p}/+/ack", opts[2])])
+            telemetry = (f"$share/{self._opt.group}/{p}/+/telemetry", SubscribeOptions(qos=0))
+            client.subscribe([(markers, opts[0]), (f"{p}/+/status", opts[1]), (f"{p}/+/ack", opts[2]), telemetry])
         else:
-            client.subscribe([(markers, 1), (f"{p}/+/status", 1), (f"{p}/+/ack", 1)])
+            client.subscribe([(markers, 1), (f"{p}/+/status", 1), (f"{p}/+/ack", 1), (f"{p}/+/telemetry", 0)])
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()

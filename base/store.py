@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bodycam.base import rules
+from bodycam.base import telemetry as telemetry_rules
 from bodycam.base.rules import (
     AddResult,
     Chain,
@@ -30,6 +31,7 @@ from bodycam.base.rules import (
     devices_query,
     marker_query,
 )
+from bodycam.base.telemetry import StoredTelemetry, TelemetryIn
 from bodycam.device.errors import StorageError
 from bodycam.device.uplink.markers import Marker
 
@@ -68,6 +70,10 @@ class MarkerStore(Protocol):
 
     def ping(self) -> None:
         """StorageError if the database cannot be written right now (an outage, not a bad message)."""
+        ...
+
+    def add_telemetry(self, items: Sequence[TelemetryIn]) -> None:
+        """Store validated telemetry messages in one transaction (``base/telemetry.py``)."""
         ...
 
     def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
@@ -134,6 +140,19 @@ class _Store:
     def set_status(self, device: str, state: str, t: str | None, received_ns: int, *, retained: bool = False) -> None:
         with self._tx() as tx:
             rules.set_status(tx, device, state, t, received_ns, retained=retained)
+
+    def add_telemetry(self, items: Sequence[TelemetryIn]) -> None:
+        if items:
+            with self._tx() as tx:
+                telemetry_rules.add_telemetry(tx, items)
+
+    def telemetry(self) -> list[StoredTelemetry]:
+        """The latest telemetry of every device that sent some."""
+        return telemetry_rules.latest_rows(self._rows(telemetry_rules.LATEST_QUERY, ()))
+
+    def telemetry_history(self, device: str, limit: int = 100) -> list[StoredTelemetry]:
+        """A device's stored telemetry, newest first."""
+        return telemetry_rules.latest_rows(self._rows(telemetry_rules.HISTORY_QUERY, (device, limit)))
 
     def quarantine(self, items: Sequence[Quarantined]) -> None:
         if items:
@@ -216,7 +235,8 @@ class SqliteStore(_Store):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._tx() as tx:
-                for stmt in rules.schema(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"):
+                serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+                for stmt in (*rules.schema(blob="BLOB", serial=serial), *telemetry_rules.schema(serial=serial)):
                     tx.run(stmt)
                 columns = {str(r[1]) for r in tx.all("PRAGMA table_info(devices)")}
                 unique = tx.one(

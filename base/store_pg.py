@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from bodycam.base import rules
+from bodycam.base import telemetry as telemetry_rules
 from bodycam.base.rules import (
     AddResult,
 )
@@ -115,7 +116,8 @@ class PostgresStore(_Store):
         self._conn: psycopg.Connection[Any] | None = None
         with self._tx() as tx:
             tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-            for stmt in rules.schema(blob="BYTEA", serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
+            serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+            for stmt in (*rules.schema(blob="BYTEA", serial=serial), *telemetry_rules.schema(serial=serial)):
                 tx.run(stmt)
             columns = {
                 str(r[0])

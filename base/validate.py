@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from bodycam.device.errors import MarkerError
 from bodycam.device.uplink.markers import Marker, parse_json
+from bodycam.device.uplink.telemetry import Telemetry, read_telemetry
 from bodycam.device.uplink.validate import (
     INT64_MAX,
     MAX_PAYLOAD,
@@ -123,3 +124,16 @@ def validate_ack(prefix: str, topic: str, payload: bytes) -> tuple[str, int] | N
     if data.get("device") != device:
         raise Rejected("topic_mismatch", f"topic device {device!r} != payload device {data.get('device')!r:.80}")
     return device, seq
+
+
+def validate_telemetry(prefix: str, topic: str, payload: bytes) -> Telemetry:
+    """A ``telemetry`` message, read by the firmware's own reader (``device/uplink/telemetry.py``)."""
+    device = _leaf(prefix, topic, "telemetry")
+    data = _parse(payload)
+    try:
+        tel = read_telemetry(data)
+    except MarkerError as exc:
+        raise Rejected("invalid", str(exc)[:300]) from exc
+    if tel.device != device:
+        raise Rejected("topic_mismatch", f"topic device {device!r} != payload device {tel.device!r}")
+    return tel

@@ -270,6 +270,12 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["inference_ms_p50"] = round(st.percentile_ms("invoke", 50), 3)
                 body["recording"] = app_ref[0].recorder.active is not None
                 body["storage_alarm"] = app_ref[0].recorder.storage_alarm
+                body["model"] = app_ref[0].model_ref.to_dict()
+                if app_ref[0].clock_status is not None:
+                    body["clock"] = app_ref[0].clock_status()
+                if app_ref[0].location is not None:
+                    loc = app_ref[0].location()
+                    body["location"] = None if loc is None else loc.to_dict()
             body["detector"] = detector.backend
             if detector.alarm:
                 body["detector_alarm"] = detector.alarm

@@ -1,0 +1,105 @@
+"""Telemetry at base: the storage rules of ``<prefix>/<device>/telemetry``, written once for both stores.
+
+A message is validated by :func:`bodycam.base.validate.validate_telemetry` (the firmware's own reader,
+``bodycam.device.uplink.telemetry.read_telemetry``) before it gets here. Per device, base keeps:
+
+* ``telemetry_latest``: the last message received (by base's receive time: a camera sends what it
+  queued while offline first, then the current snapshot, so the last received is the newest);
+* ``telemetry``: a bounded history, the newest :data:`HISTORY_PER_DEVICE` messages of each device
+  (older rows are deleted in the same transaction);
+* ``devices.last_seen_ns``: telemetry is a sign of life, as a marker or a live status is.
+
+Both stores call :func:`add_telemetry` inside their own transaction, devices in sorted order (so a
+telemetry batch and a marker batch, which locks ``devices`` rows in sorted order on PostgreSQL, cannot
+deadlock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bodycam.base import rules
+from bodycam.base.rules import Tx
+from bodycam.device.errors import MarkerError
+from bodycam.device.uplink.markers import parse_json
+from bodycam.device.uplink.telemetry import Telemetry, read_telemetry
+
+#: rows of history kept per device (one hour at the firmware's default 10 s interval)
+HISTORY_PER_DEVICE = 360
+
+
+def schema(*, serial: str) -> tuple[str, ...]:
+    return (
+        "CREATE TABLE IF NOT EXISTS telemetry_latest (device TEXT PRIMARY KEY, t TEXT NOT NULL,"
+        " t_ns BIGINT NOT NULL, received_ns BIGINT NOT NULL, body TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS telemetry (n {serial}, device TEXT NOT NULL, t_ns BIGINT NOT NULL,"
+        " received_ns BIGINT NOT NULL, body TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS telemetry_device_n ON telemetry(device, n)",
+    )
+
+
+@dataclass(frozen=True)
+class TelemetryIn:
+    """One validated message: what was read, the JSON text as received, when base received it."""
+
+    telemetry: Telemetry
+    body: str
+    received_ns: int
+
+
+@dataclass(frozen=True)
+class StoredTelemetry:
+    telemetry: Telemetry
+    received_ns: int
+
+
+def add_telemetry(tx: Tx, items: Sequence[TelemetryIn], *, history: int = HISTORY_PER_DEVICE) -> None:
+    """Store a batch (inside the caller's transaction): history, latest, last seen; prune the history."""
+    ordered = sorted(enumerate(items), key=lambda p: (p[1].telemetry.device, p[0]))
+    for _, item in ordered:
+        tel, rx = item.telemetry, item.received_ns
+        body = rules.safe_text(item.body)
+        tx.run(
+            "INSERT INTO telemetry(device, t_ns, received_ns, body) VALUES (?,?,?,?)", (tel.device, tel.t_ns, rx, body)
+        )
+        tx.run(
+            "INSERT INTO telemetry_latest(device, t, t_ns, received_ns, body) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (device) DO UPDATE SET t=excluded.t, t_ns=excluded.t_ns, "
+            "received_ns=excluded.received_ns, body=excluded.body "
+            "WHERE excluded.received_ns >= telemetry_latest.received_ns",
+            (tel.device, tel.t, tel.t_ns, rx, body),
+        )
+        rules.ensure_device(tx, tel.device)
+        tx.run(
+            "UPDATE devices SET last_seen_ns=? WHERE device=? AND last_seen_ns < ?", (rx, tel.device, rx)
+        )
+    for device in sorted({item.telemetry.device for item in items}):
+        tx.run(
+            "DELETE FROM telemetry WHERE device=? AND n < ("
+            "SELECT n FROM telemetry WHERE device=? ORDER BY n DESC LIMIT 1 OFFSET ?)",
+            (device, device, history - 1),
+        )
+
+
+def _read(body: Any) -> Telemetry | None:
+    """A stored body read back by the same reader (None if a newer reader no longer accepts it)."""
+    try:
+        return read_telemetry(parse_json(str(body)))
+    except MarkerError:
+        return None
+
+
+def latest_rows(rows: Sequence[Sequence[Any]]) -> list[StoredTelemetry]:
+    """Rows of ``SELECT body, received_ns``."""
+    out = []
+    for body, rx in rows:
+        tel = _read(body)
+        if tel is not None:
+            out.append(StoredTelemetry(tel, int(rx)))
+    return out
+
+
+LATEST_QUERY = "SELECT body, received_ns FROM telemetry_latest"
+HISTORY_QUERY = "SELECT body, received_ns FROM telemetry WHERE device=? ORDER BY n DESC LIMIT ?"
