@@ -29,6 +29,7 @@ from bodycam.device.uplink.markers import GENESIS_PREV, Marker
 from bodycam.device.uplink.validate import INT64_MAX
 
 Chain = Literal["ok", "broken", "unknown"]
+Area = tuple[float, float, float, float]  # south, west, north, east (degrees)
 Conflict = Literal["id_conflict", "seq_conflict"]
 
 
@@ -96,7 +97,8 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
         "CREATE TABLE IF NOT EXISTS markers ("
         " id TEXT PRIMARY KEY, device TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"
         " t TEXT NOT NULL, t_ns BIGINT NOT NULL, received_ns BIGINT NOT NULL,"
-        " digest TEXT NOT NULL, prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL)",
+        " digest TEXT NOT NULL, prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL,"
+        " lat DOUBLE PRECISION, lon DOUBLE PRECISION)",
         "CREATE INDEX IF NOT EXISTS markers_device_seq ON markers(device, seq)",
         "CREATE INDEX IF NOT EXISTS markers_t ON markers(t_ns)",
         "CREATE TABLE IF NOT EXISTS devices ("
@@ -108,9 +110,12 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
     )
 
 
-def migrate(tx: Tx, columns: set[str], *, unique_index: bool) -> None:
+def migrate(tx: Tx, columns: set[str], *, unique_index: bool, marker_columns: set[str] | None = None) -> None:
     """Bring an older database up to date (``columns``: the current columns of ``devices``;
-    ``unique_index``: whether ``markers_device_seq_unique`` exists).
+    ``unique_index``: whether ``markers_device_seq_unique`` exists; ``marker_columns``: of ``markers``).
+
+    Adds ``markers.lat``/``lon`` (the marker's location, for the map and the area search), filled
+    from the stored bodies.
 
     Adds ``devices.contig_seq`` (computed from what is stored) and the unique ``(device, seq)``
     index; markers that an older version stored twice for one ``(device, seq)`` move to the
@@ -118,6 +123,16 @@ def migrate(tx: Tx, columns: set[str], *, unique_index: bool) -> None:
     """
     if not unique_index:
         _unique_seqs(tx)
+    if marker_columns is not None and "lat" not in marker_columns:
+        tx.run("ALTER TABLE markers ADD COLUMN lat DOUBLE PRECISION")
+        tx.run("ALTER TABLE markers ADD COLUMN lon DOUBLE PRECISION")
+        last = ""
+        while rows := tx.all("SELECT id, body FROM markers WHERE id > ? ORDER BY id LIMIT 1000", (last,)):
+            for marker_id, body in rows:
+                loc = Marker.from_json(str(body)).location
+                if loc is not None:
+                    tx.run("UPDATE markers SET lat=?, lon=? WHERE id=?", (loc.lat, loc.lon, marker_id))
+            last = str(rows[-1][0])
     if "contig_seq" not in columns:
         tx.run("ALTER TABLE devices ADD COLUMN contig_seq BIGINT NOT NULL DEFAULT 0")
         for (device,) in tx.all("SELECT device FROM devices"):
@@ -169,10 +184,12 @@ def add_marker(tx: Tx, m: Marker, received_ns: int) -> AddResult:
     else:
         row = tx.one("SELECT digest FROM markers WHERE device=? AND seq=?", (m.device, m.seq - 1))
         chain = "unknown" if row is None else ("ok" if row[0] == m.prev else "broken")
+    loc = m.location
     inserted = tx.run(
-        "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-        (m.id, m.device, m.seq, m.kind, m.t, m.t_ns, received_ns, digest, m.prev, chain, body),
+        "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body, lat, lon) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (m.id, m.device, m.seq, m.kind, m.t, m.t_ns, received_ns, digest, m.prev, chain, body,
+         None if loc is None else loc.lat, None if loc is None else loc.lon),
     )
     if inserted == 0:  # the id is another device's (that device's row lock does not cover it)
         return _conflict(tx, m, received_ns, "id_conflict", f"id {m.id} is already stored for another device")
@@ -267,10 +284,19 @@ def marker_query(
     newest_first: bool = False,
     until_ns: int | None = None,
     offset: int = 0,
+    area: Area | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     """The ``markers`` query of both stores: by device and seq, or newest (by ``t``) first;
-    ``since_ns <= t < until_ns``; ``offset``: skip that many (paging)."""
-    where, args = _where((("device=?", device), ("t_ns>=?", since_ns), ("t_ns<?", until_ns), ("kind=?", kind)))
+    ``since_ns <= t < until_ns``; ``offset``: skip that many (paging); ``area``: located inside
+    (south, west, north, east), degrees; west > east crosses the antimeridian."""
+    conditions: list[tuple[str, Any]] = [("device=?", device), ("t_ns>=?", since_ns), ("t_ns<?", until_ns),
+                                         ("kind=?", kind)]
+    if area is not None:
+        conditions += [("lat>=?", area[0]), ("lat<=?", area[2])]
+    where, args = _where(conditions)
+    if area is not None:
+        lon = "(lon>=? AND lon<=?)" if area[1] <= area[3] else "(lon>=? OR lon<=?)"
+        where, args = f"{where} AND {lon}", [*args, area[1], area[3]]
     sql = "SELECT body, received_ns, chain FROM markers" + where
     order = f"t_ns DESC, {device_order}, seq DESC" if newest_first else f"{device_order}, seq"
     return f"{sql} ORDER BY {order} LIMIT ? OFFSET ?", (*args, limit, offset)

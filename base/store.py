@@ -90,6 +90,7 @@ class MarkerStore(Protocol):
         newest_first: bool = False,
         until_ns: int | None = None,
         offset: int = 0,
+        area: rules.Area | None = None,
     ) -> list[StoredMarker]: ...
 
     def quarantined(
@@ -174,10 +175,11 @@ class _Store:
         newest_first: bool = False,
         until_ns: int | None = None,
         offset: int = 0,
+        area: rules.Area | None = None,
     ) -> list[StoredMarker]:
         sql, args = marker_query(
             f"device{self._collate}", device=device, since_ns=since_ns, kind=kind, limit=limit,
-            newest_first=newest_first, until_ns=until_ns, offset=offset,
+            newest_first=newest_first, until_ns=until_ns, offset=offset, area=area,
         )
         return _stored(self._rows(sql, args))
 
@@ -242,7 +244,8 @@ class SqliteStore(_Store):
                 unique = tx.one(
                     "SELECT 1 FROM sqlite_master WHERE type='index' AND name='markers_device_seq_unique'"
                 )
-                rules.migrate(tx, columns, unique_index=unique is not None)
+                marker_columns = {str(r[1]) for r in tx.all("PRAGMA table_info(markers)")}
+                rules.migrate(tx, columns, unique_index=unique is not None, marker_columns=marker_columns)
         except BaseException:
             self._conn.close()
             raise

@@ -119,15 +119,18 @@ class PostgresStore(_Store):
             serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
             for stmt in (*rules.schema(blob="BYTEA", serial=serial), *telemetry_rules.schema(serial=serial)):
                 tx.run(stmt)
-            columns = {
-                str(r[0])
-                for r in tx.all(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema=current_schema() AND table_name='devices'"
-                )
-            }
+            def columns_of(table: str) -> set[str]:
+                return {
+                    str(r[0])
+                    for r in tx.all(
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema=current_schema() AND table_name=?", (table,)
+                    )
+                }
+
             unique = tx.one("SELECT to_regclass('markers_device_seq_unique')")
-            rules.migrate(tx, columns, unique_index=unique is not None and unique[0] is not None)
+            rules.migrate(tx, columns_of("devices"), unique_index=unique is not None and unique[0] is not None,
+                          marker_columns=columns_of("markers"))
 
     # -- connection -----------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:

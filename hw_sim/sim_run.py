@@ -27,6 +27,7 @@ from bodycam.device.errors import BodycamError, BrokerError, ClipError, MarkerEr
 from bodycam.device.hw.clock_sync import ClockSync
 from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.device.hw.gnss import GnssLocation
+from bodycam.device.hw.telemetry_sources import TelemetrySources
 from bodycam.device.identity import Signer, ensure_key, key_path, load_signer
 from bodycam.device.uplink.markers import Location, Marker
 from bodycam.device.uplink.mqtt_config import MqttConfig
@@ -255,8 +256,10 @@ def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: Model
 
     microphone = ClipMicrophone(opts.clip) if cfg.microphone.enabled else None
     # the scripted pins also carry the LED and haptic outputs (the firmware's own GpioIndicators)
+    # board telemetry: the firmware's own reader on the config's paths (a test points them at a fake sysfs)
+    board = TelemetrySources(cfg.telemetry_sources, opts.out).read_all
     return HardwareParts(camera=camera, clock=clock, inputs=inputs, pins=inputs.pins if inputs else None,
-                         location=gnss, microphone=microphone,
+                         location=gnss, microphone=microphone, board=board,
                          # the simulated wall clock is checked against the simulated GNSS time only
                          clock_status=ClockSync(gnss.tracker if gnss is not None else None, flag=None,
                                                 kernel_state=None))

@@ -58,6 +58,9 @@ def alert_event(a: Alert) -> dict[str, Any]:
         "confidence": body.get("confidence"),
         "location": loc if isinstance(loc, dict) else None,
         "evidence": evidence_of(body),
+        # a fleet alert (base/web/fleet.py): its text, and the fleet page instead of a marker page
+        "detail": body.get("detail") if isinstance(body.get("detail"), str) else None,
+        "href": "/fleet" if a.marker_id.startswith("fleet:") else None,
     }
 
 

@@ -14,8 +14,9 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from starlette.applications import Starlette
@@ -29,10 +30,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bodycam.base.web import map as map_pages
 from bodycam.base.web import pages
 from bodycam.base.web.alerts import AlertHub
 from bodycam.base.web.auth import Auth, Session, same
 from bodycam.base.web.db import WebDb
+from bodycam.base.web.fleet import FleetConfig, FleetWatch
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
 
@@ -52,20 +55,32 @@ class WebConfig:
     poll_s: float = 0.2
     cookie_secure: bool = False  # set behind HTTPS
     now_ns: Callable[[], int] = time.time_ns
+    fleet: FleetConfig = field(default_factory=FleetConfig)  # thresholds of the fleet page and alerts
+    tile_url: str = ""  # map tiles, e.g. http://tiles.local/{z}/{x}/{y}.png; "" = a plain grid (offline)
+    tile_attribution: str = ""
+
+    def csp(self) -> str:
+        """The CSP; a tile server's origin is the one other source allowed, for images only."""
+        if not self.tile_url:
+            return CSP
+        parts = urlsplit(self.tile_url)
+        origin = f"{parts.scheme}://{parts.netloc.replace('{s}', '*')}"  # {s}: Leaflet's subdomains
+        return CSP.replace("img-src 'self' data:", f"img-src 'self' data: {origin}")
 
 
 class _Headers:
     """Security headers on every response (CSP: no inline script, nothing from another origin)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, csp: str = CSP) -> None:
         self.app = app
+        self.csp = csp.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [
-                    (b"content-security-policy", CSP.encode()),
+                    (b"content-security-policy", self.csp),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
                     (b"x-frame-options", b"DENY"),
@@ -96,6 +111,7 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
     cfg = config or WebConfig()
     auth = Auth(db, session_s=cfg.session_s)
     hub = AlertHub(db, poll_s=cfg.poll_s)
+    watch = FleetWatch(db, cfg.fleet, cfg.now_ns)
     tpl = templates()
 
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
@@ -188,7 +204,8 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
             return JSONResponse({"n": n, "acknowledged": done, "by": s.user.name})
         return RedirectResponse("/", 303)
 
-    ctx = pages.Context(db=db, hub=hub, render=render, now_ns=cfg.now_ns)
+    ctx = pages.Context(db=db, hub=hub, render=render, now_ns=cfg.now_ns, fleet=cfg.fleet, tile_url=cfg.tile_url,
+                        tile_attribution=cfg.tile_attribution)
 
     def bound(fn: Callable[[pages.Context, Request, Session], Awaitable[Response]]) -> Page:
         async def page(request: Request, s: Session) -> Response:
@@ -212,9 +229,11 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        await watch.start()
         try:
             yield
         finally:
+            await watch.stop()
             await hub.stop()
 
     routes = [
@@ -227,16 +246,20 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
         Route("/markers", guard(bound(pages.markers)), methods=["GET"]),
         Route("/markers/{marker_id}", guard(bound(pages.marker)), methods=["GET"]),
         Route("/fleet", guard(bound(pages.fleet)), methods=["GET"]),
+        Route("/quarantine", guard(bound(pages.quarantine)), methods=["GET"]),
+        Route("/map", guard(bound(map_pages.page)), methods=["GET"]),
+        Route("/map.json", guard(bound(map_pages.data)), methods=["GET"]),
         Route("/audit", guard(bound(pages.audit), "supervisor"), methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("bodycam.base.web", "static")]), name="static"),
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Headers)],
+        middleware=[Middleware(_Headers, csp=cfg.csp())],
         exception_handlers={StorageError: storage_error, HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.hub = hub
+    app.state.fleet = watch
     app.state.auth = auth
     return app
 

@@ -1,6 +1,8 @@
 """``bodycam-base serve`` and ``bodycam-base user`` (wired into ``bodycam.base.cli``).
 
 bodycam-base serve --db base.db [--listen 127.0.0.1:8080] [--session-hours 12] [--poll-ms 200] [--cookie-secure]
+                   [--battery-low-pct 15] [--storage-low-pct 5] [--temperature-high-c 80] [--stale-s 35]
+                   [--tile-url URL] [--tile-attribution TEXT]
 bodycam-base user add NAME --role operator|supervisor|admin --db base.db [--replace]   (password: prompt or stdin)
 bodycam-base user list --db base.db
 """
@@ -17,7 +19,10 @@ from contextlib import closing
 from types import FrameType
 from typing import Any
 
+from bodycam.base.web.fleet import FleetConfig
 from bodycam.device.errors import UsageError
+
+FLEET_DEFAULTS = FleetConfig()
 
 _Open = Callable[..., Any]
 
@@ -30,6 +35,19 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     serve.add_argument("--poll-ms", type=int, default=200, help="how often new alerts are looked for (default 200)")
     serve.add_argument("--cookie-secure", action="store_true",
                        help="mark cookies Secure (when served behind HTTPS, e.g. a reverse proxy)")
+    fleet = serve.add_argument_group("fleet and map")
+    d = FLEET_DEFAULTS
+    fleet.add_argument("--battery-low-pct", type=int, default=d.battery_low_pct,
+                       help=f"alert at or below this battery charge (default {d.battery_low_pct})")
+    fleet.add_argument("--storage-low-pct", type=float, default=d.storage_low_pct,
+                       help=f"alert 'storage full' at or below this free space, percent (default {d.storage_low_pct})")
+    fleet.add_argument("--temperature-high-c", type=float, default=d.temperature_high_c,
+                       help=f"highlight at or above this temperature (default {d.temperature_high_c})")
+    fleet.add_argument("--stale-s", type=float, default=d.stale_s,
+                       help=f"telemetry older than this is stale (default {d.stale_s})")
+    fleet.add_argument("--tile-url", default="",
+                       help="map tiles, e.g. http://tiles.local/{z}/{x}/{y}.png (default: none, a plain grid)")
+    fleet.add_argument("--tile-attribution", default="", help="the tiles' attribution text (shown on the map)")
 
     user = sub.add_parser("user", parents=parents, help="dashboard users: add, list")
     verbs = user.add_subparsers(dest="verb", required=True)
@@ -62,10 +80,18 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
     host, port = parse_listen(args.listen)
     if args.session_hours <= 0 or args.poll_ms < 10:
         raise UsageError("--session-hours must be > 0 and --poll-ms >= 10")
+    try:
+        fleet = FleetConfig(stale_s=args.stale_s, battery_low_pct=args.battery_low_pct,
+                            storage_low_pct=args.storage_low_pct, temperature_high_c=args.temperature_high_c)
+    except ValueError as exc:
+        raise UsageError(f"serve: {exc}") from exc
+    if args.tile_url and not args.tile_url.startswith(("http://", "https://")):
+        raise UsageError(f"--tile-url: {args.tile_url!r} is not an http(s) URL template")
     store = open_store(args.db)
     with closing(store):
         app = create_app(WebDb(store), WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
-                                                 cookie_secure=args.cookie_secure))
+                                                 cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
+                                                 tile_attribution=args.tile_attribution))
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
                                 access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False)
         server = _server(config, app.state.hub)

@@ -10,7 +10,9 @@ Tables (created if missing, by ``serve``, ``user`` and ``listen``):
   an alert can never be lost between the marker and the page; ``acked_by``/``acked_ns`` once
   acknowledged. Unacknowledged rows are what every page shows (after a reload or a restart too);
 * ``web_audit``: append-only: who did what, when, from where (acknowledge, login, logout, user added);
-* ``web_login_failures``: failed logins by user and by client address (the rate limit).
+* ``web_login_failures``: failed logins by user and by client address (the rate limit);
+* ``web_conditions``: the open episodes of the fleet alerts (``base/web/fleet.py``); their alerts are
+  ``web_alerts`` rows too (``marker_id`` ``fleet:<kind>:<device>:<since>``), so banners, acks and audit are the same.
 
 The alert trigger is the one coupling to base's ``markers`` table (columns ``id, device, kind, t,
 received_ns``); it fires only for rows actually inserted (duplicates are ``ON CONFLICT DO NOTHING``).
@@ -27,6 +29,11 @@ from bodycam.base.store import MarkerStore, _Store
 from bodycam.device.errors import StorageError
 
 ALERT_KINDS = ("gunshot",)
+# the episodes of the fleet alerts (``base/web/fleet.py``: low battery, storage full, ...)
+CONDITIONS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS web_conditions (device TEXT NOT NULL, kind TEXT NOT NULL,"
+    " since_ns BIGINT NOT NULL, alert_id TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (device, kind))",
+)
 
 
 def _schema(*, serial: str) -> tuple[str, ...]:
@@ -42,6 +49,7 @@ def _schema(*, serial: str) -> tuple[str, ...]:
         f"CREATE TABLE IF NOT EXISTS web_audit (n {serial}, t_ns BIGINT NOT NULL, user_name TEXT NOT NULL,"
         " action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL, client TEXT NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS web_login_failures (n {serial}, key TEXT NOT NULL, t_ns BIGINT NOT NULL)",
+        *CONDITIONS_SCHEMA,
         "CREATE INDEX IF NOT EXISTS web_login_failures_key ON web_login_failures(key, t_ns)",
     )
 
@@ -121,8 +129,9 @@ class WebDb:
     def open_alerts(self, limit: int = 200) -> list[Alert]:
         """The newest ``limit`` unacknowledged alerts, oldest first."""
         rows = self.rows(
-            "SELECT a.n, a.marker_id, a.device, a.kind, a.t, a.received_ns, COALESCE(m.body, '{}') "
+            "SELECT a.n, a.marker_id, a.device, a.kind, a.t, a.received_ns, COALESCE(m.body, c.detail, '{}') "
             "FROM web_alerts a LEFT JOIN markers m ON m.id = a.marker_id "
+            "LEFT JOIN web_conditions c ON c.alert_id = a.marker_id "
             "WHERE a.acked_ns IS NULL ORDER BY a.n DESC LIMIT ?",
             (limit,),
         )

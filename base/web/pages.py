@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from bodycam.base.store import StoredMarker
 from bodycam.base.web.alerts import AlertHub, evidence_of
 from bodycam.base.web.auth import Session
 from bodycam.base.web.db import WebDb
+from bodycam.base.web.fleet import FleetConfig, fleet_views
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import UsageError
 
@@ -28,6 +29,9 @@ class Context:
     hub: AlertHub
     render: Callable[..., Response]
     now_ns: Callable[[], int]
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    tile_url: str = ""  # the map's tiles ({z}/{x}/{y} template); "" = a plain grid
+    tile_attribution: str = ""
 
 
 def _time(text: str, what: str) -> int | None:
@@ -59,6 +63,19 @@ def marker_view(sm: StoredMarker) -> dict[str, Any]:
     }
 
 
+def parse_area(text: str) -> tuple[float, float, float, float] | None:
+    """``south,west,north,east`` in degrees (what the map's "search this area" sends); "" = none."""
+    if not text:
+        return None
+    try:
+        south, west, north, east = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"area: {text[:60]!r} is not south,west,north,east (four numbers)") from None
+    if not (-90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180):
+        raise ValueError(f"area: {text[:60]!r}: latitudes -90..90 with south <= north, longitudes -180..180")
+    return south, west, north, east
+
+
 async def home(ctx: Context, request: Request, s: Session) -> Response:
     recent = await run_in_threadpool(lambda: ctx.db.store.markers(limit=20, newest_first=True))
     return ctx.render(request, "home.html", {"s": s, "recent": [marker_view(r) for r in recent]})
@@ -66,7 +83,7 @@ async def home(ctx: Context, request: Request, s: Session) -> Response:
 
 async def markers(ctx: Context, request: Request, s: Session) -> Response:
     q = request.query_params
-    form = {k: q.get(k, "").strip() for k in ("device", "kind", "since", "until")}
+    form = {k: q.get(k, "").strip() for k in ("device", "kind", "since", "until", "area")}
     error = ""
     try:
         page = max(1, int(q.get("page", "1") or "1"))
@@ -74,8 +91,9 @@ async def markers(ctx: Context, request: Request, s: Session) -> Response:
         page, error = 1, "page: not a number"
     try:
         since, until = _time(form["since"], "from"), _time(form["until"], "until")
+        area = parse_area(form["area"])
     except ValueError as exc:
-        since = until = None
+        since = until = area = None
         error = str(exc)
     rows: list[StoredMarker] = []
     more = False
@@ -83,7 +101,7 @@ async def markers(ctx: Context, request: Request, s: Session) -> Response:
         rows = await run_in_threadpool(
             lambda: ctx.db.store.markers(
                 device=form["device"] or None, kind=form["kind"] or None, since_ns=since, until_ns=until,
-                limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, newest_first=True,
+                limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, newest_first=True, area=area,
             )
         )
         more = len(rows) > PAGE_SIZE
@@ -119,8 +137,14 @@ async def marker(ctx: Context, request: Request, s: Session) -> Response:
 
 
 async def fleet(ctx: Context, request: Request, s: Session) -> Response:
-    rows = await run_in_threadpool(ctx.db.store.devices)
-    return ctx.render(request, "fleet.html", {"s": s, "devices": rows, "online": ONLINE})
+    views, unattributed = await run_in_threadpool(fleet_views, ctx.db, ctx.fleet, ctx.now_ns())
+    return ctx.render(request, "fleet.html", {"s": s, "devices": views, "unattributed": unattributed, "cfg": ctx.fleet})
+
+
+async def quarantine(ctx: Context, request: Request, s: Session) -> Response:
+    device = request.query_params.get("device", "").strip() or None
+    rows = await run_in_threadpool(lambda: ctx.db.store.quarantined(device=device, limit=200))
+    return ctx.render(request, "quarantine.html", {"s": s, "rows": rows, "device": device})
 
 
 async def audit(ctx: Context, request: Request, s: Session) -> Response:

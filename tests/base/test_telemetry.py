@@ -40,9 +40,10 @@ def provider(**over: JSON) -> Mapping[str, JSON]:
     return body
 
 
-def payload(clock: VirtualClock, device: str = "cam-01", queue_depth: int = 2, **over: JSON) -> bytes:
-    return telemetry_payload(device, clock, queue_depth=queue_depth, delivery={"unconfirmed": 1, "alarm": None},
-                             provider=lambda: provider(**over))
+def payload(clk: VirtualClock, device: str = "cam-01", queue_depth: int = 2,
+            delivery: Mapping[str, JSON] | None = None, **over: JSON) -> bytes:
+    return telemetry_payload(device, clk, queue_depth=queue_depth,
+                             delivery=delivery or {"unconfirmed": 1, "alarm": None}, provider=lambda: provider(**over))
 
 
 @pytest.fixture

@@ -70,12 +70,15 @@
     div.appendChild(el("strong", "what", String(a.kind).toUpperCase()));
     div.appendChild(el("span", "device", a.device));
     div.appendChild(el("span", "time", a.t));
+    div.dataset.kind = String(a.kind);
     if (typeof a.confidence === "number") div.appendChild(el("span", "conf", "conf " + a.confidence.toFixed(2)));
-    div.appendChild(el("span", "where", place(a.location)));
+    if (typeof a.detail === "string") div.appendChild(el("span", "detail", a.detail));
+    else div.appendChild(el("span", "where", place(a.location)));
     const src = sources(a.evidence);
     if (src) div.appendChild(el("span", "sources", src));
     const link = el("a", "details", "details");
-    link.setAttribute("href", "/markers/" + encodeURIComponent(a.marker));
+    link.setAttribute("href", typeof a.href === "string" && a.href.charAt(0) === "/" && a.href.charAt(1) !== "/"
+      ? a.href : "/markers/" + encodeURIComponent(a.marker));
     div.appendChild(link);
     const ack = el("button", "ack", "Acknowledge");
     ack.type = "button";
