@@ -30,7 +30,7 @@ from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
-from bodycam.base import keys_cli
+from bodycam.base import keys_cli, model_cli
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.base.web import cli as web_cli
@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--limit", type=_positive, default=100)
     quarantine.add_argument("--json", action="store_true", help="one JSON object per line (payload in base64)")
     keys_cli.add_parser(sub, _DB_HELP, [verbose])
+    model_cli.add_parser(sub, _DB_HELP, [verbose])
     web_cli.add_parsers(sub, _DB_HELP, [verbose])
     return p
 
@@ -352,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
-        "keys": keys_cli.run,
+        "keys": keys_cli.run, "model": model_cli.run,
         "serve": lambda a: web_cli.serve(a, open_store), "user": lambda a: web_cli.user(a, open_store),
     }
     try:

@@ -146,6 +146,11 @@ class App:
         # other parts' alarms (delivery to base, microphone): each says why it is alarming, or None;
         # any of them lights the LED's alarm pattern, checked at every maintenance pass
         self.alarm_sources = list(alarm_sources)
+        # a new model waits to be activated (device/model_select.py): when this says so while the
+        # camera is idle (not recording), the loop stops with ``reload_requested`` set and the
+        # service assembles the firmware again with the new model
+        self.reload_when: Callable[[], bool] | None = None
+        self.reload_requested = False
         self.window = FrameWindow(detector.spec.input)
         self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
         spec = detector.spec
@@ -262,6 +267,11 @@ class App:
         if self._next_maint is None or frame.t_ns >= self._next_maint:
             self._next_maint = frame.t_ns + self._maint_ns
             self.recorder.maintain()
+            if (self.reload_when is not None and self.sm.state == State.IDLE and self.recorder.active is None
+                    and not self.reload_requested and self.reload_when()):
+                log.info("a new model is waiting and the camera is idle: reloading the firmware to activate it")
+                self.reload_requested = True
+                self.request_stop()
             # the recording failed (full disk, card error) but the officer/trigger still wants one:
             # try a new recording, at most once per maintenance interval
             if (self.sm.state != State.IDLE and self.recorder.active is None and self.recorder.errors

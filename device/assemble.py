@@ -34,7 +34,7 @@ from bodycam.device.detect.detector import Detector, build_detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.fusion import Fusion
 from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
-from bodycam.device.errors import StorageError
+from bodycam.device.errors import DetectorUnavailableError, ModelError, StorageError
 from bodycam.device.footage.aac_track import FootageSound
 from bodycam.device.footage.footage_path import CameraFootage
 from bodycam.device.footage.recorder import Recorder
@@ -46,6 +46,7 @@ from bodycam.device.hw.indicators import Indicators
 from bodycam.device.hw.inputs import Inputs
 from bodycam.device.hw.microphone import Microphone
 from bodycam.device.identity import key_path, load_signer
+from bodycam.device.model_select import ModelRejected, check_model
 from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner, ModelRef
 from bodycam.device.uplink.outbox import Outbox
 
@@ -201,12 +202,14 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
 @contextlib.contextmanager
 def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = None,
              listeners: Sequence[Callable[[Marker], None]] = (), keep_stage_times: bool = True,
-             signer: MarkerSigner | None = None) -> Iterator[Firmware]:
+             signer: MarkerSigner | None = None, package: str | None = None) -> Iterator[Firmware]:
     """Build the firmware from ``cfg`` and ``parts``; everything is released when the ``with`` ends.
 
     ``state_dir`` (outbox) defaults to ``<data_dir>/state``; ``listeners`` see every
     committed marker just before the publisher is woken (the simulator's printout). ``signer``
     (markers and manifests) defaults to the device key (``identity``): none is a start-up error.
+    ``package``: the model store package ``cfg``'s model comes from (device/model_select.py); if
+    it does not load or fails its self-test, :class:`ModelRejected` (the caller falls back).
     """
     clock = parts.clock
     with contextlib.ExitStack() as stack:
@@ -219,8 +222,14 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             parts.notifier.status("starting: loading the model")
         if parts.microphone is not None:
             stack.callback(parts.microphone.close)
-        detector = build_detector(cfg.detector, default_model_path())
+        try:
+            detector = build_detector(cfg.detector, default_model_path())
+        except ModelError as exc:
+            if package is not None and not isinstance(exc, DetectorUnavailableError):
+                raise ModelRejected(package, f"does not load: {exc}") from exc
+            raise
         stack.callback(detector.close)
+        check_model(detector, model_path(cfg), package)
         spec = detector.spec
         data_dir = cfg.data_dir
         state = state_dir or data_dir / "state"

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bodycam.device import evidence_cli
+from bodycam.device import evidence_cli, model_cli
 from bodycam.device.console import pipe_safe
 from bodycam.device.errors import BodycamError
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--config", type=Path, default=Path("/etc/bodycam/config.toml"), help="config file (TOML)")
     doc.add_argument("--json", action="store_true", help="print the results as JSON")
     evidence_cli.add_parsers(sub)
+    model_cli.add_parsers(sub)
     return p
 
 
@@ -86,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "doctor":
         return _doctor(args.config, args.json)
-    if args.command in ("provision", "verify"):
+    if args.command in ("provision", "verify", "model"):
         try:
-            return evidence_cli.run(args)
+            return model_cli.run(args) if args.command == "model" else evidence_cli.run(args)
         except BodycamError as exc:
             print(f"bodycam: error: {exc}", file=sys.stderr)
             return exc.exit_code

@@ -21,6 +21,7 @@ from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
 from bodycam.device.hw.microphone import MicrophoneConfig
 from bodycam.device.identity import IdentityConfig
+from bodycam.device.model_select import ModelsConfig
 from bodycam.device.safe_load import load_toml
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
@@ -59,6 +60,7 @@ class AppConfig:
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
 
     @property
     def data_dir(self) -> Path:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -30,11 +30,14 @@ from bodycam.device.hw.frames import Camera
 from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.hw.microphone import Microphone
 from bodycam.device.hw.watchdog import Watchdog
+from bodycam.device.model_select import ModelRejected, open_store, resolve
+from bodycam.device.model_store import ModelStore
 
 if TYPE_CHECKING:
     from bodycam.device.hw.picamera_adapter import PiCamera
 
 log = logging.getLogger("bodycam")
+MAX_REJECTIONS = 8
 
 @dataclass
 class FirmwareResult:
@@ -108,13 +111,48 @@ def real_parts(cfg: AppConfig, clock: Clock, notifier: Watchdog, *, camera: Came
 
 def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock | None = None,
                  pin_factory: PinFactory | None = None, environ: Mapping[str, str] | None = None,
-                 install_signals: bool = True) -> FirmwareResult:
+                 install_signals: bool = True, camera_factory: Callable[[], Camera] | None = None) -> FirmwareResult:
+    """Run the service (``camera_factory``: a new camera for each assembly, for tests); a model store package that fails on this camera is rejected and the firmware
+    assembled again with the previous model, and a new package is activated at the next idle moment
+    by assembling again (device/model_select.py)."""
     env = os.environ if environ is None else environ
     clock = clock or SystemClock()
     notifier = Watchdog(clock, environ=env)
+    try:
+        try:
+            store = open_store(cfg, clock)
+        except BodycamError as exc:
+            _fail_start(notifier, exc)
+        rejected = 0
+        while True:
+            run_cfg, package = resolve(cfg, store)
+            cam = camera_factory() if camera_factory is not None else camera
+            try:
+                result, reload = _run_once(run_cfg, package, store, clock, notifier, cam, pin_factory, install_signals)
+            except ModelRejected as exc:
+                assert store is not None
+                log.error("ALARM %s: rejected; falling back to the previous model", exc)
+                notifier.status(f"ALARM {exc}: rejected, falling back"[:400])
+                store.reject(exc.package, exc.reason)
+                rejected += 1
+                if rejected > MAX_REJECTIONS:  # cannot happen: each rejection leaves one model fewer
+                    raise StartupError(f"{rejected} model packages rejected in a row") from exc
+                continue
+            if not reload:
+                return result
+            camera = None  # a camera object given by the caller ended with the loop: real parts next time
+    finally:
+        notifier.close()
+
+
+def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clock: Clock, notifier: Watchdog,
+              camera: Camera | None, pin_factory: PinFactory | None,
+              install_signals: bool) -> tuple[FirmwareResult, bool]:
+    """One assembly of the firmware, run until it stops; (result, whether to assemble again)."""
     fw: Firmware | None = None
     try:
-        with assemble(cfg, real_parts(cfg, clock, notifier, camera=camera, pin_factory=pin_factory)) as fw:
+        with assemble(cfg, real_parts(cfg, clock, notifier, camera=camera, pin_factory=pin_factory),
+                      package=package) as fw:
             fw.start()
             if install_signals:
                 firmware = fw
@@ -125,6 +163,9 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
 
                 signal.signal(signal.SIGTERM, on_signal)
                 signal.signal(signal.SIGINT, on_signal)
+            if store is not None:
+                pending_store = store
+                fw.app.reload_when = lambda: pending_store.pending() is not None
 
             outbox = fw.outbox
 
@@ -139,13 +180,14 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
                 raise HardwareError("camera: the stream ended before the first frame")
             undelivered = fw.drain(5.0)
             errors = list(fw.recorder.errors)
+            reload = fw.app.reload_requested
+    except ModelRejected:
+        raise
     except BodycamError as exc:
         if fw is not None and fw.ready_sent:
             raise  # failed while running: systemd restarts it
         _fail_start(notifier, exc)
-    finally:
-        notifier.close()
-    return FirmwareResult(stats, undelivered, errors)
+    return FirmwareResult(stats, undelivered, errors), reload
 
 
 def _fail_start(notifier: Watchdog, exc: BodycamError) -> NoReturn:

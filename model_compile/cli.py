@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--policies", default="fused,video,audio", help="comma list (default %(default)s)")
     f.add_argument("--audio-model", default="", help="audio model (default: the shipped one)")
     f.add_argument("--json", action="store_true")
+    st = sub.add_parser("selftest", help="pack a model's self-test windows and record its scores in the sidecar")
+    st.add_argument("model", type=Path)
+    st.add_argument("--clip", type=Path, default=Path("examples/range_demo.mp4"),
+                    help="a clip with a truth file to take the windows from (default %(default)s)")
+    st.add_argument("--windows", type=int, default=24)
     i = sub.add_parser("inspect", help="show a model's sidecar, tensors, operators, size and MACs")
     i.add_argument("model", type=Path)
     i.add_argument("--json", action="store_true")
@@ -238,6 +243,18 @@ def _evaluate_fused(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.selftest import make_selftest
+
+    if not 1 <= args.windows <= 256:
+        raise UsageError(f"--windows {args.windows} must be in 1..256")
+    entry = make_selftest(args.model, args.clip, windows=args.windows)
+    lo, hi = min(entry["scores"]), max(entry["scores"])
+    print(f"{args.model}: self-test of {len(entry['scores'])} windows from {args.clip.name} "
+          f"(scores {lo:.3f}..{hi:.3f}) written to {entry['file']} and the sidecar")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from bodycam.model_compile.inspect_model import inspect, render
 
@@ -250,7 +267,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect, "build-audio": _build_audio,
-           "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused}[args.command]
+           "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused, "selftest": _selftest}[args.command]
     try:
         return run(args)
     except BodycamError as exc:

@@ -1,0 +1,151 @@
+"""Base's model registry: which models exist, their metrics, who approved them, and the signed packages.
+
+Table ``model_registry`` in the store's database (SQLite or PostgreSQL): one row per (name, version)
+with the model's SHA-256, task, the metrics recorded in its sidecar, where the files are on base,
+who added it and when, and, once approved, who approved it, when, and the SHA-256 of the signed
+package's manifest. A row is never deleted or rewritten: approving fills the approval columns once.
+
+Approving writes a package (device/model_package.py) signed with base's model-signing key
+(``bodycam-base model keygen``); the cameras trust that key's public half (``bodycam model trust``)
+and verify the package, then the model's self-test on their own runtime, before using it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.base.keys import KeyStore
+from bodycam.device.clock import rfc3339_ms
+from bodycam.device.detect.model_spec import load_model_spec, sha256_file
+from bodycam.device.errors import ModelError, UsageError
+from bodycam.device.identity import IdentityError, Signer, load_signer, public_pem
+from bodycam.device.model_package import make_package, package_digest, required_files
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS model_registry ("
+    " name TEXT NOT NULL, version TEXT NOT NULL, task TEXT NOT NULL, sha256 TEXT NOT NULL, path TEXT NOT NULL,"
+    " metrics TEXT NOT NULL, added_ns BIGINT NOT NULL, added_by TEXT NOT NULL,"
+    " approved_ns BIGINT, approved_by TEXT, package_sha256 TEXT, PRIMARY KEY (name, version))",
+)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    task: str
+    sha256: str
+    path: str
+    metrics: dict[str, Any]
+    added_ns: int
+    added_by: str
+    approved_ns: int | None
+    approved_by: str | None
+    package_sha256: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "task": self.task, "sha256": self.sha256,
+                "path": self.path, "metrics": self.metrics, "added": rfc3339_ms(self.added_ns),
+                "added_by": self.added_by,
+                "approved": None if self.approved_ns is None else rfc3339_ms(self.approved_ns),
+                "approved_by": self.approved_by, "package_sha256": self.package_sha256}
+
+
+def keygen(path: Path) -> Signer:
+    """A new model-signing key: ``path`` (private, mode 0600) and ``path.with_suffix('.pub')``."""
+    if path.exists():
+        raise UsageError(f"{path}: exists; a new signing key needs a new file (cameras trust keys by id)")
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    signer = Signer(private)
+    path.with_suffix(".pub").write_bytes(public_pem(signer.public))
+    return signer
+
+
+class ModelRegistry:
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+        with store.transaction() as tx:
+            for stmt in SCHEMA:
+                tx.run(stmt)
+
+    def add(self, model: Path, by: str, now_ns: int) -> RegisteredModel:
+        """Register a built model (with its sidecar and self-test); the same build again changes nothing."""
+        try:
+            spec = load_model_spec(model)
+            required_files(model)  # the self-test must be there before anything can be shipped
+        except ModelError as exc:
+            raise UsageError(str(exc)) from exc
+        metrics = spec.raw.get("metrics") if isinstance(spec.raw.get("metrics"), dict) else {}
+        with self._store.transaction() as tx:
+            row = tx.one("SELECT sha256 FROM model_registry WHERE name=? AND version=?", (spec.name, spec.version))
+            if row is not None and str(row[0]) != spec.sha256:
+                raise UsageError(f"{spec.name} {spec.version} is registered with another build ({str(row[0])[:12]}...):"
+                                 " give the new build a new version")
+            if row is None:
+                tx.run("INSERT INTO model_registry(name, version, task, sha256, path, metrics, added_ns, added_by) "
+                       "VALUES (?,?,?,?,?,?,?,?)", (spec.name, spec.version, spec.task, spec.sha256,
+                                                    str(Path(model).resolve()), json.dumps(metrics), now_ns, by))
+        return self.get(spec.name, spec.version)
+
+    def approve(self, name: str, version: str, by: str, now_ns: int, signer: Signer, out: Path) -> RegisteredModel:
+        """Write the signed package of an added model to ``out`` and record the approval (once)."""
+        m = self.get(name, version)
+        if m.approved_ns is not None:
+            raise UsageError(f"{name} {version} was approved by {m.approved_by} at {rfc3339_ms(m.approved_ns)}; "
+                             f"its package is recorded (manifest sha256 {m.package_sha256})")
+        model = Path(m.path)
+        try:
+            actual = sha256_file(model)
+        except OSError as exc:
+            raise UsageError(f"{model}: the registered model file cannot be read ({exc.strerror or exc})") from exc
+        if actual != m.sha256:
+            raise UsageError(f"{model}: SHA-256 {actual[:12]}... is not the registered build ({m.sha256[:12]}...)")
+        make_package(model, out, signer, approved_by=by, approved_at=rfc3339_ms(now_ns), metrics=m.metrics)
+        digest = package_digest(out)
+        with self._store.transaction() as tx:
+            tx.run("UPDATE model_registry SET approved_ns=?, approved_by=?, package_sha256=? "
+                   "WHERE name=? AND version=? AND approved_ns IS NULL", (now_ns, by, digest, name, version))
+        return self.get(name, version)
+
+    def get(self, name: str, version: str) -> RegisteredModel:
+        rows = self._rows(" WHERE name=? AND version=?", (name, version))
+        if not rows:
+            raise UsageError(f"no model {name} {version} in the registry (see 'bodycam-base model list')")
+        return rows[0]
+
+    def all(self) -> list[RegisteredModel]:
+        return self._rows(" ORDER BY added_ns, name, version", ())
+
+    def _rows(self, where: str, args: tuple[Any, ...]) -> list[RegisteredModel]:
+        rows = self._store.read("SELECT name, version, task, sha256, path, metrics, added_ns, added_by, approved_ns, "
+                                "approved_by, package_sha256 FROM model_registry" + where, args)
+        return [RegisteredModel(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), json.loads(str(r[5])),
+                                int(r[6]), str(r[7]), None if r[8] is None else int(r[8]),
+                                None if r[9] is None else str(r[9]), None if r[10] is None else str(r[10]))
+                for r in rows]
+
+
+def load_model_signer(path: Path) -> Signer:
+    """Base's model-signing key (PEM, mode 0600); a one-line error naming ``keygen`` otherwise."""
+    if not path.exists():
+        raise UsageError(f"{path}: no model-signing key: run 'bodycam-base model keygen {path}'")
+    try:
+        return load_signer(path)
+    except IdentityError as exc:
+        raise UsageError(str(exc).replace("run 'bodycam provision'", "run 'bodycam-base model keygen'")) from exc
+
+
+__all__ = ["ModelRegistry", "RegisteredModel", "keygen", "load_model_signer"]
