@@ -44,11 +44,21 @@ def npz_bytes(windows: npt.NDArray[np.int8]) -> bytes:
     return out.getvalue()
 
 
-def choose(scores: npt.NDArray[np.float64], n: int) -> list[int]:
-    """``n`` window indices spread evenly over the sorted scores (lowest, highest and between)."""
+def choose(scores: npt.NDArray[np.float64], n: int, threshold: float) -> list[int]:
+    """``n`` window indices: a third the highest scores (shots), a third nearest the threshold (the
+    doubtful ones, most sensitive to a changed model), the rest spread evenly over the sorted scores."""
+    n = min(n, len(scores))
     order = np.argsort(scores, kind="stable")
-    picks = sorted({int(order[round(float(q))]) for q in np.linspace(0, len(order) - 1, num=min(n, len(order)))})
-    return picks
+    near = np.argsort(np.abs(scores - threshold), kind="stable")
+    picks: list[int] = []
+    for source in (order[::-1][: n // 3], near[: n // 3],
+                   order[np.round(np.linspace(0, len(order) - 1, num=n)).astype(int)], order):
+        for i in source:
+            if len(picks) == n:
+                break
+            if int(i) not in picks:
+                picks.append(int(i))
+    return sorted(picks)
 
 
 def make_selftest(model_path: Path, clip: Path, *, windows: int = DEFAULT_WINDOWS,
@@ -60,7 +70,7 @@ def make_selftest(model_path: Path, clip: Path, *, windows: int = DEFAULT_WINDOW
     det = TFLiteDetector(model_path, spec, backend="cpu", threads=1)
     try:
         scores = np.array([det.score(all_windows[i : i + 1]) for i in range(all_windows.shape[0])])
-        picks = choose(scores, windows)
+        picks = choose(scores, windows, spec.threshold)
         chosen = np.ascontiguousarray(all_windows[picks])
         recorded = [float(scores[i]) for i in picks]
     finally:

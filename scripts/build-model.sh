@@ -103,9 +103,11 @@ bodycam-model evaluate "$OUT.tflite" --data "$TEST" --split all --json > "$OUT.t
 bodycam-model evaluate "$OUT.tflite" --data "$FREE" --split all
 bodycam-model evaluate "$OUT.tflite" --data "$FREE" --split all --json > "$OUT.shot-free.json"
 python bench/bench_model.py "$OUT.tflite"
+# the self-test the cameras run when they load the model (windows of the demo clip, reproducible)
+bodycam-model selftest "$OUT.tflite" --clip examples/range_demo.mp4
 echo "data sets $((made - start)) s, build $((built - made)) s"
 if [ "$INSTALL" = 1 ]; then
-    cp "$OUT.tflite" "$OUT.json" device/models/
+    cp "$OUT.tflite" "$OUT.json" "$OUT.selftest.npz" device/models/
     mkdir -p docs/model
     cp "$OUT.report.json" "$OUT.report.png" "$OUT.test.json" "$OUT.shot-free.json" docs/model/
     echo "installed device/models/shotnet.tflite + shotnet.json, report in docs/model/"

@@ -325,3 +325,9 @@ def test_a_package_installed_while_running_is_activated_when_the_camera_is_idle(
     loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model: ")]
     assert any(st["active"] in m for m in loaded)  # the second assembly loaded the package ...
     assert any("self-test passed" in m for m in loaded)  # ... and its self-test passed on this runtime
+
+
+def test_the_shipped_model_passes_its_own_selftest() -> None:
+    """The shipped sidecar carries a self-test (scripts/build-model.sh) and this runtime agrees with it."""
+    result = _selftest(default_model_path())
+    assert result.ok and result.windows == 24
