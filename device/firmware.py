@@ -125,7 +125,12 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
             _fail_start(notifier, exc)
         rejected = 0
         while True:
-            run_cfg, package = resolve(cfg, store)
+            try:
+                run_cfg, package = resolve(cfg, store)
+            except BodycamError as exc:  # the camera must run: on the configured/shipped model
+                log.error("ALARM model store unusable (%s): using the configured model", exc)
+                notifier.status(f"ALARM model store unusable: {exc}"[:400])
+                store, run_cfg, package = None, cfg, None
             cam = camera_factory() if camera_factory is not None else camera
             try:
                 result, reload = _run_once(run_cfg, package, store, clock, notifier, cam, pin_factory, install_signals)
@@ -133,7 +138,11 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
                 assert store is not None
                 log.error("ALARM %s: rejected; falling back to the previous model", exc)
                 notifier.status(f"ALARM {exc}: rejected, falling back"[:400])
-                store.reject(exc.package, exc.reason)
+                try:
+                    store.reject(exc.package, exc.reason)
+                except BodycamError as err:
+                    log.error("ALARM cannot record the rejection (%s): the model store is not used", err)
+                    store = None
                 rejected += 1
                 if rejected > MAX_REJECTIONS:  # cannot happen: each rejection leaves one model fewer
                     raise StartupError(f"{rejected} model packages rejected in a row") from exc
@@ -164,8 +173,7 @@ def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clo
                 signal.signal(signal.SIGTERM, on_signal)
                 signal.signal(signal.SIGINT, on_signal)
             if store is not None:
-                pending_store = store
-                fw.app.reload_when = lambda: pending_store.pending() is not None
+                fw.app.reload_when = _pending_check(store)
 
             outbox = fw.outbox
 
@@ -188,6 +196,22 @@ def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clo
             raise  # failed while running: systemd restarts it
         _fail_start(notifier, exc)
     return FirmwareResult(stats, undelivered, errors), reload
+
+
+def _pending_check(store: ModelStore) -> Callable[[], bool]:
+    """Whether a package waits; a store that cannot be read says no (and logs once), never stops the loop."""
+    failed: list[str] = []
+
+    def pending() -> bool:
+        try:
+            return store.pending() is not None
+        except BodycamError as exc:
+            if not failed:
+                log.error("ALARM model store unreadable (%s): new models wait for the next start", exc)
+            failed.append(str(exc))
+            return False
+
+    return pending
 
 
 def _fail_start(notifier: Watchdog, exc: BodycamError) -> NoReturn:

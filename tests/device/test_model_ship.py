@@ -21,7 +21,7 @@ from bodycam.device.clock import SystemClock, VirtualClock
 from bodycam.device.detect.detector import TFLiteDetector, _runtime
 from bodycam.device.detect.model_spec import default_model_path, load_model_spec, sha256_file, sidecar_path
 from bodycam.device.detect.selftest import load_windows, parse_selftest, run_selftest
-from bodycam.device.errors import ModelError
+from bodycam.device.errors import ModelError, StorageError
 from bodycam.device.identity import Signer, public_pem
 from bodycam.device.model_package import MANIFEST, PackageError, make_package, verify_package
 from bodycam.device.model_store import ModelStore
@@ -254,7 +254,10 @@ def _service(tmp_path: Path, trusted_dir: Path, seconds: float) -> tuple[Any, An
         from bodycam.device.assemble import model_spec
         from bodycam.device.model_select import open_store, resolve
 
-        run_cfg, _ = resolve(cfg, open_store(cfg, clock))  # the camera sized for the model that will load
+        try:
+            run_cfg, _ = resolve(cfg, open_store(cfg, clock))  # the camera sized for the model that will load
+        except StorageError:
+            run_cfg = cfg
         spec = model_spec(run_cfg)
         return LiveClipCamera(clip, (spec.input.width, spec.input.height), clock)
 
@@ -331,3 +334,15 @@ def test_the_shipped_model_passes_its_own_selftest() -> None:
     """The shipped sidecar carries a self-test (scripts/build-model.sh) and this runtime agrees with it."""
     result = _selftest(default_model_path())
     assert result.ok and result.windows == 24
+
+
+@pytest.mark.integration
+def test_an_unusable_model_store_alarms_and_the_camera_runs_on_the_shipped_model(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bodycam.device.firmware import run_firmware
+
+    cfg, clock, camera = _service(tmp_path, tmp_path / "no-keys", 2)
+    (tmp_path / "svc" / "models").write_text("a file where the store's directory should be")
+    result = run_firmware(cfg, clock=clock, environ={}, install_signals=False, camera_factory=camera)
+    assert result.stats.frames > 30
+    assert any("ALARM model store unusable" in r.getMessage() for r in caplog.records)
