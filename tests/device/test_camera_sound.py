@@ -284,3 +284,13 @@ def test_the_camera_path_through_the_assembly_records_sound_and_verifies(tmp_pat
     found = onsets((a0, x))
     assert found and abs(found[0] - (2.5 - first * FRAME_S)) < FRAME_S  # the pre-event burst, in place
     assert "recording_start" in (rec / "chapters.vtt").read_text()
+    # the segment's hash covers its sound: one byte changed inside an AAC packet does not verify
+    with av.open(str(segments[0])) as c:
+        pos = next(p.pos for p in c.demux(audio=0) if p.size > 8 and p.pos is not None and p.pos > 0)
+    data = bytearray(segments[0].read_bytes())
+    data[pos + 4] ^= 0x55
+    segments[0].write_bytes(bytes(data))
+    tampered = verify_path(tmp_path / "data", signer.public, "test")
+    assert not tampered.ok
+    assert [(f.code, f.where) for r in tampered.recordings for f in r.findings if f.level == "fail"] == \
+        [("segment_hash", segments[0].name)]
