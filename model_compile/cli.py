@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--policies", default="fused,video,audio", help="comma list (default %(default)s)")
     f.add_argument("--audio-model", default="", help="audio model (default: the shipped one)")
     f.add_argument("--json", action="store_true")
+    cmp_ = sub.add_parser("compare", help="a candidate model and the shipped one side by side on the same footage")
+    cmp_.add_argument("candidate", type=Path)
+    cmp_.add_argument("shipped", type=Path)
+    cmp_.add_argument("--data", type=Path, required=True, help="clips with truth files (e.g. a force's reviewed export)")
+    cmp_.add_argument("--split", default="all", help="train, val, test or all (default %(default)s)")
+    cmp_.add_argument("--plot", type=Path, default=None, help="write a bar chart (PNG) here")
+    cmp_.add_argument("--json", action="store_true")
     st = sub.add_parser("selftest", help="pack a model's self-test windows and record its scores in the sidecar")
     st.add_argument("model", type=Path)
     st.add_argument("--clip", type=Path, default=Path("examples/range_demo.mp4"),
@@ -243,6 +250,19 @@ def _evaluate_fused(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.compare import compare, render, to_json, write_plot
+
+    res = compare(args.candidate, args.shipped, args.data, args.split, None if args.json else _log)
+    print(to_json(res) if args.json else render(res))
+    if args.plot is not None:
+        if write_plot(res, args.plot):
+            print(f"plot: {args.plot}", file=sys.stderr)
+        else:
+            print("plot: matplotlib is not installed (pip install '.[compile]')", file=sys.stderr)
+    return 0
+
+
 def _selftest(args: argparse.Namespace) -> int:
     from bodycam.model_compile.selftest import make_selftest
 
@@ -267,7 +287,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect, "build-audio": _build_audio,
-           "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused, "selftest": _selftest}[args.command]
+           "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused, "selftest": _selftest,
+           "compare": _compare}[args.command]
     try:
         return run(args)
     except BodycamError as exc:

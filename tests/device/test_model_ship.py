@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from _models import corrupt_weights
 
 from bodycam.device.clock import SystemClock, VirtualClock
-from bodycam.device.detect.detector import TFLiteDetector, _runtime
+from bodycam.device.detect.detector import TFLiteDetector
 from bodycam.device.detect.model_spec import default_model_path, load_model_spec, sha256_file, sidecar_path
 from bodycam.device.detect.selftest import load_windows, parse_selftest, run_selftest
 from bodycam.device.errors import ModelError, StorageError
@@ -65,37 +65,6 @@ def _clone(packed: Path, dest: Path, version: str | None = None) -> Path:
     return model
 
 
-def _corrupt_weights(model: Path) -> None:
-    """Negate the largest int8 constant tensor in the file and re-hash the sidecar to match."""
-    interpreter_cls, _, _ = _runtime()
-    it = interpreter_cls(model_path=str(model))
-    it.allocate_tensors()
-    data = bytearray(model.read_bytes())
-    best: np.ndarray[Any, Any] | None = None
-    at = -1
-    for d in it.get_tensor_details():
-        if d["dtype"] != np.int8 or len(d["shape"]) != 4:
-            continue
-        try:
-            t = it.get_tensor(d["index"])
-        except ValueError:
-            continue
-        if len(np.unique(t)) < 16 or (best is not None and t.size <= best.size):
-            continue  # activations (not yet computed) and small tensors
-        raw = t.tobytes()
-        found = data.find(raw)
-        if found >= 0 and data.find(raw, found + 1) < 0:  # a constant stored once in the file: weights
-            best, at = t.copy(), found
-    assert best is not None, "no convolution weights found in the file"
-    raw = best.tobytes()
-    flipped = (-best.astype(np.int16)).clip(-127, 127).astype(np.int8).tobytes()
-    data[at : at + len(raw)] = flipped
-    model.write_bytes(bytes(data))
-    side = json.loads(sidecar_path(model).read_text())
-    side["sha256"] = sha256_file(model)
-    sidecar_path(model).write_text(json.dumps(side, indent=1))
-
-
 def _selftest(model: Path) -> Any:
     spec = load_model_spec(model)
     st = parse_selftest(spec.raw, "t")
@@ -124,7 +93,7 @@ def test_the_selftest_pack_is_reproducible_spans_the_scores_and_passes(packed: P
 
 def test_the_selftest_catches_different_weights_behind_a_matching_sidecar(packed: Path, tmp_path: Path) -> None:
     bad = _clone(packed, tmp_path / "bad")
-    _corrupt_weights(bad)
+    corrupt_weights(bad)
     load_model_spec(bad)  # the sidecar's hash check passes: only the self-test can tell
     result = _selftest(bad)
     assert not result.ok and "FAILED" in str(result) and result.worst_steps > 2
@@ -275,7 +244,7 @@ def test_a_package_that_fails_its_selftest_on_the_camera_is_rejected_and_the_cam
     trusted_dir.mkdir()
     (trusted_dir / "base.pem").write_bytes(public_pem(signer.public))
     bad = _clone(packed, tmp_path / "bad", "9.9.9")
-    _corrupt_weights(bad)
+    corrupt_weights(bad)
     make_package(bad, tmp_path / "pbad", signer, approved_by="ada", approved_at="t")  # base cannot tell either
     cfg, clock, camera = _service(tmp_path, trusted_dir, 2)
     store = open_store(cfg, clock)
