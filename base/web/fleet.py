@@ -183,6 +183,28 @@ def fleet_views(db: WebDb, cfg: FleetConfig, now_ns: int) -> tuple[list[DeviceVi
     return build_views(rows, tel, qrows, active, cfg, now_ns, marks)
 
 
+def watch_views(db: WebDb, cfg: FleetConfig, now_ns: int) -> list[DeviceView]:
+    """What the conditions need, cheaply enough to run every ``check_s`` on a large fleet: the
+    ``devices`` rows and the latest telemetry (no marker counts, no quarantine); the newest
+    recording marker only of the devices that are offline while their telemetry says recording."""
+    rows = [DeviceRow(str(r[0]), r[1], r[2], int(r[3]), 0, 0, 0, 0)
+            for r in db.rows("SELECT device, state, status_t, last_seen_ns FROM devices")]
+    tel = db.store.telemetry()
+    active = {(str(r[0]), str(r[1])) for r in db.rows("SELECT device, kind FROM web_conditions")}
+    offline = {r.device for r in rows if r.state != "online"}
+    marks: RecordingMarks = {}
+    for s in tel:
+        d = s.telemetry.device
+        if d in offline and s.telemetry.recording:
+            found = db.rows(
+                "SELECT kind, t_ns FROM markers WHERE device=? AND kind IN ('recording_start', 'recording_stop') "
+                "ORDER BY seq DESC LIMIT 1", (d,))
+            if found:
+                marks[d] = (found[0][0] == "recording_start", int(found[0][1]))
+    views, _ = build_views(rows, tel, [], active, cfg, now_ns, marks)
+    return views
+
+
 def build_views(
     rows: Sequence[DeviceRow], tel: Sequence[StoredTelemetry], qrows: Sequence[tuple[Any, int, int, str]],
     active: set[tuple[str, str]], cfg: FleetConfig, now_ns: int, marks: RecordingMarks | None = None,
@@ -233,7 +255,7 @@ class FleetWatch:
     def check(self, now_ns: int | None = None) -> tuple[list[str], list[str]]:
         """Evaluate every device once; returns the alert ids raised and the episodes cleared."""
         now = self.now_ns() if now_ns is None else now_ns
-        views, _ = fleet_views(self.db, self.cfg, now)
+        views = watch_views(self.db, self.cfg, now)
         holding = {(v.device, k): detail for v in views for k, detail in v.conditions.items()}
         open_ = {(str(r[0]), str(r[1])): str(r[2]) for r in
                  self.db.rows("SELECT device, kind, alert_id FROM web_conditions")}

@@ -246,3 +246,55 @@ def test_serve_refuses_bad_fleet_options(tmp_path: Path, capsys: pytest.CaptureF
     assert "--tile-url" in capsys.readouterr().err
     assert main(["serve", "--db", db, "--battery-low-pct", "150"]) == 2
     assert "percentages" in capsys.readouterr().err
+
+
+def test_an_older_database_gets_marker_positions(db: str, tmp_path: Path) -> None:
+    """A markers table from before lat/lon: the columns are added and filled from the stored bodies."""
+    ms = make_markers(tmp_path, ["manual", "gunshot"])  # the gunshot is at 51.5, -0.12
+    old = ("CREATE TABLE markers (id TEXT PRIMARY KEY, device TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"
+           " t TEXT NOT NULL, t_ns BIGINT NOT NULL, received_ns BIGINT NOT NULL, digest TEXT NOT NULL,"
+           " prev TEXT NOT NULL, chain TEXT NOT NULL, body TEXT NOT NULL)")
+    rows = [(m.id, m.device, m.seq, m.kind, m.t, m.t_ns, 1, m.digest(), m.prev, "ok", m.to_json().decode()) for m in ms]
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(old)
+            for r in rows:
+                conn.execute("INSERT INTO markers VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", r)
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute(old)
+            conn.executemany("INSERT INTO markers VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.close()
+    from bodycam.base.cli import open_store
+
+    store = open_store(db)
+    try:
+        assert [s.marker.id for s in store.markers(area=(51.4, -0.2, 51.6, 0.0))] == [ms[1].id]
+        assert store.markers(area=(-10, 170, 10, -170)) == []  # across the antimeridian: nothing there
+        assert len(store.markers()) == 2
+    finally:
+        store.close()
+
+
+def test_the_watch_reads_no_marker_counts(web: WebApp) -> None:
+    """The watch (every 2 s) needs devices + latest telemetry; the recording marker only for offline
+    devices whose telemetry says recording, and it agrees with the page's full view."""
+    from bodycam.base.web.fleet import fleet_views, watch_views
+
+    f = Fleet(web)
+    for d in ("cam-01", "cam-02", "cam-03"):
+        f.status(d, "online")
+    f.tel("cam-01", recording=True, battery=5)
+    f.tel("cam-02", recording=True)
+    f.tel("cam-03", synced=False)
+    f.status("cam-02", "offline")
+    now = f.clock.wall_ns()
+    light = {v.device: v.conditions for v in watch_views(web.web, FleetConfig(), now)}
+    full = {v.device: v.conditions for v in fleet_views(web.web, FleetConfig(), now)[0]}
+    assert light == full and set(light["cam-01"]) == {"low_battery"}
+    assert set(light["cam-02"]) == {"offline_while_recording"} and set(light["cam-03"]) == {"clock_unsynced"}
