@@ -24,7 +24,14 @@
   device's first stored seq to N is stored; a hole above N that lasts ``resend_after_s``, or a
   retained ack above N (the database was restored from an older backup), makes base publish
   ``<prefix>/<device>/cmd/resend`` for the missing range (QoS 1, MQTT 5 expiry 300 s; at most once
-  per ``resend_repeat_s`` for one range).
+  per ``resend_repeat_s`` for one range);
+* **a fresh broker session** (the broker restarted without its state, our session expired, or a new
+  client id): whatever the broker queued for base may be gone, and a camera that resent its
+  unconfirmed markers when it reconnected may have done so before base subscribed (those resends
+  went nowhere and would wait ``ack_timeout_s`` at the camera). So once subscribed on a fresh
+  session, base asks every device it knows for everything above its acknowledged seq
+  (``cmd/resend`` ``N+1 .. 2^63-1``; the camera sends what it holds in that range, which is only what
+  base has not confirmed).
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ from bodycam.device.clock import Clock, SystemClock, rfc3339_ms
 from bodycam.device.errors import StorageError
 from bodycam.device.uplink.markers import DETECTION_KINDS, Marker, uuid7
 from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig, topic
-from bodycam.device.uplink.validate import MAX_PAYLOAD
+from bodycam.device.uplink.validate import INT64_MAX, MAX_PAYLOAD
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,6 +181,7 @@ class Consumer:
         self._hold: dict[str, float] = {}  # device -> no ack before this time (see _count)
         self._next_ack_pass = 0.0
         self._ack_all = False
+        self._session_present = True
 
     @property
     def protocol(self) -> str:
@@ -428,6 +436,21 @@ class Consumer:
         for p in [*progress, *unknown]:
             self._ack_device(client, p, now)
 
+    def _known_before(self) -> list[Progress]:
+        """What this database held before the session (read before anything on it is stored)."""
+        try:
+            return self._with_store(lambda: self._store.progress(None))
+        except _Poison as exc:
+            _log.error("cannot read the acknowledgement state: %s", exc)
+            return []
+
+    def _ask_known(self, client: mqtt.Client, known: list[Progress]) -> None:
+        """Once subscribed on a fresh session: ask every device the database knew for everything
+        above its acknowledged seq (see the module docstring)."""
+        for p in known:
+            if 0 < p.contiguous < INT64_MAX:
+                self._resend(client, p.device, (p.contiguous + 1, INT64_MAX), fresh_session=True)
+
     def _hole_due(self, h: _Hole, now: float) -> bool:
         if h.sent is None:
             return now - h.first_seen >= self._opt.resend_after_s
@@ -461,7 +484,7 @@ class Consumer:
         self._resend(client, p.device, hole)
         h.sent = now
 
-    def _resend(self, client: mqtt.Client, device: str, hole: tuple[int, int]) -> None:
+    def _resend(self, client: mqtt.Client, device: str, hole: tuple[int, int], *, fresh_session: bool = False) -> None:
         body = {
             "schema": CMD_SCHEMA,
             "verb": "resend",
@@ -475,6 +498,10 @@ class Consumer:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.MessageExpiryInterval = self._opt.resend_expiry_s
         client.publish(topic(self._opt.prefix, device, "cmd/resend"), _json(body), qos=1, retain=False, properties=props)
+        if fresh_session:
+            self.counters["fresh_session_requests"] += 1
+            _log.info("device %s: fresh broker session; asked for seq %d and above", device, hole[0])
+            return
         self.counters["resend_requests"] += 1
         self._notify(f"device {device}: seq {hole[0]}..{hole[1]} missing; asked the camera to send them again")
 
@@ -530,8 +557,12 @@ class Consumer:
                 return False
             self._client = client
             self._ack_all = True
+            known = None if self._session_present else self._known_before()
             self._acked.clear()
             while not stop.is_set() and not self._lost.is_set():
+                if known is not None and self._connected.is_set():
+                    self._ask_known(client, known)
+                    known = None
                 self._drain(wait_s=0.05)
                 self._ack_pass(time.monotonic())
             if stop.is_set():  # store what already arrived (bounded), then the final acks
@@ -582,6 +613,7 @@ class Consumer:
         return {"clean_start": False, "properties": props}
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._session_present = bool(getattr(flags, "session_present", False))  # before _connack: read after it
         self._connack = reason
         if reason.is_failure:
             return

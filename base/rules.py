@@ -110,6 +110,11 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
     )
 
 
+#: columns ``migrate`` adds to ``devices`` and ``markers`` (a database without one of them is not current)
+MIGRATED_COLUMNS = frozenset({"contig_seq"})
+MIGRATED_MARKER_COLUMNS = frozenset({"lat", "lon"})
+
+
 def migrate(tx: Tx, columns: set[str], *, unique_index: bool, marker_columns: set[str] | None = None) -> None:
     """Bring an older database up to date (``columns``: the current columns of ``devices``;
     ``unique_index``: whether ``markers_device_seq_unique`` exists; ``marker_columns``: of ``markers``).

@@ -10,6 +10,7 @@ the consumer tells an outage from a message that cannot be stored with :meth:`Ma
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,8 @@ from bodycam.base.rules import (
 from bodycam.base.telemetry import StoredTelemetry, TelemetryIn
 from bodycam.device.errors import StorageError
 from bodycam.device.uplink.markers import Marker
+
+_CREATED = re.compile(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)")
 
 __all__ = [
     "AddResult",
@@ -234,21 +237,44 @@ class SqliteStore(_Store):
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"base store {self._path}: cannot open: {exc}") from exc
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            with self._tx() as tx:
-                serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
-                for stmt in (*rules.schema(blob="BLOB", serial=serial), *telemetry_rules.schema(serial=serial)):
-                    tx.run(stmt)
-                columns = {str(r[1]) for r in tx.all("PRAGMA table_info(devices)")}
-                unique = tx.one(
-                    "SELECT 1 FROM sqlite_master WHERE type='index' AND name='markers_device_seq_unique'"
-                )
-                marker_columns = {str(r[1]) for r in tx.all("PRAGMA table_info(markers)")}
-                rules.migrate(tx, columns, unique_index=unique is not None, marker_columns=marker_columns)
+            serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+            statements = (*rules.schema(blob="BLOB", serial=serial), *telemetry_rules.schema(serial=serial))
+            if not self._schema_current(statements):
+                # only a database that needs its schema (new, or from an older version) takes the
+                # write lock here: a query command next to a running `listen` must not wait for it
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                with self._tx() as tx:
+                    for stmt in statements:
+                        tx.run(stmt)
+                    columns = {str(r[1]) for r in tx.all("PRAGMA table_info(devices)")}
+                    unique = tx.one(
+                        "SELECT 1 FROM sqlite_master WHERE type='index' AND name='markers_device_seq_unique'"
+                    )
+                    marker_columns = {str(r[1]) for r in tx.all("PRAGMA table_info(markers)")}
+                    rules.migrate(tx, columns, unique_index=unique is not None, marker_columns=marker_columns)
         except BaseException:
             self._conn.close()
             raise
+
+    def _schema_current(self, statements: Sequence[str]) -> bool:
+        """Whether every table and index of ``statements`` exists, the database is in WAL mode and
+        nothing is left to migrate (reads only: no write lock)."""
+        try:
+            names = {str(r[0]) for r in self._rows("SELECT name FROM sqlite_master", ())}
+            columns = {str(r[1]) for r in self._rows("PRAGMA table_info(devices)", ())}
+            marker_columns = {str(r[1]) for r in self._rows("PRAGMA table_info(markers)", ())}
+            mode = self._rows("PRAGMA journal_mode", ())
+        except StorageError:
+            return False  # e.g. locked while another connection changes the schema: take the slow path
+        wanted = {m.group(1) for stmt in statements if (m := _CREATED.match(stmt))}
+        return (
+            wanted <= names
+            and "markers_device_seq_unique" in names
+            and rules.MIGRATED_COLUMNS <= columns
+            and rules.MIGRATED_MARKER_COLUMNS <= marker_columns
+            and bool(mode) and str(mode[0][0]).lower() == "wal"
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[_SqliteTx]:

@@ -4,7 +4,9 @@ It follows the contract of docs/markers-and-mqtt.md exactly: a persistent MQTT 5
 ``<prefix>/+/marker``; every marker is stored in its own SQLite file (committed before anything
 is acknowledged); after each one it publishes ``<prefix>/<device>/ack`` (QoS 1, retained) with the
 highest *contiguous* seq stored; when it sees a gap it publishes ``cmd/resend`` for it (QoS 1,
-message expiry 300 s), again after ``rerequest_s`` while the gap stays open. Its store file can be
+message expiry 300 s), again after ``rerequest_s`` while the gap stays open; subscribed on a fresh
+broker session, it asks every device it knows for everything above its ack (``cmd/resend`` N+1 ..
+2^63-1: what the broker held for it may be gone, and a camera may have resent before it subscribed). Its store file can be
 copied away and back to play "base restored from an older backup".
 """
 
@@ -55,6 +57,7 @@ class BaseStandIn:
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.subscribed = threading.Event()
+        self.session_present = True
         self.c.on_subscribe = lambda *a: self.subscribed.set()
 
     def start(self, timeout: float = 10.0) -> BaseStandIn:
@@ -65,6 +68,8 @@ class BaseStandIn:
         assert self.subscribed.wait(timeout), "base stand-in did not subscribe"
         for dev, n in list(self._contig.items()):  # what this (maybe restored) store holds
             self._ack(dev, n)
+            if not self.session_present and n > 0:
+                self._request(dev, n + 1, 2**63 - 1)
         return self
 
     def stop(self) -> None:
@@ -73,6 +78,7 @@ class BaseStandIn:
         self.db.close()
 
     def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+        self.session_present = bool(f.session_present)
         c.subscribe(f"{self.prefix}/+/marker", qos=1)
 
     def _contiguous(self, device: str) -> int:
@@ -99,16 +105,19 @@ class BaseStandIn:
                 last = self._requested.get((dev, n + 1), 0.0)
                 if time.monotonic() - last >= self.rerequest_s:
                     self._requested[(dev, n + 1)] = time.monotonic()
-                    self.resend_requests.append((n + 1, nxt - 1))
-                    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                    props.MessageExpiryInterval = 300
-                    c.publish(
-                        f"{self.prefix}/{dev}/cmd/resend",
-                        resend_payload(str(uuid.uuid4()), n + 1, nxt - 1, time.time_ns()),
-                        qos=1,
-                        properties=props,
-                    )
+                    self._request(dev, n + 1, nxt - 1)
             self.cv.notify_all()
+
+    def _request(self, device: str, first: int, last: int) -> None:
+        self.resend_requests.append((first, last))
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.MessageExpiryInterval = 300
+        self.c.publish(
+            f"{self.prefix}/{device}/cmd/resend",
+            resend_payload(str(uuid.uuid4()), first, last, time.time_ns()),
+            qos=1,
+            properties=props,
+        )
 
     def _ack(self, device: str, seq: int) -> None:
         self.c.publish(

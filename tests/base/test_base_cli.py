@@ -112,3 +112,48 @@ def test_the_base_cli_needs_no_jsonschema() -> None:
     code = "import sys; sys.modules['jsonschema'] = None; from bodycam.base.cli import main; main(['--help'])"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "quarantine" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["markers", "devices", "quarantine"])
+def test_query_commands_answer_while_listen_holds_the_write_lock(tmp_path: Path, command: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A query next to a running `listen` that is inside a write transaction (here: longer than the
+    busy timeout) reads the committed state; opening the store takes no write lock when the schema
+    is current."""
+    import sqlite3
+
+    db = tmp_path / "base.db"
+    with closing(open_store(str(db))) as store:
+        store.add_markers([(m, WALL) for m in make_markers(tmp_path, 3)])
+    writer = sqlite3.connect(str(db), isolation_level=None, timeout=0.1)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # what listen holds while it stores a batch
+        writer.execute("UPDATE devices SET last_seen_ns=last_seen_ns")
+        assert main([command, "--db", str(db), "--json"]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        if command == "markers":
+            assert len(out.splitlines()) == 3
+        if command == "devices":
+            assert json.loads(out)["markers"] == 3
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_an_old_database_still_gets_its_schema_when_opened(tmp_path: Path) -> None:
+    """The read-only path is only taken for a current schema: a database without the newer tables
+    and columns is brought up to date (write lock) as before."""
+    import sqlite3
+
+    db = tmp_path / "base.db"
+    with closing(open_store(str(db))) as store:
+        store.add_markers([(m, WALL) for m in make_markers(tmp_path, 2)])
+    conn = sqlite3.connect(str(db))
+    conn.execute("DROP INDEX markers_t")
+    conn.commit()
+    conn.close()
+    with closing(open_store(str(db), create=False)) as store:
+        assert store.count() == 2
+    conn = sqlite3.connect(str(db))
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name='markers_t'").fetchone() is not None
+    conn.close()

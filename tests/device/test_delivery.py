@@ -219,6 +219,55 @@ def test_broker_sigkill_while_base_offline_loses_nothing(
 
 
 @pytest.mark.parametrize("kind", BASES)
+def test_camera_resending_before_base_resubscribes_is_asked_again(
+    tmp_path: Path, broker: Mosquitto, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The race behind the flaky variant of the test above, forced: the broker lost its state, the
+    camera reconnected and resent its unconfirmed markers *before* base subscribed again (the
+    broker dropped them: nobody subscribed), so only ``ack_timeout_s`` (60 s here, longer than the
+    test waits) would send them again -- unless base, subscribed on a fresh session, asks every
+    known camera for everything above its ack."""
+    store = tmp_path / "base.db"
+    base = make_base(kind, broker.port, store)
+    n_total = 60
+    with (
+        Outbox(tmp_path / "o.db", DEV, CLOCK) as ob,
+        MqttPublisher(cfg(broker.url, ack_timeout_s=60.0), ob, CLOCK) as pub,
+    ):
+        record(ob, 20)
+        pub.wake()
+        assert base.wait_contiguous(DEV, 20, 10) and pub.wait_confirmed(10)
+        base.stop()
+        record(ob, n_total - 20)
+        pub.wake()
+        assert pub.wait_drained(10)
+        assert pub.stats.resent == 0
+        broker.kill()
+        broker.start()
+        deadline = time.monotonic() + 20  # the camera is back and has resent 21..60 into the void
+        while not (pub.stats.connects >= 2 and pub.stats.resent >= n_total - 20 and pub.wait_drained(0.1)):
+            assert time.monotonic() < deadline, (pub.stats, ob.unconfirmed())
+            time.sleep(0.05)
+        assert ob.unconfirmed() == n_total - 20
+        t0 = time.monotonic()
+        base = make_base(kind, broker.port, store)
+        try:
+            assert pub.wait_confirmed(30), ob.unconfirmed()
+            elapsed = time.monotonic() - t0
+            if isinstance(base, ConsumerBase):
+                assert base.consumer.counters["fresh_session_requests"] == 1
+            else:
+                assert base.resend_requests[0] == (21, 2**63 - 1)
+        finally:
+            base.stop()
+        lost = lost_of(store, ob, n_total)
+    assert lost == set()
+    with capsys.disabled():
+        print(f"\n[fault, {kind}] camera resent before base re-subscribed: lost {len(lost)}; all confirmed "
+              f"{elapsed:.2f} s after base started (ack_timeout_s=60)")
+
+
+@pytest.mark.parametrize("kind", BASES)
 def test_base_restored_from_an_older_backup_gets_the_gap_refilled(
     tmp_path: Path, broker: Mosquitto, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
