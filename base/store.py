@@ -271,8 +271,8 @@ class SqliteStore(_Store):
         return (
             wanted <= names
             and "markers_device_seq_unique" in names
-            and rules.MIGRATED_COLUMNS <= columns
-            and rules.MIGRATED_MARKER_COLUMNS <= marker_columns
+            and columns >= rules.MIGRATED_COLUMNS
+            and marker_columns >= rules.MIGRATED_MARKER_COLUMNS
             and bool(mode) and str(mode[0][0]).lower() == "wal"
         )
 
