@@ -16,8 +16,10 @@ Policy (:class:`SignaturePolicy`), applied to every marker before it is stored:
   ``require="all"`` they are refused (``no_key``).
 
 Revocation counts from base's receive time, not the marker's ``t`` (which the holder of a stolen
-key could backdate). Keys are cached for ``refresh_s`` (default 2 s) per instance; an unknown key
-id re-reads at once, so a key added on one instance is honoured by the others at its next marker.
+key could backdate). Every device's keys are read in one query at most every ``refresh_s`` (default
+2 s) per instance (a revocation made on another instance applies within that); an unknown key id
+re-reads that device's keys at once, so a key added on one instance is honoured by the others at its
+next marker.
 """
 
 from __future__ import annotations
@@ -136,17 +138,30 @@ class SignaturePolicy:
         self.require = require
         self._refresh_s = refresh_s
         self._now = monotonic
-        self._cache: dict[str, tuple[float, dict[str, tuple[DeviceKey, Ed25519PublicKey]]]] = {}
+        self._cache: dict[str, dict[str, tuple[DeviceKey, Ed25519PublicKey]]] = {}
+        self._loaded = -float("inf")
+        self._parsed: dict[tuple[str, str], tuple[DeviceKey, Ed25519PublicKey]] = {}
         self._warned: set[str] = set()
 
+    def _entry(self, k: DeviceKey) -> tuple[DeviceKey, Ed25519PublicKey]:
+        hit = self._parsed.get((k.public_pem, k.key_id))
+        public = hit[1] if hit is not None else k.public()  # a PEM is parsed once, not at every refresh
+        self._parsed[(k.public_pem, k.key_id)] = (k, public)
+        return k, public
+
     def _keys(self, device: str, force: bool = False) -> dict[str, tuple[DeviceKey, Ed25519PublicKey]]:
-        hit = self._cache.get(device)
+        """The device's keys: every device's keys are read in one query at most every ``refresh_s``
+        (a fleet of thousands would otherwise cost one query per device and refresh); ``force``
+        re-reads this device's now (a key id not seen yet)."""
         now = self._now()
-        if hit is not None and not force and now - hit[0] < self._refresh_s:
-            return hit[1]
-        keys = {k.key_id: (k, k.public()) for k in self._registry.keys(device)}
-        self._cache[device] = (now, keys)
-        return keys
+        if now - self._loaded >= self._refresh_s:
+            fresh: dict[str, dict[str, tuple[DeviceKey, Ed25519PublicKey]]] = {}
+            for k in self._registry.keys():
+                fresh.setdefault(k.device, {})[k.key_id] = self._entry(k)
+            self._cache, self._loaded = fresh, now
+        elif force:
+            self._cache[device] = {k.key_id: self._entry(k) for k in self._registry.keys(device)}
+        return self._cache.get(device, {})
 
     def check(self, m: Marker, received_ns: int) -> bool:
         """True: verified; False: stored unverified (no key registered, ``require="registered"``).

@@ -30,6 +30,7 @@ accepts every marker these rules accept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -412,6 +413,11 @@ class Marker:
 
     def canonical_bytes(self) -> bytes:
         """The bytes ``prev`` and signatures cover: see the module docstring. Excludes ``sig``."""
+        return self._canonical
+
+    @functools.cached_property
+    def _canonical(self) -> bytes:
+        # computed once per (immutable) marker: base verifies the signature and hashes the same bytes
         d = self.to_dict()
         d.pop("sig", None)
         return jcs(d)
