@@ -156,7 +156,7 @@ class SignaturePolicy:
         now = self._now()
         if now - self._loaded >= self._refresh_s:
             fresh: dict[str, dict[str, tuple[DeviceKey, Ed25519PublicKey]]] = {}
-            for k in self._registry.keys():
+            for k in self._registry.keys(device=None):
                 fresh.setdefault(k.device, {})[k.key_id] = self._entry(k)
             self._cache, self._loaded = fresh, now
         elif force:
