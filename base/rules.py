@@ -1,8 +1,9 @@
 """The storage rules of base, written once for both stores (SQLite and PostgreSQL).
 
 A store opens a transaction, wraps its cursor in a :class:`Tx` (SQL written with ``?``
-placeholders; the PostgreSQL adapter turns them into ``%s``) and calls :func:`add_marker` for
-each marker. The rules, per marker:
+placeholders; the PostgreSQL adapter turns them into ``%s``) and calls :func:`add_markers` for a
+batch (the same outcome as one marker at a time, with a few statements per batch: see there). The
+rules, per marker:
 
 1. **duplicate**: the same ``id`` with the same content is already stored -> nothing changes;
 2. **id conflict**: the same ``id`` with *other* content -> not stored; kept in ``quarantine``
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from bodycam.device.uplink.markers import GENESIS_PREV, Marker
 from bodycam.device.uplink.validate import INT64_MAX
 
+T = TypeVar("T")
 Chain = Literal["ok", "broken", "unknown"]
 Area = tuple[float, float, float, float]  # south, west, north, east (degrees)
 Conflict = Literal["id_conflict", "seq_conflict"]
@@ -42,6 +44,10 @@ class Tx(Protocol):
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         """Execute; returns the number of rows changed."""
+        ...
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Execute once per row (one round trip where the driver can); returns the rows changed in all."""
         ...
 
 
@@ -170,53 +176,135 @@ def _unique_seqs(tx: Tx) -> None:
 
 
 # -- writes ---------------------------------------------------------------------------------------
+_CHUNK = 400  # rows per prefetch query (SQLite and PostgreSQL both take this many placeholders)
+_INSERT = (
+    "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body, lat, lon) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
+
+
+class ConcurrentIdConflict(Exception):
+    """Another transaction stored one of this batch's ids for another device between the batch's read
+    and its insert (PostgreSQL, two consumers): the batch rolls back and is stored again one marker
+    per transaction, where the conflict is then seen and quarantined."""
+
+
 def add_marker(tx: Tx, m: Marker, received_ns: int) -> AddResult:
     """Store one marker by the rules of this module (inside the caller's transaction)."""
-    body = m.to_json().decode("utf-8")
-    row = tx.one("SELECT body FROM markers WHERE id=?", (m.id,))
-    if row is not None:
-        if row[0] == body:
-            return AddResult(False, "unknown", None)
-        return _conflict(tx, m, received_ns, "id_conflict", f"id {m.id} is already stored with other content")
-    row = tx.one("SELECT id FROM markers WHERE device=? AND seq=?", (m.device, m.seq))
-    if row is not None:
-        return _conflict(
-            tx, m, received_ns, "seq_conflict", f"seq {m.seq} of {m.device} is already stored as id {row[0]}"
-        )
-    digest = m.digest()
-    if m.seq == 1:
-        chain: Chain = "ok" if m.prev == GENESIS_PREV else "broken"
-    else:
-        row = tx.one("SELECT digest FROM markers WHERE device=? AND seq=?", (m.device, m.seq - 1))
-        chain = "unknown" if row is None else ("ok" if row[0] == m.prev else "broken")
-    loc = m.location
-    inserted = tx.run(
-        "INSERT INTO markers(id, device, seq, kind, t, t_ns, received_ns, digest, prev, chain, body, lat, lon) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-        (m.id, m.device, m.seq, m.kind, m.t, m.t_ns, received_ns, digest, m.prev, chain, body,
-         None if loc is None else loc.lat, None if loc is None else loc.lon),
-    )
-    if inserted == 0:  # the id is another device's (that device's row lock does not cover it)
-        return _conflict(tx, m, received_ns, "id_conflict", f"id {m.id} is already stored for another device")
-    if m.seq < INT64_MAX:  # settle the successor that waited for this marker
-        tx.run(
-            "UPDATE markers SET chain = CASE WHEN prev=? THEN 'ok' ELSE 'broken' END "
-            "WHERE device=? AND seq=? AND chain='unknown'",
-            (digest, m.device, m.seq + 1),
-        )
-    ensure_device(tx, m.device)
-    dev = tx.one("SELECT max_seq, contig_seq, last_seen_ns FROM devices WHERE device=?", (m.device,))
-    assert dev is not None
-    max_seq, contig, last_seen = int(dev[0]), int(dev[1]), int(dev[2])
-    gap = (max_seq + 1, m.seq - 1) if m.seq > max_seq + 1 else None
-    first = contig == 0
-    if first or m.seq == contig + 1:
-        contig = _advance(tx, m.device, m.seq)
-    tx.run(
-        "UPDATE devices SET last_seen_ns=?, max_seq=?, contig_seq=? WHERE device=?",
-        (max(last_seen, received_ns), max(max_seq, m.seq), contig, m.device),
-    )
-    return AddResult(True, chain, gap, first=first)
+    return add_markers(tx, [(m, received_ns)])[0]
+
+
+@dataclass
+class _Dev:
+    max_seq: int
+    contig: int
+    last_seen: int
+    db_max: int  # max_seq before this batch: no stored seq of the device is above it
+    stored: bool = False
+
+
+def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
+    """Store (marker, received_ns) pairs in order by the rules of this module, as if one by one, with a
+    few statements per batch instead of several per marker: what the batch needs from the database
+    (ids, the neighbours ``seq - 1``/``seq + 1`` of each marker, the devices' rows) is read first, the
+    rules run in memory, then the rows are written with one ``executemany`` per table."""
+    if not items:
+        return []
+    known_ids: dict[str, str] = {}
+    for ids in chunks(sorted({m.id for m, _ in items})):
+        for row in tx.all(f"SELECT id, body FROM markers WHERE id IN ({','.join('?' * len(ids))})", ids):
+            known_ids[str(row[0])] = str(row[1])
+    wanted = sorted({(m.device, m.seq + d) for m, _ in items for d in (-1, 0, 1) if 0 < m.seq + d <= INT64_MAX})
+    # (device, seq) -> [id, digest, prev, chain, pending row or None (stored before this batch)]
+    at: dict[tuple[str, int], list[Any]] = {}
+    for pairs in chunks(wanted):
+        values = ",".join("(?,?)" for _ in pairs)
+        args = [v for pair in pairs for v in pair]
+        for row in tx.all(f"SELECT device, seq, id, digest, prev, chain FROM markers WHERE (device, seq) IN "
+                          f"(VALUES {values})", args):
+            at[(str(row[0]), int(row[1]))] = [str(row[2]), str(row[3]), str(row[4]), str(row[5]), None]
+    devs: dict[str, _Dev] = {}
+    for names in chunks(sorted({m.device for m, _ in items})):
+        for row in tx.all("SELECT device, max_seq, contig_seq, last_seen_ns FROM devices WHERE device IN "
+                          f"({','.join('?' * len(names))})", names):
+            devs[str(row[0])] = _Dev(int(row[1]), int(row[2]), int(row[3]), int(row[1]))
+    pending: list[list[Any]] = []
+    settle: list[tuple[str, str, int]] = []  # (chain, device, seq) of successors stored before the batch
+
+    def flush() -> None:
+        if pending:
+            inserted = tx.many(_INSERT, pending)
+            if inserted != len(pending):
+                raise ConcurrentIdConflict(f"{len(pending) - inserted} id(s) of this batch were stored meanwhile "
+                                           "for another device")
+            for row in pending:  # in the database now: settling them is an UPDATE
+                at[(row[1], row[2])][4] = None
+            pending.clear()
+
+    out: list[AddResult] = []
+    for m, received_ns in items:
+        body = m.to_json().decode("utf-8")
+        stored_body = known_ids.get(m.id)
+        if stored_body is not None:
+            if stored_body == body:
+                out.append(AddResult(False, "unknown", None))
+            else:
+                out.append(_conflict(tx, m, received_ns, "id_conflict", f"id {m.id} is already stored with other content"))
+            continue
+        held = at.get((m.device, m.seq))
+        if held is not None:
+            out.append(_conflict(tx, m, received_ns, "seq_conflict",
+                                 f"seq {m.seq} of {m.device} is already stored as id {held[0]}"))
+            continue
+        digest = m.digest()
+        if m.seq == 1:
+            chain: Chain = "ok" if m.prev == GENESIS_PREV else "broken"
+        else:
+            before = at.get((m.device, m.seq - 1))
+            chain = "unknown" if before is None else ("ok" if before[1] == m.prev else "broken")
+        loc = m.location
+        row = [m.id, m.device, m.seq, m.kind, m.t, m.t_ns, received_ns, digest, m.prev, chain, body,
+               None if loc is None else loc.lat, None if loc is None else loc.lon]
+        pending.append(row)
+        known_ids[m.id] = body
+        at[(m.device, m.seq)] = [m.id, digest, m.prev, chain, row]
+        after = at.get((m.device, m.seq + 1)) if m.seq < INT64_MAX else None
+        if after is not None and after[3] == "unknown":  # settle the successor that waited for this marker
+            after[3] = "ok" if after[2] == digest else "broken"
+            if after[4] is not None:
+                after[4][9] = after[3]
+            else:
+                settle.append((after[3], m.device, m.seq + 1))
+        d = devs.setdefault(m.device, _Dev(0, 0, 0, 0))
+        d.stored = True
+        gap = (d.max_seq + 1, m.seq - 1) if m.seq > d.max_seq + 1 else None
+        first = d.contig == 0
+        if first or m.seq == d.contig + 1:
+            if d.db_max > m.seq:  # stored seqs above this one may continue the run: ask the database
+                flush()
+                d.contig = _advance(tx, m.device, m.seq)
+            else:
+                d.contig = m.seq
+                while (m.device, d.contig + 1) in at and d.contig < INT64_MAX:
+                    d.contig += 1
+        d.max_seq = max(d.max_seq, m.seq)
+        d.last_seen = max(d.last_seen, received_ns)
+        out.append(AddResult(True, chain, gap, first=first))
+    flush()
+    if settle:
+        tx.many("UPDATE markers SET chain=? WHERE device=? AND seq=? AND chain='unknown'", settle)
+    touched = sorted((name, d) for name, d in devs.items() if d.stored)
+    if touched:
+        tx.many("INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq) VALUES (?, 0, 0, 0) "
+                "ON CONFLICT (device) DO NOTHING", [(name,) for name, _ in touched])
+        tx.many("UPDATE devices SET last_seen_ns=?, max_seq=?, contig_seq=? WHERE device=?",
+                [(d.last_seen, d.max_seq, d.contig, name) for name, d in touched])
+    return out
+
+
+def chunks(values: Sequence[T]) -> list[list[T]]:
+    """``values`` in lists of at most ``_CHUNK`` (placeholders per statement)."""
+    return [list(values[i:i + _CHUNK]) for i in range(0, len(values), _CHUNK)]
 
 
 def ensure_device(tx: Tx, device: str) -> None:

@@ -123,6 +123,9 @@ class _SqliteTx:
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         return int(self._c.execute(sql, tuple(args)).rowcount)
 
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return int(self._c.executemany(sql, [tuple(r) for r in rows]).rowcount)
+
 
 def _stored(rows: Sequence[Sequence[Any]]) -> list[StoredMarker]:
     return [StoredMarker(Marker.from_json(r[0]), int(r[1]), r[2]) for r in rows]
@@ -297,7 +300,7 @@ class SqliteStore(_Store):
         if not items:
             return []
         with self._tx() as tx:
-            return [rules.add_marker(tx, m, rx) for m, rx in items]
+            return rules.add_markers(tx, items)
 
     def ping(self) -> None:
         """Can we write now? (A locked or read-only database answers reads but is still an outage.)"""

@@ -7,10 +7,11 @@ contiguous seq base acknowledges, device status and last seen. Use it with
 ``bodycam-base listen --db postgresql://user@host/dbname`` (``pip install 'bodycam[postgres]'``).
 
 Concurrency (several consumers of one shared-subscription group write at once, possibly
-markers of the same device): each ``add_markers`` batch is one transaction (READ COMMITTED)
-that first makes sure every device of the batch has a ``devices`` row (``INSERT ... ON
-CONFLICT DO NOTHING``) and then locks those rows with ``SELECT ... FOR UPDATE``, in sorted
-device order (so two batches that touch the same devices cannot deadlock). While the lock
+markers of the same device): first every device of the batch gets a ``devices`` row (``INSERT
+... ON CONFLICT DO NOTHING``, committed on its own), then the batch is one transaction (READ
+COMMITTED) that locks those rows with one ``SELECT ... ORDER BY device FOR UPDATE`` (sorted, so
+two batches that touch the same devices cannot deadlock) and applies ``rules.add_markers`` (a few
+statements per batch, rows written with pipelined ``executemany``). While the lock
 is held no other writer can store a marker of that device, so the three read-then-write
 steps see each other's committed results:
 
@@ -92,6 +93,12 @@ class _PgTx:
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         return int(self._cur.execute(_ph(sql), tuple(args)).rowcount)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        self._cur.executemany(_ph(sql), [tuple(r) for r in rows])  # pipelined: one round trip
+        return int(self._cur.rowcount)
 
 
 def _ph(sql: str) -> str:
@@ -196,12 +203,18 @@ class PostgresStore(_Store):
     def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
         if not items:
             return []
+        devices = sorted({m.device for m, _ in items})
+        with self._tx() as tx:
+            # every device of the batch has a row, committed apart: creating rows inside the batch's
+            # transaction would lock new rows before the existing ones and two batches could deadlock
+            tx.many("INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq) VALUES (?, 0, 0, 0) "
+                    "ON CONFLICT (device) DO NOTHING", [(d,) for d in devices])
         with self._tx() as tx:
             # lock the batch's devices rows in sorted order (see the module docstring)
-            for device in sorted({m.device for m, _ in items}):
-                rules.ensure_device(tx, device)
-                tx.one("SELECT 1 FROM devices WHERE device=? FOR UPDATE", (device,))
-            return [rules.add_marker(tx, m, rx) for m, rx in items]
+            for part in rules.chunks(devices):
+                tx.all(f"SELECT 1 FROM devices WHERE device IN ({','.join('?' * len(part))}) "
+                       'ORDER BY device COLLATE "C" FOR UPDATE', part)
+            return rules.add_markers(tx, items)
 
     def ping(self) -> None:
         self._rows("SELECT 1", ())
