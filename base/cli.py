@@ -225,11 +225,12 @@ def _listen(args: argparse.Namespace) -> int:
     shown = False
     try:
         while not stop.is_set() and runner.is_alive():
-            if consumer.subscribed.wait(0.1) and not shown:
+            if shown:  # wait on stop: `subscribed` stays set, waiting on it would return at once (a busy loop)
+                stop.wait(0.1)
+                shown = consumer.subscribed.is_set()
+            elif consumer.subscribed.wait(0.1):
                 _say(f"listening on {args.broker} as {consumer.client_id} (group {args.group}, MQTT {consumer.protocol})")
                 shown = True
-            elif not consumer.subscribed.is_set():
-                shown = False
     finally:
         stop.set()
         runner.join(4.0)  # the consumer returns within a few seconds even during an outage

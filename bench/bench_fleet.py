@@ -277,6 +277,29 @@ def _stop(procs: list[subprocess.Popen[str]]) -> list[int | None]:
     return codes
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (all their threads) so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _pg_pids(pg: PgServer) -> list[int]:
+    """The PostgreSQL server's processes (postmaster and its children: backends, WAL writer, ...)."""
+    import psutil
+
+    try:
+        master = int((pg.data / "postmaster.pid").read_text().split()[0])
+        return [master, *(c.pid for c in psutil.Process(master).children(recursive=True))]
+    except (OSError, ValueError, psutil.Error):
+        return []
+
+
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
@@ -314,6 +337,12 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
             burst.append(cam.next_marker("gunshot" if n % ARGS.gunshot_every == 0 else random.choice(OTHER_KINDS)))
         bursts.append(burst)
     total = len(cams) * ARGS.burst
+    pg_pids = _pg_pids(PG)
+    spies = [subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--rate", "50", "--format", "raw",
+                               "--nonblocking", "--output", str(ARGS.profile / f"listen-{consumers}-{i}.txt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for i, p in enumerate(procs)] if ARGS.profile else []
+    cpu0 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids), _cpu_s([broker.proc.pid]), time.process_time())
     t0 = time.monotonic()
 
     async def send(cam: Camera, burst: list[bytes]) -> None:
@@ -331,6 +360,11 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
         if ARGS.progress:
             print(f"    {time.monotonic() - t0:6.2f} s: {stored} stored", flush=True)
     dt = time.monotonic() - t0
+    cpu1 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids + _pg_pids(PG)[len(pg_pids):]), _cpu_s([broker.proc.pid]),
+            time.process_time())
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     await sender
     published_s = published_s or dt
     rows = await asyncio.to_thread(db.read, "SELECT MIN(received_ns), MAX(received_ns) FROM markers m WHERE "
@@ -345,11 +379,18 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
     db.close()
     out = {"consumers": consumers, "markers": total, "stored": stored, "seconds": dt, "rate": stored / dt,
            "publish_rate": total / published_s, "rate_received_span": stored / span if span > 0 else float("nan"),
-           "acked_cams": acked, "rss_mb": max(rss), "exit": max(c or 0 for c in codes)}
+           "acked_cams": acked, "rss_mb": max(rss), "exit": max(c or 0 for c in codes),
+           "cpu_listen_s": cpu1[0] - cpu0[0], "cpu_pg_s": cpu1[1] - cpu0[1], "cpu_broker_s": cpu1[2] - cpu0[2],
+           "cpu_fleet_s": cpu1[3] - cpu0[3]}
+    out["per_core_rate"] = stored / out["cpu_listen_s"] * consumers if out["cpu_listen_s"] > 0 else float("nan")
     print(f"  ingest, {consumers} consumer(s): {stored}/{total} stored in {dt:.1f} s = {out['rate']:.0f} markers/s "
           f"(fleet published at {out['publish_rate']:.0f}/s; first to last received at base: "
           f"{out['rate_received_span']:.0f}/s); cameras with every marker acked: {acked}/{len(cams)}; "
           f"listen peak RSS {', '.join(f'{r:.0f}' for r in rss)} MB; exit {codes}", flush=True)
+    print(f"  CPU during it: listen {out['cpu_listen_s']:.1f} s ({out['cpu_listen_s'] / stored * 1e3:.3f} ms/marker: "
+          f"{stored / out['cpu_listen_s']:.0f} markers per CPU-second of listen), PostgreSQL {out['cpu_pg_s']:.1f} s "
+          f"({out['cpu_pg_s'] / stored * 1e3:.3f} ms/marker), Mosquitto {out['cpu_broker_s']:.1f} s, fleet "
+          f"{out['cpu_fleet_s']:.1f} s", flush=True)
     return out
 
 
@@ -437,7 +478,8 @@ async def run(tmp: Path) -> dict[str, object]:
     bindir = find_bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries not found: apt-get install -y postgresql")
-    pg = PgServer(bindir, durable=not ARGS.pg_fast)
+    global PG
+    pg = PG = PgServer(bindir, durable=not ARGS.pg_fast)
     pg.start()
     broker = Broker(tmp)
     results: dict[str, object] = {"cameras": ARGS.cameras, "pg": "fast" if ARGS.pg_fast else "durable"}
@@ -447,8 +489,12 @@ async def run(tmp: Path) -> dict[str, object]:
         reg = KeyRegistry(store)
         cams = [Camera(f"cam-{i:05d}", Signer.generate()) for i in range(ARGS.cameras)]
         t = time.monotonic()
-        for cam in cams:
-            reg.add(cam.device, cam.signer.public_pem(), CLOCK.wall_ns())
+        reg.add(cams[0].device, cams[0].signer.public_pem(), CLOCK.wall_ns())  # the CLI's way, for one
+        with store.transaction() as tx:  # the rest in one transaction: the same rows
+            for c in cams[1:]:
+                tx.run("INSERT INTO device_keys(device, key_id, public_pem, added_ns, revoked_ns) VALUES (?,?,?,?,NULL)",
+                       (c.device, c.signer.key_id, c.signer.public_pem().decode("ascii"), CLOCK.wall_ns()))
+        assert len(reg.keys()) == len(cams) and reg.keys(cams[-1].device)[0].key_id == cams[-1].signer.key_id
         store.close()
         sys.stdin = __import__("io").StringIO(PW + "\n")
         from bodycam.base.cli import main as base_main
@@ -490,6 +536,7 @@ def main() -> int:
     ap.add_argument("--background", type=float, default=200, help="other markers/s during the banner run")
     ap.add_argument("--timeout-s", type=float, default=300)
     ap.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync/synchronous_commit")
+    ap.add_argument("--profile", type=Path, help="py-spy the listen processes during ingest; folded stacks here")
     ap.add_argument("--progress", action="store_true", help="print the stored count every poll")
     ap.add_argument("--json", type=Path, help="also write the results here")
     global ARGS
@@ -509,6 +556,7 @@ def main() -> int:
 
 
 ARGS: argparse.Namespace
+PG: PgServer
 
 
 if __name__ == "__main__":

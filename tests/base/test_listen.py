@@ -124,6 +124,30 @@ def test_gunshot_prints_a_line_and_the_default_client_id_is_stable(broker: Mosqu
     assert cli.default_client_id("base", db) != cli.default_client_id("other", db)
 
 
+def _main_thread_cpu_s(pid: int) -> float:
+    f = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_listen_does_not_spin(broker: Mosquitto, tmp_path: Path) -> None:
+    """Once subscribed, the main thread only waits for a signal: it used to wait on the (set)
+    ``subscribed`` event in a loop, which returns at once, and burnt a core doing nothing. Over 4 s
+    idle its CPU time must stay near zero (a spinning thread gets far more, even on a loaded machine)."""
+    listen = Listen(broker.url, str(tmp_path / "base.db"))
+    try:
+        listen.wait_for("listening")
+        time.sleep(0.5)
+        before = _main_thread_cpu_s(listen.p.pid)
+        time.sleep(4.0)
+        used = _main_thread_cpu_s(listen.p.pid) - before
+        assert used < 0.05, f"the main thread of an idle listen used {used:.2f} s of CPU in 4 s"
+        pub(broker, raw(marker(1)))
+        listen.wait_for("GUNSHOT device cam-01 seq 1")  # still listening
+    finally:
+        rc, _, err = listen.terminate()
+    assert rc == 0, err
+
+
 def test_sigterm_while_sqlite_is_locked_ends_within_5_s_and_loses_nothing(broker: Mosquitto, tmp_path: Path) -> None:
     db = tmp_path / "base.db"
     SqliteStore(db).close()
