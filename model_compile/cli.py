@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--domains", action="store_true",
                    help="a family data set (make-dataset --families): held-out and in-domain results apart, per "
                         "policy (fused/video/audio) through the firmware loop, per distractor kind, with plots")
-    e.add_argument("--free", type=Path, default=None,
-                   help="with --domains: a shot-free family data set (make-dataset --families --shot-free)")
+    e.add_argument("--free", type=Path, action="append", default=None,
+                   help="with --domains: a further family data set evaluated whole (every split; repeatable): "
+                        "shot-free footage (make-dataset --families --shot-free) or clips never used for training")
     e.add_argument("--policies", default="fused,video,audio", help="with --domains (default %(default)s)")
     e.add_argument("--audio-model", default="", help="with --domains: the audio model (default: the shipped one)")
     e.add_argument("--workers", type=int, default=2, help="with --domains: loop processes (default 2)")

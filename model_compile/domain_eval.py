@@ -41,10 +41,11 @@ def _index_rows(root: Path) -> dict[str, dict[str, Any]]:
     return {str((root / r["path"]).resolve()): r for r in data["clips"]}
 
 
-def collect(data: Path, free: Path | None) -> dict[str, list[tuple[Path, dict[str, str]]]]:
-    """The clips of each set with their families."""
+def collect(data: Path, extra: list[Path] | None) -> dict[str, list[tuple[Path, dict[str, str]]]]:
+    """The clips of each set with their families: ``data``'s test and heldout clips, and every clip
+    of the ``extra`` family data sets (shot-free footage, further clips never used for training)."""
     sets: dict[str, list[tuple[Path, dict[str, str]]]] = {s: [] for s in SETS}
-    for root in [data] + ([free] if free is not None else []):
+    for root in [data, *(extra or [])]:
         rows = _index_rows(root)
         for key, row in sorted(rows.items()):
             if root == data and row["split"] not in ("test", "heldout"):
@@ -137,7 +138,7 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
 
 
 def evaluate_domains(
-    data: Path, free: Path | None, video_model: Path, audio_model: str = "",
+    data: Path, free: list[Path] | None, video_model: Path, audio_model: str = "",
     policies: tuple[str, ...] = POLICIES, workers: int = 2, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     for p in policies:
@@ -151,7 +152,7 @@ def evaluate_domains(
     frames = run_loop(clips, policies, video_model, audio_model, workers, log)
     truths = {c: load_truth(truth_path_for(c)) for c in clips}
     out: dict[str, Any] = {"model": str(video_model), "audio_model": audio_model or "shipped", "hold_out": hold,
-                           "data": str(data), "free": str(free) if free else None}
+                           "data": str(data), "extra": [str(f) for f in free or []]}
     for s in SETS:
         out[s] = {p: summarise_set([(c, f, truths[c], frames[(str(c), p)]) for c, f in sets[s]], axes)
                   for p in policies}
