@@ -30,7 +30,7 @@ from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
-from bodycam.base import keys_cli, model_cli
+from bodycam.base import keys_cli, model_cli, peer
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.base.web import cli as web_cli
@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="registered (default): a device with a key registered at base ('keys add') must "
                         "sign every marker, others are stored unverified; all: refuse markers of devices "
                         "without a registered key")
+    peer.add_arguments(listen)
 
     since_help = "only markers at or after this time: 2026-01-01, 2026-01-01T12:00, or with an offset (Z, +02:00); no offset means UTC"
     markers = sub.add_parser("markers", parents=[verbose], help="list stored markers, newest first")
@@ -209,7 +210,9 @@ def _listen(args: argparse.Namespace) -> int:
 
     signatures = SignaturePolicy(KeyRegistry(store), require=args.require_signatures)  # type: ignore[arg-type]
     ensure_tables(store)  # the alert trigger exists before the first marker is stored, with or without `serve`
-    consumer = Consumer(opts, store, notify=_say, signatures=signatures)
+    peer_cfg = peer.config_from_args(args)
+    hooks = [peer.PeerActivation(store, peer_cfg, prefix=args.prefix, instance=opts.client_id or args.group)]
+    consumer = Consumer(opts, store, notify=_say, signatures=signatures, hooks=hooks)
 
     def run() -> None:
         try:

@@ -75,6 +75,8 @@ from bodycam.device.uplink.validate import INT64_MAX, MAX_PAYLOAD
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: called with the markers of a batch that are stored (or duplicates) and a publish function
+MarkerHook = Callable[[Sequence[Marker], Callable[[str, bytes, int], bool]], None]
 # CONNACK codes of "unsupported protocol version": MQTT 5 reason 132, MQTT 3.1.1 return code 1
 _UNSUPPORTED_PROTOCOL = (1, 132)
 
@@ -146,8 +148,10 @@ class Consumer:
         clock: Clock | None = None,
         notify: Callable[[str], None] | None = None,
         signatures: SignaturePolicy | None = None,
+        hooks: Sequence[MarkerHook] = (),
     ) -> None:
         self._opt = options
+        self._hooks = list(hooks)  # after each batch: what was stored or is a duplicate (base/peer.py)
         self._signatures = signatures  # base/keys.py: verify each marker before it is stored
         self._cfg = MqttConfig(
             url=options.url,
@@ -209,7 +213,29 @@ class Consumer:
             outcomes[i] = "telemetry" if ok else "quarantined_unstorable"
         if held:
             self._quarantine(held)
+        if self._hooks:
+            self._run_hooks([batch[i].marker for i in idx if outcomes[i] in ("stored", "duplicate")])
         return outcomes
+
+    def _run_hooks(self, markers: list[Marker | None]) -> None:
+        """Hooks see stored markers and duplicates (a redelivery after a crash); none can stop the consumer."""
+        ms = [m for m in markers if m is not None]
+        for hook in self._hooks if ms else ():
+            try:
+                hook(ms, self.publish)
+            except Exception:
+                _log.exception("marker hook %r failed", hook)
+
+    def publish(self, topic_: str, payload: bytes, expiry_s: int) -> bool:
+        """QoS 1 on the consumer's connection (MQTT 5 message expiry); False when not connected."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return False
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = expiry_s
+        return client.publish(topic_, payload, qos=1, retain=False, properties=props).rc == mqtt.MQTT_ERR_SUCCESS
 
     def _classify(self, msg: _Msg, held: list[Quarantined]) -> str:
         """Validate one message; markers are left in ``msg.marker``, statuses stored now."""

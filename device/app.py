@@ -43,6 +43,7 @@ from bodycam.device.footage.recording_state import (
 from bodycam.device.hw.frames import Camera, Frame, StreamInfo
 from bodycam.device.hw.indicators import Indicators
 from bodycam.device.hw.inputs import Inputs
+from bodycam.device.uplink.commands import Record
 from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class App:
         fusion: Fusion | None = None,
         audio_model: ModelRef | None = None,
         alarm_sources: Sequence[Callable[[], str | None]] = (),
+        record_requests: collections.deque[Record] | None = None,
     ) -> None:
         self.camera = camera
         self.detector = detector
@@ -151,6 +153,9 @@ class App:
         # service assembles the firmware again with the new model
         self.reload_when: Callable[[], bool] | None = None
         self.reload_requested = False
+        #: ``cmd/record`` commands the publisher accepted (its thread appends, the loop takes them)
+        self.record_requests: collections.deque[Record] = (
+            record_requests if record_requests is not None else collections.deque(maxlen=64))
         self.window = FrameWindow(detector.spec.input)
         self._times: collections.deque[tuple[int, int]] = collections.deque(maxlen=detector.spec.input.frames)
         spec = detector.spec
@@ -262,6 +267,8 @@ class App:
         if self.inputs is not None:
             for ev in self.inputs.poll():
                 self._apply(self.sm.handle(Event(ev.kind, ev.t_mono_ns, "button")))
+        while self.record_requests:
+            self._on_record_request(self.record_requests.popleft(), frame.t_ns)
         self._apply(self.sm.handle(Event("tick", frame.t_ns)))
         p3 = time.perf_counter_ns()
         if self._next_maint is None or frame.t_ns >= self._next_maint:
@@ -307,6 +314,14 @@ class App:
         heard_only = evidence is not None and "video" not in evidence and self.audio_model_ref is not None
         self._emit("gunshot", t_ns, confidence=confidence, model=self.audio_model_ref if heard_only else self.model_ref,
                    extra={"frame_index": frame}, evidence=evidence)
+
+    def _on_record_request(self, cmd: Record, t_ns: int) -> None:
+        """Base asked this camera to record (``cmd/record``): an automatic start with the pre-event
+        buffer, ``recording_start`` with the command's reason (``peer:<device>/<marker>`` or ``base:<user>``)."""
+        actions = self.sm.handle(Event("start", t_ns, cmd.reason))
+        if not any(isinstance(a, StartRecording) for a in actions):
+            log.warning("cmd/record %s (%s): already recording; the recording goes on", cmd.id, cmd.reason)
+        self._apply(actions)
 
     def _on_shot(self, shot: ShotDecision) -> None:
         self._on_detection(shot.frame, shot.t_ns, shot.confidence, shot.evidence)

@@ -17,6 +17,7 @@ through the whole loop (:meth:`Firmware.run`), never when the camera merely open
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ from bodycam.device.hw.inputs import Inputs
 from bodycam.device.hw.microphone import Microphone
 from bodycam.device.identity import key_path, load_signer
 from bodycam.device.model_select import ModelRejected, check_model
+from bodycam.device.uplink.commands import Record
 from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner, ModelRef
 from bodycam.device.uplink.outbox import Outbox
 
@@ -295,10 +297,13 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             return body
 
         publisher = None
+        record_requests: collections.deque[Record] = collections.deque(maxlen=64)  # cmd/record, publisher -> loop
         if cfg.mqtt.enabled:
             from bodycam.device.uplink.mqtt_publisher import MqttPublisher
 
-            publisher = stack.enter_context(MqttPublisher(cfg.mqtt, outbox, clock, telemetry=telemetry))
+            publisher = MqttPublisher(cfg.mqtt, outbox, clock, telemetry=telemetry)
+            publisher.on_record = record_requests.append  # before it starts: no command can find no taker
+            stack.enter_context(publisher)
         marker_listeners: list[Callable[[Marker], None]] = list(listeners)
         if publisher is not None:
             pub = publisher
@@ -312,7 +317,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                   journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
                   inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,
                   listeners=marker_listeners, keep_stage_times=keep_stage_times, audio=audio,
-                  clock_status=parts.clock_status, fusion=fusion, audio_model=audio_ref, alarm_sources=alarm_sources)
+                  clock_status=parts.clock_status, fusion=fusion, audio_model=audio_ref, alarm_sources=alarm_sources,
+                  record_requests=record_requests)
         app_ref.append(app)
         yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
                        notifier=parts.notifier, listeners=marker_listeners)

@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mq.add_argument("--broker", default=None, metavar="URL", help="publish to mqtt[s]://host:port instead of an embedded broker")
     mq.add_argument("--no-broker", action="store_true", help="no MQTT at all (footage is still tagged)")
     p.add_argument("--device-id", default=None, help="device id (default: config, else sim-cam-01)")
-    p.add_argument("--start-time", default=None, help="wall-clock time of the first frame, RFC 3339 UTC")
+    p.add_argument("--start-time", default=None, help="wall-clock time of the first frame, RFC 3339 UTC, or 'now'")
+    p.add_argument("--gnss-at", default=None, metavar="LAT,LON",
+                   help="where the simulated GNSS walk starts (default: a fictional range near 52.2053,0.1218)")
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout instead of text")
     p.add_argument("--quiet", action="store_true", help="no per-marker lines")
 
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--broker {args.broker!r} must be mqtt://host:port or mqtts://host:port")
         broker = args.broker
     opts = SimOptions(clip=args.clip, out=out, config=cfg, realtime=args.realtime, broker=broker,
-                      scenario=args.scenario, model=args.model, start_time=args.start_time)
+                      scenario=args.scenario, model=args.model, start_time=args.start_time,
+                      gnss_at=_lat_lon(args.gnss_at) if args.gnss_at is not None else None)
     # everything the run needs is checked before anything is created or printed
     clip = probe_clip(args.clip)
     if args.scenario is not None:
@@ -224,6 +227,16 @@ def run(args: argparse.Namespace) -> int:
              "they stay in the outbox", sys.stderr)
         return 4
     return 0
+
+
+def _lat_lon(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--gnss-at {text!r} must be LAT,LON in degrees, e.g. 52.2053,0.1218") from None
+    if not (-80 <= lat <= 80 and -180 <= lon <= 180):  # the walk must stay a valid position
+        raise UsageError(f"--gnss-at {text!r}: latitude must be -80..80 and longitude -180..180")
+    return lat, lon
 
 
 def _summary(report: Any, score: dict[str, Any] | None) -> dict[str, Any]:

@@ -96,6 +96,7 @@ class SimOptions:
     drain_timeout_s: float = 15.0
     state_dir: Path | None = None  # the outbox's directory; default OUT/state
     gnss: bool = True  # a simulated receiver writes NMEA into a real pty that the firmware reads
+    gnss_at: tuple[float, float] | None = None  # (lat, lon) where the walk starts; default DEFAULT_ROUTE's start
 
 
 @dataclass
@@ -119,7 +120,8 @@ class SimReport:
 def clip_epoch_ns(clip: Path, override: str | None) -> int:
     if override:
         try:
-            start = parse_rfc3339(override)
+            # "now": the machine's clock, for a simulated camera that talks to a live base (peer activation)
+            start = time.time_ns() if override == "now" else parse_rfc3339(override)
         except (ValueError, OverflowError) as exc:
             raise UsageError(f"--start-time {override!r} is not an RFC 3339 UTC time ({exc})") from exc
         try:
@@ -244,7 +246,7 @@ def sim_signer(cfg: AppConfig, state_dir: Path) -> Signer:
 
 def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: ModelSpec) -> HardwareParts:
     """The simulated hardware: the clip as camera on the virtual clock, scripted buttons, NMEA over a pty."""
-    gnss = _SimGnss(clock) if opts.gnss else None
+    gnss = _SimGnss(clock, opts.gnss_at) if opts.gnss else None
     camera = ClockedCamera(ClipCamera(opts.clip, (spec.input.width, spec.input.height)), clock, opts.realtime,
                            on_time=gnss.advance if gnss is not None else None)
     inputs = None
@@ -269,6 +271,15 @@ def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: Model
 DEFAULT_ROUTE = ((0.0, 52.2053, 0.1218, 12.0), (60.0, 52.2058, 0.1226, 12.5), (600.0, 52.2071, 0.1250, 13.0))
 
 
+def shifted_route(start_at: tuple[float, float] | None) -> tuple[tuple[float, float, float, float], ...]:
+    """DEFAULT_ROUTE moved so that it starts at ``start_at`` (lat, lon); several simulated cameras
+    at chosen places (``bodycam-sim run --gnss-at``)."""
+    if start_at is None:
+        return DEFAULT_ROUTE
+    dlat, dlon = start_at[0] - DEFAULT_ROUTE[0][1], start_at[1] - DEFAULT_ROUTE[0][2]
+    return tuple((t, lat + dlat, lon + dlon, alt) for t, lat, lon, alt in DEFAULT_ROUTE)
+
+
 class _SimGnss:
     """A GNSS receiver on a real pseudo-terminal, read by the firmware's own LocationTracker.
 
@@ -277,14 +288,14 @@ class _SimGnss:
     deterministic.
     """
 
-    def __init__(self, clock: VirtualClock) -> None:
+    def __init__(self, clock: VirtualClock, start_at: tuple[float, float] | None = None) -> None:
         from bodycam.device.hw.config import GnssConfig
         from bodycam.device.hw.gnss import LocationTracker
         from bodycam.hw_sim.gnss_sim import GnssSimulator, PtyPort, Route, Waypoint
 
         self.clock = clock
         self.port = PtyPort()
-        self.sim = GnssSimulator(self.port, Route([Waypoint(*w) for w in DEFAULT_ROUTE]), clock.wall_ns())
+        self.sim = GnssSimulator(self.port, Route([Waypoint(*w) for w in shifted_route(start_at)]), clock.wall_ns())
         self.cfg = GnssConfig(device=self.port.device, read_timeout_s=0.05)
         self.tracker = LocationTracker(self.cfg, clock)
         self._next_s = 0.0

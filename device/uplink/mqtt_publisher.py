@@ -14,6 +14,10 @@ telemetry and the delivery alarm.
 * ``cmd/resend`` from base: every marker still held in ``from_seq..to_seq`` (confirmed ones too,
   within the outbox's retention window) is sent again; a repeated command id or a malformed command
   is logged and ignored.
+* ``cmd/record`` from base (peer activation, or an operator): checked here (schema, target device,
+  expiry by the camera's clock, command id not seen before), then handed to :attr:`on_record` (the
+  loop starts recording at its next frame); a command for another device is refused, an expired or
+  repeated one ignored, each logged with the reason.
 * Delivery alarm (:attr:`MqttPublisher.delivery_alarm`, in telemetry and the retained status): a
   PUBACK with an MQTT 5 failure reason (>= 0x80, e.g. 135 not authorised) or markers sent
   ``resend_alarm_after`` + 1 times without base's confirmation (an MQTT 3.1.1 broker PUBACKs and
@@ -23,7 +27,7 @@ telemetry and the delivery alarm.
 * Telemetry: QoS 0 every ``telemetry_interval_s`` (MQTT 5 message expiry ``telemetry_expiry_s``);
   while disconnected snapshots wait in the outbox's bounded telemetry table.
 
-Subscriptions to ``ack`` and ``cmd/resend`` are made on every connection (a persistent session
+Subscriptions to ``ack``, ``cmd/resend`` and ``cmd/record`` are made on every connection (a persistent session
 keeps them; subscribing again costs nothing and covers a lost session or an MQTT 3.1.1 broker; the
 retained ack arrives again either way). All paho calls happen on the publisher thread, so the
 callbacks need no locking; the outbox is thread-safe for the recording loop. Network pacing
@@ -43,7 +47,7 @@ from types import TracebackType
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import BrokerError, ConfigError, StorageError
-from bodycam.device.uplink.commands import CommandError, parse_ack, parse_resend
+from bodycam.device.uplink.commands import CommandError, Record, parse_ack, parse_record, parse_resend
 from bodycam.device.uplink.mqtt_config import MqttConfig, topic
 from bodycam.device.uplink.mqtt_session import MQTT5, MQTT311, MqttSession, SessionError, protocol_name
 from bodycam.device.uplink.outbox import Outbox
@@ -132,10 +136,13 @@ class MqttPublisher:
         self._telemetry = telemetry
         self._rng = rng or random.Random()
         self._timer = timer
-        self._t_marker, self._t_status, self._t_telemetry, self._t_ack, self._t_resend = (
+        self._t_marker, self._t_status, self._t_telemetry, self._t_ack, self._t_resend, self._t_record = (
             topic(config.topic_prefix, self._device, leaf)
-            for leaf in ("marker", "status", "telemetry", "ack", "cmd/resend")
+            for leaf in ("marker", "status", "telemetry", "ack", "cmd/resend", "cmd/record")
         )
+        #: called (on the publisher thread) with every accepted ``cmd/record``; the assembly points it
+        #: at the loop (:meth:`bodycam.device.app.App.request_record`)
+        self.on_record: Callable[[Record], None] | None = None
         self._protocol = ProtocolChoice(config.protocol)
         self.stats = PublisherStats(confirmed_seq=outbox.acked_seq)
         self._thread: threading.Thread | None = None
@@ -303,7 +310,7 @@ class MqttPublisher:
         self._cursor = 0  # everything the broker has not PUBACKed goes again, in order
         if not s.session_present:
             self._session_lost()
-        s.subscribe([self._t_ack, self._t_resend])
+        s.subscribe([self._t_ack, self._t_resend, self._t_record])
         self._publish_status(s, "online")
         self._next_telemetry = self._timer() + self._cfg.telemetry_interval_s
         self._set_connected(True)
@@ -438,6 +445,8 @@ class MqttPublisher:
                 self._on_ack(parse_ack(payload, self._device))
             elif topic_ == self._t_resend:
                 self._on_resend(payload)
+            elif topic_ == self._t_record:
+                self._on_record(payload)
         except CommandError as exc:
             self.stats.commands_ignored += 1
             _log.warning("ignored a message from base on %s: %s", topic_, exc)
@@ -457,19 +466,41 @@ class MqttPublisher:
             self._update_alarm(self._session)
             self._notify()
 
-    def _on_resend(self, payload: bytes) -> None:
-        cmd = parse_resend(payload)
-        if cmd.id in self._seen_commands:
+    def _first_time(self, verb: str, cmd_id: str) -> bool:
+        """False (logged, counted) when command ``cmd_id`` was seen before."""
+        key = f"{verb}/{cmd_id}"
+        if key in self._seen_commands:
             self.stats.commands_ignored += 1
-            _log.info("cmd/resend %s seen before; ignored", cmd.id)
-            return
-        self._seen_commands[cmd.id] = None
+            _log.info("cmd/%s %s seen before; ignored", verb, cmd_id)
+            return False
+        self._seen_commands[key] = None
         while len(self._seen_commands) > _SEEN_COMMANDS:
             self._seen_commands.popitem(last=False)
+        return True
+
+    def _on_resend(self, payload: bytes) -> None:
+        cmd = parse_resend(payload)
+        if not self._first_time("resend", cmd.id):
+            return
         self.stats.commands += 1
         _log.warning("base asks for markers %d..%d again (cmd %s)", cmd.from_seq, cmd.to_seq, cmd.id)
         self._resend_ranges.append([cmd.from_seq, cmd.to_seq])
         self._wake.set()
+
+    def _on_record(self, payload: bytes) -> None:
+        cmd = parse_record(payload)
+        if cmd.device != self._device:
+            raise CommandError(f"cmd/record {cmd.id} is for device {cmd.device!r}, not {self._device!r}: refused")
+        now = self._clock.wall_ns()
+        if now > cmd.expires_ns:
+            raise CommandError(f"cmd/record {cmd.id} ({cmd.reason}) expired {(now - cmd.expires_ns) / 1e9:.1f} s ago "
+                               "by this camera's clock: ignored")
+        if not self._first_time("record", cmd.id):
+            return
+        self.stats.commands += 1
+        _log.warning("base asks this camera to record (cmd %s, %s)", cmd.id, cmd.reason)
+        if self.on_record is not None:
+            self.on_record(cmd)
 
     # -- status and telemetry --------------------------------------------------------------
     def _publish_status(self, s: MqttSession, state: str) -> int:

@@ -1,0 +1,152 @@
+"""Peer activation end to end: real Mosquitto, two `bodycam-base listen` processes sharing the group,
+and three simulated cameras (`bodycam-sim run`, the real firmware) placed by their simulated GNSS.
+
+Camera A runs the example clip with shots; camera B (150 m away) starts recording and its
+`recording_start` names one of A's gunshot markers; camera C (3 km away) is not asked; a command
+that expired before it reached C is ignored (logged), and a valid one sent to C next does start it
+(C was listening all along).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+import pytest
+from _clips import make_plain_clip
+from paho.mqtt.enums import CallbackAPIVersion
+from test_base_integration import Procs, read_until
+
+from bodycam.device.clock import rfc3339_ms
+from bodycam.device.uplink.markers import canonical_json
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "examples" / "range_demo.mp4"
+HERE = (52.2053, 0.1218)
+NEAR = (HERE[0] + 150 / 111_195.0, HERE[1])  # 150 m north
+FAR = (HERE[0] + 3000 / 111_195.0, HERE[1])  # 3 km north
+T = TypeVar("T")
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    ps = Procs()
+    yield ps
+    ps.close()
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Base:
+    """A read-only view of base's SQLite database (the listeners write it)."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        if not self.db.exists():
+            return []
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=15) as c:
+            try:
+                return list(c.execute(sql, args).fetchall())
+            except sqlite3.OperationalError as exc:  # a table not made yet, or locked past the timeout
+                if "no such table" in str(exc) or "locked" in str(exc):
+                    return []
+                raise
+
+    def markers(self, device: str, kind: str) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.rows("SELECT body FROM markers WHERE device=? AND kind=? ORDER BY seq",
+                                                    (device, kind))]
+
+    def placed_and_online(self, device: str) -> bool:
+        online = self.rows("SELECT 1 FROM devices WHERE device=? AND state='online'", (device,))
+        return bool(online) and any(m.get("location") for m in self.markers(device, "manual"))
+
+
+def sim(procs: Procs, clip: Path, device: str, where: tuple[float, float], out: Path, url: str,
+        *extra: str) -> Any:
+    return procs.start(["bodycam-sim", "run", str(clip), "--broker", url, "--device-id", device,
+                        "--out", str(out / device), "--start-time", "now", "--gnss-at", f"{where[0]},{where[1]}",
+                        "--quiet", "--json", *extra])
+
+
+def command(device: str, cid: str, reason: str, t_ns: int, expires_ns: int) -> bytes:
+    return canonical_json({"schema": "bodycam.cmd/1", "verb": "record", "id": cid, "device": device,
+                           "reason": reason, "t": rfc3339_ms(t_ns), "expires": rfc3339_ms(expires_ns)})
+
+
+def publish(port: int, topic: str, payload: bytes) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port, 5)
+    c.loop_start()
+    try:
+        c.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_a_shot_starts_the_camera_nearby_and_not_the_one_far_away(tmp_path: Path, mosquitto: Any,
+                                                                  procs: Procs) -> None:
+    db = tmp_path / "base.db"
+    base = Base(db)
+    for n in (1, 2):  # two consumers of one group: exactly one of them acts per marker
+        listen = procs.start([sys.executable, "-m", "bodycam.base.cli", "listen", "--broker", mosquitto.url,
+                              "--db", str(db), "--client-id", f"base-{n}", "--group", "g1", "--peer-radius-m", "500"])
+        assert listen.stdout is not None
+        read_until(listen.stdout, "listening", 60)
+
+    quiet = make_plain_clip(tmp_path / "quiet.mp4", seconds=90.0, size=(320, 180), audio=False)
+    scenario = tmp_path / "press.json"  # a marker press early on: base learns where the camera is
+    scenario.write_text(json.dumps({"events": [{"t_s": 1.5, "event": "marker"}]}))
+    cam_b = sim(procs, quiet, "cam-b", NEAR, tmp_path, mosquitto.url, "--realtime", "--scenario", str(scenario))
+    cam_c = sim(procs, quiet, "cam-c", FAR, tmp_path, mosquitto.url, "--realtime", "--scenario", str(scenario))
+    for device in ("cam-b", "cam-c"):
+        wait_for(f"{device} online with a position at base", lambda d=device: base.placed_and_online(d), 90)  # type: ignore[misc]
+
+    cam_a = sim(procs, SHOTS, "cam-a", HERE, tmp_path, mosquitto.url)
+    assert cam_a.wait(timeout=180) == 0, procs.stderr(cam_a)
+    shots = {m["id"] for m in base.markers("cam-a", "gunshot")}
+    assert shots, "camera A's shots reached base"
+    start = wait_for("cam-b's peer recording_start at base",
+                     lambda: [m for m in base.markers("cam-b", "recording_start")], 30)[0]
+    reason = start["extra"]["reason"]
+    assert reason.startswith("peer:cam-a/") and reason.split("/", 1)[1] in shots, reason
+    assert start["media"] is not None and start["media"]["segment"] == 0  # recording, from the pre-event buffer
+    assert cam_b.poll() is None, "cam-b was still running its clip"
+
+    # every gunshot claimed once (two consumers), one command each, all to cam-b
+    claims = base.rows("SELECT marker_id, COUNT(*) FROM peer_claims GROUP BY marker_id")
+    assert {r[0] for r in claims} <= shots and all(r[1] == 1 for r in claims) and claims
+    cmds = base.rows("SELECT device, marker_id, reason FROM peer_commands")
+    assert {r[0] for r in cmds} == {"cam-b"} and len(cmds) == len(claims)
+    assert all(r[2] == f"peer:cam-a/{r[1]}" for r in cmds)
+    assert base.markers("cam-c", "recording_start") == []
+
+    # an expired command reaching cam-c is ignored, and logged; a valid one then starts it
+    now = time.time_ns()
+    publish(mosquitto.port, "bodycam/cam-c/cmd/record",
+            command("cam-c", "old-1", "base:olga", now - 120 * 10**9, now - 60 * 10**9))
+    wait_for("cam-c to log the expired command",
+             lambda: "cmd/record old-1 (base:olga) expired" in procs.stderr(cam_c), 30)
+    publish(mosquitto.port, "bodycam/cam-c/cmd/record",
+            command("cam-c", "new-1", "base:olga", time.time_ns(), time.time_ns() + 60 * 10**9))
+    started = wait_for("cam-c's recording_start", lambda: base.markers("cam-c", "recording_start"), 30)
+    assert [m["extra"]["reason"] for m in started] == ["base:olga"]
+    assert cam_c.poll() is None and cam_b.poll() is None
