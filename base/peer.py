@@ -241,6 +241,13 @@ class PeerActivation:
         return commands
 
 
+def hooks_for(store: MarkerStore, cfg: PeerConfig, *, prefix: str, instance: str) -> list[PeerActivation]:
+    """``listen``'s consumer hooks: peer activation when enabled and the store is SQL (a test's stand-in is not)."""
+    if not cfg.enabled or not isinstance(store, _Store):
+        return []
+    return [PeerActivation(store, cfg, prefix=prefix, instance=instance)]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``listen``'s peer-activation options."""
     d = PeerConfig()
