@@ -30,7 +30,7 @@ from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
-from bodycam.base import keys_cli, model_cli, peer
+from bodycam.base import alerts_out, keys_cli, model_cli, peer
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.base.web import cli as web_cli
@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                         "sign every marker, others are stored unverified; all: refuse markers of devices "
                         "without a registered key")
     peer.add_arguments(listen)
+    alerts_out.add_arguments(listen)
 
     since_help = "only markers at or after this time: 2026-01-01, 2026-01-01T12:00, or with an offset (Z, +02:00); no offset means UTC"
     markers = sub.add_parser("markers", parents=[verbose], help="list stored markers, newest first")
@@ -213,6 +214,7 @@ def _listen(args: argparse.Namespace) -> int:
     peer_cfg = peer.config_from_args(args)
     hooks = peer.hooks_for(store, peer_cfg, prefix=args.prefix, instance=opts.client_id or args.group)
     consumer = Consumer(opts, store, notify=_say, signatures=signatures, hooks=hooks)
+    dispatcher = alerts_out.from_args(args, store, consumer.mqtt_config, consumer.client_id)
 
     def run() -> None:
         try:
@@ -225,6 +227,9 @@ def _listen(args: argparse.Namespace) -> int:
     runner = threading.Thread(target=run, name="consumer", daemon=True)
     _say(f"connecting to {args.broker} as {consumer.client_id} (group {args.group}); Ctrl-C stops")
     runner.start()
+    if dispatcher is not None:
+        dispatcher.start()  # its own thread: a dead endpoint never holds up the consumer
+        _say(f"alerts out: {', '.join(s.name for s in dispatcher.sinks)}")
     shown = False
     try:
         while not stop.is_set() and runner.is_alive():
@@ -237,6 +242,8 @@ def _listen(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         runner.join(4.0)  # the consumer returns within a few seconds even during an outage
+        if dispatcher is not None:
+            dispatcher.stop(timeout=6.0)
         for s, h in old.items():
             signal.signal(s, h)
     if runner.is_alive():

@@ -191,6 +191,11 @@ class Consumer:
     def protocol(self) -> str:
         return "5" if self._v5 else "3.1.1"
 
+    @property
+    def mqtt_config(self) -> MqttConfig:
+        """The broker settings (URL, credentials, TLS) this consumer connects with."""
+        return self._cfg
+
     # -- one message (also what the tests and the fuzz bench drive) ---------------------------------
     def handle(self, topic_: str, payload: bytes, *, retained: bool = False) -> str:
         """Validate and store one message now; returns the outcome (``stored``, ``duplicate``,

@@ -15,9 +15,10 @@ storing a marker and claiming it leaves the claim to whichever instance gets the
 is not covered: a base killed after the claim and before the publish (the commands are then lost;
 ``peer_commands`` shows the claim without commands).
 
-**Positions** (:class:`PositionSource`): by default the location of each device's newest marker that
-has one (:class:`MarkerPositions`), no older than ``position_max_age_s`` by base's receive time.
-A telemetry store can be added as another source; the newest position wins.
+**Positions** (:class:`PositionSource`): the location of each device's newest marker that has one
+(:class:`MarkerPositions`) and of its latest telemetry (:class:`TelemetryPositions`, every 10 s from
+a camera, so an idle camera is placed too), no older than ``position_max_age_s`` by base's receive
+time; the newest of the two wins.
 
 **Stale shots do nothing**: a marker whose time ``t`` is more than ``max_shot_age_s`` from base's
 clock (a camera's outbox that held it while offline, or a camera whose clock is wrong) starts no one;
@@ -113,6 +114,22 @@ class MarkerPositions:
         return out
 
 
+class TelemetryPositions:
+    """Positions from each device's latest telemetry (``location``, as in markers; ``base/telemetry.py``)."""
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    def positions(self, devices: Sequence[str], since_ns: int) -> list[Position]:
+        want = set(devices)
+        out: list[Position] = []
+        for st in self.store.telemetry():
+            loc = st.telemetry.location
+            if st.telemetry.device in want and st.received_ns >= since_ns and loc is not None:
+                out.append(Position(st.telemetry.device, loc.lat, loc.lon, st.received_ns, "telemetry"))
+        return out
+
+
 def _schema(serial: str) -> tuple[str, ...]:
     return (
         "CREATE TABLE IF NOT EXISTS peer_claims (marker_id TEXT PRIMARY KEY, device TEXT NOT NULL,"
@@ -124,7 +141,7 @@ def _schema(serial: str) -> tuple[str, ...]:
     )
 
 
-def ensure_tables(store: MarkerStore) -> None:
+def ensure_tables(store: MarkerStore | _Store) -> None:
     """``peer_claims`` and ``peer_commands`` in the store's database (a non-SQL stand-in has none)."""
     if not isinstance(store, _Store):
         return
@@ -179,7 +196,8 @@ class PeerActivation:
         self.prefix = prefix
         self.instance = instance
         self.clock = clock or SystemClock()
-        self.sources: list[PositionSource] = list(sources) if sources is not None else [MarkerPositions(store)]
+        self.sources: list[PositionSource] = (
+            list(sources) if sources is not None else [MarkerPositions(store), TelemetryPositions(store)])
         self.sent = 0
         self._stale_logged: set[str] = set()
 

@@ -31,11 +31,12 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bodycam.base.web import map as map_pages
-from bodycam.base.web import pages
+from bodycam.base.web import pages, record
 from bodycam.base.web.alerts import AlertHub
 from bodycam.base.web.auth import Auth, Session, same
 from bodycam.base.web.db import WebDb
 from bodycam.base.web.fleet import FleetConfig, FleetWatch
+from bodycam.base.web.record import RecordSender
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
 
@@ -58,6 +59,7 @@ class WebConfig:
     fleet: FleetConfig = field(default_factory=FleetConfig)  # thresholds of the fleet page and alerts
     tile_url: str = ""  # map tiles, e.g. http://tiles.local/{z}/{x}/{y}.png; "" = a plain grid (offline)
     tile_attribution: str = ""
+    recorder: RecordSender | None = None  # operators' "start recording" (None: serve without --broker)
 
     def csp(self) -> str:
         """The CSP; a tile server's origin is the one other source allowed, for images only."""
@@ -250,6 +252,9 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
         Route("/map", guard(bound(map_pages.page)), methods=["GET"]),
         Route("/map.json", guard(bound(map_pages.data)), methods=["GET"]),
         Route("/audit", guard(bound(pages.audit), "supervisor"), methods=["GET"]),
+        Route("/devices/record", guard(bound(record.page(cfg.recorder, client_of)), post=True), methods=["POST"]),
+        Route("/devices/{device}/record", guard(bound(record.page(cfg.recorder, client_of)), post=True),
+              methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("bodycam.base.web", "static")]), name="static"),
     ]
     app = Starlette(

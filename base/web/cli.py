@@ -32,6 +32,11 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     serve.add_argument("--db", required=True, help=db_help + " (the store of 'listen')")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on (default 127.0.0.1:8080)")
     serve.add_argument("--session-hours", type=float, default=12.0, help="a login lasts this long (default 12)")
+    serve.add_argument("--broker", metavar="URL",
+                       help="mqtt://host:port the dashboard sends operators' 'start recording' commands through")
+    serve.add_argument("--prefix", default="bodycam", help="topic prefix of the cameras (as listen's)")
+    serve.add_argument("--record-expiry-s", type=int, default=60,
+                       help="an operator's cmd/record expires after this many seconds (default 60)")
     serve.add_argument("--poll-ms", type=int, default=200, help="how often new alerts are looked for (default 200)")
     serve.add_argument("--cookie-secure", action="store_true",
                        help="mark cookies Secure (when served behind HTTPS, e.g. a reverse proxy)")
@@ -87,11 +92,24 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         raise UsageError(f"serve: {exc}") from exc
     if args.tile_url and not args.tile_url.startswith(("http://", "https://")):
         raise UsageError(f"--tile-url: {args.tile_url!r} is not an http(s) URL template")
+    if not 1 <= args.record_expiry_s <= 86400:
+        raise UsageError("--record-expiry-s must be 1..86400")
+    mqtt = None
+    if args.broker is not None:
+        from bodycam.device.uplink.mqtt_config import MqttConfig
+
+        if not args.broker.startswith(("mqtt://", "mqtts://")):
+            raise UsageError(f"--broker {args.broker!r} must be mqtt://host:port or mqtts://host:port")
+        mqtt = MqttConfig(url=args.broker)
     store = open_store(args.db)
     with closing(store):
-        app = create_app(WebDb(store), WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
-                                                 cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
-                                                 tile_attribution=args.tile_attribution))
+        from bodycam.base.web.record import RecordSender
+
+        web = WebDb(store)
+        recorder = RecordSender(web, mqtt, prefix=args.prefix, expiry_s=args.record_expiry_s)
+        app = create_app(web, WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
+                                        cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
+                                        tile_attribution=args.tile_attribution, recorder=recorder))
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
                                 access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False)
         server = _server(config, app.state.hub)

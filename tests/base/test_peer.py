@@ -205,3 +205,24 @@ def test_the_consumer_sends_cmd_record_with_mqtt5_expiry(db: str, tmp_path: Path
         sub.loop_stop()
         time.sleep(0.1)
         fleet.store.close()
+
+
+def test_an_idle_camera_is_placed_by_its_telemetry(fleet: Fleet) -> None:
+    """cam-f has sent no marker, only telemetry with a GNSS fix 80 m from the shot."""
+    from bodycam.base.telemetry import TelemetryIn
+    from bodycam.base.validate import validate_telemetry
+    from bodycam.device.uplink.telemetry import telemetry_payload
+
+    where = north_of(80)
+    loc = {"lat": where[0], "lon": where[1], "alt_m": None, "hdop": 0.9, "fix": "3d", "age_s": 0.4}
+    body = telemetry_payload("cam-f", VirtualClock(wall_epoch_ns=WALL), queue_depth=0,
+                             provider=lambda: {"location": loc})
+    tel = validate_telemetry("bodycam", "bodycam/cam-f/telemetry", body)
+    assert isinstance(fleet.store, _Store)
+    fleet.store.add_telemetry([TelemetryIn(tel, body.decode(), WALL)])
+    fleet.store.set_status("cam-f", "online", None, WALL)
+    shot = markers(fleet.tmp, "cam-a", ["gunshot"], HERE)[0]
+    fleet.activation(radius_m=100)([shot], fleet.publish)
+    assert [t for t, _, _ in fleet.sent] == ["bodycam/cam-f/cmd/record"]
+    row = fleet.store.read("SELECT distance_m FROM peer_commands WHERE device='cam-f'")
+    assert abs(float(row[0][0]) - 80) < 1

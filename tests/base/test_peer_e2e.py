@@ -3,16 +3,22 @@ and three simulated cameras (`bodycam-sim run`, the real firmware) placed by the
 
 Camera A runs the example clip with shots; camera B (150 m away) starts recording and its
 `recording_start` names one of A's gunshot markers; camera C (3 km away) is not asked; a command
-that expired before it reached C is ignored (logged), and a valid one sent to C next does start it
-(C was listening all along).
+that expired before it reached C is ignored (logged), and an operator then starts C from the
+dashboard (`serve --broker`, logged in, CSRF token, the fleet page's form): C was listening all along.
+The first `listen` also sends the alerts out: a real local webhook gets every gunshot.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
+import io
 import json
+import re
 import sqlite3
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,9 +26,13 @@ from typing import Any, TypeVar
 import paho.mqtt.client as mqtt
 import pytest
 from _clips import make_plain_clip
+from _mqtt import free_port, wait_port
 from paho.mqtt.enums import CallbackAPIVersion
+from test_alerts_out import Hook
 from test_base_integration import Procs, read_until
+from test_web import PW
 
+from bodycam.base.cli import main as base_main
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.uplink.markers import canonical_json
 
@@ -102,15 +112,58 @@ def publish(port: int, topic: str, payload: bytes) -> None:
         c.loop_stop()
 
 
-def test_a_shot_starts_the_camera_nearby_and_not_the_one_far_away(tmp_path: Path, mosquitto: Any,
-                                                                  procs: Procs) -> None:
+class Operator:
+    """A logged-in dashboard user over plain HTTP (cookies, the login form's and the pages' CSRF tokens)."""
+
+    def __init__(self, site: str, name: str, password: str) -> None:
+        self.site = site
+        self.http = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        token = self.token(self.get("/login"), r'name="csrf" value="([^"]+)"')
+        page = self.post("/login", {"name": name, "password": password, "csrf": token, "next": "/fleet"})
+        assert "Start recording" in page, page[:500]
+
+    def get(self, path: str) -> str:
+        with self.http.open(self.site + path, timeout=30) as r:
+            return str(r.read().decode("utf-8"))
+
+    def post(self, path: str, form: dict[str, str]) -> str:
+        data = urllib.parse.urlencode(form).encode()
+        with self.http.open(self.site + path, data=data, timeout=30) as r:
+            return str(r.read().decode("utf-8"))
+
+    @staticmethod
+    def token(page: str, pattern: str = r'<meta name="csrf" content="([^"]+)">') -> str:
+        m = re.search(pattern, page)
+        assert m, page[:500]
+        return m.group(1)
+
+
+def test_a_shot_starts_the_camera_nearby_and_not_the_one_far_away(tmp_path: Path, mosquitto: Any, procs: Procs,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "base.db"
     base = Base(db)
+    hook = Hook(fail_first=1)  # dispatch's endpoint: refuses once, then takes everything
+    try:
+        run_all(tmp_path, db, base, hook, mosquitto, procs, monkeypatch)
+    finally:
+        hook.close()
+
+
+def run_all(tmp_path: Path, db: Path, base: Base, hook: Hook, mosquitto: Any, procs: Procs,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(PW + "\n"))
+    assert base_main(["user", "add", "olga", "--role", "operator", "--db", str(db)]) == 0
     for n in (1, 2):  # two consumers of one group: exactly one of them acts per marker
+        out = ["--webhook", hook.url] if n == 1 else []
         listen = procs.start([sys.executable, "-m", "bodycam.base.cli", "listen", "--broker", mosquitto.url,
-                              "--db", str(db), "--client-id", f"base-{n}", "--group", "g1", "--peer-radius-m", "500"])
+                              "--db", str(db), "--client-id", f"base-{n}", "--group", "g1", "--peer-radius-m", "500",
+                              *out])
         assert listen.stdout is not None
         read_until(listen.stdout, "listening", 60)
+    port = free_port()
+    procs.start([sys.executable, "-m", "bodycam.base.cli", "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}",
+                 "--broker", mosquitto.url])
+    wait_port(port, 60)
 
     quiet = make_plain_clip(tmp_path / "quiet.mp4", seconds=90.0, size=(320, 180), audio=False)
     scenario = tmp_path / "press.json"  # a marker press early on: base learns where the camera is
@@ -145,8 +198,18 @@ def test_a_shot_starts_the_camera_nearby_and_not_the_one_far_away(tmp_path: Path
             command("cam-c", "old-1", "base:olga", now - 120 * 10**9, now - 60 * 10**9))
     wait_for("cam-c to log the expired command",
              lambda: "cmd/record old-1 (base:olga) expired" in procs.stderr(cam_c), 30)
-    publish(mosquitto.port, "bodycam/cam-c/cmd/record",
-            command("cam-c", "new-1", "base:olga", time.time_ns(), time.time_ns() + 60 * 10**9))
+    olga = Operator(f"http://127.0.0.1:{port}", "olga", PW)
+    fleet = olga.get("/fleet")
+    assert '<option value="cam-c">cam-c (online)</option>' in fleet
+    sent = olga.post("/devices/record", {"device": "cam-c", "csrf": olga.token(fleet)})
+    assert "Sent to cam-c (online)" in sent, sent[:500]
     started = wait_for("cam-c's recording_start", lambda: base.markers("cam-c", "recording_start"), 30)
     assert [m["extra"]["reason"] for m in started] == ["base:olga"]
     assert cam_c.poll() is None and cam_b.poll() is None
+    assert base.rows("SELECT user_name, action, target FROM web_audit WHERE action='record'") == [
+        ("olga", "record", "device cam-c")]
+
+    # alerts out: every gunshot reached the webhook (after its first refusal), once each
+    assert hook.wait(lambda h: {a["marker"] for a in h.ok()} >= shots, 60), hook.requests
+    assert sorted(a["marker"] for a in hook.ok() if a["kind"] == "gunshot") == sorted(shots)
+    assert hook.requests[0][2] == 503
