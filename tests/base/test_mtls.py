@@ -4,8 +4,6 @@ CSR `bodycam provision` writes (Ed25519), base has its own (CN bodycam-base)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import ssl
 import subprocess
@@ -20,10 +18,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from _mqtt import MOSQUITTO, free_port, wait_port
+from _pki import cert, ec_key
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bodycam.device.identity import provision
@@ -31,33 +28,6 @@ from bodycam.device.identity import provision
 pytestmark = pytest.mark.integration
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "mosquitto"
-NOW = dt.datetime.now(dt.UTC)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(subject: str, public: Any, ca_key: Any, issuer: str, *, ca: bool = False, server: bool = False) -> bytes:
-    b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer)).public_key(public)
-         .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(minutes=5))
-         .not_valid_after(NOW + dt.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if server:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-    elif not ca:
-        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-    return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _ec_key(path: Path) -> Any:
-    key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o644)  # the broker reads it as user mosquitto
-    return key
 
 
 @dataclass
@@ -83,18 +53,18 @@ class Broker:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     d = tmp_path / "pki"
     d.mkdir()
-    ca_key = _ec_key(d / "ca.key")
-    (d / "ca.crt").write_bytes(_cert("bodycam test CA", ca_key.public_key(), ca_key, "bodycam test CA", ca=True))
-    server_key = _ec_key(d / "server.key")
-    (d / "server.crt").write_bytes(_cert("localhost", server_key.public_key(), ca_key, "bodycam test CA", server=True))
-    base_key = _ec_key(d / "bodycam-base.key")
-    (d / "bodycam-base.crt").write_bytes(_cert("bodycam-base", base_key.public_key(), ca_key, "bodycam test CA"))
+    ca_key = ec_key(d / "ca.key")
+    (d / "ca.crt").write_bytes(cert("bodycam test CA", ca_key.public_key(), ca_key, "bodycam test CA", ca=True))
+    server_key = ec_key(d / "server.key")
+    (d / "server.crt").write_bytes(cert("localhost", server_key.public_key(), ca_key, "bodycam test CA", server=True))
+    base_key = ec_key(d / "bodycam-base.key")
+    (d / "bodycam-base.crt").write_bytes(cert("bodycam-base", base_key.public_key(), ca_key, "bodycam test CA"))
     for cam in ("cam-01", "cam-02"):  # the camera's own Ed25519 key and the CSR `bodycam provision` wrote
         made = provision(d / f"{cam}.key", cam)
         csr = x509.load_pem_x509_csr(made.csr_file.read_bytes())
         assert csr.is_signature_valid
         cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        (d / f"{cam}.crt").write_bytes(_cert(str(cn), csr.public_key(), ca_key, "bodycam test CA"))
+        (d / f"{cam}.crt").write_bytes(cert(str(cn), csr.public_key(), ca_key, "bodycam test CA"))
     port = free_port()
     conf = (DOCS / "bodycam.conf").read_text()
     conf = conf.replace("/etc/mosquitto/bodycam/", f"{d}/").replace("listener 8883", f"listener {port} 127.0.0.1")

@@ -1,0 +1,175 @@
+"""Chain of custody at base: the append-only audit log and the index of stored evidence.
+
+Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys``):
+
+* ``custody_audit``: one row per event, never changed: ``received`` (an upload is complete at
+  base), ``verified`` / ``refused`` (the verdict on receipt, with the reason), ``stored`` (in the
+  evidence store), ``viewed`` (a file read back through base), ``exported`` (in a case bundle):
+  who (``device:<id>`` for a camera, the operator's name otherwise), when (base's clock) and what
+  (device, recording, a JSON detail). **Append-only is enforced by the database**: triggers refuse
+  every ``UPDATE`` and ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``), so neither the application
+  nor a person with the application's database login can rewrite the log without first dropping
+  a trigger (which a database audit of DDL would show; the log itself is not hash-chained).
+* ``evidence_recordings``: what the evidence store holds (device, recording, the SHA-256 of its
+  signed manifest, when it was stored, where, sizes); one row per recording, written once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bodycam.base.rules import Tx
+
+Action = Literal["received", "verified", "refused", "stored", "viewed", "exported"]
+ACTIONS: frozenset[str] = frozenset({"received", "verified", "refused", "stored", "viewed", "exported"})
+
+
+def _tables(serial: str) -> tuple[str, ...]:
+    return (
+        f"CREATE TABLE IF NOT EXISTS custody_audit (n {serial}, t_ns BIGINT NOT NULL, actor TEXT NOT NULL,"
+        " action TEXT NOT NULL, device TEXT NOT NULL, recording TEXT NOT NULL, detail TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS custody_audit_recording ON custody_audit(device, recording, n)",
+        "CREATE TABLE IF NOT EXISTS evidence_recordings (device TEXT NOT NULL, recording TEXT NOT NULL,"
+        " manifest_sha256 TEXT NOT NULL, stored_ns BIGINT NOT NULL, location TEXT NOT NULL,"
+        " bytes BIGINT NOT NULL, segments INTEGER NOT NULL, markers INTEGER NOT NULL,"
+        " PRIMARY KEY (device, recording))",
+    )
+
+
+_SQLITE = (
+    *_tables("INTEGER PRIMARY KEY AUTOINCREMENT"),
+    "CREATE TRIGGER IF NOT EXISTS custody_audit_no_update BEFORE UPDATE ON custody_audit "
+    "BEGIN SELECT RAISE(ABORT, 'custody_audit is append-only: rows cannot be changed'); END",
+    "CREATE TRIGGER IF NOT EXISTS custody_audit_no_delete BEFORE DELETE ON custody_audit "
+    "BEGIN SELECT RAISE(ABORT, 'custody_audit is append-only: rows cannot be deleted'); END",
+)
+_PG_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION custody_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN RAISE EXCEPTION 'custody_audit is append-only: % refused', TG_OP; END $$"
+)
+_PG_TRIGGERS = (
+    "CREATE TRIGGER custody_audit_no_change BEFORE UPDATE OR DELETE ON custody_audit "
+    "FOR EACH ROW EXECUTE FUNCTION custody_audit_append_only()",
+    "CREATE TRIGGER custody_audit_no_truncate BEFORE TRUNCATE ON custody_audit "
+    "FOR EACH STATEMENT EXECUTE FUNCTION custody_audit_append_only()",
+)
+
+
+class CustodyStore(Protocol):
+    """What the custody log needs from a store (``base.store._Store`` provides it)."""
+
+    def transaction(self) -> AbstractContextManager[Tx]: ...
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    n: int
+    t_ns: int
+    actor: str
+    action: str
+    device: str
+    recording: str
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "t_ns": self.t_ns, "actor": self.actor, "action": self.action,
+                "device": self.device, "recording": self.recording, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class StoredRecording:
+    device: str
+    recording: str
+    manifest_sha256: str
+    stored_ns: int
+    location: str
+    bytes: int
+    segments: int
+    markers: int
+
+
+def _is_postgres(store: CustodyStore) -> bool:
+    from bodycam.base.store import SqliteStore
+
+    return not isinstance(store, SqliteStore)
+
+
+class CustodyLog:
+    def __init__(self, store: CustodyStore) -> None:
+        self._store = store
+        with store.transaction() as tx:
+            if _is_postgres(store):
+                from bodycam.base.store_pg import _SCHEMA_LOCK
+
+                tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                for stmt in _tables("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
+                    tx.run(stmt)
+                if tx.one("SELECT 1 FROM pg_trigger WHERE tgname='custody_audit_no_change'") is None:
+                    tx.run(_PG_FUNCTION.replace("%", "%%"))  # the cursor formats '%'
+                    for stmt in _PG_TRIGGERS:
+                        tx.run(stmt)
+            else:
+                for stmt in _SQLITE:
+                    tx.run(stmt)
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        return self._store.transaction()
+
+    def append(self, tx: Tx, t_ns: int, actor: str, action: Action, device: str, recording: str,
+               detail: dict[str, Any] | None = None) -> None:
+        """One audit row, inside the caller's transaction (the action and its record commit together)."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown custody action {action!r}")
+        tx.run("INSERT INTO custody_audit(t_ns, actor, action, device, recording, detail) VALUES (?,?,?,?,?,?)",
+               (t_ns, actor, action, device, recording, json.dumps(detail or {}, sort_keys=True)))
+
+    def record(self, t_ns: int, actor: str, action: Action, device: str, recording: str,
+               detail: dict[str, Any] | None = None) -> None:
+        """One audit row in its own transaction."""
+        with self._store.transaction() as tx:
+            self.append(tx, t_ns, actor, action, device, recording, detail)
+
+    def entries(self, *, device: str | None = None, recording: str | None = None,
+                limit: int = 10_000) -> list[AuditEntry]:
+        sql = "SELECT n, t_ns, actor, action, device, recording, detail FROM custody_audit"
+        where, args = [], []
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if recording is not None:
+            where.append("recording=?")
+            args.append(recording)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._store.read(sql + f" ORDER BY n LIMIT {int(limit)}", args)
+        return [AuditEntry(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), json.loads(r[6]))
+                for r in rows]
+
+    # -- the evidence index -------------------------------------------------------------------------
+    def add_stored(self, tx: Tx, rec: StoredRecording) -> None:
+        tx.run("INSERT INTO evidence_recordings(device, recording, manifest_sha256, stored_ns, location, bytes,"
+               " segments, markers) VALUES (?,?,?,?,?,?,?,?)",
+               (rec.device, rec.recording, rec.manifest_sha256, rec.stored_ns, rec.location, rec.bytes,
+                rec.segments, rec.markers))
+
+    def stored(self, device: str | None = None, recording: str | None = None) -> list[StoredRecording]:
+        sql = ("SELECT device, recording, manifest_sha256, stored_ns, location, bytes, segments, markers"
+               " FROM evidence_recordings")
+        where, args = [], []
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if recording is not None:
+            where.append("recording=?")
+            args.append(recording)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._store.read(sql + " ORDER BY device, recording", args)
+        return [StoredRecording(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]), int(r[6]),
+                                int(r[7])) for r in rows]

@@ -1,0 +1,302 @@
+"""Offload at base: receive uploads, verify them on receipt, store them, confirm (issue 13, item 5).
+
+:class:`Receiver` is what the HTTP routes (``base/offload_api.py``) call; it knows nothing of HTTP.
+Uploads arrive chunk by chunk into a staging directory (``<evidence root>/incoming/<device>/<recording>/``,
+see :mod:`bodycam.device.uplink.offload_wire` for the protocol). On ``confirm``, :meth:`Receiver.accept`
+takes the received files and **verifies, then stores**:
+
+1. the manifest names a key registered at base for this device and trusted now (not revoked);
+2. ``bodycam verify``'s own checks (:func:`bodycam.device.verify.verify_recording`, not a second
+   verifier): manifest signature, schema, recording id, complete, every segment's size and SHA-256,
+   no unlisted segment, the markers file's hash and count, each marker's signature, order, gaps and
+   chain, the chapters;
+3. the link to the previous recording, when base holds it (same device): its manifest's SHA-256;
+
+then moves the files into the evidence store, indexes them, and writes ``received``, ``verified``
+and ``stored`` to the custody log (``base/custody.py``). Anything that fails is refused with the
+codes and the reason, logged, audited (``refused``), and the files are kept aside in
+``<evidence root>/refused/`` for inspection; nothing refused is ever stored as evidence.
+
+Seam for encryption at rest (issue 13, item 6): :meth:`Receiver.accept` takes a directory of
+received files; a decrypt step goes before :func:`verify_recording` and hands it the plaintext.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bodycam.base.custody import CustodyLog, StoredRecording
+from bodycam.base.evidence_store import EvidenceStore
+from bodycam.base.keys import DeviceKey, KeyRegistry
+from bodycam.device import identity
+from bodycam.device.errors import BodycamError, StorageError
+from bodycam.device.footage.seal import MANIFEST_FILE
+from bodycam.device.uplink.offload_wire import FILE_RE, MAX_CHUNK, RECORDING_RE, request_bytes, sha256_hex
+from bodycam.device.uplink.validate import is_device_id
+from bodycam.device.verify import verify_recording
+
+log = logging.getLogger(__name__)
+
+MAX_FILE = 64 * 1024 * 1024 * 1024
+
+
+class Refused(BodycamError):
+    """An upload or request base will not take; ``status`` is the HTTP status that says so."""
+
+    def __init__(self, status: int, codes: list[str], reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.codes = codes
+        self.reason = reason
+        self.extra = extra
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refused": self.codes, "reason": self.reason, **self.extra}
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    device: str
+    recording: str
+    manifest_sha256: str
+    markers_sha256: str | None
+    segments: dict[str, str]
+    key: str
+    stored_ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"confirmed": True, "device": self.device, "recording": self.recording,
+                "manifest_sha256": self.manifest_sha256, "markers_sha256": self.markers_sha256,
+                "segments": self.segments, "key": self.key, "stored_ns": self.stored_ns}
+
+
+def _manifest_of(path: Path) -> tuple[bytes, dict[str, Any]]:
+    data = (path / MANIFEST_FILE).read_bytes()
+    doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError("the manifest is not a JSON object")
+    return data, doc
+
+
+def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any], stored_ns: int) -> Confirmation:
+    segs = {str(s.get("file")): str(s.get("sha256")) for s in doc.get("segments") or [] if isinstance(s, dict)}
+    return Confirmation(device, recording, hashlib.sha256(data).hexdigest(), doc.get("markers_sha256"), segs,
+                        str(doc.get("key")), stored_ns)
+
+
+class Receiver:
+    def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.evidence = evidence
+        self.custody = custody
+        self.keys = keys
+        self.now_ns = now_ns
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # -- who is asking --------------------------------------------------------------------------------
+    def authenticate(self, device: str, key_id: str | None, sig: str | None, method: str, target: str,
+                     body_sha256: str) -> None:
+        """Refused (401/403) unless the request is signed by a key registered for ``device`` and trusted now."""
+        if not is_device_id(device):
+            raise Refused(400, ["bad_device"], f"{device!r} is not a device id")
+        if not key_id or not sig:
+            raise Refused(401, ["unsigned"], "the request is not signed (X-Bodycam-Key, X-Bodycam-Signature)")
+        found = [k for k in self.keys.keys(device) if k.key_id == key_id]
+        if not found:
+            raise Refused(401, ["unknown_key"], f"key {key_id} is not registered for device {device} "
+                                                "(bodycam-base keys add)")
+        if not found[0].trusted_at(self.now_ns()):
+            raise Refused(403, ["revoked_key"], f"key {key_id} of device {device} is revoked")
+        if not identity.verify(found[0].public(), request_bytes(method, target, body_sha256, device, key_id), sig):
+            raise Refused(401, ["bad_signature"], f"the request's signature does not verify with key {key_id}")
+
+    # -- staging --------------------------------------------------------------------------------------
+    def _lock(self, device: str, recording: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((device, recording), threading.Lock())
+
+    def _staging(self, device: str, recording: str) -> Path:
+        if not RECORDING_RE.match(recording):
+            raise Refused(400, ["bad_recording"], f"{recording!r} is not a recording id")
+        return self.evidence.staging / device / recording
+
+    def status(self, device: str, recording: str) -> dict[str, Any]:
+        stage = self._staging(device, recording)
+        done = self.custody.stored(device, recording)
+        if done:
+            data, doc = self._stored_manifest(device, recording)
+            conf = _confirmation(device, recording, data, doc, done[0].stored_ns)
+            return {"state": "stored", "files": {}, "confirmation": conf.to_json()}
+        files = {p.name: p.stat().st_size for p in stage.iterdir() if p.is_file()} if stage.is_dir() else {}
+        return {"state": "partial" if files else "none", "files": files}
+
+    def write_chunk(self, device: str, recording: str, name: str, offset: int, data: bytes, sha256: str) -> int:
+        """Write ``data`` at ``offset`` of file ``name`` (durably); returns the bytes base now holds."""
+        if not FILE_RE.match(name):
+            raise Refused(400, ["bad_file"], f"{name!r} is not a file of a recording")
+        if len(data) > MAX_CHUNK:
+            raise Refused(413, ["chunk_too_large"], f"a chunk is at most {MAX_CHUNK} bytes")
+        if offset < 0 or offset + len(data) > MAX_FILE:
+            raise Refused(400, ["bad_offset"], f"offset {offset} is out of range")
+        if sha256_hex(data) != sha256:
+            raise Refused(400, ["chunk_hash"], "the chunk's SHA-256 is not the one signed (damaged on the way)")
+        stage = self._staging(device, recording)
+        with self._lock(device, recording):
+            if self.custody.stored(device, recording):
+                raise Refused(409, ["already_stored"], f"{device}/{recording} is already stored at base")
+            path = stage / name
+            have = path.stat().st_size if path.is_file() else 0
+            if offset > have:
+                raise Refused(409, ["offset"], f"offset {offset} is past the {have} bytes base holds", received=have)
+            if not self.evidence.room_for(len(data)):
+                raise Refused(507, ["base_full"], "base's evidence store is full: nothing taken, try later")
+            try:
+                stage.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    os.ftruncate(fd, offset)
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, offset)  # what was taken stays exactly what was confirmed
+                    raise
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                status = 507 if exc.errno in (28, 122) else 500  # ENOSPC, EDQUOT
+                raise Refused(status, ["base_write"], f"base cannot write the upload ({exc.strerror or exc})") from exc
+            return offset + len(data)
+
+    # -- confirm: verify, then store --------------------------------------------------------------------
+    def confirm(self, device: str, recording: str) -> Confirmation:
+        stage = self._staging(device, recording)
+        with self._lock(device, recording):
+            done = self.custody.stored(device, recording)
+            if done:
+                data, doc = self._stored_manifest(device, recording)
+                if stage.is_dir() and (stage / MANIFEST_FILE).is_file() and \
+                        sha256_hex((stage / MANIFEST_FILE).read_bytes()) != hashlib.sha256(data).hexdigest():
+                    self._refuse(device, recording, stage, Refused(
+                        409, ["conflict"], f"base already holds a different {recording} of {device}"))
+                return _confirmation(device, recording, data, doc, done[0].stored_ns)
+            if self.evidence.has(device, recording):  # base stopped between storing (verified) and indexing
+                return self._index_stored(device, recording)
+            if not (stage / MANIFEST_FILE).is_file():
+                raise Refused(409, ["incomplete_upload"], "no manifest.json received yet")
+            return self.accept(device, recording, stage)
+
+    def accept(self, device: str, recording: str, files: Path) -> Confirmation:
+        """Verify the received ``files`` (a directory named after the recording) and store them.
+
+        Raises :class:`Refused` (422) naming every check that failed; the files then go aside."""
+        actor = f"device:{device}"
+        now = self.now_ns()
+        sizes = {p.name: p.stat().st_size for p in files.iterdir() if p.is_file()}
+        self.custody.record(now, actor, "received", device, recording,
+                            {"files": len(sizes), "bytes": sum(sizes.values())})
+        try:
+            data, doc = _manifest_of(files)
+        except (OSError, ValueError) as exc:
+            self._refuse(device, recording, files, Refused(422, ["manifest_unreadable"], f"manifest: {exc}"))
+        key = self._trusted_key(device, recording, doc, files)
+        report, _ = verify_recording(files, key.public())
+        fails = [f for f in report.findings if f.level == "fail"]
+        if doc.get("device") != device:
+            self._refuse(device, recording, files, Refused(
+                422, ["manifest_device"], f"the manifest is of device {doc.get('device')!r}, uploaded by {device}"))
+        if fails:
+            codes = sorted({f.code for f in fails})
+            reason = "; ".join(f"{f.code} {f.where}: {f.message}" for f in fails[:5])
+            self._refuse(device, recording, files, Refused(422, codes, reason))
+        self._check_previous(device, recording, doc, files)
+        conf = _confirmation(device, recording, data, doc, now)
+        self.custody.record(now, actor, "verified", device, recording,
+                            {"key": key.key_id, "manifest_sha256": conf.manifest_sha256, "segments": report.segments,
+                             "markers": report.markers,
+                             "notes": [f"{f.code}: {f.message}" for f in report.findings if f.level == "note"]})
+        try:
+            location = self.evidence.put(device, recording, files)
+        except StorageError as exc:
+            raise Refused(507, ["base_store"], str(exc)) from exc
+        with self.custody.transaction() as tx:
+            self.custody.add_stored(tx, StoredRecording(device, recording, conf.manifest_sha256, now, location,
+                                                        sum(sizes.values()), report.segments, report.markers))
+            self.custody.append(tx, now, actor, "stored", device, recording,
+                                {"location": location, "manifest_sha256": conf.manifest_sha256})
+        log.info("offload: stored %s/%s (%d segment(s), %d marker(s)), verified with key %s", device, recording,
+                 report.segments, report.markers, key.key_id)
+        return conf
+
+    def _stored_manifest(self, device: str, recording: str) -> tuple[bytes, dict[str, Any]]:
+        with self.evidence.open(device, recording, MANIFEST_FILE) as fh:
+            data = fh.read()
+        doc = json.loads(data)
+        return data, doc
+
+    def _index_stored(self, device: str, recording: str) -> Confirmation:
+        data, doc = self._stored_manifest(device, recording)
+        now = self.now_ns()
+        conf = _confirmation(device, recording, data, doc, now)
+        segs = len(conf.segments)
+        with self.custody.transaction() as tx:
+            self.custody.add_stored(tx, StoredRecording(device, recording, conf.manifest_sha256, now,
+                                                        self.evidence.location(device, recording), -1, segs,
+                                                        int(doc.get("marker_count") or 0)))
+            self.custody.append(tx, now, f"device:{device}", "stored", device, recording,
+                                {"manifest_sha256": conf.manifest_sha256, "indexed_after_restart": True})
+        return conf
+
+    def _trusted_key(self, device: str, recording: str, doc: dict[str, Any], files: Path) -> DeviceKey:
+        kid = doc.get("key")
+        if doc.get("sig") is None or kid is None:
+            self._refuse(device, recording, files, Refused(422, ["unsigned"], "the manifest is not signed"))
+        found = [k for k in self.keys.keys(device) if k.key_id == kid]
+        if not found:
+            self._refuse(device, recording, files, Refused(
+                422, ["unknown_key"], f"the manifest is signed with key {kid!r}, not registered for {device}"))
+        if not found[0].trusted_at(self.now_ns()):
+            self._refuse(device, recording, files, Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked"))
+        return found[0]
+
+    def _check_previous(self, device: str, recording: str, doc: dict[str, Any], files: Path) -> None:
+        link = doc.get("previous")
+        if not isinstance(link, dict) or not isinstance(link.get("recording"), str):
+            return
+        held = self.custody.stored(device, link["recording"])
+        if not held:
+            return
+        have = held[0].manifest_sha256
+        if have != link.get("manifest_sha256"):
+            self._refuse(device, recording, files, Refused(
+                422, ["previous"], f"the previous recording {link['recording']} base holds is not the one this "
+                                   "recording's manifest links (a recording of the chain was replaced)"))
+
+    def _refuse(self, device: str, recording: str, files: Path, refusal: Refused) -> NoReturn:
+        now = self.now_ns()
+        aside = self.evidence.root / "refused" / device / f"{recording}.{now}"
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(files, aside)
+        except OSError as exc:
+            log.error("offload: cannot move the refused upload %s aside: %s", files, exc)
+            aside = files
+        try:
+            self.custody.record(now, f"device:{device}", "refused", device, recording,
+                                {"codes": refusal.codes, "reason": refusal.reason, "kept": str(aside)})
+        except StorageError as exc:
+            log.error("offload: cannot audit the refusal of %s/%s: %s", device, recording, exc)
+        log.warning("offload: REFUSED %s/%s: %s (%s)", device, recording, ", ".join(refusal.codes), refusal.reason)
+        raise refusal

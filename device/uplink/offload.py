@@ -1,0 +1,332 @@
+"""Offload with custody, on the camera: upload finished recordings to base when docked.
+
+:class:`BaseClient` speaks the protocol of :mod:`bodycam.device.uplink.offload_wire` over HTTPS
+(``http.client``; base's certificate checked against ``offload.ca_file``), every request signed
+with the device key. :class:`Offloader` uploads one recording at a time, in chunks, resuming from
+what base says it holds (so a connection cut at any byte costs at most the chunk in flight), then
+asks base to confirm. A recording is marked offloaded (``footage/offload_state.py``) **only** when
+base's confirmation names exactly the hashes of the signed manifest on the card: the manifest's
+SHA-256, every segment's SHA-256 and the markers file's. Anything else (a cut, base down, base
+full, a refusal, a confirmation that does not match) leaves the recording un-offloaded, and
+retention treats it as such.
+
+:class:`OffloadService` is the thread the firmware runs: every ``interval_s`` it asks the dock
+sense (``hw/dock.py``) whether the camera is docked and, if so, offloads what is pending, protected
+recordings first, oldest first.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import math
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from bodycam.device.clock import rfc3339_ms
+from bodycam.device.errors import BodycamError
+from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256, mark_offloaded
+from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
+from bodycam.device.settings import require
+from bodycam.device.uplink.markers import MarkerSigner
+from bodycam.device.uplink.offload_wire import (
+    H_DEVICE,
+    H_KEY,
+    H_SHA,
+    H_SIG,
+    MAX_CHUNK,
+    PREFIX,
+    request_bytes,
+    sha256_hex,
+)
+
+log = logging.getLogger(__name__)
+
+DockKind = Literal["reachable", "gpio", "schedule", "always"]
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    enabled: bool = False
+    url: str = ""  # base's web app, e.g. https://base.example:8443
+    ca_file: str = ""  # PEM of the CA that signed base's certificate ("" = the system's CAs)
+    chunk_kib: int = 1024
+    # when the camera counts as docked: base answers on its port ("reachable"), a dock-sense pin
+    # ("gpio": gpio pin dock_pin, active level dock_active_low), inside a UTC window of
+    # "schedule" ("HH:MM-HH:MM", may cross midnight), or "always"
+    dock: DockKind = "reachable"
+    dock_pin: int | None = None
+    dock_active_low: bool = True
+    schedule: list[str] = field(default_factory=list)
+    interval_s: float = 30.0
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            parts = urlsplit(self.url)
+            require(parts.scheme == "https" and bool(parts.hostname), "offload.url",
+                    f"must be https://host[:port] of base's web app, got {self.url!r}")
+        require(1 <= self.chunk_kib <= MAX_CHUNK // 1024, "offload.chunk_kib",
+                f"must be 1..{MAX_CHUNK // 1024}, got {self.chunk_kib}")
+        require(self.dock != "gpio" or self.dock_pin is not None, "offload.dock_pin",
+                "dock = \"gpio\" needs dock_pin (BCM)")
+        require(self.dock_pin is None or 0 <= self.dock_pin <= 27, "offload.dock_pin",
+                f"BCM pin must be 0..27, got {self.dock_pin}")
+        require(self.dock != "schedule" or bool(self.schedule), "offload.schedule",
+                "dock = \"schedule\" needs at least one \"HH:MM-HH:MM\" window")
+        for w in self.schedule:
+            from bodycam.device.hw.dock import parse_window
+
+            parse_window(w, "offload.schedule")
+        for name in ("interval_s", "timeout_s"):
+            v = getattr(self, name)
+            require(math.isfinite(v) and v > 0, f"offload.{name}", f"must be > 0, got {v}")
+
+
+class OffloadError(BodycamError):
+    """An upload did not end in base's confirmation; ``retry``: worth trying again later."""
+
+    def __init__(self, message: str, *, retry: bool, codes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.codes = codes or []
+
+
+class BaseClient:
+    """One HTTP(S) connection to base's offload routes (reopened after any failure)."""
+
+    def __init__(self, url: str, device: str, signer: MarkerSigner, *, ca_file: str | None = None,
+                 timeout_s: float = 30.0, context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise OffloadError(f"offload url {url!r}: not http(s)://host[:port]", retry=False)
+        self.url = url
+        self.device = device
+        self.signer = signer
+        self.timeout_s = timeout_s
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self._context = context or ssl.create_default_context(cafile=ca_file or None)
+        self._conn: http.client.HTTPConnection | None = None
+        self.sent_bytes = 0  # request bodies handed to the connection (the resume cost is measured on it)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._context is not None:
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout_s,
+                                                         context=self._context)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+        return self._conn
+
+    def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+        digest = sha256_hex(body)
+        headers = {H_DEVICE: self.device, H_KEY: self.signer.key_id, H_SHA: digest,
+                   H_SIG: self.signer.sign(request_bytes(method, target, digest, self.device, self.signer.key_id)),
+                   "Content-Type": "application/octet-stream"}
+        try:
+            conn = self._connection()
+            self.sent_bytes += len(body)
+            conn.request(method, target, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise OffloadError(f"base {self.url}: its certificate does not verify ({exc.verify_message}); "
+                               "check offload.ca_file", retry=True) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise OffloadError(f"base {self.url}: {type(exc).__name__}: {exc}", retry=True) from exc
+        try:
+            doc = json.loads(data) if data else {}
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        if resp.getheader("connection", "").lower() == "close":
+            self.close()
+        return resp.status, doc
+
+    def _path(self, recording: str, *rest: str) -> str:
+        return "/".join((PREFIX, "recordings", quote(self.device, safe=""), quote(recording, safe=""), *rest))
+
+    def status(self, recording: str) -> dict[str, Any]:
+        return self._expect(200, *self.request("GET", self._path(recording)), "status")
+
+    def put(self, recording: str, name: str, offset: int, chunk: bytes) -> int:
+        """Send one chunk; returns how many bytes of the file base holds now."""
+        code, doc = self.request("PUT", self._path(recording, quote(name, safe="")) + f"?offset={offset}", chunk)
+        if code == 409 and isinstance(doc.get("received"), int):
+            return int(doc["received"])
+        return int(self._expect(200, code, doc, f"{name} at {offset}")["received"])
+
+    def confirm(self, recording: str) -> dict[str, Any]:
+        return self._expect(200, *self.request("POST", self._path(recording, "confirm")), "confirm")
+
+    def _expect(self, want: int, code: int, doc: dict[str, Any], what: str) -> dict[str, Any]:
+        if code == want:
+            return doc
+        codes = [str(c) for c in doc.get("refused", [])] if isinstance(doc.get("refused"), list) else []
+        reason = str(doc.get("reason") or f"HTTP {code}")
+        retry = code >= 500 or code == 409 or code == 408 or code == 429
+        raise OffloadError(f"base refused {what} ({code} {', '.join(codes) or '-'}): {reason}", retry=retry,
+                           codes=codes)
+
+
+def recording_files(rec_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """The files to upload: the signed manifest, the markers and chapters if any, every listed segment."""
+    names = [MANIFEST_FILE]
+    names += [n for n in (MARKERS_FILE, "chapters.vtt") if (rec_dir / n).is_file()]
+    names += [str(s["file"]) for s in manifest.get("segments") or [] if isinstance(s, dict) and "file" in s]
+    return names
+
+
+def pending(root: Path) -> list[Path]:
+    """Finished recordings base has not confirmed: protected first, then oldest first."""
+    out: list[tuple[bool, str, Path]] = []
+    try:
+        dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for d in dirs:
+        try:
+            doc = json.loads((d / MANIFEST_FILE).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("complete") is True and not is_offloaded(d):
+            out.append((not doc.get("protected", False), d.name, d))
+    return [d for _, _, d in sorted(out)]
+
+
+class Offloader:
+    def __init__(self, client: BaseClient, *, chunk_bytes: int = 1024 * 1024,
+                 wall_ns: Callable[[], int] = time.time_ns) -> None:
+        self.client = client
+        self.chunk = chunk_bytes
+        self.wall_ns = wall_ns
+
+    def upload(self, rec_dir: Path) -> dict[str, Any]:
+        """Upload one recording and mark it offloaded once base confirms it; returns the confirmation.
+
+        Raises :class:`OffloadError` (nothing marked) on any failure."""
+        rid = rec_dir.name
+        try:
+            mbytes = (rec_dir / MANIFEST_FILE).read_bytes()
+            manifest = json.loads(mbytes)
+        except (OSError, ValueError) as exc:
+            raise OffloadError(f"{rec_dir}: cannot read the manifest ({exc})", retry=False) from exc
+        if manifest.get("complete") is not True:
+            raise OffloadError(f"{rid}: not finished yet", retry=True)
+        names = recording_files(rec_dir, manifest)
+        state = self.client.status(rid)
+        if state.get("state") != "stored":
+            held = state.get("files") if isinstance(state.get("files"), dict) else {}
+            for name in names:
+                self._send(rec_dir, name, int(held.get(name, 0)) if isinstance(held.get(name, 0), int) else 0)
+            conf = self.client.confirm(rid)
+        else:
+            conf = state.get("confirmation") or {}
+        self._check(rec_dir, manifest, conf)
+        if manifest_sha256(rec_dir) != conf["manifest_sha256"]:
+            raise OffloadError(f"{rid}: the manifest changed during the upload", retry=True)
+        mark_offloaded(rec_dir, self.client.url, rfc3339_ms(self.wall_ns()), conf)
+        log.info("offload: %s confirmed by base (%d segment(s))", rid, len(conf["segments"]))
+        return conf
+
+    def _send(self, rec_dir: Path, name: str, have: int) -> None:
+        path = rec_dir / name
+        size = path.stat().st_size
+        if have > size:  # base holds more than the file (a different file once?): start it again
+            have = 0
+        if size == 0 and have == 0:
+            self.client.put(rec_dir.name, name, 0, b"")
+            return
+        with path.open("rb") as fh:
+            while have < size:
+                fh.seek(have)
+                chunk = fh.read(min(self.chunk, size - have))
+                have = self.client.put(rec_dir.name, name, have, chunk)
+
+    @staticmethod
+    def _check(rec_dir: Path, manifest: dict[str, Any], conf: dict[str, Any]) -> None:
+        """Base's confirmation must name the hashes of this recording, exactly."""
+        want = {s["file"]: s.get("sha256") for s in manifest.get("segments") or [] if isinstance(s, dict)}
+        mine = manifest_sha256(rec_dir)
+        if (conf.get("confirmed") is not True or conf.get("recording") != rec_dir.name
+                or conf.get("device") != manifest.get("device") or conf.get("manifest_sha256") != mine
+                or conf.get("segments") != want or conf.get("markers_sha256") != manifest.get("markers_sha256")):
+            raise OffloadError(f"{rec_dir.name}: base's confirmation does not name this recording's hashes: "
+                               "not marked offloaded", retry=True)
+
+
+class OffloadService:
+    """The firmware's offload thread: when docked, offload what is pending."""
+
+    def __init__(self, offloader: Offloader, recordings: Path, docked: Callable[[], bool], *,
+                 interval_s: float = 30.0) -> None:
+        self.offloader = offloader
+        self.recordings = recordings
+        self.docked = docked
+        self.interval_s = interval_s
+        self.last_error: str | None = None
+        self.confirmed: list[str] = []
+        self._refused: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Offload what is pending if docked; returns how many recordings base confirmed."""
+        if not self.docked():
+            return 0
+        done = 0
+        for rec in pending(self.recordings):
+            if self._stop.is_set():
+                break
+            if rec.name in self._refused:
+                continue
+            try:
+                self.offloader.upload(rec)
+            except OffloadError as exc:
+                self.last_error = str(exc)
+                log.error("offload: %s", exc)
+                if not exc.retry:  # refused by base: not again until the next start (it stays on the card)
+                    self._refused.add(rec.name)
+                    continue
+                break  # base unreachable, full or busy: try again at the next round
+            self.confirmed.append(rec.name)
+            self.last_error = None
+            done += 1
+        return done
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:  # the thread must not die: log and go on
+                    log.exception("offload: unexpected error")
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=loop, name="offload", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.offloader.client.timeout_s + 5)
+            self._thread = None
+        self.offloader.client.close()

@@ -1,0 +1,201 @@
+"""Offload test parts: recordings made by the firmware (simulator), base's receiver on a real store,
+a real uvicorn on loopback (TLS with a CA made at test time), and a TCP proxy that cuts the
+connection at a chosen byte of either direction."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bodycam.base.custody import CustodyLog
+from bodycam.base.evidence_store import FileEvidenceStore
+from bodycam.base.keys import KeyRegistry
+from bodycam.base.receive import Receiver
+from bodycam.base.store import SqliteStore
+from bodycam.device.config import AppConfig
+from bodycam.device.footage.recording_state import RecordingConfig
+from bodycam.device.identity import Signer, load_signer
+from bodycam.hw_sim.sim_run import SimOptions, run_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "range_demo.mp4"
+DEVICE = "cam-o1"
+
+
+def make_recordings(out: Path, starts: tuple[str, ...] = ("2026-03-01T10:00:00.000Z",
+                                                          "2026-03-01T11:00:00.000Z")) -> Path:
+    """Signed recordings of the example clip (2 s segments), as the firmware writes them."""
+    cfg = AppConfig(recording=RecordingConfig(segment_s=2.0, pre_event_s=5.0))
+    cfg = replace(cfg, device=replace(cfg.device, id=DEVICE))
+    for start in starts:
+        run_clip(SimOptions(clip=EXAMPLE, out=out, config=cfg, broker=None, start_time=start, gnss=False))
+    return out
+
+
+def recordings(data: Path) -> list[Path]:
+    return sorted(p for p in (data / "recordings").iterdir() if p.is_dir())
+
+
+def signer_of(data: Path) -> Signer:
+    return load_signer(data / "state" / "identity" / "device.key")
+
+
+@dataclass
+class Base:
+    dir: Path
+    store: SqliteStore
+    evidence: FileEvidenceStore
+    custody: CustodyLog
+    keys: KeyRegistry
+    receiver: Receiver
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def make_base(d: Path, data: Path | None = None, **evidence: Any) -> Base:
+    """Base's receiver on a SQLite store in ``d``; the camera of ``data`` registered."""
+    d.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(d / "base.db")
+    keys = KeyRegistry(store)
+    if data is not None:
+        keys.add(DEVICE, (data / "state" / "identity" / "device.pub").read_bytes(), time.time_ns())
+    custody = CustodyLog(store)
+    ev = FileEvidenceStore(d / "evidence", **evidence)
+    return Base(d, store, ev, custody, keys, Receiver(ev, custody, keys))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BaseProcess:
+    """Base's offload routes served by a real uvicorn in its own process (``_offload_server.py``)
+    on the receiver ``make_base(base_dir)`` builds; ``kill()`` is SIGKILL, ``close()`` SIGTERM."""
+
+    def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None) -> None:
+        self.base_dir = base_dir
+        self.port = free_port()
+        self.scheme = "http" if cert is None else "https"
+        args = [sys.executable, str(Path(__file__).with_name("_offload_server.py")), str(base_dir), str(self.port)]
+        if cert is not None and key is not None:
+            args += [str(cert), str(key)]
+        self.log = (base_dir / "server.log").open("ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(f"base did not start: {(base_dir / 'server.log').read_text()}") from None
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+@dataclass
+class CutProxy:
+    """Forwards 127.0.0.1:port to ``upstream``; cuts both sockets once ``cut_up`` bytes from the
+    client (or ``cut_down`` bytes to it) have been forwarded in total, then forwards normally.
+    ``up``/``down`` keep everything forwarded (a transcript of the session)."""
+
+    upstream: int
+    cut_up: int | None = None
+    cut_down: int | None = None
+    up: bytearray = field(default_factory=bytearray)
+    down: bytearray = field(default_factory=bytearray)
+    cuts: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closed = False
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            pair = (client, server)
+            self._socks += pair
+            threading.Thread(target=self._pump, args=(client, server, True, pair), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False, pair), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool, pair: tuple[socket.socket, ...]) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                for s in pair:
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+                return
+            with self._lock:
+                seen = self.up if up else self.down
+                cut = self.cut_up if up else self.cut_down
+                if cut is not None and len(seen) + len(data) >= cut:
+                    data = data[: cut - len(seen)]
+                    seen += data
+                    if up:
+                        self.cut_up = None
+                    else:
+                        self.cut_down = None
+                    self.cuts += 1
+                    with contextlib.suppress(OSError):
+                        dst.sendall(data)
+                    for s in pair:
+                        with contextlib.suppress(OSError):
+                            s.shutdown(socket.SHUT_RDWR)
+                        s.close()
+                    return
+                seen += data
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for s in self._socks:
+            s.close()
