@@ -273,7 +273,12 @@ class App:
         p3 = time.perf_counter_ns()
         if self._next_maint is None or frame.t_ns >= self._next_maint:
             self._next_maint = frame.t_ns + self._maint_ns
-            self.recorder.maintain()
+            kept = self.recorder.maintain()
+            for lost in kept.lost if kept is not None else []:  # deleted before base confirmed it
+                self._emit("footage_deleted", frame.t_ns, extra={
+                    "recording": lost.recording, "reason": "card_full_not_offloaded", "segments": lost.segments,
+                    "bytes": lost.bytes, "manifest_sha256": lost.manifest_sha256, "start_utc": lost.start_utc,
+                    "end_utc": lost.end_utc})
             if (self.reload_when is not None and self.sm.state == State.IDLE and self.recorder.active is None
                     and not self.reload_requested and self.reload_when()):
                 log.info("a new model is waiting and the camera is idle: reloading the firmware to activate it")

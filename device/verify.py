@@ -320,11 +320,11 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()
     else:
-        _print(report)
+        print_report(report)
     return 0 if report.ok else 1
 
 
-def _print(report: Report) -> None:
+def print_report(report: Report) -> None:
     print(f"key {report.key_id} from {report.key_source}")
     for r in report.recordings:
         state = "OK" if r.ok else "FAILED"

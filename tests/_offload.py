@@ -5,6 +5,7 @@ connection at a chosen byte of either direction."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -82,7 +83,8 @@ class BaseProcess:
     """Base's offload routes served by a real uvicorn in its own process (``_offload_server.py``)
     on the receiver ``make_base(base_dir)`` builds; ``kill()`` is SIGKILL, ``close()`` SIGTERM."""
 
-    def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None) -> None:
+    def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.base_dir = base_dir
         self.port = free_port()
         self.scheme = "http" if cert is None else "https"
@@ -90,7 +92,7 @@ class BaseProcess:
         if cert is not None and key is not None:
             args += [str(cert), str(key)]
         self.log = (base_dir / "server.log").open("ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 30
         while True:
             try:

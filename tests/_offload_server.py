@@ -3,6 +3,7 @@ BASE_DIR PORT [CERT KEY]``; the receiver is the one ``_offload.make_base`` build
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from bodycam.base.offload_api import offload_app
 def main() -> None:
     base_dir, port = Path(sys.argv[1]), int(sys.argv[2])
     cert, key = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else (None, None)
-    base = make_base(base_dir)
+    base = make_base(base_dir, reserve_mb=float(os.environ.get("BODYCAM_TEST_RESERVE_MB", "64")))
     uvicorn.run(offload_app(base.receiver), host="127.0.0.1", port=port, ssl_certfile=cert, ssl_keyfile=key,
                 log_level="warning", lifespan="off")
 

@@ -192,7 +192,8 @@ class Recorder:
         except OSError as exc:
             self.errors.append(f"retention failed: {exc}")
             return None
-        self.storage_alarm = result.alarm
+        # short with only protected footage left, or footage deleted before base confirmed it
+        self.storage_alarm = result.alarm or bool(result.lost)
         return result
 
     def fail(self, rec: Recording, message: str) -> None:

@@ -1,10 +1,18 @@
-"""Retention: free space from the oldest *unprotected* footage only.
+"""Retention: free space, offloaded footage first, and never protected footage base has not confirmed.
 
-A recording is protected when its manifest says so (it holds a detection
-marker). A recording whose manifest is missing or unreadable is treated as
-protected: nothing is deleted that cannot be shown to be deletable. When only
-protected footage is left and space is still short, :meth:`Retention.enforce`
-reports an alarm (the app raises it on the LED and in telemetry).
+When space is short (less than ``min_free_mb`` free, or more than ``max_total_mb`` of recordings),
+:meth:`Retention.enforce` deletes finished recordings, oldest first, in this order:
+
+1. recordings base has confirmed (``offload.json`` naming the manifest on the card:
+   ``footage/offload_state.py``), protected or not;
+2. only if space is still short (the card would otherwise fill), unprotected recordings base has
+   not confirmed: each is *lost footage*, reported in ``RetentionResult.lost`` (the recorder raises
+   the storage alarm and the app writes a ``footage_deleted`` marker for each);
+3. never a protected recording base has not confirmed (it holds a detection marker).
+
+A recording whose manifest is missing or unreadable is treated as protected and not offloaded:
+nothing is deleted that cannot be shown to be deletable. When only protected footage is left and
+space is still short, the alarm stays up (the app raises it on the LED and in telemetry).
 
 The outbox's reserved space (:class:`~bodycam.device.uplink.reserve.SpaceReserve`, a preallocated
 file footage cannot take) comes first: when the outbox had to take from it on a full card, its
@@ -22,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256
 from bodycam.device.settings import require
 
 log = logging.getLogger(__name__)
@@ -52,9 +61,22 @@ class RetentionConfig:
         require(self.max_total_mb >= 0, "retention.max_total_mb", "must be >= 0")
 
 
+@dataclass(frozen=True)
+class LostFootage:
+    """A recording deleted before base confirmed it (the card would otherwise have filled)."""
+
+    recording: str
+    segments: int
+    bytes: int
+    manifest_sha256: str | None
+    start_utc: str | None
+    end_utc: str | None
+
+
 @dataclass
 class RetentionResult:
     deleted: list[str] = field(default_factory=list)
+    lost: list[LostFootage] = field(default_factory=list)  # deleted without base's confirmation
     alarm: bool = False
     free_bytes: int = 0
     total_bytes: int = 0
@@ -100,20 +122,31 @@ class Retention:
             result.free_bytes = self._usage(self.root).free
             result.total_bytes = total
             return result
-        for rec in recs:  # names start with the UTC start time: oldest first
-            if rec.name == active:
-                continue
-            manifest = read_manifest(rec)
-            if manifest is None or manifest.get("protected", True) or not manifest.get("complete", False):
-                continue
-            shutil.rmtree(rec)
-            total -= sizes[rec.name]
-            result.deleted.append(rec.name)
-            log.warning("retention: deleted unprotected recording %s to free space", rec.name)
-            if not short():
-                break
-        result.alarm = short()
-        if result.alarm:
+        for offloaded_pass in (True, False):  # what base confirmed first; the rest only if still short
+            for rec in recs:  # names start with the UTC start time: oldest first
+                if rec.name == active or rec.name in result.deleted or not short():
+                    continue
+                manifest = read_manifest(rec)
+                if manifest is None or not manifest.get("complete", False):
+                    continue
+                offloaded = is_offloaded(rec)
+                if offloaded != offloaded_pass or (not offloaded and manifest.get("protected", True)):
+                    continue
+                lost = None if offloaded else LostFootage(
+                    rec.name, len(manifest.get("segments") or []), sizes[rec.name], manifest_sha256(rec),
+                    manifest.get("start_utc"), manifest.get("end_utc"))
+                shutil.rmtree(rec)
+                total -= sizes[rec.name]
+                result.deleted.append(rec.name)
+                if lost is None:
+                    log.warning("retention: deleted recording %s (offloaded: base confirmed it)", rec.name)
+                else:
+                    result.lost.append(lost)
+                    log.error("retention: deleted recording %s BEFORE base confirmed it: the card would "
+                              "otherwise fill (unprotected)", rec.name)
+        still_short = short()
+        result.alarm = still_short
+        if still_short:
             log.error("retention: storage is short and only protected or active footage is left")
         result.free_bytes = self._usage(self.root).free
         result.total_bytes = total

@@ -331,3 +331,204 @@ def test_the_service_offloads_only_when_docked(cam: Path, base: Base, tls_server
     assert svc.run_once() == 2 and pending(cam / "recordings") == []
     assert svc.run_once() == 0
 
+
+
+# -- whatever fails, nothing is marked offloaded that base has not confirmed -----------------------------
+def _staged(base_dir: Path) -> int:
+    d = base_dir / "evidence" / "incoming" / DEVICE
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) if d.is_dir() else 0
+
+
+UPLOADER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from _offload import DEVICE, signer_of
+from bodycam.device.uplink.offload import BaseClient, Offloader
+cam, url = Path({cam!r}), {url!r}
+off = Offloader(BaseClient(url, DEVICE, signer_of(cam), timeout_s=10), chunk_bytes=16 * 1024)
+off.upload(cam / "recordings" / {rec!r})
+print("confirmed")
+"""
+
+
+def test_killing_the_uploader_mid_upload_marks_nothing_and_the_next_run_resumes(
+        cam: Path, base: Base, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    rec = recordings(cam)[0]
+    server = BaseProcess(base.dir)
+    try:
+        code = UPLOADER.format(tests=str(Path(__file__).parents[1]), cam=str(cam), url=server.url, rec=rec.name)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while _staged(base.dir) < 300_000:  # some chunks in: kill it
+            assert proc.poll() is None and time.monotonic() < deadline, "the upload ended before the kill"
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait(10)
+        assert not (rec / OFFLOAD_FILE).exists() and base.custody.entries() == []
+        staged = _staged(base.dir)
+        off = offloader(cam, server.url)
+        off.upload(rec)
+        assert is_offloaded(rec)
+        assert off.client.sent_bytes <= sum(f.stat().st_size for f in rec.iterdir()) - staged + CHUNK
+    finally:
+        close_clients()
+        server.close()
+
+
+def test_killing_base_mid_upload_marks_nothing_and_a_restarted_base_takes_the_rest(
+        cam: Path, base: Base, pki: Path) -> None:
+    import threading
+    import time
+
+    rec = recordings(cam)[0]
+    server = BaseProcess(base.dir, cert=pki / "server.crt", key=pki / "server.key")
+    port = server.port
+    errors: list[BaseException] = []
+    off = offloader(cam, server.url, pki / "ca.crt")
+    off.chunk = 16 * 1024
+
+    def upload() -> None:
+        try:
+            off.upload(rec)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    deadline = time.monotonic() + 60
+    while _staged(base.dir) < 300_000:
+        assert t.is_alive() and time.monotonic() < deadline
+        time.sleep(0.005)
+    server.kill()
+    t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], OffloadError) and errors[0].retry
+    assert not (rec / OFFLOAD_FILE).exists()
+    assert [e.action for e in base.custody.entries()] == []
+    # base comes back (same port, same store): the camera resumes from what base holds
+    server = BaseProcess.__new__(BaseProcess)
+    server.__init__(base.dir, cert=pki / "server.crt", key=pki / "server.key")  # type: ignore[misc]
+    try:
+        off.client = BaseClient(server.url, DEVICE, signer_of(cam), ca_file=str(pki / "ca.crt"))
+        _open.append(off.client)
+        assert off.upload(rec)["manifest_sha256"]
+        assert is_offloaded(rec) and port != 0
+        assert actions(base, rec.name) == ["received", "verified", "stored"]
+    finally:
+        close_clients()
+        server.close()
+
+
+def test_a_full_disk_at_base_refuses_the_chunk_and_marks_nothing(cam: Path, tmp_path: Path) -> None:
+    """Base's evidence store on a real 2 MiB filesystem (tmpfs, as root): the upload of a 2.5 MB
+    recording fills it; base answers 507, keeps exactly what it confirmed, and the camera keeps
+    the recording un-offloaded; once there is room, it completes."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a small tmpfs: run the suite as root (CI does)", pytrace=False)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "evidence").symlink_to(mnt)
+        make_base(tmp_path / "b", cam).close()
+        server = BaseProcess(tmp_path / "b", env={"BODYCAM_TEST_RESERVE_MB": "0"})  # let the disk fill
+        rec = recordings(cam)[0]
+        try:
+            off = offloader(cam, server.url)
+            with pytest.raises(OffloadError) as info:
+                off.upload(rec)
+            # refused before writing (base_full: statvfs says it will not fit) or by the write (ENOSPC)
+            assert info.value.retry and info.value.codes in (["base_full"], ["base_write"]), info.value
+            assert "507" in str(info.value)
+            assert not (rec / OFFLOAD_FILE).exists()
+            state = off.client.status(rec.name)
+            assert state["state"] == "partial"
+            assert all(n % CHUNK == 0 or n == (rec / name).stat().st_size
+                       for name, n in state["files"].items())  # whole chunks only: what was confirmed
+            subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)  # room again
+            off.upload(rec)
+            assert is_offloaded(rec)
+        finally:
+            close_clients()
+            server.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_base_refuses_a_chunk_that_would_eat_its_reserve(cam: Path, tmp_path: Path) -> None:
+    from bodycam.base.evidence_store import DiskUsage
+    from bodycam.base.receive import Refused
+
+    free = [10 * 1024 * 1024]
+    b = make_base(tmp_path / "b", cam, reserve_mb=8, disk_usage=lambda _: DiskUsage(1 << 40, 0, free[0]))
+    rec = recordings(cam)[0].name
+    data = b"x" * (3 * 1024 * 1024)
+    sha = __import__("hashlib").sha256(data).hexdigest()
+    with pytest.raises(Refused) as info:
+        b.receiver.write_chunk(DEVICE, rec, "segment-00000.mp4", 0, data, sha)
+    assert info.value.status == 507 and info.value.codes == ["base_full"]
+    assert not (b.evidence.staging / DEVICE / rec / "segment-00000.mp4").exists()
+    free[0] = 12 * 1024 * 1024
+    assert b.receiver.write_chunk(DEVICE, rec, "segment-00000.mp4", 0, data, sha) == len(data)
+    b.close()
+
+
+# -- the case bundle ----------------------------------------------------------------------------------------
+def test_export_case_writes_a_bundle_bodycam_verify_accepts_and_a_tamper_is_named(
+        cam: Path, base: Base, tls_server: BaseProcess, pki: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    off = offloader(cam, tls_server.url, pki / "ca.crt")
+    for rec in recordings(cam):
+        off.upload(rec)
+    out = tmp_path / "case-17"
+    cli = [sys.executable, "-m", "bodycam.base.cli"]
+    done = subprocess.run([*cli, "export-case", str(out), "--device", DEVICE, "--evidence",
+                           str(base.evidence.root), "--db", str(base.dir / "base.db"), "--actor", "olga"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 recording(s)" in done.stdout and "everything verifies" in done.stdout
+    case = json.loads((out / "case.json").read_text())
+    assert case["exported_by"] == "olga" and case["verified"] is True
+    assert [r["recording"] for r in case["recordings"]] == [r.name for r in recordings(cam)]
+    assert json.loads((out / "verification.json").read_text())["ok"] is True
+    custody = [json.loads(line) for line in (out / "custody.jsonl").read_text().splitlines()]
+    assert [c["action"] for c in custody] == ["received", "verified", "stored", "exported"] * 2
+    assert custody[3]["actor"] == "olga"
+    assert [e.action for e in base.custody.entries(recording=recordings(cam)[0].name)][-1] == "exported"
+    # the auditor's side: bodycam verify on the bundle, with the key in it and with the registered one
+    verify = [sys.executable, "-m", "bodycam.device.cli", "verify"]
+    ok = subprocess.run([*verify, str(out)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    ok = subprocess.run([*verify, str(out), "--key", str(cam / "state" / "identity" / "device.pub"), "--json"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    # tamper with the bundle: a byte of a segment, and a marker removed
+    first = out / "recordings" / recordings(cam)[0].name
+    seg = first / "segment-00002.mp4"
+    data = bytearray(seg.read_bytes())
+    data[100] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    second = out / "recordings" / recordings(cam)[1].name
+    lines = (second / "markers.jsonl").read_bytes().splitlines(keepends=True)
+    (second / "markers.jsonl").write_bytes(b"".join(lines[:1] + lines[2:]))
+    bad = subprocess.run([*verify, str(out), "--json"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    found = {(r["recording"], f["code"], f["where"]) for r in json.loads(bad.stdout)["recordings"]
+             for f in r["findings"] if f["level"] == "fail"}
+    assert (first.name, "segment_hash", "segment-00002.mp4") in found
+    assert {(second.name, "markers_file_hash"), (second.name, "marker_gap")} <= {(r, c) for r, c, _ in found}
+    # a bundle is written once
+    again = subprocess.run([*cli, "export-case", str(out), "--device", DEVICE, "--evidence",
+                            str(base.evidence.root), "--db", str(base.dir / "base.db")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "not empty" in again.stderr

@@ -1,0 +1,54 @@
+"""``bodycam-base export-case OUT --device D [--recording R ...] [--since T] [--until T] --evidence DIR --db DB``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from bodycam.device.clock import SystemClock
+from bodycam.device.errors import UsageError
+
+_TIME = re.compile(r"^\d{8}T\d{9}Z$")
+
+
+def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -> None:
+    exp = sub.add_parser("export-case", parents=parents,
+                         help="write a case bundle (recordings, markers, manifests, public key, custody log, "
+                              "verification report) that 'bodycam verify' accepts")
+    exp.add_argument("out", type=Path, help="the bundle's folder (new, or empty)")
+    exp.add_argument("--device", required=True, help="the camera (one device per bundle)")
+    exp.add_argument("--recording", action="append", help="a recording id (repeat); default: all of the device's")
+    exp.add_argument("--since", help="recordings started at or after this time (recording id form, e.g. "
+                                     "20260301T100000000Z)")
+    exp.add_argument("--until", help="recordings started before this time (same form)")
+    exp.add_argument("--evidence", required=True, type=Path, help="base's evidence store (folder)")
+    exp.add_argument("--actor", default=None, help="who exports (audited); default: the login name")
+    exp.add_argument("--db", required=True, help=db_help)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bodycam.base.cli import open_store
+    from bodycam.base.custody import CustodyLog
+    from bodycam.base.evidence_store import FileEvidenceStore
+    from bodycam.base.export_case import export_case
+    from bodycam.base.keys import KeyRegistry
+
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        if value is not None and not _TIME.match(value):
+            raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
+    if not (args.evidence / "recordings").is_dir():
+        raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")
+    with closing(open_store(args.db, create=False)) as store:
+        custody = CustodyLog(store)  # type: ignore[arg-type]
+        keys = KeyRegistry(store)  # type: ignore[arg-type]
+        done = export_case(args.out, args.device, FileEvidenceStore(args.evidence), custody, keys,
+                           actor=args.actor or getpass.getuser(), now_ns=SystemClock().wall_ns(),
+                           recordings=args.recording, since=args.since, until=args.until)
+    state = "everything verifies" if done.ok else "DOES NOT VERIFY (see verification.txt)"
+    print(f"{done.out}: {len(done.recordings)} recording(s) of {args.device}, key {done.key_id}: {state}")
+    return 0 if done.ok else 1
