@@ -136,6 +136,7 @@ class Firmware:
     info: StreamInfo | None = None
     ready_sent: bool = False
     listeners: list[Callable[[Marker], None]] = field(default_factory=list)
+    offload: Any = None  # OffloadService | None (offload.enabled)
 
     def start(self) -> StreamInfo:
         """Start the camera and the footage path (errors here are start-up failures)."""
@@ -267,6 +268,13 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                             Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage,
                             signer=signer)
         stack.callback(recorder.close)
+        offload = None
+        if cfg.offload.enabled:  # uploads finished recordings to base when docked (uplink/offload.py)
+            from bodycam.device.uplink.offload import build_service
+
+            offload = build_service(cfg.offload, cfg.device.id, signer, clock, data_dir / "recordings", parts.pins)
+            stack.callback(offload.close)
+            offload.start()
         app_ref: list[App] = []
         audio_detector, fusion, audio_ref = _audio_detection(cfg, parts, stack)
         audio = AudioPath(parts.microphone, audio_detector,
@@ -294,6 +302,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["audio"] = app_ref[0].audio.telemetry()
             if parts.board is not None:
                 body["sources"] = parts.board()
+            if offload is not None:
+                body["offload"] = offload.telemetry()
             return body
 
         publisher = None
@@ -321,7 +331,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                   record_requests=record_requests)
         app_ref.append(app)
         yield Firmware(cfg=cfg, app=app, detector=detector, outbox=outbox, recorder=recorder, publisher=publisher,
-                       notifier=parts.notifier, listeners=marker_listeners)
+                       notifier=parts.notifier, listeners=marker_listeners, offload=offload)
 
 
 __all__ = ["Firmware", "HardwareParts", "LocationSource", "Microphone", "ServiceNotifier", "assemble", "model_spec"]

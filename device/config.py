@@ -25,6 +25,7 @@ from bodycam.device.model_select import ModelsConfig
 from bodycam.device.safe_load import load_toml
 from bodycam.device.settings import ConfigErrors, load_section, problems_of, require
 from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.offload import OffloadConfig
 from bodycam.device.uplink.outbox import OutboxConfig
 from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
 
@@ -61,6 +62,13 @@ class AppConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+
+    def __post_init__(self) -> None:
+        g = self.gpio
+        pins = (g.record_pin, g.marker_pin, g.holster_pin, g.led_pin, g.haptic_pin)
+        require(self.offload.dock != "gpio" or self.offload.dock_pin not in pins, "offload.dock_pin",
+                f"GPIO{self.offload.dock_pin} is already used in [gpio]")
 
     @property
     def data_dir(self) -> Path:

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from bodycam.device.clock import rfc3339_ms
-from bodycam.device.errors import BodycamError
+from bodycam.device.clock import Clock, rfc3339_ms
+from bodycam.device.errors import BodycamError, ConfigError
 from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256, mark_offloaded
 from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
+from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.settings import require
-from bodycam.device.uplink.markers import MarkerSigner
+from bodycam.device.uplink.markers import JSON, MarkerSigner
 from bodycam.device.uplink.offload_wire import (
     H_DEVICE,
     H_KEY,
@@ -234,9 +235,11 @@ class Offloader:
         names = recording_files(rec_dir, manifest)
         state = self.client.status(rid)
         if state.get("state") != "stored":
-            held = state.get("files") if isinstance(state.get("files"), dict) else {}
+            files = state.get("files")
+            held: dict[str, Any] = files if isinstance(files, dict) else {}
             for name in names:
-                self._send(rec_dir, name, int(held.get(name, 0)) if isinstance(held.get(name, 0), int) else 0)
+                have = held.get(name, 0)
+                self._send(rec_dir, name, have if isinstance(have, int) else 0)
             conf = self.client.confirm(rid)
         else:
             conf = state.get("confirmation") or {}
@@ -271,6 +274,31 @@ class Offloader:
                 or conf.get("segments") != want or conf.get("markers_sha256") != manifest.get("markers_sha256")):
             raise OffloadError(f"{rec_dir.name}: base's confirmation does not name this recording's hashes: "
                                "not marked offloaded", retry=True)
+
+
+def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: Clock, recordings: Path,
+                  pins: PinFactory | None = None) -> OffloadService:
+    """The firmware's offload thread from ``[offload]`` (not started); config problems are ConfigErrors."""
+    from bodycam.device.hw.dock import AlwaysDock, DockSense, GpioDock, ReachableDock, ScheduleDock
+
+    try:
+        client = BaseClient(cfg.url, device, signer, ca_file=cfg.ca_file or None, timeout_s=cfg.timeout_s)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"offload.ca_file: cannot use {cfg.ca_file!r} ({exc})") from exc
+    dock: DockSense
+    if cfg.dock == "gpio":
+        if pins is None or cfg.dock_pin is None:
+            raise ConfigError("offload.dock = \"gpio\": no GPIO on this camera (gpio.enabled = false?)")
+        dock = GpioDock(pins, cfg.dock_pin, clock, active_low=cfg.dock_active_low)
+    elif cfg.dock == "schedule":
+        dock = ScheduleDock(cfg.schedule, clock)
+    elif cfg.dock == "reachable":
+        parts = urlsplit(cfg.url)
+        dock = ReachableDock(parts.hostname or "", parts.port or 443)
+    else:
+        dock = AlwaysDock()
+    offloader = Offloader(client, chunk_bytes=cfg.chunk_kib * 1024, wall_ns=clock.wall_ns)
+    return OffloadService(offloader, recordings, dock.docked, interval_s=cfg.interval_s)
 
 
 class OffloadService:
@@ -311,6 +339,9 @@ class OffloadService:
             self.last_error = None
             done += 1
         return done
+
+    def telemetry(self) -> dict[str, JSON]:
+        return {"confirmed": len(self.confirmed), "error": self.last_error}
 
     def start(self) -> None:
         def loop() -> None:
