@@ -23,20 +23,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _offload import CutProxy, free_port  # noqa: E402
-from _pki import make_ca, make_server  # noqa: E402
+from _offload import CutProxy, free_port
+from _pki import make_ca, make_server
 
-from bodycam.base.custody import CustodyLog  # noqa: E402
-from bodycam.base.evidence_store import FileEvidenceStore  # noqa: E402
-from bodycam.base.keys import KeyRegistry  # noqa: E402
-from bodycam.base.offload_api import offload_app  # noqa: E402
-from bodycam.base.receive import Receiver  # noqa: E402
-from bodycam.base.store import SqliteStore  # noqa: E402
-from bodycam.device.footage.recording import MANIFEST_SCHEMA, write_atomic  # noqa: E402
-from bodycam.device.footage.seal import seal  # noqa: E402
-from bodycam.device.footage.segment_writer import sha256_of  # noqa: E402
-from bodycam.device.identity import Signer  # noqa: E402
-from bodycam.device.uplink.offload import BaseClient, OffloadError, Offloader  # noqa: E402
+from bodycam.base.custody import CustodyLog
+from bodycam.base.evidence_store import FileEvidenceStore
+from bodycam.base.keys import KeyRegistry
+from bodycam.base.offload_api import offload_app
+from bodycam.base.receive import Receiver
+from bodycam.base.store import SqliteStore
+from bodycam.device.footage.recording import MANIFEST_SCHEMA, write_atomic
+from bodycam.device.footage.seal import seal
+from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.identity import Signer
+from bodycam.device.uplink.offload import BaseClient, Offloader, OffloadError
 
 DEVICE = "cam-bench"
 REC = "20260301T100000000Z"

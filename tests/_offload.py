@@ -84,13 +84,19 @@ class BaseProcess:
     on the receiver ``make_base(base_dir)`` builds; ``kill()`` is SIGKILL, ``close()`` SIGTERM."""
 
     def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, web: bool = False) -> None:
+        """``web``: the whole web app, ``bodycam-base serve --evidence`` (the offload routes mounted in it)."""
         self.base_dir = base_dir
         self.port = free_port()
         self.scheme = "http" if cert is None else "https"
         args = [sys.executable, str(Path(__file__).with_name("_offload_server.py")), str(base_dir), str(self.port)]
         if cert is not None and key is not None:
             args += [str(cert), str(key)]
+        if web:
+            args = [sys.executable, "-m", "bodycam.base.cli", "serve", "--db", str(base_dir / "base.db"), "--listen",
+                    f"127.0.0.1:{self.port}", "--evidence", str(base_dir / "evidence"), "--evidence-reserve-mb", "0"]
+            if cert is not None and key is not None:
+                args += ["--cert-file", str(cert), "--key-file", str(key)]
         self.log = (base_dir / "server.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 30

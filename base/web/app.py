@@ -25,11 +25,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bodycam.base.offload_api import offload_routes
+from bodycam.base.receive import Receiver
 from bodycam.base.web import map as map_pages
 from bodycam.base.web import pages, record
 from bodycam.base.web.alerts import AlertHub
@@ -109,7 +111,9 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
+def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver | None = None) -> Starlette:
+    """The web app; ``offload``: base's receiver of camera uploads (``base/receive.py``), whose routes
+    (``/api/offload/v1/...``, signed by each device's key, no session) are mounted in this app."""
     cfg = config or WebConfig()
     auth = Auth(db, session_s=cfg.session_s)
     hub = AlertHub(db, poll_s=cfg.poll_s)
@@ -238,7 +242,7 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
             await watch.stop()
             await hub.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/login", login_get, methods=["GET"]),
         Route("/login", login_post, methods=["POST"]),
         Route("/logout", guard(logout, post=True), methods=["POST"]),
@@ -257,6 +261,8 @@ def create_app(db: WebDb, config: WebConfig | None = None) -> Starlette:
               methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("bodycam.base.web", "static")]), name="static"),
     ]
+    if offload is not None:
+        routes += offload_routes(offload)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Headers, csp=cfg.csp())],

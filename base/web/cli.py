@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -53,6 +54,14 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     fleet.add_argument("--tile-url", default="",
                        help="map tiles, e.g. http://tiles.local/{z}/{x}/{y}.png (default: none, a plain grid)")
     fleet.add_argument("--tile-attribution", default="", help="the tiles' attribution text (shown on the map)")
+    serve.add_argument("--cert-file", type=Path, help="serve HTTPS with this certificate (PEM; cameras offload "
+                                                       "only over HTTPS)")
+    serve.add_argument("--key-file", type=Path, help="the certificate's private key (PEM)")
+    serve.add_argument("--evidence", type=Path, help="base's evidence store (folder): cameras offload recordings "
+                                                      "to /api/offload/v1 (verified, stored, audited); without "
+                                                      "it, offload is off")
+    serve.add_argument("--evidence-reserve-mb", type=float, default=1024.0,
+                       help="refuse uploads that would leave less free space in the evidence store (default 1024)")
 
     user = sub.add_parser("user", parents=parents, help="dashboard users: add, list")
     verbs = user.add_subparsers(dest="verb", required=True)
@@ -101,20 +110,38 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         if not args.broker.startswith(("mqtt://", "mqtts://")):
             raise UsageError(f"--broker {args.broker!r} must be mqtt://host:port or mqtts://host:port")
         mqtt = MqttConfig(url=args.broker)
+    if (args.cert_file is None) != (args.key_file is None):
+        raise UsageError("--cert-file and --key-file go together")
+    for f in (args.cert_file, args.key_file):
+        if f is not None and not f.is_file():
+            raise UsageError(f"{f}: no such file (TLS)")
     store = open_store(args.db)
     with closing(store):
         from bodycam.base.web.record import RecordSender
 
+        receiver = None
+        if args.evidence is not None:
+            from bodycam.base.custody import CustodyLog
+            from bodycam.base.evidence_store import FileEvidenceStore
+            from bodycam.base.keys import KeyRegistry
+            from bodycam.base.receive import Receiver
+
+            receiver = Receiver(FileEvidenceStore(args.evidence, reserve_mb=args.evidence_reserve_mb),
+                                CustodyLog(store), KeyRegistry(store))
         web = WebDb(store)
         recorder = RecordSender(web, mqtt, prefix=args.prefix, expiry_s=args.record_expiry_s)
         app = create_app(web, WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
                                         cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
-                                        tile_attribution=args.tile_attribution, recorder=recorder))
+                                        tile_attribution=args.tile_attribution, recorder=recorder),
+                         offload=receiver)
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
-                                access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False)
+                                access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False,
+                                ssl_certfile=None if args.cert_file is None else str(args.cert_file),
+                                ssl_keyfile=None if args.key_file is None else str(args.key_file))
         server = _server(config, app.state.hub)
-        print(f"bodycam-base serve: http://{args.listen}/ on {args.db if '://' not in args.db else 'postgresql'}; "
-              "Ctrl-C stops", flush=True)
+        scheme = "https" if args.cert_file is not None else "http"
+        print(f"bodycam-base serve: {scheme}://{args.listen}/ on {args.db if '://' not in args.db else 'postgresql'}; "
+              "Ctrl-C stops" + (f"; camera offload into {args.evidence}" if receiver is not None else ""), flush=True)
         server.run()
     return 0 if server.started else 1
 

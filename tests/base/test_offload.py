@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -482,14 +483,25 @@ def test_base_refuses_a_chunk_that_would_eat_its_reserve(cam: Path, tmp_path: Pa
 
 
 # -- the case bundle ----------------------------------------------------------------------------------------
-def test_export_case_writes_a_bundle_bodycam_verify_accepts_and_a_tamper_is_named(
-        cam: Path, base: Base, tls_server: BaseProcess, pki: Path, tmp_path: Path) -> None:
+def test_offload_into_the_web_app_then_export_case_a_bundle_bodycam_verify_accepts_and_a_tamper_is_named(
+        cam: Path, base: Base, pki: Path, tmp_path: Path) -> None:
+    """The one web app (bodycam-base serve --evidence, over HTTPS) takes the camera's uploads; the
+    dashboard's pages still want a login; export-case writes the bundle; bodycam verify checks it."""
     import subprocess
     import sys
+    import urllib.request
 
-    off = offloader(cam, tls_server.url, pki / "ca.crt")
-    for rec in recordings(cam):
-        off.upload(rec)
+    web = BaseProcess(base.dir, cert=pki / "server.crt", key=pki / "server.key", web=True)
+    try:
+        off = offloader(cam, web.url, pki / "ca.crt")
+        for rec in recordings(cam):
+            off.upload(rec)
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        with urllib.request.urlopen(f"{web.url}/fleet", context=ctx) as page:
+            assert page.url.endswith("/login?next=/fleet")  # the dashboard's own guard, same app
+    finally:
+        close_clients()
+        web.close()
     out = tmp_path / "case-17"
     cli = [sys.executable, "-m", "bodycam.base.cli"]
     done = subprocess.run([*cli, "export-case", str(out), "--device", DEVICE, "--evidence",
