@@ -32,8 +32,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bodycam.base.offload_api import offload_routes
 from bodycam.base.receive import Receiver
+from bodycam.base.web import evidence, pages, record
 from bodycam.base.web import map as map_pages
-from bodycam.base.web import pages, record
 from bodycam.base.web.alerts import AlertHub
 from bodycam.base.web.auth import Auth, Session, same
 from bodycam.base.web.db import WebDb
@@ -121,7 +121,7 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
     tpl = templates()
 
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
-        return tpl.TemplateResponse(request, name, {"s": None, "outage": hub.outage, **ctx}, status_code=status)
+        return tpl.TemplateResponse(request, name, {"s": None, "outage": hub.outage, "evidence_on": offload is not None, **ctx}, status_code=status)
 
     async def session_of(request: Request) -> Session | None:
         return await run_in_threadpool(auth.session, request.cookies.get(SESSION_COOKIE), cfg.now_ns())
@@ -262,7 +262,21 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
         Mount("/static", StaticFiles(packages=[("bodycam.base.web", "static")]), name="static"),
     ]
     if offload is not None:
+        rx = offload
+
+        def with_rx(fn: Callable[[pages.Context, Receiver, Request, Session], Awaitable[Response]]) -> Page:
+            async def page(request: Request, s: Session) -> Response:
+                return await fn(ctx, rx, request, s)
+
+            return page
+
         routes += offload_routes(offload)
+        routes += [
+            Route("/evidence", guard(with_rx(evidence.recordings), "supervisor"), methods=["GET"]),
+            Route("/evidence/{device}/{recording}", guard(with_rx(evidence.recording), "supervisor"), methods=["GET"]),
+            Route("/evidence/{device}/{recording}/{name}", guard(with_rx(evidence.file), "supervisor"),
+                  methods=["GET"]),
+        ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Headers, csp=cfg.csp())],
