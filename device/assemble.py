@@ -37,6 +37,7 @@ from bodycam.device.detect.fusion import Fusion
 from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
 from bodycam.device.errors import DetectorUnavailableError, ModelError, StorageError
 from bodycam.device.footage.aac_track import FootageSound
+from bodycam.device.footage.atrest import encryption_from_config
 from bodycam.device.footage.footage_path import CameraFootage
 from bodycam.device.footage.recorder import Recorder
 from bodycam.device.footage.recording_state import RecordingStateMachine
@@ -242,6 +243,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             raise StorageError(f"{state}: cannot create the state directory ({exc.strerror or exc})") from exc
         if signer is None:
             signer = load_signer(key_path(cfg.identity, data_dir))
+        encryption = encryption_from_config(cfg.atrest, data_dir)  # base's key missing: a start-up error
         outbox = stack.enter_context(Outbox.from_config(state / "outbox.sqlite", cfg.device.id, clock, cfg.outbox,
                                                           signer=signer))
         inputs, indicators = parts.inputs, parts.indicators
@@ -266,7 +268,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             location = parts.location.location
         recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
                             Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage,
-                            signer=signer)
+                            signer=signer, encryption=encryption)
         stack.callback(recorder.close)
         offload = None
         if cfg.offload.enabled:  # uploads finished recordings to base when docked (uplink/offload.py)

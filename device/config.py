@@ -16,6 +16,7 @@ from bodycam.device.detect.detector import DetectorConfig
 from bodycam.device.detect.events import EventConfig
 from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.errors import ConfigError
+from bodycam.device.footage.atrest import AtRestConfig
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import RetentionConfig
 from bodycam.device.hw.config import CameraConfig, GnssConfig, GpioConfig, TelemetrySourcesConfig
@@ -60,6 +61,7 @@ class AppConfig:
     telemetry_sources: TelemetrySourcesConfig = field(default_factory=TelemetrySourcesConfig)
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    atrest: AtRestConfig = field(default_factory=AtRestConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)

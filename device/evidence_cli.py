@@ -25,6 +25,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--device", default=None, help="device id (default: device.id of the config)")
     p.add_argument("--owner", default=None, help="user that owns the key (the service user, e.g. bodycam)")
     p.add_argument("--force", action="store_true", help="replace an existing key (a new identity: register it at base)")
+    p.add_argument("--base-key", default=None, metavar="AGE1_OR_FILE",
+                   help="install base's public key (age1..., or a file holding it) to which footage is "
+                        "encrypted at rest (at atrest.base_key_file, default <data_dir>/identity/base.age.pub); "
+                        "with an existing device key only the base key is installed")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     v = sub.add_parser("verify", help="verify recordings offline: manifest signature, segment hashes, marker "
                                       "signatures and chain, seq gaps, chapters; exit 0 only when all verify")
@@ -32,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     v.add_argument("--key", type=Path, default=None,
                    help="the device's public key (PEM), e.g. as registered at base; default: device.pub found "
                         "beside the footage (then the report says the key is not independent)")
+    v.add_argument("--decrypt-key", type=Path, default=None, metavar="BASE_KEY",
+                   help="base's private key (age identity file): segments encrypted at rest are also decrypted "
+                        "and checked against the plaintext hashes the manifest signs (nothing is written)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -62,6 +69,18 @@ def provision(args: argparse.Namespace) -> int:
         except BodycamError as exc:
             raise UsageError(str(exc)) from exc
     path = args.key_file or key_path(cfg.identity, cfg.data_dir, environ={})
+    if args.base_key is not None:
+        from bodycam.device.footage.atrest import base_key_path, install_recipient
+
+        target = base_key_path(cfg.atrest, cfg.data_dir)
+        recipient = install_recipient(target, args.base_key)
+        if not args.json:
+            print(f"base key   {recipient} installed in {target} (footage is encrypted to it)")
+        if path.exists() and not args.force:
+            if args.json:
+                json.dump({"base_key": recipient, "base_key_file": str(target)}, sys.stdout, indent=2)
+                print()
+            return 0
     made = provision(path, device, owner=args.owner, force=args.force)
     if args.json:
         json.dump({"device": device, "key_id": made.key_id, "key_file": str(made.key_file),

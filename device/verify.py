@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bodycam.device import identity
 from bodycam.device.errors import BodycamError, MarkerError, UsageError
+from bodycam.device.footage.atrest import DecryptError, decrypt_stream, load_identity, plaintext_name
 from bodycam.device.footage.recording import MANIFEST_SCHEMA, MarkerRef, chapter_label, chapters_text
-from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE, signed_bytes
+from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE, segment_files, signed_bytes
 from bodycam.device.footage.segment_writer import sha256_of
 from bodycam.device.uplink.markers import Marker
 
@@ -128,7 +130,8 @@ def _sig_problem(public: Ed25519PublicKey, trusted_id: str, key: Any, sig: Any, 
     return None
 
 
-def verify_recording(rec_dir: Path, public: Ed25519PublicKey) -> tuple[RecordingReport, dict[str, Any] | None]:
+def verify_recording(rec_dir: Path, public: Ed25519PublicKey,
+                     decrypt: X25519PrivateKey | None = None) -> tuple[RecordingReport, dict[str, Any] | None]:
     trusted = identity.key_id(public)
     rep = RecordingReport(rec_dir.name, str(rec_dir))
     mpath = rec_dir / MANIFEST_FILE
@@ -155,42 +158,80 @@ def verify_recording(rec_dir: Path, public: Ed25519PublicKey) -> tuple[Recording
                                               "interrupted and not recovered yet)")
     if manifest.get("recovered"):
         rep.note("recovered", MANIFEST_FILE, f"recovered after an interruption: {manifest.get('error')}")
-    _check_segments(rec_dir, manifest, rep)
+    _check_segments(rec_dir, manifest, rep, decrypt)
     refs = _check_markers(rec_dir, manifest, rep, public, trusted)
     _check_chapters(rec_dir, manifest, refs, rep)
     return rep, manifest
 
 
-def _check_segments(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport) -> None:
+def _check_segments(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport,
+                    decrypt: X25519PrivateKey | None = None) -> None:
     segments = manifest.get("segments")
     if not isinstance(segments, list):
         rep.fail("manifest_segments", MANIFEST_FILE, "the manifest lists no segments")
         return
-    listed = set()
+    encryption = manifest.get("encryption")
+    if encryption is not None:
+        recipient = encryption.get("recipient") if isinstance(encryption, dict) else None
+        how = ("decrypted with --decrypt-key and checked against the signed plaintext hashes" if decrypt is not None
+               else "ciphertext checked; pass --decrypt-key (base's key) to check the plaintext too")
+        rep.note("encrypted", MANIFEST_FILE, f"footage encrypted at rest to {recipient}: {how}")
+    listed: set[str] = set()
     for i, seg in enumerate(segments):
         if not isinstance(seg, dict) or not isinstance(seg.get("file"), str):
             rep.fail("manifest_segments", MANIFEST_FILE, f"segment entry {i} is malformed")
             continue
         name = seg["file"]
-        listed.add(name)
+        plain_name = plaintext_name(name) if encryption is not None else name
+        listed.update((name, plain_name))
         if seg.get("index") != i:
             rep.fail("segment_order", name, f"listed at position {i} with index {seg.get('index')!r}")
         path = rec_dir / name
-        if Path(name).name != name or not path.is_file():
+        plain_path = rec_dir / plain_name
+        if Path(name).name != name or not (path.is_file() or plain_path.is_file()):
             rep.fail("segment_missing", name, "the segment is missing (deleted or renamed)")
             continue
-        if seg.get("sha256") is None:
-            rep.fail("segment_unhashed", name, "the manifest has no hash for this segment")
-            continue
-        size = path.stat().st_size
-        if seg.get("bytes") != size:
-            rep.fail("segment_size", name, f"{size} bytes, the signed manifest says {seg.get('bytes')}")
-        if sha256_of(path) != seg["sha256"]:
-            rep.fail("segment_hash", name, "SHA-256 differs from the signed manifest (the footage was changed)")
+        if path.is_file():
+            if seg.get("sha256") is None:
+                rep.fail("segment_unhashed", name, "the manifest has no hash for this segment")
+                continue
+            _check_file(path, seg.get("bytes"), seg["sha256"], rep, name)
+            if encryption is not None and decrypt is not None:
+                _check_decrypted(path, seg, decrypt, rep)
+        if encryption is not None and plain_path.is_file():  # decrypted at base (beside or instead of it)
+            if seg.get("plain_sha256") is None:
+                rep.fail("segment_unhashed", plain_name, "the manifest has no plaintext hash for this segment "
+                                                         "(recovered after an interruption): the decrypted file "
+                                                         "cannot be checked; check the encrypted one")
+            else:
+                _check_file(plain_path, seg.get("plain_bytes"), seg["plain_sha256"], rep, plain_name, "plaintext ")
         rep.segments += 1
-    for extra in sorted(p.name for p in rec_dir.glob("segment-*.mp4")):
+    for extra in (p.name for p in segment_files(rec_dir)):
         if extra not in listed:
             rep.fail("segment_unlisted", extra, "a segment file the signed manifest does not list (inserted?)")
+
+
+def _check_file(path: Path, size_want: Any, sha_want: str, rep: RecordingReport, name: str, what: str = "") -> None:
+    size = path.stat().st_size
+    if size_want != size:
+        rep.fail("segment_size", name, f"{size} bytes, the signed manifest says {size_want} ({what}size)")
+    if sha256_of(path) != sha_want:
+        rep.fail("segment_hash", name, f"{what}SHA-256 differs from the signed manifest (the footage was changed)")
+
+
+def _check_decrypted(path: Path, seg: dict[str, Any], key: X25519PrivateKey, rep: RecordingReport) -> None:
+    try:
+        with path.open("rb") as fh:
+            got = decrypt_stream(fh, None, key, path.name)
+    except DecryptError as exc:
+        rep.fail("segment_decrypt", path.name, str(exc))
+        return
+    if seg.get("plain_sha256") is None:
+        rep.note("segment_plain_unhashed", path.name, "decrypts, but the manifest has no plaintext hash "
+                                                      "(recovered after an interruption)")
+    elif got.plain_sha256 != seg["plain_sha256"] or got.plain_bytes != seg.get("plain_bytes"):
+        rep.fail("segment_plaintext_hash", path.name, "the decrypted footage differs from the plaintext hash the "
+                                                      "manifest signed (encrypted by someone else?)")
 
 
 def _check_markers(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport, public: Ed25519PublicKey,
@@ -260,13 +301,14 @@ def _check_chapters(rec_dir: Path, manifest: dict[str, Any], refs: list[MarkerRe
 
 
 # -- several recordings ---------------------------------------------------------------------------
-def verify_path(path: Path, public: Ed25519PublicKey, key_source: str) -> Report:
+def verify_path(path: Path, public: Ed25519PublicKey, key_source: str,
+                decrypt: X25519PrivateKey | None = None) -> Report:
     t0 = time.perf_counter()
     rec_dirs = recordings_in(path)
     report = Report(str(path), identity.key_id(public), key_source)
     manifests: dict[str, dict[str, Any] | None] = {}
     for d in rec_dirs:
-        rep, manifest = verify_recording(d, public)
+        rep, manifest = verify_recording(d, public, decrypt)
         report.recordings.append(rep)
         manifests[d.name] = manifest
     _check_links(rec_dirs, manifests, report)
@@ -315,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: no device.pub beside the footage: pass --key PUBKEY (the device's public key)")
         public = identity.load_public(found)
         source = f"{found} (found beside the footage: compare its id with the key registered at base)"
-    report = verify_path(path, public, source)
+    decrypt_key: Path | None = getattr(args, "decrypt_key", None)
+    report = verify_path(path, public, source, load_identity(decrypt_key) if decrypt_key is not None else None)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the simulated GNSS walk starts (default: a fictional range near 52.2053,0.1218)")
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout instead of text")
     p.add_argument("--quiet", action="store_true", help="no per-marker lines")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt footage at rest as the camera does (to atrest.base_key_file, else a throwaway "
+                        "base key made in OUT/state/identity/base.age.key)")
 
 
 def _say(text: str, stream: TextIO | None = None) -> None:
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         broker = args.broker
     opts = SimOptions(clip=args.clip, out=out, config=cfg, realtime=args.realtime, broker=broker,
                       scenario=args.scenario, model=args.model, start_time=args.start_time,
-                      gnss_at=_lat_lon(args.gnss_at) if args.gnss_at is not None else None)
+                      gnss_at=_lat_lon(args.gnss_at) if args.gnss_at is not None else None, encrypt=args.encrypt)
     # everything the run needs is checked before anything is created or printed
     clip = probe_clip(args.clip)
     if args.scenario is not None:

@@ -24,6 +24,7 @@ from bodycam.device.clock import VirtualClock, parse_rfc3339
 from bodycam.device.config import AppConfig
 from bodycam.device.detect.model_spec import ModelSpec
 from bodycam.device.errors import BodycamError, BrokerError, ClipError, MarkerError, UsageError
+from bodycam.device.footage.atrest import AtRestConfig, generate_identity_file, install_recipient
 from bodycam.device.hw.clock_sync import ClockSync
 from bodycam.device.hw.frames import Frame, StreamInfo
 from bodycam.device.hw.gnss import GnssLocation
@@ -97,6 +98,9 @@ class SimOptions:
     state_dir: Path | None = None  # the outbox's directory; default OUT/state
     gnss: bool = True  # a simulated receiver writes NMEA into a real pty that the firmware reads
     gnss_at: tuple[float, float] | None = None  # (lat, lon) where the walk starts; default DEFAULT_ROUTE's start
+    # footage encrypted at rest as on the camera (docs/encryption-at-rest.md); off by default in the
+    # simulator, whose footage is there to be looked at: sim_encryption() says with which key
+    encrypt: bool = False
 
 
 @dataclass
@@ -208,6 +212,7 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
     with _broker(opts, report, arrival, on_broker) as (mqtt_cfg, watch):
         cfg = replace(cfg, mqtt=mqtt_cfg)
         parts = sim_parts(opts, cfg, clock, spec)
+        cfg = replace(cfg, atrest=sim_atrest(cfg, state_dir, opts.encrypt))
         with assemble(cfg, parts, state_dir=state_dir, listeners=[listener], signer=sim_signer(cfg, state_dir)) as fw:
             report.detector_backend = fw.detector.backend
             report.info = fw.start()  # a clip that cannot be opened at all is an error of its own
@@ -242,6 +247,23 @@ def sim_signer(cfg: AppConfig, state_dir: Path) -> Signer:
     if cfg.identity.key_file:
         return load_signer(key_path(cfg.identity, state_dir))
     return ensure_key(state_dir / "identity" / "device.key", cfg.device.id)
+
+
+def sim_atrest(cfg: AppConfig, state_dir: Path, encrypt: bool) -> AtRestConfig:
+    """At rest in the simulator: plaintext unless ``encrypt``; then the configured base key, else a
+    throwaway base key pair made at the first run in ``STATE/identity/base.age.key`` (base's private
+    key, for ``bodycam verify OUT --decrypt-key``) and ``base.age.pub`` (what the camera holds)."""
+    if not encrypt:
+        return replace(cfg.atrest, encrypt=False)
+    if cfg.atrest.base_key_file:
+        return replace(cfg.atrest, encrypt=True)
+    pub = state_dir / "identity" / "base.age.pub"
+    if not pub.exists():
+        key = state_dir / "identity" / "base.age.key"
+        if not key.exists():
+            generate_identity_file(key)
+        install_recipient(pub, str(key))
+    return AtRestConfig(encrypt=True, base_key_file=str(pub))
 
 
 def sim_parts(opts: SimOptions, cfg: AppConfig, clock: VirtualClock, spec: ModelSpec) -> HardwareParts:

@@ -25,11 +25,15 @@ from pathlib import Path
 from typing import Protocol
 
 from bodycam.device.errors import StorageError
+from bodycam.device.footage.atrest import SegmentEncryption, SegmentFile
 from bodycam.device.footage.prebuffer import PreEventBuffer
 from bodycam.device.footage.segment_writer import SegmentWriter
 from bodycam.device.hw.frames import EncodedPacket, StreamInfo
 
 PathFor = Callable[[int], Path]
+#: opens a segment file for writing when footage is encrypted at rest (``SegmentEncryption.open``):
+#: the camera muxes into the returned file object instead of opening the path itself
+OpenFile = Callable[[Path], SegmentFile]
 
 
 class SegmentSink(Protocol):
@@ -73,7 +77,11 @@ class FootagePath(Protocol):
 class CameraFootage(Protocol):
     """A camera that encodes and writes footage itself (picamera2 with CircularOutput2)."""
 
-    def start_recording(self, path_factory: Callable[[int], Path], include_buffer: bool = True) -> None: ...
+    def start_recording(self, path_factory: Callable[[int], Path], include_buffer: bool = True,
+                        open_file: OpenFile | None = None) -> None:
+        """Write ``path_factory(0)``, ... (through ``open_file(path)``'s file object when given; a
+        camera that cannot must refuse ``open_file`` rather than write plaintext)."""
+        ...
 
     def stop_recording(self) -> None: ...
 
@@ -96,8 +104,9 @@ class PacketFootage:
 
     exact_timing = True
 
-    def __init__(self, pre_event_s: float, segment_s: float) -> None:
-        self.buffer = PreEventBuffer(pre_event_s)
+    def __init__(self, pre_event_s: float, segment_s: float, encryption: SegmentEncryption | None = None) -> None:
+        self.buffer = PreEventBuffer(pre_event_s)  # RAM only: never encrypted, never on the card
+        self.encryption = encryption
         self.segment_ns = int(segment_s * 1e9)
         self.info: StreamInfo | None = None
         self._sink: SegmentSink | None = None
@@ -208,7 +217,7 @@ class PacketFootage:
         assert self._path_for is not None and self._sink is not None and self.info is not None
         index = self._next
         path = self._path_for(index)
-        writer = SegmentWriter(path, self.info)
+        writer = SegmentWriter(path, self.info, self.encryption)
         self._next += 1
         self._writer = (writer, index)
         self._sink.segment_opened(index, path.name, t_ns)
@@ -231,8 +240,9 @@ class CameraFootagePath:
 
     exact_timing = False
 
-    def __init__(self, camera: CameraFootage, pre_event_s: float) -> None:
+    def __init__(self, camera: CameraFootage, pre_event_s: float, encryption: SegmentEncryption | None = None) -> None:
         self.camera = camera
+        self.encryption = encryption
         self.pre_event_ns = int(pre_event_s * 1e9)
         self._sink: SegmentSink | None = None
         self._path_for: PathFor | None = None
@@ -249,7 +259,10 @@ class CameraFootagePath:
             self._sink.segment_update(0, t_ns, self._frames)
 
     def start_recording(self, path_for: PathFor, include_buffer: bool, sink: SegmentSink, t_ns: int) -> None:
-        self.camera.start_recording(path_for, include_buffer)
+        if self.encryption is not None:
+            self.camera.start_recording(path_for, include_buffer, open_file=self.encryption.open)
+        else:
+            self.camera.start_recording(path_for, include_buffer)
         self._sink, self._path_for, self._frames = sink, path_for, 0
         start = t_ns - (self.pre_event_ns if include_buffer else 0)  # about where the buffer's keyframe was
         self._end_ns = start

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
+from bodycam.device.footage.atrest import SUFFIX, SegmentEncryption
 from bodycam.device.footage.footage_path import CameraFootage, CameraFootagePath, FootagePath, PacketFootage
 from bodycam.device.footage.recording import Recording
 from bodycam.device.footage.recording_state import RecordingConfig
@@ -47,7 +48,7 @@ def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[
     import json
 
     from bodycam.device.footage.recording import write_atomic
-    from bodycam.device.footage.seal import markers_sha256, seal
+    from bodycam.device.footage.seal import markers_sha256, seal, segment_files
     from bodycam.device.footage.segment_writer import sha256_of
 
     repaired = []
@@ -61,7 +62,7 @@ def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[
             continue
         known = {s.get("file"): s for s in manifest.get("segments", []) if isinstance(s, dict)}
         segments = []
-        for i, f in enumerate(sorted(rec_dir.glob("segment-*.mp4"))):
+        for i, f in enumerate(segment_files(rec_dir)):
             seg = dict(known.get(f.name, {"index": i, "file": f.name}))
             try:
                 seg["sha256"], seg["bytes"] = sha256_of(f), f.stat().st_size
@@ -83,15 +84,18 @@ def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[
 class Recorder:
     def __init__(self, data_dir: Path, device: str, cfg: RecordingConfig,
                  mono_to_wall: Callable[[int], int], retention: Retention | None = None,
-                 camera_footage: CameraFootage | None = None, signer: MarkerSigner | None = None) -> None:
+                 camera_footage: CameraFootage | None = None, signer: MarkerSigner | None = None,
+                 encryption: SegmentEncryption | None = None) -> None:
         self.root = data_dir / "recordings"
         self.device = device
         self.cfg = cfg
         self.mono_to_wall = mono_to_wall
         self.retention = retention
         # one footage path, whichever camera: the camera's own files, or remuxed packets
-        self.footage: FootagePath = (CameraFootagePath(camera_footage, cfg.pre_event_s) if camera_footage is not None
-                                     else PacketFootage(cfg.pre_event_s, cfg.segment_s))
+        self.footage: FootagePath = (
+            CameraFootagePath(camera_footage, cfg.pre_event_s, encryption) if camera_footage is not None
+            else PacketFootage(cfg.pre_event_s, cfg.segment_s, encryption))
+        self.encryption = encryption  # segments encrypted to base's key (footage/atrest.py); None: plain MP4
         self.info: StreamInfo | None = None
         self.active: Recording | None = None
         self.finished: list[Recording] = []
@@ -142,7 +146,7 @@ class Recorder:
             path = self.root / f"{rid}-{n}"
         rec = Recording(self.root, path.name, self.device, reason, self.info, self.mono_to_wall,
                         exact_timing=self.footage.exact_timing, hasher=self._hasher,
-                        signer=self.signer, previous=self._last_dir)
+                        signer=self.signer, previous=self._last_dir, encryption=self.encryption)
         try:
             path.mkdir(parents=True)
             rec.write_manifest()
@@ -152,7 +156,8 @@ class Recorder:
         self._last_dir = path
         self.active = rec
         try:
-            self.footage.start_recording(lambda i: path / f"segment-{i:05d}.mp4", include_buffer, rec, t_ns)
+            suffix = SUFFIX if self.encryption is not None else ""
+            self.footage.start_recording(lambda i: path / f"segment-{i:05d}.mp4{suffix}", include_buffer, rec, t_ns)
         except (OSError, BodycamError) as exc:
             self.fail(rec, f"{path}: cannot start writing footage ({exc})")
             return None

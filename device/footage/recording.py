@@ -28,6 +28,7 @@ from typing import Any
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
+from bodycam.device.footage.atrest import SegmentEncryption
 from bodycam.device.footage.seal import markers_sha256, previous_link, seal
 from bodycam.device.footage.segment_writer import sha256_of
 from bodycam.device.hw.frames import StreamInfo
@@ -45,7 +46,9 @@ class SegmentInfo:
     end_mono_ns: int
     frames: int
     bytes: int
-    sha256: str | None  # None while being written
+    sha256: str | None  # None while being written; of the file as on the card (encrypted or not)
+    plain_sha256: str | None = None  # encrypted at rest: the plaintext's, from the encrypting writer
+    plain_bytes: int | None = None
 
 
 @dataclass
@@ -141,6 +144,7 @@ class Recording:
     hasher: Executor | None = None  # hashes finished segments off the frame loop; None: inline
     signer: MarkerSigner | None = None  # seals the manifest (footage/seal.py); None: unsigned
     previous: Path | None = None  # the recording before this one (its manifest hash is linked)
+    encryption: SegmentEncryption | None = None  # segments encrypted at rest (footage/atrest.py)
     _prev_link: dict[str, str] | None = None
     _prev_final: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -200,8 +204,11 @@ class Recording:
             size = path.stat().st_size
         except OSError as exc:
             problem = f"{path}: cannot read back the segment ({exc.strerror or exc})"
+        plain = self.encryption.take(path) if self.encryption is not None else None
         with self._lock:
             seg.sha256, seg.bytes = digest, size
+            if plain is not None:
+                seg.plain_sha256, seg.plain_bytes = plain
             if problem is not None and self.error is None:
                 self.error = problem
             self._pending_hashes -= 1
@@ -252,7 +259,7 @@ class Recording:
 
     # -- manifest -------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        segs = []
+        segs: list[dict[str, Any]] = []
         for s in self.segments:
             segs.append({
                 "index": s.index,
@@ -265,6 +272,8 @@ class Recording:
                 "bytes": s.bytes,
                 "sha256": s.sha256,
             })
+            if self.encryption is not None:  # docs/encryption-at-rest.md: what the manifest signs
+                segs[-1].update(plain_sha256=s.plain_sha256, plain_bytes=s.plain_bytes)
         first = self.segments[0] if self.segments else None
         last = self.segments[-1] if self.segments else None
         return {
@@ -285,6 +294,7 @@ class Recording:
             "video": {"width": self.info.width, "height": self.info.height, "fps": self.info.fps,
                       "audio": self.info.has_audio},
             "segments": segs,
+            "encryption": self.encryption.manifest_entry() if self.encryption is not None else None,
             "markers_sha256": markers_sha256(self.path),
             "previous": self._previous(),
         }

@@ -80,3 +80,9 @@ def latest_recording(root: Path, before: str | None = None) -> Path | None:
     if before is not None:
         names = [n for n in names if n < before]
     return root / names[-1] if names else None
+
+
+def segment_files(rec_dir: Path) -> list[Path]:
+    """The segment files in a recording directory: ``segment-*.mp4``, or ``segment-*.mp4.age``
+    encrypted at rest (both when base has decrypted beside the ciphertext), sorted."""
+    return sorted(p for p in rec_dir.glob("segment-*.mp4*") if p.name.endswith((".mp4", ".mp4.age")))

@@ -11,16 +11,19 @@ from __future__ import annotations
 import errno
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bodycam.device.errors import StorageError
 from bodycam.device.hw.frames import EncodedPacket, StreamInfo
+
+if TYPE_CHECKING:
+    from bodycam.device.footage.atrest import EncryptingWriter, SegmentEncryption
 
 
 class SegmentWriter:
     """One MP4 segment being written."""
 
-    def __init__(self, path: Path, info: StreamInfo) -> None:
+    def __init__(self, path: Path, info: StreamInfo, encryption: SegmentEncryption | None = None) -> None:
         import av
 
         self.path = path
@@ -29,10 +32,14 @@ class SegmentWriter:
         self.frames = 0
         self.bytes_in = 0
         template = info.template or {}
+        # encrypted at rest (footage/atrest.py): PyAV muxes into the encrypting file object
+        self._file: EncryptingWriter | None = None
         try:
+            if encryption is not None:
+                self._file = encryption.open(path)
             # fragmented MP4: every keyframe starts a fragment, so a power cut loses at most
             # the fragment being written, not the whole segment (no index at the end to lose)
-            self._out: Any = av.open(str(path), "w", format="mp4",
+            self._out: Any = av.open(self._file if self._file is not None else str(path), "w", format="mp4",
                                      options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
         except (OSError, av.error.FFmpegError) as exc:
             raise StorageError(f"{path}: cannot create segment ({exc})") from exc
@@ -76,7 +83,11 @@ class SegmentWriter:
         import av
 
         try:
-            self._out.close()
+            try:
+                self._out.close()
+            finally:
+                if self._file is not None:
+                    self._file.close()
         except (OSError, av.error.FFmpegError) as exc:
             raise StorageError(_describe(self.path, exc)) from exc
 

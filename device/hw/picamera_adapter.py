@@ -264,8 +264,10 @@ class PiCamera:
     def recording(self) -> bool:
         return self._path_factory is not None
 
-    def start_recording(self, path_factory: PathFactory, include_buffer: bool = True) -> None:
-        """Write footage to ``path_factory(0)``, ``path_factory(1)``, ... (segments cut at keyframes)."""
+    def start_recording(self, path_factory: PathFactory, include_buffer: bool = True,
+                        open_file: Callable[[Path], Any] | None = None) -> None:
+        """Write footage to ``path_factory(0)``, ``path_factory(1)``, ... (segments cut at keyframes),
+        through ``open_file(path)``'s file object when given (encrypted at rest)."""
         with self._lock:
             if self._path_factory is not None:
                 raise HardwareError("camera: already recording")
@@ -274,7 +276,7 @@ class PiCamera:
             self._path_factory = path_factory
             self.segments = []
             self._output = SegmentedOutput(self._pc2.outputs.PyavOutput, path_factory, self._segment_s,
-                                           fsync_s=self._fsync_s)
+                                           fsync_s=self._fsync_s, open_file=open_file)
             if include_buffer:
                 self._circular.open_output(self._output)
             else:

@@ -22,6 +22,10 @@ before a file's first keyframe is not written (a file starts with its keyframe).
 for the slower stream at most ``max_interleave_delta`` (1 s) before writing, so a microphone that
 stops mid-recording does not keep the picture in RAM (libavformat's default is 10 s).
 
+Encrypted at rest (``open_file``, ``footage/atrest.py``): each file is opened by ``open_file(path)``
+and ``PyavOutput`` muxes into that file object; it is closed (sealing its final chunk) when its
+output stops (``_files``, one per open segment: the current one and the one taking late audio).
+
 Errors: ``PyavOutput`` swallows write errors unless it has an ``error_callback``; this
 output sets one, records the first error (``error``), calls ``on_error`` and stops
 writing. ``error`` is read by the frame loop (via the camera's ``footage_error()``),
@@ -29,7 +33,7 @@ so a full card raises the storage alarm at the next frame.
 
 Threads: picamera2 calls ``outputframe`` from its encoder thread while the frame loop
 calls ``start``/``stop`` and reads ``error``/``segments``. ``_lock`` guards the
-current ``PyavOutput``, the segment list and ``error``; ``outputframe`` holds it while
+current ``PyavOutput``, the segment list, ``_files`` and ``error``; ``outputframe`` holds it while
 muxing, so ``stop`` never closes a file under a write in progress.
 """
 
@@ -70,8 +74,11 @@ class SegmentedOutput:
     """A picamera2 output writing fragmented-MP4 segments (see the module docstring)."""
 
     def __init__(self, pyav_output: Callable[..., Any], path_for: Callable[[int], Path], segment_s: float | None,
-                 on_error: Callable[[str], None] | None = None, fsync_s: float = 1.0) -> None:
+                 on_error: Callable[[str], None] | None = None, fsync_s: float = 1.0,
+                 open_file: Callable[[Path], Any] | None = None) -> None:
         self._make = pyav_output
+        self._open_file = open_file
+        self._files: dict[Path, Any] = {}  # the encrypting file object of each open segment
         self._path_for = path_for
         self._segment_us = None if segment_s is None else round(segment_s * 1e6)
         self._fsync_us = round(fsync_s * 1e6)
@@ -143,6 +150,8 @@ class SegmentedOutput:
             self.recording = False
             self._close_previous()
             self._close()
+            for path in list(self._files):  # after a failed write, its file is still open
+                self._close_file(path)
 
     def outputtimestamp(self, timestamp: int | None) -> None:
         pass
@@ -156,7 +165,10 @@ class SegmentedOutput:
         path = Path(self._path_for(len(self.segments)))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            out = self._make(str(path), format="mp4", options=dict(FRAGMENTED_MP4))
+            target: Any = str(path)
+            if self._open_file is not None:
+                target = self._files[path] = self._open_file(path)
+            out = self._make(target, format="mp4", options=dict(FRAGMENTED_MP4))
             out.error_callback = self._failed_write
             out.start()
             for stream, codec, kwargs in self._streams:
@@ -175,6 +187,9 @@ class SegmentedOutput:
 
     def _sync_file(self, path: Path) -> None:
         try:
+            f = self._files.get(path)
+            if f is not None:
+                f.flush()  # the sealed chunks (a partial 64 KiB chunk waits in RAM until it is full)
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -187,6 +202,8 @@ class SegmentedOutput:
         out, self._out = self._out, None
         if out is not None:
             out.stop()
+            if self.segments:
+                self._close_file(self.segments[-1].path)
             self._sync()
 
     def _close_previous(self) -> None:
@@ -194,7 +211,16 @@ class SegmentedOutput:
         if closing is not None:
             out, seg, _ = closing
             out.stop()
+            self._close_file(seg.path)
             self._sync_file(seg.path)
+
+    def _close_file(self, path: Path) -> None:
+        f = self._files.pop(path, None)
+        if f is not None:
+            try:
+                f.close()  # seals the final chunk
+            except OSError as exc:
+                self._fail(f"{path}: write failed ({exc.strerror or exc})")
 
     def _failed_write(self, exc: BaseException) -> None:
         # called by PyavOutput from inside outputframe (the lock is held by this thread)

@@ -19,6 +19,7 @@ from bodycam.device import app as app_module
 from bodycam.device.clock import SystemClock
 from bodycam.device.config import config_from_dict
 from bodycam.device.identity import provision
+from tests._atrest import install_base_key
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSEMBLY = ROOT / "device" / "assemble.py"
@@ -75,6 +76,7 @@ def test_both_paths_build_the_app_inside_assemble(tmp_path: Path, monkeypatch: p
     clock = SystemClock()
     cam = LiveClipCamera(clip, (spec.input.width, spec.input.height), clock)
     provision(tmp_path / "svc" / "identity" / "device.key", fw_cfg.device.id)  # a provisioned camera
+    install_base_key(tmp_path / "svc")
     run_firmware(fw_cfg, camera=cam, clock=clock, environ={}, install_signals=False)
 
     assert [where for where, _ in built] == [str(ASSEMBLY.resolve())] * 2
@@ -120,6 +122,7 @@ def test_on_the_service_path_the_button_sampler_runs_and_pins_are_released(tmp_p
     helper = threading.Thread(target=press_when_running)
     helper.start()
     provision(tmp_path / "svc" / "identity" / "device.key", cfg.device.id)
+    install_base_key(tmp_path / "svc")
     result = run_firmware(cfg, camera=cam, clock=clock, pin_factory=factory, environ={}, install_signals=False)
     helper.join()
     assert seen.get("sampler"), "the sampler thread ran on the service path"

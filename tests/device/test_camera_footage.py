@@ -139,3 +139,43 @@ def test_a_full_card_raises_the_storage_alarm_at_the_next_frame(tiny_disk: Path)
     for s in manifest["segments"]:
         assert s["sha256"] == sha256_of(r.path / s["file"])
         assert len(read_video(str(r.path / s["file"]))) > 0  # what was written before the card filled plays
+
+
+@pytest.mark.integration
+def test_the_camera_writes_segments_encrypted_at_rest(tmp_path: Path) -> None:
+    """picamera2's PyavOutput muxes into the encrypting file object: every file on the card is an age
+    file, the manifest signs both hashes, and base's decryption plays frame for frame."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from bodycam.device.footage.atrest import SegmentEncryption, decrypt_file
+
+    base = X25519PrivateKey.generate()
+    cam = PiCamera(CFG, segment_s=2.0, pre_event_s=1.0, picamera2_module=FakePicamera2Module())
+    rec = Recorder(tmp_path, "cam-1", RecordingConfig(pre_event_s=1.0, segment_s=2.0), lambda t: EPOCH + t,
+                   camera_footage=cam, encryption=SegmentEncryption(base.public_key()))
+    rec.begin(cam.start())
+    for n in range(200):
+        f = cam.read()
+        assert f is not None
+        rec.feed(f.packets, f.t_ns)
+        if n == 40:
+            assert rec.start("detection", f.t_ns) is not None
+    rec.stop()
+    rec.close()
+    cam.stop()
+    (r,) = rec.finished
+    manifest = json.loads((r.path / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["error"] is None and manifest["encryption"]
+    files = sorted(p.name for p in r.path.iterdir() if p.name.startswith("segment-"))
+    assert files == [s["file"] for s in manifest["segments"]] and len(files) >= 3
+    total = 0
+    for s in manifest["segments"]:
+        enc = r.path / s["file"]
+        assert s["file"].endswith(".mp4.age") and b"ftyp" not in enc.read_bytes()
+        assert s["sha256"] == sha256_of(enc)
+        got = decrypt_file(enc, base, tmp_path / "plain.mp4")
+        assert (got.plain_sha256, got.plain_bytes) == (s["plain_sha256"], s["plain_bytes"])
+        frames = read_video(str(tmp_path / "plain.mp4"))
+        assert frames and frames[0][1] and frame_numbers(frames) == list(range(len(frames)))
+        total += len(frames)
+    assert total >= 200 - 40

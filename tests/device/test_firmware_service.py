@@ -16,6 +16,7 @@ import pytest
 from _clips import make_plain_clip
 
 from bodycam.device.identity import provision
+from tests._atrest import install_base_key
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,7 @@ def start(tmp_path: Path, stall: int | None, data: Path | None = None) -> tuple[
     clip = make_plain_clip(tmp_path / "c.mp4", seconds=2, audio=False)
     if data is None:  # a provisioned camera
         provision(tmp_path / "data" / "identity" / "device.key", "svc-test")
+        install_base_key(tmp_path / "data")
     cfg = tmp_path / "config.toml"
     cfg.write_text(CONFIG.format(data=data or tmp_path / "data"))
     sock_path = tmp_path / "notify.sock"
@@ -181,6 +183,23 @@ def test_a_camera_without_a_device_key_is_one_line_naming_bodycam_provision(tmp_
     last = res.stderr.strip().splitlines()[-1]
     assert "bodycam provision" in last and "device.key" in last and "Traceback" not in res.stderr
     assert not list((tmp_path / "data").glob("recordings/*")), "nothing recorded without a key"
+
+
+def test_footage_encrypted_at_rest_without_base_key_is_one_line_naming_provision(tmp_path: Path) -> None:
+    clip = make_plain_clip(tmp_path / "c.mp4", seconds=1, audio=False)
+    provision(tmp_path / "data" / "identity" / "device.key", "svc-test")  # device key, but no base key
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data"))
+    res = subprocess.run([sys.executable, "-c", LAUNCH, str(cfg), str(clip)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 78, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "bodycam provision --base-key" in last and "base.age.pub" in last and "Traceback" not in res.stderr
+    assert not list((tmp_path / "data").glob("recordings/*")), "nothing recorded, let alone in plaintext"
+    (tmp_path / "data" / "identity" / "base.age.pub").write_text("age1notakey\n")
+    res = subprocess.run([sys.executable, "-c", LAUNCH, str(cfg), str(clip)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 78 and "malformed" in res.stderr.strip().splitlines()[-1], res.stderr
 
 
 def test_storage_that_cannot_be_written_is_a_start_up_failure(tmp_path: Path) -> None:
