@@ -31,7 +31,7 @@ from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
-from bodycam.base import alerts_out, keys_cli, model_cli, offload_cli, peer
+from bodycam.base import alerts_out, broker_acl, keys_cli, model_cli, offload_cli, peer
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.base.web import cli as web_cli
@@ -149,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--json", action="store_true", help="one JSON object per line (payload in base64)")
     keys_cli.add_parser(sub, _DB_HELP, [verbose])
     model_cli.add_parser(sub, _DB_HELP, [verbose])
+    broker_acl.add_parser(sub, _DB_HELP, [verbose])
     web_cli.add_parsers(sub, _DB_HELP, [verbose])
     offload_cli.add_parser(sub, _DB_HELP, [verbose])
     return p
@@ -367,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
         "keys": keys_cli.run, "model": model_cli.run, "export-case": offload_cli.run,
+        "broker-acl": broker_acl.run,
         "serve": lambda a: web_cli.serve(a, open_store), "user": lambda a: web_cli.user(a, open_store),
     }
     try:

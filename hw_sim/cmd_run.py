@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from bodycam.device.config import AppConfig, load_config
 from bodycam.device.errors import StorageError, UsageError
 from bodycam.device.uplink.markers import Marker
+from bodycam.device.uplink.mqtt_config import TlsConfig
 from bodycam.hw_sim.clip_probe import probe_clip
 
 _print_lock = threading.Lock()
@@ -45,6 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the simulated GNSS walk starts (default: a fictional range near 52.2053,0.1218)")
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout instead of text")
     p.add_argument("--quiet", action="store_true", help="no per-marker lines")
+    p.add_argument("--watch-cert", type=Path, default=None, metavar="PEM",
+                   help="with --broker mqtts://: the client certificate of the simulator's watching subscriber "
+                        "(mutual TLS; a read-only watcher identity: bodycam-base broker-acl --watcher CN)")
+    p.add_argument("--watch-key", type=Path, default=None, metavar="PEM", help="the private key of --watch-cert")
+    p.add_argument("--watch-ca", type=Path, default=None, metavar="PEM",
+                   help="CA of the broker for the watcher (default: the config's mqtt.tls.ca_file)")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt footage at rest as the camera does (to atrest.base_key_file, else a throwaway "
                         "base key made in OUT/state/identity/base.age.key)")
@@ -112,6 +119,24 @@ def _close_bar() -> None:
             _bar = None
 
 
+def _watch_tls(args: argparse.Namespace, cfg: AppConfig, broker: str | None) -> TlsConfig | None:
+    """The watcher's TLS from --watch-cert/--watch-key/--watch-ca (one-line errors naming the option)."""
+    given = (args.watch_cert, args.watch_key, args.watch_ca)
+    if all(g is None for g in given):
+        return None
+    if broker is None or not broker.startswith("mqtts://"):
+        raise UsageError("--watch-cert/--watch-key/--watch-ca need --broker mqtts://host:port")
+    if (args.watch_cert is None) != (args.watch_key is None):
+        raise UsageError("--watch-cert and --watch-key go together")
+    for flag, path in (("--watch-cert", args.watch_cert), ("--watch-key", args.watch_key),
+                       ("--watch-ca", args.watch_ca)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{flag} {path}: no such file")
+    ca = str(args.watch_ca) if args.watch_ca is not None else cfg.mqtt.tls.ca_file
+    return TlsConfig(ca_file=ca, cert_file=None if args.watch_cert is None else str(args.watch_cert),
+                     key_file=None if args.watch_key is None else str(args.watch_key))
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -133,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         broker = args.broker
     opts = SimOptions(clip=args.clip, out=out, config=cfg, realtime=args.realtime, broker=broker,
                       scenario=args.scenario, model=args.model, start_time=args.start_time,
-                      gnss_at=_lat_lon(args.gnss_at) if args.gnss_at is not None else None, encrypt=args.encrypt)
+                      gnss_at=_lat_lon(args.gnss_at) if args.gnss_at is not None else None, encrypt=args.encrypt,
+                      watch_tls=_watch_tls(args, cfg, broker))
     # everything the run needs is checked before anything is created or printed
     clip = probe_clip(args.clip)
     if args.scenario is not None:

@@ -6,7 +6,10 @@
         ...
         markers = watch.wait_for(3, timeout=5.0)   # the first 3 markers that arrived
 
-Uses MQTT 3.1.1 (works with amqtt and Mosquitto), QoS 1, its own paho network thread.
+Uses MQTT 3.1.1 (works with amqtt and Mosquitto), QoS 1, its own paho network thread. An
+``mqtts://`` url connects over TLS with ``tls`` (CA, and a client certificate for mutual TLS: under
+the broker configuration of docs/mosquitto/ a read-only watcher identity, ``bodycam-base
+broker-acl --watcher CN``); a subscription the broker refuses is an error (``BrokerError``).
 Invalid payloads are counted in ``rejected`` and never raise. Markers are kept in arrival
 order (duplicates included; ``unique()`` drops repeats by id); ``first_arrival`` maps each
 id to the time it first arrived.
@@ -28,6 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -36,7 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bodycam.device.errors import BrokerError, MarkerError
 from bodycam.device.uplink.markers import Marker
-from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig
 
 _log = logging.getLogger(__name__)
 
@@ -52,8 +56,9 @@ class MarkerWatch:
         client_id: str = "",
         connect_timeout_s: float = 10.0,
         required: bool = True,
+        tls: TlsConfig | None = None,
     ) -> None:
-        cfg = MqttConfig(url=url, topic_prefix=prefix)
+        cfg = MqttConfig(url=url, topic_prefix=prefix, tls=tls or TlsConfig())
         self._host, self._port = cfg.host, cfg.port
         self._topic = f"{prefix}/+/marker"
         self._on_marker = on_marker
@@ -73,6 +78,16 @@ class MarkerWatch:
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         self._client.reconnect_delay_set(1, 2)  # seconds (paho takes whole seconds)
+        self.refused: str | None = None  # the broker refused the subscription (not authorised)
+        if cfg.use_tls:
+            for what, path in (("CA", cfg.tls.ca_file), ("certificate", cfg.tls.cert_file),
+                               ("key", cfg.tls.key_file)):
+                if path is not None and not Path(path).is_file():  # paho would fail later, in its thread
+                    raise BrokerError(f"marker watch: TLS {what} file {path}: no such file")
+            try:
+                self._client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file, keyfile=cfg.tls.key_file)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a key that does not fit
+                raise BrokerError(f"marker watch: TLS files not usable ({exc})") from exc
 
     @property
     def subscribed(self) -> bool:
@@ -99,7 +114,7 @@ class MarkerWatch:
         if not self._subscribed.wait(self._timeout):
             if self._required:
                 self.stop()
-                raise BrokerError(f"marker watch: not subscribed within {self._timeout} s")
+                raise BrokerError(f"marker watch: {self.refused or f'not subscribed within {self._timeout} s'}")
             self._report(False, f"no answer within {self._timeout:g} s")
         return self
 
@@ -130,6 +145,12 @@ class MarkerWatch:
             client.subscribe(self._topic, qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        failed = [r for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            self.refused = f"the broker refused the subscription to {self._topic} ({failed[0]}): not authorised?"
+            _log.error("marker watch: %s", self.refused)
+            self._report(False, self.refused)
+            return
         self._subscribed.set()
         self._report(True, "")
 

@@ -31,7 +31,7 @@ from bodycam.device.hw.gnss import GnssLocation
 from bodycam.device.hw.telemetry_sources import TelemetrySources
 from bodycam.device.identity import Signer, ensure_key, key_path, load_signer
 from bodycam.device.uplink.markers import Location, Marker
-from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig
 from bodycam.device.uplink.validate import T_MAX, T_MIN, check_wall_ns
 from bodycam.hw_sim.clip_camera import ClipCamera
 
@@ -101,6 +101,9 @@ class SimOptions:
     # footage encrypted at rest as on the camera (docs/encryption-at-rest.md); off by default in the
     # simulator, whose footage is there to be looked at: sim_encryption() says with which key
     encrypt: bool = False
+    # the watching subscriber's TLS for an mqtts:// broker (its own client certificate under mutual
+    # TLS); None: the camera's CA (mqtt.tls.ca_file), no client certificate
+    watch_tls: TlsConfig | None = None
 
 
 @dataclass
@@ -170,8 +173,10 @@ def _broker(opts: SimOptions, report: SimReport, on_arrival: Callable[[Marker, f
         cfg = replace(opts.config.mqtt, url=url, enabled=True)
         if opts.broker == "embedded":  # amqtt speaks MQTT 3.1.1 only: skip the MQTT 5 attempt
             cfg = replace(cfg, protocol="3.1.1")
+        watch_tls = opts.watch_tls or TlsConfig(ca_file=cfg.tls.ca_file)
         watch = stack.enter_context(MarkerWatch(url, prefix=cfg.topic_prefix, on_marker=on_arrival,
-                                                on_state=on_broker, required=opts.broker == "embedded"))
+                                                on_state=on_broker, required=opts.broker == "embedded",
+                                                tls=watch_tls if url.startswith("mqtts://") else None))
         yield cfg, watch
 
 

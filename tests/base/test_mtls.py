@@ -1,9 +1,12 @@
-"""The documented Mosquitto configuration (docs/mosquitto/) with mutual TLS and the pattern ACL,
-on a real TLS listener with a CA made at test time. Cameras' certificates are issued from the
-CSR `bodycam provision` writes (Ed25519), base has its own (CN bodycam-base)."""
+"""The documented Mosquitto configuration (docs/mosquitto/) with mutual TLS and the roles of the
+dynamic-security plugin that `bodycam-base broker-acl` writes, on a real TLS listener with a CA made
+at test time. Cameras' certificates are issued from the CSR `bodycam provision` writes (Ed25519),
+base has its own (CN bodycam-base), the simulator's watcher its own (CN bodycam-sim), and a
+certificate of the same CA that no role names (CN stranger)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import ssl
 import subprocess
@@ -57,8 +60,9 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     (d / "ca.crt").write_bytes(cert("bodycam test CA", ca_key.public_key(), ca_key, "bodycam test CA", ca=True))
     server_key = ec_key(d / "server.key")
     (d / "server.crt").write_bytes(cert("localhost", server_key.public_key(), ca_key, "bodycam test CA", server=True))
-    base_key = ec_key(d / "bodycam-base.key")
-    (d / "bodycam-base.crt").write_bytes(cert("bodycam-base", base_key.public_key(), ca_key, "bodycam test CA"))
+    for name in ("bodycam-base", "bodycam-sim", "stranger"):
+        key = ec_key(d / f"{name}.key")
+        (d / f"{name}.crt").write_bytes(cert(name, key.public_key(), ca_key, "bodycam test CA"))
     for cam in ("cam-01", "cam-02"):  # the camera's own Ed25519 key and the CSR `bodycam provision` wrote
         made = provision(d / f"{cam}.key", cam)
         csr = x509.load_pem_x509_csr(made.csr_file.read_bytes())
@@ -69,7 +73,15 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     conf = (DOCS / "bodycam.conf").read_text()
     conf = conf.replace("/etc/mosquitto/bodycam/", f"{d}/").replace("listener 8883", f"listener {port} 127.0.0.1")
     conf = conf.replace("/var/lib/mosquitto/", f"{tmp_path}/")
-    (d / "acl").write_text((DOCS / "acl").read_text())
+    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    assert plugin in conf
+    found = glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")  # Debian's mosquitto package ships it
+    assert found, "Mosquitto's dynamic-security plugin is missing (Debian package mosquitto)"
+    conf = conf.replace(plugin, found[0])
+    made_acl = subprocess.run([sys.executable, "-m", "bodycam.base.cli", "broker-acl", "--camera", "cam-01",
+                               "--camera", "cam-02", "--watcher", "bodycam-sim",
+                               "--out", str(d / "dynamic-security.json")], capture_output=True, text=True)
+    assert made_acl.returncode == 0, made_acl.stderr
     (tmp_path / "mosquitto.conf").write_text(conf + f"user root\nlog_dest file {tmp_path}/mosquitto.log\nlog_type all\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -160,30 +172,123 @@ def test_a_client_without_a_certificate_cannot_connect(broker: Broker) -> None:
 
 
 def test_an_outsider_reads_nothing_of_other_cameras_nor_through_base_s_group(broker: Broker) -> None:
-    """Every delivery is checked against the reader's ACL: another camera subscribed to base's
-    group, to every camera's markers and to cam-01's commands receives none of them.
-    (Mosquitto 2.0's acl_file still grants the SUBSCRIBE itself, so such a client takes its share
-    of the group's deliveries, which are then dropped: see docs/mosquitto/README.md.)"""
+    """Another camera (and a certificate no role names) asking for base's group, every camera's
+    markers or cam-01's commands is refused at SUBSCRIBE (reason 135) and receives nothing."""
     base = Client(broker, "bodycam-base", "bodycam-base-test")
     outsider = Client(broker, "cam-02", "cam-02")
+    stranger = Client(broker, "stranger", "stranger")
     cam = Client(broker, "cam-01", "cam-01")
     try:
         assert base.connected.wait(5) and outsider.connected.wait(5) and cam.connected.wait(5)
-        outsider.c.subscribe("$share/base/bodycam/+/marker", qos=1)
-        outsider.c.subscribe("bodycam/+/marker", qos=1)
-        outsider.c.subscribe("bodycam/cam-01/cmd/#", qos=1)
+        assert stranger.connected.wait(5)
+        for c in (outsider, stranger):
+            c.c.subscribe("$share/base/bodycam/+/marker", qos=1)
+            c.c.subscribe("bodycam/+/marker", qos=1)
+            c.c.subscribe("bodycam/cam-01/cmd/#", qos=1)
         cam.c.subscribe("bodycam/cam-01/cmd/#", qos=1)
-        assert outsider.wait(lambda: len(outsider.subacks) == 3) and cam.wait(lambda: len(cam.subacks) == 1)
+        base.c.subscribe("$share/base/bodycam/+/marker", qos=1)
+        assert base.wait(lambda: base.subacks == [1])
+        assert outsider.wait(lambda: len(outsider.subacks) == 3) and stranger.wait(lambda: len(stranger.subacks) == 3)
+        assert outsider.subacks == [135, 135, 135] and stranger.subacks == [135, 135, 135]
+        assert cam.wait(lambda: cam.subacks == [1])
         for i in range(5):
             cam.c.publish("bodycam/cam-01/marker", json.dumps({"n": i}).encode(), qos=1)
         base.c.publish("bodycam/cam-01/cmd/resend", b"{}", qos=1)
         assert cam.wait(lambda: len(cam.pubacks) == 5) and set(cam.pubacks.values()) == {0}
         assert cam.wait(lambda: len(cam.messages) == 1)  # cam-01 gets its own command
+        assert base.wait(lambda: len(base.messages) == 5)
         time.sleep(0.5)
-        assert outsider.messages == []
+        assert outsider.messages == [] and stranger.messages == []
     finally:
+        for c in (cam, stranger, outsider, base):
+            c.close()
+
+
+def test_only_base_joins_its_group_and_gets_every_marker(broker: Broker) -> None:
+    """The group attack of issue 13: with a certified camera trying to join base's shared
+    subscription, base still receives all 20 markers (Mosquitto's acl_file let the intruder take
+    its share: base got 10 of 20)."""
+    base = Client(broker, "bodycam-base", "bodycam-base-test")
+    intruder = Client(broker, "cam-02", "cam-02")
+    cam = Client(broker, "cam-01", "cam-01")
+    try:
+        assert base.connected.wait(5) and intruder.connected.wait(5) and cam.connected.wait(5)
+        base.c.subscribe("$share/base/bodycam/+/marker", qos=1)
+        intruder.c.subscribe("$share/base/bodycam/+/marker", qos=1)
+        assert base.wait(lambda: base.subacks == [1]) and intruder.wait(lambda: intruder.subacks == [135])
+        for i in range(20):
+            cam.c.publish("bodycam/cam-01/marker", json.dumps({"n": i}).encode(), qos=1)
+        assert base.wait(lambda: len(base.messages) == 20, timeout=10), len(base.messages)
+        assert sorted(json.loads(m)["n"] for _, m in base.messages) == list(range(20))
+        assert intruder.messages == []
+    finally:
+        for c in (cam, intruder, base):
+            c.close()
+
+
+class PersistentBase:
+    """Base with its own certificate, client id bodycam-base and a session kept 300 s (clean start off)."""
+
+    def __init__(self, b: Broker, got: list[bytes]) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        cert, key = b.pki.client("bodycam-base")
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bodycam-base", protocol=mqtt.MQTTv5)
+        self.c.tls_set(ca_certs=str(b.pki.ca), certfile=str(cert), keyfile=str(key))
+        self.connected, self.disconnected, self.subscribed = threading.Event(), threading.Event(), threading.Event()
+        self.c.on_connect = lambda c, u, f, rc, p: self.connected.set() if not rc.is_failure else None
+        self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
+        self.c.on_message = lambda c, u, m: got.append(m.payload)
+        self.c.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set() if not rcs[0].is_failure else None
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 300
+        self.c.connect("127.0.0.1", b.port, clean_start=False, properties=props)
+        self.c.loop_start()
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_no_one_takes_base_s_client_id_nor_wipes_its_session(broker: Broker) -> None:
+    """A certified camera and a stranger connect with base's client id and a clean start: the
+    broker gives each its own CN as client id, so base stays connected, and base's persistent
+    session (its queued markers) survives."""
+    got: list[bytes] = []
+    base = PersistentBase(broker, got)
+    cam = Client(broker, "cam-01", "cam-01")
+    thieves: list[Client] = []
+    try:
+        assert base.connected.wait(5) and cam.connected.wait(5)
+        base.c.subscribe("bodycam/+/marker", qos=1)
+        assert base.subscribed.wait(5)
+        cam.c.publish("bodycam/cam-01/marker", b"live-1", qos=1)
+        assert cam.wait(lambda: len(got) == 1)
+        for name in ("cam-02", "stranger"):
+            thief = Client(broker, name, "bodycam-base")  # base's client id, clean start
+            thieves.append(thief)
+            assert thief.connected.wait(5)
+        time.sleep(0.5)
+        assert not base.disconnected.is_set(), "a client with base's client id ended base's connection"
+        cam.c.publish("bodycam/cam-01/marker", b"live-2", qos=1)
+        assert cam.wait(lambda: len(got) == 2)
+        # base goes away; markers queue in its session; a thief tries again with a clean start
+        base.close()
+        for i in range(3):
+            cam.c.publish("bodycam/cam-01/marker", f"queued-{i}".encode(), qos=1)
+        assert cam.wait(lambda: len(cam.pubacks) == 5)
+        late = Client(broker, "cam-02", "bodycam-base")
+        thieves.append(late)
+        assert late.connected.wait(5)
+        base = PersistentBase(broker, got)  # back, without subscribing again: its session kept everything
+        assert base.connected.wait(5)
+        assert cam.wait(lambda: len(got) == 5), got
+        assert got[2:] == [b"queued-0", b"queued-1", b"queued-2"]
+    finally:
+        for t in thieves:
+            t.close()
         cam.close()
-        outsider.close()
         base.close()
 
 
@@ -224,6 +329,67 @@ def test_base_and_a_camera_end_to_end_over_mutual_tls(broker: Broker, tmp_path: 
     counters = json.loads(out.strip().splitlines()[-1])
     assert counters.get("unverified") == 3  # no key registered at base here: stored unverified
     assert counters.get("stored") == 3, (out, err)
+
+
+def test_the_simulator_and_base_end_to_end_over_mutual_tls(broker: Broker, tmp_path: Path) -> None:
+    """`bodycam-sim run --broker mqtts://`: the simulated camera publishes with cam-01's certificate
+    (its device key signs the markers too), the simulator's watcher reads with its own watcher
+    identity, and base stores and acknowledges every marker."""
+    clip = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
+    ccert, ckey = broker.pki.client("cam-01")
+    cfg = tmp_path / "cam.toml"
+    cfg.write_text(f"""
+[device]
+id = "cam-01"
+[identity]
+key_file = "{ckey}"
+[mqtt]
+url = "{broker.url}"
+[mqtt.tls]
+ca_file = "{broker.pki.ca}"
+cert_file = "{ccert}"
+key_file = "{ckey}"
+""")
+    bcert, bkey = broker.pki.client("bodycam-base")
+    db = tmp_path / "base.db"
+    listen = subprocess.Popen([sys.executable, "-m", "bodycam.base.cli", "listen", "--broker", broker.url,
+                               "--db", str(db), "--ca-file", str(broker.pki.ca), "--cert-file", str(bcert),
+                               "--key-file", str(bkey)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert listen.stdout is not None
+        seen = [listen.stdout.readline() for _ in range(2)]
+        assert "listening on mqtts://" in seen[-1], seen
+        wcert, wkey = broker.pki.client("bodycam-sim")
+        run = subprocess.run([sys.executable, "-m", "bodycam.hw_sim.cli", "run", str(clip), "--out", str(tmp_path / "out"),
+                              "--config", str(cfg), "--broker", broker.url, "--watch-cert", str(wcert),
+                              "--watch-key", str(wkey), "--json", "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        mq = report["mqtt"]
+        n = mq["acknowledged"]
+        assert n >= 3 and mq["undelivered"] == 0, mq
+        assert mq["received_by_subscriber"] == n, "the watcher saw every marker over mutual TLS"
+    finally:
+        listen.terminate()
+        out, err = listen.communicate(timeout=10)
+    counters = json.loads(out.strip().splitlines()[-1])
+    assert counters.get("stored") == n, (out, err)
+
+
+def test_the_simulator_s_watcher_names_a_refused_subscription(broker: Broker, tmp_path: Path) -> None:
+    """A watcher whose certificate has no watcher role is refused at SUBSCRIBE: a one-line error."""
+    from bodycam.device.errors import BrokerError
+    from bodycam.device.uplink.mqtt_config import TlsConfig
+    from bodycam.hw_sim.marker_watch import MarkerWatch
+
+    cert, key = broker.pki.client("stranger")
+    watch = MarkerWatch(broker.url, tls=TlsConfig(ca_file=str(broker.pki.ca), cert_file=str(cert), key_file=str(key)),
+                        connect_timeout_s=5)
+    with pytest.raises(BrokerError, match="refused the subscription to bodycam/\\+/marker"):
+        watch.start()
+    with pytest.raises(BrokerError, match=r"nope\.pem: no such file"):
+        MarkerWatch(broker.url, tls=TlsConfig(ca_file=str(tmp_path / "nope.pem")))
 
 
 def test_listen_names_a_missing_tls_file_at_once(tmp_path: Path) -> None:

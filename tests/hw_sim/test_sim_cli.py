@@ -62,6 +62,21 @@ def test_a_bad_scenario_fails_before_anything_is_created(tmp_path: Path, capsys:
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--watch-cert", "c.pem", "--watch-key", "k.pem"], "need --broker mqtts://"),
+    (["--broker", "mqtts://127.0.0.1:1", "--watch-cert", "c.pem"], "--watch-cert and --watch-key go together"),
+    (["--broker", "mqtts://127.0.0.1:1", "--watch-cert", "nope.pem", "--watch-key", "nope.key"],
+     "--watch-cert nope.pem: no such file"),
+])
+def test_the_watcher_s_tls_options_fail_in_one_line_before_anything_is_created(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], says: str) -> None:
+    out = tmp_path / "out"
+    assert main(["run", str(EXAMPLE), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_the_library_entry_point_creates_nothing_for_a_bad_clip(tmp_path: Path) -> None:
     from bodycam.device.errors import ClipError
 

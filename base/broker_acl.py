@@ -1,0 +1,127 @@
+"""Who may do what at the broker: the Mosquitto dynamic-security configuration for a fleet.
+
+``bodycam-base broker-acl`` writes the JSON file Mosquitto's dynamic-security plugin
+(``mosquitto_dynamic_security.so``, in Debian's ``mosquitto`` package) loads
+(``plugin_opt_config_file``; docs/mosquitto/README.md). The broker runs with mutual TLS,
+``use_identity_as_username true`` (the certificate's CN is the username the plugin looks up) and
+``use_username_as_clientid true`` (the client id is the CN too: nobody can take base's client id
+and wipe its session without base's certificate). Default access is deny for publishing,
+receiving and subscribing; a client whose CN is not listed can connect but do nothing.
+
+Roles (topics under ``prefix``, default ``bodycam``; ``group`` is base's shared-subscription group):
+
+* ``bodycam-base`` (every base consumer's CN): subscribe to ``$share/<group>/<prefix>/+/marker``
+  and (MQTT 3.1.1 fallback) ``<prefix>/+/marker``, ``<prefix>/+/status``, ``<prefix>/+/ack``;
+  receive those; publish ``<prefix>/+/ack`` and ``<prefix>/+/cmd/#``. Only base may join the group.
+* ``camera-<id>`` (one per camera: the plugin in Mosquitto 2.0 has no ``%u`` substitution, so each
+  camera's topics are written out): publish its own ``marker``, ``status``, ``telemetry``;
+  subscribe to and receive its own ``cmd/#`` and ``ack``.
+* ``bodycam-watcher`` (a read-only observer such as ``bodycam-sim``'s subscriber): subscribe to and
+  receive ``<prefix>/+/marker`` without joining base's group, so it takes no share from base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bodycam.device.errors import UsageError
+from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
+
+BASE_ROLE = "bodycam-base"
+WATCHER_ROLE = "bodycam-watcher"
+
+
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
+
+
+def _check_name(name: str, what: str) -> str:
+    if not is_device_id(name):
+        raise UsageError(f"{what} {name!r}: must be {DEVICE_ID_RULE} (the certificate's CN)")
+    return name
+
+
+def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base",), watchers: Iterable[str] = (),
+                  prefix: str = "bodycam", group: str = "base") -> dict[str, Any]:
+    """The dynamic-security JSON (see the module doc). Names are certificate CNs."""
+    p = prefix
+    cams = sorted({_check_name(c, "camera") for c in cameras})
+    base_names = sorted({_check_name(b, "base") for b in bases})
+    watcher_names = sorted({_check_name(w, "watcher") for w in watchers})
+    overlap = (set(cams) & set(base_names)) | (set(cams) & set(watcher_names)) | (set(base_names) & set(watcher_names))
+    if overlap:
+        raise UsageError(f"{', '.join(sorted(overlap))}: one certificate CN cannot have two roles")
+    base_acls = [_acl("subscribePattern", f"$share/{group}/{p}/+/marker")]
+    for leaf in ("marker", "status", "ack"):
+        base_acls += [_acl("subscribePattern", f"{p}/+/{leaf}"), _acl("publishClientReceive", f"{p}/+/{leaf}")]
+    base_acls += [_acl("publishClientSend", f"{p}/+/ack"), _acl("publishClientSend", f"{p}/+/cmd/#")]
+    roles: list[dict[str, Any]] = [{"rolename": BASE_ROLE, "acls": base_acls}]
+    if watcher_names:
+        roles.append({"rolename": WATCHER_ROLE, "acls": [_acl("subscribePattern", f"{p}/+/marker"),
+                                                         _acl("publishClientReceive", f"{p}/+/marker")]})
+    clients: list[dict[str, Any]] = []
+    for b in base_names:
+        clients.append({"username": b, "textname": "base consumer", "roles": [{"rolename": BASE_ROLE}]})
+    for w in watcher_names:
+        clients.append({"username": w, "textname": "read-only marker watcher", "roles": [{"rolename": WATCHER_ROLE}]})
+    for c in cams:
+        role = f"camera-{c}"
+        acls = [_acl("publishClientSend", f"{p}/{c}/{leaf}") for leaf in ("marker", "status", "telemetry")]
+        for leaf in ("cmd/#", "ack"):
+            acls += [_acl("subscribePattern", f"{p}/{c}/{leaf}"), _acl("publishClientReceive", f"{p}/{c}/{leaf}")]
+        roles.append({"rolename": role, "acls": acls})
+        clients.append({"username": c, "textname": "camera", "roles": [{"rolename": role}]})
+    return {
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
+# -- bodycam-base broker-acl ---------------------------------------------------------------------------
+def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("broker-acl", parents=parents,
+                       help="write the Mosquitto dynamic-security file: only base may join its group or use its "
+                            "client id, each camera publishes only under its own prefix (docs/mosquitto/)")
+    p.add_argument("--camera", action="append", default=[], metavar="ID", help="a camera's id (= its certificate CN)")
+    p.add_argument("--db", default=None, help=db_help + ": every device with a key registered there is a camera "
+                                                         "(bodycam-base keys add)")
+    p.add_argument("--base", action="append", default=None, metavar="CN",
+                   help="base consumers' certificate CNs (default bodycam-base; one per consumer instance: the "
+                        "client id is the CN)")
+    p.add_argument("--watcher", action="append", default=[], metavar="CN",
+                   help="read-only marker watchers (e.g. bodycam-sim's subscriber), outside base's group")
+    p.add_argument("--prefix", default="bodycam")
+    p.add_argument("--group", default="base", help="base's shared-subscription group")
+    p.add_argument("--out", type=Path, default=None, help="write here (default: stdout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cameras = list(args.camera)
+    if args.db is not None:
+        from contextlib import closing
+
+        from bodycam.base.cli import open_store
+        from bodycam.base.keys import KeyRegistry
+
+        with closing(open_store(args.db, create=False)) as store:
+            cameras += sorted({k.device for k in KeyRegistry(store).keys(device=None)})  # type: ignore[arg-type]
+    doc = dynsec_config(cameras, args.base or ["bodycam-base"], args.watcher, args.prefix, args.group)
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from exc
+        print(f"{args.out}: {len(doc['clients'])} client(s), {len(doc['roles'])} role(s); restart Mosquitto to load it",
+              file=sys.stderr)
+    return 0
