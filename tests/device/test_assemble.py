@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _atrest import install_base_key
 from _clips import make_plain_clip
 
 from bodycam.device import app as app_module
 from bodycam.device.clock import SystemClock
 from bodycam.device.config import config_from_dict
 from bodycam.device.identity import provision
-from tests._atrest import install_base_key
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSEMBLY = ROOT / "device" / "assemble.py"

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _atrest import install_base_key
 from _clips import make_plain_clip
 
 from bodycam.device.identity import provision
-from tests._atrest import install_base_key
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _atrest import install_base_key
 from _clips import make_plain_clip
 
 from bodycam.device.assemble import assemble
@@ -26,6 +27,7 @@ def test_clip_audio_reaches_the_loop(tmp_path: Path) -> None:
     from bodycam.device.assemble import model_spec
 
     clock = VirtualClock()
+    install_base_key(tmp_path / "out")  # a provisioned camera: footage encrypted at rest to base's key
     with assemble(cfg, sim_parts(opts, cfg, clock, model_spec(cfg)), signer=Signer.generate()) as fw:
         fw.run()
         audio = fw.app.audio
