@@ -20,12 +20,14 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from _atrest import install_base_key
 from _clips import tone_clip
 
 from bodycam.device.clock import SystemClock
 from bodycam.device.config import AppConfig
 from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.footage.aac_track import AacTrack
+from bodycam.device.footage.atrest import decrypt_file
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.hw.config import CameraConfig
 from bodycam.device.hw.inputs import InputEvent
@@ -267,6 +269,7 @@ def test_the_camera_path_through_the_assembly_records_sound_and_verifies(tmp_pat
     cam = PiCamera(replace(CFG, lores_size=(spec.width, spec.height)), segment_s=2.0, pre_event_s=2.0,
                    picamera2_module=FakePicamera2Module())
     signer = Signer.generate()
+    base_key = install_base_key(tmp_path / "data")  # footage encrypted at rest (the default), sound included
     parts = HardwareParts(camera=cam, clock=SystemClock(), footage=cam, footage_sound=cam, microphone=mic,
                           inputs=RecordPress(120))
     with assemble(cfg, parts, signer=signer) as fw:
@@ -274,8 +277,11 @@ def test_the_camera_path_through_the_assembly_records_sound_and_verifies(tmp_pat
         assert fw.app.audio.summary() == "audio: microphone live, recordings with sound"
         assert fw.app.stats.audio_encode_ns > 0
     (rec,) = (tmp_path / "data" / "recordings").iterdir()
-    report = verify_path(tmp_path / "data", signer.public, "test")
+    report = verify_path(tmp_path / "data", signer.public, "test", base_key)
     assert report.ok, report.to_json()
+    assert not list(rec.glob("segment-*.mp4")), "only encrypted segments on the card"
+    for enc in sorted(rec.glob("segment-*.mp4.age")):
+        decrypt_file(enc, base_key)  # base's side: segment-NNNNN.mp4 beside it
     segments = sorted(rec.glob("segment-*.mp4"))
     assert len(segments) >= 2
     _, a0, x, info = read_sound(segments[0])
