@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from _atrest import install_base_key
 from _clips import make_plain_clip
 from _mqtt import Mosquitto
 
@@ -38,6 +39,7 @@ def test_an_alarm_source_lights_the_led_and_clearing_it_restores_the_state(tmp_p
     parts = replace(parts, pins=pins)
     state = tmp_path / "state"
     state.mkdir()
+    install_base_key(tmp_path / "data")  # a provisioned camera: footage encrypted at rest to base's key
     why: list[str] = ["delivery: refused by the broker"]
     with assemble(cfg, parts, state_dir=state, signer=sim_signer(cfg, state)) as fw:
         fw.start()
@@ -79,6 +81,7 @@ def test_the_delivery_alarm_reaches_the_led(tmp_path: Path) -> None:
         parts = replace(sim_parts(opts, cfg, clock, spec), pins=SimPinFactory(clock))
         state = tmp_path / "state"
         state.mkdir()
+        install_base_key(tmp_path / "data")
         with assemble(cfg, parts, state_dir=state, signer=sim_signer(cfg, state)) as fw:
             fw.start()
             fw.app.run(max_frames=1)
