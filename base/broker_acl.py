@@ -11,8 +11,8 @@ receiving and subscribing; a client whose CN is not listed can connect but do no
 Roles (topics under ``prefix``, default ``bodycam``; ``group`` is base's shared-subscription group):
 
 * ``bodycam-base`` (every base consumer's CN): subscribe to ``$share/<group>/<prefix>/+/marker``
-  and (MQTT 3.1.1 fallback) ``<prefix>/+/marker``, ``<prefix>/+/status``, ``<prefix>/+/ack``;
-  receive those; publish ``<prefix>/+/ack`` and ``<prefix>/+/cmd/#``. Only base may join the group.
+  and ``.../+/telemetry``, (MQTT 3.1.1 fallback) ``<prefix>/+/marker`` and ``<prefix>/+/telemetry``,
+  ``<prefix>/+/status``, ``<prefix>/+/ack``; receive those; publish ``<prefix>/+/ack`` and ``<prefix>/+/cmd/#``. Only base may join the group.
 * ``camera-<id>`` (one per camera: the plugin in Mosquitto 2.0 has no ``%u`` substitution, so each
   camera's topics are written out): publish its own ``marker``, ``status``, ``telemetry``;
   subscribe to and receive its own ``cmd/#`` and ``ack``.
@@ -56,8 +56,9 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     overlap = (set(cams) & set(base_names)) | (set(cams) & set(watcher_names)) | (set(base_names) & set(watcher_names))
     if overlap:
         raise UsageError(f"{', '.join(sorted(overlap))}: one certificate CN cannot have two roles")
-    base_acls = [_acl("subscribePattern", f"$share/{group}/{p}/+/marker")]
-    for leaf in ("marker", "status", "ack"):
+    base_acls = [_acl("subscribePattern", f"$share/{group}/{p}/+/marker"),
+                 _acl("subscribePattern", f"$share/{group}/{p}/+/telemetry")]
+    for leaf in ("marker", "status", "ack", "telemetry"):
         base_acls += [_acl("subscribePattern", f"{p}/+/{leaf}"), _acl("publishClientReceive", f"{p}/+/{leaf}")]
     base_acls += [_acl("publishClientSend", f"{p}/+/ack"), _acl("publishClientSend", f"{p}/+/cmd/#")]
     roles: list[dict[str, Any]] = [{"rolename": BASE_ROLE, "acls": base_acls}]

@@ -30,6 +30,7 @@ def test_roles_give_base_alone_its_group_and_each_camera_its_own_prefix() -> Non
                      "bodycam-sim": ["bodycam-watcher"], "cam-01": ["camera-cam-01"], "cam-02": ["camera-cam-02"]}
     base = acls(doc, "bodycam-base")
     assert ("subscribePattern", "$share/hq/fleet/+/marker") in base
+    assert ("subscribePattern", "$share/hq/fleet/+/telemetry") in base and ("publishClientReceive", "fleet/+/telemetry") in base
     assert ("publishClientSend", "fleet/+/ack") in base and ("publishClientSend", "fleet/+/cmd/#") in base
     assert acls(doc, "camera-cam-01") == {
         ("publishClientSend", "fleet/cam-01/marker"), ("publishClientSend", "fleet/cam-01/status"),

@@ -214,12 +214,17 @@ def test_only_base_joins_its_group_and_gets_every_marker(broker: Broker) -> None
     try:
         assert base.connected.wait(5) and intruder.connected.wait(5) and cam.connected.wait(5)
         base.c.subscribe("$share/base/bodycam/+/marker", qos=1)
+        base.c.subscribe("$share/base/bodycam/+/telemetry", qos=0)  # what `listen` subscribes to as well
         intruder.c.subscribe("$share/base/bodycam/+/marker", qos=1)
-        assert base.wait(lambda: base.subacks == [1]) and intruder.wait(lambda: intruder.subacks == [135])
+        intruder.c.subscribe("$share/base/bodycam/+/telemetry", qos=0)
+        assert base.wait(lambda: base.subacks == [1, 0]) and intruder.wait(lambda: intruder.subacks == [135, 135])
         for i in range(20):
             cam.c.publish("bodycam/cam-01/marker", json.dumps({"n": i}).encode(), qos=1)
-        assert base.wait(lambda: len(base.messages) == 20, timeout=10), len(base.messages)
-        assert sorted(json.loads(m)["n"] for _, m in base.messages) == list(range(20))
+        cam.c.publish("bodycam/cam-01/telemetry", b'{"t": 1}', qos=0)
+        assert base.wait(lambda: len(base.messages) == 21, timeout=10), len(base.messages)
+        markers = [m for t, m in base.messages if t.endswith("/marker")]
+        assert sorted(json.loads(m)["n"] for m in markers) == list(range(20))
+        assert ("bodycam/cam-01/telemetry", b'{"t": 1}') in base.messages
         assert intruder.messages == []
     finally:
         for c in (cam, intruder, base):
