@@ -206,6 +206,7 @@ def test_the_store_installs_activates_rejects_and_keeps_a_fallback(packed: Path,
 
 
 def _service(tmp_path: Path, trusted_dir: Path, seconds: float) -> tuple[Any, Any, Any]:
+    from _atrest import install_base_key
     from _clips import make_plain_clip
 
     from bodycam.device.config import config_from_dict
@@ -216,6 +217,7 @@ def _service(tmp_path: Path, trusted_dir: Path, seconds: float) -> tuple[Any, An
                             "gnss": {"enabled": False}, "gpio": {"enabled": False},
                             "models": {"trusted_keys_dir": str(trusted_dir)}})
     provision(tmp_path / "svc" / "identity" / "device.key", cfg.device.id)
+    install_base_key(tmp_path / "svc")  # footage encrypted at rest, as on a provisioned camera
     clip = make_plain_clip(tmp_path / "c.mp4", seconds=seconds, audio=False, size=(320, 180))
     clock = SystemClock()
 
