@@ -33,6 +33,9 @@ SCHEMA = (
     " name TEXT NOT NULL, version TEXT NOT NULL, task TEXT NOT NULL, sha256 TEXT NOT NULL, path TEXT NOT NULL,"
     " metrics TEXT NOT NULL, added_ns BIGINT NOT NULL, added_by TEXT NOT NULL,"
     " approved_ns BIGINT, approved_by TEXT, package_sha256 TEXT, PRIMARY KEY (name, version))",
+    # where an approved package was written (base/model_delivery.py offers it to cameras at the dock)
+    "CREATE TABLE IF NOT EXISTS model_packages ("
+    " name TEXT NOT NULL, version TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (name, version))",
 )
 
 
@@ -118,7 +121,23 @@ class ModelRegistry:
         with self._store.transaction() as tx:
             tx.run("UPDATE model_registry SET approved_ns=?, approved_by=?, package_sha256=? "
                    "WHERE name=? AND version=? AND approved_ns IS NULL", (now_ns, by, digest, name, version))
+            tx.run("INSERT INTO model_packages(name, version, path) VALUES (?,?,?)",
+                   (name, version, str(Path(out).resolve())))
         return self.get(name, version)
+
+    def released(self) -> list[tuple[RegisteredModel, Path]]:
+        """The newest approved model of each task with its package directory: what cameras are offered."""
+        rows = self._store.read("SELECT r.name, r.version, p.path FROM model_registry r JOIN model_packages p "
+                                "ON p.name = r.name AND p.version = r.version WHERE r.approved_ns IS NOT NULL "
+                                "ORDER BY r.approved_ns DESC, r.name, r.version", ())
+        out: list[tuple[RegisteredModel, Path]] = []
+        tasks: set[str] = set()
+        for name, version, path in rows:
+            m = self.get(str(name), str(version))
+            if m.task not in tasks:
+                tasks.add(m.task)
+                out.append((m, Path(str(path))))
+        return out
 
     def get(self, name: str, version: str) -> RegisteredModel:
         rows = self._rows(" WHERE name=? AND version=?", (name, version))

@@ -16,9 +16,10 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bodycam.base.model_delivery import ModelShelf, NotOffered
 from bodycam.base.receive import Receiver, Refused
 from bodycam.device.errors import StorageError
 from bodycam.device.uplink.offload_wire import H_DEVICE, H_KEY, H_SHA, H_SIG, MAX_CHUNK, PREFIX
@@ -44,7 +45,8 @@ async def _body(request: Request) -> bytes:
     return b"".join(parts)
 
 
-def offload_routes(receiver: Receiver) -> list[BaseRoute]:
+def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[BaseRoute]:
+    """The offload routes, and (``shelf``) the model packages offered to cameras at the dock."""
     async def authenticated(request: Request, body: bytes) -> str:
         device = str(request.path_params["device"])
         sent = request.headers.get(H_SHA, "")
@@ -97,13 +99,34 @@ def offload_routes(receiver: Receiver) -> list[BaseRoute]:
         conf = await run_in_threadpool(receiver.confirm, device, str(request.path_params["recording"]))
         return JSONResponse(conf.to_json())
 
+    @handled
+    async def models(request: Request) -> Response:
+        await authenticated(request, b"")
+        offers = [] if shelf is None else await run_in_threadpool(shelf.offers)
+        return JSONResponse({"packages": [o.as_json() for o in offers]})
+
+    @handled
+    async def model_file(request: Request) -> Response:
+        device = await authenticated(request, b"")
+        package, name = str(request.path_params["package"]), str(request.path_params["name"])
+        if shelf is None:
+            raise Refused(404, ["not_offered"], "base offers no models")
+        try:
+            path = await run_in_threadpool(shelf.file, package, name)
+        except NotOffered as exc:
+            raise Refused(404, ["not_offered"], str(exc)) from exc
+        log.info("model delivery: %s/%s to %s", package, name, device)
+        return FileResponse(path, media_type="application/octet-stream")
+
     return [Mount(PREFIX, routes=[
+        Route("/models/{device}", models, methods=["GET"]),
+        Route("/models/{device}/{package}/{name}", model_file, methods=["GET"]),
         Route("/recordings/{device}/{recording}", status, methods=["GET"]),
         Route("/recordings/{device}/{recording}/confirm", confirm, methods=["POST"]),
         Route("/recordings/{device}/{recording}/{name}", put_chunk, methods=["PUT"]),
     ])]
 
 
-def offload_app(receiver: Receiver) -> Starlette:
+def offload_app(receiver: Receiver, shelf: ModelShelf | None = None) -> Starlette:
     """The offload routes alone (tests, the bench); ``bodycam-base serve`` mounts them in the web app."""
-    return Starlette(routes=offload_routes(receiver))
+    return Starlette(routes=offload_routes(receiver, shelf))

@@ -49,6 +49,7 @@ from bodycam.device.hw.inputs import Inputs
 from bodycam.device.hw.microphone import Microphone
 from bodycam.device.identity import key_path, load_signer
 from bodycam.device.model_select import ModelRejected, check_model
+from bodycam.device.model_store import ModelStore
 from bodycam.device.uplink.commands import Record
 from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner, ModelRef
 from bodycam.device.uplink.outbox import Outbox
@@ -206,7 +207,8 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
 @contextlib.contextmanager
 def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = None,
              listeners: Sequence[Callable[[Marker], None]] = (), keep_stage_times: bool = True,
-             signer: MarkerSigner | None = None, package: str | None = None) -> Iterator[Firmware]:
+             signer: MarkerSigner | None = None, package: str | None = None,
+             models: ModelStore | None = None) -> Iterator[Firmware]:
     """Build the firmware from ``cfg`` and ``parts``; everything is released when the ``with`` ends.
 
     ``state_dir`` (outbox) defaults to ``<data_dir>/state``; ``listeners`` see every
@@ -214,6 +216,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
     (markers and manifests) defaults to the device key (``identity``): none is a start-up error.
     ``package``: the model store package ``cfg``'s model comes from (device/model_select.py); if
     it does not load or fails its self-test, :class:`ModelRejected` (the caller falls back).
+    ``models``: the model store; with offload on, approved models are fetched from base into it at
+    the dock (``uplink/model_fetch.py``).
     """
     clock = parts.clock
     with contextlib.ExitStack() as stack:
@@ -274,7 +278,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         if cfg.offload.enabled:  # uploads finished recordings to base when docked (uplink/offload.py)
             from bodycam.device.uplink.offload import build_service
 
-            offload = build_service(cfg.offload, cfg.device.id, signer, clock, data_dir / "recordings", parts.pins)
+            offload = build_service(cfg.offload, cfg.device.id, signer, clock, data_dir / "recordings", parts.pins,
+                                    models=models)
             stack.callback(offload.close)
             offload.start()
         app_ref: list[App] = []

@@ -161,7 +161,7 @@ def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clo
     fw: Firmware | None = None
     try:
         with assemble(cfg, real_parts(cfg, clock, notifier, camera=camera, pin_factory=pin_factory),
-                      package=package) as fw:
+                      package=package, models=store) as fw:
             fw.start()
             if install_signals:
                 firmware = fw

@@ -31,12 +31,15 @@ DEVICE = "cam-o1"
 
 
 def make_recordings(out: Path, starts: tuple[str, ...] = ("2026-03-01T10:00:00.000Z",
-                                                          "2026-03-01T11:00:00.000Z")) -> Path:
-    """Signed recordings of the example clip (2 s segments), as the firmware writes them."""
+                                                          "2026-03-01T11:00:00.000Z"),
+                    encrypt: bool = False) -> Path:
+    """Signed recordings of the example clip (2 s segments), as the firmware writes them (``encrypt``:
+    encrypted at rest to a base key the simulator makes, ``STATE/identity/base.age.key``)."""
     cfg = AppConfig(recording=RecordingConfig(segment_s=2.0, pre_event_s=5.0))
     cfg = replace(cfg, device=replace(cfg.device, id=DEVICE))
     for start in starts:
-        run_clip(SimOptions(clip=EXAMPLE, out=out, config=cfg, broker=None, start_time=start, gnss=False))
+        run_clip(SimOptions(clip=EXAMPLE, out=out, config=cfg, broker=None, start_time=start, gnss=False,
+                            encrypt=encrypt))
     return out
 
 

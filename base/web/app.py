@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bodycam.base.model_delivery import ModelShelf
 from bodycam.base.offload_api import offload_routes
 from bodycam.base.receive import Receiver
 from bodycam.base.web import evidence, pages, record
@@ -111,9 +112,11 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver | None = None) -> Starlette:
+def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver | None = None,
+               models: ModelShelf | None = None) -> Starlette:
     """The web app; ``offload``: base's receiver of camera uploads (``base/receive.py``), whose routes
-    (``/api/offload/v1/...``, signed by each device's key, no session) are mounted in this app."""
+    (``/api/offload/v1/...``, signed by each device's key, no session) are mounted in this app, with
+    ``models``: the approved model packages offered to cameras at the dock (base/model_delivery.py)."""
     cfg = config or WebConfig()
     auth = Auth(db, session_s=cfg.session_s)
     hub = AlertHub(db, poll_s=cfg.poll_s)
@@ -270,7 +273,7 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
 
             return page
 
-        routes += offload_routes(offload)
+        routes += offload_routes(offload, models)
         routes += [
             Route("/evidence", guard(with_rx(evidence.recordings), "supervisor"), methods=["GET"]),
             Route("/evidence/{device}/{recording}", guard(with_rx(evidence.recording), "supervisor"), methods=["GET"]),

@@ -120,20 +120,24 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         from bodycam.base.web.record import RecordSender
 
         receiver = None
+        shelf = None
         if args.evidence is not None:
             from bodycam.base.custody import CustodyLog
             from bodycam.base.evidence_store import FileEvidenceStore
             from bodycam.base.keys import KeyRegistry
+            from bodycam.base.model_delivery import ModelShelf
+            from bodycam.base.model_registry import ModelRegistry
             from bodycam.base.receive import Receiver
 
             receiver = Receiver(FileEvidenceStore(args.evidence, reserve_mb=args.evidence_reserve_mb),
                                 CustodyLog(store), KeyRegistry(store))
+            shelf = ModelShelf(ModelRegistry(store))
         web = WebDb(store)
         recorder = RecordSender(web, mqtt, prefix=args.prefix, expiry_s=args.record_expiry_s)
         app = create_app(web, WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
                                         cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
                                         tile_attribution=args.tile_attribution, recorder=recorder),
-                         offload=receiver)
+                         offload=receiver, models=shelf)
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
                                 access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False,
                                 ssl_certfile=None if args.cert_file is None else str(args.cert_file),
@@ -141,7 +145,8 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         server = _server(config, app.state.hub)
         scheme = "https" if args.cert_file is not None else "http"
         print(f"bodycam-base serve: {scheme}://{args.listen}/ on {args.db if '://' not in args.db else 'postgresql'}; "
-              "Ctrl-C stops" + (f"; camera offload into {args.evidence}" if receiver is not None else ""), flush=True)
+              "Ctrl-C stops" + (f"; camera offload into {args.evidence} and approved models to cameras at the dock"
+                                 if receiver is not None else ""), flush=True)
         server.run()
     return 0 if server.started else 1
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from bodycam.device.clock import Clock, rfc3339_ms
@@ -47,6 +47,10 @@ from bodycam.device.uplink.offload_wire import (
     request_bytes,
     sha256_hex,
 )
+
+if TYPE_CHECKING:
+    from bodycam.device.model_store import ModelStore
+    from bodycam.device.uplink.model_fetch import ModelFetcher
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,18 @@ class BaseClient:
         return self._conn
 
     def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+        """One signed request; the status and the JSON object of the answer ({} if it is not one)."""
+        code, data = self.exchange(method, target, body)
+        try:
+            doc = json.loads(data) if data else {}
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        return code, doc
+
+    def exchange(self, method: str, target: str, body: bytes = b"", *, limit: int | None = None) -> tuple[int, bytes]:
+        """One signed request; the status and the raw answer (refused past ``limit`` bytes)."""
         digest = sha256_hex(body)
         headers = {H_DEVICE: self.device, H_KEY: self.signer.key_id, H_SHA: digest,
                    H_SIG: self.signer.sign(request_bytes(method, target, digest, self.device, self.signer.key_id)),
@@ -144,6 +160,11 @@ class BaseClient:
             self.sent_bytes += len(body)
             conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
+            size = resp.getheader("content-length")
+            if limit is not None and (size is None or not size.isdigit() or int(size) > limit):
+                self.close()
+                raise OffloadError(f"base {self.url}: {target}: answer of {size or 'unknown'} bytes, more than the "
+                                   f"{limit} expected", retry=False)
             data = resp.read()
         except ssl.SSLCertVerificationError as exc:
             self.close()
@@ -152,15 +173,9 @@ class BaseClient:
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise OffloadError(f"base {self.url}: {type(exc).__name__}: {exc}", retry=True) from exc
-        try:
-            doc = json.loads(data) if data else {}
-        except ValueError:
-            doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
         if resp.getheader("connection", "").lower() == "close":
             self.close()
-        return resp.status, doc
+        return resp.status, data
 
     def _path(self, recording: str, *rest: str) -> str:
         return "/".join((PREFIX, "recordings", quote(self.device, safe=""), quote(recording, safe=""), *rest))
@@ -277,8 +292,11 @@ class Offloader:
 
 
 def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: Clock, recordings: Path,
-                  pins: PinFactory | None = None) -> OffloadService:
-    """The firmware's offload thread from ``[offload]`` (not started); config problems are ConfigErrors."""
+                  pins: PinFactory | None = None, models: ModelStore | None = None) -> OffloadService:
+    """The firmware's offload thread from ``[offload]`` (not started); config problems are ConfigErrors.
+
+    ``models``: the camera's model store; while docked, approved models are fetched from base into it
+    (``uplink/model_fetch.py``)."""
     from bodycam.device.hw.dock import AlwaysDock, DockSense, GpioDock, ReachableDock, ScheduleDock
 
     try:
@@ -298,15 +316,21 @@ def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: 
     else:
         dock = AlwaysDock()
     offloader = Offloader(client, chunk_bytes=cfg.chunk_kib * 1024, wall_ns=clock.wall_ns)
-    return OffloadService(offloader, recordings, dock.docked, interval_s=cfg.interval_s)
+    fetcher = None
+    if models is not None:
+        from bodycam.device.uplink.model_fetch import ModelFetcher
+
+        fetcher = ModelFetcher(client, models)
+    return OffloadService(offloader, recordings, dock.docked, interval_s=cfg.interval_s, models=fetcher)
 
 
 class OffloadService:
     """The firmware's offload thread: when docked, offload what is pending."""
 
     def __init__(self, offloader: Offloader, recordings: Path, docked: Callable[[], bool], *,
-                 interval_s: float = 30.0) -> None:
+                 interval_s: float = 30.0, models: ModelFetcher | None = None) -> None:
         self.offloader = offloader
+        self.models = models
         self.recordings = recordings
         self.docked = docked
         self.interval_s = interval_s
@@ -338,10 +362,17 @@ class OffloadService:
             self.confirmed.append(rec.name)
             self.last_error = None
             done += 1
+        if self.models is not None and not self._stop.is_set():  # recordings first: evidence before models
+            from bodycam.device.uplink.model_fetch import fetch_models
+
+            fetch_models(self.models)
         return done
 
     def telemetry(self) -> dict[str, JSON]:
-        return {"confirmed": len(self.confirmed), "error": self.last_error}
+        out: dict[str, JSON] = {"confirmed": len(self.confirmed), "error": self.last_error}
+        if self.models is not None:
+            out["models"] = {"installed": len(self.models.installed), "error": self.models.last_error}
+        return out
 
     def start(self) -> None:
         def loop() -> None:

@@ -544,3 +544,33 @@ def test_offload_into_the_web_app_then_export_case_a_bundle_bodycam_verify_accep
                             str(base.evidence.root), "--db", str(base.dir / "base.db")],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_footage_encrypted_at_rest_is_offloaded_as_it_is_on_the_card_and_verifies_both_ways(
+        tmp_path: Path) -> None:
+    """The default on a provisioned camera: ``segment-NNNNN.mp4.age`` files. Base takes them as they
+    are (the ciphertext is what the manifest signs first), verifies them on receipt, and what it
+    stores verifies offline with the device key, and with base's age key the plaintext too."""
+    from bodycam.device.footage.atrest import load_identity
+
+    cam = make_recordings(tmp_path / "enc", starts=("2026-03-01T12:00:00.000Z",), encrypt=True)
+    rec = recordings(cam)[0]
+    assert sorted(p.name for p in rec.glob("segment-*")) and all(
+        p.name.endswith(".mp4.age") for p in rec.glob("segment-*"))
+    b = make_base(tmp_path / "base", cam)
+    server = BaseProcess(b.dir)
+    try:
+        off = offloader(cam, server.url)
+        conf = off.upload(rec)
+        assert is_offloaded(rec) and all(name.endswith(".mp4.age") for name in conf["segments"])
+        kept = stored_dir(b, rec)
+        assert sorted(p.name for p in kept.iterdir()) == sorted(p.name for p in rec.iterdir() if p.name != OFFLOAD_FILE)
+        public = load_public(cam / "state" / "identity" / "device.pub")
+        assert verify_path(kept, public, "test").ok
+        decrypted = verify_path(kept, public, "test", decrypt=load_identity(cam / "state" / "identity" / "base.age.key"))
+        assert decrypted.ok, [f for r in decrypted.recordings for f in r.findings]
+        assert actions(b, rec.name) == ["received", "verified", "stored"]
+    finally:
+        close_clients()
+        server.close()
+        b.close()
