@@ -6,9 +6,8 @@ files exactly as the camera signed them (segments, ``markers.jsonl``, ``chapters
 filesystem: one ``rename``, then the directory entries are fsynced), made read-only, and never
 replaced: a second ``put`` of the same recording is refused.
 
-An S3-compatible object store would implement the same four methods (``put`` uploading each file
-and then a final object naming them, ``files``/``open`` reading them back); it is not built: no
-S3-compatible server is available to test it against here, and the protocol is the seam.
+:class:`bodycam.base.evidence_s3.S3EvidenceStore` implements the same protocol on an S3-compatible
+object store (``serve --evidence-s3``), with the folder as its staging area.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from bodycam.base.evidence_s3 import add_s3_arguments
 from bodycam.device.clock import SystemClock
 from bodycam.device.errors import UsageError
 
@@ -26,6 +27,7 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
                                      "20260301T100000000Z)")
     exp.add_argument("--until", help="recordings started before this time (same form)")
     exp.add_argument("--evidence", required=True, type=Path, help="base's evidence store (folder)")
+    add_s3_arguments(exp)
     exp.add_argument("--actor", default=None, help="who exports (audited); default: the login name")
     exp.add_argument("--db", required=True, help=db_help)
 
@@ -33,7 +35,7 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
 def run(args: argparse.Namespace) -> int:
     from bodycam.base.cli import open_store
     from bodycam.base.custody import CustodyLog
-    from bodycam.base.evidence_store import FileEvidenceStore
+    from bodycam.base.evidence_s3 import open_evidence
     from bodycam.base.export_case import export_case
     from bodycam.base.keys import KeyRegistry
 
@@ -41,12 +43,12 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not _TIME.match(value):
             raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
-    if not (args.evidence / "recordings").is_dir():
+    if args.evidence_s3 is None and not (args.evidence / "recordings").is_dir():
         raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")
     with closing(open_store(args.db, create=False)) as store:
         custody = CustodyLog(store)  # type: ignore[arg-type]
         keys = KeyRegistry(store)  # type: ignore[arg-type]
-        done = export_case(args.out, args.device, FileEvidenceStore(args.evidence), custody, keys,
+        done = export_case(args.out, args.device, open_evidence(args.evidence, args), custody, keys,
                            actor=args.actor or getpass.getuser(), now_ns=SystemClock().wall_ns(),
                            recordings=args.recording, since=args.since, until=args.until)
     state = "everything verifies" if done.ok else "DOES NOT VERIFY (see verification.txt)"

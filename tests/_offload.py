@@ -87,8 +87,9 @@ class BaseProcess:
     on the receiver ``make_base(base_dir)`` builds; ``kill()`` is SIGKILL, ``close()`` SIGTERM."""
 
     def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None,
-                 env: dict[str, str] | None = None, web: bool = False) -> None:
-        """``web``: the whole web app, ``bodycam-base serve --evidence`` (the offload routes mounted in it)."""
+                 env: dict[str, str] | None = None, web: bool = False, extra: tuple[str, ...] = ()) -> None:
+        """``web``: the whole web app, ``bodycam-base serve --evidence`` (the offload routes mounted in it),
+        with ``extra`` arguments."""
         self.base_dir = base_dir
         self.port = free_port()
         self.scheme = "http" if cert is None else "https"
@@ -100,6 +101,7 @@ class BaseProcess:
                     f"127.0.0.1:{self.port}", "--evidence", str(base_dir / "evidence"), "--evidence-reserve-mb", "0"]
             if cert is not None and key is not None:
                 args += ["--cert-file", str(cert), "--key-file", str(key)]
+            args += list(extra)
         self.log = (base_dir / "server.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 30

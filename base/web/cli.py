@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bodycam.base.evidence_s3 import add_s3_arguments
 from bodycam.base.web.fleet import FleetConfig
 from bodycam.device.errors import UsageError
 
@@ -60,6 +61,7 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     serve.add_argument("--evidence", type=Path, help="base's evidence store (folder): cameras offload recordings "
                                                       "to /api/offload/v1 (verified, stored, audited); without "
                                                       "it, offload is off")
+    add_s3_arguments(serve)
     serve.add_argument("--evidence-reserve-mb", type=float, default=1024.0,
                        help="refuse uploads that would leave less free space in the evidence store (default 1024)")
 
@@ -123,13 +125,13 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         shelf = None
         if args.evidence is not None:
             from bodycam.base.custody import CustodyLog
-            from bodycam.base.evidence_store import FileEvidenceStore
+            from bodycam.base.evidence_s3 import open_evidence
             from bodycam.base.keys import KeyRegistry
             from bodycam.base.model_delivery import ModelShelf
             from bodycam.base.model_registry import ModelRegistry
             from bodycam.base.receive import Receiver
 
-            receiver = Receiver(FileEvidenceStore(args.evidence, reserve_mb=args.evidence_reserve_mb),
+            receiver = Receiver(open_evidence(args.evidence, args, reserve_mb=args.evidence_reserve_mb),
                                 CustodyLog(store), KeyRegistry(store))
             shelf = ModelShelf(ModelRegistry(store))
         web = WebDb(store)
