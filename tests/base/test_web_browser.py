@@ -134,11 +134,20 @@ def test_dashboard_end_to_end(tmp_path: Path, mosquitto: Any, procs: Procs, brow
                       f"power_supply_root = \"{gauge.parent}\"\nbattery = \"BAT0\"\n")
     fleet = ctx.new_page()
     fleet.goto(site + "/fleet")
-    sim = procs.start(["bodycam-sim", "run", str(CLIP), "--broker", mosquitto.url, "--device-id", "cam-07",
-                       "--config", str(config), "--out", str(tmp_path / "run"), "--quiet", "--json"])
+    # --realtime: the camera is online for the clip's 20 s, as a real one would be (unpaced, a quiet
+    # machine runs the clip in a few seconds and the fleet page, refreshed every 5 s, may never see it online)
+    sim = procs.start(["bodycam-sim", "run", str(CLIP), "--realtime", "--broker", mosquitto.url, "--device-id",
+                       "cam-07", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet", "--json"])
     # the camera comes online with its telemetry (the fleet table refreshes itself every 5 s)
     cam = fleet.locator('tr[data-device="cam-07"]')
-    expect(cam.locator("td.state")).to_have_text("online", timeout=TIMEOUT_MS)
+    try:
+        expect(cam.locator("td.state")).to_have_text("online", timeout=TIMEOUT_MS)
+    except AssertionError:
+        alive = sim.poll() is None
+        if not alive:
+            sim.wait()
+        raise AssertionError(f"cam-07 never shown online; the simulator {'runs' if alive else 'ended'}: "
+                             f"{procs.stderr(sim) if not alive else ''}") from None
     expect(cam.locator("td.battery")).to_contain_text("87 %", timeout=30_000)
     expect(cam.locator("td.model")).to_contain_text(" ")  # the model's name and version
     expect(cam.locator("td.model")).not_to_contain_text("?")
