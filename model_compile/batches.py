@@ -10,6 +10,7 @@ is what the int8 input (scale 1/255, zero point -128) dequantises to.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,10 @@ class Augment:
 class WindowPool:
     """Every window of a set of clips, addressable by (clip, window) index."""
 
-    def __init__(self, clips: list[ClipData], spec: InputSpec, near_weight: float = 0.3) -> None:
+    def __init__(self, clips: list[ClipData], spec: InputSpec, near_weight: float = 0.3,
+                 sources: Sequence[int] | None = None, mix: Sequence[float] | None = None) -> None:
+        """``sources``: each clip's data source (0..k-1); ``mix``: each source's share of the drawn
+        windows (None: every window alike, whatever its source)."""
         self.spec = spec
         self.frames = [c.frames if spec.colour == "rgb" else to_gray(c.frames) for c in clips]
         self.labels: list[WindowLabels] = [window_labels(c.truth, spec, near_weight) for c in clips]
@@ -48,6 +52,34 @@ class WindowPool:
         hard = np.concatenate([lab.hard for lab in self.labels]) if self.labels else np.zeros(0, bool)
         self.pos = np.flatnonzero(self.y > 0.5)
         self.hard = np.flatnonzero(hard | ((self.w < 1.0) & (self.y < 0.5)))
+        # sampling weight of each window: a source's windows share its mix weight (None: uniform)
+        self.mix: npt.NDArray[np.float64] | None = None
+        self.source = np.zeros(len(self.clip_idx), np.int64)
+        if mix is not None:
+            if sources is None or len(sources) != len(clips):
+                raise ValueError("a mix needs the source of every clip")
+            if len(self.clip_idx):
+                self.source = np.asarray(sources, dtype=np.int64)[self.clip_idx]
+            self.mix = np.asarray(mix, dtype=np.float64)
+        # sampling probabilities per subset drawn from (pos, hard, every window), computed once
+        self._p: list[tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64]]] = []
+
+    def choose(self, rng: np.random.Generator, among: npt.NDArray[np.int64] | None, n: int) -> npt.NDArray[np.int64]:
+        """``n`` rows drawn (with replacement) from ``among`` (None: every window); with a mix, each
+        source's windows in ``among`` together get its share (sources with none there drop out)."""
+        if self.mix is None:
+            if among is None:
+                return rng.integers(0, len(self), n)
+            return rng.choice(among, n)
+        rows = np.arange(len(self)) if among is None else among
+        p = next((q for a, q in self._p if a is among), None)
+        if p is None:
+            src = self.source[rows]
+            counts = np.bincount(src, minlength=len(self.mix)).astype(np.float64)
+            p = self.mix[src] / np.maximum(counts[src], 1.0)
+            p = p / p.sum()
+            self._p.append((among, p))
+        return rng.choice(rows, n, p=p)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -108,9 +140,9 @@ class BatchSampler:
         p = self.pool
         r = self.rng
         n_rand = self.batch - self.n_pos - self.n_hard
-        parts = [r.choice(p.pos, self.n_pos), r.integers(0, len(p), n_rand)]
+        parts = [p.choose(r, p.pos, self.n_pos), p.choose(r, None, n_rand)]
         if self.n_hard:
-            parts.append(r.choice(p.hard, self.n_hard))
+            parts.append(p.choose(r, p.hard, self.n_hard))
         return np.concatenate(parts).astype(np.int64)
 
     def draw(self) -> tuple[F32, F32, F32]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,22 +56,39 @@ def _split_clips(data: Path) -> dict[str, list[Path]]:
 
 
 def build(
-    data: Path, out: Path, cfg: BuildConfig, log: Callable[[str], None], model_version: str = "1.0.0"
+    data: Path | Sequence[Path], out: Path, cfg: BuildConfig, log: Callable[[str], None], model_version: str = "1.0.0",
+    mix: Sequence[float] | None = None,
 ) -> BuildResult:
+    """Train on ``data`` (one folder, or several: e.g. synthetic footage and a force's exported range
+    footage); ``mix``: each folder's share of the training windows drawn (None: every window alike)."""
     t_start = time.monotonic()
+    sources = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    if not sources:
+        raise UsageError("no --data folder")
+    if mix is not None and (len(mix) != len(sources) or any(not w > 0 for w in mix)):
+        raise UsageError(f"--mix needs one weight > 0 per --data folder ({len(sources)}), got {list(mix)}")
     spec = cfg.input_spec()
     base = model_base(Path(out))
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"{base.parent}: cannot create the output folder ({exc})") from exc
-    splits = _split_clips(Path(data))
     size = (spec.width, spec.height)
-    log(f"data {data}: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test clips")
-    train_clips = ds.load_clips(splits["train"], size, log)
-    val_clips = ds.load_clips(splits["val"], size, log)
-    test_clips = ds.load_clips(splits["test"], size, log)
-    train_pool = WindowPool(train_clips, spec, cfg.near_weight)
+    train_clips: list[ds.ClipData] = []
+    val_clips: list[ds.ClipData] = []
+    test_clips: list[ds.ClipData] = []
+    train_src: list[int] = []
+    for k, folder in enumerate(sources):
+        splits = _split_clips(folder)
+        share = "" if mix is None else f", {mix[k] / sum(mix) * 100:.0f} % of the training windows"
+        log(f"data {folder}: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test "
+            f"clips{share}")
+        loaded = ds.load_clips(splits["train"], size, log)
+        train_clips += loaded
+        train_src += [k] * len(loaded)
+        val_clips += ds.load_clips(splits["val"], size, log)
+        test_clips += ds.load_clips(splits["test"], size, log)
+    train_pool = WindowPool(train_clips, spec, cfg.near_weight, sources=train_src, mix=mix)
     val_pool = WindowPool(val_clips, spec, cfg.near_weight)
     if len(train_pool.pos) == 0:
         raise UsageError(f"{data}: the training clips hold no shots; fix: add clips with shots (bodycam-sim make-dataset)")
@@ -129,7 +146,8 @@ def build(
     all_clips = train_clips + val_clips + test_clips
     gen_seeds = sorted({c.truth.generator.seed for c in all_clips})
     provenance = {
-        "dataset": str(data),
+        "dataset": str(sources[0]) if len(sources) == 1 else [str(d) for d in sources],
+        "mix": None if mix is None else [float(w) for w in mix],
         "dataset_sha256": ds.dataset_hash(all_clips),
         "clips": {"train": len(train_clips), "val": len(val_clips), "test": len(test_clips)},
         "frames": {"train": int(sum(c.n_frames for c in train_clips)), "val": int(sum(c.n_frames for c in val_clips))},

@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bodycam-model", description="train, quantise, verify and inspect the bodycam shot detector")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     b = sub.add_parser("build", help="train and export an int8 TFLite model with its sidecar and report")
-    b.add_argument("--data", type=Path, required=True, help="folder of clips + truth files (train/val/test or flat)")
+    b.add_argument("--data", type=Path, required=True, action="append",
+                   help="folder of clips + truth files (train/val/test or flat); repeat to train on several, e.g. "
+                        "synthetic footage and a force's exported range footage (bodycam-base export-dataset)")
+    b.add_argument("--mix", help="each --data folder's share of the training windows, in order, e.g. 1,3 "
+                                 "(default: every window alike, so a large folder dominates)")
     b.add_argument("--out", type=Path, required=True, help="output base, e.g. models/shotnet (writes .tflite/.json/.report.*)")
     b.add_argument("--epochs", type=int, default=d.epochs)
     b.add_argument("--steps", type=int, default=d.steps_per_epoch, help="batches per epoch")
@@ -118,7 +122,13 @@ def _build(args: argparse.Namespace) -> int:
         width=w, height=h, frames=args.frames, target_offset=args.target_offset, colour=args.colour, epochs=args.epochs,
         steps_per_epoch=args.steps, batch=args.batch, seed=args.seed,
     )  # fmt: skip
-    res = build(args.data, args.out, cfg, _log, args.model_version)
+    mix = None
+    if args.mix is not None:
+        try:
+            mix = [float(x) for x in args.mix.split(",")]
+        except ValueError:
+            raise UsageError(f"--mix {args.mix!r}: comma-separated numbers, one per --data folder") from None
+    res = build(args.data, args.out, cfg, _log, args.model_version, mix=mix)
     print(f"model: {res.model}\nsidecar: {res.sidecar}")
     return 0
 

@@ -84,3 +84,28 @@ def test_a_flash_in_no_frame_is_no_positive_and_its_frame_is_ignored() -> None:
     by_frame = dict(zip(lab.target_frame.tolist(), range(len(lab)), strict=True))
     assert lab.y[by_frame[10]] == 1.0 and lab.y.sum() == 1.0
     assert lab.y[by_frame[20]] == 0.0 and lab.weight[by_frame[20]] == 0.0
+
+
+def test_a_mix_gives_each_source_its_share_of_the_drawn_windows_whatever_its_size() -> None:
+    """Synthetic footage (many clips) and a force's range footage (one clip), mixed 1:3: the range
+    clip's windows are drawn three times as often as all the synthetic ones together, in every part
+    of a batch (shots, hard negatives, the rest); without a mix every window is alike."""
+    rng = np.random.default_rng(1)
+
+    def clip(shots: list[int]) -> ClipData:
+        frames = rng.integers(0, 256, size=(40, 8, 16, 3), dtype=np.uint8)
+        return ClipData(Path("c.mp4"), _truth(40, shots, (30, 31)), np.arange(40, dtype=np.int64), frames, "0" * 64)
+
+    clips = [clip([10, 20]) for _ in range(9)] + [clip([15])]
+    sources = [0] * 9 + [1]
+    mixed = WindowPool(clips, SPEC, sources=sources, mix=[1.0, 3.0])
+    sampler = BatchSampler(mixed, 64, seed=3)
+    rows = np.concatenate([sampler.rows() for _ in range(300)])
+    share = float(np.mean(mixed.source[rows] == 1))
+    assert 0.70 < share < 0.80  # 3 / (1 + 3)
+    pos = np.concatenate([mixed.choose(sampler.rng, mixed.pos, 64) for _ in range(100)])
+    assert 0.70 < float(np.mean(mixed.source[pos] == 1)) < 0.80
+    plain = WindowPool(clips, SPEC)
+    rows = np.concatenate([BatchSampler(plain, 64, seed=3).rows() for _ in range(300)])
+    range_rows = plain.clip_idx[rows] == 9
+    assert float(np.mean(range_rows)) < 0.2  # one clip of ten (its one shot is a third of a clip's shots)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,3 +81,23 @@ def test_same_seed_same_model(built: Path, tiny_dataset: Path, tmp_path: Path) -
                "--batch", "16", "--size", "96x54", "--frames", "4", "--target-offset", "1", "--seed", "3"])  # fmt: skip
     assert rc == 0
     assert sha256_file(again.with_suffix(".tflite")) == sha256_file(built)
+
+
+def test_a_build_on_two_folders_mixed_records_both_and_the_mix(
+        tiny_dataset: Path, clip_maker: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Synthetic footage and a second folder (standing for a force's exported range footage, flat)
+    mixed 1:3; the sidecar's provenance names both folders and the mix; a mix that does not match
+    the folders is a one-line error."""
+    other = tmp_path / "range"
+    clip_maker(other / "r1.mp4", seconds=3, shots=2, seed=81)
+    clip_maker(other / "r2.mp4", seconds=3, shots=2, seed=82)
+    out = tmp_path / "mixed"
+    args = ["build", "--data", str(tiny_dataset), "--data", str(other), "--out", str(out), "--epochs", "1",
+            "--steps", "4", "--batch", "16", "--size", "96x54", "--frames", "4", "--target-offset", "1", "--seed", "3"]
+    assert main([*args, "--mix", "1,3"]) == 0
+    assert "75 % of the training windows" in capsys.readouterr().out
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["provenance"]["dataset"] == [str(tiny_dataset), str(other)]
+    assert side["provenance"]["mix"] == [1.0, 3.0]
+    assert main([*args, "--mix", "1"]) == 2
+    assert "--mix needs one weight > 0 per --data folder (2)" in capsys.readouterr().err
