@@ -328,9 +328,16 @@ def set_status(tx: Tx, device: str, state: str, t: str | None, received_ns: int,
     )
 
 
-def quarantine(tx: Tx, items: Sequence[Quarantined]) -> None:
+#: the quarantine keeps at most about this many of the newest rows (each holds a payload of up to the
+#: broker's message size): a flood of bad messages cannot fill base's disk
+QUARANTINE_KEEP = 100_000
+
+
+def quarantine(tx: Tx, items: Sequence[Quarantined], keep: int = QUARANTINE_KEEP) -> None:
+    """Keep ``items``; rows older than the newest ``keep`` are dropped (by row number: one indexed delete)."""
     for q in items:
         _quarantine(tx, q)
+    tx.run("DELETE FROM quarantine WHERE n <= (SELECT MAX(n) FROM quarantine) - ?", (keep,))
 
 
 def _quarantine(tx: Tx, q: Quarantined) -> None:

@@ -161,10 +161,13 @@ class _Store:
         """A device's stored telemetry, newest first."""
         return telemetry_rules.latest_rows(self._rows(telemetry_rules.HISTORY_QUERY, (device, limit)))
 
+    #: the newest quarantine rows kept (rules.QUARANTINE_KEEP; older ones are dropped as new ones come)
+    quarantine_keep = rules.QUARANTINE_KEEP
+
     def quarantine(self, items: Sequence[Quarantined]) -> None:
         if items:
             with self._tx() as tx:
-                rules.quarantine(tx, items)
+                rules.quarantine(tx, items, self.quarantine_keep)
 
     def progress(self, devices: Sequence[str] | None = None) -> list[Progress]:
         if devices is not None and not devices:
