@@ -35,10 +35,12 @@ from bodycam.base.offload_api import offload_routes
 from bodycam.base.receive import Receiver
 from bodycam.base.web import evidence, pages, record
 from bodycam.base.web import map as map_pages
+from bodycam.base.web import models as models_page
 from bodycam.base.web.alerts import AlertHub
 from bodycam.base.web.auth import Auth, Session, same
 from bodycam.base.web.db import WebDb
 from bodycam.base.web.fleet import FleetConfig, FleetWatch
+from bodycam.base.web.models import ModelDesk
 from bodycam.base.web.record import RecordSender
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
@@ -113,10 +115,11 @@ def client_of(request: Request) -> str:
 
 
 def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver | None = None,
-               models: ModelShelf | None = None) -> Starlette:
+               models: ModelShelf | None = None, model_desk: ModelDesk | None = None) -> Starlette:
     """The web app; ``offload``: base's receiver of camera uploads (``base/receive.py``), whose routes
     (``/api/offload/v1/...``, signed by each device's key, no session) are mounted in this app, with
-    ``models``: the approved model packages offered to cameras at the dock (base/model_delivery.py)."""
+    ``models``: the approved model packages offered to cameras at the dock (base/model_delivery.py);
+    ``model_desk``: the registry's page (``/models``, base/web/models.py)."""
     cfg = config or WebConfig()
     auth = Auth(db, session_s=cfg.session_s)
     hub = AlertHub(db, poll_s=cfg.poll_s)
@@ -124,7 +127,8 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
     tpl = templates()
 
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
-        return tpl.TemplateResponse(request, name, {"s": None, "outage": hub.outage, "evidence_on": offload is not None, **ctx}, status_code=status)
+        return tpl.TemplateResponse(request, name, {"s": None, "outage": hub.outage, "evidence_on": offload is not None,
+                                                   "models_on": model_desk is not None, **ctx}, status_code=status)
 
     async def session_of(request: Request) -> Session | None:
         return await run_in_threadpool(auth.session, request.cookies.get(SESSION_COOKIE), cfg.now_ns())
@@ -259,6 +263,11 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
         Route("/map", guard(bound(map_pages.page)), methods=["GET"]),
         Route("/map.json", guard(bound(map_pages.data)), methods=["GET"]),
         Route("/audit", guard(bound(pages.audit), "supervisor"), methods=["GET"]),
+        *([] if model_desk is None else [
+            Route("/models", guard(bound(models_page.page(model_desk)), "supervisor"), methods=["GET"]),
+            Route("/models/approve", guard(bound(models_page.approve(model_desk, client_of)), "admin", post=True),
+                  methods=["POST"]),
+        ]),
         Route("/devices/record", guard(bound(record.page(cfg.recorder, client_of)), post=True), methods=["POST"]),
         Route("/devices/{device}/record", guard(bound(record.page(cfg.recorder, client_of)), post=True),
               methods=["POST"]),

@@ -62,6 +62,9 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
                                                       "to /api/offload/v1 (verified, stored, audited); without "
                                                       "it, offload is off")
     add_s3_arguments(serve)
+    serve.add_argument("--model-key", type=Path, help="base's model-signing key ('bodycam-base model keygen'): admins "
+                                                       "may approve models on the /models page")
+    serve.add_argument("--model-packages", type=Path, help="where approved packages are written (with --model-key)")
     serve.add_argument("--evidence-reserve-mb", type=float, default=1024.0,
                        help="refuse uploads that would leave less free space in the evidence store (default 1024)")
 
@@ -117,9 +120,20 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
     for f in (args.cert_file, args.key_file):
         if f is not None and not f.is_file():
             raise UsageError(f"{f}: no such file (TLS)")
+    if (args.model_key is None) != (args.model_packages is None):
+        raise UsageError("--model-key and --model-packages go together")
+    signer = None
+    if args.model_key is not None:
+        from bodycam.base.model_registry import load_model_signer
+
+        signer = load_model_signer(args.model_key)
     store = open_store(args.db)
     with closing(store):
+        from bodycam.base.model_registry import ModelRegistry
+        from bodycam.base.web.models import ModelDesk
         from bodycam.base.web.record import RecordSender
+
+        desk = ModelDesk(ModelRegistry(store), signer, args.model_packages)
 
         receiver = None
         shelf = None
@@ -128,18 +142,17 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
             from bodycam.base.evidence_s3 import open_evidence
             from bodycam.base.keys import KeyRegistry
             from bodycam.base.model_delivery import ModelShelf
-            from bodycam.base.model_registry import ModelRegistry
             from bodycam.base.receive import Receiver
 
             receiver = Receiver(open_evidence(args.evidence, args, reserve_mb=args.evidence_reserve_mb),
                                 CustodyLog(store), KeyRegistry(store))
-            shelf = ModelShelf(ModelRegistry(store))
+            shelf = ModelShelf(desk.registry)
         web = WebDb(store)
         recorder = RecordSender(web, mqtt, prefix=args.prefix, expiry_s=args.record_expiry_s)
         app = create_app(web, WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
                                         cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
                                         tile_attribution=args.tile_attribution, recorder=recorder),
-                         offload=receiver, models=shelf)
+                         offload=receiver, models=shelf, model_desk=desk)
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
                                 access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False,
                                 ssl_certfile=None if args.cert_file is None else str(args.cert_file),
