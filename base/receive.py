@@ -95,7 +95,11 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 
 class Receiver:
     def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+                 now_ns: Callable[[], int] = time.time_ns,
+                 on_stored: Callable[[str, str], None] | None = None) -> None:
+        """``on_stored(device, recording)``: called after a recording is stored (e.g. base's working
+        copy for review: decrypted, joined); its failure is logged, never a refusal."""
+        self.on_stored = on_stored
         self.evidence = evidence
         self.custody = custody
         self.keys = keys
@@ -238,6 +242,11 @@ class Receiver:
                                 {"location": location, "manifest_sha256": conf.manifest_sha256})
         log.info("offload: stored %s/%s (%d segment(s), %d marker(s)), verified with key %s", device, recording,
                  report.segments, report.markers, key.key_id)
+        if self.on_stored is not None:
+            try:
+                self.on_stored(device, recording)
+            except Exception:  # the evidence is stored and confirmed whatever a follower does
+                log.exception("offload: after storing %s/%s", device, recording)
         return conf
 
     def _stored_manifest(self, device: str, recording: str) -> tuple[bytes, dict[str, Any]]:
