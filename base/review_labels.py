@@ -215,14 +215,20 @@ class LabelStore:
 
     def add(self, tl: Timeline, new: NewLabel, *, by: str, t_ns: int) -> Label:
         """Check ``new`` against the recording and append it (one transaction); :class:`LabelError` if not."""
+        refused: LabelError | None = None  # raised outside: the store turns errors inside into StorageError
         with self._store.transaction() as tx:
-            label = self._checked(tx, tl, new, by, t_ns)
-            row = tx.one(f"INSERT INTO review_labels(device, recording, kind, marker, frame, end_frame, replaces,"
+            try:
+                label = self._checked(tx, tl, new, by, t_ns)
+            except LabelError as exc:
+                refused = exc
+            row = None if refused else tx.one(f"INSERT INTO review_labels(device, recording, kind, marker, frame, end_frame, replaces,"
                          f" by_user, t_ns, note) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING {_COLUMNS}",
                          (label.device, label.recording, label.kind, label.marker, label.frame, label.end_frame,
                           label.replaces, label.by, label.t_ns, label.note))
-            assert row is not None
-            return _row(row)
+        if refused is not None:
+            raise refused
+        assert row is not None
+        return _row(row)
 
     def _checked(self, tx: Tx, tl: Timeline, new: NewLabel, by: str, t_ns: int) -> Label:
         where = f"{tl.device}/{tl.recording}"
