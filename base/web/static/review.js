@@ -83,6 +83,7 @@
       tr.appendChild(el("td", "by", l.by));
       tr.appendChild(el("td", "", utc(l.t_ns)));
       tr.appendChild(el("td", "", l.replaces === null ? "" : "#" + l.replaces));
+      tr.appendChild(el("td", "note", l.note));
       var td = el("td");
       td.appendChild(button("Go", "goto", function () { seek(l.frame); }));
       if (l.kind === "add" || l.kind === "shot_free") {
@@ -112,7 +113,7 @@
     Array.prototype.forEach.call(track.cues, function (cue) {
       var li = el("li");
       li.appendChild(button(cue.startTime.toFixed(3) + " s", "chapter", function () {
-        seek(Math.floor(cue.startTime * fps + 1e-4));
+        seek(Math.round(cue.startTime * fps)); // cue times are frame times rounded to the ms
       }));
       li.appendChild(el("span", "", " " + cue.text));
       list.appendChild(li);
