@@ -7,8 +7,8 @@ format ``bodycam-model build --data`` reads; ``hw_sim/truth.py``)::
         train/ val/ test/            one split per recording: sha256("<device>/<recording>"), as
                                      model_compile/dataset.py splits a flat folder (10 % test, 10 % val):
                                      stable across exports, so a recording is in the same split every time
-            <device>_<rec>.mp4       the whole recording (base's joined working copy: the camera's own
-            <device>_<rec>.truth.json  H.264, remuxed, not re-encoded) and its shots
+            <device>_<rec>.mp4       the whole recording (its segments joined as for review: the camera's
+            <device>_<rec>.truth.json  own H.264, remuxed, not re-encoded) and its shots
             <device>_<rec>_free-<a>-<b>.mp4 / .truth.json   each shot-free span (frames a..b), a clip with
                                      no shot (re-encoded: H.264 cuts only at keyframes without it)
         dataset.json                 provenance: every recording (manifest SHA-256, signing key, segment
@@ -25,6 +25,7 @@ folder beside it): a selection without labels in force; a stored file whose SHA-
 segment's plaintext hash) no longer matches its manifest, or a manifest that is not the one verified
 on receipt; a label outside its recording; footage base cannot decrypt; a clip whose frames are not on
 the ``i / fps`` grid the truth format needs. Each exported recording gets an ``exported`` custody entry.
+The clips are made afresh from the evidence just checked, never from base's cached working copies.
 """
 
 from __future__ import annotations
@@ -269,20 +270,23 @@ def _write(tmp: Path, out: Path, rv: Review, chosen: list[_Chosen], *, actor: st
         counts[split] += 1
         folder = tmp / split
         folder.mkdir(exist_ok=True)
-        try:
-            review_file = rv.copies.review_file(c.info)
+        stem = f"{d}_{r}"
+        review_file = folder / f"{stem}.mp4"
+        work = tmp / ".work"
+        try:  # made afresh from the evidence just checked (decrypted segments checked against the manifest)
+            rv.copies.build(c.info, work, review_file)
         except FootageUnavailable as exc:
             raise ExportRefused(f"{d}/{r}: {exc}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         frames, width, height, grid, rate = _probe(review_file, tl.fps)
         if frames != tl.frames:
             raise ExportRefused(f"{d}/{r}: the footage has {frames} frames, its manifest says {tl.frames}: refused")
         if grid > MAX_GRID_ERROR * 1000:
             raise ExportRefused(f"{d}/{r}: frames are up to {grid / 1000:.2f} frame off the i/fps grid "
                                 "(variable frame rate): the truth format cannot place them")
-        stem = f"{d}_{r}"
         clip_rows: list[dict[str, Any]] = []
         shots = shot_frames(c.info, c.labels, unreviewed_as_shots=not c.reviewed)
-        shutil.copyfile(review_file, folder / f"{stem}.mp4")
         _save(truth_doc(f"{stem}.mp4", tl.fps, frames, width, height, rate, shots), folder / f"{stem}.truth.json")
         clip_rows.append({"clip": f"{split}/{stem}.mp4", "kind": "recording", "frames": [0, frames - 1],
                           "shots": shots})

@@ -16,7 +16,7 @@ from typing import Any
 
 from bodycam.base.custody import CustodyLog, StoredRecording
 from bodycam.base.evidence_store import EvidenceStore
-from bodycam.base.review_footage import RecordingInfo, WorkingCopies, read_info
+from bodycam.base.review_footage import FootageUnavailable, RecordingInfo, WorkingCopies, read_info
 from bodycam.base.review_labels import MARKER_KINDS, Label, LabelStore, NewLabel, current
 from bodycam.device.errors import UsageError
 from bodycam.device.uplink.offload_wire import RECORDING_RE
@@ -89,8 +89,12 @@ class Review:
         out = []
         all_labels = self.labels.labels()
         for r in self.custody.stored():
-            info = read_info(self.evidence, r.device, r.recording)
             mine = [lb for lb in all_labels if (lb.device, lb.recording) == (r.device, r.recording)]
+            try:
+                info = read_info(self.evidence, r.device, r.recording)
+            except FootageUnavailable:  # no footage to review (the page says why)
+                out.append((r, Progress(0, 0, 0, 0, tuple(sorted({lb.by for lb in current(mine)})))))
+                continue
             out.append((r, progress(info, mine)))
         return out
 

@@ -155,19 +155,28 @@ class WorkingCopies:
         if out.is_file():
             return out
         with self._lock(info.device, info.recording):
-            if out.is_file():
-                return out
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-                sources = [self._plaintext(info, s) for s in info.segments]
-                tmp = d / (REVIEW_FILE + ".part")
-                join_segments(sources, [s.start_mono_ns - info.segments[0].start_mono_ns for s in info.segments],
-                              tmp)
-                os.replace(tmp, out)
-            except OSError as exc:
-                raise StorageError(f"working copy of {info.device}/{info.recording}: {exc.strerror or exc}") from exc
-            log.info("review: %s/%s joined into %s", info.device, info.recording, out)
+            if not out.is_file():
+                self.build(info, d, out)
+                log.info("review: %s/%s joined into %s", info.device, info.recording, out)
             return out
+
+    def build(self, info: RecordingInfo, work: Path, out: Path) -> int:
+        """Make the joined file ``out`` afresh from the evidence (decrypted segments, checked, go to ``work``);
+        returns its frames. Several processes may build at once: each writes a name of its own, then renames."""
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            sources = [self._plaintext(info, s, work) for s in info.segments]
+            tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                frames = join_segments(sources, [s.start_mono_ns - info.segments[0].start_mono_ns
+                                                 for s in info.segments], tmp)
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"working copy of {info.device}/{info.recording}: {exc.strerror or exc}") from exc
+        return frames
 
     def prepare(self, device: str, recording: str) -> None:
         """After a recording is stored (base decrypts on receipt): make its working copy, log why not."""
@@ -176,7 +185,7 @@ class WorkingCopies:
         except (FootageUnavailable, StorageError) as exc:
             log.warning("review: %s/%s is not playable at base: %s", device, recording, exc)
 
-    def _plaintext(self, info: RecordingInfo, seg: Segment) -> Path | BinaryIO:
+    def _plaintext(self, info: RecordingInfo, seg: Segment, work: Path) -> Path | BinaryIO:
         if not info.encrypted:
             try:
                 return self.evidence.open(info.device, info.recording, seg.file)
@@ -192,12 +201,8 @@ class WorkingCopies:
         if seg.plain_sha256 is None:
             raise FootageUnavailable(f"{where}/{seg.file}: the manifest has no plaintext hash for it "
                                      "(a segment recovered after a power cut): it cannot be checked after decryption")
-        dst = self.dir(info.device, info.recording) / plaintext_name(seg.file)
-        if dst.is_file():
-            if dst.stat().st_size == seg.plain_bytes:
-                return dst
-            dst.unlink()
-        part = dst.with_name(dst.name + ".part")
+        dst = work / plaintext_name(seg.file)
+        part = dst.with_name(f"{dst.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
             with self.evidence.open(info.device, info.recording, seg.file) as src, part.open("wb") as out:
                 got = decrypt_stream(src, out, key, seg.file)

@@ -74,14 +74,13 @@ def review_routes(ctx: Context, rv: Review, guard: Guard) -> list[BaseRoute]:
     async def page(request: Request, s: Session) -> Response:
         device, rec = _target(request)
         await held(device, rec)
-        state = await run_in_threadpool(rv.state, device, rec)
-        problem = ""
         try:
+            state = await run_in_threadpool(rv.state, device, rec)
             await run_in_threadpool(rv.video, device, rec)
         except FootageUnavailable as exc:
-            problem = str(exc)
-        status = 200 if not problem else 409
-        return ctx.render(request, "review.html", {"s": s, "st": state, "problem": problem}, status)
+            st = {"device": device, "recording": rec}
+            return ctx.render(request, "review.html", {"s": s, "st": st, "problem": str(exc)}, 409)
+        return ctx.render(request, "review.html", {"s": s, "st": state, "problem": ""})
 
     async def video(request: Request, s: Session) -> Response:
         device, rec = _target(request)
@@ -116,7 +115,10 @@ def review_routes(ctx: Context, rv: Review, guard: Guard) -> list[BaseRoute]:
     async def api_state(request: Request, s: Session) -> Response:
         device, rec = _target(request)
         await held(device, rec)
-        return JSONResponse(await run_in_threadpool(rv.state, device, rec))
+        try:
+            return JSONResponse(await run_in_threadpool(rv.state, device, rec))
+        except FootageUnavailable as exc:
+            raise HTTPException(409, str(exc)) from exc
 
     async def api_add(request: Request, s: Session) -> Response:
         device, rec = _target(request)
@@ -129,6 +131,8 @@ def review_routes(ctx: Context, rv: Review, guard: Guard) -> list[BaseRoute]:
             label = await run_in_threadpool(rv.add_label, device, rec, new, by=s.user.name, t_ns=ctx.now_ns())
         except (ValueError, LabelError) as exc:  # JSONDecodeError is a ValueError
             return JSONResponse({"error": str(exc)}, 422)
+        except FootageUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 409)
         return JSONResponse(label.to_json(), 201)
 
     def on(fn: Callable[[Request, Session], Awaitable[Response]], *, post: bool = False) -> Any:

@@ -152,7 +152,11 @@ def test_changed_footage_is_refused_and_nothing_is_written(base: tuple[ReviewBas
     with pytest.raises(ExportRefused, match=f"{a}/segment-00003.mp4: its SHA-256 no longer matches"):
         export_dataset(out, b.review, actor="ines", now_ns=NOW)
     assert not out.exists() and not list(tmp_path.glob(".ds.*"))
-    # the other recording alone exports (the selection leaves the changed one out)
+    # the other recording alone exports (the selection leaves the changed one out), made afresh from the
+    # evidence: base's cached working copy is not trusted (here it is garbage)
+    cached = tmp_path / "evidence" / "working" / DEVICE / e / "review.mp4"
+    assert cached.is_file()
+    cached.write_bytes(b"not a video")
     done = export_dataset(out, b.review, actor="ines", now_ns=NOW, since="20260301T120000000Z")
     assert done.recordings == 1 and done.negatives == 1
 
