@@ -103,3 +103,27 @@ def test_labels_are_checked_and_kept_with_what_they_replaced(db: str) -> None:
 def test_a_label_request_is_checked(body: object, why: str) -> None:
     with pytest.raises(LabelError, match=why):
         NewLabel.from_json(body)
+
+
+def test_serve_and_export_dataset_say_what_is_wrong_in_one_line(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from bodycam.base.cli import main as base_main
+
+    db, ev = str(tmp_path / "base.db"), str(tmp_path / "evidence")
+    (tmp_path / "bad.key").write_text("not a key\n")
+    cases = [
+        (["serve", "--db", db, "--evidence", ev, "--age-key", str(tmp_path / "missing.key")],
+         "cannot read base's private key"),
+        (["serve", "--db", db, "--evidence", ev, "--age-key", str(tmp_path / "bad.key")], "not an age X25519 identity"),
+        (["serve", "--db", db, "--age-key", str(tmp_path / "bad.key")], "--age-key goes with --evidence"),
+        (["export-dataset", str(tmp_path / "out"), "--evidence", str(tmp_path / "nothing"), "--db", db],
+         "not an evidence store"),
+        (["export-dataset", str(tmp_path / "out"), "--evidence", ev, "--db", db], "no reviewed labels"),
+        (["export-dataset", str(tmp_path / "out"), "--evidence", ev, "--db", db, "--device", "../x"],
+         "is not a device id"),
+    ]
+    for args, why in cases:
+        assert base_main(args) != 0
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
