@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -39,13 +40,17 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def base(made: dict[str, Path], tmp_path: Path) -> tuple[ReviewBase, list[str]]:
-    b = make_review_base(str(tmp_path / "base.db"), tmp_path / "evidence", made["plain"],
-                         (base_age_key(made["enc"]),))
-    b.keys.add(DEVICE, (made["enc"] / "state" / "identity" / "device.pub").read_bytes(), NOW)
-    recs = offload(b, made["plain"]) + offload(b, made["enc"])
+def base(made: dict[str, Path], tmp_path: Path, db: str) -> Iterator[tuple[ReviewBase, list[str]]]:
+    """Base on SQLite and on PostgreSQL (``db``), the three recordings offloaded."""
+    b, recs = offloaded(made, tmp_path, db)
     yield b, recs
     b.close()
+
+
+def offloaded(made: dict[str, Path], tmp_path: Path, db: str) -> tuple[ReviewBase, list[str]]:
+    b = make_review_base(db, tmp_path / "evidence", made["plain"], (base_age_key(made["enc"]),))
+    b.keys.add(DEVICE, (made["enc"] / "state" / "identity" / "device.pub").read_bytes(), NOW)
+    return b, offload(b, made["plain"]) + offload(b, made["enc"])
 
 
 def label(b: ReviewBase, rec: str, by: str = "ines", **kw: object) -> None:
@@ -64,9 +69,9 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def test_export_dataset_writes_what_the_model_reads(base: tuple[ReviewBase, list[str]], tmp_path: Path,
-                                                    made: dict[str, Path]) -> None:
+                                                    made: dict[str, Path], db: str) -> None:
     b, (a, bb, e) = base
-    db, ev, key = str(tmp_path / "base.db"), str(tmp_path / "evidence"), str(base_age_key(made["enc"]))
+    ev, key = str(tmp_path / "evidence"), str(base_age_key(made["enc"]))
     common = ["--evidence", ev, "--db", db, "--age-key", key, "--actor", "ines"]
     out = tmp_path / "ds"
     # nothing reviewed yet: a clear error, nothing written
@@ -185,8 +190,8 @@ def test_encrypted_footage_without_base_key_is_refused(made: dict[str, Path], tm
 
 
 @pytest.mark.slow
-def test_a_smoke_build_trains_on_the_export(base: tuple[ReviewBase, list[str]], tmp_path: Path) -> None:
-    b, recs = base
+def test_a_smoke_build_trains_on_the_export(made: dict[str, Path], tmp_path: Path) -> None:
+    b, recs = offloaded(made, tmp_path, str(tmp_path / "base.db"))
     for rec in recs:
         for m in detections(b, rec):
             label(b, rec, kind="confirm", marker=m)
@@ -200,3 +205,4 @@ def test_a_smoke_build_trains_on_the_export(base: tuple[ReviewBase, list[str]], 
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "model" / "smoke.tflite").is_file()
     assert "int8" in run.stdout
+    b.close()
