@@ -1,4 +1,5 @@
-"""``bodycam-base export-dataset OUT [--since T] [--until T] [--device D] [--reviewed-only] --evidence DIR --db DB``."""
+"""``bodycam-base export-dataset OUT [--since T] [--until T] [--device D] [--reviewed-only] --evidence DIR
+[--evidence-s3 URL] [--age-key FILE] --db DB``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from bodycam.base.evidence_s3 import add_s3_arguments
 from bodycam.device.clock import SystemClock
 from bodycam.device.errors import UsageError
 
@@ -28,6 +30,7 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
                      help="only recordings whose every detection has a verdict (otherwise an undecided detection "
                           "counts as a shot)")
     exp.add_argument("--evidence", required=True, type=Path, help="base's evidence store (folder)")
+    add_s3_arguments(exp)
     exp.add_argument("--age-key", type=Path, action="append", default=[], metavar="FILE",
                      help="base's age identity, for footage encrypted at rest (repeat for old keys)")
     exp.add_argument("--actor", default=None, help="who exports (audited); default: the login name")
@@ -37,7 +40,7 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
 def run(args: argparse.Namespace) -> int:
     from bodycam.base.cli import open_store
     from bodycam.base.custody import CustodyLog
-    from bodycam.base.evidence_store import FileEvidenceStore
+    from bodycam.base.evidence_s3 import open_evidence
     from bodycam.base.export_dataset import export_dataset
     from bodycam.base.web.cli import build_review
     from bodycam.device.uplink.validate import is_device_id
@@ -48,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
     if args.device is not None and not is_device_id(args.device):
         raise UsageError(f"--device {args.device!r} is not a device id")
-    if not (args.evidence / "recordings").is_dir():
+    if args.evidence_s3 is None and not (args.evidence / "recordings").is_dir():
         raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")
     with closing(open_store(args.db, create=False)) as store:
-        evidence = FileEvidenceStore(args.evidence, reserve_mb=0)
+        evidence = open_evidence(args.evidence, args, reserve_mb=0)
         review = build_review(evidence, CustodyLog(store), store, args.age_key)  # type: ignore[arg-type]
         done = export_dataset(args.out, review, actor=args.actor or getpass.getuser(),
                               now_ns=SystemClock().wall_ns(), device=args.device, since=args.since,
