@@ -17,8 +17,9 @@ and ``stored`` to the custody log (``base/custody.py``). Anything that fails is 
 codes and the reason, logged, audited (``refused``), and the files are kept aside in
 ``<evidence root>/refused/`` for inspection; nothing refused is ever stored as evidence.
 
-Seam for encryption at rest (issue 13, item 6): :meth:`Receiver.accept` takes a directory of
-received files; a decrypt step goes before :func:`verify_recording` and hands it the plaintext.
+Footage encrypted at rest (issue 13, item 6) is verified and stored as received (the ciphertext the
+manifest signs is the evidence original); ``on_stored`` lets base decrypt it afterwards into a working
+copy for review (``base/review_footage.py``, ``serve --age-key``).
 """
 
 from __future__ import annotations
