@@ -64,6 +64,7 @@ def test_review_in_the_dashboard_and_through_the_api(made: dict[str, Path], tmp_
             assert "/review" not in c.get("/markers").text
         with TestClient(app, follow_redirects=False) as c:
             login(c, "ines")
+            assert f'href="/review/{DEVICE}/{rec}"' in c.get(f"/evidence/{DEVICE}/{rec}").text
             listing = c.get("/review")
             assert listing.status_code == 200 and rec in listing.text and "0 / 6" in listing.text
             page = c.get(f"/review/{DEVICE}/{rec}")

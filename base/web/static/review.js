@@ -192,11 +192,19 @@
   });
   video.addEventListener("timeupdate", function () { show(); });
   video.addEventListener("seeked", function () { show(); });
-  video.addEventListener("loadedmetadata", function () { root.setAttribute("data-video", "loaded"); chapters(); });
+  function metadata() { root.setAttribute("data-video", "loaded"); chapters(); }
+  video.addEventListener("loadedmetadata", metadata);
+  video.addEventListener("error", function () {
+    var e = video.error;
+    root.setAttribute("data-video", "error");
+    say("The video cannot be played here" + (e ? " (media error " + e.code + (e.message ? ": " + e.message : "") + ")" : ""), true);
+  });
+  if (video.readyState >= 1) { metadata(); } // loaded before this script ran: the event is gone
   var trackEl = video.querySelector("track");
   if (trackEl) {
     trackEl.addEventListener("load", chapters);
     if (video.textTracks[0]) { video.textTracks[0].mode = "hidden"; }
+    if (trackEl.readyState === 2) { chapters(); }
   }
   load();
 }());
