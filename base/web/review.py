@@ -40,7 +40,6 @@ ROLE = "supervisor"
 MAX_BODY = 16 * 1024
 CHAPTERS_FILE = "chapters.vtt"
 
-Page = Callable[[Request, Session], Awaitable[Response]]
 Guard = Callable[..., Callable[[Request], Awaitable[Response]]]
 
 
