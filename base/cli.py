@@ -8,6 +8,7 @@ bodycam-base keys       add DEVICE device.pub | revoke DEVICE KEY_ID [--at T] | 
 bodycam-base serve      --db base.db [--listen 127.0.0.1:8080]   (the web app: bodycam.base.web)
 bodycam-base user add NAME --role operator|supervisor|admin --db base.db
 bodycam-base export-case OUT --device D [--recording R ...] --evidence DIR --db base.db
+bodycam-base export-dataset OUT [--device D] [--since T] [--until T] [--reviewed-only] --evidence DIR --db base.db
 
 ``--db``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL, ``pip install 'bodycam[postgres]'``).
 """
@@ -31,7 +32,7 @@ from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
-from bodycam.base import alerts_out, broker_acl, keys_cli, model_cli, offload_cli, peer
+from bodycam.base import alerts_out, broker_acl, dataset_cli, keys_cli, model_cli, offload_cli, peer
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import MarkerStore, SqliteStore
 from bodycam.base.web import cli as web_cli
@@ -152,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     broker_acl.add_parser(sub, _DB_HELP, [verbose])
     web_cli.add_parsers(sub, _DB_HELP, [verbose])
     offload_cli.add_parser(sub, _DB_HELP, [verbose])
+    dataset_cli.add_parser(sub, _DB_HELP, [verbose])
     return p
 
 
@@ -368,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
         "keys": keys_cli.run, "model": model_cli.run, "export-case": offload_cli.run,
+        "export-dataset": dataset_cli.run,
         "broker-acl": broker_acl.run,
         "serve": lambda a: web_cli.serve(a, open_store), "user": lambda a: web_cli.user(a, open_store),
     }

@@ -17,8 +17,9 @@ and ``stored`` to the custody log (``base/custody.py``). Anything that fails is 
 codes and the reason, logged, audited (``refused``), and the files are kept aside in
 ``<evidence root>/refused/`` for inspection; nothing refused is ever stored as evidence.
 
-Seam for encryption at rest (issue 13, item 6): :meth:`Receiver.accept` takes a directory of
-received files; a decrypt step goes before :func:`verify_recording` and hands it the plaintext.
+Footage encrypted at rest (issue 13, item 6) is verified and stored as received (the ciphertext the
+manifest signs is the evidence original); ``on_stored`` lets base decrypt it afterwards into a working
+copy for review (``base/review_footage.py``, ``serve --age-key``).
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 
 class Receiver:
     def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+                 now_ns: Callable[[], int] = time.time_ns,
+                 on_stored: Callable[[str, str], None] | None = None) -> None:
+        """``on_stored(device, recording)``: called after a recording is stored (e.g. base's working
+        copy for review: decrypted, joined); its failure is logged, never a refusal."""
+        self.on_stored = on_stored
         self.evidence = evidence
         self.custody = custody
         self.keys = keys
@@ -238,6 +243,11 @@ class Receiver:
                                 {"location": location, "manifest_sha256": conf.manifest_sha256})
         log.info("offload: stored %s/%s (%d segment(s), %d marker(s)), verified with key %s", device, recording,
                  report.segments, report.markers, key.key_id)
+        if self.on_stored is not None:
+            try:
+                self.on_stored(device, recording)
+            except Exception:  # the evidence is stored and confirmed whatever a follower does
+                log.exception("offload: after storing %s/%s", device, recording)
         return conf
 
     def _stored_manifest(self, device: str, recording: str) -> tuple[bytes, dict[str, Any]]:

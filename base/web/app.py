@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bodycam.base.model_delivery import ModelShelf
 from bodycam.base.offload_api import offload_routes
 from bodycam.base.receive import Receiver
+from bodycam.base.review import Review
 from bodycam.base.web import evidence, pages, record
 from bodycam.base.web import map as map_pages
 from bodycam.base.web import models as models_page
@@ -42,6 +43,7 @@ from bodycam.base.web.db import WebDb
 from bodycam.base.web.fleet import FleetConfig, FleetWatch
 from bodycam.base.web.models import ModelDesk
 from bodycam.base.web.record import RecordSender
+from bodycam.base.web.review import review_routes
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import StorageError
 
@@ -115,11 +117,13 @@ def client_of(request: Request) -> str:
 
 
 def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver | None = None,
-               models: ModelShelf | None = None, model_desk: ModelDesk | None = None) -> Starlette:
+               models: ModelShelf | None = None, model_desk: ModelDesk | None = None,
+               review: Review | None = None) -> Starlette:
     """The web app; ``offload``: base's receiver of camera uploads (``base/receive.py``), whose routes
     (``/api/offload/v1/...``, signed by each device's key, no session) are mounted in this app, with
     ``models``: the approved model packages offered to cameras at the dock (base/model_delivery.py);
-    ``model_desk``: the registry's page (``/models``, base/web/models.py)."""
+    ``model_desk``: the registry's page (``/models``, base/web/models.py); ``review``: the review
+    pages and API on the same evidence (``base/web/review.py``)."""
     cfg = config or WebConfig()
     auth = Auth(db, session_s=cfg.session_s)
     hub = AlertHub(db, poll_s=cfg.poll_s)
@@ -128,7 +132,8 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
 
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
         return tpl.TemplateResponse(request, name, {"s": None, "outage": hub.outage, "evidence_on": offload is not None,
-                                                   "models_on": model_desk is not None, **ctx}, status_code=status)
+                                                   "models_on": model_desk is not None,
+                                                   "review_on": review is not None, **ctx}, status_code=status)
 
     async def session_of(request: Request) -> Session | None:
         return await run_in_threadpool(auth.session, request.cookies.get(SESSION_COOKIE), cfg.now_ns())
@@ -289,6 +294,8 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
             Route("/evidence/{device}/{recording}/{name}", guard(with_rx(evidence.file), "supervisor"),
                   methods=["GET"]),
         ]
+    if review is not None:
+        routes += review_routes(ctx, review, guard)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Headers, csp=cfg.csp())],

@@ -13,6 +13,7 @@ import argparse
 import getpass
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -65,6 +66,9 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     serve.add_argument("--model-key", type=Path, help="base's model-signing key ('bodycam-base model keygen'): admins "
                                                        "may approve models on the /models page")
     serve.add_argument("--model-packages", type=Path, help="where approved packages are written (with --model-key)")
+    serve.add_argument("--age-key", type=Path, action="append", default=[], metavar="FILE",
+                       help="base's age identity (private key) for footage encrypted at rest: recordings are "
+                            "decrypted on receipt into a working copy for review and export (repeat for old keys)")
     serve.add_argument("--evidence-reserve-mb", type=float, default=1024.0,
                        help="refuse uploads that would leave less free space in the evidence store (default 1024)")
 
@@ -77,6 +81,18 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     add.add_argument("--replace", action="store_true", help="the user exists: set this role and a new password")
     ls = verbs.add_parser("list", help="list users and roles")
     ls.add_argument("--db", required=True, help=db_help)
+
+
+def build_review(evidence: Any, custody: Any, store: Any, age_keys: list[Path]) -> Any:
+    """Review at base on this evidence store (labels in the store's database; ``age_keys``: base's
+    identities for footage encrypted at rest)."""
+    from bodycam.base.review import Review
+    from bodycam.base.review_footage import WorkingCopies
+    from bodycam.base.review_labels import LabelStore
+    from bodycam.device.footage.atrest import load_identity
+
+    identities = [load_identity(p) for p in age_keys]
+    return Review(evidence, custody, LabelStore(store), WorkingCopies(evidence, identities))
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -137,6 +153,7 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
 
         receiver = None
         shelf = None
+        review = None
         if args.evidence is not None:
             from bodycam.base.custody import CustodyLog
             from bodycam.base.evidence_s3 import open_evidence
@@ -144,15 +161,20 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
             from bodycam.base.model_delivery import ModelShelf
             from bodycam.base.receive import Receiver
 
-            receiver = Receiver(open_evidence(args.evidence, args, reserve_mb=args.evidence_reserve_mb),
-                                CustodyLog(store), KeyRegistry(store))
+            evidence = open_evidence(args.evidence, args, reserve_mb=args.evidence_reserve_mb)
+            review = build_review(evidence, CustodyLog(store), store, args.age_key)
+            receiver = Receiver(evidence, review.custody, KeyRegistry(store),
+                                on_stored=lambda d, r: threading.Thread(target=review.copies.prepare, args=(d, r),
+                                                                        name="review-copy", daemon=True).start())
             shelf = ModelShelf(desk.registry)
+        elif args.age_key:
+            raise UsageError("--age-key goes with --evidence")
         web = WebDb(store)
         recorder = RecordSender(web, mqtt, prefix=args.prefix, expiry_s=args.record_expiry_s)
         app = create_app(web, WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
                                         cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
                                         tile_attribution=args.tile_attribution, recorder=recorder),
-                         offload=receiver, models=shelf, model_desk=desk)
+                         offload=receiver, models=shelf, model_desk=desk, review=review)
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",
                                 access_log=bool(args.verbose), timeout_graceful_shutdown=2, server_header=False,
                                 ssl_certfile=None if args.cert_file is None else str(args.cert_file),
