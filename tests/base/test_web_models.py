@@ -39,7 +39,7 @@ def shipped_copy(dest: Path, version: str) -> Path:
     return dest / src.name
 
 
-class App:
+class ModelsWeb:
     def __init__(self, db: str, tmp: Path, can_approve: bool) -> None:
         self.store: MarkerStore = open_store(db)
         self.web = WebDb(self.store)
@@ -57,13 +57,13 @@ class App:
 
 
 @pytest.fixture
-def app(db: str, tmp_path: Path) -> Iterator[App]:
-    a = App(db, tmp_path, can_approve=True)
+def app(db: str, tmp_path: Path) -> Iterator[ModelsWeb]:
+    a = ModelsWeb(db, tmp_path, can_approve=True)
     yield a
     a.store.close()
 
 
-def test_an_admin_approves_a_registered_model_once_audited_and_it_is_offered(app: App) -> None:
+def test_an_admin_approves_a_registered_model_once_audited_and_it_is_offered(app: ModelsWeb) -> None:
     app.registry.add(shipped_copy(app.tmp / "b1", "1.1.0"), "ines", WALL)
     with app.client() as c:
         login(c, "ada")
@@ -86,7 +86,7 @@ def test_an_admin_approves_a_registered_model_once_audited_and_it_is_offered(app
     assert ("ada", "model_approve_failed", "model shotnet 1.1.0") in actions
 
 
-def test_a_supervisor_only_looks_and_an_operator_does_not_see_the_page(app: App) -> None:
+def test_a_supervisor_only_looks_and_an_operator_does_not_see_the_page(app: ModelsWeb) -> None:
     app.registry.add(shipped_copy(app.tmp / "b2", "1.2.0"), "ines", WALL)
     with app.client() as c:
         login(c, "sam")
@@ -101,7 +101,7 @@ def test_a_supervisor_only_looks_and_an_operator_does_not_see_the_page(app: App)
 
 
 def test_without_base_s_key_the_page_is_read_only_and_says_why(db: str, tmp_path: Path) -> None:
-    a = App(db, tmp_path, can_approve=False)
+    a = ModelsWeb(db, tmp_path, can_approve=False)
     try:
         a.registry.add(shipped_copy(tmp_path / "b3", "1.3.0"), "ines", WALL)
         with a.client() as c:
