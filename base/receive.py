@@ -163,6 +163,19 @@ class Receiver:
             have = path.stat().st_size if path.is_file() else 0
             if offset > have:
                 raise Refused(409, ["offset"], f"offset {offset} is past the {have} bytes base holds", received=have)
+            if offset < have:  # a retransmission, a late request of a killed uploader, or a restarted file
+                overlap = min(have - offset, len(data))
+                try:
+                    with path.open("rb") as fh:
+                        fh.seek(offset)
+                        same = fh.read(overlap) == data[:overlap]
+                except OSError as exc:
+                    raise Refused(500, ["base_write"], f"base cannot read the upload ({exc.strerror or exc})") from exc
+                if same:  # nothing base holds is cut: only what is new is written
+                    if offset + len(data) <= have:
+                        return have
+                    data, offset = data[overlap:], have
+                # else the bytes differ (the camera's file is another one now): base takes it from ``offset``
             if not self.evidence.room_for(len(data)):
                 raise Refused(507, ["base_full"], "base's evidence store is full: nothing taken, try later")
             try:
