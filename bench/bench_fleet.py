@@ -106,6 +106,12 @@ class Camera:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     resend_cmds: int = 0
     task: asyncio.Task[None] | None = None
+    home: tuple[float, float] = (52.52, 13.40)  # where the camera is (its markers and telemetry, +- 20 m)
+
+    def where(self) -> Location:
+        lat, lon = self.home
+        return Location(lat + random.uniform(-1, 1) * 20 / 111_195, lon + random.uniform(-1, 1) * 33 / 111_195,
+                        34.5, 0.9, "3d", 0.4)
 
     def next_marker(self, kind: str) -> bytes:
         self.seq += 1
@@ -115,7 +121,7 @@ class Camera:
             kind=kind, t_mono_ns=CLOCK.monotonic_ns(), wall_ns=wall,
             confidence=0.97 if gun else None, model=MODEL if gun else None,
             media=Media("20261129T150000000Z", 0, 12.5, 375),
-            location=Location(52.52 + random.random() / 100, 13.40 + random.random() / 100, 34.5, 0.9, "3d", 0.4),
+            location=self.where(),
             extra={"evidence": {"audio": 0.97}} if gun else None,
         )
         m = build_marker(draft, marker_id=uuid7(wall), device=self.device, seq=self.seq, prev=self.prev,
@@ -300,9 +306,32 @@ def _pg_pids(pg: PgServer) -> list[int]:
         return []
 
 
+def _home() -> tuple[float, float]:
+    """A camera's place: uniform over a square of --area-km around Berlin's centre (a city's patrol area)."""
+    half = ARGS.area_km * 500.0
+    return (52.52 + random.uniform(-half, half) / 111_195, 13.40 + random.uniform(-half, half) / (111_195 * 0.609))
+
+
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def _firmware_telemetry(cam: Camera) -> dict[str, object]:
+    """What the firmware's provider sends (``device/assemble.py``: loop stats, recording, model, clock,
+    location, detector, audio, board sources), so base parses and stores messages of the real size."""
+    return {
+        "frames": random.randrange(10**6), "inference_ms_p50": 0.61, "recording": False, "storage_alarm": False,
+        "model": MODEL.to_dict(), "clock": {"synced": True, "source": "gnss", "offset_ms": 3.0},
+        "location": cam.where().to_dict(),
+        "detector": "edgetpu", "audio": {"state": "ok", "alarm": False, "footage_sound": "aac"},
+        "sources": {"cpu_temp_c": 41.5, "throttled": 0, "storage": {"free_bytes": 48_000_000_000,
+                                                                   "total_bytes": 64_000_000_000},
+                    "battery": {"percent": 81, "status": "Discharging"}},
+    }
+
+
+_DELIVERY = {"unconfirmed": 0, "in_memory": 0, "alarm": None, "journal_error": None}
 
 
 # -- the phases --------------------------------------------------------------------------------------
@@ -312,8 +341,8 @@ async def telemetry_loop(cams: list[Camera], stop: asyncio.Event) -> None:
     i = 0
     while not stop.is_set():
         cam = cams[i % len(cams)]
-        body = telemetry_payload(cam.device, CLOCK, queue_depth=0,
-                                 provider=lambda: {"battery_pct": 81, "storage_free_mb": 20_000, "temp_c": 41.5})
+        body = telemetry_payload(cam.device, CLOCK, queue_depth=0, delivery=_DELIVERY | {"confirmed_seq": cam.acked},
+                                 provider=lambda c=cam: _firmware_telemetry(c))
         await cam.publish(f"bodycam/{cam.device}/telemetry", body)
         i += 1
         await asyncio.sleep(per)
@@ -487,7 +516,7 @@ async def run(tmp: Path) -> dict[str, object]:
         url = pg.url(pg.create_db())
         store = PostgresStore(url)
         reg = KeyRegistry(store)
-        cams = [Camera(f"cam-{i:05d}", Signer.generate()) for i in range(ARGS.cameras)]
+        cams = [Camera(f"cam-{i:05d}", Signer.generate(), home=_home()) for i in range(ARGS.cameras)]
         t = time.monotonic()
         reg.add(cams[0].device, cams[0].signer.public_pem(), CLOCK.wall_ns())  # the CLI's way, for one
         with store.transaction() as tx:  # the rest in one transaction: the same rows
@@ -531,6 +560,8 @@ def main() -> int:
     ap.add_argument("--consumers", default="1,2", help="comma-separated consumer counts")
     ap.add_argument("--window", type=int, default=20, help="QoS 1 messages in flight per camera")
     ap.add_argument("--telemetry-s", type=float, default=10.0)
+    ap.add_argument("--area-km", type=float, default=20.0,
+                    help="cameras spread over a square this wide (peer activation: a shot starts those within 300 m)")
     ap.add_argument("--shots", type=int, default=60)
     ap.add_argument("--shot-interval-s", type=float, default=0.25)
     ap.add_argument("--background", type=float, default=200, help="other markers/s during the banner run")
