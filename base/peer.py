@@ -90,9 +90,10 @@ class Position:
 
 
 class PositionSource(Protocol):
-    def around(self, lat: float, lon: float, radius_m: float, since_ns: int) -> list[Position]:
-        """The last known position of every online device that may be within ``radius_m`` of (lat, lon)
-        (a superset is fine: the caller checks the distance), learnt at or after ``since_ns``."""
+    def around(self, points: Sequence[tuple[float, float]], radius_m: float, since_ns: int) -> list[Position]:
+        """The last known position of every online device that may be within ``radius_m`` of one of the
+        (lat, lon) ``points`` (a superset is fine: the caller checks the distance), learnt at or after
+        ``since_ns``."""
         ...
 
 
@@ -116,16 +117,25 @@ class DevicePositions:
     def __init__(self, store: _Store) -> None:
         self.store = store
 
-    def around(self, lat: float, lon: float, radius_m: float, since_ns: int) -> list[Position]:
+    def around(self, points: Sequence[tuple[float, float]], radius_m: float, since_ns: int) -> list[Position]:
+        """One query per 100 points (a batch's shots): the union of their bounding boxes."""
         sql = ("SELECT device, pos_lat, pos_lon, pos_received_ns FROM devices "
                "WHERE state='online' AND pos_received_ns >= ?")
-        args: list[float | int] = [since_ns]
-        box = bounding_box(lat, lon, radius_m)
-        if box is not None:
-            sql += " AND pos_lat BETWEEN ? AND ? AND pos_lon BETWEEN ? AND ?"
-            args += [box[0], box[2], box[1], box[3]]
-        return [Position(str(r[0]), float(r[1]), float(r[2]), int(r[3]), "device")
-                for r in self.store.read(sql, tuple(args))]
+        boxes = [bounding_box(lat, lon, radius_m) for lat, lon in dict.fromkeys(points)]
+        if not boxes:
+            return []
+        queries: list[tuple[str, list[float | int]]] = [(sql, [since_ns])]  # a box at a pole or the antimeridian: all
+        if all(b is not None for b in boxes):
+            queries = []
+            for i in range(0, len(boxes), 100):
+                part = [b for b in boxes[i:i + 100] if b is not None]
+                cond = " OR ".join(["(pos_lat BETWEEN ? AND ? AND pos_lon BETWEEN ? AND ?)"] * len(part))
+                queries.append((f"{sql} AND ({cond})", [since_ns, *(v for b in part for v in (b[0], b[2], b[1], b[3]))]))
+        found: dict[str, Position] = {}
+        for q, args in queries:
+            for r in self.store.read(q, tuple(args)):
+                found[str(r[0])] = Position(str(r[0]), float(r[1]), float(r[2]), int(r[3]), "device")
+        return list(found.values())
 
 
 def _schema(serial: str) -> tuple[str, ...]:
@@ -203,18 +213,29 @@ class PeerActivation:
         self.activate_all([m for m in markers if self.cfg.enabled and m.kind == "gunshot" and m.location is not None],
                           publish)
 
-    def nearby(self, m: Marker, now_ns: int) -> list[tuple[str, float]]:
-        """Online devices (not ``m``'s) whose last position is within the radius: (device, metres), nearest first."""
+    def nearby(self, m: Marker, now_ns: int, positions: Sequence[Position] | None = None) -> list[tuple[str, float]]:
+        """Online devices (not ``m``'s) whose last position is within the radius: (device, metres), nearest
+        first. ``positions``: what :meth:`positions` returned for a batch holding ``m`` (else read now)."""
         assert m.location is not None
         lat, lon = m.location.lat, m.location.lon
+        if positions is None:
+            positions = self.positions([m], now_ns)
+        box = bounding_box(lat, lon, self.cfg.radius_m)
+        if box is not None:  # a batch's positions are near any of its shots: the box first, cheaply
+            positions = [p for p in positions if box[0] <= p.lat <= box[2] and box[1] <= p.lon <= box[3]]
+        near = [(p.device, great_circle_m(lat, lon, p.lat, p.lon)) for p in positions if p.device != m.device]
+        return sorted(((d, dist) for d, dist in near if dist <= self.cfg.radius_m), key=lambda x: (x[1], x[0]))
+
+    def positions(self, shots: Sequence[Marker], now_ns: int) -> list[Position]:
+        """The newest known position of the online devices near any of ``shots`` (one query per source)."""
+        points = [(m.location.lat, m.location.lon) for m in shots if m.location is not None]
         since = now_ns - int(self.cfg.position_max_age_s * NS)
         newest: dict[str, Position] = {}
         for source in self.sources:
-            for p in source.around(lat, lon, self.cfg.radius_m, since):
-                if p.device != m.device and (p.device not in newest or p.received_ns > newest[p.device].received_ns):
+            for p in source.around(points, self.cfg.radius_m, since):
+                if p.device not in newest or p.received_ns > newest[p.device].received_ns:
                     newest[p.device] = p
-        near = [(d, great_circle_m(lat, lon, p.lat, p.lon)) for d, p in newest.items()]
-        return sorted(((d, dist) for d, dist in near if dist <= self.cfg.radius_m), key=lambda x: (x[1], x[0]))
+        return list(newest.values())
 
     def _claim(self, shots: Sequence[Marker], now_ns: int) -> set[str]:
         """Claim the shots (one transaction); the ids whose claim row this call made."""
@@ -249,12 +270,13 @@ class PeerActivation:
         if not fresh:
             return {}
         mine = self._claim(fresh, now)
+        claimed = list({m.id: m for m in fresh if m.id in mine}.values())
+        positions = self.positions(claimed, now) if claimed else []
         out: dict[str, list[Command]] = {}
-        for m in fresh:
-            if m.id in mine and m.id not in out:
-                reason = f"peer:{m.device}/{m.id}"
-                out[m.id] = [record_command(self.prefix, d, reason, now, self.cfg.expiry_s, dist)
-                             for d, dist in self.nearby(m, now)]
+        for m in claimed:
+            reason = f"peer:{m.device}/{m.id}"
+            out[m.id] = [record_command(self.prefix, d, reason, now, self.cfg.expiry_s, dist)
+                         for d, dist in self.nearby(m, now, positions)]
         if any(out.values()):
             with self.store.transaction() as tx:
                 tx.many(

@@ -266,9 +266,13 @@ def test_positions_far_from_the_shot_are_not_read(fleet: Fleet) -> None:
 
     assert isinstance(fleet.store, _Store)
     src = DevicePositions(fleet.store)
-    assert {p.device for p in src.around(*HERE, 300, 0)} == {"cam-a", "cam-b"} - {"cam-a"}  # cam-a: no position
-    assert {p.device for p in src.around(*HERE, 5000, 0)} == {"cam-b", "cam-c"}
-    assert src.around(*HERE, 300, WALL + 1) == []  # learnt before since_ns: too old
+    assert {p.device for p in src.around([HERE], 300, 0)} == {"cam-a", "cam-b"} - {"cam-a"}  # cam-a: no position
+    assert {p.device for p in src.around([HERE], 5000, 0)} == {"cam-b", "cam-c"}
+    assert src.around([HERE], 300, WALL + 1) == []  # learnt before since_ns: too old
+    two = {p.device for p in src.around([HERE, north_of(2000)], 300, 0)}  # a batch's shots: one query
+    assert two == {"cam-b", "cam-c"}
+    many = [north_of(10_000 + 10 * i) for i in range(250)] + [north_of(2000)]  # a burst of shots: 100 per query
+    assert {p.device for p in src.around(many, 300, 0)} == {"cam-c"}
     box = bounding_box(*HERE, 300)
     assert box is not None and box[0] < HERE[0] - 300 / 111_195 and box[2] > HERE[0] + 300 / 111_195
     assert bounding_box(0.0, 179.999, 300) is None and bounding_box(89.999, 0.0, 300) is None
