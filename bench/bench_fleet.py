@@ -312,6 +312,22 @@ def _home() -> tuple[float, float]:
     return (52.52 + random.uniform(-half, half) / 111_195, 13.40 + random.uniform(-half, half) / (111_195 * 0.609))
 
 
+def _wal_and_telemetry(db: PostgresStore) -> tuple[int, int]:
+    """WAL written so far (bytes) and telemetry messages stored so far (the history's identity)."""
+    row = db.read("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'), (SELECT COALESCE(MAX(n), 0) FROM telemetry)")
+    return int(row[0][0]), int(row[0][1])
+
+
+def _sizes(db: PostgresStore) -> dict[str, float]:
+    """Bytes on disk per stored row (table + indexes + TOAST) of markers and telemetry history."""
+    out: dict[str, float] = {}
+    for table in ("markers", "telemetry"):
+        row = db.read(f"SELECT pg_total_relation_size('{table}'), (SELECT COUNT(*) FROM {table})")
+        out[f"{table}_rows"] = int(row[0][1])
+        out[f"{table}_bytes_per_row"] = int(row[0][0]) / max(1, int(row[0][1]))
+    return out
+
+
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
@@ -357,6 +373,8 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
     for p in procs:
         await _wait_line(p, "listening on")
     print(f"  {consumers} consumer(s) listening; making {len(cams) * ARGS.burst} signed markers", flush=True)
+    # telemetry alone (the fleet's every-10-s messages) while the markers are made: WAL and CPU per message
+    tel0 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic())
     bursts: list[list[bytes]] = []
     n = 0
     for cam in cams:
@@ -366,6 +384,8 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
             burst.append(cam.next_marker("gunshot" if n % ARGS.gunshot_every == 0 else random.choice(OTHER_KINDS)))
         bursts.append(burst)
     total = len(cams) * ARGS.burst
+    tel1 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic())
+    tel_msgs = tel1[0][1] - tel0[0][1]
     pg_pids = _pg_pids(PG)
     spies = [subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--rate", "50", "--format", "raw",
                                "--nonblocking", "--output", str(ARGS.profile / f"listen-{consumers}-{i}.txt")],
@@ -373,6 +393,7 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
              for i, p in enumerate(procs)] if ARGS.profile else []
     cpu0 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids), _cpu_s([broker.proc.pid]), time.process_time())
     t0 = time.monotonic()
+    wal0 = tel1[0][0]
 
     async def send(cam: Camera, burst: list[bytes]) -> None:
         for body in burst:
@@ -389,6 +410,7 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
         if ARGS.progress:
             print(f"    {time.monotonic() - t0:6.2f} s: {stored} stored", flush=True)
     dt = time.monotonic() - t0
+    wal1 = (await asyncio.to_thread(_wal_and_telemetry, db))
     cpu1 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids + _pg_pids(PG)[len(pg_pids):]), _cpu_s([broker.proc.pid]),
             time.process_time())
     for spy in spies:
@@ -412,10 +434,21 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
            "cpu_listen_s": cpu1[0] - cpu0[0], "cpu_pg_s": cpu1[1] - cpu0[1], "cpu_broker_s": cpu1[2] - cpu0[2],
            "cpu_fleet_s": cpu1[3] - cpu0[3]}
     out["per_core_rate"] = stored / out["cpu_listen_s"] * consumers if out["cpu_listen_s"] > 0 else float("nan")
+    out["markers_per_listen_cpu_s"] = stored / out["cpu_listen_s"] if out["cpu_listen_s"] > 0 else float("nan")
+    # WAL during the burst (telemetry kept flowing: its share, at the rate measured just before, is taken off)
+    tel_rate = tel_msgs / (tel1[2] - tel0[2]) if tel1[2] > tel0[2] else 0.0
+    tel_wal = (tel1[0][0] - tel0[0][0]) / tel_msgs if tel_msgs > 0 else 0.0
+    out["telemetry_msgs_per_s"] = tel_rate
+    out["wal_bytes_per_telemetry"] = tel_wal
+    out["listen_cpu_ms_per_telemetry"] = (tel1[1] - tel0[1]) / tel_msgs * 1e3 if tel_msgs > 0 else float("nan")
+    out["wal_bytes_per_marker"] = ((wal1[0] - wal0) - tel_wal * (wal1[1] - tel1[0][1])) / stored if stored else 0.0
     print(f"  ingest, {consumers} consumer(s): {stored}/{total} stored in {dt:.1f} s = {out['rate']:.0f} markers/s "
           f"(fleet published at {out['publish_rate']:.0f}/s; first to last received at base: "
           f"{out['rate_received_span']:.0f}/s); cameras with every marker acked: {acked}/{len(cams)}; "
           f"listen peak RSS {', '.join(f'{r:.0f}' for r in rss)} MB; exit {codes}", flush=True)
+    print(f"  telemetry alone before the burst: {tel_rate:.0f} msgs/s, {tel_wal:.0f} B of WAL and "
+          f"{out['listen_cpu_ms_per_telemetry']:.3f} ms of listen CPU per message; the burst: "
+          f"{out['wal_bytes_per_marker']:.0f} B of WAL per marker", flush=True)
     print(f"  CPU during it: listen {out['cpu_listen_s']:.1f} s ({out['cpu_listen_s'] / stored * 1e3:.3f} ms/marker: "
           f"{stored / out['cpu_listen_s']:.0f} markers per CPU-second of listen), PostgreSQL {out['cpu_pg_s']:.1f} s "
           f"({out['cpu_pg_s'] / stored * 1e3:.3f} ms/marker), Mosquitto {out['cpu_broker_s']:.1f} s, fleet "
@@ -541,6 +574,12 @@ async def run(tmp: Path) -> dict[str, object]:
         tele = asyncio.create_task(telemetry_loop(cams, stop))
         for c in ARGS.consumers:
             results[f"ingest_{c}"] = await ingest(cams, c, url, broker, tmp)
+        sizes_db = PostgresStore(url)
+        results["sizes"] = sizes = await asyncio.to_thread(_sizes, sizes_db)
+        sizes_db.close()
+        print(f"  on disk: {sizes['markers_bytes_per_row']:.0f} B per marker ({sizes['markers_rows']} rows), "
+              f"{sizes['telemetry_bytes_per_row']:.0f} B per telemetry history row ({sizes['telemetry_rows']})",
+              flush=True)
         if ARGS.shots:
             results["banner"] = await banner(cams, url, broker, tmp)
         stop.set()
