@@ -372,9 +372,14 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
                    "--client-id", f"bench-{group}-{i}") for i in range(consumers)]
     for p in procs:
         await _wait_line(p, "listening on")
+    # telemetry alone (the fleet's every-10-s messages) for --telemetry-window-s: WAL and CPU per message
+    tel0 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic(),
+            _cpu_s(_pg_pids(PG)))
+    await asyncio.sleep(ARGS.telemetry_window_s)
+    tel1 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic(),
+            _cpu_s(_pg_pids(PG)))
+    tel_msgs = tel1[0][1] - tel0[0][1]
     print(f"  {consumers} consumer(s) listening; making {len(cams) * ARGS.burst} signed markers", flush=True)
-    # telemetry alone (the fleet's every-10-s messages) while the markers are made: WAL and CPU per message
-    tel0 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic())
     bursts: list[list[bytes]] = []
     n = 0
     for cam in cams:
@@ -384,16 +389,14 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
             burst.append(cam.next_marker("gunshot" if n % ARGS.gunshot_every == 0 else random.choice(OTHER_KINDS)))
         bursts.append(burst)
     total = len(cams) * ARGS.burst
-    tel1 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic())
-    tel_msgs = tel1[0][1] - tel0[0][1]
     pg_pids = _pg_pids(PG)
     spies = [subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--rate", "50", "--format", "raw",
                                "--nonblocking", "--output", str(ARGS.profile / f"listen-{consumers}-{i}.txt")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for i, p in enumerate(procs)] if ARGS.profile else []
+    wal0 = (await asyncio.to_thread(_wal_and_telemetry, db))
     cpu0 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids), _cpu_s([broker.proc.pid]), time.process_time())
     t0 = time.monotonic()
-    wal0 = tel1[0][0]
 
     async def send(cam: Camera, burst: list[bytes]) -> None:
         for body in burst:
@@ -441,13 +444,15 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
     out["telemetry_msgs_per_s"] = tel_rate
     out["wal_bytes_per_telemetry"] = tel_wal
     out["listen_cpu_ms_per_telemetry"] = (tel1[1] - tel0[1]) / tel_msgs * 1e3 if tel_msgs > 0 else float("nan")
-    out["wal_bytes_per_marker"] = ((wal1[0] - wal0) - tel_wal * (wal1[1] - tel1[0][1])) / stored if stored else 0.0
+    out["pg_cpu_ms_per_telemetry"] = (tel1[3] - tel0[3]) / tel_msgs * 1e3 if tel_msgs > 0 else float("nan")
+    out["wal_bytes_per_marker"] = ((wal1[0] - wal0[0]) - tel_wal * (wal1[1] - wal0[1])) / stored if stored else 0.0
     print(f"  ingest, {consumers} consumer(s): {stored}/{total} stored in {dt:.1f} s = {out['rate']:.0f} markers/s "
           f"(fleet published at {out['publish_rate']:.0f}/s; first to last received at base: "
           f"{out['rate_received_span']:.0f}/s); cameras with every marker acked: {acked}/{len(cams)}; "
           f"listen peak RSS {', '.join(f'{r:.0f}' for r in rss)} MB; exit {codes}", flush=True)
-    print(f"  telemetry alone before the burst: {tel_rate:.0f} msgs/s, {tel_wal:.0f} B of WAL and "
-          f"{out['listen_cpu_ms_per_telemetry']:.3f} ms of listen CPU per message; the burst: "
+    print(f"  telemetry alone for {ARGS.telemetry_window_s:.0f} s before the burst: {tel_rate:.0f} msgs/s, {tel_wal:.0f} B of WAL and "
+          f"{out['listen_cpu_ms_per_telemetry']:.3f} ms of listen and {out['pg_cpu_ms_per_telemetry']:.3f} ms of "
+          "PostgreSQL CPU per message; the burst: "
           f"{out['wal_bytes_per_marker']:.0f} B of WAL per marker", flush=True)
     print(f"  CPU during it: listen {out['cpu_listen_s']:.1f} s ({out['cpu_listen_s'] / stored * 1e3:.3f} ms/marker: "
           f"{stored / out['cpu_listen_s']:.0f} markers per CPU-second of listen), PostgreSQL {out['cpu_pg_s']:.1f} s "
@@ -496,7 +501,7 @@ async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dic
                                 return
 
         watcher = asyncio.create_task(watch())
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(ARGS.warmup_s)  # a base that just started first takes the retained statuses and acks
         stop_bg = asyncio.Event()
 
         async def background() -> None:
@@ -527,7 +532,7 @@ async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dic
     _stop([listen, serve])
     ms = [x * 1000 for x in lat_pub]
     rx = [x * 1000 for x in lat_rx]
-    out = {"alerts": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pct(ms, 99), "max_ms": max(ms),
+    out = {"latencies_ms": [round(x) for x in ms], "alerts": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pct(ms, 99), "max_ms": max(ms),
            "rx_p50_ms": statistics.median(rx), "rx_p99_ms": _pct(rx, 99), **{f"rss_{k}_mb": v for k, v in rss.items()}}
     print(f"  banner: {len(ms)} shots; camera publish -> alert event on the page's stream: p50 {out['p50_ms']:.0f} ms, "
           f"p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms (from base's received_ns: p50 "
@@ -599,10 +604,13 @@ def main() -> int:
     ap.add_argument("--consumers", default="1,2", help="comma-separated consumer counts")
     ap.add_argument("--window", type=int, default=20, help="QoS 1 messages in flight per camera")
     ap.add_argument("--telemetry-s", type=float, default=10.0)
+    ap.add_argument("--telemetry-window-s", type=float, default=10.0,
+                    help="telemetry alone this long before each burst (WAL and CPU per telemetry message)")
     ap.add_argument("--area-km", type=float, default=20.0,
                     help="cameras spread over a square this wide (peer activation: a shot starts those within 300 m)")
     ap.add_argument("--shots", type=int, default=60)
     ap.add_argument("--shot-interval-s", type=float, default=0.25)
+    ap.add_argument("--warmup-s", type=float, default=5.0, help="the banner run's fleet traffic before the first shot")
     ap.add_argument("--background", type=float, default=200, help="other markers/s during the banner run")
     ap.add_argument("--timeout-s", type=float, default=300)
     ap.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync/synchronous_commit")
