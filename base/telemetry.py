@@ -57,10 +57,23 @@ class StoredTelemetry:
     received_ns: int
 
 
+# the device's row in one statement: made if new, last seen raised, the position taken if the message has
+# a newer one than the row (rules.SET_POSITION's rule); SET expressions read the row as it was
+_NEWER_POS = "excluded.pos_t_ns IS NOT NULL AND (devices.pos_t_ns IS NULL OR devices.pos_t_ns <= excluded.pos_t_ns)"
+_UPSERT_DEVICE = (
+    "INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq, pos_lat, pos_lon, pos_t_ns, pos_received_ns) "
+    "VALUES (?, ?, 0, 0, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+    "last_seen_ns = CASE WHEN excluded.last_seen_ns > devices.last_seen_ns THEN excluded.last_seen_ns "
+    "ELSE devices.last_seen_ns END, "
+    + ", ".join(f"{c} = CASE WHEN {_NEWER_POS} THEN excluded.{c} ELSE devices.{c} END"
+                for c in ("pos_lat", "pos_lon", "pos_t_ns", "pos_received_ns"))
+)
+
+
 def add_telemetry(tx: Tx, items: Sequence[TelemetryIn], *, history: int = HISTORY_PER_DEVICE) -> None:
-    """Store a batch (inside the caller's transaction): history, latest, last seen, the device's position
-    (``rules.SET_POSITION``: a located message newer than the position it has); prune the history.
-    One ``executemany`` per statement, rows in device order."""
+    """Store a batch (inside the caller's transaction): history, latest, the device's row (last seen and,
+    from a located message newer than the position it has, its position); prune the history. One
+    ``executemany`` per statement (four), rows in device order."""
     ordered = [item for _, item in sorted(enumerate(items), key=lambda p: (p[1].telemetry.device, p[0]))]
     rows = [(item.telemetry, item.received_ns, rules.safe_text(item.body)) for item in ordered]
     devices = sorted({tel.device for tel, _, _ in rows})
@@ -73,12 +86,9 @@ def add_telemetry(tx: Tx, items: Sequence[TelemetryIn], *, history: int = HISTOR
         "WHERE excluded.received_ns >= telemetry_latest.received_ns",
         [(tel.device, tel.t, tel.t_ns, rx, body) for tel, rx, body in rows],
     )
-    tx.many("INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq) VALUES (?, 0, 0, 0) "
-            "ON CONFLICT (device) DO NOTHING", [(d,) for d in devices])
-    tx.many("UPDATE devices SET last_seen_ns=? WHERE device=? AND last_seen_ns < ?",
-            [(rx, tel.device, rx) for tel, rx, _ in rows])
-    tx.many(rules.SET_POSITION, [(tel.location.lat, tel.location.lon, tel.t_ns, rx, tel.device, tel.t_ns)
-                                 for tel, rx, _ in rows if tel.location is not None])
+    tx.many(_UPSERT_DEVICE, [(tel.device, rx, *((tel.location.lat, tel.location.lon, tel.t_ns, rx)
+                                                  if tel.location is not None else (None, None, None, None)))
+                             for tel, rx, _ in rows])
     tx.many(
         "DELETE FROM telemetry WHERE device=? AND n < ("
         "SELECT n FROM telemetry WHERE device=? ORDER BY n DESC LIMIT 1 OFFSET ?)",
