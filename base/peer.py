@@ -15,10 +15,13 @@ storing a marker and claiming it leaves the claim to whichever instance gets the
 is not covered: a base killed after the claim and before the publish (the commands are then lost;
 ``peer_commands`` shows the claim without commands).
 
-**Positions** (:class:`PositionSource`): the location of each device's newest marker that has one
-(:class:`MarkerPositions`) and of its latest telemetry (:class:`TelemetryPositions`, every 10 s from
-a camera, so an idle camera is placed too), no older than ``position_max_age_s`` by base's receive
-time; the newest of the two wins.
+**Positions** (:class:`PositionSource`): each device's last known position, kept on its ``devices`` row
+by ingest (``rules.POSITION_COLUMNS``: the newest, by the camera's own clock, of the locations in its
+markers and its telemetry, every 10 s from a camera, so an idle camera is placed too; a marker resent
+from an outbox does not move it back), learnt no longer than ``position_max_age_s`` ago by base's
+receive time. :class:`DevicePositions` reads the online devices inside the shot's bounding box in one
+query (a few thousand rows at most, whatever the history), so the cost of a shot does not grow with
+the fleet's markers; the exact great-circle distance is then checked here.
 
 **Stale shots do nothing**: a marker whose time ``t`` is more than ``max_shot_age_s`` from base's
 clock (a camera's outbox that held it while offline, or a camera whose clock is wrong) starts no one;
@@ -31,13 +34,13 @@ expiry): the dashboard shows them, and an operator's command (``base:<user>``) i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bodycam.base.rules import chunks
 from bodycam.base.store import MarkerStore, _Store
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.errors import StorageError, UsageError
@@ -87,47 +90,52 @@ class Position:
 
 
 class PositionSource(Protocol):
-    def positions(self, devices: Sequence[str], since_ns: int) -> list[Position]:
-        """The newest known position of each of ``devices`` learnt at or after ``since_ns``."""
+    def around(self, points: Sequence[tuple[float, float]], radius_m: float, since_ns: int) -> list[Position]:
+        """The last known position of every online device that may be within ``radius_m`` of one of the
+        (lat, lon) ``points`` (a superset is fine: the caller checks the distance), learnt at or after
+        ``since_ns``."""
         ...
 
 
-class MarkerPositions:
-    """Positions from each device's newest stored marker that carries a location."""
-
-    def __init__(self, store: _Store, scan: int = 50) -> None:
-        self.store = store
-        self.scan = scan
-
-    def positions(self, devices: Sequence[str], since_ns: int) -> list[Position]:
-        out: list[Position] = []
-        for device in devices:
-            rows = self.store.read(
-                "SELECT body, received_ns FROM markers WHERE device=? AND received_ns >= ? ORDER BY seq DESC LIMIT ?",
-                (device, since_ns, self.scan),
-            )
-            for body, received_ns in rows:
-                loc = json.loads(body).get("location")
-                if isinstance(loc, dict) and isinstance(loc.get("lat"), int | float) and isinstance(loc.get("lon"), int | float):
-                    out.append(Position(device, float(loc["lat"]), float(loc["lon"]), int(received_ns), "marker"))
-                    break
-        return out
+def bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float] | None:
+    """(south, west, north, east) in degrees holding every point within ``radius_m`` of (lat, lon) (1 %
+    margin); None when the box would reach a pole or cross the antimeridian (then: every position)."""
+    dlat = math.degrees(radius_m * 1.01 / EARTH_RADIUS_M)
+    south, north = lat - dlat, lat + dlat
+    if south <= -90.0 or north >= 90.0:
+        return None
+    dlon = dlat / math.cos(math.radians(max(abs(south), abs(north))))
+    west, east = lon - dlon, lon + dlon
+    if west < -180.0 or east > 180.0:
+        return None
+    return south, west, north, east
 
 
-class TelemetryPositions:
-    """Positions from each device's latest telemetry (``location``, as in markers; ``base/telemetry.py``)."""
+class DevicePositions:
+    """Positions from the ``devices`` rows (kept by ingest: markers and telemetry with a location)."""
 
     def __init__(self, store: _Store) -> None:
         self.store = store
 
-    def positions(self, devices: Sequence[str], since_ns: int) -> list[Position]:
-        want = set(devices)
-        out: list[Position] = []
-        for st in self.store.telemetry():
-            loc = st.telemetry.location
-            if st.telemetry.device in want and st.received_ns >= since_ns and loc is not None:
-                out.append(Position(st.telemetry.device, loc.lat, loc.lon, st.received_ns, "telemetry"))
-        return out
+    def around(self, points: Sequence[tuple[float, float]], radius_m: float, since_ns: int) -> list[Position]:
+        """One query per 100 points (a batch's shots): the union of their bounding boxes."""
+        sql = ("SELECT device, pos_lat, pos_lon, pos_received_ns FROM devices "
+               "WHERE state='online' AND pos_received_ns >= ?")
+        boxes = [bounding_box(lat, lon, radius_m) for lat, lon in dict.fromkeys(points)]
+        if not boxes:
+            return []
+        queries: list[tuple[str, list[float | int]]] = [(sql, [since_ns])]  # a box at a pole or the antimeridian: all
+        if all(b is not None for b in boxes):
+            queries = []
+            for i in range(0, len(boxes), 100):
+                part = [b for b in boxes[i:i + 100] if b is not None]
+                cond = " OR ".join(["(pos_lat BETWEEN ? AND ? AND pos_lon BETWEEN ? AND ?)"] * len(part))
+                queries.append((f"{sql} AND ({cond})", [since_ns, *(v for b in part for v in (b[0], b[2], b[1], b[3]))]))
+        found: dict[str, Position] = {}
+        for q, args in queries:
+            for r in self.store.read(q, tuple(args)):
+                found[str(r[0])] = Position(str(r[0]), float(r[1]), float(r[2]), int(r[3]), "device")
+        return list(found.values())
 
 
 def _schema(serial: str) -> tuple[str, ...]:
@@ -175,12 +183,12 @@ def record_command(prefix: str, device: str, reason: str, now_ns: int, expiry_s:
 def log_commands(store: _Store, commands: Sequence[Command], marker_id: str | None, issued_by: str,
                  now_ns: int, expiry_s: int) -> None:
     with store.transaction() as tx:
-        for c in commands:
-            tx.run(
-                "INSERT INTO peer_commands(id, device, reason, marker_id, distance_m, issued_by, t_ns, expires_ns)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (c.id, c.device, c.reason, marker_id, c.distance_m, issued_by, now_ns, now_ns + expiry_s * NS),
-            )
+        tx.many(
+            "INSERT INTO peer_commands(id, device, reason, marker_id, distance_m, issued_by, t_ns, expires_ns)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [(c.id, c.device, c.reason, marker_id, c.distance_m, issued_by, now_ns, now_ns + expiry_s * NS)
+             for c in commands],
+        )
 
 
 class PeerActivation:
@@ -197,66 +205,98 @@ class PeerActivation:
         self.instance = instance
         self.clock = clock or SystemClock()
         self.sources: list[PositionSource] = (
-            list(sources) if sources is not None else [MarkerPositions(store), TelemetryPositions(store)])
+            list(sources) if sources is not None else [DevicePositions(store)])
         self.sent = 0
         self._stale_logged: set[str] = set()
 
     def __call__(self, markers: Sequence[Marker], publish: Publish) -> None:
-        for m in markers:
-            if self.cfg.enabled and m.kind == "gunshot" and m.location is not None:
-                self.activate(m, publish)
+        self.activate_all([m for m in markers if self.cfg.enabled and m.kind == "gunshot" and m.location is not None],
+                          publish)
 
-    def nearby(self, m: Marker, now_ns: int) -> list[tuple[str, float]]:
-        """Online devices (not ``m``'s) whose last position is within the radius: (device, metres), nearest first."""
+    def nearby(self, m: Marker, now_ns: int, positions: Sequence[Position] | None = None) -> list[tuple[str, float]]:
+        """Online devices (not ``m``'s) whose last position is within the radius: (device, metres), nearest
+        first. ``positions``: what :meth:`positions` returned for a batch holding ``m`` (else read now)."""
         assert m.location is not None
-        online = [str(r[0]) for r in self.store.read("SELECT device FROM devices WHERE state='online'")
-                  if str(r[0]) != m.device]
-        if not online:
-            return []
+        lat, lon = m.location.lat, m.location.lon
+        if positions is None:
+            positions = self.positions([m], now_ns)
+        box = bounding_box(lat, lon, self.cfg.radius_m)
+        if box is not None:  # a batch's positions are near any of its shots: the box first, cheaply
+            positions = [p for p in positions if box[0] <= p.lat <= box[2] and box[1] <= p.lon <= box[3]]
+        near = [(p.device, great_circle_m(lat, lon, p.lat, p.lon)) for p in positions if p.device != m.device]
+        return sorted(((d, dist) for d, dist in near if dist <= self.cfg.radius_m), key=lambda x: (x[1], x[0]))
+
+    def positions(self, shots: Sequence[Marker], now_ns: int) -> list[Position]:
+        """The newest known position of the online devices near any of ``shots`` (one query per source)."""
+        points = [(m.location.lat, m.location.lon) for m in shots if m.location is not None]
         since = now_ns - int(self.cfg.position_max_age_s * NS)
         newest: dict[str, Position] = {}
         for source in self.sources:
-            for p in source.positions(online, since):
+            for p in source.around(points, self.cfg.radius_m, since):
                 if p.device not in newest or p.received_ns > newest[p.device].received_ns:
                     newest[p.device] = p
-        near = [(d, great_circle_m(m.location.lat, m.location.lon, p.lat, p.lon)) for d, p in newest.items()]
-        return sorted(((d, dist) for d, dist in near if dist <= self.cfg.radius_m), key=lambda x: (x[1], x[0]))
+        return list(newest.values())
 
-    def _claim(self, m: Marker, now_ns: int) -> bool:
+    def _claim(self, shots: Sequence[Marker], now_ns: int) -> set[str]:
+        """Claim the shots (one transaction); the ids whose claim row this call made."""
+        mine: set[str] = set()
         with self.store.transaction() as tx:
-            return bool(tx.run(
-                "INSERT INTO peer_claims(marker_id, device, instance, t_ns) VALUES (?,?,?,?) "
-                "ON CONFLICT (marker_id) DO NOTHING",
-                (m.id, m.device, self.instance, now_ns),
-            ))
+            for part in chunks(sorted({m.id: m for m in shots}.values(), key=lambda m: m.id)):
+                values = ",".join("(?,?,?,?)" for _ in part)
+                args = [v for m in part for v in (m.id, m.device, self.instance, now_ns)]
+                rows = tx.all(f"INSERT INTO peer_claims(marker_id, device, instance, t_ns) VALUES {values} "
+                              "ON CONFLICT (marker_id) DO NOTHING RETURNING marker_id", args)
+                mine.update(str(r[0]) for r in rows)
+        return mine
 
     def activate(self, m: Marker, publish: Publish) -> list[Command]:
         """Claim ``m`` and send ``cmd/record`` to the cameras near it; [] if another instance has it."""
+        return self.activate_all([m], publish).get(m.id, [])
+
+    def activate_all(self, shots: Sequence[Marker], publish: Publish) -> dict[str, list[Command]]:
+        """:meth:`activate` for the gunshots of one batch: one transaction claims them all, one logs every
+        command (a burst of shots costs two commits, not three per shot). Returns marker id -> commands."""
         now = self.clock.wall_ns()
-        age_s = (now - check_time(m.t)) / NS
-        if abs(age_s) > self.cfg.max_shot_age_s:
-            if m.device not in self._stale_logged:
+        fresh = []
+        for m in shots:
+            age_s = (now - check_time(m.t)) / NS
+            if abs(age_s) <= self.cfg.max_shot_age_s:
+                fresh.append(m)
+            elif m.device not in self._stale_logged:
                 self._stale_logged.add(m.device)
                 _log.warning("gunshot %s of %s is %.0f s %s base's clock (limit %.0f s): no peer activation "
                              "(logged once per device)", m.id, m.device, abs(age_s),
                              "behind" if age_s > 0 else "ahead of", self.cfg.max_shot_age_s)
-            return []
-        if not self._claim(m, now):
-            return []
-        reason = f"peer:{m.device}/{m.id}"
-        commands = [record_command(self.prefix, d, reason, now, self.cfg.expiry_s, dist) for d, dist in self.nearby(m, now)]
-        if commands:
-            log_commands(self.store, commands, m.id, self.instance, now, self.cfg.expiry_s)
+        if not fresh:
+            return {}
+        mine = self._claim(fresh, now)
+        claimed = list({m.id: m for m in fresh if m.id in mine}.values())
+        positions = self.positions(claimed, now) if claimed else []
+        out: dict[str, list[Command]] = {}
+        for m in claimed:
+            reason = f"peer:{m.device}/{m.id}"
+            out[m.id] = [record_command(self.prefix, d, reason, now, self.cfg.expiry_s, dist)
+                         for d, dist in self.nearby(m, now, positions)]
+        if any(out.values()):
             with self.store.transaction() as tx:
-                tx.run("UPDATE peer_claims SET targets=? WHERE marker_id=?", (len(commands), m.id))
-        for c in commands:
-            if publish(c.topic, c.payload, self.cfg.expiry_s):
-                self.sent += 1
-                _log.warning("peer activation: %s asked to record (%.0f m from %s's shot %s)",
-                             c.device, c.distance_m or 0.0, m.device, m.id)
-            else:
-                _log.error("peer activation: cmd/record to %s not sent (no broker connection)", c.device)
-        return commands
+                tx.many(
+                    "INSERT INTO peer_commands(id, device, reason, marker_id, distance_m, issued_by, t_ns, expires_ns)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    [(c.id, c.device, c.reason, mid, c.distance_m, self.instance, now, now + self.cfg.expiry_s * NS)
+                     for mid, cs in out.items() for c in cs],
+                )
+                tx.many("UPDATE peer_claims SET targets=? WHERE marker_id=?",
+                        [(len(cs), mid) for mid, cs in out.items() if cs])
+        by_id = {m.id: m for m in fresh}
+        for mid, commands in out.items():
+            for c in commands:
+                if publish(c.topic, c.payload, self.cfg.expiry_s):
+                    self.sent += 1
+                    _log.warning("peer activation: %s asked to record (%.0f m from %s's shot %s)",
+                                 c.device, c.distance_m or 0.0, by_id[mid].device, mid)
+                else:
+                    _log.error("peer activation: cmd/record to %s not sent (no broker connection)", c.device)
+        return out
 
 
 def hooks_for(store: MarkerStore, cfg: PeerConfig, *, prefix: str, instance: str) -> list[PeerActivation]:

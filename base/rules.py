@@ -110,6 +110,7 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
         "CREATE TABLE IF NOT EXISTS devices ("
         " device TEXT PRIMARY KEY, state TEXT, status_t TEXT, status_received_ns BIGINT,"
         " last_seen_ns BIGINT NOT NULL, max_seq BIGINT NOT NULL DEFAULT 0)",
+        # (the migration adds contig_seq and the position columns POSITION_COLUMNS to every database)
         f"CREATE TABLE IF NOT EXISTS quarantine (n {serial}, received_ns BIGINT NOT NULL,"
         f" topic TEXT NOT NULL, device TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL, payload {blob} NOT NULL)",
         "CREATE INDEX IF NOT EXISTS quarantine_kind ON quarantine(kind, n)",
@@ -117,7 +118,16 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
 
 
 #: columns ``migrate`` adds to ``devices`` and ``markers`` (a database without one of them is not current)
-MIGRATED_COLUMNS = frozenset({"contig_seq"})
+MIGRATED_COLUMNS = frozenset({"contig_seq", "pos_t_ns"})
+#: a device's last known position (its newest by the camera's own time, from a marker or telemetry with a
+#: location; ``pos_received_ns``: when base learnt it), kept on its ``devices`` row so peer activation
+#: finds the cameras near a shot with one query (``base/peer.py``)
+POSITION_COLUMNS = (("pos_lat", "DOUBLE PRECISION"), ("pos_lon", "DOUBLE PRECISION"), ("pos_t_ns", "BIGINT"),
+                    ("pos_received_ns", "BIGINT"))
+#: set a device's position unless the one it has is newer (by the camera's time); args: lat, lon, t_ns,
+#: received_ns, device, t_ns
+SET_POSITION = ("UPDATE devices SET pos_lat=?, pos_lon=?, pos_t_ns=?, pos_received_ns=? "
+                "WHERE device=? AND (pos_t_ns IS NULL OR pos_t_ns <= ?)")
 MIGRATED_MARKER_COLUMNS = frozenset({"lat", "lon"})
 
 
@@ -131,6 +141,9 @@ def migrate(tx: Tx, columns: set[str], *, unique_index: bool, marker_columns: se
     Adds ``devices.contig_seq`` (computed from what is stored) and the unique ``(device, seq)``
     index; markers that an older version stored twice for one ``(device, seq)`` move to the
     quarantine (kind ``seq_conflict``), the first received one stays.
+
+    Adds the position columns (:data:`POSITION_COLUMNS`), filled from each device's newest located
+    marker (telemetry places the device again within its interval).
     """
     if not unique_index:
         _unique_seqs(tx)
@@ -144,6 +157,13 @@ def migrate(tx: Tx, columns: set[str], *, unique_index: bool, marker_columns: se
                 if loc is not None:
                     tx.run("UPDATE markers SET lat=?, lon=? WHERE id=?", (loc.lat, loc.lon, marker_id))
             last = str(rows[-1][0])
+    if "pos_t_ns" not in columns:
+        for name, kind in POSITION_COLUMNS:
+            tx.run(f"ALTER TABLE devices ADD COLUMN {name} {kind}")
+        rows = tx.all("SELECT m.device, m.lat, m.lon, m.t_ns, m.received_ns FROM markers m JOIN ("
+                      "SELECT device, MAX(t_ns) AS t FROM markers WHERE lat IS NOT NULL GROUP BY device) x "
+                      "ON m.device=x.device AND m.t_ns=x.t WHERE m.lat IS NOT NULL")
+        tx.many(SET_POSITION, [(r[1], r[2], r[3], r[4], r[0], r[3]) for r in rows])
     if "contig_seq" not in columns:
         tx.run("ALTER TABLE devices ADD COLUMN contig_seq BIGINT NOT NULL DEFAULT 0")
         for (device,) in tx.all("SELECT device FROM devices"):
@@ -201,6 +221,8 @@ class _Dev:
     last_seen: int
     db_max: int  # max_seq before this batch: no stored seq of the device is above it
     stored: bool = False
+    pos_t_ns: int | None = None  # the device's position's time (the camera's clock)
+    pos: tuple[float, float, int, int] | None = None  # a newer position from this batch: lat, lon, t_ns, received_ns
 
 
 def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
@@ -225,9 +247,10 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
             at[(str(row[0]), int(row[1]))] = [str(row[2]), str(row[3]), str(row[4]), str(row[5]), None]
     devs: dict[str, _Dev] = {}
     for names in chunks(sorted({m.device for m, _ in items})):
-        for row in tx.all("SELECT device, max_seq, contig_seq, last_seen_ns FROM devices WHERE device IN "
+        for row in tx.all("SELECT device, max_seq, contig_seq, last_seen_ns, pos_t_ns FROM devices WHERE device IN "
                           f"({','.join('?' * len(names))})", names):
-            devs[str(row[0])] = _Dev(int(row[1]), int(row[2]), int(row[3]), int(row[1]))
+            devs[str(row[0])] = _Dev(int(row[1]), int(row[2]), int(row[3]), int(row[1]),
+                                     pos_t_ns=None if row[4] is None else int(row[4]))
     pending: list[list[Any]] = []
     settle: list[tuple[str, str, int]] = []  # (chain, device, seq) of successors stored before the batch
 
@@ -289,6 +312,9 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
                     d.contig += 1
         d.max_seq = max(d.max_seq, m.seq)
         d.last_seen = max(d.last_seen, received_ns)
+        if loc is not None and (d.pos_t_ns is None or m.t_ns >= d.pos_t_ns):
+            d.pos_t_ns = m.t_ns
+            d.pos = (loc.lat, loc.lon, m.t_ns, received_ns)
         out.append(AddResult(True, chain, gap, first=first))
     flush()
     if settle:
@@ -299,6 +325,7 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
                 "ON CONFLICT (device) DO NOTHING", [(name,) for name, _ in touched])
         tx.many("UPDATE devices SET last_seen_ns=?, max_seq=?, contig_seq=? WHERE device=?",
                 [(d.last_seen, d.max_seq, d.contig, name) for name, d in touched])
+        tx.many(SET_POSITION, [(*d.pos, name, d.pos[2]) for name, d in touched if d.pos is not None])
     return out
 
 

@@ -7,7 +7,9 @@ A message is validated by :func:`bodycam.base.validate.validate_telemetry` (the 
   queued while offline first, then the current snapshot, so the last received is the newest);
 * ``telemetry``: a bounded history, the newest :data:`HISTORY_PER_DEVICE` messages of each device
   (older rows are deleted in the same transaction);
-* ``devices.last_seen_ns``: telemetry is a sign of life, as a marker or a live status is.
+* ``devices.last_seen_ns``: telemetry is a sign of life, as a marker or a live status is;
+* the device's position (``devices.pos_*``, ``rules.POSITION_COLUMNS``) when the message has a location
+  newer than the one base has (an idle camera is placed too: peer activation, ``base/peer.py``).
 
 Both stores call :func:`add_telemetry` inside their own transaction, devices in sorted order (so a
 telemetry batch and a marker batch, which locks ``devices`` rows in sorted order on PostgreSQL, cannot
@@ -55,32 +57,43 @@ class StoredTelemetry:
     received_ns: int
 
 
+# the device's row in one statement: made if new, last seen raised, the position taken if the message has
+# a newer one than the row (rules.SET_POSITION's rule); SET expressions read the row as it was
+_NEWER_POS = "excluded.pos_t_ns IS NOT NULL AND (devices.pos_t_ns IS NULL OR devices.pos_t_ns <= excluded.pos_t_ns)"
+_UPSERT_DEVICE = (
+    "INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq, pos_lat, pos_lon, pos_t_ns, pos_received_ns) "
+    "VALUES (?, ?, 0, 0, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+    "last_seen_ns = CASE WHEN excluded.last_seen_ns > devices.last_seen_ns THEN excluded.last_seen_ns "
+    "ELSE devices.last_seen_ns END, "
+    + ", ".join(f"{c} = CASE WHEN {_NEWER_POS} THEN excluded.{c} ELSE devices.{c} END"
+                for c in ("pos_lat", "pos_lon", "pos_t_ns", "pos_received_ns"))
+)
+
+
 def add_telemetry(tx: Tx, items: Sequence[TelemetryIn], *, history: int = HISTORY_PER_DEVICE) -> None:
-    """Store a batch (inside the caller's transaction): history, latest, last seen; prune the history."""
-    ordered = sorted(enumerate(items), key=lambda p: (p[1].telemetry.device, p[0]))
-    for _, item in ordered:
-        tel, rx = item.telemetry, item.received_ns
-        body = rules.safe_text(item.body)
-        tx.run(
-            "INSERT INTO telemetry(device, t_ns, received_ns, body) VALUES (?,?,?,?)", (tel.device, tel.t_ns, rx, body)
-        )
-        tx.run(
-            "INSERT INTO telemetry_latest(device, t, t_ns, received_ns, body) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (device) DO UPDATE SET t=excluded.t, t_ns=excluded.t_ns, "
-            "received_ns=excluded.received_ns, body=excluded.body "
-            "WHERE excluded.received_ns >= telemetry_latest.received_ns",
-            (tel.device, tel.t, tel.t_ns, rx, body),
-        )
-        rules.ensure_device(tx, tel.device)
-        tx.run(
-            "UPDATE devices SET last_seen_ns=? WHERE device=? AND last_seen_ns < ?", (rx, tel.device, rx)
-        )
-    for device in sorted({item.telemetry.device for item in items}):
-        tx.run(
-            "DELETE FROM telemetry WHERE device=? AND n < ("
-            "SELECT n FROM telemetry WHERE device=? ORDER BY n DESC LIMIT 1 OFFSET ?)",
-            (device, device, history - 1),
-        )
+    """Store a batch (inside the caller's transaction): history, latest, the device's row (last seen and,
+    from a located message newer than the position it has, its position); prune the history. One
+    ``executemany`` per statement (four), rows in device order."""
+    ordered = [item for _, item in sorted(enumerate(items), key=lambda p: (p[1].telemetry.device, p[0]))]
+    rows = [(item.telemetry, item.received_ns, rules.safe_text(item.body)) for item in ordered]
+    devices = sorted({tel.device for tel, _, _ in rows})
+    tx.many("INSERT INTO telemetry(device, t_ns, received_ns, body) VALUES (?,?,?,?)",
+            [(tel.device, tel.t_ns, rx, body) for tel, rx, body in rows])
+    tx.many(
+        "INSERT INTO telemetry_latest(device, t, t_ns, received_ns, body) VALUES (?,?,?,?,?) "
+        "ON CONFLICT (device) DO UPDATE SET t=excluded.t, t_ns=excluded.t_ns, "
+        "received_ns=excluded.received_ns, body=excluded.body "
+        "WHERE excluded.received_ns >= telemetry_latest.received_ns",
+        [(tel.device, tel.t, tel.t_ns, rx, body) for tel, rx, body in rows],
+    )
+    tx.many(_UPSERT_DEVICE, [(tel.device, rx, *((tel.location.lat, tel.location.lon, tel.t_ns, rx)
+                                                  if tel.location is not None else (None, None, None, None)))
+                             for tel, rx, _ in rows])
+    tx.many(
+        "DELETE FROM telemetry WHERE device=? AND n < ("
+        "SELECT n FROM telemetry WHERE device=? ORDER BY n DESC LIMIT 1 OFFSET ?)",
+        [(device, device, history - 1) for device in devices],
+    )
 
 
 def _read(body: Any) -> Telemetry | None:

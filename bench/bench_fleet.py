@@ -106,6 +106,12 @@ class Camera:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     resend_cmds: int = 0
     task: asyncio.Task[None] | None = None
+    home: tuple[float, float] = (52.52, 13.40)  # where the camera is (its markers and telemetry, +- 20 m)
+
+    def where(self) -> Location:
+        lat, lon = self.home
+        return Location(lat + random.uniform(-1, 1) * 20 / 111_195, lon + random.uniform(-1, 1) * 33 / 111_195,
+                        34.5, 0.9, "3d", 0.4)
 
     def next_marker(self, kind: str) -> bytes:
         self.seq += 1
@@ -115,7 +121,7 @@ class Camera:
             kind=kind, t_mono_ns=CLOCK.monotonic_ns(), wall_ns=wall,
             confidence=0.97 if gun else None, model=MODEL if gun else None,
             media=Media("20261129T150000000Z", 0, 12.5, 375),
-            location=Location(52.52 + random.random() / 100, 13.40 + random.random() / 100, 34.5, 0.9, "3d", 0.4),
+            location=self.where(),
             extra={"evidence": {"audio": 0.97}} if gun else None,
         )
         m = build_marker(draft, marker_id=uuid7(wall), device=self.device, seq=self.seq, prev=self.prev,
@@ -300,9 +306,48 @@ def _pg_pids(pg: PgServer) -> list[int]:
         return []
 
 
+def _home() -> tuple[float, float]:
+    """A camera's place: uniform over a square of --area-km around Berlin's centre (a city's patrol area)."""
+    half = ARGS.area_km * 500.0
+    return (52.52 + random.uniform(-half, half) / 111_195, 13.40 + random.uniform(-half, half) / (111_195 * 0.609))
+
+
+def _wal_and_telemetry(db: PostgresStore) -> tuple[int, int]:
+    """WAL written so far (bytes) and telemetry messages stored so far (the history's identity)."""
+    row = db.read("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'), (SELECT COALESCE(MAX(n), 0) FROM telemetry)")
+    return int(row[0][0]), int(row[0][1])
+
+
+def _sizes(db: PostgresStore) -> dict[str, float]:
+    """Bytes on disk per stored row (table + indexes + TOAST) of markers and telemetry history."""
+    out: dict[str, float] = {}
+    for table in ("markers", "telemetry"):
+        row = db.read(f"SELECT pg_total_relation_size('{table}'), (SELECT COUNT(*) FROM {table})")
+        out[f"{table}_rows"] = int(row[0][1])
+        out[f"{table}_bytes_per_row"] = int(row[0][0]) / max(1, int(row[0][1]))
+    return out
+
+
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def _firmware_telemetry(cam: Camera) -> dict[str, object]:
+    """What the firmware's provider sends (``device/assemble.py``: loop stats, recording, model, clock,
+    location, detector, audio, board sources), so base parses and stores messages of the real size."""
+    return {
+        "frames": random.randrange(10**6), "inference_ms_p50": 0.61, "recording": False, "storage_alarm": False,
+        "model": MODEL.to_dict(), "clock": {"synced": True, "source": "gnss", "offset_ms": 3.0},
+        "location": cam.where().to_dict(),
+        "detector": "edgetpu", "audio": {"state": "ok", "alarm": False, "footage_sound": "aac"},
+        "sources": {"cpu_temp_c": 41.5, "throttled": 0, "storage": {"free_bytes": 48_000_000_000,
+                                                                   "total_bytes": 64_000_000_000},
+                    "battery": {"percent": 81, "status": "Discharging"}},
+    }
+
+
+_DELIVERY = {"unconfirmed": 0, "in_memory": 0, "alarm": None, "journal_error": None}
 
 
 # -- the phases --------------------------------------------------------------------------------------
@@ -312,8 +357,8 @@ async def telemetry_loop(cams: list[Camera], stop: asyncio.Event) -> None:
     i = 0
     while not stop.is_set():
         cam = cams[i % len(cams)]
-        body = telemetry_payload(cam.device, CLOCK, queue_depth=0,
-                                 provider=lambda: {"battery_pct": 81, "storage_free_mb": 20_000, "temp_c": 41.5})
+        body = telemetry_payload(cam.device, CLOCK, queue_depth=0, delivery=_DELIVERY | {"confirmed_seq": cam.acked},
+                                 provider=lambda c=cam: _firmware_telemetry(c))
         await cam.publish(f"bodycam/{cam.device}/telemetry", body)
         i += 1
         await asyncio.sleep(per)
@@ -327,6 +372,13 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
                    "--client-id", f"bench-{group}-{i}") for i in range(consumers)]
     for p in procs:
         await _wait_line(p, "listening on")
+    # telemetry alone (the fleet's every-10-s messages) for --telemetry-window-s: WAL and CPU per message
+    tel0 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic(),
+            _cpu_s(_pg_pids(PG)))
+    await asyncio.sleep(ARGS.telemetry_window_s)
+    tel1 = (await asyncio.to_thread(_wal_and_telemetry, db), _cpu_s([p.pid for p in procs]), time.monotonic(),
+            _cpu_s(_pg_pids(PG)))
+    tel_msgs = tel1[0][1] - tel0[0][1]
     print(f"  {consumers} consumer(s) listening; making {len(cams) * ARGS.burst} signed markers", flush=True)
     bursts: list[list[bytes]] = []
     n = 0
@@ -342,6 +394,7 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
                                "--nonblocking", "--output", str(ARGS.profile / f"listen-{consumers}-{i}.txt")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for i, p in enumerate(procs)] if ARGS.profile else []
+    wal0 = (await asyncio.to_thread(_wal_and_telemetry, db))
     cpu0 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids), _cpu_s([broker.proc.pid]), time.process_time())
     t0 = time.monotonic()
 
@@ -360,6 +413,7 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
         if ARGS.progress:
             print(f"    {time.monotonic() - t0:6.2f} s: {stored} stored", flush=True)
     dt = time.monotonic() - t0
+    wal1 = (await asyncio.to_thread(_wal_and_telemetry, db))
     cpu1 = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids + _pg_pids(PG)[len(pg_pids):]), _cpu_s([broker.proc.pid]),
             time.process_time())
     for spy in spies:
@@ -383,10 +437,23 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
            "cpu_listen_s": cpu1[0] - cpu0[0], "cpu_pg_s": cpu1[1] - cpu0[1], "cpu_broker_s": cpu1[2] - cpu0[2],
            "cpu_fleet_s": cpu1[3] - cpu0[3]}
     out["per_core_rate"] = stored / out["cpu_listen_s"] * consumers if out["cpu_listen_s"] > 0 else float("nan")
+    out["markers_per_listen_cpu_s"] = stored / out["cpu_listen_s"] if out["cpu_listen_s"] > 0 else float("nan")
+    # WAL during the burst (telemetry kept flowing: its share, at the rate measured just before, is taken off)
+    tel_rate = tel_msgs / (tel1[2] - tel0[2]) if tel1[2] > tel0[2] else 0.0
+    tel_wal = (tel1[0][0] - tel0[0][0]) / tel_msgs if tel_msgs > 0 else 0.0
+    out["telemetry_msgs_per_s"] = tel_rate
+    out["wal_bytes_per_telemetry"] = tel_wal
+    out["listen_cpu_ms_per_telemetry"] = (tel1[1] - tel0[1]) / tel_msgs * 1e3 if tel_msgs > 0 else float("nan")
+    out["pg_cpu_ms_per_telemetry"] = (tel1[3] - tel0[3]) / tel_msgs * 1e3 if tel_msgs > 0 else float("nan")
+    out["wal_bytes_per_marker"] = ((wal1[0] - wal0[0]) - tel_wal * (wal1[1] - wal0[1])) / stored if stored else 0.0
     print(f"  ingest, {consumers} consumer(s): {stored}/{total} stored in {dt:.1f} s = {out['rate']:.0f} markers/s "
           f"(fleet published at {out['publish_rate']:.0f}/s; first to last received at base: "
           f"{out['rate_received_span']:.0f}/s); cameras with every marker acked: {acked}/{len(cams)}; "
           f"listen peak RSS {', '.join(f'{r:.0f}' for r in rss)} MB; exit {codes}", flush=True)
+    print(f"  telemetry alone for {ARGS.telemetry_window_s:.0f} s before the burst: {tel_rate:.0f} msgs/s, {tel_wal:.0f} B of WAL and "
+          f"{out['listen_cpu_ms_per_telemetry']:.3f} ms of listen and {out['pg_cpu_ms_per_telemetry']:.3f} ms of "
+          "PostgreSQL CPU per message; the burst: "
+          f"{out['wal_bytes_per_marker']:.0f} B of WAL per marker", flush=True)
     print(f"  CPU during it: listen {out['cpu_listen_s']:.1f} s ({out['cpu_listen_s'] / stored * 1e3:.3f} ms/marker: "
           f"{stored / out['cpu_listen_s']:.0f} markers per CPU-second of listen), PostgreSQL {out['cpu_pg_s']:.1f} s "
           f"({out['cpu_pg_s'] / stored * 1e3:.3f} ms/marker), Mosquitto {out['cpu_broker_s']:.1f} s, fleet "
@@ -434,7 +501,7 @@ async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dic
                                 return
 
         watcher = asyncio.create_task(watch())
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(ARGS.warmup_s)  # a base that just started first takes the retained statuses and acks
         stop_bg = asyncio.Event()
 
         async def background() -> None:
@@ -465,7 +532,7 @@ async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dic
     _stop([listen, serve])
     ms = [x * 1000 for x in lat_pub]
     rx = [x * 1000 for x in lat_rx]
-    out = {"alerts": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pct(ms, 99), "max_ms": max(ms),
+    out = {"latencies_ms": [round(x) for x in ms], "alerts": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pct(ms, 99), "max_ms": max(ms),
            "rx_p50_ms": statistics.median(rx), "rx_p99_ms": _pct(rx, 99), **{f"rss_{k}_mb": v for k, v in rss.items()}}
     print(f"  banner: {len(ms)} shots; camera publish -> alert event on the page's stream: p50 {out['p50_ms']:.0f} ms, "
           f"p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms (from base's received_ns: p50 "
@@ -487,7 +554,7 @@ async def run(tmp: Path) -> dict[str, object]:
         url = pg.url(pg.create_db())
         store = PostgresStore(url)
         reg = KeyRegistry(store)
-        cams = [Camera(f"cam-{i:05d}", Signer.generate()) for i in range(ARGS.cameras)]
+        cams = [Camera(f"cam-{i:05d}", Signer.generate(), home=_home()) for i in range(ARGS.cameras)]
         t = time.monotonic()
         reg.add(cams[0].device, cams[0].signer.public_pem(), CLOCK.wall_ns())  # the CLI's way, for one
         with store.transaction() as tx:  # the rest in one transaction: the same rows
@@ -512,6 +579,12 @@ async def run(tmp: Path) -> dict[str, object]:
         tele = asyncio.create_task(telemetry_loop(cams, stop))
         for c in ARGS.consumers:
             results[f"ingest_{c}"] = await ingest(cams, c, url, broker, tmp)
+        sizes_db = PostgresStore(url)
+        results["sizes"] = sizes = await asyncio.to_thread(_sizes, sizes_db)
+        sizes_db.close()
+        print(f"  on disk: {sizes['markers_bytes_per_row']:.0f} B per marker ({sizes['markers_rows']} rows), "
+              f"{sizes['telemetry_bytes_per_row']:.0f} B per telemetry history row ({sizes['telemetry_rows']})",
+              flush=True)
         if ARGS.shots:
             results["banner"] = await banner(cams, url, broker, tmp)
         stop.set()
@@ -531,8 +604,13 @@ def main() -> int:
     ap.add_argument("--consumers", default="1,2", help="comma-separated consumer counts")
     ap.add_argument("--window", type=int, default=20, help="QoS 1 messages in flight per camera")
     ap.add_argument("--telemetry-s", type=float, default=10.0)
+    ap.add_argument("--telemetry-window-s", type=float, default=10.0,
+                    help="telemetry alone this long before each burst (WAL and CPU per telemetry message)")
+    ap.add_argument("--area-km", type=float, default=20.0,
+                    help="cameras spread over a square this wide (peer activation: a shot starts those within 300 m)")
     ap.add_argument("--shots", type=int, default=60)
     ap.add_argument("--shot-interval-s", type=float, default=0.25)
+    ap.add_argument("--warmup-s", type=float, default=5.0, help="the banner run's fleet traffic before the first shot")
     ap.add_argument("--background", type=float, default=200, help="other markers/s during the banner run")
     ap.add_argument("--timeout-s", type=float, default=300)
     ap.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync/synchronous_commit")

@@ -505,11 +505,52 @@ def _doubles(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``json.dumps(sort_keys=True, ensure_ascii=False)`` writes ``value`` exactly as RFC 8785 does:
+    plain ``dict``/``list``/``str``/``int``/``float``/``bool``/``None`` only, ASCII keys (code point order =
+    UTF-16 order), integers within +-(2^53 - 1) and floats that ECMAScript writes as Python's ``repr``
+    does (not integral, 1e-4 <= |x| < 1e16: shortest round-trip digits, no exponent). Strings need no
+    check: both escape only ``"``, ``\\`` and U+0000..U+001F, the same way. At most 10,000 nodes."""
+    stack = [value]
+    budget = 10_000
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        v = stack.pop()
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if t is int:
+            if not -_SAFE_INT <= v <= _SAFE_INT:
+                return False
+        elif t is float:
+            if not 1e-4 <= abs(v) < 1e16 or v.is_integer():  # NaN and infinities fail the range too
+                return False
+        elif t is dict:
+            for k in v:
+                if type(k) is not str or not k.isascii():
+                    return False
+            stack.extend(v.values())
+        elif t is list:
+            stack.extend(v)
+        else:
+            return False
+    return True
+
+
 def jcs(value: Any) -> bytes:
-    """RFC 8785 canonical bytes of a JSON value (what ``prev`` hashes and signatures cover)."""
+    """RFC 8785 canonical bytes of a JSON value (what ``prev`` hashes and signatures cover).
+
+    Values :func:`_plain` accepts (every marker the firmware makes) take the C JSON encoder, ~10x faster
+    than the pure-Python ``rfc8785`` (base canonicalises every marker it receives); the rest take
+    ``rfc8785``. Both give the same bytes (tests/device/test_markers_jcs.py)."""
     try:
+        if _plain(value):
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
         return rfc8785.dumps(_doubles(value))
-    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         raise MarkerError(f"not canonical JSON: {exc}") from exc
 
 

@@ -83,8 +83,9 @@ def check_time(text: str, where: str = "t") -> int:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` inside the window; returns nanoseconds since the epoch."""
     if not isinstance(text, str) or T_RE.fullmatch(text) is None:
         raise MarkerError(f"{where}: {_short(text)} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
-    try:
-        dt = _dt.datetime.strptime(text[:-1], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=_dt.UTC)
+    try:  # the fields by position (T_RE fixed them); ~20x faster than strptime, the same dates refused
+        dt = _dt.datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                          int(text[17:19]), int(text[20:23]) * 1000, tzinfo=_dt.UTC)
     except ValueError as exc:
         raise MarkerError(f"{where}: {text!r} is not a valid time") from exc
     ns = wall_ns_of(dt)
@@ -108,8 +109,48 @@ def check_wall_ns(ns: int, where: str = "t") -> int:
 def check_tree(value: Any, where: str = "marker", *, max_depth: int = MAX_DEPTH) -> None:
     """Every value of a parsed JSON document: depth, node count, int64, finite, valid text.
 
-    Iterative (no recursion), so a document nested 100,000 deep is an error, not a crash.
+    Iterative (no recursion), so a document nested 100,000 deep is an error, not a crash. A first pass
+    builds no paths (base checks every message it receives); only a document it refuses is walked again
+    to name where.
     """
+    if not _tree_ok(value, max_depth):
+        _check_tree_named(value, where, max_depth)
+
+
+def _tree_ok(value: Any, max_depth: int) -> bool:
+    """:func:`check_tree`'s rules without the error messages: True when the document passes."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 0
+    bad_text = _BAD_CHARS.search
+    while stack:
+        v, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES or depth > max_depth:
+            return False
+        if isinstance(v, str):
+            if bad_text(v) is not None:
+                return False
+        elif isinstance(v, bool) or v is None:
+            pass
+        elif isinstance(v, int):
+            if not INT64_MIN <= v <= INT64_MAX:
+                return False
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return False
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str) or bad_text(k) is not None:
+                    return False
+                stack.append((item, depth + 1))
+        elif isinstance(v, list | tuple):
+            stack.extend((item, depth + 1) for item in v)
+        else:
+            return False
+    return True
+
+
+def _check_tree_named(value: Any, where: str, max_depth: int) -> None:
     stack: list[tuple[Any, str, int]] = [(value, where, 1)]
     nodes = 0
     while stack:

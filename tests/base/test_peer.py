@@ -226,3 +226,93 @@ def test_an_idle_camera_is_placed_by_its_telemetry(fleet: Fleet) -> None:
     assert [t for t, _, _ in fleet.sent] == ["bodycam/cam-f/cmd/record"]
     row = fleet.store.read("SELECT distance_m FROM peer_commands WHERE device='cam-f'")
     assert abs(float(row[0][0]) - 80) < 1
+
+
+def telemetry_at(device: str, where: tuple[float, float], wall: int) -> Any:
+    from bodycam.base.telemetry import TelemetryIn
+    from bodycam.base.validate import validate_telemetry
+    from bodycam.device.uplink.telemetry import telemetry_payload
+
+    loc = {"lat": where[0], "lon": where[1], "alt_m": None, "hdop": 0.9, "fix": "3d", "age_s": 0.4}
+    body = telemetry_payload(device, VirtualClock(wall_epoch_ns=wall), queue_depth=0, provider=lambda: {"location": loc})
+    return TelemetryIn(validate_telemetry("bodycam", f"bodycam/{device}/telemetry", body), body.decode(), WALL)
+
+
+def test_the_newest_position_by_the_cameras_clock_wins(fleet: Fleet) -> None:
+    """cam-g's telemetry (t = WALL) puts it 2 km away; its marker made later (t = WALL + 2 s) puts it 100 m
+    from the shot: the marker wins. Then a telemetry message
+    older than that marker (queued while offline) does not move it back."""
+    assert isinstance(fleet.store, _Store)
+    fleet.store.add_telemetry([telemetry_at("cam-g", north_of(2000), WALL)])
+    near = markers(fleet.tmp, "cam-g", ["manual"], north_of(100), wall=WALL + 11 * 10**9)[0]  # t = WALL + 2 s
+    fleet.store.add_markers([(near, WALL)])
+    fleet.store.set_status("cam-g", "online", None, WALL)
+    fleet.store.add_telemetry([telemetry_at("cam-g", north_of(3000), WALL - 60 * 10**9)])
+    shot = markers(fleet.tmp, "cam-a", ["gunshot"], HERE)[0]
+    fleet.activation(radius_m=150)([shot], fleet.publish)
+    assert sorted(t for t, _, _ in fleet.sent) == ["bodycam/cam-b/cmd/record", "bodycam/cam-g/cmd/record"]
+    # newer telemetry moves it away again: the next shot does not start it
+    fleet.store.add_telemetry([telemetry_at("cam-g", north_of(2000), WALL + 3 * 10**9)])
+    fleet.sent.clear()
+    shot2 = markers(fleet.tmp, "cam-a", ["manual", "gunshot"], HERE)[1]
+    fleet.activation(radius_m=150)([shot2], fleet.publish)
+    assert [t for t, _, _ in fleet.sent] == ["bodycam/cam-b/cmd/record"]
+
+
+def test_positions_far_from_the_shot_are_not_read(fleet: Fleet) -> None:
+    """The query reads only the online devices inside the shot's bounding box (the fleet's size and history
+    do not make a shot slower); near the antimeridian every position is read and the distance decides."""
+    from bodycam.base.peer import DevicePositions, bounding_box
+
+    assert isinstance(fleet.store, _Store)
+    src = DevicePositions(fleet.store)
+    assert {p.device for p in src.around([HERE], 300, 0)} == {"cam-a", "cam-b"} - {"cam-a"}  # cam-a: no position
+    assert {p.device for p in src.around([HERE], 5000, 0)} == {"cam-b", "cam-c"}
+    assert src.around([HERE], 300, WALL + 1) == []  # learnt before since_ns: too old
+    two = {p.device for p in src.around([HERE, north_of(2000)], 300, 0)}  # a batch's shots: one query
+    assert two == {"cam-b", "cam-c"}
+    many = [north_of(10_000 + 10 * i) for i in range(250)] + [north_of(2000)]  # a burst of shots: 100 per query
+    assert {p.device for p in src.around(many, 300, 0)} == {"cam-c"}
+    box = bounding_box(*HERE, 300)
+    assert box is not None and box[0] < HERE[0] - 300 / 111_195 and box[2] > HERE[0] + 300 / 111_195
+    assert bounding_box(0.0, 179.999, 300) is None and bounding_box(89.999, 0.0, 300) is None
+    for d, (lat, lon) in (("cam-x", (0.0, 179.9999)), ("cam-y", (0.0, -179.9999))):
+        fleet.store.add_telemetry([telemetry_at(d, (lat, lon), WALL)])
+        fleet.store.set_status(d, "online", None, WALL)
+    shot = markers(fleet.tmp, "cam-a", ["gunshot"], (0.0, 179.9995))[0]
+    fleet.activation(radius_m=300)([shot], fleet.publish)
+    assert sorted(t for t, _, _ in fleet.sent) == ["bodycam/cam-x/cmd/record", "bodycam/cam-y/cmd/record"]
+
+
+def test_an_older_database_gets_device_positions(db: str, tmp_path: Path) -> None:
+    """A devices table from before the position columns: they are added and filled from the newest located
+    marker of each device, so peer activation works at once after an upgrade."""
+    ms = markers(tmp_path, "cam-b", ["manual", "manual"], north_of(120))
+    store = open_store(db)
+    store.add_markers([(m, WALL) for m in ms])
+    store.set_status("cam-b", "online", None, WALL)
+    store.close()
+    drop = [f"ALTER TABLE devices DROP COLUMN {c}" for c in ("pos_lat", "pos_lon", "pos_t_ns", "pos_received_ns")]
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            for stmt in drop:
+                conn.execute(stmt)
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db)
+        with conn:
+            for stmt in drop:
+                conn.execute(stmt)
+        conn.close()
+    f = Fleet.__new__(Fleet)
+    f.store, f.received_ns, f.tmp, f.sent = open_store(db), WALL, tmp_path, []
+    f.clock = VirtualClock(wall_epoch_ns=WALL + 5 * 10**9)
+    try:
+        shot = markers(tmp_path, "cam-a", ["gunshot"], HERE)[0]
+        f.activation(radius_m=300)([shot], f.publish)
+        assert [t for t, _, _ in f.sent] == ["bodycam/cam-b/cmd/record"]
+    finally:
+        f.store.close()
