@@ -58,7 +58,8 @@ enabled = false  # RPi.GPIO cannot work off a Pi
 """
 
 
-def start(tmp_path: Path, stall: int | None, data: Path | None = None) -> tuple[subprocess.Popen[str], socket.socket]:
+def start(tmp_path: Path, stall: int | None, data: Path | None = None,
+          watchdog_usec: int = 600_000) -> tuple[subprocess.Popen[str], socket.socket]:
     clip = make_plain_clip(tmp_path / "c.mp4", seconds=2, audio=False)
     if data is None:  # a provisioned camera
         provision(tmp_path / "data" / "identity" / "device.key", "svc-test")
@@ -69,7 +70,7 @@ def start(tmp_path: Path, stall: int | None, data: Path | None = None) -> tuple[
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(0.2)
-    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="600000")
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC=str(watchdog_usec))
     args = [sys.executable, "-c", LAUNCH, str(cfg), str(clip)] + ([str(stall)] if stall is not None else [])
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, sock
@@ -88,9 +89,11 @@ def collect(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
 
 
 def test_ready_status_and_periodic_watchdog(tmp_path: Path) -> None:
-    proc, sock = start(tmp_path, stall=None)
+    # WatchdogSec 2 s (pings every 1 s): a loaded 2-core CI machine starves the loop for more than the
+    # 0.6 s the other tests use, and a real camera's WatchdogSec is far longer (systemd/bodycam.service)
+    proc, sock = start(tmp_path, stall=None, watchdog_usec=2_000_000)
     try:
-        msgs = collect(sock, 6.0)
+        msgs = collect(sock, 8.0)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -99,8 +102,8 @@ def test_ready_status_and_periodic_watchdog(tmp_path: Path) -> None:
     assert any("READY=1" in m for m in texts), err
     ready_at = next(t for t, m in msgs if "READY=1" in m)
     pings = [t for t, m in msgs if "WATCHDOG=1" in m and t > ready_at]
-    assert len(pings) >= 5, f"expected a ping every ~0.3 s, got {len(pings)}"
-    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.6
+    assert len(pings) >= 3, f"expected a ping every ~1 s, got {len(pings)}"
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 2.0  # within WatchdogSec: systemd never kills it
     assert any(m.startswith("STATUS=") for m in texts)
     # no sound card here: the status says the camera is video-only and why (the microphone alarm)
     assert any("READY=1" in m and "audio: video-only (ALARM microphone failed" in m for m in texts), texts
