@@ -146,6 +146,9 @@ class MqttSink:
             mid = self._session.publish(f"{self.topic}/{alert['kind']}", body, qos=1)
             if not self._session.wait_puback(mid, self.timeout_s):
                 raise SessionError(f"no PUBACK within {self.timeout_s:g} s", "lost")
+            refused = self._session.puback_failure(mid)
+            if refused is not None:  # the broker took the connection but not this topic (its ACL): retried later
+                raise SessionError(f"the broker refused the alert: {refused}", "lost")
         except SessionError as exc:
             self.close()
             raise BrokerError(f"mqtt {self.cfg.host}:{self.cfg.port}: {exc}") from None

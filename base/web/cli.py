@@ -37,6 +37,11 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     serve.add_argument("--session-hours", type=float, default=12.0, help="a login lasts this long (default 12)")
     serve.add_argument("--broker", metavar="URL",
                        help="mqtt://host:port the dashboard sends operators' 'start recording' commands through")
+    serve.add_argument("--broker-ca-file", help="with --broker mqtts://: the broker's CA (PEM); default: the system's")
+    serve.add_argument("--broker-cert-file", help="with --broker mqtts://: the dashboard's client certificate (mutual "
+                                                  "TLS; its CN listed with 'broker-acl --base CN': the client id is the "
+                                                  "CN, so not the CN of a listen instance)")
+    serve.add_argument("--broker-key-file", help="the private key of --broker-cert-file (PEM)")
     serve.add_argument("--prefix", default="bodycam", help="topic prefix of the cameras (as listen's)")
     serve.add_argument("--record-expiry-s", type=int, default=60,
                        help="an operator's cmd/record expires after this many seconds (default 60)")
@@ -130,7 +135,10 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
 
         if not args.broker.startswith(("mqtt://", "mqtts://")):
             raise UsageError(f"--broker {args.broker!r} must be mqtt://host:port or mqtts://host:port")
-        mqtt = MqttConfig(url=args.broker)
+        tls = _broker_tls(args)
+        mqtt = MqttConfig(url=args.broker) if tls is None else MqttConfig(url=args.broker, tls=tls)
+    elif any(getattr(args, f) is not None for f in ("broker_ca_file", "broker_cert_file", "broker_key_file")):
+        raise UsageError("--broker-ca-file, --broker-cert-file and --broker-key-file go with --broker mqtts://...")
     if (args.cert_file is None) != (args.key_file is None):
         raise UsageError("--cert-file and --key-file go together")
     for f in (args.cert_file, args.key_file):
@@ -238,3 +246,21 @@ def user(args: argparse.Namespace, open_store: _Open) -> int:
         auth.add_user(args.name, args.role, _password(), time.time_ns(), replace=args.replace)
         print(f"bodycam-base: user {args.name} saved (role {args.role})")
     return 0
+
+
+def _broker_tls(args: argparse.Namespace) -> Any:
+    """serve's TLS towards the broker (``--broker-*``), checked at start: None when none is given."""
+    from bodycam.device.uplink.mqtt_config import TlsConfig
+
+    files = {"--broker-ca-file": args.broker_ca_file, "--broker-cert-file": args.broker_cert_file,
+             "--broker-key-file": args.broker_key_file}
+    if all(v is None for v in files.values()):
+        return None
+    if not args.broker.startswith("mqtts://"):
+        raise UsageError("--broker-ca-file, --broker-cert-file and --broker-key-file need --broker mqtts://...")
+    if (args.broker_cert_file is None) != (args.broker_key_file is None):
+        raise UsageError("--broker-cert-file and --broker-key-file go together")
+    for flag, value in files.items():
+        if value is not None and not Path(value).is_file():
+            raise UsageError(f"{flag}: {value}: no such file")
+    return TlsConfig(ca_file=args.broker_ca_file, cert_file=args.broker_cert_file, key_file=args.broker_key_file)

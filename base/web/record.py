@@ -70,6 +70,9 @@ class RecordSender:
                 mid = s.publish(cmd.topic, cmd.payload, qos=1, expiry_s=self.expiry_s)
                 if not s.wait_puback(mid, self.mqtt.connect_timeout_s):
                     raise BrokerError(f"broker {self.mqtt.host}:{self.mqtt.port} did not confirm the command")
+                refused = s.puback_failure(mid)
+                if refused is not None:  # e.g. the broker's ACL: this identity may not command cameras
+                    raise BrokerError(f"broker {self.mqtt.host}:{self.mqtt.port} refused the command: {refused}")
         except SessionError as exc:
             raise BrokerError(f"broker {self.mqtt.host}:{self.mqtt.port}: {exc}") from None
 

@@ -78,6 +78,7 @@ class MqttSession:
         self._client: mqtt.Client | None = None
         self._connack: tuple[bool, int, str] | None = None  # (failure, code, text)
         self._acked: set[int] = set()
+        self._refused: dict[int, str] = {}  # mid -> the broker's refusal (PUBACK reason >= 0x80)
 
     # -- lifetime --------------------------------------------------------------------------
     def __enter__(self) -> MqttSession:
@@ -205,6 +206,11 @@ class MqttSession:
         self.session_present = bool(getattr(flags, "session_present", False))
         self._connack = (bool(reason.is_failure), value, str(reason))
 
+    def puback_failure(self, mid: int) -> str | None:
+        """The broker's refusal of acknowledged message ``mid`` (MQTT 5 PUBACK reason >= 0x80, e.g. not
+        authorised by its ACL), None when it took it."""
+        return self._refused.get(mid)
+
     def _cb_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._acked.add(mid)
         if len(self._acked) > 10_000:
@@ -213,6 +219,9 @@ class MqttSession:
         failure = str(reason) if reason is not None and getattr(reason, "is_failure", False) else None
         if failure is not None:
             failure = f"{failure} (reason {int(reason.value)})"
+            if len(self._refused) > 1_000:
+                self._refused.clear()
+            self._refused[mid] = failure
         if self._on_puback is not None:
             self._on_puback(mid, failure)
 

@@ -402,3 +402,55 @@ def test_listen_names_a_missing_tls_file_at_once(tmp_path: Path) -> None:
                           "--db", str(tmp_path / "b.db"), "--ca-file", str(tmp_path / "nope.crt")],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "nope.crt" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_the_dashboard_sends_a_record_command_over_mutual_tls_and_a_stranger_cannot(
+        broker: Broker, tmp_path: Path) -> None:
+    """serve --broker mqtts://... --broker-cert-file/--broker-key-file: an operator's "start recording"
+    reaches the camera through the broker's ACL with a base identity; with a certificate no role names,
+    the broker refuses it and the dashboard says so (audited record_failed)."""
+    from bodycam.base.store import SqliteStore
+    from bodycam.base.web.db import WebDb
+    from bodycam.base.web.record import RecordSender
+    from bodycam.device.errors import BrokerError
+    from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig
+
+    cam = Client(broker, "cam-01", "cam-01")
+    store = SqliteStore(tmp_path / "base.db")
+    try:
+        assert cam.connected.wait(5)
+        cam.c.subscribe("bodycam/cam-01/cmd/#", qos=1)
+        assert cam.wait(lambda: cam.subacks == [1])
+        web = WebDb(store)
+
+        def sender(name: str) -> RecordSender:
+            cert, key = broker.pki.client(name)
+            return RecordSender(web, MqttConfig(url=broker.url, tls=TlsConfig(ca_file=str(broker.pki.ca),
+                                                                               cert_file=str(cert), key_file=str(key))))
+
+        cmd = sender("bodycam-base").send("cam-01", "olga", "127.0.0.1", time.time_ns())
+        assert cam.wait(lambda: any(t == "bodycam/cam-01/cmd/record" for t, _ in cam.messages))
+        assert json.loads(cam.messages[-1][1])["id"] == cmd.id
+        with pytest.raises(BrokerError, match="refused the command"):
+            sender("stranger").send("cam-01", "olga", "127.0.0.1", time.time_ns())
+        time.sleep(0.3)
+        assert [t for t, _ in cam.messages].count("bodycam/cam-01/cmd/record") == 1  # the stranger's never came
+        actions = [r.action for r in web.audit_rows()]
+        assert actions[:2] == ["record_failed", "record"]
+    finally:
+        cam.close()
+        store.close()
+
+
+def test_serve_names_a_missing_broker_tls_file_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bodycam.base.cli import main
+
+    db = str(tmp_path / "b.db")
+    assert main(["serve", "--db", db, "--broker", "mqtts://127.0.0.1:8883", "--broker-cert-file",
+                 str(tmp_path / "web.crt")]) == 2
+    assert "--broker-cert-file and --broker-key-file go together" in capsys.readouterr().err
+    assert main(["serve", "--db", db, "--broker", "mqtts://127.0.0.1:8883", "--broker-ca-file",
+                 str(tmp_path / "ca.crt")]) == 2
+    assert "--broker-ca-file: " in capsys.readouterr().err
+    assert main(["serve", "--db", db, "--broker-ca-file", str(tmp_path / "ca.crt")]) == 2
+    assert "go with --broker mqtts://" in capsys.readouterr().err
