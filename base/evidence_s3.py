@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from bodycam.base.evidence_store import DiskUsage
+from bodycam.base.evidence_store import DiskUsage, LocalArea
 from bodycam.device.errors import StorageError, UsageError
 
 INDEX = ".stored.json"
@@ -58,7 +58,9 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-class S3EvidenceStore:
+class S3EvidenceStore(LocalArea):
+    """Its :class:`LocalArea` (``root``) holds uploads until they are verified and put in the bucket."""
+
     def __init__(self, root: Path, url: str, *, endpoint_url: str | None = None, lock_days: float | None = None,
                  reserve_mb: float = 64.0, client: Any = None,
                  disk_usage: Callable[[Path], DiskUsage] | None = None,
@@ -66,9 +68,6 @@ class S3EvidenceStore:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = url
         self.lock_days = lock_days
-        self.reserve = int(reserve_mb * 1024 * 1024)
-        self._root = Path(root)
-        self._usage = disk_usage or (lambda p: DiskUsage(*shutil.disk_usage(p)))
         self._now = now
         if client is None:
             try:
@@ -77,23 +76,7 @@ class S3EvidenceStore:
                 raise UsageError("S3 evidence storage needs boto3: pip install 'bodycam[s3]'") from exc
             client = boto3.client("s3", endpoint_url=endpoint_url)
         self.s3 = client
-        try:
-            (self._root / "incoming").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"evidence staging {self._root}: cannot create ({exc.strerror or exc})") from exc
-
-    # -- what the receiver needs ------------------------------------------------------------------
-    @property
-    def root(self) -> Path:
-        return self._root
-
-    @property
-    def staging(self) -> Path:
-        return self._root / "incoming"
-
-    def room_for(self, nbytes: int) -> bool:
-        """The local staging area must hold an upload until it is verified and put."""
-        return self._usage(self._root).free - nbytes >= self.reserve
+        super().__init__(root, reserve_mb, disk_usage)
 
     def _key(self, device: str, recording: str, name: str = "") -> str:
         for part in (device, recording) + ((name,) if name else ()):

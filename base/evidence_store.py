@@ -62,17 +62,20 @@ class EvidenceStore(Protocol):
     def open(self, device: str, recording: str, name: str) -> BinaryIO: ...
 
 
-class FileEvidenceStore:
-    def __init__(self, root: Path, *, reserve_mb: float = 64.0,
-                 disk_usage: Callable[[Path], DiskUsage] | None = None) -> None:
+class LocalArea:
+    """The local folder every evidence store has: ``incoming/`` (uploads being received), ``refused/``,
+    and the free-space reserve the receiver checks before it takes a chunk."""
+
+    def __init__(self, root: Path, reserve_mb: float, disk_usage: Callable[[Path], DiskUsage] | None,
+                 folders: tuple[str, ...] = ("incoming",)) -> None:
         self._root = Path(root)
         self.reserve = int(reserve_mb * 1024 * 1024)
         self._usage = disk_usage or (lambda p: DiskUsage(*shutil.disk_usage(p)))
         try:
-            (self.root / "recordings").mkdir(parents=True, exist_ok=True)
-            (self.root / "incoming").mkdir(parents=True, exist_ok=True)
+            for name in folders:
+                (self._root / name).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"evidence store {self.root}: cannot create ({exc.strerror or exc})") from exc
+            raise StorageError(f"evidence store {self._root}: cannot create ({exc.strerror or exc})") from exc
 
     @property
     def root(self) -> Path:
@@ -80,12 +83,18 @@ class FileEvidenceStore:
 
     @property
     def staging(self) -> Path:
-        """Where uploads are received (same filesystem as the store: ``put`` is a rename)."""
+        """Where uploads are received (same filesystem as a file store: ``put`` is a rename)."""
         return self._root / "incoming"
 
     def room_for(self, nbytes: int) -> bool:
         """Whether ``nbytes`` more can be written and still leave the reserve free."""
-        return self._usage(self.root).free - nbytes >= self.reserve
+        return self._usage(self._root).free - nbytes >= self.reserve
+
+
+class FileEvidenceStore(LocalArea):
+    def __init__(self, root: Path, *, reserve_mb: float = 64.0,
+                 disk_usage: Callable[[Path], DiskUsage] | None = None) -> None:
+        super().__init__(root, reserve_mb, disk_usage, ("recordings", "incoming"))
 
     def _dir(self, device: str, recording: str) -> Path:
         for part in (device, recording):

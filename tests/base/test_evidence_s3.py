@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _mqtt import wait_port
 from _offload import DEVICE, BaseProcess, free_port, make_base, make_recordings, recordings, signer_of
 
 from bodycam.base.evidence_s3 import INDEX, S3EvidenceStore
@@ -40,16 +39,13 @@ class S3Server:
         assert MOTO is not None, "moto_server is not installed (pip install 'moto[server]': the dev extra)"
         self.port = free_port()
         self.log = (d / "s3.log").open("ab")
+        self.start()
+
+    def start(self) -> None:
+        assert MOTO is not None
         self.proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self.log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **CREDS})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, "the S3 server did not start"
-                time.sleep(0.1)
+        wait_port(self.port, 30)
 
     @property
     def url(self) -> str:
@@ -146,17 +142,8 @@ def test_the_object_store_going_away_is_a_retry_and_nothing_is_marked(
         assert err.value.retry and "503" in str(err.value)
         assert not is_offloaded(rec)
         # the staged upload waits for the store: a new S3 server on the same port, the same bucket
-        s3.proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(s3.port)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.STDOUT, env={**os.environ, **CREDS})
         s3.log = (tmp_path / "s3-2.log").open("ab")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", s3.port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        s3.start()
         s3.client().create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)  # type: ignore[attr-defined]
         Offloader(client, chunk_bytes=256 * 1024).upload(rec)
         assert is_offloaded(rec)

@@ -6,17 +6,16 @@ makes it pending. The models are copies of the shipped shotnet with its own self
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _dock import run_service_on, shipped_copy
 from _offload import DEVICE, Base, BaseProcess, make_base, make_recordings, signer_of
 
 from bodycam.base.model_registry import ModelRegistry, keygen
 from bodycam.device.clock import VirtualClock
-from bodycam.device.detect.model_spec import default_model_path, sidecar_path
 from bodycam.device.identity import Signer
 from bodycam.device.model_package import MANIFEST
 from bodycam.device.model_store import ModelStore
@@ -26,22 +25,6 @@ from bodycam.device.uplink.offload import BaseClient, OffloadError
 pytestmark = pytest.mark.integration
 
 WALL = 1_764_072_000_000_000_000
-
-
-def shipped_copy(dest: Path, version: str, task: str | None = None) -> Path:
-    """The shipped video model, its sidecar (with its self-test) and the self-test file, as version ``version``."""
-    dest.mkdir(parents=True)
-    src = default_model_path()
-    side = json.loads(sidecar_path(src).read_text())
-    side["version"] = version
-    side.pop("edgetpu", None)
-    if task is not None:
-        side["task"] = task
-    shutil.copyfile(src, dest / src.name)
-    (dest / sidecar_path(src).name).write_text(json.dumps(side, indent=1))
-    st = side["selftest"]["file"]
-    shutil.copyfile(src.parent / st, dest / st)
-    return dest / src.name
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +46,7 @@ def model_key(tmp_path: Path) -> Signer:
 
 def approve(base: Base, key: Signer, tmp_path: Path, version: str, task: str | None = None) -> Path:
     reg = ModelRegistry(base.store)  # type: ignore[arg-type]
-    model = shipped_copy(tmp_path / f"build-{version}", version, task)
+    model = shipped_copy(tmp_path / f"build-{version}", version, task=task)
     m = reg.add(model, "ada", time.time_ns())
     out = tmp_path / "packages" / f"{m.name}-{m.version}"
     reg.approve(m.name, m.version, "ada", time.time_ns(), key, out)
@@ -191,13 +174,10 @@ def test_a_running_camera_gets_the_approved_model_at_the_dock_and_its_markers_na
     from _clips import make_plain_clip
     from _pki import make_ca, make_server
 
-    from bodycam.device.assemble import model_spec
     from bodycam.device.clock import SystemClock
     from bodycam.device.config import config_from_dict
-    from bodycam.device.firmware import run_firmware
     from bodycam.device.identity import provision, public_pem
-    from bodycam.device.model_select import open_store, resolve
-    from bodycam.hw_sim.live_camera import LiveClipCamera
+    from bodycam.device.model_select import open_store
 
     pki = tmp_path / "pki"
     make_server(pki, make_ca(pki))
@@ -219,18 +199,10 @@ def test_a_running_camera_gets_the_approved_model_at_the_dock_and_its_markers_na
         install_base_key(data)  # footage encrypted at rest, as on a provisioned camera
         base.keys.add("cam-07", made.public_file.read_bytes(), time.time_ns())
         quiet = make_plain_clip(tmp_path / "quiet.mp4", seconds=12, audio=False, size=(320, 180))
-        clips = [quiet, Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"]
-        clock = SystemClock()
-
-        def camera() -> LiveClipCamera:
-            run_cfg, _ = resolve(cfg, open_store(cfg, clock))
-            spec = model_spec(run_cfg)
-            return LiveClipCamera(clips.pop(0), (spec.input.width, spec.input.height), clock)
-
+        range_clip = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
         caplog.set_level("INFO")
-        run_firmware(cfg, clock=clock, environ={}, install_signals=False, camera_factory=camera)
-        assert clips == []  # assembled twice: the package was activated at an idle moment
-        store = open_store(cfg, clock)
+        assert run_service_on(cfg, [quiet, range_clip]) == []  # assembled twice: activated at an idle moment
+        store = open_store(cfg, SystemClock())
         assert store is not None
         active = store.status()["active"]
         assert active is not None and active.startswith("shotnet-1.7.0-")

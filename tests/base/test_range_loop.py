@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from _atrest import install_base_key
 from _clips import make_plain_clip
+from _dock import run_service_on
 from _offload import BaseProcess
 from _pki import make_ca, make_server
 from _review import base_age_key, make_recordings, make_review_base, offload
@@ -84,13 +85,10 @@ def test_reviewed_range_footage_becomes_a_model_a_camera_picks_up_at_the_dock(
     run(str(BIN / "bodycam-base"), "model", "approve", "shotnet", "2.0.0-range", "--by", "ada", "--key", str(key),
         "--out", str(tmp_path / "packages" / "shotnet-2.0.0-range"), "--db", str(db))
 
-    from bodycam.device.assemble import model_spec
     from bodycam.device.clock import SystemClock
     from bodycam.device.config import config_from_dict
-    from bodycam.device.firmware import run_firmware
     from bodycam.device.identity import provision
-    from bodycam.device.model_select import open_store, resolve
-    from bodycam.hw_sim.live_camera import LiveClipCamera
+    from bodycam.device.model_select import open_store
 
     pki = tmp_path / "pki"
     make_server(pki, make_ca(pki))
@@ -111,17 +109,9 @@ def test_reviewed_range_footage_becomes_a_model_a_camera_picks_up_at_the_dock(
         })
         clips = [make_plain_clip(tmp_path / "quiet.mp4", seconds=12, audio=False, size=(320, 180)),
                  make_plain_clip(tmp_path / "after.mp4", seconds=3, audio=False, size=(320, 180))]
-        clock = SystemClock()
-
-        def camera() -> LiveClipCamera:
-            run_cfg, _ = resolve(cfg, open_store(cfg, clock))
-            spec = model_spec(run_cfg)
-            return LiveClipCamera(clips.pop(0), (spec.input.width, spec.input.height), clock)
-
         caplog.set_level("INFO")
-        run_firmware(cfg, clock=clock, environ={}, install_signals=False, camera_factory=camera)
-        assert clips == [], "the camera assembled again with the new model at an idle moment"
-        store = open_store(cfg, clock)
+        assert run_service_on(cfg, clips) == [], "the camera assembled again with the new model at an idle moment"
+        store = open_store(cfg, SystemClock())
         assert store is not None
         active = store.status()["active"]
         assert active is not None and active.startswith("shotnet-2.0.0-range-")

@@ -4,12 +4,11 @@ supervisor may only look, an operator not even that; a hostile sidecar's text is
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _dock import shipped_copy
 from starlette.testclient import TestClient
 from test_web import PW, WALL, csrf_of, login
 
@@ -20,23 +19,9 @@ from bodycam.base.web.app import WebConfig, create_app
 from bodycam.base.web.auth import Auth
 from bodycam.base.web.db import WebDb
 from bodycam.base.web.models import ModelDesk
-from bodycam.device.detect.model_spec import default_model_path, sidecar_path
 from bodycam.device.model_package import verify_package
 
 HOSTILE = '<script>window.pwned=1</script>'
-
-
-def shipped_copy(dest: Path, version: str) -> Path:
-    dest.mkdir(parents=True)
-    src = default_model_path()
-    side = json.loads(sidecar_path(src).read_text())
-    side["version"] = version
-    side.pop("edgetpu", None)
-    side.setdefault("metrics", {})[HOSTILE] = 0.5
-    shutil.copyfile(src, dest / src.name)
-    (dest / sidecar_path(src).name).write_text(json.dumps(side, indent=1))
-    shutil.copyfile(src.parent / side["selftest"]["file"], dest / side["selftest"]["file"])
-    return dest / src.name
 
 
 class ModelsWeb:
@@ -64,7 +49,7 @@ def app(db: str, tmp_path: Path) -> Iterator[ModelsWeb]:
 
 
 def test_an_admin_approves_a_registered_model_once_audited_and_it_is_offered(app: ModelsWeb) -> None:
-    app.registry.add(shipped_copy(app.tmp / "b1", "1.1.0"), "ines", WALL)
+    app.registry.add(shipped_copy(app.tmp / "b1", "1.1.0", metrics={HOSTILE: 0.5}), "ines", WALL)
     with app.client() as c:
         login(c, "ada")
         page = c.get("/models")
