@@ -17,7 +17,7 @@ Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -100,23 +100,31 @@ def _is_postgres(store: CustodyStore) -> bool:
     return not isinstance(store, SqliteStore)
 
 
+def create_append_only(store: CustodyStore, tables: Callable[[str], Sequence[str]], sqlite: Sequence[str],
+                       pg_function: str, pg_triggers: Sequence[str], trigger: str) -> None:
+    """Create append-only tables on either store: ``tables(serial)`` and, on PostgreSQL (under the schema
+    lock), the function and triggers refusing UPDATE/DELETE/TRUNCATE unless trigger ``trigger`` exists;
+    on SQLite the ``sqlite`` statements (tables and triggers)."""
+    with store.transaction() as tx:
+        if _is_postgres(store):
+            from bodycam.base.store_pg import _SCHEMA_LOCK
+
+            tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            for stmt in tables("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
+                tx.run(stmt)
+            if tx.one("SELECT 1 FROM pg_trigger WHERE tgname=?", (trigger,)) is None:
+                tx.run(pg_function.replace("%", "%%"))  # the cursor formats '%'
+                for stmt in pg_triggers:
+                    tx.run(stmt)
+        else:
+            for stmt in sqlite:
+                tx.run(stmt)
+
+
 class CustodyLog:
     def __init__(self, store: CustodyStore) -> None:
         self._store = store
-        with store.transaction() as tx:
-            if _is_postgres(store):
-                from bodycam.base.store_pg import _SCHEMA_LOCK
-
-                tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                for stmt in _tables("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
-                    tx.run(stmt)
-                if tx.one("SELECT 1 FROM pg_trigger WHERE tgname='custody_audit_no_change'") is None:
-                    tx.run(_PG_FUNCTION.replace("%", "%%"))  # the cursor formats '%'
-                    for stmt in _PG_TRIGGERS:
-                        tx.run(stmt)
-            else:
-                for stmt in _SQLITE:
-                    tx.run(stmt)
+        create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "custody_audit_no_change")
 
     def transaction(self) -> AbstractContextManager[Tx]:
         return self._store.transaction()

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bodycam.base.custody import CustodyStore, _is_postgres
+from bodycam.base.custody import CustodyStore, create_append_only
 from bodycam.base.rules import Tx
 from bodycam.device.errors import UsageError
 
@@ -181,20 +181,7 @@ def current(labels: Sequence[Label]) -> list[Label]:
 class LabelStore:
     def __init__(self, store: CustodyStore) -> None:
         self._store = store
-        with store.transaction() as tx:
-            if _is_postgres(store):
-                from bodycam.base.store_pg import _SCHEMA_LOCK
-
-                tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                for stmt in _tables("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
-                    tx.run(stmt)
-                if tx.one("SELECT 1 FROM pg_trigger WHERE tgname='review_labels_no_change'") is None:
-                    tx.run(_PG_FUNCTION.replace("%", "%%"))  # the cursor formats '%'
-                    for stmt in _PG_TRIGGERS:
-                        tx.run(stmt)
-            else:
-                for stmt in _SQLITE:
-                    tx.run(stmt)
+        create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "review_labels_no_change")
 
     def labels(self, device: str | None = None, recording: str | None = None) -> list[Label]:
         """Every label (history included), oldest first."""
