@@ -59,8 +59,9 @@ class Scene:
 
 
 def make_scenes(fams: dict[str, tuple[str, ...]], count: int, seed: int, seconds: float, *,
-                shot_free: bool = False, impulse_rate: float = 1.0) -> list[Scene]:
-    """``count`` scenes; ~60% with 1-6 shots unless ``shot_free``; ``impulse_rate`` per second."""
+                shot_free: bool = False, impulse_rate: float = 1.0, randomise: bool = False) -> list[Scene]:
+    """``count`` scenes; ~60% with 1-6 shots unless ``shot_free``; ``impulse_rate`` per second;
+    ``randomise``: physics and recording path drawn independently (:func:`synth.audio_scene`)."""
     rng = np.random.default_rng(seed)
     sr = FEATURES.sample_rate
     out: list[Scene] = []
@@ -69,7 +70,7 @@ def make_scenes(fams: dict[str, tuple[str, ...]], count: int, seed: int, seconds
         imp = int(rng.poisson(impulse_rate * seconds))
         audio, s, i = synth.audio_scene(rng, seconds, sr, guns=fams["guns"], impulses=fams["impulses"],
                                         continuous=fams["continuous"], rooms=fams["rooms"], shots=shots,
-                                        impulse_count=imp)
+                                        impulse_count=imp, randomise=randomise)
         out.append(Scene(audio, tuple(s), tuple(i), seconds))
     return out
 
@@ -129,7 +130,7 @@ def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int
 class DataSpec:
     """How much data: sized so a full build takes minutes on two shared cores."""
 
-    train_scenes: int = 2400
+    train_scenes: int = 4000
     val_scenes: int = 160
     scene_s: float = 2.0
     eval_scenes: int = 60  # shot-carrying evaluation scenes per domain
@@ -137,19 +138,30 @@ class DataSpec:
     shot_free_minutes_held_out: float = 60.0
     shot_free_minutes_in_domain: float = 20.0
     seed: int = 20261129
+    #: training and validation scenes with independently randomised gun physics and recording path
+    #: (the evaluation scenes never are: they stay the named families' own sound)
+    randomise: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def scene_sets(spec: DataSpec, log: Callable[[str], None]) -> dict[str, list[Scene]]:
-    """Every scene set of a build, each from its own seed (training never sees an evaluation seed)."""
+#: the evaluation sets, held-out first
+EVAL_SETS = ("held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free")
+
+
+def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True) -> dict[str, list[Scene]]:
+    """Every scene set of a build, each from its own seed (training never sees an evaluation seed);
+    ``training=False``: only the evaluation sets (:data:`EVAL_SETS`, the same scenes either way)."""
     ind, held = families("in_domain"), families("held_out")
     s = spec.seed
     sets: dict[str, list[Scene]] = {}
-    log(f"audio data: {spec.train_scenes} training scenes of {spec.scene_s} s (families held out: {HELD_OUT})")
-    sets["train"] = make_scenes(ind, spec.train_scenes, s + 1, spec.scene_s, impulse_rate=1.0)
-    sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6)
+    if training:
+        log(f"audio data: {spec.train_scenes} training scenes of {spec.scene_s} s (families held out: {HELD_OUT})")
+        sets["train"] = make_scenes(ind, spec.train_scenes, s + 1, spec.scene_s, impulse_rate=1.0,
+                                    randomise=spec.randomise)
+        sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6,
+                                  randomise=spec.randomise)
     sets["held_out"] = make_scenes(held, spec.eval_scenes, s + 3, spec.eval_scene_s, impulse_rate=0.5)
     sets["in_domain"] = make_scenes(ind, spec.eval_scenes, s + 4, spec.eval_scene_s, impulse_rate=0.5)
     n_free = round(spec.shot_free_minutes_held_out * 60 / spec.eval_scene_s)
@@ -161,4 +173,4 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None]) -> dict[str, list[Sce
     return sets
 
 
-__all__ = ["ALL", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "scene_sets", "windows"]
+__all__ = ["ALL", "EVAL_SETS", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "scene_sets", "windows"]

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--small", action="store_true", help="a small data set (smoke tests; not for shipping)")
     a.add_argument("--model-version", default="1.0.0")
     ea = sub.add_parser("evaluate-audio", help="held-out and in-domain audio results through the firmware detector")
-    ea.add_argument("model", type=Path)
+    ea.add_argument("model", type=Path, nargs="+", help="one or more models, measured on the same scenes (side by side)")
     ea.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
     ea.add_argument("--small", action="store_true", help="the small data set's evaluation scenes")
     ea.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -218,13 +218,16 @@ def _audio_table(m: dict[str, Any]) -> str:
 
 
 def _evaluate_audio(args: argparse.Namespace) -> int:
-    from bodycam.model_compile.audio_data import scene_sets
+    from bodycam.model_compile.audio_data import EVAL_SETS, scene_sets
     from bodycam.model_compile.audio_eval import evaluate_sets
 
-    sets = scene_sets(_audio_data(args.small), _log)
-    order = ("held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free")
-    m = evaluate_sets(args.model, {k: sets[k] for k in order}, threshold=args.threshold)
-    print(json.dumps(m, indent=1) if args.json else _audio_table(m))
+    sets = scene_sets(_audio_data(args.small), _log, training=False)
+    results = {str(m): evaluate_sets(m, {k: sets[k] for k in EVAL_SETS}, threshold=args.threshold)
+               for m in args.model}
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[str(args.model[0])], indent=1))
+    else:
+        print("\n\n".join(f"{name}\n{_audio_table(m)}" for name, m in results.items()))
     return 0
 
 
