@@ -27,7 +27,14 @@ from bodycam.device.detect.audio_features import FEATURES
 from bodycam.device.detect.audio_model_spec import SCHEMA, TASK, load_audio_model_spec
 from bodycam.device.detect.model_spec import sha256_file, sidecar_path
 from bodycam.device.errors import ModelError, StorageError
-from bodycam.model_compile.audio_data import HELD_OUT, DataSpec, WindowSet, scene_sets, windows
+from bodycam.model_compile.audio_data import (
+    HELD_OUT,
+    DataSpec,
+    WindowSet,
+    mine_negatives,
+    scene_sets,
+    windows,
+)
 from bodycam.model_compile.audio_eval import evaluate_sets, stream_scores
 from bodycam.model_compile.deps import import_tf, load_interpreter
 from bodycam.model_compile.edgetpu import compile_for_edgetpu
@@ -48,6 +55,10 @@ class AudioBuildConfig:
     filters: tuple[int, int, int, int] = (24, 32, 48, 48)
     dense: int = 64
     epochs: int = 10
+    #: hard-negative mining after ``epochs``: the ``mine`` training-scene negatives the model rates
+    #: highest join the training set for ``mine_epochs`` more epochs (0: none)
+    mine: int = 20000
+    mine_epochs: int = 3
     batch: int = 128
     learning_rate: float = 0.003
     seed: int = 1
@@ -74,19 +85,44 @@ def _norm(ws: WindowSet) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _train(tf: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, log: Callable[[str], None]) -> Any:
+def _fit(tf: Any, model: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, epochs: int, first: int,
+         log: Callable[[str], None]) -> None:
+    pos = max(1.0, float(train.y.sum()))
+    w = train.w * np.where(train.y > 0, (len(train.y) - pos) / pos * 0.25, 1.0).astype(np.float32)
+    log(f"audio train: {len(train.y)} windows ({train.positives} shot onsets, {train.hard_negatives} hard "
+        f"negatives), val {len(val.y)}; epochs {first + 1}-{first + epochs}")
+    model.fit(train.x[..., None], train.y, sample_weight=w, batch_size=cfg.batch, epochs=first + epochs,
+              initial_epoch=first, shuffle=True, verbose=0, validation_data=(val.x[..., None], val.y),
+              callbacks=[_EpochLog(tf, log)])
+
+
+def _joined(a: WindowSet, b: WindowSet) -> WindowSet:
+    return WindowSet(np.concatenate([a.x, b.x]), np.concatenate([a.y, b.y]), np.concatenate([a.w, b.w]),
+                     a.positives + b.positives, a.hard_negatives + b.hard_negatives)
+
+
+def _train(tf: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, scenes: list[Any],
+           log: Callable[[str], None]) -> tuple[Any, int]:
+    """Train (then mine hard negatives in ``scenes`` and train on); returns (model, windows mined)."""
     tf.keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     model = build_audio_model(tf, cfg)
     model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
                   weighted_metrics=[])
-    pos = max(1.0, float(train.y.sum()))
-    w = train.w * np.where(train.y > 0, (len(train.y) - pos) / pos * 0.25, 1.0).astype(np.float32)
-    log(f"audio train: {len(train.y)} windows ({train.positives} shot onsets, {train.hard_negatives} hard "
-        f"negatives), val {len(val.y)}; {cfg.epochs} epochs")
-    model.fit(train.x[..., None], train.y, sample_weight=w, batch_size=cfg.batch, epochs=cfg.epochs, shuffle=True,
-              verbose=0, validation_data=(val.x[..., None], val.y), callbacks=[_EpochLog(tf, log)])
-    return model
+    _fit(tf, model, cfg, train, val, cfg.epochs, 0, log)
+    if not cfg.mine or not cfg.mine_epochs:
+        return model, 0
+
+    def score(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return np.asarray(model.predict(x[..., None], batch_size=1024, verbose=0), np.float32).reshape(-1)
+
+    t0 = time.monotonic()
+    mined = mine_negatives(scenes, cfg.frames, cfg.target, score, cfg.mine)
+    log(f"mined {len(mined.y)} hard negatives (scores {float(score(mined.x[:1])[0]) if len(mined.y) else 0:.3f}.. "
+        f"in {time.monotonic() - t0:.0f} s)")
+    model.optimizer.learning_rate.assign(cfg.learning_rate / 3)
+    _fit(tf, model, cfg, _joined(train, mined), val, cfg.mine_epochs, cfg.epochs, log)
+    return model, len(mined.y)
 
 
 class _EpochLog:
@@ -178,7 +214,7 @@ def build_audio(out: Path, cfg: AudioBuildConfig, data: DataSpec, log: Callable[
     t_data = time.monotonic() - t0
     log(f"data: {t_data:.0f} s")
     tf = import_tf()
-    model = _train(tf, cfg, train, val, log)
+    model, mined = _train(tf, cfg, train, val, sets["train"], log)
     twin = build_audio_model(tf, cfg, batch_size=1)
     twin.set_weights(model.get_weights())
     lo, hi = _norm(train)
@@ -196,7 +232,7 @@ def build_audio(out: Path, cfg: AudioBuildConfig, data: DataSpec, log: Callable[
     provenance = {
         "generator": "bodycam.hw_sim.audio_synth (families)", "data": data.as_dict(), "held_out": HELD_OUT,
         "train_windows": len(train.y), "train_positives": train.positives,
-        "train_hard_negatives": train.hard_negatives, "train_sha256": train.digest(),
+        "train_hard_negatives": train.hard_negatives, "train_sha256": train.digest(), "mined_negatives": mined,
         "config": {**asdict(cfg), "target": list(cfg.target), "filters": list(cfg.filters)},
         "tensorflow": tf.__version__, "python": platform.python_version(),
     }

@@ -90,11 +90,55 @@ class WindowSet:
         return h.hexdigest()
 
 
+def _labels(sc: Scene, n: int, target: tuple[int, int]) -> npt.NDArray[np.int8]:
+    """Per window start: 0 negative, 1 positive, 2 ignore, 3 hard negative (a non-shot impulse)."""
+    hop = FEATURES.hop
+    starts = (np.arange(n) + target[0]) * hop
+    ends = (np.arange(n) + target[1]) * hop
+    label = np.zeros(n, np.int8)
+    for s, _fam in sc.impulses:
+        label[(starts - hop <= s) & (s < ends + hop)] = 3
+    for s, _fam in sc.shots:
+        label[(starts - hop <= s) & (s < ends + hop) & (label != 1)] = 2
+        label[(starts <= s) & (s < ends)] = 1
+    return label
+
+
+def mine_negatives(scenes: list[Scene], frames: int, target: tuple[int, int],
+                   score: Callable[[F32], npt.NDArray[np.float32]], count: int, stride: int = 2,
+                   chunk: int = 200) -> WindowSet:
+    """The ``count`` negative windows (every ``stride``-th start, as the firmware hops) that ``score``
+    (a batch ``[n, frames, mels]`` -> ``[n]``) rates highest: hard-negative mining. Ties keep the
+    earlier window, so the choice is deterministic for deterministic scores."""
+    best_x: list[F32] = []
+    best_s: list[npt.NDArray[np.float32]] = []
+    for c in range(0, len(scenes), chunk):
+        xs: list[F32] = []
+        for sc in scenes[c : c + chunk]:
+            mel = log_mel(sc.audio)
+            n = len(mel) - frames + 1
+            if n <= 0:
+                continue
+            label = _labels(sc, n, target)
+            for j in range(0, n, stride):
+                if label[j] in (0, 3):
+                    xs.append(mel[j : j + frames])
+        if not xs:
+            continue
+        x = np.stack(xs).astype(np.float32)
+        sc_ = np.asarray(score(x), np.float32).reshape(-1)
+        x_all = np.concatenate([*best_x, x]) if best_x else x
+        s_all = np.concatenate([*best_s, sc_]) if best_s else sc_
+        top = np.sort(np.argsort(-s_all, kind="stable")[:count])
+        best_x, best_s = [x_all[top]], [s_all[top]]
+    x = best_x[0] if best_x else np.zeros((0, frames, FEATURES.mels), np.float32)
+    return WindowSet(x, np.zeros(len(x), np.float32), np.ones(len(x), np.float32), 0, len(x))
+
+
 def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int,
             negatives_per_scene: int = 10) -> WindowSet:
     """Labelled feature windows from ``scenes`` (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    hop = FEATURES.hop
     xs: list[F32] = []
     ys: list[float] = []
     ws: list[float] = []
@@ -104,14 +148,7 @@ def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int
         n = len(mel) - frames + 1
         if n <= 0:
             continue
-        starts = (np.arange(n) + target[0]) * hop
-        ends = (np.arange(n) + target[1]) * hop
-        label = np.zeros(n, np.int8)  # 0 negative, 1 positive, 2 ignore, 3 hard negative
-        for s, _fam in sc.impulses:
-            label[(starts - hop <= s) & (s < ends + hop)] = 3
-        for s, _fam in sc.shots:
-            label[(starts - hop <= s) & (s < ends + hop) & (label != 1)] = 2
-            label[(starts <= s) & (s < ends)] = 1
+        label = _labels(sc, n, target)
         keep = list(np.flatnonzero((label == 1) | (label == 3)))
         neg = np.flatnonzero(label == 0)
         if len(neg):
@@ -173,4 +210,4 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True
     return sets
 
 
-__all__ = ["ALL", "EVAL_SETS", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "scene_sets", "windows"]
+__all__ = ["ALL", "EVAL_SETS", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "mine_negatives", "scene_sets", "windows"]

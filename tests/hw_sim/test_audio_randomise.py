@@ -77,3 +77,21 @@ def test_evaluation_scenes_are_not_randomised() -> None:
     for k in audio_data.EVAL_SETS:  # the same scenes whether or not the training sets are made
         assert all(np.array_equal(a.audio, b.audio) for a, b in zip(sets[k], again[k], strict=True))
     assert all(f != "physics" for sc in sets["in_domain"] for _s, f in sc.shots)
+
+
+def test_mining_returns_the_highest_scoring_negatives_only() -> None:
+    scenes = audio_data.make_scenes(audio_data.families("in_domain"), 6, seed=9, seconds=2.0)
+
+    def loudness(x: np.ndarray) -> np.ndarray:
+        return x[:, 22:24].mean(axis=(1, 2)).astype(np.float32)
+
+    mined = audio_data.mine_negatives(scenes, 36, (22, 24), loudness, count=25, chunk=4)
+    again = audio_data.mine_negatives(scenes, 36, (22, 24), loudness, count=25, chunk=2)
+    assert len(mined.y) == 25 and not mined.y.any() and mined.hard_negatives == 25
+    assert np.array_equal(np.sort(loudness(mined.x)), np.sort(loudness(again.x)))  # chunking does not matter
+    pos = audio_data.windows(scenes, 36, (22, 24), seed=1)
+    positives = pos.x[pos.y > 0]
+    for w in mined.x:  # no mined window is a positive one
+        assert not any(np.array_equal(w, p) for p in positives)
+    # every window of the scenes not mined scores at most the lowest mined one (among negatives)
+    assert loudness(mined.x).min() >= np.quantile(loudness(pos.x[pos.y == 0]), 0.5)
