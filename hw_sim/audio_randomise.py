@@ -186,7 +186,7 @@ def aac_round_trip(x: F32, sr: int, bitrate: int) -> F32:
         c.mux(p)
     c.close()
     buf.seek(0)
-    d = av.open(buf)
+    d: Any = av.open(buf)
     dec = np.concatenate([fr.to_ndarray().reshape(-1) for fr in d.decode(audio=0)]).astype(np.float32)
     d.close()
     dec = dec[AAC_DELAY : AAC_DELAY + len(up)]
