@@ -54,7 +54,7 @@ class AudioBuildConfig:
     target: tuple[int, int] = (22, 24)
     filters: tuple[int, int, int, int] = (24, 32, 48, 48)
     dense: int = 64
-    epochs: int = 10
+    epochs: int = 8
     #: hard-negative mining after ``epochs``: the ``mine`` training-scene negatives the model rates
     #: highest join the training set for ``mine_epochs`` more epochs (0: none)
     mine: int = 20000
@@ -86,14 +86,14 @@ def _norm(ws: WindowSet) -> tuple[float, float]:
 
 
 def _fit(tf: Any, model: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, epochs: int, first: int,
-         log: Callable[[str], None]) -> None:
+         best: _Best, log: Callable[[str], None]) -> None:
     pos = max(1.0, float(train.y.sum()))
     w = train.w * np.where(train.y > 0, (len(train.y) - pos) / pos * 0.25, 1.0).astype(np.float32)
     log(f"audio train: {len(train.y)} windows ({train.positives} shot onsets, {train.hard_negatives} hard "
         f"negatives), val {len(val.y)}; epochs {first + 1}-{first + epochs}")
     model.fit(train.x[..., None], train.y, sample_weight=w, batch_size=cfg.batch, epochs=first + epochs,
               initial_epoch=first, shuffle=True, verbose=0, validation_data=(val.x[..., None], val.y),
-              callbacks=[_EpochLog(tf, log)])
+              callbacks=[_EpochLog(tf, log, best)])
 
 
 def _joined(a: WindowSet, b: WindowSet) -> WindowSet:
@@ -103,13 +103,20 @@ def _joined(a: WindowSet, b: WindowSet) -> WindowSet:
 
 def _train(tf: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, scenes: list[Any],
            log: Callable[[str], None]) -> tuple[Any, int]:
-    """Train (then mine hard negatives in ``scenes`` and train on); returns (model, windows mined)."""
+    """Train (then mine hard negatives in ``scenes`` and train on); returns (model, windows mined).
+
+    After each stage the model goes back to the weights of its epoch with the lowest loss on the
+    in-domain validation windows (the only data that chooses anything here)."""
     tf.keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     model = build_audio_model(tf, cfg)
     model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
                   weighted_metrics=[])
-    _fit(tf, model, cfg, train, val, cfg.epochs, 0, log)
+    best = _Best()
+    _fit(tf, model, cfg, train, val, cfg.epochs, 0, best, log)
+    assert best.weights is not None
+    model.set_weights(best.weights)
+    log(f"kept epoch {best.epoch} (val_loss {best.loss:.4f})")
     if not cfg.mine or not cfg.mine_epochs:
         return model, 0
 
@@ -121,16 +128,32 @@ def _train(tf: Any, cfg: AudioBuildConfig, train: WindowSet, val: WindowSet, sce
     log(f"mined {len(mined.y)} hard negatives (scores {float(score(mined.x[:1])[0]) if len(mined.y) else 0:.3f}.. "
         f"in {time.monotonic() - t0:.0f} s)")
     model.optimizer.learning_rate.assign(cfg.learning_rate / 3)
-    _fit(tf, model, cfg, _joined(train, mined), val, cfg.mine_epochs, cfg.epochs, log)
+    _fit(tf, model, cfg, _joined(train, mined), val, cfg.mine_epochs, cfg.epochs, best, log)
+    model.set_weights(best.weights)
+    log(f"kept epoch {best.epoch} (val_loss {best.loss:.4f})")
     return model, len(mined.y)
 
 
+class _Best:
+    """The weights of the epoch with the lowest in-domain validation loss so far (kept in memory)."""
+
+    def __init__(self) -> None:
+        self.loss = float("inf")
+        self.epoch = 0
+        self.weights: list[Any] | None = None
+
+    def offer(self, epoch: int, loss: float, weights: list[Any]) -> None:
+        if loss < self.loss:
+            self.loss, self.epoch, self.weights = loss, epoch, weights
+
+
 class _EpochLog:
-    def __new__(cls, tf: Any, log: Callable[[str], None]) -> Any:
+    def __new__(cls, tf: Any, log: Callable[[str], None], best: _Best) -> Any:
         class CB(tf.keras.callbacks.Callback):  # type: ignore[misc]
             def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
                 lg = logs or {}
                 log(f"  epoch {epoch + 1}: loss {lg.get('loss', 0):.4f} val_loss {lg.get('val_loss', 0):.4f}")
+                best.offer(epoch + 1, float(lg.get("val_loss", float("inf"))), self.model.get_weights())
 
         return CB()
 
