@@ -52,7 +52,7 @@ class AudioBuildConfig:
 
     frames: int = 36
     target: tuple[int, int] = (22, 24)
-    filters: tuple[int, int, int, int] = (24, 32, 48, 48)
+    filters: tuple[int, ...] = (24, 32, 48, 48)  # three: the first build's network (global pooling)
     dense: int = 64
     epochs: int = 8
     #: hard-negative mining after ``epochs``: the ``mine`` training-scene negatives the model rates
@@ -66,8 +66,16 @@ class AudioBuildConfig:
 
 def build_audio_model(tf: Any, cfg: AudioBuildConfig, batch_size: int | None = None) -> Any:
     keras, layers = tf.keras, tf.keras.layers
-    f1, f2, f3, f4 = cfg.filters
     inp = keras.Input(shape=(cfg.frames, FEATURES.mels, 1), batch_size=batch_size, name="logmel")
+    if len(cfg.filters) == 3:  # the first build's network: three convolutions, pooled over the whole map
+        x = inp
+        for k, (f, st) in enumerate(zip(cfg.filters, ((1, 2), 2, 2), strict=True)):
+            x = layers.Conv2D(f, 3, strides=st, padding="same", activation="relu", name=f"c{k + 1}")(x)
+        x = layers.AveragePooling2D(pool_size=(x.shape[1], x.shape[2]), name="pool")(x)
+        x = layers.Flatten(name="flat")(x)
+        x = layers.Dense(cfg.dense, activation="relu", name="fc")(x)
+        return keras.Model(inp, layers.Dense(1, activation="sigmoid", name="shot")(x), name="shotnet_audio")
+    f1, f2, f3, f4 = cfg.filters
     x = layers.Conv2D(f1, 3, strides=(1, 2), padding="same", activation="relu", name="c1")(inp)
     x = layers.Conv2D(f2, 3, strides=2, padding="same", activation="relu", name="c2")(x)
     x = layers.Conv2D(f3, 3, strides=(1, 2), padding="same", activation="relu", name="c3")(x)
