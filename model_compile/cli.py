@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--epochs", type=int, default=None)
     a.add_argument("--seed", type=int, default=None, help="training seed (the data seed is fixed in DataSpec)")
     a.add_argument("--small", action="store_true", help="a small data set (smoke tests; not for shipping)")
+    a.add_argument("--recipe", default="shipped",
+                   help="network + data recipe: shipped (default), wide, wide-all, wide-small (docs/model.md)")
     a.add_argument("--model-version", default="1.0.0")
     ea = sub.add_parser("evaluate-audio", help="held-out and in-domain audio results through the firmware detector")
     ea.add_argument("model", type=Path, nargs="+", help="one or more models, measured on the same scenes (side by side)")
@@ -192,16 +194,20 @@ def _audio_data(small: bool) -> Any:
 def _build_audio(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from bodycam.model_compile.audio_build import AudioBuildConfig, build_audio
+    from bodycam.model_compile.audio_build import RECIPES, build_audio
 
-    cfg = AudioBuildConfig()
+    if args.recipe not in RECIPES:
+        raise UsageError(f"--recipe {args.recipe!r}: one of {', '.join(RECIPES)}")
+    cfg, data = RECIPES[args.recipe]
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
     if cfg.epochs < 1:
         raise UsageError(f"--epochs {cfg.epochs} must be at least 1")
-    side = build_audio(args.out, cfg, _audio_data(args.small), _log, args.model_version)
+    if args.small:
+        data = replace(_audio_data(True), randomise=data.randomise)
+    side = build_audio(args.out, cfg, data, _log, args.model_version)
     print(_audio_table(side["metrics"]))
     return 0
 
