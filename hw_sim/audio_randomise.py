@@ -119,6 +119,48 @@ def physics_gun(rng: np.random.Generator, sr: int) -> F32:
     return res
 
 
+def physics_impulse(rng: np.random.Generator, sr: int) -> F32:
+    """One non-gun impulsive sound (a slam, knock, pop, crack, bang, clatter) from independently drawn
+    parts: a pressure pulse (positive phase 0.3-10 ms, rise 0-3 ms), a noise burst (decay 0.5-20 ms),
+    a resonant body (20-250 Hz), ringing modes (300-6000 Hz), bounces, then a random response. Each
+    part is present or not on its own, so these overlap the guns' space: what separates them must be
+    learnt from the sound, not from a recipe. Peak 1, onset at sample 0."""
+    dur = int(sr * 0.6)
+    t: AnyArr = np.arange(dur, dtype=np.float64) / sr
+    x: AnyArr = np.zeros(dur)
+    rise = rng.uniform(0.0, 0.003) if rng.random() < 0.7 else 0.0
+    ramp = np.minimum(1.0, t / max(rise, 1e-4))
+    parts = 0
+    while parts == 0:
+        if rng.random() < 0.5:
+            x += _friedlander(t, rng.uniform(0.0003, 0.01), rng.uniform(0.5, 4.0), rise) * rng.uniform(0.3, 1.0)
+            parts += 1
+        if rng.random() < 0.6:
+            x += rng.normal(0, 1, dur) * ramp * np.exp(-t / rng.uniform(0.0005, 0.02)) * rng.uniform(0.2, 1.0)
+            parts += 1
+        if rng.random() < 0.5:
+            x += np.sin(2 * math.pi * rng.uniform(20, 250) * t) * ramp * np.exp(-t / rng.uniform(0.01, 0.15)) \
+                * rng.uniform(0.3, 1.2)
+            parts += 1
+        if rng.random() < 0.4:
+            for _ in range(int(rng.integers(1, 5))):
+                x += np.sin(2 * math.pi * rng.uniform(300, 6000) * t) * ramp * np.exp(-t / rng.uniform(0.005, 0.2)) \
+                    * rng.uniform(0.1, 0.6)
+            parts += 1
+    if rng.random() < 0.3:  # bounces / clatter: decaying repeats
+        dry = x.copy()
+        k = 0
+        for j in range(int(rng.integers(1, 5))):
+            k += int(rng.uniform(0.02, 0.2) * sr)
+            if k >= dur:
+                break
+            x[k:] += dry[: dur - k] * rng.uniform(0.2, 0.7) ** (j + 1)
+    y = shape(x.astype(np.float32), sr, rng=rng)
+    y[0] = np.sign(y[0] or 1.0) * max(abs(float(y[0])), 0.05 * float(np.max(np.abs(y))))
+    res: F32 = (y / (np.max(np.abs(y)) + 1e-9)).astype(np.float32)
+    return res
+
+
 def _agc(x: AnyArr, rng: np.random.Generator, sr: int) -> AnyArr:
     """An automatic gain control: gain follows the level (1 ms blocks, fast attack, slow release)."""
     blk = sr // 1000
@@ -216,4 +258,4 @@ def recording_path(x: F32, rng: np.random.Generator, sr: int, *, codec: float = 
     return out
 
 
-__all__ = ["AAC_BITRATES", "aac_round_trip", "physics_gun", "recording_path", "response", "shape"]
+__all__ = ["AAC_BITRATES", "aac_round_trip", "physics_gun", "physics_impulse", "recording_path", "response", "shape"]

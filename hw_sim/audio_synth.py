@@ -386,8 +386,8 @@ def microphone(x: F32, rng: np.random.Generator, gain_db: float) -> F32:
 
 def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tuple[str, ...],
                 impulses: tuple[str, ...], continuous: tuple[str, ...], rooms: tuple[str, ...],
-                shots: int, impulse_count: int,
-                randomise: bool = False) -> tuple[F32, list[tuple[int, str]], list[tuple[int, str]]]:
+                shots: int, impulse_count: int, randomise: bool = False,
+                physics_impulses: bool = False) -> tuple[F32, list[tuple[int, str]], list[tuple[int, str]]]:
     """A randomised stretch of sound: (samples, [(shot onset sample, family)], [(impulse onset, family)]).
 
     Shots come singly or in bursts (4-15 rounds/s); the room, distance and microphone gain are drawn
@@ -399,7 +399,9 @@ def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tupl
     family, every shot and impulse gets a random frequency response with probability 1/2, the room's
     reverb and reflections are drawn independently of its name, and the microphone is the randomised
     recording path (gain, clipping, AGC, MEMS response, sample-rate path, AAC). Without it, the draws
-    are exactly those of the named families alone.
+    are exactly those of the named families alone. ``physics_impulses`` (with ``randomise``): half the
+    non-shot impulses are :func:`~bodycam.hw_sim.audio_randomise.physics_impulse` (family
+    ``physics_impulse``, 0.3-8x at 1-30 m).
     """
     from bodycam.hw_sim import audio_randomise as rnd
 
@@ -444,12 +446,14 @@ def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tupl
             "dropped_object": (0.2, 3.0, 0.5, 8.0), "clap": (0.2, 3.0, 0.5, 8.0)}
     for _ in range(impulse_count if impulses else 0):
         fam = str(rng.choice(impulses))
+        if randomise and physics_impulses and rng.random() < 0.5:
+            fam = "physics_impulse"
         s = int(rng.integers(int(0.05 * sr), n - int(0.25 * sr)))
         if not free(s):
             continue
-        lo, hi, dlo, dhi = loud[fam]
+        lo, hi, dlo, dhi = loud.get(fam, (0.3, 8.0, 1.0, 30.0))
         dist = float(np.exp(rng.uniform(math.log(dlo), math.log(dhi))))
-        dry = impulse_sound(fam, rng, sr)
+        dry = rnd.physics_impulse(rng, sr) if fam == "physics_impulse" else impulse_sound(fam, rng, sr)
         if randomise and rng.random() < 0.5:
             dry = rnd.shape(dry, sr, rng=rng)
         _place(out, s, room_path(dry, room, rng, sr, dist, randomise=randomise) * rng.uniform(lo, hi))

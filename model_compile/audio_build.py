@@ -80,6 +80,8 @@ RECIPES: dict[str, tuple[AudioBuildConfig, DataSpec]] = {
                                   mine=20000), DataSpec(train_scenes=4000, randomise=1.0)),
     # half randomised, 4000 scenes, the shipped network, best validation epoch
     "wide-small": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5)),
+    # wide-small, and half the randomised scenes' impulses physics-drawn non-gun sounds
+    "wide-neg": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5, physics_impulses=True)),
 }
 
 

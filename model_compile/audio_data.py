@@ -59,7 +59,8 @@ class Scene:
 
 
 def make_scenes(fams: dict[str, tuple[str, ...]], count: int, seed: int, seconds: float, *,
-                shot_free: bool = False, impulse_rate: float = 1.0, randomise: float = 0.0) -> list[Scene]:
+                shot_free: bool = False, impulse_rate: float = 1.0, randomise: float = 0.0,
+                physics_impulses: bool = False) -> list[Scene]:
     """``count`` scenes; ~60% with 1-6 shots unless ``shot_free``; ``impulse_rate`` per second;
     ``randomise``: the fraction of scenes whose physics and recording path are drawn independently
     (:func:`synth.audio_scene`; 0 or 1: none or all, and no random draw is spent on deciding)."""
@@ -72,7 +73,8 @@ def make_scenes(fams: dict[str, tuple[str, ...]], count: int, seed: int, seconds
         wide = randomise >= 1.0 or bool(randomise > 0 and rng.random() < randomise)
         audio, s, i = synth.audio_scene(rng, seconds, sr, guns=fams["guns"], impulses=fams["impulses"],
                                         continuous=fams["continuous"], rooms=fams["rooms"], shots=shots,
-                                        impulse_count=imp, randomise=wide)
+                                        impulse_count=imp, randomise=wide,
+                                        physics_impulses=physics_impulses)
         out.append(Scene(audio, tuple(s), tuple(i), seconds))
     return out
 
@@ -180,6 +182,8 @@ class DataSpec:
     #: the fraction of training and validation scenes with independently randomised gun physics and
     #: recording path (the evaluation scenes never are: they stay the named families' own sound)
     randomise: float = 0.0
+    #: randomised scenes also carry physics-drawn non-gun impulses (hw_sim.audio_randomise.physics_impulse)
+    physics_impulses: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,9 +202,9 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True
     if training:
         log(f"audio data: {spec.train_scenes} training scenes of {spec.scene_s} s (families held out: {HELD_OUT})")
         sets["train"] = make_scenes(ind, spec.train_scenes, s + 1, spec.scene_s, impulse_rate=1.0,
-                                    randomise=spec.randomise)
+                                    randomise=spec.randomise, physics_impulses=spec.physics_impulses)
         sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6,
-                                  randomise=spec.randomise)
+                                  randomise=spec.randomise, physics_impulses=spec.physics_impulses)
     sets["held_out"] = make_scenes(held, spec.eval_scenes, s + 3, spec.eval_scene_s, impulse_rate=0.5)
     sets["in_domain"] = make_scenes(ind, spec.eval_scenes, s + 4, spec.eval_scene_s, impulse_rate=0.5)
     n_free = round(spec.shot_free_minutes_held_out * 60 / spec.eval_scene_s)

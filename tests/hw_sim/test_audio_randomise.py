@@ -95,3 +95,21 @@ def test_mining_returns_the_highest_scoring_negatives_only() -> None:
         assert not any(np.array_equal(w, p) for p in positives)
     # every window of the scenes not mined scores at most the lowest mined one (among negatives)
     assert loudness(mined.x).min() >= np.quantile(loudness(pos.x[pos.y == 0]), 0.5)
+
+
+def test_physics_impulses_start_at_sample_zero_and_join_only_randomised_scenes() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        x = rnd.physics_impulse(rng, SR)
+        assert abs(float(x[0])) > 0 and np.max(np.abs(x)) <= 1.0 + 1e-6 and np.isfinite(x).all()
+    fams = audio_data.families("in_domain")
+    seen: set[str] = set()
+    for randomise in (True, False):
+        for _ in range(4):
+            _a, _s, imp = synth.audio_scene(rng, 2.0, SR, guns=fams["guns"], impulses=fams["impulses"],
+                                            continuous=fams["continuous"], rooms=fams["rooms"], shots=1,
+                                            impulse_count=6, randomise=randomise, physics_impulses=True)
+            names = {f for _o, f in imp}
+            assert randomise or "physics_impulse" not in names
+            seen |= names
+    assert "physics_impulse" in seen
