@@ -333,9 +333,14 @@ def continuous_sound(family: str, rng: np.random.Generator, sr: int, n: int) -> 
     return res
 
 
-def room_path(x: F32, room: str, rng: np.random.Generator, sr: int, distance_m: float) -> F32:
-    """``x`` heard at ``distance_m`` in ``room``: level, air absorption, reverb or echoes (same onset)."""
-    n = len(x) + int(sr * 0.8)
+def room_path(x: F32, room: str, rng: np.random.Generator, sr: int, distance_m: float, *,
+              randomise: bool = False) -> F32:
+    """``x`` heard at ``distance_m`` in ``room``: level, air absorption, reverb or echoes (same onset).
+
+    ``randomise``: the reverb time is drawn on its own (log-uniform 0.08-1.5 s indoors) and the
+    outdoor reflections' count, delay and loss more widely, whatever the room's name.
+    """
+    n = len(x) + int(sr * (1.2 if randomise else 0.8))
     y: AnyArr = np.zeros(n, np.float32)
     y[: len(x)] = x
     k = max(1, int(distance_m / 40))  # high frequencies die with distance
@@ -344,6 +349,8 @@ def room_path(x: F32, room: str, rng: np.random.Generator, sr: int, distance_m: 
     if room in ("indoor_small", "indoor_hall", "vehicle"):
         rt = {"indoor_small": rng.uniform(0.2, 0.5), "indoor_hall": rng.uniform(0.6, 1.4),
               "vehicle": rng.uniform(0.05, 0.15)}[room]
+        if randomise:
+            rt = float(np.exp(rng.uniform(math.log(0.08), math.log(1.5))))
         ir = rng.normal(0, 1, n).astype(np.float32) * np.exp(-6.9 * t / rt).astype(np.float32)
         ir[: int(0.002 * sr)] = 0
         m = 1 << math.ceil(math.log2(2 * n))
@@ -354,8 +361,11 @@ def room_path(x: F32, room: str, rng: np.random.Generator, sr: int, distance_m: 
         # discrete reflections (buildings, vehicles, the ground): a reflection that arrives d seconds
         # late has travelled 343*d m further, so it is weaker by spreading (and by the wall's absorption)
         dry = y.copy()
-        for _ in range(int(rng.integers(1 if room == "open_field" else 3, 4 if room == "open_field" else 8))):
-            delay_s = rng.uniform(0.02, 0.7)
+        count = int(rng.integers(1 if room == "open_field" else 3, 4 if room == "open_field" else 8))
+        if randomise:
+            count = int(rng.integers(0, 10))
+        for _ in range(count):
+            delay_s = rng.uniform(0.005, 1.0) if randomise else rng.uniform(0.02, 0.7)
             d = int(delay_s * sr)
             gain = rng.uniform(0.3, 0.9) * distance_m / (distance_m + 343.0 * delay_s)
             if d < n:
@@ -376,13 +386,25 @@ def microphone(x: F32, rng: np.random.Generator, gain_db: float) -> F32:
 
 def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tuple[str, ...],
                 impulses: tuple[str, ...], continuous: tuple[str, ...], rooms: tuple[str, ...],
-                shots: int, impulse_count: int) -> tuple[F32, list[tuple[int, str]], list[tuple[int, str]]]:
+                shots: int, impulse_count: int, randomise: bool = False,
+                physics_impulses: bool = False) -> tuple[F32, list[tuple[int, str]], list[tuple[int, str]]]:
     """A randomised stretch of sound: (samples, [(shot onset sample, family)], [(impulse onset, family)]).
 
     Shots come singly or in bursts (4-15 rounds/s); the room, distance and microphone gain are drawn
     per scene and per sound; 1-2 continuous beds play throughout. Onsets are at least 40 ms apart
     from any other onset so each is a separate event.
+
+    ``randomise`` (training data; :mod:`bodycam.hw_sim.audio_randomise`): half the shots are
+    :func:`~bodycam.hw_sim.audio_randomise.physics_gun` (family ``physics``) instead of a named gun
+    family, every shot and impulse gets a random frequency response with probability 1/2, the room's
+    reverb and reflections are drawn independently of its name, and the microphone is the randomised
+    recording path (gain, clipping, AGC, MEMS response, sample-rate path, AAC). Without it, the draws
+    are exactly those of the named families alone. ``physics_impulses`` (with ``randomise``): half the
+    non-shot impulses are :func:`~bodycam.hw_sim.audio_randomise.physics_impulse` (family
+    ``physics_impulse``, 0.3-8x at 1-30 m).
     """
+    from bodycam.hw_sim import audio_randomise as rnd
+
     n = int(seconds * sr)
     room = str(rng.choice(rooms))
     out = _coloured_noise(rng, n, sr, float(rng.uniform(-6, -2))) * _db(rng.uniform(-70, -45))
@@ -399,6 +421,8 @@ def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tupl
     left = shots
     while left > 0 and guns:
         fam = str(rng.choice(guns))
+        if randomise and rng.random() < 0.5:
+            fam = "physics"
         burst = int(min(left, rng.integers(1, 6) if rng.random() < 0.4 else 1))
         gap = int(sr / rng.uniform(4, 15))
         start = int(rng.integers(int(0.1 * sr), max(int(0.1 * sr) + 1, n - int(0.3 * sr) - burst * gap)))
@@ -407,7 +431,10 @@ def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tupl
         for j in range(burst):
             s = start + j * gap
             if s < n - int(0.25 * sr) and free(s):
-                snd = room_path(gun_sound(fam, rng, sr), room, rng, sr, dist) * level
+                dry = rnd.physics_gun(rng, sr) if fam == "physics" else gun_sound(fam, rng, sr)
+                if randomise and rng.random() < 0.5:
+                    dry = rnd.shape(dry, sr, rng=rng)
+                snd = room_path(dry, room, rng, sr, dist, randomise=randomise) * level
                 _place(out, s, snd)
                 taken.append(s)
                 shot_onsets.append((s, fam))
@@ -419,13 +446,18 @@ def audio_scene(rng: np.random.Generator, seconds: float, sr: int, *, guns: tupl
             "dropped_object": (0.2, 3.0, 0.5, 8.0), "clap": (0.2, 3.0, 0.5, 8.0)}
     for _ in range(impulse_count if impulses else 0):
         fam = str(rng.choice(impulses))
+        if randomise and physics_impulses and rng.random() < 0.5:
+            fam = "physics_impulse"
         s = int(rng.integers(int(0.05 * sr), n - int(0.25 * sr)))
         if not free(s):
             continue
-        lo, hi, dlo, dhi = loud[fam]
+        lo, hi, dlo, dhi = loud.get(fam, (0.3, 8.0, 1.0, 30.0))
         dist = float(np.exp(rng.uniform(math.log(dlo), math.log(dhi))))
-        _place(out, s, room_path(impulse_sound(fam, rng, sr), room, rng, sr, dist) * rng.uniform(lo, hi))
+        dry = rnd.physics_impulse(rng, sr) if fam == "physics_impulse" else impulse_sound(fam, rng, sr)
+        if randomise and rng.random() < 0.5:
+            dry = rnd.shape(dry, sr, rng=rng)
+        _place(out, s, room_path(dry, room, rng, sr, dist, randomise=randomise) * rng.uniform(lo, hi))
         taken.append(s)
         impulse_onsets.append((s, fam))
-    mic = microphone(out, rng, float(rng.uniform(-6.0, 6.0)))
+    mic = rnd.recording_path(out, rng, sr) if randomise else microphone(out, rng, float(rng.uniform(-6.0, 6.0)))
     return mic, sorted(shot_onsets), sorted(impulse_onsets)

@@ -59,17 +59,22 @@ class Scene:
 
 
 def make_scenes(fams: dict[str, tuple[str, ...]], count: int, seed: int, seconds: float, *,
-                shot_free: bool = False, impulse_rate: float = 1.0) -> list[Scene]:
-    """``count`` scenes; ~60% with 1-6 shots unless ``shot_free``; ``impulse_rate`` per second."""
+                shot_free: bool = False, impulse_rate: float = 1.0, randomise: float = 0.0,
+                physics_impulses: bool = False) -> list[Scene]:
+    """``count`` scenes; ~60% with 1-6 shots unless ``shot_free``; ``impulse_rate`` per second;
+    ``randomise``: the fraction of scenes whose physics and recording path are drawn independently
+    (:func:`synth.audio_scene`; 0 or 1: none or all, and no random draw is spent on deciding)."""
     rng = np.random.default_rng(seed)
     sr = FEATURES.sample_rate
     out: list[Scene] = []
     for _ in range(count):
         shots = 0 if shot_free or rng.random() < 0.4 else int(rng.integers(1, 7))
         imp = int(rng.poisson(impulse_rate * seconds))
+        wide = randomise >= 1.0 or bool(randomise > 0 and rng.random() < randomise)
         audio, s, i = synth.audio_scene(rng, seconds, sr, guns=fams["guns"], impulses=fams["impulses"],
                                         continuous=fams["continuous"], rooms=fams["rooms"], shots=shots,
-                                        impulse_count=imp)
+                                        impulse_count=imp, randomise=wide,
+                                        physics_impulses=physics_impulses)
         out.append(Scene(audio, tuple(s), tuple(i), seconds))
     return out
 
@@ -89,11 +94,55 @@ class WindowSet:
         return h.hexdigest()
 
 
+def _labels(sc: Scene, n: int, target: tuple[int, int]) -> npt.NDArray[np.int8]:
+    """Per window start: 0 negative, 1 positive, 2 ignore, 3 hard negative (a non-shot impulse)."""
+    hop = FEATURES.hop
+    starts = (np.arange(n) + target[0]) * hop
+    ends = (np.arange(n) + target[1]) * hop
+    label = np.zeros(n, np.int8)
+    for s, _fam in sc.impulses:
+        label[(starts - hop <= s) & (s < ends + hop)] = 3
+    for s, _fam in sc.shots:
+        label[(starts - hop <= s) & (s < ends + hop) & (label != 1)] = 2
+        label[(starts <= s) & (s < ends)] = 1
+    return label
+
+
+def mine_negatives(scenes: list[Scene], frames: int, target: tuple[int, int],
+                   score: Callable[[F32], npt.NDArray[np.float32]], count: int, stride: int = 2,
+                   chunk: int = 200) -> WindowSet:
+    """The ``count`` negative windows (every ``stride``-th start, as the firmware hops) that ``score``
+    (a batch ``[n, frames, mels]`` -> ``[n]``) rates highest: hard-negative mining. Ties keep the
+    earlier window, so the choice is deterministic for deterministic scores."""
+    best_x: list[F32] = []
+    best_s: list[npt.NDArray[np.float32]] = []
+    for c in range(0, len(scenes), chunk):
+        xs: list[F32] = []
+        for sc in scenes[c : c + chunk]:
+            mel = log_mel(sc.audio)
+            n = len(mel) - frames + 1
+            if n <= 0:
+                continue
+            label = _labels(sc, n, target)
+            for j in range(0, n, stride):
+                if label[j] in (0, 3):
+                    xs.append(mel[j : j + frames])
+        if not xs:
+            continue
+        x = np.stack(xs).astype(np.float32)
+        sc_ = np.asarray(score(x), np.float32).reshape(-1)
+        x_all = np.concatenate([*best_x, x]) if best_x else x
+        s_all = np.concatenate([*best_s, sc_]) if best_s else sc_
+        top = np.sort(np.argsort(-s_all, kind="stable")[:count])
+        best_x, best_s = [x_all[top]], [s_all[top]]
+    x = best_x[0] if best_x else np.zeros((0, frames, FEATURES.mels), np.float32)
+    return WindowSet(x, np.zeros(len(x), np.float32), np.ones(len(x), np.float32), 0, len(x))
+
+
 def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int,
             negatives_per_scene: int = 10) -> WindowSet:
     """Labelled feature windows from ``scenes`` (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    hop = FEATURES.hop
     xs: list[F32] = []
     ys: list[float] = []
     ws: list[float] = []
@@ -103,14 +152,7 @@ def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int
         n = len(mel) - frames + 1
         if n <= 0:
             continue
-        starts = (np.arange(n) + target[0]) * hop
-        ends = (np.arange(n) + target[1]) * hop
-        label = np.zeros(n, np.int8)  # 0 negative, 1 positive, 2 ignore, 3 hard negative
-        for s, _fam in sc.impulses:
-            label[(starts - hop <= s) & (s < ends + hop)] = 3
-        for s, _fam in sc.shots:
-            label[(starts - hop <= s) & (s < ends + hop) & (label != 1)] = 2
-            label[(starts <= s) & (s < ends)] = 1
+        label = _labels(sc, n, target)
         keep = list(np.flatnonzero((label == 1) | (label == 3)))
         neg = np.flatnonzero(label == 0)
         if len(neg):
@@ -137,19 +179,32 @@ class DataSpec:
     shot_free_minutes_held_out: float = 60.0
     shot_free_minutes_in_domain: float = 20.0
     seed: int = 20261129
+    #: the fraction of training and validation scenes with independently randomised gun physics and
+    #: recording path (the evaluation scenes never are: they stay the named families' own sound)
+    randomise: float = 0.0
+    #: randomised scenes also carry physics-drawn non-gun impulses (hw_sim.audio_randomise.physics_impulse)
+    physics_impulses: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def scene_sets(spec: DataSpec, log: Callable[[str], None]) -> dict[str, list[Scene]]:
-    """Every scene set of a build, each from its own seed (training never sees an evaluation seed)."""
+#: the evaluation sets, held-out first
+EVAL_SETS = ("held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free")
+
+
+def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True) -> dict[str, list[Scene]]:
+    """Every scene set of a build, each from its own seed (training never sees an evaluation seed);
+    ``training=False``: only the evaluation sets (:data:`EVAL_SETS`, the same scenes either way)."""
     ind, held = families("in_domain"), families("held_out")
     s = spec.seed
     sets: dict[str, list[Scene]] = {}
-    log(f"audio data: {spec.train_scenes} training scenes of {spec.scene_s} s (families held out: {HELD_OUT})")
-    sets["train"] = make_scenes(ind, spec.train_scenes, s + 1, spec.scene_s, impulse_rate=1.0)
-    sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6)
+    if training:
+        log(f"audio data: {spec.train_scenes} training scenes of {spec.scene_s} s (families held out: {HELD_OUT})")
+        sets["train"] = make_scenes(ind, spec.train_scenes, s + 1, spec.scene_s, impulse_rate=1.0,
+                                    randomise=spec.randomise, physics_impulses=spec.physics_impulses)
+        sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6,
+                                  randomise=spec.randomise, physics_impulses=spec.physics_impulses)
     sets["held_out"] = make_scenes(held, spec.eval_scenes, s + 3, spec.eval_scene_s, impulse_rate=0.5)
     sets["in_domain"] = make_scenes(ind, spec.eval_scenes, s + 4, spec.eval_scene_s, impulse_rate=0.5)
     n_free = round(spec.shot_free_minutes_held_out * 60 / spec.eval_scene_s)
@@ -161,4 +216,4 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None]) -> dict[str, list[Sce
     return sets
 
 
-__all__ = ["ALL", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "scene_sets", "windows"]
+__all__ = ["ALL", "EVAL_SETS", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "mine_negatives", "scene_sets", "windows"]

@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--epochs", type=int, default=None)
     a.add_argument("--seed", type=int, default=None, help="training seed (the data seed is fixed in DataSpec)")
     a.add_argument("--small", action="store_true", help="a small data set (smoke tests; not for shipping)")
+    a.add_argument("--recipe", default="shipped",
+                   help="network + data recipe: shipped (default), wide, wide-all, wide-small (docs/model.md)")
     a.add_argument("--model-version", default="1.0.0")
     ea = sub.add_parser("evaluate-audio", help="held-out and in-domain audio results through the firmware detector")
-    ea.add_argument("model", type=Path)
+    ea.add_argument("model", type=Path, nargs="+", help="one or more models, measured on the same scenes (side by side)")
     ea.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
     ea.add_argument("--small", action="store_true", help="the small data set's evaluation scenes")
     ea.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -202,16 +204,20 @@ def _audio_data(small: bool) -> Any:
 def _build_audio(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from bodycam.model_compile.audio_build import AudioBuildConfig, build_audio
+    from bodycam.model_compile.audio_build import RECIPES, build_audio
 
-    cfg = AudioBuildConfig()
+    if args.recipe not in RECIPES:
+        raise UsageError(f"--recipe {args.recipe!r}: one of {', '.join(RECIPES)}")
+    cfg, data = RECIPES[args.recipe]
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
     if cfg.epochs < 1:
         raise UsageError(f"--epochs {cfg.epochs} must be at least 1")
-    side = build_audio(args.out, cfg, _audio_data(args.small), _log, args.model_version)
+    if args.small:
+        data = replace(_audio_data(True), randomise=data.randomise)
+    side = build_audio(args.out, cfg, data, _log, args.model_version)
     print(_audio_table(side["metrics"]))
     return 0
 
@@ -228,13 +234,16 @@ def _audio_table(m: dict[str, Any]) -> str:
 
 
 def _evaluate_audio(args: argparse.Namespace) -> int:
-    from bodycam.model_compile.audio_data import scene_sets
+    from bodycam.model_compile.audio_data import EVAL_SETS, scene_sets
     from bodycam.model_compile.audio_eval import evaluate_sets
 
-    sets = scene_sets(_audio_data(args.small), _log)
-    order = ("held_out", "held_out_shot_free", "in_domain", "in_domain_shot_free")
-    m = evaluate_sets(args.model, {k: sets[k] for k in order}, threshold=args.threshold)
-    print(json.dumps(m, indent=1) if args.json else _audio_table(m))
+    sets = scene_sets(_audio_data(args.small), _log, training=False)
+    results = {str(m): evaluate_sets(m, {k: sets[k] for k in EVAL_SETS}, threshold=args.threshold)
+               for m in args.model}
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[str(args.model[0])], indent=1))
+    else:
+        print("\n\n".join(f"{name}\n{_audio_table(m)}" for name, m in results.items()))
     return 0
 
 

@@ -14,6 +14,8 @@
 # Data sets are kept under build/ (git-ignored) and reused when present.
 # Usage: scripts/build-model.sh [--no-install] [all|video|audio]   (default all;
 #        BODYCAM_MODEL_EPOCHS overrides the video model's epochs)
+#        audio-wide: the wider-randomised audio candidate (build-audio --recipe wide; docs/model.md),
+#        never installed by this target
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -22,8 +24,8 @@ WHAT=all
 for arg in "$@"; do
     case "$arg" in
         --no-install) INSTALL=0 ;;
-        all|video|video-families|audio) WHAT=$arg ;;
-        *) echo "usage: scripts/build-model.sh [--no-install] [all|video|video-families|audio]" >&2; exit 2 ;;
+        all|video|video-families|audio|audio-wide) WHAT=$arg ;;
+        *) echo "usage: scripts/build-model.sh [--no-install] [all|video|video-families|audio|audio-wide]" >&2; exit 2 ;;
     esac
 done
 build_audio() {
@@ -71,6 +73,12 @@ build_video_families() {
 }
 if [ "$WHAT" = audio ]; then
     build_audio
+    exit 0
+fi
+if [ "$WHAT" = audio-wide ]; then  # a candidate, compared side by side with the shipped model (docs/model.md)
+    nice -n 10 bodycam-model build-audio --recipe wide --out build/model/shotnet_audio-wide --seed 1
+    python bench/bench_audio.py build/model/shotnet_audio-wide.tflite || echo "audio bench: over budget" >&2
+    echo "candidate build/model/shotnet_audio-wide.tflite (not installed)"
     exit 0
 fi
 if [ "$WHAT" = video-families ]; then
