@@ -1,5 +1,6 @@
 """Base tests: the Mosquitto fixture from tests/_mqtt.py; a PostgreSQL server (tests/base/_pg.py); ``db``
-(every store case on SQLite and on PostgreSQL)."""
+(every store case on SQLite and on PostgreSQL); ``procs`` (real processes, stopped at the end) and
+``browser`` (Debian's chromium through Playwright) for the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from _mqtt import mosquitto  # noqa: F401
@@ -37,3 +39,30 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "base.db")
     return str(request.getfixturevalue("pg_url"))
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/system-deps.sh); never `playwright install`
+
+
+@pytest.fixture
+def procs() -> Iterator[Any]:
+    from test_base_integration import Procs
+
+    ps = Procs()
+    yield ps
+    ps.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: run scripts/system-deps.sh (apt-get install chromium)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        try:
+            yield b
+        finally:
+            b.close()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -124,13 +124,6 @@ class Procs:
         err = self.errs[p.pid]
         err.seek(0)
         return err.read()
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    ps = Procs()
-    yield ps
-    ps.close()
 
 
 def stop_base(p: subprocess.Popen[str], procs: Procs) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,13 +44,6 @@ HERE = (52.2053, 0.1218)
 NEAR = (HERE[0] + 150 / 111_195.0, HERE[1])  # 150 m north
 FAR = (HERE[0] + 3000 / 111_195.0, HERE[1])  # 3 km north
 T = TypeVar("T")
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    ps = Procs()
-    yield ps
-    ps.close()
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float) -> T:

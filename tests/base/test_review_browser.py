@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from _offload import DEVICE
 from _review import make_recordings, make_review_base, offload
 from test_base_integration import Procs
 from test_web import HOSTILE, PW
-from test_web_browser import CHROMIUM, shoot
+from test_web_browser import shoot
 
 from bodycam.base.cli import main as base_main
 from bodycam.base.custody import CustodyLog
@@ -31,27 +30,6 @@ from bodycam.base.store import SqliteStore
 pytestmark = pytest.mark.integration
 
 TRUTH_SHOTS = [88, 91, 266, 448, 451, 456]
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    ps = Procs()
-    yield ps
-    ps.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: run scripts/system-deps.sh (apt-get install chromium)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_one_review_in_the_browser(tmp_path: Path, procs: Procs, browser: Any,

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,31 +33,8 @@ from bodycam.base.web.db import WebDb
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 CLIP = ROOT / "examples" / "range_demo.mp4"
 TIMEOUT_MS = 120_000  # the simulator on a loaded 2-core machine
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    ps = Procs()
-    yield ps
-    ps.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: run scripts/system-deps.sh (apt-get install chromium)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def start_serve(procs: Procs, db: Path, port: int) -> subprocess.Popen[str]:

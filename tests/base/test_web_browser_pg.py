@@ -27,12 +27,11 @@ from _clips import make_plain_clip
 from _mqtt import free_port, wait_port
 from test_base_integration import Procs, read_until
 from test_web import PW
-from test_web_browser import CHROMIUM, TIMEOUT_MS, browser, procs, shoot
+from test_web_browser import TIMEOUT_MS, shoot
 
 from bodycam.base.cli import main as base_main
 
 pytestmark = pytest.mark.integration
-__all__ = ["browser", "procs"]  # fixtures used by name
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "examples" / "range_demo.mp4"
@@ -66,7 +65,6 @@ def test_dashboard_on_postgresql_alert_ack_map_search_and_a_recording_started(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import expect
 
-    assert Path(CHROMIUM).exists()
     monkeypatch.setattr("sys.stdin", io.StringIO(PW + "\n"))
     assert base_main(["user", "add", "olga", "--role", "operator", "--db", pg_url]) == 0
     listen = procs.start([sys.executable, "-m", "bodycam.base.cli", "listen", "--broker", mosquitto.url,
