@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import re
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from bodycam.base.evidence_s3 import add_s3_arguments
+from bodycam.base.offload_cli import add_export_arguments, check_export_arguments
 from bodycam.device.clock import SystemClock
 from bodycam.device.errors import UsageError
-
-_TIME = re.compile(r"^\d{8}T\d{9}Z$")
 
 
 def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -> None:
@@ -23,18 +20,12 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
                               "train/val/test by recording, dataset.json with provenance) for bodycam-model build")
     exp.add_argument("out", type=Path, help="the data set's folder (new, or empty)")
     exp.add_argument("--device", help="only this camera")
-    exp.add_argument("--since", help="recordings started at or after this time (recording id form, e.g. "
-                                     "20260301T100000000Z)")
-    exp.add_argument("--until", help="recordings started before this time (same form)")
     exp.add_argument("--reviewed-only", action="store_true",
                      help="only recordings whose every detection has a verdict (otherwise an undecided detection "
                           "counts as a shot)")
-    exp.add_argument("--evidence", required=True, type=Path, help="base's evidence store (folder)")
-    add_s3_arguments(exp)
     exp.add_argument("--age-key", type=Path, action="append", default=[], metavar="FILE",
                      help="base's age identity, for footage encrypted at rest (repeat for old keys)")
-    exp.add_argument("--actor", default=None, help="who exports (audited); default: the login name")
-    exp.add_argument("--db", required=True, help=db_help)
+    add_export_arguments(exp, db_help)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,14 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from bodycam.base.web.cli import build_review
     from bodycam.device.uplink.validate import is_device_id
 
-    for name in ("since", "until"):
-        value = getattr(args, name)
-        if value is not None and not _TIME.match(value):
-            raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
+    check_export_arguments(args)
     if args.device is not None and not is_device_id(args.device):
         raise UsageError(f"--device {args.device!r} is not a device id")
-    if args.evidence_s3 is None and not (args.evidence / "recordings").is_dir():
-        raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")
     with closing(open_store(args.db, create=False)) as store:
         evidence = open_evidence(args.evidence, args, reserve_mb=0)
         review = build_review(evidence, CustodyLog(store), store, args.age_key)  # type: ignore[arg-type]

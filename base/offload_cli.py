@@ -23,6 +23,11 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     exp.add_argument("out", type=Path, help="the bundle's folder (new, or empty)")
     exp.add_argument("--device", required=True, help="the camera (one device per bundle)")
     exp.add_argument("--recording", action="append", help="a recording id (repeat); default: all of the device's")
+    add_export_arguments(exp, db_help)
+
+
+def add_export_arguments(exp: Any, db_help: str) -> None:
+    """What every export from base's evidence takes: the time window, the evidence store, who, the database."""
     exp.add_argument("--since", help="recordings started at or after this time (recording id form, e.g. "
                                      "20260301T100000000Z)")
     exp.add_argument("--until", help="recordings started before this time (same form)")
@@ -32,6 +37,16 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     exp.add_argument("--db", required=True, help=db_help)
 
 
+def check_export_arguments(args: argparse.Namespace) -> None:
+    """The time window in the recording id form, and an evidence store where one is named."""
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        if value is not None and not _TIME.match(value):
+            raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
+    if args.evidence_s3 is None and not (args.evidence / "recordings").is_dir():
+        raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")
+
+
 def run(args: argparse.Namespace) -> int:
     from bodycam.base.cli import open_store
     from bodycam.base.custody import CustodyLog
@@ -39,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from bodycam.base.export_case import export_case
     from bodycam.base.keys import KeyRegistry
 
-    for name in ("since", "until"):
-        value = getattr(args, name)
-        if value is not None and not _TIME.match(value):
-            raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
-    if args.evidence_s3 is None and not (args.evidence / "recordings").is_dir():
-        raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")
+    check_export_arguments(args)
     with closing(open_store(args.db, create=False)) as store:
         custody = CustodyLog(store)  # type: ignore[arg-type]
         keys = KeyRegistry(store)  # type: ignore[arg-type]
