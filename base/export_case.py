@@ -19,7 +19,6 @@ bundles. Every exported recording gets an ``exported`` custody entry (who, when,
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -35,6 +34,7 @@ from bodycam.device import identity
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import UsageError
 from bodycam.device.footage.seal import MANIFEST_FILE
+from bodycam.device.footage.segment_writer import sha256_of
 from bodycam.device.verify import print_report, verify_path
 
 README = """This folder is a bodycam case bundle exported by base.
@@ -55,13 +55,6 @@ class Exported:
     key_id: str
     ok: bool
 
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_case(out: Path, device: str, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *,
@@ -115,7 +108,7 @@ def export_case(out: Path, device: str, evidence: EvidenceStore, custody: Custod
     (out / "verification.txt").write_text(text.getvalue(), encoding="utf-8")
     (out / "README.txt").write_text(README.format(out_name=out.name, key_id=key.key_id, device=device),
                                     encoding="utf-8")
-    files = {str(p.relative_to(out)): _sha(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(out)): sha256_of(p) for p in sorted(out.rglob("*")) if p.is_file()}
     case: dict[str, Any] = {
         "schema": "bodycam.case/1", "device": device, "key": key.key_id, "exported_by": actor,
         "exported_utc": rfc3339_ms(now_ns), "verified": report.ok,

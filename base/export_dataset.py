@@ -47,6 +47,7 @@ from bodycam.base.review_labels import Label, current
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, UsageError
 from bodycam.device.footage.seal import MANIFEST_FILE
+from bodycam.device.footage.segment_writer import sha256_of
 
 SCHEMA = "bodycam.dataset/1"
 TRUTH_SCHEMA = "bodycam.truth/1"
@@ -75,13 +76,6 @@ def split_of(device: str, recording: str) -> str:
     bucket = int(hashlib.sha256(f"{device}/{recording}".encode()).hexdigest()[:8], 16) % 10
     return "test" if bucket == 0 else "val" if bucket == 1 else "train"
 
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -319,7 +313,7 @@ def _write(tmp: Path, out: Path, rv: Review, chosen: list[_Chosen], *, actor: st
             "label_history": len(c.history),
             "clips": clip_rows,
         })
-    files = {str(p.relative_to(tmp)): _sha(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(tmp)): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     doc = {
         "schema": SCHEMA, "exported_by": actor, "exported_utc": rfc3339_ms(now_ns), "out": str(out),
         "selection": selection, "truth_schema": "bodycam.truth/1",

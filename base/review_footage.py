@@ -19,7 +19,6 @@ that fails authentication or its plaintext hash) raises :class:`FootageUnavailab
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -122,13 +121,6 @@ def read_info(evidence: EvidenceStore, device: str, recording: str) -> Recording
     tl = Timeline(device, recording, fps, frames, tuple(dets))
     return RecordingInfo(device, recording, manifest, segs, tuple(markers), tl)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class WorkingCopies:
