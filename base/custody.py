@@ -121,6 +121,18 @@ def create_append_only(store: CustodyStore, tables: Callable[[str], Sequence[str
                 tx.run(stmt)
 
 
+def by_recording(device: str | None, recording: str | None) -> tuple[str, list[str]]:
+    """`` WHERE device=? AND recording=?`` for those given (``""`` for none) and its arguments."""
+    where, args = [], []
+    if device is not None:
+        where.append("device=?")
+        args.append(device)
+    if recording is not None:
+        where.append("recording=?")
+        args.append(recording)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 class CustodyLog:
     def __init__(self, store: CustodyStore) -> None:
         self._store = store
@@ -146,15 +158,8 @@ class CustodyLog:
     def entries(self, *, device: str | None = None, recording: str | None = None,
                 limit: int = 10_000) -> list[AuditEntry]:
         sql = "SELECT n, t_ns, actor, action, device, recording, detail FROM custody_audit"
-        where, args = [], []
-        if device is not None:
-            where.append("device=?")
-            args.append(device)
-        if recording is not None:
-            where.append("recording=?")
-            args.append(recording)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        clause, args = by_recording(device, recording)
+        sql += clause
         rows = self._store.read(sql + f" ORDER BY n LIMIT {int(limit)}", args)
         return [AuditEntry(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), json.loads(r[6]))
                 for r in rows]
@@ -169,15 +174,8 @@ class CustodyLog:
     def stored(self, device: str | None = None, recording: str | None = None) -> list[StoredRecording]:
         sql = ("SELECT device, recording, manifest_sha256, stored_ns, location, bytes, segments, markers"
                " FROM evidence_recordings")
-        where, args = [], []
-        if device is not None:
-            where.append("device=?")
-            args.append(device)
-        if recording is not None:
-            where.append("recording=?")
-            args.append(recording)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        clause, args = by_recording(device, recording)
+        sql += clause
         rows = self._store.read(sql + " ORDER BY device, recording", args)
         return [StoredRecording(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4]), int(r[5]), int(r[6]),
                                 int(r[7])) for r in rows]

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bodycam.base.custody import CustodyStore, create_append_only
+from bodycam.base.custody import CustodyStore, by_recording, create_append_only
 from bodycam.base.rules import Tx
 from bodycam.device.errors import UsageError
 
@@ -186,15 +186,8 @@ class LabelStore:
     def labels(self, device: str | None = None, recording: str | None = None) -> list[Label]:
         """Every label (history included), oldest first."""
         sql = f"SELECT {_COLUMNS} FROM review_labels"
-        where, args = [], []
-        if device is not None:
-            where.append("device=?")
-            args.append(device)
-        if recording is not None:
-            where.append("recording=?")
-            args.append(recording)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        clause, args = by_recording(device, recording)
+        sql += clause
         return [_row(r) for r in self._store.read(sql + " ORDER BY n", args)]
 
     def current(self, device: str, recording: str) -> list[Label]:
