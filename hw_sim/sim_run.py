@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bodycam.device.app import RunStats
-from bodycam.device.assemble import HardwareParts, assemble, model_spec
+from bodycam.device.assemble import Firmware, HardwareParts, assemble, model_spec
 from bodycam.device.clock import VirtualClock, parse_rfc3339
 from bodycam.device.config import AppConfig
 from bodycam.device.detect.model_spec import ModelSpec
@@ -183,8 +183,12 @@ def _broker(opts: SimOptions, report: SimReport, on_arrival: Callable[[Marker, f
 def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None,
              on_arrival: Callable[[Marker, float], None] | None = None,
              on_progress: Callable[[int, float], None] | None = None,
-             on_broker: Callable[[bool, str], None] | None = None) -> SimReport:
-    """Run the firmware loop over ``opts.clip`` with simulated parts; see the module docstring."""
+             on_broker: Callable[[bool, str], None] | None = None,
+             on_assembled: Callable[[Firmware], None] | None = None) -> SimReport:
+    """Run the firmware loop over ``opts.clip`` with simulated parts; see the module docstring.
+
+    ``on_assembled`` sees the assembled firmware before it starts (the evaluation's fusion traces).
+    """
     from bodycam.hw_sim.clip_probe import probe_clip
     from bodycam.hw_sim.marker_watch import marker_latencies_ms
 
@@ -220,6 +224,8 @@ def run_clip(opts: SimOptions, on_marker: Callable[[Marker], None] | None = None
         cfg = replace(cfg, atrest=sim_atrest(cfg, state_dir, opts.encrypt))
         with assemble(cfg, parts, state_dir=state_dir, listeners=[listener], signer=sim_signer(cfg, state_dir)) as fw:
             report.detector_backend = fw.detector.backend
+            if on_assembled is not None:
+                on_assembled(fw)
             report.info = fw.start()  # a clip that cannot be opened at all is an error of its own
             try:
                 fw.run(progress=(lambda st: on_progress(st.frames, st.last_t_ns / 1e9)) if on_progress else None,

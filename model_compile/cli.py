@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--policies", default="fused,video,audio", help="with --domains (default %(default)s)")
     e.add_argument("--audio-model", default="", help="with --domains: the audio model (default: the shipped one)")
     e.add_argument("--workers", type=int, default=2, help="with --domains: loop processes (default 2)")
+    e.add_argument("--fusion", default=None,
+                   help="with --domains: fusion setting, KEY=VALUE,... of audio_alone, audio_support, "
+                        "video_support, window_frames, or a tune-fusion JSON file (its chosen setting); "
+                        "default: the firmware's [fusion] defaults")
+    e.add_argument("--traces", type=Path, default=None,
+                   help="with --domains: keep the loop's traces here and reuse them while clip and models are unchanged")
     e.add_argument("--out", type=Path, default=None,
                    help="with --domains: write OUT.json and OUT.png (the plots)")
     a = sub.add_parser("build-audio", help="train the audio shot detector on synthetic sound (families held out)")
@@ -84,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--policies", default="fused,video,audio", help="comma list (default %(default)s)")
     f.add_argument("--audio-model", default="", help="audio model (default: the shipped one)")
     f.add_argument("--json", action="store_true")
+    tf = sub.add_parser("tune-fusion", help="choose the fusion's operating point on in-domain validation clips")
+    tf.add_argument("--data", type=Path, action="append", required=True,
+                    help="a family data set (make-dataset --families; repeatable); its held-out clips are skipped")
+    tf.add_argument("--model", type=Path, default=None, help="video model (default: the shipped one)")
+    tf.add_argument("--audio-model", default="", help="audio model (default: the shipped one)")
+    tf.add_argument("--max-fa-per-hour", type=float, default=1.0, help="false alarms per hour allowed (default 1)")
+    tf.add_argument("--min-precision", type=float, default=0.97, help="precision required (default 0.97)")
+    tf.add_argument("--workers", type=int, default=2, help="loop processes, 1..2 (default 2)")
+    tf.add_argument("--traces", type=Path, default=None, help="keep/reuse the loop's traces here")
+    tf.add_argument("--out", type=Path, default=None, help="write the result (chosen setting + the sweep) as JSON")
     cmp_ = sub.add_parser("compare", help="a candidate model and the shipped one side by side on the same footage")
     cmp_.add_argument("candidate", type=Path)
     cmp_.add_argument("shipped", type=Path)
@@ -143,13 +159,68 @@ def _evaluate_domains(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         raise UsageError("--threshold does not apply to --domains (the loop uses the sidecars' thresholds)")
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    res = evaluate_domains(args.data, args.free, args.model, args.audio_model, policies, args.workers, _log)
+    fusion = _fusion_setting(args.fusion) if args.fusion else None
+    res = evaluate_domains(args.data, args.free, args.model, args.audio_model, policies, args.workers, _log,
+                           fusion, args.traces)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
         png = write_plots(res, args.out.with_suffix(".png"))
         _log(f"wrote {args.out.with_suffix('.json')}" + (f", {png}" if png else ""))
     print(json.dumps(res, indent=1) if args.json else format_text(res))
+    return 0
+
+
+FUSION_KEYS = {"audio_alone": float, "audio_support": float, "video_support": float, "window_frames": int}
+
+
+def _fusion_setting(text: str) -> Any:
+    """``--fusion``: KEY=VALUE,... or a tune-fusion JSON file; checked by FusionConfig itself."""
+    from dataclasses import replace
+
+    from bodycam.device.detect.fusion import FusionConfig
+
+    path = Path(text)
+    values: dict[str, Any] = {}
+    if path.suffix == ".json" or path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--fusion {text}: cannot read a tune-fusion result ({exc})") from exc
+        chosen = data.get("chosen") if isinstance(data, dict) else None
+        if not isinstance(chosen, dict):
+            raise UsageError(f"--fusion {text}: no 'chosen' setting (write one with `bodycam-model tune-fusion --out`)")
+        values = {k: chosen[k] for k in FUSION_KEYS if k in chosen}
+    else:
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, val = item.partition("=")
+            if not sep or key.strip() not in FUSION_KEYS:
+                raise UsageError(f"--fusion: {item!r} is not KEY=VALUE with KEY one of {', '.join(FUSION_KEYS)}")
+            try:
+                values[key.strip()] = FUSION_KEYS[key.strip()](val)
+            except ValueError as exc:
+                raise UsageError(f"--fusion: {item!r}: {exc}") from exc
+    return replace(FusionConfig(), **values)
+
+
+def _tune_fusion(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.fusion_tune import tune
+
+    if not 1 <= args.workers <= 2:
+        raise UsageError(f"--workers {args.workers} out of range 1..2")
+    res = tune(args.data, str(args.model or ""), args.audio_model, max_fa_per_hour=args.max_fa_per_hour,
+               min_precision=args.min_precision, workers=args.workers, cache=args.traces, log=_log)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        _log(f"wrote {args.out}")
+    c, sc, d, dsc = res["chosen"], res["chosen_score"], res["default"], res["default_score"]
+    print(f"{res['clips']} in-domain validation clips ({sc['shots']} shots, {sc['free_minutes']} shot-free min)")
+    for name, cfg, r in (("default", d, dsc), ("chosen", c, sc)):
+        print(f"{name:8s} {', '.join(f'{k}={v}' for k, v in cfg.items())}: recall {r['recall']} precision "
+              f"{r['precision']} false alarms {r['fa_per_hour']}/h")
+    if not res["met"]:
+        print(f"no setting met {args.max_fa_per_hour}/h and precision {args.min_precision}: chosen = fewest false alarms")
     return 0
 
 
@@ -308,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect, "build-audio": _build_audio,
            "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused, "selftest": _selftest,
-           "compare": _compare}[args.command]
+           "compare": _compare, "tune-fusion": _tune_fusion}[args.command]
     try:
         return run(args)
     except BodycamError as exc:

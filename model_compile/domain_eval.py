@@ -1,9 +1,10 @@
 """``bodycam-model evaluate MODEL --data DIR --domains``: held-out and in-domain results, apart.
 
 The clips of a family data set (``bodycam-sim make-dataset --families``) are run through the real
-firmware loop (:func:`bodycam.model_compile.fused_eval.run_policy`: the clip decoded as the camera,
-its audio track as the microphone, the one assembly) once per policy (``fused``, ``video``,
-``audio``); the gunshot markers are scored with the project's scorer (one marker per shot within
+firmware loop once each (the clip decoded as the camera, its audio track as the microphone, the one
+assembly), traced, and each policy (``fused``, ``video``, ``audio``) is the exact replay of the
+trace (:mod:`~bodycam.model_compile.fusion_trace`; tested equal to the loop's own markers) with
+the fusion setting given (default: the firmware's); the gunshot markers are scored with the project's scorer (one marker per shot within
 2 frames). Two sets, never mixed: **held-out** (``DIR/heldout`` + the shot-free footage's
 ``heldout``) and **in-domain** (``DIR/test`` + the shot-free footage's ``train/val/test``).
 Reported per set and policy: recall (all shots, and shots whose flash is in some frame), precision,
@@ -14,17 +15,20 @@ kind (the kind active within 2 frames), and recall per family of each held-out a
 from __future__ import annotations
 
 import json
-import multiprocessing
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.errors import UsageError
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
 from bodycam.model_compile.evaluate import attribute
+from bodycam.model_compile.fusion_trace import replay
+from bodycam.model_compile.fusion_tune import trace_clips
 
 POLICIES = ("fused", "video", "audio")
 SETS = ("held_out", "in_domain")
@@ -54,31 +58,15 @@ def collect(data: Path, extra: list[Path] | None) -> dict[str, list[tuple[Path, 
     return sets
 
 
-def _run(job: tuple[str, str, str, str]) -> tuple[str, str, list[int]]:
-    from bodycam.model_compile.fused_eval import run_policy
-
-    clip, policy, video_model, audio_model = job
-    return clip, policy, run_policy(Path(clip), policy, audio_model, video_model=video_model)
-
-
 def run_loop(clips: list[Path], policies: tuple[str, ...], video_model: Path, audio_model: str, workers: int,
-             log: Callable[[str], None]) -> dict[tuple[str, str], list[int]]:
-    """Marker frames per (clip, policy), from the firmware loop (``workers`` processes)."""
-    jobs = [(str(c), p, str(video_model), audio_model) for p in policies for c in clips]
-    out: dict[tuple[str, str], list[int]] = {}
-    if workers <= 1:
-        it: Any = map(_run, jobs)
-        for i, (c, p, frames) in enumerate(it):
-            out[(c, p)] = frames
-            if (i + 1) % 50 == 0:
-                log(f"loop runs {i + 1}/{len(jobs)}")
-        return out
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for i, (c, p, frames) in enumerate(pool.imap_unordered(_run, jobs, chunksize=2)):
-            out[(c, p)] = frames
-            if (i + 1) % 50 == 0:
-                log(f"loop runs {i + 1}/{len(jobs)}")
-    return out
+             log: Callable[[str], None], fusion: FusionConfig | None = None,
+             cache: Path | None = None) -> dict[tuple[str, str], list[int]]:
+    """Marker frames per (clip, policy): each clip runs through the firmware loop once, traced
+    (``workers`` processes; :mod:`~bodycam.model_compile.fusion_trace`), and every policy is the exact
+    replay of that trace with ``fusion`` (default: the firmware's defaults) under that policy."""
+    traces = trace_clips(clips, str(video_model), audio_model, workers, cache, log)
+    base = fusion or FusionConfig()
+    return {(c, p): replay(t, replace(base, policy=p)) for c, t in traces.items() for p in policies}  # type: ignore[arg-type]
 
 
 def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], axes: tuple[str, ...]) -> dict[str, Any]:
@@ -140,6 +128,7 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
 def evaluate_domains(
     data: Path, free: list[Path] | None, video_model: Path, audio_model: str = "",
     policies: tuple[str, ...] = POLICIES, workers: int = 2, log: Callable[[str], None] = print,
+    fusion: FusionConfig | None = None, cache: Path | None = None,
 ) -> dict[str, Any]:
     for p in policies:
         if p not in POLICIES:
@@ -149,10 +138,13 @@ def evaluate_domains(
     axes = (*sorted(hold), "camera", "distractors")
     clips = [c for s in SETS for c, _ in sets[s]]
     log(f"{len(sets['held_out'])} held-out and {len(sets['in_domain'])} in-domain clips; policies {','.join(policies)}")
-    frames = run_loop(clips, policies, video_model, audio_model, workers, log)
+    frames = run_loop(clips, policies, video_model, audio_model, workers, log, fusion, cache)
     truths = {c: load_truth(truth_path_for(c)) for c in clips}
+    f = fusion or FusionConfig()
     out: dict[str, Any] = {"model": str(video_model), "audio_model": audio_model or "shipped", "hold_out": hold,
-                           "data": str(data), "extra": [str(f) for f in free or []]}
+                           "data": str(data), "extra": [str(f) for f in free or []],
+                           "fusion": {"audio_alone": f.audio_alone, "audio_support": f.audio_support,
+                                      "video_support": f.video_support, "window_frames": f.window_frames}}
     for s in SETS:
         out[s] = {p: summarise_set([(c, f, truths[c], frames[(str(c), p)]) for c, f in sets[s]], axes)
                   for p in policies}

@@ -1,0 +1,185 @@
+"""Choose the fusion's operating point on in-domain validation clips (``bodycam-model tune-fusion``).
+
+Every clip is run through the firmware loop once and traced (:mod:`~bodycam.model_compile.fusion_trace`);
+each setting of the grid (``audio_alone``, ``audio_support``, ``video_support``, ``window_frames``)
+is then replayed on the traces with the firmware's own onset picker and fusion, and scored with the
+project's event scorer (one marker per shot within 2 frames). The chosen setting is the one with
+the highest recall among those with at most ``max_fa_per_hour`` false alarms per hour on the
+shot-free clips and at least ``min_precision``; when none qualifies, the one with the fewest false
+alarms per hour, then the best recall. Only clips from families the data set does not hold out are
+accepted: the held-out families stay unseen until the evaluation (``bodycam-model evaluate``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bodycam.device.detect.fusion import FusionConfig
+from bodycam.device.errors import UsageError
+from bodycam.hw_sim.scoring import score_events
+from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
+from bodycam.model_compile.fusion_trace import Trace, record, replay
+
+TOLERANCE = 2
+GRID: dict[str, tuple[float, ...]] = {
+    "audio_alone": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98),
+    "audio_support": (0.1, 0.2, 0.3, 0.5, 0.7),
+    "video_support": (0.3, 0.5, 0.7, 0.9),
+    "window_frames": (1, 2, 3),
+}
+
+
+def _file_id(path: str) -> str:
+    if not path:
+        return "shipped"
+    h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return h[:16]
+
+
+def _trace_job(job: tuple[str, str, str, str]) -> tuple[str, Trace]:
+    clip, video_model, audio_model, cache = job
+    path = Path(cache) / f"{hashlib.sha256(job[0].encode()).hexdigest()[:12]}-{Path(clip).stem}.json" if cache else None
+    key = f"{clip}|{Path(clip).stat().st_size}|{_file_id(video_model)}|{_file_id(audio_model)}"
+    if path is not None and path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("key") == key:
+            return clip, Trace.from_json(data)
+    trace = record(Path(clip), video_model, audio_model)
+    if path is not None:
+        path.write_text(json.dumps({**trace.to_json(), "key": key}, separators=(",", ":")), encoding="utf-8")
+    return clip, trace
+
+
+def trace_clips(clips: Sequence[Path], video_model: str = "", audio_model: str = "", workers: int = 2,
+                cache: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Trace]:
+    """One trace per clip (from ``cache`` when the clip and both models are unchanged)."""
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(c), video_model, audio_model, str(cache) if cache else "") for c in clips]
+    out: dict[str, Trace] = {}
+    it: Iterable[tuple[str, Trace]]
+    if workers <= 1:
+        it = map(_trace_job, jobs)
+        for i, (c, t) in enumerate(it):
+            out[c] = t
+            if (i + 1) % 25 == 0:
+                log(f"traced {i + 1}/{len(jobs)} clips")
+        return out
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for i, (c, t) in enumerate(pool.imap_unordered(_trace_job, jobs, chunksize=2)):
+            out[c] = t
+            if (i + 1) % 25 == 0:
+                log(f"traced {i + 1}/{len(jobs)} clips")
+    return out
+
+
+@dataclass(frozen=True)
+class Score:
+    shots: int
+    tp: int
+    fp: int
+    free_minutes: float
+    free_fp: int
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.shots if self.shots else 0.0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def fa_per_hour(self) -> float:
+        return self.free_fp / (self.free_minutes / 60) if self.free_minutes else 0.0
+
+    def row(self) -> dict[str, Any]:
+        return {"shots": self.shots, "tp": self.tp, "fp": self.fp, "recall": round(self.recall, 4),
+                "precision": round(self.precision, 4), "free_minutes": round(self.free_minutes, 2),
+                "free_false_alarms": self.free_fp, "fa_per_hour": round(self.fa_per_hour, 2)}
+
+
+def score(traces: dict[str, Trace], truths: dict[str, Truth], cfg: FusionConfig) -> Score:
+    shots = tp = fp = free_fp = 0
+    free_s = 0.0
+    for clip, trace in traces.items():
+        truth = truths[clip]
+        sc = score_events(truth.shot_frames(), replay(trace, cfg), TOLERANCE)
+        shots, tp, fp = shots + sc.tp + sc.fn, tp + sc.tp, fp + sc.fp
+        if not truth.shots:
+            free_s += truth.video.frames / truth.video.fps
+            free_fp += sc.fp
+    return Score(shots, tp, fp, free_s / 60, free_fp)
+
+
+def settings(grid: dict[str, tuple[float, ...]] = GRID, base: FusionConfig | None = None) -> list[FusionConfig]:
+    base = base or FusionConfig()
+    out = []
+    for a, s, v, w in itertools.product(grid["audio_alone"], grid["audio_support"], grid["video_support"],
+                                        grid["window_frames"]):
+        if s > a:
+            continue  # support above alone: the supported rule never adds anything
+        out.append(replace(base, audio_alone=a, audio_support=s, video_support=v, window_frames=int(w)))
+    return out
+
+
+def choose(rows: list[tuple[FusionConfig, Score]], max_fa_per_hour: float,
+           min_precision: float) -> tuple[FusionConfig, Score, bool]:
+    """The best setting (see the module docstring) and whether it met both limits."""
+    ok = [r for r in rows if r[1].fa_per_hour <= max_fa_per_hour and r[1].precision >= min_precision]
+    if ok:
+        cfg, sc = max(ok, key=lambda r: (r[1].recall, r[1].precision, -r[1].fa_per_hour))
+        return cfg, sc, True
+    cfg, sc = min(rows, key=lambda r: (r[1].fa_per_hour, -r[1].recall, -r[1].precision))
+    return cfg, sc, False
+
+
+def validation_clips(roots: Sequence[Path]) -> list[Path]:
+    """Every clip of the family data sets ``roots`` from families they do not hold out."""
+    clips: list[Path] = []
+    for root in roots:
+        idx = root / "index.json"
+        if not idx.is_file():
+            raise UsageError(f"{root}: no index.json; fix: make the data with `bodycam-sim make-dataset --families`")
+        data = json.loads(idx.read_text(encoding="utf-8"))
+        for row in data.get("clips", []):
+            if row.get("held_out"):
+                continue  # never tune on held-out families
+            clips.append((root / row["path"]).resolve())
+    if not clips:
+        raise UsageError("no in-domain clips in " + ", ".join(str(r) for r in roots))
+    return clips
+
+
+def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *, max_fa_per_hour: float = 1.0,
+         min_precision: float = 0.97, workers: int = 2, cache: Path | None = None,
+         grid: dict[str, tuple[float, ...]] = GRID, log: Callable[[str], None] = print) -> dict[str, Any]:
+    clips = validation_clips(roots)
+    log(f"{len(clips)} in-domain validation clips")
+    traces = trace_clips(clips, video_model, audio_model, workers, cache, log)
+    truths = {c: load_truth(truth_path_for(Path(c))) for c in traces}
+    rows = [(cfg, score(traces, truths, cfg)) for cfg in settings(grid)]
+    current = score(traces, truths, FusionConfig())
+    best, sc, met = choose(rows, max_fa_per_hour, min_precision)
+    return {
+        "data": [str(r) for r in roots], "clips": len(clips), "video_model": video_model or "shipped",
+        "audio_model": audio_model or "shipped", "max_fa_per_hour": max_fa_per_hour, "min_precision": min_precision,
+        "met": met, "chosen": _cfg(best), "chosen_score": sc.row(), "default": _cfg(FusionConfig()),
+        "default_score": current.row(),
+        "sweep": [{**_cfg(c), **s.row()} for c, s in rows],
+    }
+
+
+def _cfg(cfg: FusionConfig) -> dict[str, Any]:
+    return {"audio_alone": cfg.audio_alone, "audio_support": cfg.audio_support,
+            "video_support": cfg.video_support, "window_frames": cfg.window_frames}
+
+
+__all__ = ["GRID", "Score", "choose", "score", "settings", "trace_clips", "tune", "validation_clips"]

@@ -1,0 +1,135 @@
+"""Fusion traces and ``tune-fusion``: a replay is the loop, and tuning never sees held-out families.
+
+The central claim of :mod:`bodycam.model_compile.fusion_trace` is that a trace recorded with one
+fusion setting, replayed with another, gives exactly the markers the firmware loop gives when it
+runs with that other setting. Checked here on clips with shots, sound and distractors made by the
+real generator, against real loop runs (the real video and audio models).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bodycam.device.detect.fusion import FusionConfig
+from bodycam.device.errors import BodycamError, UsageError
+from bodycam.hw_sim.truth import truth_path_for
+from bodycam.model_compile.cli import _fusion_setting
+from bodycam.model_compile.cli import main as model_main
+from bodycam.model_compile.fusion_trace import Trace, record, replay
+from bodycam.model_compile.fusion_tune import Score, choose, settings, validation_clips
+from tests.model_compile.conftest import MakeClip
+
+#: settings far from the default in every direction (the picker keeps weak onsets, or only strong ones)
+OTHER_SETTINGS = (
+    FusionConfig(audio_alone=0.5, audio_support=0.1, video_support=0.3, window_frames=3),
+    FusionConfig(audio_alone=0.95, audio_support=0.7, video_support=0.9, window_frames=1),
+    FusionConfig(policy="audio", audio_alone=0.4),
+    FusionConfig(policy="video"),
+)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory, clip_maker: MakeClip) -> list[Path]:
+    root = tmp_path_factory.mktemp("traced")
+    return [clip_maker(root / f"c{seed}.mp4", seconds=4, shots=4, seed=seed) for seed in (8101, 8102)]
+
+
+@pytest.mark.parametrize("other", OTHER_SETTINGS, ids=lambda c: f"{c.policy}-{c.audio_alone}-{c.audio_support}")
+def test_a_replay_with_another_setting_is_what_the_loop_does_with_it(clips: list[Path], other: FusionConfig) -> None:
+    for clip in clips:
+        trace = record(clip)  # recorded with the firmware's defaults
+        assert replay(trace, FusionConfig()) == trace.markers
+        loop = record(clip, fusion=other)  # the loop itself, run with the other setting
+        assert replay(trace, other) == loop.markers, clip.name
+
+
+def test_the_traced_clips_have_what_the_claim_needs(clips: list[Path]) -> None:
+    # not a vacuous equality: shots are marked, and the settings disagree with each other
+    traces = [record(c) for c in clips]
+    assert sum(len(t.markers) for t in traces) >= 3
+    assert all(t.hops and any(e[0] == "v" for e in t.events) for t in traces)
+    results = {tuple(f for t in traces for f in replay(t, s)) for s in (FusionConfig(), *OTHER_SETTINGS)}
+    assert len(results) >= 3
+
+
+def test_a_trace_survives_its_file(tmp_path: Path, clips: list[Path]) -> None:
+    trace = record(clips[0])
+    trace.save(tmp_path / "t.json")
+    back = Trace.load(tmp_path / "t.json")
+    assert back == trace
+    assert replay(back, OTHER_SETTINGS[0]) == replay(trace, OTHER_SETTINGS[0])
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(UsageError, match="not a fusion trace"):
+        Trace.load(tmp_path / "bad.json")
+
+
+def _index(root: Path, rows: list[tuple[str, bool]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    data = {"hold_out": {"scene": ["indoor"]},
+            "clips": [{"path": p, "split": "heldout" if h else "train", "held_out": h, "families": {}} for p, h in rows]}
+    (root / "index.json").write_text(json.dumps(data))
+    return root
+
+
+def test_tuning_never_takes_a_held_out_clip(tmp_path: Path) -> None:
+    a = _index(tmp_path / "a", [("train/x.mp4", False), ("heldout/y.mp4", True)])
+    b = _index(tmp_path / "b", [("heldout/z.mp4", True)])
+    assert [p.name for p in validation_clips([a, b])] == ["x.mp4"]
+    with pytest.raises(UsageError, match="no in-domain clips"):
+        validation_clips([b])
+    with pytest.raises(UsageError, match=r"no index\.json"):
+        validation_clips([tmp_path / "nothing"])
+
+
+def test_the_choice_is_the_best_recall_within_the_limits_else_the_fewest_false_alarms() -> None:
+    a, b, c = (replace(FusionConfig(), audio_alone=x) for x in (0.5, 0.7, 0.9))
+    rows = [(a, Score(100, 95, 10, 60.0, 5)),  # recall 0.95, 5 / h: over the limit
+            (b, Score(100, 90, 2, 60.0, 1)),  # 0.90, precision 0.978, 1 / h: within
+            (c, Score(100, 80, 0, 60.0, 0))]  # 0.80, within
+    cfg, sc, met = choose(rows, 1.0, 0.97)
+    assert (cfg, met) == (b, True) and sc.recall == 0.9
+    cfg, sc, met = choose([*rows[:1], (c, Score(100, 80, 3, 60.0, 3))], 1.0, 0.97)
+    assert (cfg, met) == (c, False)  # none within: the fewest false alarms per hour
+    assert all(s.audio_support <= s.audio_alone for s in settings())
+
+
+def test_the_fusion_option_takes_values_or_a_tune_result_and_says_what_is_wrong(tmp_path: Path) -> None:
+    assert _fusion_setting("audio_alone=0.8,window_frames=3") == replace(FusionConfig(), audio_alone=0.8,
+                                                                          window_frames=3)
+    (tmp_path / "t.json").write_text(json.dumps({"chosen": {"audio_alone": 0.7, "audio_support": 0.2,
+                                                            "video_support": 0.9, "window_frames": 1}}))
+    assert _fusion_setting(str(tmp_path / "t.json")) == FusionConfig(audio_alone=0.7, audio_support=0.2,
+                                                                     video_support=0.9, window_frames=1)
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        _fusion_setting("threshold=0.5")
+    with pytest.raises(UsageError, match="audio_alone"):
+        _fusion_setting("audio_alone=high")
+    with pytest.raises(BodycamError, match=r"fusion\.audio_support"):
+        _fusion_setting("audio_support=1.5")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(UsageError, match="no 'chosen' setting"):
+        _fusion_setting(str(tmp_path / "x.json"))
+
+
+def test_tune_fusion_on_the_command_line(tmp_path: Path, clips: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "val"
+    (root / "train").mkdir(parents=True)
+    rows = []
+    for c in clips:
+        (root / "train" / c.name).symlink_to(c)
+        truth_path_for(root / "train" / c.name).symlink_to(truth_path_for(c))
+        rows.append((f"train/{c.name}", False))
+    _index(root, rows)
+    out = tmp_path / "tune.json"
+    assert model_main(["tune-fusion", "--data", str(root), "--workers", "1", "--traces", str(tmp_path / "tr"),
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["clips"] == 2 and len(res["sweep"]) == len(settings())
+    best = max(r["recall"] for r in res["sweep"] if r["fa_per_hour"] <= 1.0 and r["precision"] >= 0.97)
+    assert res["met"] and res["chosen_score"]["recall"] == best
+    assert "chosen" in capsys.readouterr().out
+    assert len(list((tmp_path / "tr").glob("*.json"))) == 2  # traces kept for the next run
