@@ -29,6 +29,9 @@ signature and refuses old timestamps: no replay). MQTT: QoS 1, not retained, on 
 Body (``bodycam.alert/1``): ``{"schema", "id" (alert id, stable), "kind", "device", "t" (event time),
 "received" (at base), "marker" (id), "location" ({lat, lon, ...} or null), "confidence", "details"
 (the marker's ``evidence``/``extra`` when present), "url" (the dashboard's page when configured)}``.
+
+Home Assistant (``--ha-discovery``, optional): :class:`HomeAssistantSink`, the same queue and retries,
+each alert a Home Assistant event of the camera's event entity announced by MQTT discovery.
 """
 
 from __future__ import annotations
@@ -137,18 +140,22 @@ class MqttSink:
         self._session: Any = None
 
     def send(self, alert: dict[str, Any], body: bytes) -> None:
+        self._publish(f"{self.topic}/{alert['kind']}", body)
+
+    def _publish(self, topic_: str, body: bytes, *, retain: bool = False) -> None:
+        """QoS 1 on ``topic_``; returns once the broker acknowledged it (else BrokerError, session closed)."""
         from bodycam.device.uplink.mqtt_session import MQTT5, MqttSession, SessionError
 
         try:
             if self._session is None:
                 s = MqttSession(self.cfg, self.client_id, MQTT5, connect_timeout_s=self.timeout_s, timer=time.monotonic)
                 self._session = s.__enter__()
-            mid = self._session.publish(f"{self.topic}/{alert['kind']}", body, qos=1)
+            mid = self._session.publish(topic_, body, qos=1, retain=retain)
             if not self._session.wait_puback(mid, self.timeout_s):
                 raise SessionError(f"no PUBACK within {self.timeout_s:g} s", "lost")
             refused = self._session.puback_failure(mid)
             if refused is not None:  # the broker took the connection but not this topic (its ACL): retried later
-                raise SessionError(f"the broker refused the alert: {refused}", "lost")
+                raise SessionError(f"the broker refused {topic_}: {refused}", "lost")
         except SessionError as exc:
             self.close()
             raise BrokerError(f"mqtt {self.cfg.host}:{self.cfg.port}: {exc}") from None
@@ -160,6 +167,60 @@ class MqttSink:
                 s.__exit__(None, None, None)
             except Exception:  # closing a broken connection
                 _log.debug("closing the alert MQTT session", exc_info=True)
+
+
+#: what ``web_alerts`` holds: gunshots (the marker's trigger) and the fleet conditions (``base/web/fleet.py``)
+EVENT_TYPES = ("gunshot", "low_battery", "storage_full", "clock_unsynced", "offline_while_recording")
+
+
+class HomeAssistantSink(MqttSink):
+    """Alerts as Home Assistant events, found by MQTT discovery (optional; ``--ha-discovery``).
+
+    For each camera that raises an alert, one **event entity** (``<prefix>/event/bodycam_<device>/alert/config``,
+    retained, QoS 1: a Home Assistant that starts later still finds it) on a device ``Bodycam <device>``;
+    every alert is then published (QoS 1, not retained) on ``<state_topic>/<device>/alert`` as
+    ``{"event_type": <kind>, "alert_id", "marker", "t", "confidence", "latitude", "longitude", "url"}``;
+    the keys besides ``event_type`` become the event's attributes. A camera is announced again after
+    every new connection (the broker may have lost its retained messages). Home Assistant's own
+    format: https://www.home-assistant.io/integrations/event.mqtt (MQTT discovery).
+    """
+
+    name = "homeassistant"
+
+    def __init__(self, cfg: MqttConfig, discovery_prefix: str, state_topic: str, client_id: str,
+                 timeout_s: float = 5.0) -> None:
+        for what, t in (("--ha-discovery-prefix", discovery_prefix), ("--ha-state-topic", state_topic)):
+            if not t or any(c in t for c in "+#") or t.endswith("/") or t.startswith("/"):
+                raise UsageError(f"{what} {t!r} must be a topic without wildcards or a leading/trailing '/'")
+        super().__init__(cfg, state_topic, client_id, timeout_s)
+        self.discovery_prefix = discovery_prefix
+        self._announced: set[str] = set()
+
+    def discovery(self, device: str) -> tuple[str, bytes]:
+        """The discovery topic and config of ``device``'s event entity."""
+        uid = f"bodycam_{device.replace('-', '_')}"
+        config = {
+            "name": "Alert", "unique_id": f"{uid}_alert", "state_topic": f"{self.topic}/{device}/alert",
+            "event_types": list(EVENT_TYPES), "icon": "mdi:alarm-light",
+            "device": {"identifiers": [uid], "name": f"Bodycam {device}", "manufacturer": "bodycam",
+                       "model": "body camera"},
+            "origin": {"name": "bodycam-base"},
+        }
+        return f"{self.discovery_prefix}/event/{uid}/alert/config", json.dumps(config, sort_keys=True).encode()
+
+    def send(self, alert: dict[str, Any], body: bytes) -> None:
+        device = str(alert["device"])
+        if self._session is None:  # a new connection comes: announce every camera again on it
+            self._announced.clear()
+        if device not in self._announced:
+            topic_, config = self.discovery(device)
+            self._publish(topic_, config, retain=True)
+            self._announced.add(device)
+        loc = alert.get("location") or {}
+        event = {"event_type": alert["kind"], "alert_id": alert["id"], "marker": alert.get("marker"),
+                 "t": alert.get("t"), "confidence": alert.get("confidence"), "latitude": loc.get("lat"),
+                 "longitude": loc.get("lon"), "url": alert.get("url")}
+        self._publish(f"{self.topic}/{device}/alert", json.dumps(event, sort_keys=True).encode())
 
 
 def _schema(serial: str) -> tuple[str, ...]:
@@ -388,12 +449,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alerts-max-age-s", type=float, default=DispatchConfig.max_age_s,
                    help="alerts older than this are not sent (default: one day)")
     p.add_argument("--public-url", metavar="URL", help="the dashboard's address, for a link in each alert")
+    p.add_argument("--ha-discovery", action="store_true",
+                   help="alerts as Home Assistant events on --broker, each camera announced by MQTT discovery")
+    p.add_argument("--ha-discovery-prefix", default="homeassistant", metavar="PREFIX",
+                   help="Home Assistant's discovery prefix (default %(default)s)")
+    p.add_argument("--ha-state-topic", default="bodycam-ha", metavar="TOPIC",
+                   help="the events go to TOPIC/<device>/alert (default %(default)s)")
 
 
 def from_args(args: argparse.Namespace, store: MarkerStore, mqtt_cfg: MqttConfig,
               instance: str) -> AlertDispatcher | None:
     """The dispatcher the options ask for (None: no alerts out). Bad options: UsageError."""
-    if args.webhook is None and args.alerts_topic is None:
+    if args.webhook is None and args.alerts_topic is None and not args.ha_discovery:
         if args.webhook_secret_file is not None:
             raise UsageError("--webhook-secret-file needs --webhook")
         return None
@@ -413,4 +480,7 @@ def from_args(args: argparse.Namespace, store: MarkerStore, mqtt_cfg: MqttConfig
         sinks.append(WebhookSink(args.webhook, secret=secret, timeout_s=cfg.timeout_s))
     if args.alerts_topic is not None:
         sinks.append(MqttSink(mqtt_cfg, args.alerts_topic, f"{instance}-alerts", cfg.timeout_s))
+    if args.ha_discovery:
+        sinks.append(HomeAssistantSink(mqtt_cfg, args.ha_discovery_prefix, args.ha_state_topic, f"{instance}-ha",
+                                       cfg.timeout_s))
     return AlertDispatcher(store, sinks, cfg, instance=instance)

@@ -12,7 +12,8 @@ Roles (topics under ``prefix``, default ``bodycam``; ``group`` is base's shared-
 
 * ``bodycam-base`` (every base consumer's CN): subscribe to ``$share/<group>/<prefix>/+/marker``
   and ``.../+/telemetry``, (MQTT 3.1.1 fallback) ``<prefix>/+/marker`` and ``<prefix>/+/telemetry``,
-  ``<prefix>/+/status``, ``<prefix>/+/ack``; receive those; publish ``<prefix>/+/ack`` and ``<prefix>/+/cmd/#``. Only base may join the group.
+  ``<prefix>/+/status``, ``<prefix>/+/ack``; receive those; publish ``<prefix>/+/ack`` and ``<prefix>/+/cmd/#``,
+  and the alerts-out topics given (``--alerts-publish``). Only base may join the group.
 * ``camera-<id>`` (one per camera: the plugin in Mosquitto 2.0 has no ``%u`` substitution, so each
   camera's topics are written out): publish its own ``marker``, ``status``, ``telemetry``;
   subscribe to and receive its own ``cmd/#`` and ``ack``.
@@ -47,9 +48,16 @@ def _check_name(name: str, what: str) -> str:
 
 
 def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base",), watchers: Iterable[str] = (),
-                  prefix: str = "bodycam", group: str = "base") -> dict[str, Any]:
-    """The dynamic-security JSON (see the module doc). Names are certificate CNs."""
+                  prefix: str = "bodycam", group: str = "base", alerts: Iterable[str] = ()) -> dict[str, Any]:
+    """The dynamic-security JSON (see the module doc). Names are certificate CNs; ``alerts``: topics base
+    may also publish to (alerts out: ``--alerts-topic``'s ``TOPIC/#``, Home Assistant's discovery and
+    state topics), never under ``prefix`` (base must not be able to speak for a camera)."""
     p = prefix
+    extra = sorted(set(alerts))
+    for t in extra:
+        if not t or t.startswith(("$", "/")) or t == "#" or t.split("/")[0] in (p, "+"):
+            raise UsageError(f"--alerts-publish {t!r}: not a topic of its own (it may not be '#', start with '$', "
+                             f"'/' or '+', or lie under the cameras' prefix {p!r})")
     cams = sorted({_check_name(c, "camera") for c in cameras})
     base_names = sorted({_check_name(b, "base") for b in bases})
     watcher_names = sorted({_check_name(w, "watcher") for w in watchers})
@@ -61,6 +69,7 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     for leaf in ("marker", "status", "ack", "telemetry"):
         base_acls += [_acl("subscribePattern", f"{p}/+/{leaf}"), _acl("publishClientReceive", f"{p}/+/{leaf}")]
     base_acls += [_acl("publishClientSend", f"{p}/+/ack"), _acl("publishClientSend", f"{p}/+/cmd/#")]
+    base_acls += [_acl("publishClientSend", t) for t in extra]
     roles: list[dict[str, Any]] = [{"rolename": BASE_ROLE, "acls": base_acls}]
     if watcher_names:
         roles.append({"rolename": WATCHER_ROLE, "acls": [_acl("subscribePattern", f"{p}/+/marker"),
@@ -101,6 +110,9 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
                    help="read-only marker watchers (e.g. bodycam-sim's subscriber), outside base's group")
     p.add_argument("--prefix", default="bodycam")
     p.add_argument("--group", default="base", help="base's shared-subscription group")
+    p.add_argument("--alerts-publish", action="append", default=[], metavar="TOPIC",
+                   help="a topic (pattern) base may publish alerts to, e.g. dispatch/alerts/# for --alerts-topic "
+                        "dispatch/alerts, or homeassistant/# and bodycam-ha/# for --ha-discovery (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="write here (default: stdout)")
 
 
@@ -114,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
         with closing(open_store(args.db, create=False)) as store:
             cameras += sorted({k.device for k in KeyRegistry(store).keys(device=None)})  # type: ignore[arg-type]
-    doc = dynsec_config(cameras, args.base or ["bodycam-base"], args.watcher, args.prefix, args.group)
+    doc = dynsec_config(cameras, args.base or ["bodycam-base"], args.watcher, args.prefix, args.group,
+                        args.alerts_publish)
     text = json.dumps(doc, indent=2) + "\n"
     if args.out is None:
         sys.stdout.write(text)

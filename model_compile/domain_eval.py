@@ -71,6 +71,7 @@ def run_loop(clips: list[Path], policies: tuple[str, ...], video_model: Path, au
 
 def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], axes: tuple[str, ...]) -> dict[str, Any]:
     tp = fp = fn = 0
+    incidents = incidents_found = 0  # clips with shots; those with at least one shot marked
     vis_shots = vis_found = 0
     timing: list[int] = []
     seconds = free_seconds = 0.0
@@ -84,6 +85,9 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
         dur = truth.video.frames / truth.video.fps
         seconds += dur
         tp, fp, fn = tp + sc.tp, fp + sc.fp, fn + sc.fn
+        if truth.shots:
+            incidents += 1
+            incidents_found += sc.tp > 0
         timing += [abs(e) for e in sc.timing_errors]
         miss = set(sc.missed)
         for s in truth.shots:
@@ -111,6 +115,9 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
         "recall": round(tp / (tp + fn), 4) if tp + fn else None,
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
         "visible_shots": vis_shots,
+        # a clip with shots in which at least one is marked: the recording starts and base is told
+        "incidents": incidents,
+        "incident_recall": round(incidents_found / incidents, 4) if incidents else None,
         "recall_visible": round(vis_found / vis_shots, 4) if vis_shots else None,
         "timing_frames": {"median": float(np.median(timing)) if timing else None,
                           "max": int(max(timing)) if timing else None},
@@ -160,7 +167,8 @@ def format_text(res: dict[str, Any]) -> str:
             lines.append(
                 f"  {p:6s} shots {r['shots']:4d} recall {r['recall']} (visible flashes {r['recall_visible']}, "
                 f"{r['visible_shots']}) precision {r['precision']}  timing median {r['timing_frames']['median']} "
-                f"max {r['timing_frames']['max']} frames  shot-free {fa['minutes']} min: {fa['false_alarms']} "
+                f"max {r['timing_frames']['max']} frames  clips with a shot marked {r['incident_recall']} of "
+                f"{r['incidents']}  shot-free {fa['minutes']} min: {fa['false_alarms']} "
                 f"false alarms = {fa['per_hour']}/h"
             )
             if r["false_by_kind"]:

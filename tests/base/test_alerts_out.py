@@ -22,7 +22,15 @@ from _mqtt import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bodycam.base import alerts_out
-from bodycam.base.alerts_out import AlertDispatcher, DispatchConfig, MqttSink, WebhookSink, signature
+from bodycam.base.alerts_out import (
+    EVENT_TYPES,
+    AlertDispatcher,
+    DispatchConfig,
+    HomeAssistantSink,
+    MqttSink,
+    WebhookSink,
+    signature,
+)
 from bodycam.base.cli import open_store
 from bodycam.base.store import MarkerStore
 from bodycam.device.clock import VirtualClock
@@ -309,3 +317,96 @@ def test_fleet_alerts_of_the_same_table_go_out_too(store: MarkerStore, tmp_path:
     [a] = h.ok()
     assert (a["kind"], a["device"], a["marker"], a["location"]) == ("low_battery", "cam-03", None, None)
     assert a["url"] == "https://base.example/fleet"
+
+
+def _retained(port: int, pattern: str, want: int, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+    """What a new subscriber to ``pattern`` gets as retained messages (topic -> JSON)."""
+    got: dict[str, dict[str, Any]] = {}
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda cl, *a: cl.subscribe(pattern, qos=1)
+    c.on_message = lambda cl, u, m: got.__setitem__(m.topic, json.loads(m.payload)) if m.retain else None
+    c.connect("127.0.0.1", port, 5)
+    c.loop_start()
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.disconnect()
+    c.loop_stop()
+    return got
+
+
+def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(db: str, tmp_path: Path,
+                                                                                  mosquitto: Any) -> None:
+    store = open_store(db)
+    alerts_out.ensure_tables(store)
+    events: list[mqtt.MQTTMessage] = []
+    ready = threading.Event()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_connect = lambda c, *a: c.subscribe("bodycam-ha/#", qos=1)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.on_message = lambda c, u, msg: events.append(msg)
+    sink = HomeAssistantSink(MqttConfig(url=mosquitto.url, connect_timeout_s=1.0, session_expiry_s=0),
+                             "homeassistant", "bodycam-ha", "base-ha-test", timeout_s=2.0)
+    d = AlertDispatcher(store, [sink], replace(FAST, public_url="https://base.example/"), instance="base-1")
+    try:
+        sub.connect("127.0.0.1", mosquitto.port, 5)
+        sub.loop_start()
+        assert ready.wait(10)
+        later, *first = shots(tmp_path, 3, "cam-01")[::-1]  # the newest of cam-01's shots comes later
+        ms = first + store_shots(store, tmp_path, 1, "cam-02")
+        store.add_markers([(m, time.time_ns()) for m in first])
+        d.start()
+        deadline = time.monotonic() + 20
+        while len(events) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = [json.loads(m.payload) for m in events]
+        assert sorted(e["marker"] for e in got) == sorted(m.id for m in ms)
+        assert all(e["event_type"] == "gunshot" and e["latitude"] == 52.2 and e["longitude"] == 0.12 for e in got)
+        assert all(e["url"].startswith("https://base.example/markers/") for e in got)
+        assert sorted({m.topic for m in events}) == ["bodycam-ha/cam-01/alert", "bodycam-ha/cam-02/alert"]
+        assert all(m.qos == 1 and not m.retain for m in events)
+        # a Home Assistant that starts now still finds both cameras (retained discovery)
+        configs = _retained(mosquitto.port, "homeassistant/#", 2)
+        assert sorted(configs) == ["homeassistant/event/bodycam_cam_01/alert/config",
+                                   "homeassistant/event/bodycam_cam_02/alert/config"]
+        c1 = configs["homeassistant/event/bodycam_cam_01/alert/config"]
+        assert c1["state_topic"] == "bodycam-ha/cam-01/alert" and c1["event_types"] == list(EVENT_TYPES)
+        assert c1["unique_id"] == "bodycam_cam_01_alert" and c1["device"]["identifiers"] == ["bodycam_cam_01"]
+        # the broker loses its retained messages: the next alert's connection announces the camera again
+        d.stop()
+        sub.disconnect()
+        sub.loop_stop()
+        mosquitto.stop()
+        for f in Path(mosquitto.dir).glob("*.db"):
+            f.unlink()
+        mosquitto.start()
+        store.add_markers([(later, time.time_ns())])
+        d = AlertDispatcher(store, [sink], FAST, instance="base-1")
+        d.start()
+        deadline = time.monotonic() + 20
+        while d.stats.delivered < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert d.stats.delivered == 1
+        assert "homeassistant/event/bodycam_cam_01/alert/config" in _retained(mosquitto.port, "homeassistant/#", 1)
+    finally:
+        d.stop()
+        sub.disconnect()
+        sub.loop_stop()
+        store.close()
+
+
+def test_home_assistant_event_types_are_every_alert_kind_base_raises() -> None:
+    from bodycam.base.web.db import ALERT_KINDS
+    from bodycam.base.web.fleet import CONDITIONS
+
+    assert set(EVENT_TYPES) == set(ALERT_KINDS) | set(CONDITIONS)
+    with pytest.raises(UsageError, match="ha-state-topic"):
+        HomeAssistantSink(MqttConfig(url="mqtt://127.0.0.1:1883"), "homeassistant", "bad/#", "x")
+    p = argparse.ArgumentParser()
+    alerts_out.add_arguments(p)
+    store = open_store(":memory:")
+    try:
+        dd = alerts_out.from_args(p.parse_args(["--ha-discovery"]), store, MqttConfig(url="mqtt://127.0.0.1:1883"), "b")
+        assert dd is not None and [s.name for s in dd.sinks] == ["homeassistant"]
+    finally:
+        store.close()

@@ -67,3 +67,13 @@ def test_cli_takes_the_cameras_from_base_s_key_registry(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "bodycam.base.cli", "broker-acl", "--camera", "a b"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "camera 'a b'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_base_may_publish_its_alerts_topics_but_never_speak_for_a_camera() -> None:
+    doc = dynsec_config(["cam-01"], alerts=["dispatch/alerts/#", "homeassistant/#", "bodycam-ha/#"])
+    base = acls(doc, "bodycam-base")
+    assert {("publishClientSend", t) for t in ("dispatch/alerts/#", "homeassistant/#", "bodycam-ha/#")} <= base
+    assert not [a for a in acls(doc, "camera-cam-01") if "alerts" in a[1] or "homeassistant" in a[1]]
+    for bad in ("#", "bodycam/cam-01/marker", "bodycam/#", "+/x", "$SYS/x", "/x", ""):
+        with pytest.raises(UsageError, match="alerts-publish"):
+            dynsec_config(["cam-01"], alerts=[bad])

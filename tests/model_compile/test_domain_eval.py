@@ -64,3 +64,14 @@ def test_training_clips_never_count_and_held_out_rows_go_to_the_held_out_set(tmp
     (tmp_path / "index.json").write_text(json.dumps({"clips": rows}))
     with pytest.raises(UsageError, match="not a family data set"):
         collect(tmp_path, None)
+
+
+def test_a_clip_counts_as_an_incident_found_when_any_of_its_shots_is_marked() -> None:
+    items = [
+        (Path("a.mp4"), FAM, _truth([(30, 1), (90, 0)]), [90]),  # one of two shots: the incident is found
+        (Path("b.mp4"), FAM, _truth([(40, 1)]), [200]),  # a false marker only: not found
+        (Path("c.mp4"), FAM, _truth([], frames=900), [10]),  # shot-free: no incident
+    ]
+    r = summarise_set(items, ("scene",))
+    assert (r["incidents"], r["incident_recall"]) == (2, 0.5)
+    assert r["recall"] == round(1 / 3, 4)
