@@ -235,16 +235,22 @@ def test_two_dispatchers_send_each_alert_once(store: MarkerStore, tmp_path: Path
     assert sorted(a["id"] for a in h.ok()) == sorted({a["id"] for a in h.ok()}) and len(h.ok()) == 10
 
 
+def _subscriber(pattern: str) -> tuple[mqtt.Client, list[mqtt.MQTTMessage], threading.Event]:
+    """An MQTT 5 client that subscribes to ``pattern`` (QoS 1) once connected: (client, messages, subscribed)."""
+    got: list[mqtt.MQTTMessage] = []
+    ready = threading.Event()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_connect = lambda c, *a: c.subscribe(pattern, qos=1)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.on_message = lambda c, u, msg: got.append(msg)
+    return sub, got, ready
+
+
 @pytest.mark.integration
 def test_mqtt_republish_reaches_a_subscriber_after_a_broker_outage(db: str, tmp_path: Path, mosquitto: Any) -> None:
     store = open_store(db)
     alerts_out.ensure_tables(store)
-    got: list[mqtt.MQTTMessage] = []
-    ready = threading.Event()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    sub.on_connect = lambda c, *a: c.subscribe("dispatch/alerts/#", qos=1)
-    sub.on_subscribe = lambda *a: ready.set()
-    sub.on_message = lambda c, u, msg: got.append(msg)
+    sub, got, ready = _subscriber("dispatch/alerts/#")
     sink = MqttSink(MqttConfig(url=mosquitto.url, connect_timeout_s=1.0, session_expiry_s=0), "dispatch/alerts",
                     "base-alerts-test", timeout_s=2.0)
     d = AlertDispatcher(store, [sink], FAST, instance="base-1")
@@ -335,16 +341,12 @@ def _retained(port: int, pattern: str, want: int, timeout: float = 10.0) -> dict
     return got
 
 
+@pytest.mark.integration
 def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(db: str, tmp_path: Path,
                                                                                   mosquitto: Any) -> None:
     store = open_store(db)
     alerts_out.ensure_tables(store)
-    events: list[mqtt.MQTTMessage] = []
-    ready = threading.Event()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    sub.on_connect = lambda c, *a: c.subscribe("bodycam-ha/#", qos=1)
-    sub.on_subscribe = lambda *a: ready.set()
-    sub.on_message = lambda c, u, msg: events.append(msg)
+    sub, events, ready = _subscriber("bodycam-ha/#")
     sink = HomeAssistantSink(MqttConfig(url=mosquitto.url, connect_timeout_s=1.0, session_expiry_s=0),
                              "homeassistant", "bodycam-ha", "base-ha-test", timeout_s=2.0)
     d = AlertDispatcher(store, [sink], replace(FAST, public_url="https://base.example/"), instance="base-1")

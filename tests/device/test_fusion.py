@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bodycam.device.detect.audio_detector import AudioOnset
@@ -11,6 +13,8 @@ from bodycam.device.errors import ConfigError
 
 FPS = 30
 S = 1_000_000_000
+#: the rules below are checked with these parameters (the defaults before the tuned operating point)
+RULES = FusionConfig(audio_support=0.3, video_support=0.5, window_frames=2)
 
 
 def t_of(frame: int) -> int:
@@ -18,10 +22,10 @@ def t_of(frame: int) -> int:
 
 
 def run(video: dict[int, float], onsets: list[tuple[float, float]], *, frames: int = 90, audio_live: bool = True,
-        policy: str = "fused") -> tuple[list[ShotDecision], Fusion]:
+        policy: str = "fused", cfg: FusionConfig = RULES) -> tuple[list[ShotDecision], Fusion]:
     """Frames 0..frames-1 with the given scores (0.02 elsewhere); onsets (time s, confidence) arrive
     ~150 ms late, as from the audio detector."""
-    fusion = Fusion(FusionConfig(policy=policy), audio_alone=0.6)  # type: ignore[arg-type]
+    fusion = Fusion(replace(cfg, policy=policy), audio_alone=0.6)  # type: ignore[arg-type]
     tracker = ShotTracker(threshold=0.9)
     out: list[ShotDecision] = []
     queue = sorted(onsets)
@@ -92,7 +96,7 @@ def test_video_policy_ignores_sound_and_audio_policy_ignores_flashes() -> None:
 
 
 def test_an_onset_waits_until_the_video_has_seen_past_it() -> None:
-    fusion = Fusion(FusionConfig(), audio_alone=0.6)
+    fusion = Fusion(RULES, audio_alone=0.6)
     for f in range(31):
         fusion.video(f, t_of(f), 0.02, None)
     fusion.audio([AudioOnset(int(1.01 * S), 0.9)])
@@ -100,6 +104,16 @@ def test_an_onset_waits_until_the_video_has_seen_past_it() -> None:
     for f in (31, 32):
         fusion.video(f, t_of(f), 0.9 if f == 32 else 0.02, None)
     assert [(d.frame, d.evidence) for d in fusion.decide(True)] == [(32, {"video": 0.9, "audio": 0.9})]
+
+
+def test_the_shipped_operating_point_wants_a_strong_flash_close_to_a_clear_sound() -> None:
+    """The defaults (chosen by tune-fusion on validation clips): support 0.5 / 0.9 within 1 frame."""
+    shipped = FusionConfig()
+    assert run({30: 0.99}, [(1.01, 0.55)], cfg=shipped)[0][0].evidence == {"video": 0.99, "audio": 0.55}
+    assert run({30: 0.99}, [(1.01, 0.45)], cfg=shipped)[0] == []  # a weak sound, even with a flash
+    assert run({30: 0.8}, [(1.01, 0.55)], cfg=shipped)[0] == []  # a weak flash does not support it
+    assert run({32: 0.99}, [(1.01, 0.55)], cfg=shipped)[0] == []  # two frames away: too far
+    assert [d.frame for d in run({}, [(1.01, 0.93)], cfg=shipped)[0]] == [30]  # heard clearly (>= 0.6 here): alone
 
 
 def test_config_is_checked() -> None:

@@ -20,12 +20,14 @@ from bodycam.model_compile.domain_eval import evaluate_domains
 
 pytestmark = pytest.mark.integration
 
-#: floors under what the shipped models measured on these clips (seed 4242: 25 shots, 13 of them with
-#: a flash in some frame; fused recall 0.60 (15/25), precision 0.94 (one false marker, a headlight sweep
-#: with a sound): the audio model is the limit: a flash nobody heard is no shot). A floor, not the
-#: target (0.97): see docs/model.md
-RECALL_FLOOR = 0.55
-PRECISION_FLOOR = 0.9
+#: floors under what the shipped models measure on these clips at the shipped operating point (seed
+#: 4242: 25 shots in 6 clips, 13 with a flash in some frame; fused recall 0.44 (11/25), precision 1.0,
+#: every clip with shots has a marker). The operating point chosen by tune-fusion on validation clips
+#: trades per-shot recall for false alarms (the earlier hand-set point: 0.60 / 0.94, one false marker;
+#: on the 61 held-out shot-free minutes 11.8 -> 2.0 false alarms per hour, docs/model.md). The audio
+#: model is the limit: a flash nobody heard clearly is no shot. A floor, not the target (0.97).
+RECALL_FLOOR = 0.4
+PRECISION_FLOOR = 0.95
 
 
 def test_fused_markers_on_held_out_families(tmp_path: Path) -> None:
@@ -38,4 +40,5 @@ def test_fused_markers_on_held_out_families(tmp_path: Path) -> None:
     assert held["shots"] >= 10
     assert held["recall"] >= RECALL_FLOOR, held
     assert held["precision"] >= PRECISION_FLOOR, held
+    assert held["incident_recall"] == 1.0, held  # every clip with shots starts a recording and tells base
     assert held["timing_frames"]["max"] <= 2
