@@ -176,7 +176,7 @@ EVENT_TYPES = ("gunshot", "low_battery", "storage_full", "clock_unsynced", "offl
 class HomeAssistantSink(MqttSink):
     """Alerts as Home Assistant events, found by MQTT discovery (optional; ``--ha-discovery``).
 
-    For each camera that raises an alert, one **event entity** (``<prefix>/event/bodycam_<device>/alert/config``,
+    For each camera that raises an alert, one **event entity** (``<prefix>/event/<node id>/alert/config``,
     retained, QoS 1: a Home Assistant that starts later still finds it) on a device ``Bodycam <device>``;
     every alert is then published (QoS 1, not retained) on ``<state_topic>/<device>/alert`` as
     ``{"event_type": <kind>, "alert_id", "marker", "t", "confidence", "latitude", "longitude", "url"}``;
@@ -196,9 +196,15 @@ class HomeAssistantSink(MqttSink):
         self.discovery_prefix = discovery_prefix
         self._announced: set[str] = set()
 
+    @staticmethod
+    def node_id(device: str) -> str:
+        """``bodycam_<device>`` in Home Assistant's id alphabet (letters, digits, ``_``, ``-``): a device id
+        may hold ``.``; ``_`` -> ``__`` and ``.`` -> ``_d``, so two devices never share an id."""
+        return "bodycam_" + device.replace("_", "__").replace(".", "_d")
+
     def discovery(self, device: str) -> tuple[str, bytes]:
         """The discovery topic and config of ``device``'s event entity."""
-        uid = f"bodycam_{device.replace('-', '_')}"
+        uid = self.node_id(device)
         config = {
             "name": "Alert", "unique_id": f"{uid}_alert", "state_topic": f"{self.topic}/{device}/alert",
             "event_types": list(EVENT_TYPES), "icon": "mdi:alarm-light",

@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import re
 import socket
 import threading
 import time
@@ -369,11 +370,11 @@ def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(
         assert all(m.qos == 1 and not m.retain for m in events)
         # a Home Assistant that starts now still finds both cameras (retained discovery)
         configs = _retained(mosquitto.port, "homeassistant/#", 2)
-        assert sorted(configs) == ["homeassistant/event/bodycam_cam_01/alert/config",
-                                   "homeassistant/event/bodycam_cam_02/alert/config"]
-        c1 = configs["homeassistant/event/bodycam_cam_01/alert/config"]
+        assert sorted(configs) == ["homeassistant/event/bodycam_cam-01/alert/config",
+                                   "homeassistant/event/bodycam_cam-02/alert/config"]
+        c1 = configs["homeassistant/event/bodycam_cam-01/alert/config"]
         assert c1["state_topic"] == "bodycam-ha/cam-01/alert" and c1["event_types"] == list(EVENT_TYPES)
-        assert c1["unique_id"] == "bodycam_cam_01_alert" and c1["device"]["identifiers"] == ["bodycam_cam_01"]
+        assert c1["unique_id"] == "bodycam_cam-01_alert" and c1["device"]["identifiers"] == ["bodycam_cam-01"]
         # the broker loses its retained messages: the next alert's connection announces the camera again
         d.stop()
         sub.disconnect()
@@ -389,7 +390,7 @@ def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(
         while d.stats.delivered < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert d.stats.delivered == 1
-        assert "homeassistant/event/bodycam_cam_01/alert/config" in _retained(mosquitto.port, "homeassistant/#", 1)
+        assert "homeassistant/event/bodycam_cam-01/alert/config" in _retained(mosquitto.port, "homeassistant/#", 1)
     finally:
         d.stop()
         sub.disconnect()
@@ -402,6 +403,10 @@ def test_home_assistant_event_types_are_every_alert_kind_base_raises() -> None:
     from bodycam.base.web.fleet import CONDITIONS
 
     assert set(EVENT_TYPES) == set(ALERT_KINDS) | set(CONDITIONS)
+    # every device id (letters, digits, '.', '_', '-') gets its own id in Home Assistant's alphabet
+    ids = {d: HomeAssistantSink.node_id(d) for d in ("cam-1", "cam_1", "cam.1", "cam_d1", "cam__1", "c.d", "c_dd")}
+    assert len(set(ids.values())) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", v) for v in ids.values())
     with pytest.raises(UsageError, match="ha-state-topic"):
         HomeAssistantSink(MqttConfig(url="mqtt://127.0.0.1:1883"), "homeassistant", "bad/#", "x")
     p = argparse.ArgumentParser()
