@@ -47,7 +47,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -180,20 +180,26 @@ class HomeAssistantSink(MqttSink):
     retained, QoS 1: a Home Assistant that starts later still finds it) on a device ``Bodycam <device>``;
     every alert is then published (QoS 1, not retained) on ``<state_topic>/<device>/alert`` as
     ``{"event_type": <kind>, "alert_id", "marker", "t", "confidence", "latitude", "longitude", "url"}``;
-    the keys besides ``event_type`` become the event's attributes. A camera is announced again after
-    every new connection (the broker may have lost its retained messages). Home Assistant's own
+    the keys besides ``event_type`` become the event's attributes. On every new connection every camera
+    base knows (``known_devices``) is announced again (the broker may have lost its retained messages);
+    a camera seen for the first time is announced and its first event waits ``first_event_delay_s``
+    (Home Assistant subscribes to a new entity's topic only after reading its config). Home Assistant's own
     format: https://www.home-assistant.io/integrations/event.mqtt (MQTT discovery).
     """
 
     name = "homeassistant"
 
     def __init__(self, cfg: MqttConfig, discovery_prefix: str, state_topic: str, client_id: str,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, *, known_devices: Callable[[], Sequence[str]] | None = None,
+                 first_event_delay_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
         for what, t in (("--ha-discovery-prefix", discovery_prefix), ("--ha-state-topic", state_topic)):
             if not t or any(c in t for c in "+#") or t.endswith("/") or t.startswith("/"):
                 raise UsageError(f"{what} {t!r} must be a topic without wildcards or a leading/trailing '/'")
         super().__init__(cfg, state_topic, client_id, timeout_s)
         self.discovery_prefix = discovery_prefix
+        self._known = known_devices  # every camera base knows: announced on each new connection
+        self.first_event_delay_s = first_event_delay_s
+        self._sleep = sleep
         self._announced: set[str] = set()
 
     @staticmethod
@@ -216,17 +222,23 @@ class HomeAssistantSink(MqttSink):
 
     def send(self, alert: dict[str, Any], body: bytes) -> None:
         device = str(alert["device"])
-        if self._session is None:  # a new connection comes: announce every camera again on it
+        if self._session is None:  # a new connection comes: announce every camera base knows on it
             self._announced.clear()
-        if device not in self._announced:
-            topic_, config = self.discovery(device)
-            self._publish(topic_, config, retain=True)
-            self._announced.add(device)
+            for known in self._known() if self._known is not None else ():
+                self._announce(known)
+        if device not in self._announced:  # a camera new to Home Assistant: it subscribes to the entity's
+            self._announce(device)  # topic only after reading the config, so its first event waits a moment
+            self._sleep(self.first_event_delay_s)
         loc = alert.get("location") or {}
         event = {"event_type": alert["kind"], "alert_id": alert["id"], "marker": alert.get("marker"),
                  "t": alert.get("t"), "confidence": alert.get("confidence"), "latitude": loc.get("lat"),
                  "longitude": loc.get("lon"), "url": alert.get("url")}
         self._publish(f"{self.topic}/{device}/alert", json.dumps(event, sort_keys=True).encode())
+
+    def _announce(self, device: str) -> None:
+        topic_, config = self.discovery(device)
+        self._publish(topic_, config, retain=True)
+        self._announced.add(device)
 
 
 def _schema(serial: str) -> tuple[str, ...]:
@@ -455,6 +467,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alerts-max-age-s", type=float, default=DispatchConfig.max_age_s,
                    help="alerts older than this are not sent (default: one day)")
     p.add_argument("--public-url", metavar="URL", help="the dashboard's address, for a link in each alert")
+    p.add_argument("--alerts-cert-file", type=Path, metavar="PATH",
+                   help="the alerts' own client certificate for --alerts-topic/--ha-discovery (mutual TLS): with the "
+                        "broker's use_username_as_clientid, a connection with listen's certificate would take "
+                        "listen's client id and disconnect it")
+    p.add_argument("--alerts-key-file", type=Path, metavar="PATH", help="the key of --alerts-cert-file")
     p.add_argument("--ha-discovery", action="store_true",
                    help="alerts as Home Assistant events on --broker, each camera announced by MQTT discovery")
     p.add_argument("--ha-discovery-prefix", default="homeassistant", metavar="PREFIX",
@@ -469,6 +486,8 @@ def from_args(args: argparse.Namespace, store: MarkerStore, mqtt_cfg: MqttConfig
     if args.webhook is None and args.alerts_topic is None and not args.ha_discovery:
         if args.webhook_secret_file is not None:
             raise UsageError("--webhook-secret-file needs --webhook")
+        if args.alerts_cert_file is not None or args.alerts_key_file is not None:
+            raise UsageError("--alerts-cert-file is for --alerts-topic or --ha-discovery")
         return None
     cfg = DispatchConfig(max_age_s=args.alerts_max_age_s, public_url=args.public_url)
     if not cfg.max_age_s > 0:
@@ -484,9 +503,23 @@ def from_args(args: argparse.Namespace, store: MarkerStore, mqtt_cfg: MqttConfig
             if len(secret) < 16:
                 raise UsageError(f"--webhook-secret-file {args.webhook_secret_file}: the secret must be 16+ bytes")
         sinks.append(WebhookSink(args.webhook, secret=secret, timeout_s=cfg.timeout_s))
+    if (args.alerts_cert_file is None) != (args.alerts_key_file is None):
+        raise UsageError("--alerts-cert-file and --alerts-key-file go together")
+    if args.alerts_cert_file is not None:
+        for flag, f in (("--alerts-cert-file", args.alerts_cert_file), ("--alerts-key-file", args.alerts_key_file)):
+            if not f.is_file():
+                raise UsageError(f"{flag}: {f}: no such file")
+        if args.alerts_topic is None and not args.ha_discovery:
+            raise UsageError("--alerts-cert-file is for --alerts-topic or --ha-discovery")
+        mqtt_cfg = replace(mqtt_cfg, tls=replace(mqtt_cfg.tls, cert_file=str(args.alerts_cert_file),
+                                                 key_file=str(args.alerts_key_file)))
+    elif mqtt_cfg.tls.cert_file is not None and (args.alerts_topic is not None or args.ha_discovery):
+        _log.warning("alerts out: connecting with listen's own client certificate; if the broker sets "
+                     "use_username_as_clientid (docs/mosquitto/bodycam.conf), give the alerts their own "
+                     "(--alerts-cert-file/--alerts-key-file) or they and listen will disconnect each other")
     if args.alerts_topic is not None:
         sinks.append(MqttSink(mqtt_cfg, args.alerts_topic, f"{instance}-alerts", cfg.timeout_s))
     if args.ha_discovery:
         sinks.append(HomeAssistantSink(mqtt_cfg, args.ha_discovery_prefix, args.ha_state_topic, f"{instance}-ha",
-                                       cfg.timeout_s))
+                                       cfg.timeout_s, known_devices=lambda: [d.device for d in store.devices()]))
     return AlertDispatcher(store, sinks, cfg, instance=instance)

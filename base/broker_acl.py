@@ -41,6 +41,19 @@ def _acl(kind: str, topic: str) -> dict[str, Any]:
     return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
 
 
+def _reaches(pattern: str, prefix: str) -> bool:
+    """True when the topic pattern ``pattern`` (``+``, ``#`` wildcards) matches ``prefix`` or a topic under it."""
+    pat = pattern.split("/")
+    for i, level in enumerate(prefix.split("/")):
+        if i >= len(pat):
+            return False
+        if pat[i] == "#":
+            return True
+        if pat[i] not in ("+", level):
+            return False
+    return True
+
+
 def _check_name(name: str, what: str) -> str:
     if not is_device_id(name):
         raise UsageError(f"{what} {name!r}: must be {DEVICE_ID_RULE} (the certificate's CN)")
@@ -55,9 +68,9 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     p = prefix
     extra = sorted(set(alerts))
     for t in extra:
-        if not t or t.startswith(("$", "/")) or t == "#" or t.split("/")[0] in (p, "+"):
-            raise UsageError(f"--alerts-publish {t!r}: not a topic of its own (it may not be '#', start with '$', "
-                             f"'/' or '+', or lie under the cameras' prefix {p!r})")
+        if not t or t.startswith(("$", "/")) or _reaches(t, p):
+            raise UsageError(f"--alerts-publish {t!r}: not a topic of its own (it may not start with '$' or '/', "
+                             f"or match any topic under the cameras' prefix {p!r})")
     cams = sorted({_check_name(c, "camera") for c in cameras})
     base_names = sorted({_check_name(b, "base") for b in bases})
     watcher_names = sorted({_check_name(w, "watcher") for w in watchers})

@@ -101,6 +101,7 @@ def record(clip: Path, video_model: str = "", audio_model: str = "", fusion: Fus
         app = fw.app
         det = app.audio.detector
         hops: list[tuple[int, float, float, float]] = []
+        trace.config["audio_detector"] = det is not None
         if isinstance(det, AudioDetector):
             det.scores = hops
             trace.audio_threshold = det.spec.threshold
@@ -132,6 +133,11 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     means the audio model's own threshold; the picker keeps onsets from the lower of ``audio_alone``
     and ``audio_support`` (``fused``) or from ``audio_alone`` (``audio``).
     """
+    if cfg.policy != "video" and not trace.config.get("audio_detector", False) and trace.events and any(
+            e[0] == "d" and e[1] for e in trace.events):
+        raise UsageError(f"{trace.clip}: traced without an audio detector (policy {trace.config.get('policy')!r}) but "
+                         f"with live sound: it cannot replay policy {cfg.policy!r}; trace it with policy fused")
+    has_detector = bool(trace.config.get("audio_detector", False))
     alone = cfg.audio_alone or trace.audio_threshold
     pick = alone if cfg.policy == "audio" else min(alone, cfg.audio_support)
     picker = OnsetPicker(pick)
@@ -153,7 +159,8 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
                     onsets.append(onset)
             used = end
             nxt = events[i + 1] if i + 1 < len(events) else None
-            if nxt is not None and nxt[0] == "d" and nxt[2] and trace.hops:  # the end of the stream
+            # the end of the stream: AudioPath.flush() asks the detector only while the sound is live
+            if nxt is not None and nxt[0] == "d" and nxt[2] and nxt[1] and has_detector:
                 last = picker.flush()
                 if last is not None:
                     onsets.append(last)

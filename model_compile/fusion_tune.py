@@ -7,7 +7,8 @@ project's event scorer (one marker per shot within 2 frames). The chosen setting
 the highest recall among those with at most ``max_fa_per_hour`` false alarms per hour on the
 shot-free clips and at least ``min_precision``; when none qualifies, the one with the fewest false
 alarms per hour, then the best recall. Only clips from families the data set does not hold out are
-accepted: the held-out families stay unseen until the evaluation (``bodycam-model evaluate``).
+used (its held-out clips are skipped): the held-out families stay unseen until the evaluation
+(``bodycam-model evaluate``). The data sets must be made with the evaluation's hold-out (the default).
 """
 
 from __future__ import annotations
@@ -36,17 +37,26 @@ GRID: dict[str, tuple[float, ...]] = {
 }
 
 
-def _file_id(path: str) -> str:
-    if not path:
-        return "shipped"
-    h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return h[:16]
+def _file_id(path: str, default: Callable[[], Path]) -> str:
+    """The SHA-256 (first 16 hex digits) of the model file the loop will run (``default()`` when empty)."""
+    return hashlib.sha256(Path(path or default()).read_bytes()).hexdigest()[:16]
+
+
+def _trace_key(clip: str, video_model: str, audio_model: str) -> str:
+    """What a kept trace depends on: the trace format, the clip's bytes (size and change time) and both models."""
+    from bodycam.device.detect.audio_model_spec import default_audio_model_path
+    from bodycam.device.detect.model_spec import default_model_path
+    from bodycam.model_compile.fusion_trace import SCHEMA
+
+    st = Path(clip).stat()
+    return (f"{SCHEMA}|{clip}|{st.st_size}|{st.st_mtime_ns}|{_file_id(video_model, default_model_path)}|"
+            f"{_file_id(audio_model, default_audio_model_path)}")
 
 
 def _trace_job(job: tuple[str, str, str, str]) -> tuple[str, Trace]:
     clip, video_model, audio_model, cache = job
     path = Path(cache) / f"{hashlib.sha256(job[0].encode()).hexdigest()[:12]}-{Path(clip).stem}.json" if cache else None
-    key = f"{clip}|{Path(clip).stat().st_size}|{_file_id(video_model)}|{_file_id(audio_model)}"
+    key = _trace_key(clip, video_model, audio_model)
     if path is not None and path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("key") == key:
@@ -149,6 +159,8 @@ def validation_clips(roots: Sequence[Path]) -> list[Path]:
         if not idx.is_file():
             raise UsageError(f"{root}: no index.json; fix: make the data with `bodycam-sim make-dataset --families`")
         data = json.loads(idx.read_text(encoding="utf-8"))
+        if "hold_out" not in data:
+            raise UsageError(f"{root}: not a family data set (no hold_out in index.json); fix: make-dataset --families")
         for row in data.get("clips", []):
             if row.get("held_out"):
                 continue  # never tune on held-out families
@@ -165,6 +177,9 @@ def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *,
     log(f"{len(clips)} in-domain validation clips")
     traces = trace_clips(clips, video_model, audio_model, workers, cache, log)
     truths = {c: load_truth(truth_path_for(Path(c))) for c in traces}
+    if not any(not t.shots for t in truths.values()):
+        raise UsageError("no shot-free clips among the validation clips: the false-alarm limit cannot be checked "
+                         "(add a set made with `bodycam-sim make-dataset --families --shot-free`)")
     rows = [(cfg, score(traces, truths, cfg)) for cfg in settings(grid)]
     current = score(traces, truths, FusionConfig())
     best, sc, met = choose(rows, max_fa_per_hour, min_precision)

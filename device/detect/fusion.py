@@ -39,7 +39,8 @@ class FusionConfig:
     policy: Policy = "fused"
     audio_model: str = ""  # path to the audio .tflite with its sidecar; empty: the shipped model
     # the defaults are the operating point `bodycam-model tune-fusion` chose on in-domain validation
-    # clips for the shipped models (<= 1 false alarm per hour, precision >= 0.97; docs/model.md)
+    # clips for the shipped models (the best recall with <= 1 false alarm per hour and precision >= 0.97
+    # on those clips; on held-out families: 2.0 per hour, 0.956: docs/model.md)
     audio_alone: float = 0.0  # 0: the audio model's own threshold
     audio_support: float = 0.5  # an onset this strong counts when the video saw a flash near it
     video_support: float = 0.9  # a frame score that counts as a flash supporting an onset

@@ -37,7 +37,7 @@ from bodycam.base.store import MarkerStore
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import UsageError
 from bodycam.device.uplink.markers import Location, Marker, MarkerDraft, ModelRef
-from bodycam.device.uplink.mqtt_config import MqttConfig
+from bodycam.device.uplink.mqtt_config import MqttConfig, TlsConfig
 from bodycam.device.uplink.outbox import Outbox
 
 SECRET = b"0123456789abcdef-secret"
@@ -348,8 +348,10 @@ def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(
     store = open_store(db)
     alerts_out.ensure_tables(store)
     sub, events, ready = _subscriber("bodycam-ha/#")
+    waits: list[float] = []
     sink = HomeAssistantSink(MqttConfig(url=mosquitto.url, connect_timeout_s=1.0, session_expiry_s=0),
-                             "homeassistant", "bodycam-ha", "base-ha-test", timeout_s=2.0)
+                             "homeassistant", "bodycam-ha", "base-ha-test", timeout_s=2.0,
+                             known_devices=lambda: ["cam-02", "cam-07"], sleep=waits.append)
     d = AlertDispatcher(store, [sink], replace(FAST, public_url="https://base.example/"), instance="base-1")
     try:
         sub.connect("127.0.0.1", mosquitto.port, 5)
@@ -368,10 +370,13 @@ def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(
         assert all(e["url"].startswith("https://base.example/markers/") for e in got)
         assert sorted({m.topic for m in events}) == ["bodycam-ha/cam-01/alert", "bodycam-ha/cam-02/alert"]
         assert all(m.qos == 1 and not m.retain for m in events)
-        # a Home Assistant that starts now still finds both cameras (retained discovery)
-        configs = _retained(mosquitto.port, "homeassistant/#", 2)
+        # a Home Assistant that starts now still finds every camera base knows (retained discovery),
+        # those known when the connection opened (cam-02, cam-07: no alert yet) and the new one (cam-01)
+        configs = _retained(mosquitto.port, "homeassistant/#", 3)
         assert sorted(configs) == ["homeassistant/event/bodycam_cam-01/alert/config",
-                                   "homeassistant/event/bodycam_cam-02/alert/config"]
+                                   "homeassistant/event/bodycam_cam-02/alert/config",
+                                   "homeassistant/event/bodycam_cam-07/alert/config"]
+        assert waits == [1.0]  # only the camera new to Home Assistant waited before its first event
         c1 = configs["homeassistant/event/bodycam_cam-01/alert/config"]
         assert c1["state_topic"] == "bodycam-ha/cam-01/alert" and c1["event_types"] == list(EVENT_TYPES)
         assert c1["unique_id"] == "bodycam_cam-01_alert" and c1["device"]["identifiers"] == ["bodycam_cam-01"]
@@ -398,7 +403,7 @@ def test_home_assistant_discovers_each_camera_and_gets_every_alert_as_its_event(
         store.close()
 
 
-def test_home_assistant_event_types_are_every_alert_kind_base_raises() -> None:
+def test_home_assistant_event_types_are_every_alert_kind_base_raises(tmp_path: Path) -> None:
     from bodycam.base.web.db import ALERT_KINDS
     from bodycam.base.web.fleet import CONDITIONS
 
@@ -415,5 +420,23 @@ def test_home_assistant_event_types_are_every_alert_kind_base_raises() -> None:
     try:
         dd = alerts_out.from_args(p.parse_args(["--ha-discovery"]), store, MqttConfig(url="mqtt://127.0.0.1:1883"), "b")
         assert dd is not None and [s.name for s in dd.sinks] == ["homeassistant"]
+        # the alerts' own client certificate (mutual TLS): listen's own would take listen's client id
+        crt, key = tmp_path / "alerts.crt", tmp_path / "alerts.key"
+        crt.write_text("x")
+        key.write_text("y")
+        mtls = MqttConfig(url="mqtts://127.0.0.1:8883", tls=TlsConfig(ca_file=None, cert_file="listen.crt",
+                                                                        key_file="listen.key"))
+        dd = alerts_out.from_args(p.parse_args(["--ha-discovery", "--alerts-topic", "dispatch/alerts",
+                                                "--alerts-cert-file", str(crt), "--alerts-key-file", str(key)]),
+                                  store, mtls, "b")
+        assert dd is not None
+        assert all(isinstance(s, MqttSink) and (s.cfg.tls.cert_file, s.cfg.tls.key_file) == (str(crt), str(key))
+                   for s in dd.sinks)
+        for argv, why in ((["--ha-discovery", "--alerts-cert-file", str(crt)], "go together"),
+                          (["--alerts-cert-file", str(crt), "--alerts-key-file", str(key)], "is for"),
+                          (["--ha-discovery", "--alerts-cert-file", str(tmp_path / "no"), "--alerts-key-file",
+                            str(key)], "no such file")):
+            with pytest.raises(UsageError, match=why):
+                alerts_out.from_args(p.parse_args(argv), store, mtls, "b")
     finally:
         store.close()

@@ -74,6 +74,12 @@ def test_base_may_publish_its_alerts_topics_but_never_speak_for_a_camera() -> No
     base = acls(doc, "bodycam-base")
     assert {("publishClientSend", t) for t in ("dispatch/alerts/#", "homeassistant/#", "bodycam-ha/#")} <= base
     assert not [a for a in acls(doc, "camera-cam-01") if "alerts" in a[1] or "homeassistant" in a[1]]
-    for bad in ("#", "bodycam/cam-01/marker", "bodycam/#", "+/x", "$SYS/x", "/x", ""):
+    for bad in ("#", "bodycam/cam-01/marker", "bodycam/#", "+/x", "+/+/marker", "$SYS/x", "/x", ""):
         with pytest.raises(UsageError, match="alerts-publish"):
             dynsec_config(["cam-01"], alerts=[bad])
+    # a prefix of several levels: nothing that reaches under it, on any level
+    for bad in ("org/#", "org/+/cam-01/marker", "+/bodycam/#", "org/bodycam"):
+        with pytest.raises(UsageError, match="alerts-publish"):
+            dynsec_config(["cam-01"], prefix="org/bodycam", alerts=[bad])
+    assert ("publishClientSend", "org/alerts/#") in acls(
+        dynsec_config(["cam-01"], prefix="org/bodycam", alerts=["org/alerts/#"]), "bodycam-base")

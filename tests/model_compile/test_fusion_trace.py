@@ -115,21 +115,34 @@ def test_the_fusion_option_takes_values_or_a_tune_result_and_says_what_is_wrong(
         _fusion_setting(str(tmp_path / "x.json"))
 
 
-def test_tune_fusion_on_the_command_line(tmp_path: Path, clips: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_trace_without_the_audio_detector_is_not_replayed_as_fused(clips: list[Path]) -> None:
+    video_only = record(clips[0], fusion=FusionConfig(policy="video"))
+    assert replay(video_only, FusionConfig(policy="video")) == video_only.markers
+    with pytest.raises(UsageError, match="without an audio detector"):
+        replay(video_only, FusionConfig())
+
+
+def test_tune_fusion_on_the_command_line(tmp_path: Path, clips: list[Path], clip_maker: MakeClip,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from bodycam.model_compile.fusion_tune import tune
+
     root = tmp_path / "val"
     (root / "train").mkdir(parents=True)
-    rows = []
-    for c in clips:
+    free = clip_maker(tmp_path / "free.mp4", seconds=6, shots=0, seed=8109)
+    for c in [*clips, free]:
         (root / "train" / c.name).symlink_to(c)
         truth_path_for(root / "train" / c.name).symlink_to(truth_path_for(c))
-        rows.append((f"train/{c.name}", False))
-    _index(root, rows)
+    _index(root, [(f"train/{c.name}", False) for c in clips])
+    with pytest.raises(UsageError, match="no shot-free clips"):  # the false-alarm limit needs shot-free footage
+        tune([root], workers=1)
+    _index(root, [(f"train/{c.name}", False) for c in [*clips, free]])
     out = tmp_path / "tune.json"
     assert model_main(["tune-fusion", "--data", str(root), "--workers", "1", "--traces", str(tmp_path / "tr"),
                        "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["clips"] == 2 and len(res["sweep"]) == len(settings())
+    assert res["clips"] == 3 and len(res["sweep"]) == len(settings())
+    assert res["chosen_score"]["free_minutes"] == 0.1
     best = max(r["recall"] for r in res["sweep"] if r["fa_per_hour"] <= 1.0 and r["precision"] >= 0.97)
     assert res["met"] and res["chosen_score"]["recall"] == best
     assert "chosen" in capsys.readouterr().out
-    assert len(list((tmp_path / "tr").glob("*.json"))) == 2  # traces kept for the next run
+    assert len(list((tmp_path / "tr").glob("*.json"))) == 3  # traces kept for the next run
