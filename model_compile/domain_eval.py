@@ -28,21 +28,11 @@ from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
 from bodycam.model_compile.evaluate import attribute
 from bodycam.model_compile.fusion_trace import replay
-from bodycam.model_compile.fusion_tune import trace_clips
+from bodycam.model_compile.fusion_tune import family_index, trace_clips
 
 POLICIES = ("fused", "video", "audio")
 SETS = ("held_out", "in_domain")
 TOLERANCE = 2
-
-
-def _index_rows(root: Path) -> dict[str, dict[str, Any]]:
-    idx = root / "index.json"
-    if not idx.is_file():
-        raise UsageError(f"{root}: no index.json; fix: make the data with `bodycam-sim make-dataset --families`")
-    data = json.loads(idx.read_text(encoding="utf-8"))
-    if "hold_out" not in data:
-        raise UsageError(f"{root}: not a family data set (no hold_out in index.json); fix: make-dataset --families")
-    return {str((root / r["path"]).resolve()): r for r in data["clips"]}
 
 
 def collect(data: Path, extra: list[Path] | None) -> dict[str, list[tuple[Path, dict[str, str]]]]:
@@ -50,7 +40,7 @@ def collect(data: Path, extra: list[Path] | None) -> dict[str, list[tuple[Path, 
     of the ``extra`` family data sets (shot-free footage, further clips never used for training)."""
     sets: dict[str, list[tuple[Path, dict[str, str]]]] = {s: [] for s in SETS}
     for root in [data, *(extra or [])]:
-        rows = _index_rows(root)
+        rows = family_index(root)
         for key, row in sorted(rows.items()):
             if root == data and row["split"] not in ("test", "heldout"):
                 continue  # train/val clips of the training data are not evaluation data

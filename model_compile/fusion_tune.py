@@ -151,20 +151,21 @@ def choose(rows: list[tuple[FusionConfig, Score]], max_fa_per_hour: float,
     return cfg, sc, False
 
 
+def family_index(root: Path) -> dict[str, dict[str, Any]]:
+    """The rows of a family data set's ``index.json`` by resolved clip path (UsageError when it is not one)."""
+    idx = root / "index.json"
+    if not idx.is_file():
+        raise UsageError(f"{root}: no index.json; fix: make the data with `bodycam-sim make-dataset --families`")
+    data = json.loads(idx.read_text(encoding="utf-8"))
+    if "hold_out" not in data:
+        raise UsageError(f"{root}: not a family data set (no hold_out in index.json); fix: make-dataset --families")
+    return {str((root / r["path"]).resolve()): r for r in data["clips"]}
+
+
 def validation_clips(roots: Sequence[Path]) -> list[Path]:
     """Every clip of the family data sets ``roots`` from families they do not hold out."""
-    clips: list[Path] = []
-    for root in roots:
-        idx = root / "index.json"
-        if not idx.is_file():
-            raise UsageError(f"{root}: no index.json; fix: make the data with `bodycam-sim make-dataset --families`")
-        data = json.loads(idx.read_text(encoding="utf-8"))
-        if "hold_out" not in data:
-            raise UsageError(f"{root}: not a family data set (no hold_out in index.json); fix: make-dataset --families")
-        for row in data.get("clips", []):
-            if row.get("held_out"):
-                continue  # never tune on held-out families
-            clips.append((root / row["path"]).resolve())
+    clips = [Path(key) for root in roots for key, row in family_index(root).items()
+             if not row.get("held_out")]  # never tune on held-out families
     if not clips:
         raise UsageError("no in-domain clips in " + ", ".join(str(r) for r in roots))
     return clips
@@ -197,4 +198,4 @@ def _cfg(cfg: FusionConfig) -> dict[str, Any]:
             "video_support": cfg.video_support, "window_frames": cfg.window_frames}
 
 
-__all__ = ["GRID", "Score", "choose", "score", "settings", "trace_clips", "tune", "validation_clips"]
+__all__ = ["GRID", "Score", "choose", "family_index", "score", "settings", "trace_clips", "tune", "validation_clips"]
