@@ -133,11 +133,10 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     means the audio model's own threshold; the picker keeps onsets from the lower of ``audio_alone``
     and ``audio_support`` (``fused``) or from ``audio_alone`` (``audio``).
     """
-    if cfg.policy != "video" and not trace.config.get("audio_detector", False) and trace.events and any(
-            e[0] == "d" and e[1] for e in trace.events):
+    has_detector = bool(trace.config.get("audio_detector", False))
+    if cfg.policy != "video" and not has_detector and any(e[0] == "d" and e[1] for e in trace.events):
         raise UsageError(f"{trace.clip}: traced without an audio detector (policy {trace.config.get('policy')!r}) but "
                          f"with live sound: it cannot replay policy {cfg.policy!r}; trace it with policy fused")
-    has_detector = bool(trace.config.get("audio_detector", False))
     alone = cfg.audio_alone or trace.audio_threshold
     pick = alone if cfg.policy == "audio" else min(alone, cfg.audio_support)
     picker = OnsetPicker(pick)
