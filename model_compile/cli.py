@@ -171,14 +171,14 @@ def _evaluate_domains(args: argparse.Namespace) -> int:
     return 0
 
 
-FUSION_KEYS = {"audio_alone": float, "audio_support": float, "video_support": float, "window_frames": int}
-
-
 def _fusion_setting(text: str) -> Any:
     """``--fusion``: KEY=VALUE,... or a tune-fusion JSON file; checked by FusionConfig itself."""
     from dataclasses import replace
 
     from bodycam.device.detect.fusion import FusionConfig
+    from bodycam.model_compile.fusion_trace import SETTING_KEYS
+
+    keys = {k: type(getattr(FusionConfig(), k)) for k in SETTING_KEYS}  # float, or int (window_frames)
 
     path = Path(text)
     values: dict[str, Any] = {}
@@ -190,14 +190,14 @@ def _fusion_setting(text: str) -> Any:
         chosen = data.get("chosen") if isinstance(data, dict) else None
         if not isinstance(chosen, dict):
             raise UsageError(f"--fusion {text}: no 'chosen' setting (write one with `bodycam-model tune-fusion --out`)")
-        values = {k: chosen[k] for k in FUSION_KEYS if k in chosen}
+        values = {k: chosen[k] for k in keys if k in chosen}
     else:
         for item in filter(None, (p.strip() for p in text.split(","))):
             key, sep, val = item.partition("=")
-            if not sep or key.strip() not in FUSION_KEYS:
-                raise UsageError(f"--fusion: {item!r} is not KEY=VALUE with KEY one of {', '.join(FUSION_KEYS)}")
+            if not sep or key.strip() not in keys:
+                raise UsageError(f"--fusion: {item!r} is not KEY=VALUE with KEY one of {', '.join(keys)}")
             try:
-                values[key.strip()] = FUSION_KEYS[key.strip()](val)
+                values[key.strip()] = keys[key.strip()](val)
             except ValueError as exc:
                 raise UsageError(f"--fusion: {item!r}: {exc}") from exc
     return replace(FusionConfig(), **values)

@@ -27,7 +27,7 @@ from bodycam.device.errors import UsageError
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
 from bodycam.model_compile.evaluate import attribute
-from bodycam.model_compile.fusion_trace import replay
+from bodycam.model_compile.fusion_trace import replay, setting_of
 from bodycam.model_compile.fusion_tune import family_index, trace_clips
 
 POLICIES = ("fused", "video", "audio")
@@ -137,11 +137,9 @@ def evaluate_domains(
     log(f"{len(sets['held_out'])} held-out and {len(sets['in_domain'])} in-domain clips; policies {','.join(policies)}")
     frames = run_loop(clips, policies, video_model, audio_model, workers, log, fusion, cache)
     truths = {c: load_truth(truth_path_for(c)) for c in clips}
-    f = fusion or FusionConfig()
     out: dict[str, Any] = {"model": str(video_model), "audio_model": audio_model or "shipped", "hold_out": hold,
                            "data": str(data), "extra": [str(f) for f in free or []],
-                           "fusion": {"audio_alone": f.audio_alone, "audio_support": f.audio_support,
-                                      "video_support": f.video_support, "window_frames": f.window_frames}}
+                           "fusion": setting_of(fusion or FusionConfig())}
     for s in SETS:
         out[s] = {p: summarise_set([(c, f, truths[c], frames[(str(c), p)]) for c, f in sets[s]], axes)
                   for p in policies}

@@ -18,6 +18,7 @@ import numpy as np
 
 from bodycam.device.config import AppConfig
 from bodycam.device.detect.fusion import FusionConfig
+from bodycam.device.uplink.markers import Marker
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.sim_run import SimOptions, run_clip
 from bodycam.hw_sim.truth import load_truth, truth_path_for
@@ -31,8 +32,13 @@ def run_policy(clip: Path, policy: str, audio_model: str = "", out: Path | None 
     with tempfile.TemporaryDirectory(prefix="fused-eval-") as tmp:
         rep = run_clip(SimOptions(clip=clip, out=out or Path(tmp), config=cfg, broker=None, gnss=False,
                                   model=Path(video_model) if video_model else None))
+    return gunshot_frames(rep.stats.markers)
+
+
+def gunshot_frames(markers: list[Marker]) -> list[int]:
+    """The frame index of every gunshot marker (what the scorer compares with the truth)."""
     frames: list[int] = []
-    for m in rep.stats.markers:
+    for m in markers:
         where = m.extra.get("frame_index") if m.kind == "gunshot" and m.extra is not None else None
         if isinstance(where, int):
             frames.append(where)
@@ -79,4 +85,4 @@ def clips_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.mp4") if truth_path_for(p).is_file())
 
 
-__all__ = ["clips_in", "evaluate_clips", "run_policy"]
+__all__ = ["clips_in", "evaluate_clips", "gunshot_frames", "run_policy"]

@@ -92,10 +92,11 @@ class TracingFusion(Fusion):
 def record(clip: Path, video_model: str = "", audio_model: str = "", fusion: FusionConfig | None = None) -> Trace:
     """Run the firmware loop on ``clip`` (as ``bodycam-model evaluate`` does) and trace its fusion."""
     from bodycam.hw_sim.sim_run import SimOptions, run_clip
+    from bodycam.model_compile.fused_eval import gunshot_frames
 
     fcfg = replace(fusion or FusionConfig(), audio_model=audio_model)
     cfg = replace(AppConfig(), fusion=fcfg)
-    trace = Trace(clip=str(clip), audio_threshold=1.0, config=_config_dict(fcfg))
+    trace = Trace(clip=str(clip), audio_threshold=1.0, config={"policy": fcfg.policy, **setting_of(fcfg)})
 
     def attach(fw: Any) -> None:
         app = fw.app
@@ -114,16 +115,17 @@ def record(clip: Path, video_model: str = "", audio_model: str = "", fusion: Fus
                                   model=Path(video_model) if video_model else None), on_assembled=attach)
     if rep.error:
         raise UsageError(f"{clip}: {rep.error}")
-    for m in rep.stats.markers:
-        where = m.extra.get("frame_index") if m.kind == "gunshot" and m.extra is not None else None
-        if isinstance(where, int):
-            trace.markers.append(where)
+    trace.markers = gunshot_frames(rep.stats.markers)
     return trace
 
 
-def _config_dict(cfg: FusionConfig) -> dict[str, Any]:
-    return {"policy": cfg.policy, "audio_alone": cfg.audio_alone, "audio_support": cfg.audio_support,
-            "video_support": cfg.video_support, "window_frames": cfg.window_frames}
+#: the fusion's tunable numbers (``[fusion]``), as tune-fusion sweeps them and evaluate reports them
+SETTING_KEYS = ("audio_alone", "audio_support", "video_support", "window_frames")
+
+
+def setting_of(cfg: FusionConfig) -> dict[str, Any]:
+    """``cfg``'s tunable numbers by name."""
+    return {k: getattr(cfg, k) for k in SETTING_KEYS}
 
 
 def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
@@ -169,4 +171,4 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     return frames
 
 
-__all__ = ["Trace", "TracingFusion", "record", "replay"]
+__all__ = ["SETTING_KEYS", "Trace", "TracingFusion", "record", "replay", "setting_of"]

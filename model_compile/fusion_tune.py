@@ -26,7 +26,7 @@ from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.errors import UsageError
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
-from bodycam.model_compile.fusion_trace import Trace, record, replay
+from bodycam.model_compile.fusion_trace import Trace, record, replay, setting_of
 
 TOLERANCE = 2
 GRID: dict[str, tuple[float, ...]] = {
@@ -187,15 +187,10 @@ def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *,
     return {
         "data": [str(r) for r in roots], "clips": len(clips), "video_model": video_model or "shipped",
         "audio_model": audio_model or "shipped", "max_fa_per_hour": max_fa_per_hour, "min_precision": min_precision,
-        "met": met, "chosen": _cfg(best), "chosen_score": sc.row(), "default": _cfg(FusionConfig()),
+        "met": met, "chosen": setting_of(best), "chosen_score": sc.row(), "default": setting_of(FusionConfig()),
         "default_score": current.row(),
-        "sweep": [{**_cfg(c), **s.row()} for c, s in rows],
+        "sweep": [{**setting_of(c), **s.row()} for c, s in rows],
     }
-
-
-def _cfg(cfg: FusionConfig) -> dict[str, Any]:
-    return {"audio_alone": cfg.audio_alone, "audio_support": cfg.audio_support,
-            "video_support": cfg.video_support, "window_frames": cfg.window_frames}
 
 
 __all__ = ["GRID", "Score", "choose", "family_index", "score", "settings", "trace_clips", "tune", "validation_clips"]
