@@ -312,13 +312,14 @@ class App:
 
     # -- events ----------------------------------------------------------------------
     def _on_detection(self, frame: int, t_ns: int, confidence: float,
-                      evidence: dict[str, float] | None = None) -> None:
+                      evidence: dict[str, float] | None = None, rule: str | None = None) -> None:
         self.stats.detections += 1
         self._apply(self.sm.handle(Event("detection", t_ns)))
         # ``model`` names the model that placed the marker: the video model when a flash did, else the audio one
         heard_only = evidence is not None and "video" not in evidence and self.audio_model_ref is not None
         self._emit("gunshot", t_ns, confidence=confidence, model=self.audio_model_ref if heard_only else self.model_ref,
-                   extra={"frame_index": frame}, evidence=evidence)
+                   extra={"frame_index": frame} if rule is None else {"frame_index": frame, "rule": rule},
+                   evidence=evidence)
 
     def _on_record_request(self, cmd: Record, t_ns: int) -> None:
         """Base asked this camera to record (``cmd/record``): an automatic start with the pre-event
@@ -329,7 +330,7 @@ class App:
         self._apply(actions)
 
     def _on_shot(self, shot: ShotDecision) -> None:
-        self._on_detection(shot.frame, shot.t_ns, shot.confidence, shot.evidence)
+        self._on_detection(shot.frame, shot.t_ns, shot.confidence, shot.evidence, shot.rule)
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:

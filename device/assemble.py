@@ -196,7 +196,7 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
         path = Path(fcfg.audio_model) if fcfg.audio_model else default_audio_model_path()
         spec = load_audio_model_spec(path)
         alone = fcfg.audio_alone or spec.threshold
-        pick = alone if fcfg.policy == "audio" else min(alone, fcfg.audio_support)
+        pick = fcfg.pick_threshold(spec.threshold)
         detector = build_audio_detector(str(path), threads=cfg.detector.threads, threshold=pick)
         stack.callback(detector.close)
         ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)

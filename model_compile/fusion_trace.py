@@ -120,7 +120,8 @@ def record(clip: Path, video_model: str = "", audio_model: str = "", fusion: Fus
 
 
 #: the fusion's tunable numbers (``[fusion]``), as tune-fusion sweeps them and evaluate reports them
-SETTING_KEYS = ("audio_alone", "audio_support", "video_support", "window_frames")
+SETTING_KEYS = ("audio_alone", "audio_support", "video_support", "window_frames", "incident_s", "incident_audio",
+                "incident_drop_db")
 
 
 def setting_of(cfg: FusionConfig) -> dict[str, Any]:
@@ -132,16 +133,15 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     """The frames the loop would mark on the traced clip with fusion setting ``cfg``.
 
     The picker and the fusion are built as ``device/assemble.py`` builds them: ``audio_alone`` 0
-    means the audio model's own threshold; the picker keeps onsets from the lower of ``audio_alone``
-    and ``audio_support`` (``fused``) or from ``audio_alone`` (``audio``).
+    means the audio model's own threshold; the picker keeps onsets from the lowest score a rule of
+    ``cfg`` accepts (:meth:`FusionConfig.pick_threshold`).
     """
     has_detector = bool(trace.config.get("audio_detector", False))
     if cfg.policy != "video" and not has_detector and any(e[0] == "d" and e[1] for e in trace.events):
         raise UsageError(f"{trace.clip}: traced without an audio detector (policy {trace.config.get('policy')!r}) but "
                          f"with live sound: it cannot replay policy {cfg.policy!r}; trace it with policy fused")
     alone = cfg.audio_alone or trace.audio_threshold
-    pick = alone if cfg.policy == "audio" else min(alone, cfg.audio_support)
-    picker = OnsetPicker(pick)
+    picker = OnsetPicker(cfg.pick_threshold(trace.audio_threshold))
     fusion = Fusion(cfg, audio_alone=alone)
     used = 0
     frames: list[int] = []

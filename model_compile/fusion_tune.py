@@ -1,12 +1,16 @@
 """Choose the fusion's operating point on in-domain validation clips (``bodycam-model tune-fusion``).
 
 Every clip is run through the firmware loop once and traced (:mod:`~bodycam.model_compile.fusion_trace`);
-each setting of the grid (``audio_alone``, ``audio_support``, ``video_support``, ``window_frames``)
-is then replayed on the traces with the firmware's own onset picker and fusion, and scored with the
-project's event scorer (one marker per shot within 2 frames). The chosen setting is the one with
-the highest recall among those with at most ``max_fa_per_hour`` false alarms per hour on the
-shot-free clips and at least ``min_precision``; when none qualifies, the one with the fewest false
-alarms per hour, then the best recall. Only clips from families the data set does not hold out are
+each setting of the grid is then replayed on the traces with the firmware's own onset picker and
+fusion, and scored with the project's event scorer (one marker per shot within 2 frames). The chosen
+setting is the one with the highest recall among those with at most ``max_fa_per_hour`` false alarms
+per hour on the shot-free clips and at least ``min_precision``; when none qualifies, the one with the
+fewest false alarms per hour, then the best recall.
+
+Two stages: first the four numbers of the per-shot rules (``audio_alone``, ``audio_support``,
+``video_support``, ``window_frames``: :data:`GRID`) with the incident rule off; then, at the setting
+stage one chose, the incident rule (``incident_s``, ``incident_audio``, ``incident_drop_db``:
+:data:`INCIDENT_GRID`), which is kept only when it wins by the same rule. Only clips from families the data set does not hold out are
 used (its held-out clips are skipped): the held-out families stay unseen until the evaluation
 (``bodycam-model evaluate``). The data sets must be made with the evaluation's hold-out (the default).
 """
@@ -34,6 +38,11 @@ GRID: dict[str, tuple[float, ...]] = {
     "audio_support": (0.1, 0.2, 0.3, 0.5, 0.7),
     "video_support": (0.3, 0.5, 0.7, 0.9),
     "window_frames": (1, 2, 3),
+}
+INCIDENT_GRID: dict[str, tuple[float, ...]] = {
+    "incident_s": (2.0, 4.0, 8.0),
+    "incident_audio": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "incident_drop_db": (3.0, 6.0, 10.0),
 }
 
 
@@ -130,7 +139,8 @@ def score(traces: dict[str, Trace], truths: dict[str, Truth], cfg: FusionConfig)
 
 
 def settings(grid: dict[str, tuple[float, ...]] = GRID, base: FusionConfig | None = None) -> list[FusionConfig]:
-    base = base or FusionConfig()
+    """Stage one: the per-shot rules' grid, the incident rule off."""
+    base = base or replace(FusionConfig(), incident_s=0.0)
     out = []
     for a, s, v, w in itertools.product(grid["audio_alone"], grid["audio_support"], grid["video_support"],
                                         grid["window_frames"]):
@@ -138,6 +148,13 @@ def settings(grid: dict[str, tuple[float, ...]] = GRID, base: FusionConfig | Non
             continue  # support above alone: the supported rule never adds anything
         out.append(replace(base, audio_alone=a, audio_support=s, video_support=v, window_frames=int(w)))
     return out
+
+
+def incident_settings(at: FusionConfig, grid: dict[str, tuple[float, ...]] = INCIDENT_GRID) -> list[FusionConfig]:
+    """Stage two: the incident rule's grid at stage one's choice ``at`` (only scores under ``audio_alone``)."""
+    return [replace(at, incident_s=s, incident_audio=a, incident_drop_db=d)
+            for s, a, d in itertools.product(grid["incident_s"], grid["incident_audio"], grid["incident_drop_db"])
+            if not at.audio_alone or a < at.audio_alone]
 
 
 def choose(rows: list[tuple[FusionConfig, Score]], max_fa_per_hour: float,
@@ -173,7 +190,8 @@ def validation_clips(roots: Sequence[Path]) -> list[Path]:
 
 def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *, max_fa_per_hour: float = 1.0,
          min_precision: float = 0.97, workers: int = 2, cache: Path | None = None,
-         grid: dict[str, tuple[float, ...]] = GRID, log: Callable[[str], None] = print) -> dict[str, Any]:
+         grid: dict[str, tuple[float, ...]] = GRID, incident_grid: dict[str, tuple[float, ...]] = INCIDENT_GRID,
+         log: Callable[[str], None] = print) -> dict[str, Any]:
     clips = validation_clips(roots)
     log(f"{len(clips)} in-domain validation clips")
     traces = trace_clips(clips, video_model, audio_model, workers, cache, log)
@@ -182,15 +200,19 @@ def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *,
         raise UsageError("no shot-free clips among the validation clips: the false-alarm limit cannot be checked "
                          "(add a set made with `bodycam-sim make-dataset --families --shot-free`)")
     rows = [(cfg, score(traces, truths, cfg)) for cfg in settings(grid)]
+    first, first_sc, _ = choose(rows, max_fa_per_hour, min_precision)
+    log(f"stage 1 (per-shot rules): {setting_of(first)}: {first_sc.row()}")
+    rows2 = [(cfg, score(traces, truths, cfg)) for cfg in incident_settings(first, incident_grid)]
+    best, sc, met = choose([(first, first_sc), *rows2], max_fa_per_hour, min_precision)
     current = score(traces, truths, FusionConfig())
-    best, sc, met = choose(rows, max_fa_per_hour, min_precision)
     return {
         "data": [str(r) for r in roots], "clips": len(clips), "video_model": video_model or "shipped",
         "audio_model": audio_model or "shipped", "max_fa_per_hour": max_fa_per_hour, "min_precision": min_precision,
         "met": met, "chosen": setting_of(best), "chosen_score": sc.row(), "default": setting_of(FusionConfig()),
-        "default_score": current.row(),
-        "sweep": [{**setting_of(c), **s.row()} for c, s in rows],
+        "default_score": current.row(), "stage1": setting_of(first), "stage1_score": first_sc.row(),
+        "sweep": [{**setting_of(c), **s.row()} for c, s in [*rows, *rows2]],
     }
 
 
-__all__ = ["GRID", "Score", "choose", "family_index", "score", "settings", "trace_clips", "tune", "validation_clips"]
+__all__ = ["GRID", "INCIDENT_GRID", "Score", "choose", "family_index", "incident_settings", "score", "settings",
+           "trace_clips", "tune", "validation_clips"]

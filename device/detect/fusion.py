@@ -17,6 +17,13 @@ window not already taken by a previous shot, so rapid fire keeps one marker per 
 the frame containing the audio onset. The marker's ``evidence`` carries each source's confidence;
 its ``confidence`` is ``1 - (1 - audio)(1 - video)`` when both fired, else the one that did.
 
+Incidents (``incident_s`` > 0): shots come in series, and a shot confirmed by the rules above makes
+the next and the previous ones far more likely. Within ``incident_s`` seconds of a confirmed shot an
+onset counts from ``incident_audio`` (it must still be an onset the audio model scored, with the
+level jump and the echo gate of the picker). Onsets before the confirmed shot are decided when it is
+(their markers come late, on their own frames); onsets after it as usual. Only shots confirmed by
+the rules above open or extend an incident, so a series of weak sounds never confirms itself.
+
 Timing: an onset is decided once the video has scored ``window_frames`` frames past it.
 """
 
@@ -32,6 +39,9 @@ from bodycam.device.detect.events import Detection
 from bodycam.device.settings import require
 
 Policy = Literal["fused", "video", "audio"]
+#: what made a decision a shot: the video tracker alone (``video``), a sound alone (``heard``), a sound
+#: with a flash (``flash``), a sound near a confirmed shot (``incident``)
+Rule = Literal["video", "heard", "flash", "incident"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,15 @@ class FusionConfig:
     audio_model: str = ""  # path to the audio .tflite with its sidecar; empty: the shipped model
     # the defaults are the operating point `bodycam-model tune-fusion` chose on in-domain validation
     # clips for the shipped models (the best recall with <= 1 false alarm per hour and precision >= 0.97
-    # on those clips; on held-out families: 2.0 per hour, 0.956: docs/model.md)
+    # on those clips; on held-out families: recall 0.709, precision 0.867, 4.0 false markers per hour
+    # over 121 min: docs/model.md)
     audio_alone: float = 0.0  # 0: the audio model's own threshold
     audio_support: float = 0.5  # an onset this strong counts when the video saw a flash near it
     video_support: float = 0.9  # a frame score that counts as a flash supporting an onset
     window_frames: int = 1  # how far (frames) a supporting flash may be from the onset's frame
+    incident_s: float = 8.0  # around a confirmed shot, onsets this close (s) count from incident_audio; 0: off
+    incident_audio: float = 0.7  # the audio score that counts within an incident
+    incident_drop_db: float = 6.0  # ... from a sound at most this much quieter than the confirmed shot
 
     def __post_init__(self) -> None:
         require(self.policy in ("fused", "video", "audio"), "fusion.policy",
@@ -53,6 +67,20 @@ class FusionConfig:
         require(0.0 < self.audio_support < 1.0, "fusion.audio_support", f"{self.audio_support} must be in (0, 1)")
         require(0.0 < self.video_support < 1.0, "fusion.video_support", f"{self.video_support} must be in (0, 1)")
         require(0 <= self.window_frames <= 10, "fusion.window_frames", f"{self.window_frames} must be 0..10")
+        require(0.0 <= self.incident_s <= 60.0, "fusion.incident_s", f"{self.incident_s} must be 0..60 (0: off)")
+        require(0.0 < self.incident_audio < 1.0, "fusion.incident_audio",
+                f"{self.incident_audio} must be in (0, 1)")
+        require(0.0 <= self.incident_drop_db <= 60.0, "fusion.incident_drop_db",
+                f"{self.incident_drop_db} must be 0..60 dB")
+
+    def pick_threshold(self, model_threshold: float) -> float:
+        """The lowest audio score any rule of this setting accepts (the onset picker keeps onsets from
+        it); ``model_threshold`` is the audio model's own, what ``audio_alone`` 0 stands for."""
+        alone = self.audio_alone or model_threshold
+        if self.policy == "audio":
+            return alone
+        low = min(alone, self.audio_support)
+        return min(low, self.incident_audio) if self.incident_s > 0 else low
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +91,7 @@ class ShotDecision:
     t_ns: int
     confidence: float
     evidence: dict[str, float]
+    rule: Rule = "video"  # what made it a shot (module docstring)
 
 
 class Fusion:
@@ -78,6 +107,11 @@ class Fusion:
         self._claimed: collections.deque[int] = collections.deque(maxlen=64)  # frames given to a shot
         self.suppressed_video = 0  # video detections nobody heard (fused with audio live)
         self.audio_rejected = 0  # onsets too weak on their own and without a flash
+        self.incident_shots = 0  # shots that counted because they were near a confirmed shot
+        self._incident_ns = int(cfg.incident_s * 1e9)
+        self._last_confirmed: AudioOnset | None = None  # the newest shot confirmed by the rules
+        self._drop = cfg.incident_drop_db / 10.0  # in log10 power, as the onsets' levels
+        self._held: collections.deque[tuple[AudioOnset, int, int]] = collections.deque(maxlen=256)
 
     # -- inputs --------------------------------------------------------------------------------
     def video(self, frame: int, t_ns: int, score: float, detection: Detection | None) -> None:
@@ -117,9 +151,7 @@ class Fusion:
             if not final and frame + self.cfg.window_frames > last_frame:
                 keep.append(onset)
                 continue
-            d = self._decide(onset, pos, frame, t_frame, policy)
-            if d is not None:
-                out.append(d)
+            out += self._decide(onset, pos, frame, t_frame, policy)
         self._pending = keep
         return out
 
@@ -131,7 +163,7 @@ class Fusion:
         frame, t_frame, _ = self._frames[i]
         return i, frame, t_frame
 
-    def _decide(self, onset: AudioOnset, pos: int, frame: int, t_frame: int, policy: str) -> ShotDecision | None:
+    def _decide(self, onset: AudioOnset, pos: int, frame: int, t_frame: int, policy: str) -> list[ShotDecision]:
         a = onset.confidence
         best: tuple[float, int, int] | None = None  # (score, frame, t) of the supporting flash
         if policy == "fused":
@@ -141,15 +173,43 @@ class Fusion:
                 if s >= self.cfg.video_support and f not in self._claimed and (best is None or s > best[0]):
                     best = (s, f, t)
         if a >= self.audio_alone or (best is not None and a >= self.cfg.audio_support):
-            if best is not None:
-                v, f, t = best
-                self._claimed.append(f)
-                conf = 1.0 - (1.0 - a) * (1.0 - v)
-                return ShotDecision(f, t, round(conf, 4), {"video": round(v, 4), "audio": round(a, 4)})
-            self._claimed.append(frame)
-            return ShotDecision(frame, t_frame, round(a, 4), {"audio": round(a, 4)})
+            out = self._incident_before(onset) if self._held else []
+            self._last_confirmed = onset
+            return [*out, self._shot(onset, frame, t_frame, best, "flash" if best is not None else "heard")]
+        if self._incident_ns and policy == "fused" and a >= self.cfg.incident_audio:
+            if self._in_incident(onset, self._last_confirmed):
+                self.incident_shots += 1
+                return [self._shot(onset, frame, t_frame, best, "incident")]
+            self._held.append((onset, frame, t_frame))  # a confirmed shot soon after may still make it one
         self.audio_rejected += 1
-        return None
+        return []
+
+    def _shot(self, onset: AudioOnset, frame: int, t_frame: int, best: tuple[float, int, int] | None,
+              rule: Rule) -> ShotDecision:
+        a = onset.confidence
+        if best is not None:
+            v, f, t = best
+            self._claimed.append(f)
+            conf = 1.0 - (1.0 - a) * (1.0 - v)
+            return ShotDecision(f, t, round(conf, 4), {"video": round(v, 4), "audio": round(a, 4)}, rule)
+        self._claimed.append(frame)
+        return ShotDecision(frame, t_frame, round(a, 4), {"audio": round(a, 4)}, rule)
+
+    def _in_incident(self, onset: AudioOnset, shot: AudioOnset | None) -> bool:
+        """Whether ``onset`` is near the confirmed ``shot`` in time and about as loud (an echo is quieter)."""
+        return (shot is not None and abs(onset.t_ns - shot.t_ns) <= self._incident_ns
+                and onset.level >= shot.level - self._drop)
+
+    def _incident_before(self, shot: AudioOnset) -> list[ShotDecision]:
+        """The held onsets within ``incident_s`` before the confirmed ``shot``, as shots (oldest first)."""
+        out = []
+        while self._held:
+            onset, frame, t_frame = self._held.popleft()
+            if self._in_incident(onset, shot):
+                self.incident_shots += 1
+                self.audio_rejected -= 1
+                out.append(self._shot(onset, frame, t_frame, None, "incident"))
+        return out
 
 
-__all__ = ["Fusion", "FusionConfig", "Policy", "ShotDecision"]
+__all__ = ["Fusion", "FusionConfig", "Policy", "Rule", "ShotDecision"]

@@ -21,10 +21,11 @@ def t_of(frame: int) -> int:
     return frame * S // FPS
 
 
-def run(video: dict[int, float], onsets: list[tuple[float, float]], *, frames: int = 90, audio_live: bool = True,
-        policy: str = "fused", cfg: FusionConfig = RULES) -> tuple[list[ShotDecision], Fusion]:
-    """Frames 0..frames-1 with the given scores (0.02 elsewhere); onsets (time s, confidence) arrive
-    ~150 ms late, as from the audio detector."""
+def run(video: dict[int, float], onsets: list[tuple[float, float]] | list[tuple[float, float, float]], *,
+        frames: int = 90, audio_live: bool = True, policy: str = "fused",
+        cfg: FusionConfig = RULES) -> tuple[list[ShotDecision], Fusion]:
+    """Frames 0..frames-1 with the given scores (0.02 elsewhere); onsets (time s, confidence[, level
+    in log10 power]) arrive ~150 ms late, as from the audio detector."""
     fusion = Fusion(replace(cfg, policy=policy), audio_alone=0.6)  # type: ignore[arg-type]
     tracker = ShotTracker(threshold=0.9)
     out: list[ShotDecision] = []
@@ -34,11 +35,15 @@ def run(video: dict[int, float], onsets: list[tuple[float, float]], *, frames: i
         fusion.video(f, t_of(f), video.get(f, 0.02), det)
         ready = [o for o in queue if o[0] + 0.15 <= f / FPS]
         queue = [o for o in queue if o not in ready]
-        fusion.audio([AudioOnset(int(t * S), c) for t, c in ready])
+        fusion.audio([onset(*o) for o in ready])
         out += fusion.decide(audio_live)
-    fusion.audio([AudioOnset(int(t * S), c) for t, c in queue])
+    fusion.audio([onset(*o) for o in queue])
     out += fusion.decide(audio_live, final=True)
     return out, fusion
+
+
+def onset(t: float, confidence: float, level: float = 0.0) -> AudioOnset:
+    return AudioOnset(int(t * S), confidence, level)
 
 
 def test_strobe_without_sound_is_no_shot() -> None:
@@ -48,7 +53,7 @@ def test_strobe_without_sound_is_no_shot() -> None:
 
 def test_sound_without_a_visible_flash_lands_on_the_onset_frame() -> None:
     out, _ = run({}, [(1.01, 0.93)])  # 1.01 s is inside frame 30 (1.000-1.033 s)
-    assert out == [ShotDecision(30, t_of(30), 0.93, {"audio": 0.93})]
+    assert out == [ShotDecision(30, t_of(30), 0.93, {"audio": 0.93}, "heard")]
 
 
 def test_flash_and_sound_are_one_shot_on_the_flash_frame() -> None:
@@ -114,8 +119,83 @@ def test_the_shipped_operating_point_wants_a_strong_flash_close_to_a_clear_sound
     assert run({30: 0.8}, [(1.01, 0.55)], cfg=shipped)[0] == []  # a weak flash does not support it
     assert run({32: 0.99}, [(1.01, 0.55)], cfg=shipped)[0] == []  # two frames away: too far
     assert [d.frame for d in run({}, [(1.01, 0.93)], cfg=shipped)[0]] == [30]  # heard clearly (>= 0.6 here): alone
+    # within 8 s of a confirmed shot a sound from 0.7 counts, unless 6 dB quieter than that shot
+    assert shipped.incident_s == 8.0 and shipped.incident_audio == 0.7 and shipped.incident_drop_db == 6.0
+    out, _ = run({}, [(1.01, 0.95), (3.01, 0.5, 0.0), (3.51, 0.4, 0.0), (4.01, 0.5, -0.8)], frames=150,
+                 cfg=replace(shipped, audio_alone=0.9))
+    assert [(d.frame, d.rule) for d in out] == [(30, "heard")]  # under 0.7, or too quiet
+    out, _ = run({}, [(1.01, 0.95), (3.01, 0.75, -0.5), (8.51, 0.75)], frames=300, cfg=replace(shipped, audio_alone=0.9))
+    assert [(d.frame, d.rule) for d in out] == [(30, "heard"), (90, "incident"), (255, "incident")]
 
 
 def test_config_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"fusion\.policy"):
         FusionConfig(policy="both")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"fusion\.incident_s"):
+        FusionConfig(incident_s=-1)
+    with pytest.raises(ConfigError, match=r"fusion\.incident_audio"):
+        FusionConfig(incident_audio=1.0)
+    with pytest.raises(ConfigError, match=r"fusion\.incident_drop_db"):
+        FusionConfig(incident_drop_db=-3)
+
+
+#: the incident rule on the rules above: within 4 s of a confirmed shot, a sound from 0.4 counts
+INCIDENT = replace(RULES, incident_s=4.0, incident_audio=0.4, incident_drop_db=6.0)
+
+
+def test_a_weaker_sound_after_a_confirmed_shot_counts_within_the_incident() -> None:
+    shots = [(1.01, 0.93), (2.51, 0.5), (3.51, 0.45)]  # heard clearly, then two weaker bangs
+    out, fusion = run({}, shots, frames=150, cfg=INCIDENT)
+    assert [(d.frame, d.rule, d.evidence) for d in out] == [
+        (30, "heard", {"audio": 0.93}), (75, "incident", {"audio": 0.5}), (105, "incident", {"audio": 0.45})]
+    assert fusion.incident_shots == 2 and fusion.audio_rejected == 0
+    out, fusion = run({}, shots, frames=150)  # the rule off: only the clear one
+    assert [d.frame for d in out] == [30] and fusion.audio_rejected == 2
+
+
+def test_weaker_sounds_before_a_confirmed_shot_are_marked_when_it_is_confirmed() -> None:
+    fusion = Fusion(INCIDENT, audio_alone=0.6)
+    out: list[ShotDecision] = []
+    decided_at: dict[int, int] = {}
+    queue = [onset(0.51, 0.5), onset(1.01, 0.45), onset(2.51, 0.95)]
+    for f in range(120):
+        fusion.video(f, t_of(f), 0.02, None)
+        ready = [o for o in queue if o.t_ns + 0.15 * S <= t_of(f)]
+        queue = [o for o in queue if o not in ready]
+        fusion.audio(ready)
+        for d in fusion.decide(True):
+            out.append(d)
+            decided_at[d.frame] = f
+    # in time order, each on its own onset frame; the earlier two decided with the confirmed shot
+    assert [(d.frame, d.rule) for d in out] == [(15, "incident"), (30, "incident"), (75, "heard")]
+    assert decided_at[15] == decided_at[30] == decided_at[75]
+    assert fusion.incident_shots == 2 and fusion.audio_rejected == 0
+
+
+def test_the_incident_has_limits_in_time_score_and_level() -> None:
+    out, _ = run({}, [(1.01, 0.93), (5.51, 0.55)], frames=200, cfg=INCIDENT)
+    assert [d.frame for d in out] == [30]  # 4.5 s later: outside the incident
+    out, _ = run({}, [(1.01, 0.93), (2.01, 0.35)], cfg=INCIDENT)
+    assert [d.frame for d in out] == [30]  # under incident_audio
+    out, fusion = run({}, [(1.01, 0.93, 0.0), (1.41, 0.5, -0.7)], cfg=INCIDENT)
+    assert [d.frame for d in out] == [30] and fusion.audio_rejected == 1  # 7 dB quieter: an echo, not a shot
+    out, _ = run({}, [(1.01, 0.93, 0.0), (1.41, 0.5, -0.5)], cfg=INCIDENT)
+    assert [d.frame for d in out] == [30, 42]  # 5 dB quieter: a shot
+
+
+def test_weak_sounds_never_confirm_each_other() -> None:
+    """Only a shot confirmed by the other rules opens an incident: a run of door slams is no shooting."""
+    out, fusion = run({}, [(t + 0.01, 0.55) for t in (0.5, 1.0, 1.5, 2.0, 2.5)], cfg=INCIDENT)
+    assert out == [] and fusion.audio_rejected == 5 and fusion.incident_shots == 0
+
+
+def test_a_supported_shot_opens_an_incident_too() -> None:
+    out, _ = run({30: 0.97}, [(1.01, 0.4), (2.01, 0.45)], cfg=INCIDENT)
+    assert [(d.frame, d.rule) for d in out] == [(30, "flash"), (60, "incident")]
+
+
+def test_the_picker_keeps_onsets_from_the_lowest_score_a_rule_accepts() -> None:
+    assert FusionConfig(audio_support=0.5).pick_threshold(0.9) == 0.5
+    assert FusionConfig(audio_support=0.5, incident_s=4, incident_audio=0.3).pick_threshold(0.9) == 0.3
+    assert FusionConfig(audio_alone=0.4, audio_support=0.5).pick_threshold(0.9) == 0.4
+    assert FusionConfig(policy="audio", incident_s=4, incident_audio=0.3).pick_threshold(0.9) == 0.9

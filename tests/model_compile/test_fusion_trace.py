@@ -20,8 +20,10 @@ from bodycam.hw_sim.truth import truth_path_for
 from bodycam.model_compile.cli import _fusion_setting
 from bodycam.model_compile.cli import main as model_main
 from bodycam.model_compile.fusion_trace import Trace, record, replay
-from bodycam.model_compile.fusion_tune import Score, choose, settings, validation_clips
+from bodycam.model_compile.fusion_tune import Score, choose, incident_settings, settings, validation_clips
 from tests.model_compile.conftest import MakeClip
+
+S = 1_000_000_000
 
 #: settings far from the default in every direction (the picker keeps weak onsets, or only strong ones)
 OTHER_SETTINGS = (
@@ -29,6 +31,9 @@ OTHER_SETTINGS = (
     FusionConfig(audio_alone=0.95, audio_support=0.7, video_support=0.9, window_frames=1),
     FusionConfig(policy="audio", audio_alone=0.4),
     FusionConfig(policy="video"),
+    # the incident rule wide open: weak onsets before and after a confirmed shot
+    FusionConfig(audio_support=0.5, video_support=0.9, window_frames=1, incident_s=8.0, incident_audio=0.2,
+                 incident_drop_db=20.0),
 )
 
 
@@ -38,7 +43,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory, clip_maker: MakeClip) -> lis
     return [clip_maker(root / f"c{seed}.mp4", seconds=4, shots=4, seed=seed) for seed in (8101, 8102)]
 
 
-@pytest.mark.parametrize("other", OTHER_SETTINGS, ids=lambda c: f"{c.policy}-{c.audio_alone}-{c.audio_support}")
+@pytest.mark.parametrize("other", OTHER_SETTINGS, ids=lambda c: f"{c.policy}-{c.audio_alone}-{c.audio_support}-{c.incident_s}")
 def test_a_replay_with_another_setting_is_what_the_loop_does_with_it(clips: list[Path], other: FusionConfig) -> None:
     for clip in clips:
         trace = record(clip)  # recorded with the firmware's defaults
@@ -54,6 +59,8 @@ def test_the_traced_clips_have_what_the_claim_needs(clips: list[Path]) -> None:
     assert all(t.hops and any(e[0] == "v" for e in t.events) for t in traces)
     results = {tuple(f for t in traces for f in replay(t, s)) for s in (FusionConfig(), *OTHER_SETTINGS)}
     assert len(results) >= 3
+    incident = OTHER_SETTINGS[-1]  # the incident rule's replay is checked on clips where it changes markers
+    assert any(replay(t, incident) != replay(t, replace(incident, incident_s=0.0)) for t in traces)
 
 
 def test_a_trace_survives_its_file(tmp_path: Path, clips: list[Path]) -> None:
@@ -140,9 +147,41 @@ def test_tune_fusion_on_the_command_line(tmp_path: Path, clips: list[Path], clip
     assert model_main(["tune-fusion", "--data", str(root), "--workers", "1", "--traces", str(tmp_path / "tr"),
                        "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["clips"] == 3 and len(res["sweep"]) == len(settings())
+    stage1 = FusionConfig(**res["stage1"])
+    assert res["clips"] == 3 and len(res["sweep"]) == len(settings()) + len(incident_settings(stage1))
+    assert stage1.incident_s == 0 and all(r["incident_s"] == 0 for r in res["sweep"][:len(settings())])
     assert res["chosen_score"]["free_minutes"] == 0.1
     best = max(r["recall"] for r in res["sweep"] if r["fa_per_hour"] <= 1.0 and r["precision"] >= 0.97)
     assert res["met"] and res["chosen_score"]["recall"] == best
     assert "chosen" in capsys.readouterr().out
     assert len(list((tmp_path / "tr").glob("*.json"))) == 3  # traces kept for the next run
+
+
+def test_a_shot_confirmed_later_is_tagged_into_the_recording_on_its_own_frame(tmp_path: Path,
+                                                                               clips: list[Path]) -> None:
+    """The incident rule marks an earlier onset when a later shot confirms it: the camera has been
+    recording since that later shot, with the pre-event buffer, so the earlier marker still lands in
+    the recording, at its own time, and the chapters stay in time order."""
+    from bodycam.device.config import AppConfig
+    from bodycam.hw_sim.sim_run import SimOptions, run_clip
+
+    incident = OTHER_SETTINGS[-1]
+    rep = run_clip(SimOptions(clip=clips[0], out=tmp_path, config=replace(AppConfig(), fusion=incident), broker=None,
+                              gnss=False))
+    assert rep.error is None
+    shots = [m for m in rep.stats.markers if m.kind == "gunshot"]
+    rules = [str(m.extra["rule"]) if m.extra else "" for m in shots]
+    first = min(m.t_mono_ns for m, r in zip(shots, rules, strict=True) if r in ("heard", "flash"))
+    late = [m for m, r in zip(shots, rules, strict=True) if r == "incident" and m.t_mono_ns < first]
+    assert late, "the clip gives an onset confirmed by a later shot (the claim needs one)"
+    for m in late:
+        # decided ~2 s after its time; on its own frame of the recording that the later shot started
+        assert m.extra is not None and abs(m.t_mono_ns - int(m.extra["frame_index"]) * S / 30) < 1000
+        assert m.media is not None and m.media.recording == rep.recordings[0]["recording"]
+        assert m.media.frame == m.extra["frame_index"]
+        lines = [json.loads(x) for x in (tmp_path / "recordings" / m.media.recording / "markers.jsonl")
+                 .read_text().splitlines()]
+        assert m.id in {x["id"] for x in lines}
+    vtt = (tmp_path / "recordings" / rep.recordings[0]["recording"] / "chapters.vtt").read_text()
+    starts = [line.split(" --> ")[0] for line in vtt.splitlines() if " --> " in line]
+    assert starts == sorted(starts) and len(starts) >= len(shots)
