@@ -200,6 +200,11 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
         detector = build_audio_detector(str(path), threads=cfg.detector.threads, threshold=pick)
         stack.callback(detector.close)
         ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
+        if fcfg.policy == "fused" and fcfg.incident_s > cfg.recording.pre_event_s:
+            log.warning("fusion.incident_s (%g s) is longer than recording.pre_event_s (%g s): a shot the incident "
+                        "rule marks that long before the shot that confirms it is published without a place in "
+                        "the footage; lengthen the buffer or shorten incident_s", fcfg.incident_s,
+                        cfg.recording.pre_event_s)
         return detector, Fusion(fcfg, audio_alone=alone), ref
     return None, Fusion(fcfg, audio_alone=1.0), None
 

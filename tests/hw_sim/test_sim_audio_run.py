@@ -72,7 +72,8 @@ def test_a_mismatched_audio_model_is_a_clear_start_up_error(tmp_path: Path) -> N
     assert run_clip(SimOptions(clip=clip, out=tmp_path / "out2", config=cfg, broker=None, gnss=False)).stats.frames == 15
 
 
-def test_the_simulators_recordings_keep_the_clips_sound_from_before_the_trigger(tmp_path: Path) -> None:
+def test_the_simulators_recordings_keep_the_clips_sound_from_before_the_trigger(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
     import json
 
     import av
@@ -90,8 +91,11 @@ def test_the_simulators_recordings_keep_the_clips_sound_from_before_the_trigger(
     scenario.write_text(json.dumps({"events": [{"t_s": 3.0, "event": "record"}]}))
     out = tmp_path / "out"
     cfg = replace(AppConfig(), recording=RecordingConfig(pre_event_s=2.0))
-    report = run_clip(SimOptions(clip=clip, out=out, config=cfg, broker=None, gnss=False, scenario=scenario))
+    with caplog.at_level(logging.WARNING, logger="bodycam"):
+        report = run_clip(SimOptions(clip=clip, out=out, config=cfg, broker=None, gnss=False, scenario=scenario))
     assert report.error is None and len(report.recordings) == 1
+    # the incident rule looks back 8 s, the buffer holds 2: said once at start-up
+    assert sum("longer than recording.pre_event_s" in r.getMessage() for r in caplog.records) == 1
     (rec,) = (out / "recordings").iterdir()
     manifest = json.loads((rec / "manifest.json").read_text())
     start_s = manifest["segments"][0]["start_mono_ns"] / 1e9
