@@ -72,10 +72,12 @@ build_video_families() {
     #   bodycam-model evaluate device/models/shotnet.tflite --data $held --domains --free $free --free $indom
     echo "candidate $out.tflite (not installed); held-out results in $out.domains.json / .png"
 }
-# The fusion's operating point ([fusion] audio_support / video_support / window_frames, the defaults in
-# device/detect/fusion.py): chosen by `bodycam-model tune-fusion` on in-domain validation clips (new
-# seeds, never trained on, never in an evaluation) with the limits (<= 1 false alarm per hour,
-# precision >= 0.97); the result (the chosen setting and the whole sweep) in docs/model/fusion-tune.json.
+# The fusion's operating point ([fusion] audio_alone / audio_support / video_support / window_frames, the
+# defaults in device/detect/fusion.py; then the incident rule's incident_s / incident_audio /
+# incident_drop_db, off by default: docs/model.md says why): chosen by `bodycam-model tune-fusion` on
+# in-domain validation clips (new seeds, never trained on, never in an evaluation) with the limits
+# (<= 1 false alarm per hour, precision >= 0.97); the result (the chosen setting and the whole sweep) in
+# docs/model/fusion-tune.json.
 # Then the held-out evaluation at that point (docs/model/fusion-shipped.json). docs/model.md explains.
 tune_fusion() {
     local val=build/fam-val free1=build/fam-valfree free2=build/fam-valfree2
@@ -87,7 +89,8 @@ tune_fusion() {
         --size 192x108 --families --shot-free --seed 20261135
     nice -n 10 bodycam-model tune-fusion --data "$val" --data "$free1" --data "$free2" --traces build/traces/shipped \
         --out docs/model/fusion-tune.json
-    echo "set the chosen values as FusionConfig's defaults (device/detect/fusion.py) and docs/config.example.toml"
+    echo "set the chosen values as FusionConfig's defaults (device/detect/fusion.py) and docs/config.example.toml" \
+        "(the incident rule's only when its precision holds up: docs/model.md)"
 }
 if [ "$WHAT" = fusion ]; then
     tune_fusion

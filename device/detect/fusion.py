@@ -50,13 +50,14 @@ class FusionConfig:
     audio_model: str = ""  # path to the audio .tflite with its sidecar; empty: the shipped model
     # the defaults are the operating point `bodycam-model tune-fusion` chose on in-domain validation
     # clips for the shipped models (the best recall with <= 1 false alarm per hour and precision >= 0.97
-    # on those clips; on held-out families: recall 0.709, precision 0.867, 4.0 false markers per hour
-    # over 121 min: docs/model.md)
+    # on those clips; on held-out families: recall 0.591, precision 0.903, 3.0 false alarms per hour
+    # over 121 min: docs/model.md). The incident rule is off by default: with incident_s = 8 (the
+    # setting tune-fusion chose) held-out recall is 0.709 at precision 0.867 (docs/model.md).
     audio_alone: float = 0.0  # 0: the audio model's own threshold
     audio_support: float = 0.5  # an onset this strong counts when the video saw a flash near it
     video_support: float = 0.9  # a frame score that counts as a flash supporting an onset
     window_frames: int = 1  # how far (frames) a supporting flash may be from the onset's frame
-    incident_s: float = 8.0  # around a confirmed shot, onsets this close (s) count from incident_audio; 0: off
+    incident_s: float = 0.0  # around a confirmed shot, onsets this close (s) count from incident_audio; 0: off
     incident_audio: float = 0.7  # the audio score that counts within an incident
     incident_drop_db: float = 6.0  # ... from a sound at most this much quieter than the confirmed shot
 

@@ -13,6 +13,7 @@ from _clips import make_plain_clip
 from bodycam.device.assemble import assemble
 from bodycam.device.clock import VirtualClock
 from bodycam.device.config import AppConfig
+from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.hw.microphone import MicrophoneConfig
 from bodycam.device.identity import Signer
 from bodycam.hw_sim.sim_run import SimOptions, run_clip, sim_parts
@@ -90,7 +91,7 @@ def test_the_simulators_recordings_keep_the_clips_sound_from_before_the_trigger(
     scenario = tmp_path / "s.json"
     scenario.write_text(json.dumps({"events": [{"t_s": 3.0, "event": "record"}]}))
     out = tmp_path / "out"
-    cfg = replace(AppConfig(), recording=RecordingConfig(pre_event_s=2.0))
+    cfg = replace(AppConfig(), recording=RecordingConfig(pre_event_s=2.0), fusion=FusionConfig(incident_s=8.0))
     with caplog.at_level(logging.WARNING, logger="bodycam"):
         report = run_clip(SimOptions(clip=clip, out=out, config=cfg, broker=None, gnss=False, scenario=scenario))
     assert report.error is None and len(report.recordings) == 1
