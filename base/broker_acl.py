@@ -19,6 +19,10 @@ Roles (topics under ``prefix``, default ``bodycam``; ``group`` is base's shared-
   subscribe to and receive its own ``cmd/#`` and ``ack``.
 * ``bodycam-watcher`` (a read-only observer such as ``bodycam-sim``'s subscriber): subscribe to and
   receive ``<prefix>/+/marker`` without joining base's group, so it takes no share from base.
+* ``bodycam-alerts-reader`` (a dispatch system, Home Assistant: ``--alerts-reader``): subscribe to and
+  receive the alerts-out topics, nothing else; without it nobody could read what base publishes there
+  (the default is deny). The alerts' own client certificate (``listen --alerts-cert-file``) is one more
+  ``--base`` CN.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from bodycam.device.uplink.validate import DEVICE_ID_RULE, is_device_id
 
 BASE_ROLE = "bodycam-base"
 WATCHER_ROLE = "bodycam-watcher"
+ALERTS_READER_ROLE = "bodycam-alerts-reader"
 
 
 def _acl(kind: str, topic: str) -> dict[str, Any]:
@@ -61,10 +66,12 @@ def _check_name(name: str, what: str) -> str:
 
 
 def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base",), watchers: Iterable[str] = (),
-                  prefix: str = "bodycam", group: str = "base", alerts: Iterable[str] = ()) -> dict[str, Any]:
+                  prefix: str = "bodycam", group: str = "base", alerts: Iterable[str] = (),
+                  alert_readers: Iterable[str] = ()) -> dict[str, Any]:
     """The dynamic-security JSON (see the module doc). Names are certificate CNs; ``alerts``: topics base
     may also publish to (alerts out: ``--alerts-topic``'s ``TOPIC/#``, Home Assistant's discovery and
-    state topics), never under ``prefix`` (base must not be able to speak for a camera)."""
+    state topics), never under ``prefix`` (base must not be able to speak for a camera);
+    ``alert_readers``: CNs that may read those topics (and nothing else)."""
     p = prefix
     extra = sorted(set(alerts))
     for t in extra:
@@ -74,7 +81,11 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     cams = sorted({_check_name(c, "camera") for c in cameras})
     base_names = sorted({_check_name(b, "base") for b in bases})
     watcher_names = sorted({_check_name(w, "watcher") for w in watchers})
-    overlap = (set(cams) & set(base_names)) | (set(cams) & set(watcher_names)) | (set(base_names) & set(watcher_names))
+    reader_names = sorted({_check_name(r, "alerts reader") for r in alert_readers})
+    if reader_names and not extra:
+        raise UsageError("--alerts-reader needs the topics it may read (--alerts-publish)")
+    named = [set(cams), set(base_names), set(watcher_names), set(reader_names)]
+    overlap = {n for i, a in enumerate(named) for b in named[i + 1:] for n in a & b}
     if overlap:
         raise UsageError(f"{', '.join(sorted(overlap))}: one certificate CN cannot have two roles")
     base_acls = [_acl("subscribePattern", f"$share/{group}/{p}/+/marker"),
@@ -87,11 +98,16 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     if watcher_names:
         roles.append({"rolename": WATCHER_ROLE, "acls": [_acl("subscribePattern", f"{p}/+/marker"),
                                                          _acl("publishClientReceive", f"{p}/+/marker")]})
+    if reader_names:
+        roles.append({"rolename": ALERTS_READER_ROLE,
+                      "acls": [_acl(k, t) for t in extra for k in ("subscribePattern", "publishClientReceive")]})
     clients: list[dict[str, Any]] = []
     for b in base_names:
         clients.append({"username": b, "textname": "base consumer", "roles": [{"rolename": BASE_ROLE}]})
     for w in watcher_names:
         clients.append({"username": w, "textname": "read-only marker watcher", "roles": [{"rolename": WATCHER_ROLE}]})
+    for r in reader_names:
+        clients.append({"username": r, "textname": "alerts reader", "roles": [{"rolename": ALERTS_READER_ROLE}]})
     for c in cams:
         role = f"camera-{c}"
         acls = [_acl("publishClientSend", f"{p}/{c}/{leaf}") for leaf in ("marker", "status", "telemetry")]
@@ -126,6 +142,9 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     p.add_argument("--alerts-publish", action="append", default=[], metavar="TOPIC",
                    help="a topic (pattern) base may publish alerts to, e.g. dispatch/alerts/# for --alerts-topic "
                         "dispatch/alerts, or homeassistant/# and bodycam-ha/# for --ha-discovery (repeatable)")
+    p.add_argument("--alerts-reader", action="append", default=[], metavar="CN",
+                   help="a client (certificate CN) that may read the --alerts-publish topics and nothing else: the "
+                        "dispatch system, Home Assistant (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="write here (default: stdout)")
 
 
@@ -140,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         with closing(open_store(args.db, create=False)) as store:
             cameras += sorted({k.device for k in KeyRegistry(store).keys(device=None)})  # type: ignore[arg-type]
     doc = dynsec_config(cameras, args.base or ["bodycam-base"], args.watcher, args.prefix, args.group,
-                        args.alerts_publish)
+                        args.alerts_publish, args.alerts_reader)
     text = json.dumps(doc, indent=2) + "\n"
     if args.out is None:
         sys.stdout.write(text)

@@ -83,3 +83,18 @@ def test_base_may_publish_its_alerts_topics_but_never_speak_for_a_camera() -> No
             dynsec_config(["cam-01"], prefix="org/bodycam", alerts=[bad])
     assert ("publishClientSend", "org/alerts/#") in acls(
         dynsec_config(["cam-01"], prefix="org/bodycam", alerts=["org/alerts/#"]), "bodycam-base")
+
+
+def test_an_alerts_reader_reads_the_alerts_topics_and_nothing_else() -> None:
+    doc = dynsec_config(["cam-01"], alerts=["dispatch/alerts/#", "bodycam-ha/#"], alert_readers=["dispatch"])
+    assert acls(doc, "bodycam-alerts-reader") == {(k, t) for t in ("dispatch/alerts/#", "bodycam-ha/#")
+                                                  for k in ("subscribePattern", "publishClientReceive")}
+    assert {"username": "dispatch", "textname": "alerts reader",
+            "roles": [{"rolename": "bodycam-alerts-reader"}]} in doc["clients"]
+    with pytest.raises(UsageError, match="needs the topics"):
+        dynsec_config(["cam-01"], alert_readers=["dispatch"])  # nothing to read
+    with pytest.raises(UsageError, match="two roles"):
+        dynsec_config(["cam-01"], alerts=["dispatch/alerts/#"], alert_readers=["bodycam-base"])
+    with pytest.raises(UsageError, match="two roles"):
+        dynsec_config(["cam-01"], alerts=["dispatch/alerts/#"], alert_readers=["cam-01"])
+    assert "bodycam-alerts-reader" not in {r["rolename"] for r in dynsec_config(["cam-01"], alerts=["x/#"])["roles"]}

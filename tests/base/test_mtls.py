@@ -1,7 +1,8 @@
 """The documented Mosquitto configuration (docs/mosquitto/) with mutual TLS and the roles of the
 dynamic-security plugin that `bodycam-base broker-acl` writes, on a real TLS listener with a CA made
 at test time. Cameras' certificates are issued from the CSR `bodycam provision` writes (Ed25519),
-base has its own (CN bodycam-base), the simulator's watcher its own (CN bodycam-sim), and a
+base has its own (CN bodycam-base), its alerts out another (CN bodycam-alerts), the dispatch system
+that reads them its own (CN dispatch), the simulator's watcher its own (CN bodycam-sim), and a
 certificate of the same CA that no role names (CN stranger)."""
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     (d / "ca.crt").write_bytes(cert("bodycam test CA", ca_key.public_key(), ca_key, "bodycam test CA", ca=True))
     server_key = ec_key(d / "server.key")
     (d / "server.crt").write_bytes(cert("localhost", server_key.public_key(), ca_key, "bodycam test CA", server=True))
-    for name in ("bodycam-base", "bodycam-sim", "stranger"):
+    for name in ("bodycam-base", "bodycam-alerts", "bodycam-sim", "dispatch", "stranger"):
         key = ec_key(d / f"{name}.key")
         (d / f"{name}.crt").write_bytes(cert(name, key.public_key(), ca_key, "bodycam test CA"))
     for cam in ("cam-01", "cam-02"):  # the camera's own Ed25519 key and the CSR `bodycam provision` wrote
@@ -78,9 +79,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     found = glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")  # Debian's mosquitto package ships it
     assert found, "Mosquitto's dynamic-security plugin is missing (Debian package mosquitto)"
     conf = conf.replace(plugin, found[0])
+    # base's consumers and its alerts' own identity; the dispatch system reads the alerts and nothing else
     made_acl = subprocess.run([sys.executable, "-m", "bodycam.base.cli", "broker-acl", "--camera", "cam-01",
-                               "--camera", "cam-02", "--watcher", "bodycam-sim",
-                               "--out", str(d / "dynamic-security.json")], capture_output=True, text=True)
+                               "--camera", "cam-02", "--watcher", "bodycam-sim", "--base", "bodycam-base",
+                               "--base", "bodycam-alerts", "--alerts-publish", "dispatch/alerts/#",
+                               "--alerts-reader", "dispatch", "--out", str(d / "dynamic-security.json")],
+                              capture_output=True, text=True)
     assert made_acl.returncode == 0, made_acl.stderr
     (tmp_path / "mosquitto.conf").write_text(conf + f"user root\nlog_dest file {tmp_path}/mosquitto.log\nlog_type all\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL,
@@ -454,3 +458,72 @@ def test_serve_names_a_missing_broker_tls_file_at_once(tmp_path: Path, capsys: p
     assert "--broker-ca-file: " in capsys.readouterr().err
     assert main(["serve", "--db", db, "--broker-ca-file", str(tmp_path / "ca.crt")]) == 2
     assert "go with --broker mqtts://" in capsys.readouterr().err
+
+
+def test_alerts_go_out_over_mutual_tls_with_their_own_identity_to_the_dispatch_system_only(
+        broker: Broker, tmp_path: Path) -> None:
+    """`listen --alerts-topic` with the alerts' own certificate (`--alerts-cert-file`): the simulated
+    camera's shots reach base, each alert reaches the dispatch system (`broker-acl --alerts-reader`), a
+    stranger of the same CA cannot subscribe to them, and listen keeps its connection (with listen's
+    own certificate the alerts would take its client id: `use_username_as_clientid`)."""
+    clip = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
+    ccert, ckey = broker.pki.client("cam-01")
+    cfg = tmp_path / "cam.toml"
+    cfg.write_text(f"""
+[device]
+id = "cam-01"
+[identity]
+key_file = "{ckey}"
+[mqtt]
+url = "{broker.url}"
+[mqtt.tls]
+ca_file = "{broker.pki.ca}"
+cert_file = "{ccert}"
+key_file = "{ckey}"
+""")
+    dispatch, stranger = Client(broker, "dispatch", "dispatch"), Client(broker, "stranger", "stranger")
+    bcert, bkey = broker.pki.client("bodycam-base")
+    acert, akey = broker.pki.client("bodycam-alerts")
+    listen = None
+    try:
+        for c in (dispatch, stranger):
+            assert c.wait(c.connected.is_set)
+            c.c.subscribe("dispatch/alerts/#", qos=1)
+        assert dispatch.wait(lambda: len(dispatch.subacks) == 1) and dispatch.subacks == [1]
+        assert stranger.wait(lambda: len(stranger.subacks) == 1) and stranger.subacks[0] >= 0x80  # not authorized
+        db = tmp_path / "base.db"
+        listen = subprocess.Popen([sys.executable, "-m", "bodycam.base.cli", "listen", "--broker", broker.url,
+                                   "--db", str(db), "--ca-file", str(broker.pki.ca), "--cert-file", str(bcert),
+                                   "--key-file", str(bkey), "--alerts-topic", "dispatch/alerts",
+                                   "--alerts-cert-file", str(acert), "--alerts-key-file", str(akey)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert listen.stdout is not None
+        seen = [listen.stdout.readline() for _ in range(3)]  # connecting, alerts out, listening
+        assert "alerts out: mqtt" in seen[1] and "listening on mqtts://" in seen[-1], seen
+        run = subprocess.run([sys.executable, "-m", "bodycam.hw_sim.cli", "run", str(clip), "--out", str(tmp_path / "out"),
+                              "--config", str(cfg), "--broker", broker.url, "--json", "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        mq = json.loads(run.stdout)["mqtt"]
+        assert mq["acknowledged"] >= 6 and mq["undelivered"] == 0, mq  # base confirmed every marker
+        shots = [json.loads(line) for line in next((tmp_path / "out" / "recordings").iterdir()).joinpath(
+            "markers.jsonl").read_text().splitlines()]
+        shot_ids = {m["id"] for m in shots if m["kind"] == "gunshot"}
+        assert len(shot_ids) == 6
+
+        def alerted() -> set[str]:
+            return {json.loads(body)["marker"] for t, body in dispatch.messages if t == "dispatch/alerts/gunshot"}
+
+        assert dispatch.wait(lambda: alerted() >= shot_ids, timeout=30), (dispatch.messages, listen.stderr)
+        assert stranger.messages == []
+    finally:
+        if listen is not None:
+            listen.terminate()
+            out, err = listen.communicate(timeout=10)
+        dispatch.close()
+        stranger.close()
+    assert "use_username_as_clientid" not in err  # the alerts had their own identity: no warning
+    counters = json.loads(out.strip().splitlines()[-1])
+    assert counters.get("stored") == mq["acknowledged"], (out, err)
+    log = (tmp_path / "mosquitto.log").read_text()
+    assert "already connected, closing old connection" not in log, "a client id was taken over"
