@@ -340,12 +340,9 @@ def test_base_and_a_camera_end_to_end_over_mutual_tls(broker: Broker, tmp_path: 
     assert counters.get("stored") == 3, (out, err)
 
 
-def test_the_simulator_and_base_end_to_end_over_mutual_tls(broker: Broker, tmp_path: Path) -> None:
-    """`bodycam-sim run --broker mqtts://`: the simulated camera publishes with cam-01's certificate
-    (its device key signs the markers too), the simulator's watcher reads with its own watcher
-    identity, and base stores and acknowledges every marker."""
-    clip = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
-    ccert, ckey = broker.pki.client("cam-01")
+def camera_config(b: Broker, tmp_path: Path) -> Path:
+    """The simulated camera cam-01 on this broker: its certificate, its device key signing the markers."""
+    ccert, ckey = b.pki.client("cam-01")
     cfg = tmp_path / "cam.toml"
     cfg.write_text(f"""
 [device]
@@ -353,12 +350,21 @@ id = "cam-01"
 [identity]
 key_file = "{ckey}"
 [mqtt]
-url = "{broker.url}"
+url = "{b.url}"
 [mqtt.tls]
-ca_file = "{broker.pki.ca}"
+ca_file = "{b.pki.ca}"
 cert_file = "{ccert}"
 key_file = "{ckey}"
 """)
+    return cfg
+
+
+def test_the_simulator_and_base_end_to_end_over_mutual_tls(broker: Broker, tmp_path: Path) -> None:
+    """`bodycam-sim run --broker mqtts://`: the simulated camera publishes with cam-01's certificate
+    (its device key signs the markers too), the simulator's watcher reads with its own watcher
+    identity, and base stores and acknowledges every marker."""
+    clip = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
+    cfg = camera_config(broker, tmp_path)
     bcert, bkey = broker.pki.client("bodycam-base")
     db = tmp_path / "base.db"
     listen = subprocess.Popen([sys.executable, "-m", "bodycam.base.cli", "listen", "--broker", broker.url,
@@ -467,20 +473,7 @@ def test_alerts_go_out_over_mutual_tls_with_their_own_identity_to_the_dispatch_s
     stranger of the same CA cannot subscribe to them, and listen keeps its connection (with listen's
     own certificate the alerts would take its client id: `use_username_as_clientid`)."""
     clip = Path(__file__).resolve().parents[2] / "examples" / "range_demo.mp4"
-    ccert, ckey = broker.pki.client("cam-01")
-    cfg = tmp_path / "cam.toml"
-    cfg.write_text(f"""
-[device]
-id = "cam-01"
-[identity]
-key_file = "{ckey}"
-[mqtt]
-url = "{broker.url}"
-[mqtt.tls]
-ca_file = "{broker.pki.ca}"
-cert_file = "{ccert}"
-key_file = "{ckey}"
-""")
+    cfg = camera_config(broker, tmp_path)
     dispatch, stranger = Client(broker, "dispatch", "dispatch"), Client(broker, "stranger", "stranger")
     bcert, bkey = broker.pki.client("bodycam-base")
     acert, akey = broker.pki.client("bodycam-alerts")
