@@ -200,7 +200,8 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
         detector = build_audio_detector(str(path), threads=cfg.detector.threads, threshold=pick)
         stack.callback(detector.close)
         ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
-        if fcfg.policy == "fused" and fcfg.incident_s > cfg.recording.pre_event_s:
+        # a held onset is decided up to incident_s after it, plus the audio path's lag (< 1 s)
+        if fcfg.policy == "fused" and fcfg.incident_s and fcfg.incident_s + 1.0 > cfg.recording.pre_event_s:
             log.warning("fusion.incident_s (%g s) is longer than recording.pre_event_s (%g s): a shot the incident "
                         "rule marks that long before the shot that confirms it is published without a place in "
                         "the footage; lengthen the buffer or shorten incident_s", fcfg.incident_s,

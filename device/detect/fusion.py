@@ -20,9 +20,12 @@ its ``confidence`` is ``1 - (1 - audio)(1 - video)`` when both fired, else the o
 Incidents (``incident_s`` > 0): shots come in series, and a shot confirmed by the rules above makes
 the next and the previous ones far more likely. Within ``incident_s`` seconds of a confirmed shot an
 onset counts from ``incident_audio`` (it must still be an onset the audio model scored, with the
-level jump and the echo gate of the picker). Onsets before the confirmed shot are decided when it is
-(their markers come late, on their own frames); onsets after it as usual. Only shots confirmed by
-the rules above open or extend an incident, so a series of weak sounds never confirms itself.
+level jump and the echo gate of the picker) unless it is more than ``incident_drop_db`` quieter than
+that shot (its echo). Onsets before the confirmed shot are decided when it is (their markers come
+late, on their own frames, never on the confirmed shot's; decisions stay in time order); onsets after
+it as usual; an onset in a confirmed shot's window that failed the level test is never brought back
+by a later shot. Only shots confirmed by the rules above open or extend an incident, so a series of
+weak sounds never confirms itself.
 
 Timing: an onset is decided once the video has scored ``window_frames`` frames past it.
 """
@@ -39,8 +42,9 @@ from bodycam.device.detect.events import Detection
 from bodycam.device.settings import require
 
 Policy = Literal["fused", "video", "audio"]
-#: what made a decision a shot: the video tracker alone (``video``), a sound alone (``heard``), a sound
-#: with a flash (``flash``), a sound near a confirmed shot (``incident``)
+#: what made a decision a shot: the video tracker alone (``video``: the video policy, or ``fused`` while
+#: the sound is not live), a sound alone (``heard``), a sound with a flash (``flash``), a sound near a
+#: confirmed shot (``incident``)
 Rule = Literal["video", "heard", "flash", "incident"]
 
 
@@ -51,8 +55,9 @@ class FusionConfig:
     # the defaults are the operating point `bodycam-model tune-fusion` chose on in-domain validation
     # clips for the shipped models (the best recall with <= 1 false alarm per hour and precision >= 0.97
     # on those clips; on held-out families: recall 0.591, precision 0.903, 3.0 false alarms per hour
-    # over 121 min: docs/model.md). The incident rule is off by default: with incident_s = 8 (the
-    # setting tune-fusion chose) held-out recall is 0.709 at precision 0.867 (docs/model.md).
+    # over 121 min: docs/model.md). The incident rule is off by default: its precision does not hold
+    # on held-out families (with incident_s = 8 and the values below, recall 0.709 at precision 0.867;
+    # docs/model.md).
     audio_alone: float = 0.0  # 0: the audio model's own threshold
     audio_support: float = 0.5  # an onset this strong counts when the video saw a flash near it
     video_support: float = 0.9  # a frame score that counts as a flash supporting an onset
@@ -174,14 +179,18 @@ class Fusion:
                 if s >= self.cfg.video_support and f not in self._claimed and (best is None or s > best[0]):
                     best = (s, f, t)
         if a >= self.audio_alone or (best is not None and a >= self.cfg.audio_support):
-            out = self._incident_before(onset) if self._held else []
+            out = self._incident_before(onset, frame if best is None else best[1]) if self._held else []
             self._last_confirmed = onset
             return [*out, self._shot(onset, frame, t_frame, best, "flash" if best is not None else "heard")]
         if self._incident_ns and policy == "fused" and a >= self.cfg.incident_audio:
-            if self._in_incident(onset, self._last_confirmed):
+            last = self._last_confirmed
+            if self._in_incident(onset, last):
                 self.incident_shots += 1
                 return [self._shot(onset, frame, t_frame, best, "incident")]
-            self._held.append((onset, frame, t_frame))  # a confirmed shot soon after may still make it one
+            if last is None or onset.t_ns - last.t_ns > self._incident_ns:
+                # a confirmed shot soon after may still make it one; an onset in the last shot's window that
+                # failed its level test is its echo, and no later shot brings it back
+                self._held.append((onset, frame, t_frame))
         self.audio_rejected += 1
         return []
 
@@ -201,12 +210,13 @@ class Fusion:
         return (shot is not None and abs(onset.t_ns - shot.t_ns) <= self._incident_ns
                 and onset.level >= shot.level - self._drop)
 
-    def _incident_before(self, shot: AudioOnset) -> list[ShotDecision]:
-        """The held onsets within ``incident_s`` before the confirmed ``shot``, as shots (oldest first)."""
+    def _incident_before(self, shot: AudioOnset, shot_frame: int) -> list[ShotDecision]:
+        """The held onsets within ``incident_s`` before the confirmed ``shot`` (which lands on
+        ``shot_frame``), as shots, oldest first; one marker per frame."""
         out = []
         while self._held:
             onset, frame, t_frame = self._held.popleft()
-            if self._in_incident(onset, shot):
+            if self._in_incident(onset, shot) and frame != shot_frame and frame not in self._claimed:
                 self.incident_shots += 1
                 self.audio_rejected -= 1
                 out.append(self._shot(onset, frame, t_frame, None, "incident"))

@@ -202,3 +202,19 @@ def test_the_picker_keeps_onsets_from_the_lowest_score_a_rule_accepts() -> None:
     assert FusionConfig(audio_support=0.5, incident_s=4, incident_audio=0.3).pick_threshold(0.9) == 0.3
     assert FusionConfig(audio_alone=0.4, audio_support=0.5).pick_threshold(0.9) == 0.4
     assert FusionConfig(policy="audio", incident_s=4, incident_audio=0.3).pick_threshold(0.9) == 0.9
+
+
+def test_an_echo_of_a_confirmed_shot_stays_out_when_a_later_shot_is_confirmed() -> None:
+    """An onset in a confirmed shot's window that failed its level test is that shot's echo: a later,
+    quieter confirmed shot does not bring it back (nor put it out of time order)."""
+    out, fusion = run({}, [(1.01, 0.93, 0.0), (1.31, 0.5, -0.8), (2.01, 0.93, -0.3)], cfg=INCIDENT)
+    assert [(d.frame, d.rule) for d in out] == [(30, "heard"), (60, "heard")]
+    assert fusion.incident_shots == 0 and fusion.audio_rejected == 1
+
+
+def test_a_held_onset_never_shares_a_frame_with_the_shot_that_confirms_it() -> None:
+    low = replace(INCIDENT, incident_audio=0.2)  # under audio_support: a weak sound on the flash frame is held
+    out, _ = run({30: 0.97}, [(1.002, 0.25), (1.03, 0.4)], cfg=low)
+    assert [(d.frame, d.rule) for d in out] == [(30, "flash")]
+    out, _ = run({}, [(0.51, 0.25), (1.01, 0.95)], cfg=low)  # on frames of their own: both
+    assert [(d.frame, d.rule) for d in out] == [(15, "incident"), (30, "heard")]
