@@ -7,7 +7,9 @@ trace (:mod:`~bodycam.model_compile.fusion_trace`; tested equal to the loop's ow
 the fusion setting given (default: the firmware's); the gunshot markers are scored with the project's scorer (one marker per shot within
 2 frames). Two sets, never mixed: **held-out** (``DIR/heldout`` + the shot-free footage's
 ``heldout``) and **in-domain** (``DIR/test`` + the shot-free footage's ``train/val/test``).
-Reported per set and policy: recall (all shots, and shots whose flash is in some frame), precision,
+Reported per set and policy: recall (all shots, and shots whose flash is in some frame), precision
+(over every clip, so it falls as shot-free footage is added; and ``precision_with_shots``: over the
+clips with shots only, where the shot-free clips' false markers are the false-alarm rate's business),
 marker timing in frames, false alarms per hour on shot-free clips, false markers per distractor
 kind (the kind active within 2 frames), and recall per family of each held-out axis.
 """
@@ -65,7 +67,7 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
     vis_shots = vis_found = 0
     timing: list[int] = []
     seconds = free_seconds = 0.0
-    free_fp = 0
+    free_fp = shot_fp = 0
     by_kind: dict[str, int] = {}
     kind_events: dict[str, int] = {}
     per_family: dict[str, dict[str, dict[str, int]]] = {a: {} for a in axes}
@@ -97,6 +99,8 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
         if not truth.shots:
             free_seconds += dur
             free_fp += sc.fp
+        else:
+            shot_fp += sc.fp
         missed += [{"clip": clip.name, "frame": f} for f in sc.missed]
     return {
         "clips": len(items),
@@ -104,6 +108,7 @@ def summarise_set(items: list[tuple[Path, dict[str, str], Truth, list[int]]], ax
         "shots": tp + fn, "tp": tp, "fp": fp, "fn": fn,
         "recall": round(tp / (tp + fn), 4) if tp + fn else None,
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "precision_with_shots": round(tp / (tp + shot_fp), 4) if tp + shot_fp else None,
         "visible_shots": vis_shots,
         # a clip with shots in which at least one is marked: the recording starts and base is told
         "incidents": incidents,
@@ -154,7 +159,8 @@ def format_text(res: dict[str, Any]) -> str:
             fa = r["shot_free"]
             lines.append(
                 f"  {p:6s} shots {r['shots']:4d} recall {r['recall']} (visible flashes {r['recall_visible']}, "
-                f"{r['visible_shots']}) precision {r['precision']}  timing median {r['timing_frames']['median']} "
+                f"{r['visible_shots']}) precision {r['precision']} (in the clips with shots "
+                f"{r.get('precision_with_shots')})  timing median {r['timing_frames']['median']} "
                 f"max {r['timing_frames']['max']} frames  clips with a shot marked {r['incident_recall']} of "
                 f"{r['incidents']}  shot-free {fa['minutes']} min: {fa['false_alarms']} "
                 f"false alarms = {fa['per_hour']}/h"

@@ -54,10 +54,10 @@ class FusionConfig:
     audio_model: str = ""  # path to the audio .tflite with its sidecar; empty: the shipped model
     # the defaults are the operating point `bodycam-model tune-fusion` chose on in-domain validation
     # clips for the shipped models (the best recall with <= 1 false alarm per hour and precision >= 0.97
-    # on those clips; on held-out families: recall 0.591, precision 0.903, 3.0 false alarms per hour
-    # over 121 min: docs/model.md). The incident rule is off by default: its precision does not hold
-    # on held-out families (with incident_s = 8 and the values below, recall 0.709 at precision 0.867;
-    # docs/model.md).
+    # on those clips; on held-out families: recall 0.591, precision 0.985 in the clips with shots, 3.3
+    # false alarms per hour over 361 shot-free min: docs/model.md). The incident rule is off by default:
+    # its precision does not hold on held-out families (with incident_s = 8 and the values below: recall
+    # 0.709, precision 0.951, 4.5 false alarms per hour; docs/model.md).
     audio_alone: float = 0.0  # 0: the audio model's own threshold
     audio_support: float = 0.5  # an onset this strong counts when the video saw a flash near it
     video_support: float = 0.9  # a frame score that counts as a flash supporting an onset

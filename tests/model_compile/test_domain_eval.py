@@ -37,6 +37,7 @@ def test_summary_counts_recall_visible_flashes_timing_and_false_alarms_by_kind()
     r = summarise_set(items, ("scene",))
     assert (r["shots"], r["tp"], r["fn"], r["fp"]) == (4, 2, 2, 3)
     assert r["recall"] == 0.5 and r["precision"] == 0.4
+    assert r["precision_with_shots"] == round(2 / 3, 4)  # the shot-free clip's two are false alarms, counted apart
     assert r["visible_shots"] == 2 and r["recall_visible"] == 0.5
     assert r["timing_frames"] == {"median": 0.5, "max": 1}
     assert r["shot_free"] == {"clips": 1, "minutes": 2.0, "false_alarms": 2, "per_hour": 60.0}
