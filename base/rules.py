@@ -233,20 +233,20 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
     if not items:
         return []
     known_ids: dict[str, str] = {}
-    for ids in chunks(sorted({m.id for m, _ in items})):
+    for ids in in_chunks(sorted({m.id for m, _ in items})):
         for row in tx.all(f"SELECT id, body FROM markers WHERE id IN ({','.join('?' * len(ids))})", ids):
             known_ids[str(row[0])] = str(row[1])
     wanted = sorted({(m.device, m.seq + d) for m, _ in items for d in (-1, 0, 1) if 0 < m.seq + d <= INT64_MAX})
     # (device, seq) -> [id, digest, prev, chain, pending row or None (stored before this batch)]
     at: dict[tuple[str, int], list[Any]] = {}
-    for pairs in chunks(wanted):
+    for pairs in in_chunks(wanted):
         values = ",".join("(?,?)" for _ in pairs)
         args = [v for pair in pairs for v in pair]
         for row in tx.all(f"SELECT device, seq, id, digest, prev, chain FROM markers WHERE (device, seq) IN "
                           f"(VALUES {values})", args):
             at[(str(row[0]), int(row[1]))] = [str(row[2]), str(row[3]), str(row[4]), str(row[5]), None]
     devs: dict[str, _Dev] = {}
-    for names in chunks(sorted({m.device for m, _ in items})):
+    for names in in_chunks(sorted({m.device for m, _ in items})):
         for row in tx.all("SELECT device, max_seq, contig_seq, last_seen_ns, pos_t_ns FROM devices WHERE device IN "
                           f"({','.join('?' * len(names))})", names):
             devs[str(row[0])] = _Dev(int(row[1]), int(row[2]), int(row[3]), int(row[1]),
@@ -332,6 +332,20 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
 def chunks(values: Sequence[T]) -> list[list[T]]:
     """``values`` in lists of at most ``_CHUNK`` (placeholders per statement)."""
     return [list(values[i:i + _CHUNK]) for i in range(0, len(values), _CHUNK)]
+
+
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, _CHUNK)
+
+
+def in_chunks(values: Sequence[T]) -> list[list[T]]:
+    """:func:`chunks` for ``IN (...)`` lists, each padded with its last value to one of a few lengths:
+    a list of a new length is a new statement, which psycopg (and SQLite's statement cache) would
+    convert and plan again; a repeated value changes nothing in an ``IN`` list."""
+    out = []
+    for part in chunks(values):
+        size = next(n for n in _SIZES if n >= len(part))
+        out.append(part + [part[-1]] * (size - len(part)))
+    return out
 
 
 def ensure_device(tx: Tx, device: str) -> None:

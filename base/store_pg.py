@@ -211,7 +211,7 @@ class PostgresStore(_Store):
                     "ON CONFLICT (device) DO NOTHING", [(d,) for d in devices])
         with self._tx() as tx:
             # lock the batch's devices rows in sorted order (see the module docstring)
-            for part in rules.chunks(devices):
+            for part in rules.in_chunks(devices):
                 tx.all(f"SELECT 1 FROM devices WHERE device IN ({','.join('?' * len(part))}) "
                        'ORDER BY device COLLATE "C" FOR UPDATE', part)
             return rules.add_markers(tx, items)

@@ -73,3 +73,19 @@ def test_a_batch_is_stored_exactly_as_one_marker_at_a_time(db: str, tmp_path: Pa
     assert any(r.conflict == "seq_conflict" for r in want) or any(r.chain == "broken" for r in want)
     assert any(r.conflict == "id_conflict" for r in want)
     assert any(not r.stored and r.conflict is None for r in want)  # duplicates
+
+
+def test_in_lists_come_in_a_few_lengths_and_keep_every_value() -> None:
+    """``IN (...)`` lists are padded (repeating their last value) to a few lengths, so a batch of a new
+    size is not a new statement for the database drivers' caches; nothing is lost or added."""
+    from bodycam.base.rules import _CHUNK, in_chunks
+
+    lengths = set()
+    for n in range(1, 2 * _CHUNK + 3):
+        values = list(range(n))
+        parts = in_chunks(values)
+        assert sorted({v for p in parts for v in p}) == values
+        assert all(len(p) <= _CHUNK for p in parts)
+        lengths.update(len(p) for p in parts)
+    assert lengths == {1, 2, 4, 8, 16, 32, 64, 128, 256, _CHUNK}
+    assert in_chunks([]) == []
