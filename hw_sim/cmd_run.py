@@ -272,6 +272,8 @@ def _summary(report: Any, score: dict[str, Any] | None) -> dict[str, Any]:
     st = report.stats
     media_s = st.media_s
     kinds = Counter(m.kind for m in st.markers)
+    # what made each gunshot a shot (the fusion's rule: heard, flash, incident, video)
+    rules = Counter(str(m.extra.get("rule", "?")) for m in st.markers if m.kind == "gunshot" and m.extra)
     loop_ms = [sum(v) for v in zip(*(st.stage_ns[s] for s in ("tagging", "audio", "preprocess", "events", "housekeeping")),
                                    strict=False)]
     return {
@@ -288,6 +290,7 @@ def _summary(report: Any, score: dict[str, Any] | None) -> dict[str, Any]:
         "read_ms_p50": round(st.percentile_ms("read", 50), 3),
         "loop_ms_p50_excl_read_invoke": round(sorted(loop_ms)[len(loop_ms) // 2] / 1e6, 3) if loop_ms else None,
         "markers": dict(kinds),
+        "gunshot_rules": dict(sorted(rules.items())),
         "marker_list": [m.to_dict() for m in st.markers],
         "recordings": [
             {"id": r["recording"], "segments": len(r["segments"]), "protected": r["protected"],
@@ -315,6 +318,12 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(v[min(len(v) - 1, round(q / 100 * (len(v) - 1)))], 2)
 
 
+def _rules(s: dict[str, Any]) -> str:
+    """`` (flash 5, heard 1)``: how the gunshots were decided, when known."""
+    rules = s.get("gunshot_rules") or {}
+    return " (" + ", ".join(f"{k} {v}" for k, v in rules.items()) + ")" if rules else ""
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     lines = [
         "",
@@ -323,7 +332,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"  frames      {s['frames']} ({s['media_s']:.1f} s of footage) in {s['wall_s']:.2f} s: "
         f"{s['fps']} fps, {s['x_realtime']}x real time",
         f"  inference   p50 {s['inference_ms']['p50']:.3f} ms, p99 {s['inference_ms']['p99']:.3f} ms",
-        "  markers     " + (", ".join(f"{k} {v}" for k, v in sorted(s["markers"].items())) or "none"),
+        "  markers     " + (", ".join(f"{k} {v}" + (_rules(s) if k == "gunshot" else "")
+                                      for k, v in sorted(s["markers"].items())) or "none"),
     ]
     for r in s["recordings"]:
         lines.append(f"  recording   {s['out']}/recordings/{r['id']}: {r['segments']} segment(s), {r['markers']} "

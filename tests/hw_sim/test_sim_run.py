@@ -111,6 +111,7 @@ def test_cli_json_report(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert report["frames"] == load_truth(truth_path_for(EXAMPLE)).video.frames
     assert report["score"]["precision"] == 1.0 and report["score"]["recall"] == 1.0
+    assert report["gunshot_rules"] == {"flash": 6}  # every shot of the example heard with its flash seen
     assert report["mqtt"] is None
     assert report["x_realtime"] > 1 and report["inference_ms"]["p50"] > 0
 
