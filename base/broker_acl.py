@@ -19,9 +19,10 @@ Roles (topics under ``prefix``, default ``bodycam``; ``group`` is base's shared-
   subscribe to and receive its own ``cmd/#`` and ``ack``.
 * ``bodycam-watcher`` (a read-only observer such as ``bodycam-sim``'s subscriber): subscribe to and
   receive ``<prefix>/+/marker`` without joining base's group, so it takes no share from base.
-* ``bodycam-alerts-reader`` (a dispatch system, Home Assistant: ``--alerts-reader``): subscribe to and
+* ``bodycam-alerts-reader`` (a dispatch system, Home Assistant: ``--alerts-reader CN``): subscribe to and
   receive the alerts-out topics, nothing else; without it nobody could read what base publishes there
-  (the default is deny). The alerts' own client certificate (``listen --alerts-cert-file``) is one more
+  (the default is deny). ``--alerts-reader CN=T1,T2`` limits a reader to some of those topics (its own
+  role, ``alerts-reader-<CN>``): Home Assistant need not read the dispatch system's alerts. The alerts' own client certificate (``listen --alerts-cert-file``) is one more
   ``--base`` CN.
 """
 
@@ -71,7 +72,8 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     """The dynamic-security JSON (see the module doc). Names are certificate CNs; ``alerts``: topics base
     may also publish to (alerts out: ``--alerts-topic``'s ``TOPIC/#``, Home Assistant's discovery and
     state topics), never under ``prefix`` (base must not be able to speak for a camera);
-    ``alert_readers``: CNs that may read those topics (and nothing else)."""
+    ``alert_readers``: CNs that may read those topics (and nothing else), each ``CN`` (all of them) or
+    ``CN=T1,T2`` (only these, each one of ``alerts``)."""
     p = prefix
     extra = sorted(set(alerts))
     for t in extra:
@@ -81,7 +83,15 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     cams = sorted({_check_name(c, "camera") for c in cameras})
     base_names = sorted({_check_name(b, "base") for b in bases})
     watcher_names = sorted({_check_name(w, "watcher") for w in watchers})
-    reader_names = sorted({_check_name(r, "alerts reader") for r in alert_readers})
+    readers: dict[str, list[str] | None] = {}  # CN -> its topics (None: every alerts topic)
+    for spec in alert_readers:
+        name, sep, topics = spec.partition("=")
+        own = sorted(set(filter(None, topics.split(",")))) if sep else None
+        if own is not None and (not own or not set(own) <= set(extra)):
+            raise UsageError(f"--alerts-reader {spec!r}: its topics must be some of the --alerts-publish topics "
+                             f"({', '.join(extra) or 'none given'})")
+        readers[_check_name(name, "alerts reader")] = own
+    reader_names = sorted(readers)
     if reader_names and not extra:
         raise UsageError("--alerts-reader needs the topics it may read (--alerts-publish)")
     named = [set(cams), set(base_names), set(watcher_names), set(reader_names)]
@@ -98,16 +108,23 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     if watcher_names:
         roles.append({"rolename": WATCHER_ROLE, "acls": [_acl("subscribePattern", f"{p}/+/marker"),
                                                          _acl("publishClientReceive", f"{p}/+/marker")]})
-    if reader_names:
-        roles.append({"rolename": ALERTS_READER_ROLE,
-                      "acls": [_acl(k, t) for t in extra for k in ("subscribePattern", "publishClientReceive")]})
+    def reader_acls(topics: list[str]) -> list[dict[str, Any]]:
+        return [_acl(k, t) for t in topics for k in ("subscribePattern", "publishClientReceive")]
+
+    if any(t is None for t in readers.values()):
+        roles.append({"rolename": ALERTS_READER_ROLE, "acls": reader_acls(extra)})
+    for r in reader_names:
+        own = readers[r]
+        if own is not None:
+            roles.append({"rolename": f"alerts-reader-{r}", "acls": reader_acls(own)})
     clients: list[dict[str, Any]] = []
     for b in base_names:
         clients.append({"username": b, "textname": "base consumer", "roles": [{"rolename": BASE_ROLE}]})
     for w in watcher_names:
         clients.append({"username": w, "textname": "read-only marker watcher", "roles": [{"rolename": WATCHER_ROLE}]})
     for r in reader_names:
-        clients.append({"username": r, "textname": "alerts reader", "roles": [{"rolename": ALERTS_READER_ROLE}]})
+        role = ALERTS_READER_ROLE if readers[r] is None else f"alerts-reader-{r}"
+        clients.append({"username": r, "textname": "alerts reader", "roles": [{"rolename": role}]})
     for c in cams:
         role = f"camera-{c}"
         acls = [_acl("publishClientSend", f"{p}/{c}/{leaf}") for leaf in ("marker", "status", "telemetry")]
@@ -142,9 +159,9 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     p.add_argument("--alerts-publish", action="append", default=[], metavar="TOPIC",
                    help="a topic (pattern) base may publish alerts to, e.g. dispatch/alerts/# for --alerts-topic "
                         "dispatch/alerts, or homeassistant/# and bodycam-ha/# for --ha-discovery (repeatable)")
-    p.add_argument("--alerts-reader", action="append", default=[], metavar="CN",
-                   help="a client (certificate CN) that may read the --alerts-publish topics and nothing else: the "
-                        "dispatch system, Home Assistant (repeatable)")
+    p.add_argument("--alerts-reader", action="append", default=[], metavar="CN[=TOPIC,...]",
+                   help="a client (certificate CN) that may read the --alerts-publish topics (or only those after "
+                        "'=') and nothing else: the dispatch system, Home Assistant (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="write here (default: stdout)")
 
 

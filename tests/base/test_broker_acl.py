@@ -98,3 +98,19 @@ def test_an_alerts_reader_reads_the_alerts_topics_and_nothing_else() -> None:
     with pytest.raises(UsageError, match="two roles"):
         dynsec_config(["cam-01"], alerts=["dispatch/alerts/#"], alert_readers=["cam-01"])
     assert "bodycam-alerts-reader" not in {r["rolename"] for r in dynsec_config(["cam-01"], alerts=["x/#"])["roles"]}
+
+
+def test_an_alerts_reader_can_be_limited_to_some_of_the_alerts_topics() -> None:
+    doc = dynsec_config(["cam-01"], alerts=["dispatch/alerts/#", "homeassistant/#", "bodycam-ha/#"],
+                        alert_readers=["dispatch=dispatch/alerts/#", "home-assistant=homeassistant/#,bodycam-ha/#"])
+    assert acls(doc, "alerts-reader-dispatch") == {("subscribePattern", "dispatch/alerts/#"),
+                                                   ("publishClientReceive", "dispatch/alerts/#")}
+    assert {t for _, t in acls(doc, "alerts-reader-home-assistant")} == {"homeassistant/#", "bodycam-ha/#"}
+    roles = {c["username"]: c["roles"] for c in doc["clients"]}
+    assert roles["dispatch"] == [{"rolename": "alerts-reader-dispatch"}]
+    assert "bodycam-alerts-reader" not in {r["rolename"] for r in doc["roles"]}  # nobody reads them all
+    for bad in ("dispatch=bodycam/#", "dispatch=", "dispatch=dispatch/#"):  # only topics base publishes
+        with pytest.raises(UsageError, match="some of the --alerts-publish topics"):
+            dynsec_config(["cam-01"], alerts=["dispatch/alerts/#"], alert_readers=[bad])
+    with pytest.raises(UsageError, match="alerts reader"):
+        dynsec_config(["cam-01"], alerts=["dispatch/alerts/#"], alert_readers=["a b=dispatch/alerts/#"])

@@ -83,7 +83,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     made_acl = subprocess.run([sys.executable, "-m", "bodycam.base.cli", "broker-acl", "--camera", "cam-01",
                                "--camera", "cam-02", "--watcher", "bodycam-sim", "--base", "bodycam-base",
                                "--base", "bodycam-alerts", "--alerts-publish", "dispatch/alerts/#",
-                               "--alerts-reader", "dispatch", "--out", str(d / "dynamic-security.json")],
+                               "--alerts-reader", "dispatch=dispatch/alerts/#", "--out", str(d / "dynamic-security.json")],
                               capture_output=True, text=True)
     assert made_acl.returncode == 0, made_acl.stderr
     (tmp_path / "mosquitto.conf").write_text(conf + f"user root\nlog_dest file {tmp_path}/mosquitto.log\nlog_type all\n")
