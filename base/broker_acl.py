@@ -22,8 +22,8 @@ Roles (topics under ``prefix``, default ``bodycam``; ``group`` is base's shared-
 * ``bodycam-alerts-reader`` (a dispatch system, Home Assistant: ``--alerts-reader CN``): subscribe to and
   receive the alerts-out topics, nothing else; without it nobody could read what base publishes there
   (the default is deny). ``--alerts-reader CN=T1,T2`` limits a reader to some of those topics (its own
-  role, ``alerts-reader-<CN>``): Home Assistant need not read the dispatch system's alerts. The alerts' own client certificate (``listen --alerts-cert-file``) is one more
-  ``--base`` CN.
+  role, ``alerts-reader-<CN>``): Home Assistant need not read the dispatch system's alerts. The alerts'
+  own client certificate (``listen --alerts-cert-file``) is one more ``--base`` CN.
 """
 
 from __future__ import annotations
@@ -111,20 +111,20 @@ def dynsec_config(cameras: Iterable[str], bases: Iterable[str] = ("bodycam-base"
     def reader_acls(topics: list[str]) -> list[dict[str, Any]]:
         return [_acl(k, t) for t in topics for k in ("subscribePattern", "publishClientReceive")]
 
-    if any(t is None for t in readers.values()):
+    reader_role = {r: ALERTS_READER_ROLE if t is None else f"alerts-reader-{r}" for r, t in readers.items()}
+    if ALERTS_READER_ROLE in reader_role.values():
         roles.append({"rolename": ALERTS_READER_ROLE, "acls": reader_acls(extra)})
     for r in reader_names:
         own = readers[r]
         if own is not None:
-            roles.append({"rolename": f"alerts-reader-{r}", "acls": reader_acls(own)})
+            roles.append({"rolename": reader_role[r], "acls": reader_acls(own)})
     clients: list[dict[str, Any]] = []
     for b in base_names:
         clients.append({"username": b, "textname": "base consumer", "roles": [{"rolename": BASE_ROLE}]})
     for w in watcher_names:
         clients.append({"username": w, "textname": "read-only marker watcher", "roles": [{"rolename": WATCHER_ROLE}]})
     for r in reader_names:
-        role = ALERTS_READER_ROLE if readers[r] is None else f"alerts-reader-{r}"
-        clients.append({"username": r, "textname": "alerts reader", "roles": [{"rolename": role}]})
+        clients.append({"username": r, "textname": "alerts reader", "roles": [{"rolename": reader_role[r]}]})
     for c in cams:
         role = f"camera-{c}"
         acls = [_acl("publishClientSend", f"{p}/{c}/{leaf}") for leaf in ("marker", "status", "telemetry")]

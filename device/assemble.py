@@ -195,9 +195,8 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
 
         path = Path(fcfg.audio_model) if fcfg.audio_model else default_audio_model_path()
         spec = load_audio_model_spec(path)
-        alone = fcfg.audio_alone or spec.threshold
-        pick = fcfg.pick_threshold(spec.threshold)
-        detector = build_audio_detector(str(path), threads=cfg.detector.threads, threshold=pick)
+        detector = build_audio_detector(str(path), threads=cfg.detector.threads,
+                                        threshold=fcfg.pick_threshold(spec.threshold))
         stack.callback(detector.close)
         ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
         # a held onset is decided up to incident_s after it, plus the audio path's lag (< 1 s)
@@ -206,7 +205,7 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
                         "rule marks that long before the shot that confirms it is published without a place in "
                         "the footage; lengthen the buffer or shorten incident_s", fcfg.incident_s,
                         cfg.recording.pre_event_s)
-        return detector, Fusion(fcfg, audio_alone=alone), ref
+        return detector, Fusion(fcfg, audio_alone=spec.threshold), ref
     return None, Fusion(fcfg, audio_alone=1.0), None
 
 

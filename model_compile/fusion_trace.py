@@ -140,9 +140,8 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     if cfg.policy != "video" and not has_detector and any(e[0] == "d" and e[1] for e in trace.events):
         raise UsageError(f"{trace.clip}: traced without an audio detector (policy {trace.config.get('policy')!r}) but "
                          f"with live sound: it cannot replay policy {cfg.policy!r}; trace it with policy fused")
-    alone = cfg.audio_alone or trace.audio_threshold
     picker = OnsetPicker(cfg.pick_threshold(trace.audio_threshold))
-    fusion = Fusion(cfg, audio_alone=alone)
+    fusion = Fusion(cfg, audio_alone=trace.audio_threshold)
     used = 0
     frames: list[int] = []
     events = trace.events

@@ -10,9 +10,9 @@ fewest false alarms per hour, then the best recall.
 Two stages: first the four numbers of the per-shot rules (``audio_alone``, ``audio_support``,
 ``video_support``, ``window_frames``: :data:`GRID`) with the incident rule off; then, at the setting
 stage one chose, the incident rule (``incident_s``, ``incident_audio``, ``incident_drop_db``:
-:data:`INCIDENT_GRID`), which is kept only when it wins by the same rule. Only clips from families the data set does not hold out are
-used (its held-out clips are skipped): the held-out families stay unseen until the evaluation
-(``bodycam-model evaluate``). The data sets must be made with the evaluation's hold-out (the default).
+:data:`INCIDENT_GRID`), which is kept only when it wins by the same rule. Only clips from families the
+data set does not hold out are used (its held-out clips are skipped): the held-out families stay
+unseen until the evaluation (``bodycam-model evaluate``). The data sets must be made with the evaluation's hold-out (the default).
 """
 
 from __future__ import annotations

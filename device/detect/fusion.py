@@ -79,10 +79,15 @@ class FusionConfig:
         require(0.0 <= self.incident_drop_db <= 60.0, "fusion.incident_drop_db",
                 f"{self.incident_drop_db} must be 0..60 dB")
 
+    def alone(self, model_threshold: float) -> float:
+        """The score at which a sound alone is a shot: ``audio_alone``, or the audio model's own threshold
+        (``model_threshold``) when it is 0."""
+        return self.audio_alone or model_threshold
+
     def pick_threshold(self, model_threshold: float) -> float:
         """The lowest audio score any rule of this setting accepts (the onset picker keeps onsets from
         it); ``model_threshold`` is the audio model's own, what ``audio_alone`` 0 stands for."""
-        alone = self.audio_alone or model_threshold
+        alone = self.alone(model_threshold)
         if self.policy == "audio":
             return alone
         low = min(alone, self.audio_support)
@@ -104,8 +109,9 @@ class Fusion:
     """See the module docstring. Feed video per scored frame, audio onsets as they come; take decisions."""
 
     def __init__(self, cfg: FusionConfig, audio_alone: float, history: int = 120) -> None:
+        """``audio_alone``: the audio model's threshold, what ``cfg.audio_alone`` 0 stands for."""
         self.cfg = cfg
-        self.audio_alone = cfg.audio_alone or audio_alone
+        self.audio_alone = cfg.alone(audio_alone)
         self._frames: collections.deque[tuple[int, int, float]] = collections.deque(maxlen=history)
         self._times: collections.deque[int] = collections.deque(maxlen=history)  # t_ns of _frames, sorted
         self._pending: list[AudioOnset] = []
