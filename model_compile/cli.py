@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--model", type=Path, default=None, help="video model (default: the shipped one)")
     tf.add_argument("--audio-model", default="", help="audio model (default: the shipped one)")
     tf.add_argument("--max-fa-per-hour", type=float, default=1.0, help="false alarms per hour allowed (default 1)")
-    tf.add_argument("--min-precision", type=float, default=0.97, help="precision required (default 0.97)")
+    tf.add_argument("--min-precision", type=float, default=0.97, help="precision required in the clips with shots (default 0.97)")
     tf.add_argument("--workers", type=int, default=2, help="loop processes, 1..2 (default 2)")
     tf.add_argument("--traces", type=Path, default=None, help="keep/reuse the loop's traces here")
     tf.add_argument("--out", type=Path, default=None, help="write the result (chosen setting + the sweep) as JSON")

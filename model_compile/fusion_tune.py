@@ -4,8 +4,11 @@ Every clip is run through the firmware loop once and traced (:mod:`~bodycam.mode
 each setting of the grid is then replayed on the traces with the firmware's own onset picker and
 fusion, and scored with the project's event scorer (one marker per shot within 2 frames). The chosen
 setting is the one with the highest recall among those with at most ``max_fa_per_hour`` false alarms
-per hour on the shot-free clips and at least ``min_precision``; when none qualifies, the one with the
-fewest false alarms per hour, then the best recall.
+per hour on the shot-free clips and at least ``min_precision`` in the clips with shots (the issue's two
+limits apart, as ``bodycam-model evaluate`` reports them: a false marker in a shot-free clip counts in the
+false-alarm rate, not again in the precision, so adding shot-free hours to the validation set does not
+change what the precision limit asks); when none qualifies, the one with the fewest false alarms per
+hour, then the best recall.
 
 Two stages: first the four numbers of the per-shot rules (``audio_alone``, ``audio_support``,
 ``video_support``, ``window_frames``: :data:`GRID`) with the incident rule off; then, at the setting
@@ -116,12 +119,19 @@ class Score:
         return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
 
     @property
+    def precision_with_shots(self) -> float:
+        """Precision over the clips with shots (a shot-free clip's false markers are the false-alarm rate's)."""
+        tp, fp = self.tp, self.fp - self.free_fp
+        return tp / (tp + fp) if tp + fp else 1.0
+
+    @property
     def fa_per_hour(self) -> float:
         return self.free_fp / (self.free_minutes / 60) if self.free_minutes else 0.0
 
     def row(self) -> dict[str, Any]:
         return {"shots": self.shots, "tp": self.tp, "fp": self.fp, "recall": round(self.recall, 4),
-                "precision": round(self.precision, 4), "free_minutes": round(self.free_minutes, 2),
+                "precision": round(self.precision, 4), "precision_with_shots": round(self.precision_with_shots, 4),
+                "free_minutes": round(self.free_minutes, 2),
                 "free_false_alarms": self.free_fp, "fa_per_hour": round(self.fa_per_hour, 2)}
 
 
@@ -160,9 +170,9 @@ def incident_settings(at: FusionConfig, grid: dict[str, tuple[float, ...]] = INC
 def choose(rows: list[tuple[FusionConfig, Score]], max_fa_per_hour: float,
            min_precision: float) -> tuple[FusionConfig, Score, bool]:
     """The best setting (see the module docstring) and whether it met both limits."""
-    ok = [r for r in rows if r[1].fa_per_hour <= max_fa_per_hour and r[1].precision >= min_precision]
+    ok = [r for r in rows if r[1].fa_per_hour <= max_fa_per_hour and r[1].precision_with_shots >= min_precision]
     if ok:
-        cfg, sc = max(ok, key=lambda r: (r[1].recall, r[1].precision, -r[1].fa_per_hour))
+        cfg, sc = max(ok, key=lambda r: (r[1].recall, r[1].precision_with_shots, -r[1].fa_per_hour))
         return cfg, sc, True
     cfg, sc = min(rows, key=lambda r: (r[1].fa_per_hour, -r[1].recall, -r[1].precision))
     return cfg, sc, False

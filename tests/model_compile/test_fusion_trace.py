@@ -95,10 +95,16 @@ def test_tuning_never_takes_a_held_out_clip(tmp_path: Path) -> None:
 def test_the_choice_is_the_best_recall_within_the_limits_else_the_fewest_false_alarms() -> None:
     a, b, c = (replace(FusionConfig(), audio_alone=x) for x in (0.5, 0.7, 0.9))
     rows = [(a, Score(100, 95, 10, 60.0, 5)),  # recall 0.95, 5 / h: over the limit
-            (b, Score(100, 90, 2, 60.0, 1)),  # 0.90, precision 0.978, 1 / h: within
+            (b, Score(100, 90, 2, 60.0, 1)),  # 0.90, precision in the shot clips 90/91, 1 / h: within
             (c, Score(100, 80, 0, 60.0, 0))]  # 0.80, within
     cfg, sc, met = choose(rows, 1.0, 0.97)
     assert (cfg, met) == (b, True) and sc.recall == 0.9
+    # precision is over the clips with shots: shot-free false markers are the false-alarm rate's, counted once
+    many_free = Score(100, 92, 5, 300.0, 5)  # 5 false alarms in 5 h, none in the shot clips
+    assert many_free.precision < 0.97 and many_free.precision_with_shots == 1.0
+    assert choose([*rows, (a, many_free)], 1.0, 0.97)[:2] == (a, many_free)
+    in_shots = Score(100, 93, 4, 300.0, 1)  # 3 false markers among 96 in the shot clips: 0.969
+    assert choose([*rows, (a, in_shots)], 1.0, 0.97)[0] == b
     cfg, sc, met = choose([*rows[:1], (c, Score(100, 80, 3, 60.0, 3))], 1.0, 0.97)
     assert (cfg, met) == (c, False)  # none within: the fewest false alarms per hour
     assert all(s.audio_support <= s.audio_alone for s in settings())
@@ -151,7 +157,7 @@ def test_tune_fusion_on_the_command_line(tmp_path: Path, clips: list[Path], clip
     assert res["clips"] == 3 and len(res["sweep"]) == len(settings()) + len(incident_settings(stage1))
     assert stage1.incident_s == 0 and all(r["incident_s"] == 0 for r in res["sweep"][:len(settings())])
     assert res["chosen_score"]["free_minutes"] == 0.1
-    best = max(r["recall"] for r in res["sweep"] if r["fa_per_hour"] <= 1.0 and r["precision"] >= 0.97)
+    best = max(r["recall"] for r in res["sweep"] if r["fa_per_hour"] <= 1.0 and r["precision_with_shots"] >= 0.97)
     assert res["met"] and res["chosen_score"]["recall"] == best
     assert "chosen" in capsys.readouterr().out
     assert len(list((tmp_path / "tr").glob("*.json"))) == 3  # traces kept for the next run
