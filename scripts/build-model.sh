@@ -95,9 +95,10 @@ tune_fusion() {
         more+=(--data "build/fam-valfree$n")
     done
     nice -n 10 bodycam-model tune-fusion --data "$val" --data "$free1" --data "$free2" "${more[@]}" \
-        --traces build/traces/shipped --out docs/model/fusion-tune.json
-    echo "set the chosen values as FusionConfig's defaults (device/detect/fusion.py) and docs/config.example.toml" \
-        "(the incident rule's only when its precision holds up: docs/model.md)"
+        --traces build/traces/shipped --out docs/model/fusion-tune-6h.json
+    # (docs/model/fusion-tune.json is the first run, on fam-val + the first two shot-free sets: the shipped defaults)
+    echo "a new choice becomes FusionConfig's defaults (device/detect/fusion.py, docs/config.example.toml) only when" \
+        "it also holds on footage no choice used: the held-out families and the original recipe's test set (docs/model.md)"
 }
 if [ "$WHAT" = fusion ]; then
     tune_fusion

@@ -54,7 +54,9 @@ class FusionConfig:
     audio_model: str = ""  # path to the audio .tflite with its sidecar; empty: the shipped model
     # the defaults are the operating point `bodycam-model tune-fusion` chose on in-domain validation
     # clips for the shipped models (the best recall with <= 1 false alarm per hour and precision >= 0.97
-    # on those clips; on held-out families: recall 0.591, precision 0.985 in the clips with shots, 3.3
+    # on those clips, 63.7 shot-free minutes; six validation hours put it at 2.64 false alarms per hour
+    # and the tuner then picks a point that does worse on the original recipe's footage, not adopted:
+    # docs/model.md; on held-out families: recall 0.591, precision 0.985 in the clips with shots, 3.3
     # false alarms per hour over 361 shot-free min: docs/model.md). The incident rule is off by default:
     # its precision does not hold on held-out families (with incident_s = 8 and the values below: recall
     # 0.709, precision 0.951, 4.5 false alarms per hour; docs/model.md).
