@@ -218,7 +218,8 @@ def _tune_fusion(args: argparse.Namespace) -> int:
     print(f"{res['clips']} in-domain validation clips ({sc['shots']} shots, {sc['free_minutes']} shot-free min)")
     for name, cfg, r in (("default", d, dsc), ("chosen", c, sc)):
         print(f"{name:8s} {', '.join(f'{k}={v}' for k, v in cfg.items())}: recall {r['recall']} precision "
-              f"{r['precision']} false alarms {r['fa_per_hour']}/h")
+              f"{r['precision_with_shots']} in the clips with shots ({r['precision']} pooled) false alarms "
+              f"{r['fa_per_hour']}/h")
     if not res["met"]:
         print(f"no setting met {args.max_fa_per_hour}/h and precision {args.min_precision}: chosen = fewest false alarms")
     return 0
