@@ -174,7 +174,7 @@ def choose(rows: list[tuple[FusionConfig, Score]], max_fa_per_hour: float,
     if ok:
         cfg, sc = max(ok, key=lambda r: (r[1].recall, r[1].precision_with_shots, -r[1].fa_per_hour))
         return cfg, sc, True
-    cfg, sc = min(rows, key=lambda r: (r[1].fa_per_hour, -r[1].recall, -r[1].precision))
+    cfg, sc = min(rows, key=lambda r: (r[1].fa_per_hour, -r[1].recall, -r[1].precision_with_shots))
     return cfg, sc, False
 
 
