@@ -139,6 +139,11 @@ class PostgresStore(_Store):
             rules.migrate(tx, columns_of("devices"), unique_index=unique is not None and unique[0] is not None,
                           marker_columns=columns_of("markers"))
 
+    @property
+    def url(self) -> str:
+        """The libpq URL it connects to (with any password: not for messages; ``_redact`` is)."""
+        return self._url
+
     # -- connection -----------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
         """The open connection, (re)connecting if there is none or it broke. Caller holds the lock."""

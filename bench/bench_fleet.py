@@ -46,6 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "base"))
 
@@ -461,7 +462,9 @@ async def ingest(cams: list[Camera], consumers: int, url: str, broker: Broker, t
     return out
 
 
-async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dict[str, float]:
+async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path, mode: str = "notify") -> dict[str, Any]:
+    """``mode``: ``notify`` (serve reads alerts when PostgreSQL notifies it, the default) or ``poll``
+    (``serve --no-notify``: every 200 ms)."""
     import httpx2 as httpx  # the dev extra's HTTP client (Starlette's TestClient uses it too)
 
     with socket.socket() as s:
@@ -469,7 +472,7 @@ async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dic
         port = s.getsockname()[1]
     listen = _base("listen", "--broker", f"mqtt://127.0.0.1:{broker.port}", "--db", url, "--group", "banner",
                    "--client-id", "bench-banner")
-    serve = _base("serve", "--db", url, "--listen", f"127.0.0.1:{port}")
+    serve = _base("serve", "--db", url, "--listen", f"127.0.0.1:{port}", *(["--no-notify"] if mode == "poll" else []))
     await _wait_line(listen, "listening on")
     await asyncio.to_thread(_wait_port, port)
     published: dict[str, float] = {}
@@ -532,9 +535,9 @@ async def banner(cams: list[Camera], url: str, broker: Broker, tmp: Path) -> dic
     _stop([listen, serve])
     ms = [x * 1000 for x in lat_pub]
     rx = [x * 1000 for x in lat_rx]
-    out = {"latencies_ms": [round(x) for x in ms], "alerts": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pct(ms, 99), "max_ms": max(ms),
+    out = {"mode": mode, "latencies_ms": [round(x) for x in ms], "alerts": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pct(ms, 99), "max_ms": max(ms),
            "rx_p50_ms": statistics.median(rx), "rx_p99_ms": _pct(rx, 99), **{f"rss_{k}_mb": v for k, v in rss.items()}}
-    print(f"  banner: {len(ms)} shots; camera publish -> alert event on the page's stream: p50 {out['p50_ms']:.0f} ms, "
+    print(f"  banner ({mode}): {len(ms)} shots; camera publish -> alert event on the page's stream: p50 {out['p50_ms']:.0f} ms, "
           f"p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms (from base's received_ns: p50 "
           f"{out['rx_p50_ms']:.0f} ms, p99 {out['rx_p99_ms']:.0f} ms); background {ARGS.background}/s; "
           f"peak RSS listen {rss['listen']:.0f} MB, serve {rss['serve']:.0f} MB", flush=True)
@@ -586,7 +589,10 @@ async def run(tmp: Path) -> dict[str, object]:
               f"{sizes['telemetry_bytes_per_row']:.0f} B per telemetry history row ({sizes['telemetry_rows']})",
               flush=True)
         if ARGS.shots:
-            results["banner"] = await banner(cams, url, broker, tmp)
+            # several modes: alternated, round after round, on the same connected fleet (side by side)
+            runs = [await banner(cams, url, broker, tmp, mode) for _ in range(ARGS.banner_rounds)
+                    for mode in ARGS.banner_modes]
+            results["banner"] = runs[0] if len(runs) == 1 else runs
         stop.set()
         await tele
         results["resend_cmds_seen_by_cameras"] = sum(c.resend_cmds for c in cams)
@@ -611,6 +617,9 @@ def main() -> int:
     ap.add_argument("--shots", type=int, default=60)
     ap.add_argument("--shot-interval-s", type=float, default=0.25)
     ap.add_argument("--warmup-s", type=float, default=5.0, help="the banner run's fleet traffic before the first shot")
+    ap.add_argument("--banner-modes", default="notify",
+                    help="comma-separated: notify (serve reads alerts on PostgreSQL NOTIFY), poll (serve --no-notify)")
+    ap.add_argument("--banner-rounds", type=int, default=1, help="banner runs per mode, alternating the modes")
     ap.add_argument("--background", type=float, default=200, help="other markers/s during the banner run")
     ap.add_argument("--timeout-s", type=float, default=300)
     ap.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync/synchronous_commit")
@@ -620,6 +629,9 @@ def main() -> int:
     global ARGS
     ARGS = ap.parse_args()
     ARGS.consumers = [int(x) for x in ARGS.consumers.split(",") if x]
+    ARGS.banner_modes = [m for m in ARGS.banner_modes.split(",") if m]
+    if not set(ARGS.banner_modes) <= {"notify", "poll"} or ARGS.banner_rounds < 1:
+        ap.error("--banner-modes takes notify and/or poll; --banner-rounds >= 1")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = ARGS.cameras * 2 + 1000
     if soft < want:

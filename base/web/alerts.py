@@ -2,13 +2,16 @@
 
 How ``serve`` learns of a new gunshot marker: the marker's own transaction makes its ``web_alerts``
 row (a trigger, :mod:`bodycam.base.web.db`); the hub reads the set of **unacknowledged** alerts
-every ``poll_s`` (default 0.2 s: one indexed query on a partial index holding only open alerts,
-cheap on SQLite and PostgreSQL alike) and compares it with the previous poll: a new row is an
-``alert`` event, a row gone is an ``ack`` event. Comparing sets rather than following an id cursor
-needs no ordering guarantee from the database (PostgreSQL identities can commit out of order when
-several ``listen`` instances write), and acknowledgements made on another ``serve`` instance reach
-this one's pages the same way. (PostgreSQL LISTEN/NOTIFY would save the poll's idle queries; the
-set comparison would stay, as the recovery after a lost connection.)
+(one indexed query on a partial index holding only open alerts) and compares it with the previous
+read: a new row is an ``alert`` event, a row gone is an ``ack`` event. Comparing sets rather than
+following an id cursor needs no ordering guarantee from the database (PostgreSQL identities can
+commit out of order when several ``listen`` instances write), and acknowledgements made on another
+``serve`` instance reach this one's pages the same way.
+
+When it reads: on PostgreSQL, when a notification says the alerts changed (``LISTEN``/``NOTIFY``,
+:mod:`bodycam.base.web.alert_wake`), at most every ``min_gap_s`` (a burst of notifications is one
+read), and every ``fallback_s`` (5 s) as a safety net; on SQLite, or while the notification
+connection is down, every ``poll_s`` (default 0.2 s).
 
 A page's stream (``subscribe``) starts with a snapshot of the open alerts and the outage state, so
 a reload, a new page or a restarted server shows every unacknowledged alert. An outage of the
@@ -26,6 +29,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from bodycam.base.web.alert_wake import Waker
 from bodycam.base.web.db import Alert, WebDb
 from bodycam.device.errors import StorageError
 
@@ -65,10 +69,15 @@ def alert_event(a: Alert) -> dict[str, Any]:
 
 
 class AlertHub:
-    def __init__(self, db: WebDb, *, poll_s: float = 0.2, keepalive_s: float = 15.0) -> None:
+    def __init__(self, db: WebDb, *, poll_s: float = 0.2, keepalive_s: float = 15.0, waker: Waker | None = None,
+                 fallback_s: float = 5.0, min_gap_s: float = 0.05) -> None:
         self.db = db
         self.poll_s = poll_s
         self.keepalive_s = keepalive_s
+        self.waker = waker
+        self.fallback_s = max(fallback_s, poll_s)
+        self.min_gap_s = min(min_gap_s, poll_s)
+        self._wake = asyncio.Event()
         self.open: dict[int, dict[str, Any]] = {}
         self.outage: str | None = None
         self._subs: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -101,21 +110,38 @@ class AlertHub:
         self.polls += 1
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            self._wake.clear()  # a wake-up during the read below makes another read
+            began = loop.time()
             try:
                 await self.poll_once()
             except Exception:  # never let one bad poll end the alerts
                 _log.exception("alert poll failed")
+            notified = self.waker is not None and self.waker.connected
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+                await asyncio.wait_for(self._wake.wait(), self.fallback_s if notified else self.poll_s)
+            gap = self.min_gap_s - (loop.time() - began)
+            if gap > 0 and not self._stopping.is_set():
+                await asyncio.sleep(gap)
+
+    def wake_threadsafe(self) -> None:
+        """Read the alerts now (from any thread): the database said they changed."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between: nothing to wake
+                loop.call_soon_threadsafe(self._wake.set)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.poll_once()
         self._task = asyncio.create_task(self._run(), name="alert-hub")
+        if self.waker is not None:
+            self.waker.start(self.wake_threadsafe)
 
     def _close_streams(self) -> None:
         self._stopping.set()
+        self._wake.set()
         for q in list(self._subs):
             q.put_nowait({"type": "bye"})
 
@@ -126,6 +152,8 @@ class AlertHub:
 
     async def stop(self) -> None:
         self._close_streams()
+        if self.waker is not None:
+            await run_in_threadpool(self.waker.close)
         if self._task is not None:
             await self._task
 

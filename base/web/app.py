@@ -34,9 +34,11 @@ from bodycam.base.model_delivery import ModelShelf
 from bodycam.base.offload_api import offload_routes
 from bodycam.base.receive import Receiver
 from bodycam.base.review import Review
+from bodycam.base.store_pg import PostgresStore
 from bodycam.base.web import evidence, pages, record
 from bodycam.base.web import map as map_pages
 from bodycam.base.web import models as models_page
+from bodycam.base.web.alert_wake import PgAlertWaker
 from bodycam.base.web.alerts import AlertHub
 from bodycam.base.web.auth import Auth, Session, same
 from bodycam.base.web.db import WebDb
@@ -60,7 +62,9 @@ Page = Callable[[Request, Session], Awaitable[Response]]
 @dataclass
 class WebConfig:
     session_s: int = 12 * 3600
-    poll_s: float = 0.2
+    poll_s: float = 0.2  # how often alerts are read without notifications (SQLite, or the LISTEN link down)
+    notify: bool = True  # PostgreSQL: read alerts when NOTIFY says they changed (base/web/alert_wake.py)
+    fallback_s: float = 5.0  # ... and at least this often
     cookie_secure: bool = False  # set behind HTTPS
     now_ns: Callable[[], int] = time.time_ns
     fleet: FleetConfig = field(default_factory=FleetConfig)  # thresholds of the fleet page and alerts
@@ -126,7 +130,8 @@ def create_app(db: WebDb, config: WebConfig | None = None, *, offload: Receiver 
     pages and API on the same evidence (``base/web/review.py``)."""
     cfg = config or WebConfig()
     auth = Auth(db, session_s=cfg.session_s)
-    hub = AlertHub(db, poll_s=cfg.poll_s)
+    hub = AlertHub(db, poll_s=cfg.poll_s, fallback_s=cfg.fallback_s,
+                   waker=PgAlertWaker(db.store.url) if cfg.notify and isinstance(db.store, PostgresStore) else None)
     watch = FleetWatch(db, cfg.fleet, cfg.now_ns)
     tpl = templates()
 

@@ -1,6 +1,6 @@
 """``bodycam-base serve`` and ``bodycam-base user`` (wired into ``bodycam.base.cli``).
 
-bodycam-base serve --db base.db [--listen 127.0.0.1:8080] [--session-hours 12] [--poll-ms 200] [--cookie-secure]
+bodycam-base serve --db base.db [--listen 127.0.0.1:8080] [--session-hours 12] [--poll-ms 200] [--no-notify] [--cookie-secure]
                    [--battery-low-pct 15] [--storage-low-pct 5] [--temperature-high-c 80] [--stale-s 35]
                    [--tile-url URL] [--tile-attribution TEXT]
 bodycam-base user add NAME --role operator|supervisor|admin --db base.db [--replace]   (password: prompt or stdin)
@@ -45,7 +45,12 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
     serve.add_argument("--prefix", default="bodycam", help="topic prefix of the cameras (as listen's)")
     serve.add_argument("--record-expiry-s", type=int, default=60,
                        help="an operator's cmd/record expires after this many seconds (default 60)")
-    serve.add_argument("--poll-ms", type=int, default=200, help="how often new alerts are looked for (default 200)")
+    serve.add_argument("--poll-ms", type=int, default=200,
+                       help="how often new alerts are looked for (default 200); on PostgreSQL only while its "
+                            "notifications are unavailable (see --no-notify)")
+    serve.add_argument("--no-notify", action="store_true",
+                       help="PostgreSQL: poll every --poll-ms instead of reading alerts when LISTEN/NOTIFY says "
+                            "they changed")
     serve.add_argument("--cookie-secure", action="store_true",
                        help="mark cookies Secure (when served behind HTTPS, e.g. a reverse proxy)")
     fleet = serve.add_argument_group("fleet and map")
@@ -180,7 +185,7 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         web = WebDb(store)
         recorder = RecordSender(web, mqtt, prefix=args.prefix, expiry_s=args.record_expiry_s)
         app = create_app(web, WebConfig(session_s=int(args.session_hours * 3600), poll_s=args.poll_ms / 1000,
-                                        cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
+                                        notify=not args.no_notify, cookie_secure=args.cookie_secure, fleet=fleet, tile_url=args.tile_url,
                                         tile_attribution=args.tile_attribution, recorder=recorder),
                          offload=receiver, models=shelf, model_desk=desk, review=review)
         config = uvicorn.Config(app, host=host, port=port, log_level="info" if args.verbose else "warning",

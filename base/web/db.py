@@ -8,7 +8,9 @@ Tables (created if missing, by ``serve``, ``user`` and ``listen``):
 * ``web_alerts``: one row per gunshot marker, made by a trigger on ``markers`` **in the transaction
   that stores the marker** (whichever ``listen`` instance stores it, whether or not a ``serve`` runs):
   an alert can never be lost between the marker and the page; ``acked_by``/``acked_ns`` once
-  acknowledged. Unacknowledged rows are what every page shows (after a reload or a restart too);
+  acknowledged. Unacknowledged rows are what every page shows (after a reload or a restart too).
+  On PostgreSQL a statement trigger on it notifies ``bodycam_alerts`` (``alert_wake.py``: the hubs
+  read the alerts at once instead of at their next poll);
 * ``web_audit``: append-only: who did what, when, from where (acknowledge, login, logout, user added);
 * ``web_login_failures``: failed logins by user and by client address (the rate limit);
 * ``web_conditions``: the open episodes of the fleet alerts (``base/web/fleet.py``); their alerts are
@@ -26,6 +28,7 @@ from typing import Any
 
 from bodycam.base import rules
 from bodycam.base.store import MarkerStore, _Store
+from bodycam.base.web.alert_wake import CHANNEL
 from bodycam.device.errors import StorageError
 
 ALERT_KINDS = ("gunshot",)
@@ -70,6 +73,16 @@ _PG_TRIGGER = (
     "CREATE TRIGGER web_alert_on_marker AFTER INSERT ON markers FOR EACH ROW "
     f"WHEN (NEW.kind IN ({_KINDS_SQL})) EXECUTE FUNCTION web_alert_on_marker()",
 )
+# every statement that adds or changes alert rows (a gunshot's trigger above, a fleet alert, an
+# acknowledgement) wakes the alert hubs of every ``serve`` instance (base/web/alert_wake.py); delivered at
+# commit, identical notifications of one transaction folded into one
+_PG_NOTIFY = (
+    "CREATE OR REPLACE FUNCTION web_alerts_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    f"PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS web_alerts_notify ON web_alerts",
+    "CREATE TRIGGER web_alerts_notify AFTER INSERT OR UPDATE ON web_alerts "
+    "FOR EACH STATEMENT EXECUTE FUNCTION web_alerts_notify()",
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,9 @@ class WebDb:
                 tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
                 # (re)creating a trigger locks `markers` against writers: only when it is missing
                 have = tx.one("SELECT 1 FROM pg_trigger WHERE tgname='web_alert_on_marker' AND NOT tgisinternal")
+                notify = tx.one("SELECT 1 FROM pg_trigger WHERE tgname='web_alerts_notify' AND NOT tgisinternal")
                 stmts = (*_schema(serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
-                         *(_PG_TRIGGER[:1] if have else _PG_TRIGGER))
+                         *(_PG_TRIGGER[:1] if have else _PG_TRIGGER), *(_PG_NOTIFY[:1] if notify else _PG_NOTIFY))
             else:
                 stmts = (*_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT"), _SQLITE_TRIGGER)
             for stmt in stmts:
