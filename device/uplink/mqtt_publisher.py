@@ -163,6 +163,7 @@ class MqttPublisher:
         self._rejected: dict[int, str] = {}  # seq -> broker's failure reason
         self._stuck = 0  # markers sent resend_alarm_after + 1 times, never confirmed
         self._alarm: str | None = None
+        self._ack_ahead: int | None = None  # an ack beyond the outbox's last seq (refused; an alarm)
         self._alarm_published: str | None = None
         self._next_housekeeping = 0.0
         self._next_prune = 0.0
@@ -428,6 +429,10 @@ class MqttPublisher:
         if self._stuck:
             parts.append(f"{self._stuck} marker(s) sent {self._cfg.resend_alarm_after + 1}+ times and never "
                          "confirmed by base (broker ACL denial, or base not storing)")
+        if self._ack_ahead is not None:
+            parts.append(f"base confirms seq {self._ack_ahead} but this camera's last marker is seq "
+                         f"{self._outbox.last_seq}: its outbox was replaced or reset while base keeps the old chain "
+                         "(markers are still sent; base files them as conflicts: check this device there)")
         alarm = "; ".join(parts) or None
         if alarm != self._alarm:
             if alarm is not None:
@@ -455,6 +460,15 @@ class MqttPublisher:
 
     def _on_ack(self, seq: int) -> None:
         before = self._outbox.acked_seq
+        last = self._outbox.last_seq
+        if seq > last:  # never taken: the markers it would confirm were never sent
+            if self._ack_ahead != seq:
+                self._ack_ahead = seq
+                self._update_alarm(self._session)
+            return
+        if self._ack_ahead is not None:
+            self._ack_ahead = None
+            self._update_alarm(self._session)
         if not self._outbox.confirm(seq):
             _log.info("base acknowledges seq %d, below the %d it confirmed before: base was restored "
                       "from a backup and will ask for a resend", seq, before)

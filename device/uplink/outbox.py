@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from bodycam.device.clock import Clock
-from bodycam.device.errors import ConfigError, StorageError
+from bodycam.device.errors import ConfigError, MarkerError, StorageError
 from bodycam.device.settings import require
 from bodycam.device.uplink.markers import (
     DEVICE_RE,
@@ -170,7 +170,8 @@ class Outbox:
             except (OSError, sqlite3.Error) as exc:
                 with contextlib.suppress(Exception):
                     self._conn.close()
-                if self.reserve is None or not self.reserve.release():
+                # only a full card is helped by the reserve's room (a corrupt file is not: keep the room)
+                if not _is_disk_full(exc) or self.reserve is None or not self.reserve.release():
                     raise StorageError(f"outbox {self._path}: cannot open: {exc}") from exc
         try:
             if str(mode).lower() != "wal":
@@ -188,6 +189,7 @@ class Outbox:
             self._check_device()
             row = self._conn.execute("SELECT seq, prev FROM state WHERE device=?", (device_id,)).fetchone()
             self._seq, self._prev = (int(row[0]), str(row[1])) if row else (0, GENESIS_PREV)
+            self._check_state()
             row = self._conn.execute("SELECT MAX(seq) FROM confirmations").fetchone()
             self._acked = int(row[0]) if row and row[0] is not None else 0
             self._unsaved: list[tuple[int, int]] = []  # confirmations the full card refused, kept in memory
@@ -218,6 +220,21 @@ class Outbox:
             )
 
     # -- the chain head while markers are only in memory -----------------------------------
+    def _check_state(self) -> None:
+        """``state`` behind the newest journaled marker (a restored or edited file): continue after the
+        marker, never reuse its seq (a reused seq forks the chain at base and could not be journaled)."""
+        row = self._conn.execute("SELECT seq, body FROM markers ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None or int(row[0]) <= self._seq:
+            return
+        try:
+            newest = Marker.from_json(bytes(row[1]))
+        except MarkerError as exc:
+            raise StorageError(f"outbox {self._path}: marker seq {row[0]} is unreadable ({exc})") from exc
+        log.error("outbox %s: its state says seq %d but markers are journaled up to seq %d (the file was "
+                  "restored or edited); the chain continues after seq %d", self._path, self._seq, newest.seq,
+                  newest.seq)
+        self._seq, self._prev = newest.seq, newest.digest()
+
     def _read_head(self) -> None:
         """Continue after markers a previous run could publish but never journal (full card)."""
         try:
@@ -437,13 +454,15 @@ class Outbox:
 
     def confirm(self, seq: int) -> bool:
         """Base has durably stored every marker up to ``seq``. False (nothing changes) when ``seq`` is
-        lower than what base confirmed before (base restored from a backup: it will ask for a resend).
+        lower than what base confirmed before (base restored from a backup: it will ask for a resend),
+        or higher than the last marker this outbox made (base holds another chain of this device: the
+        outbox was replaced or reset; taking it would mark markers never sent as delivered).
 
         Held in memory at once; written without its own fsync (a confirmation lost to a power cut
         or refused by a full card only means the retained ack is applied again later).
         """
         with self._lock:
-            if seq < self._acked:
+            if seq < self._acked or seq > self._seq:
                 return False
             if seq > self._acked:
                 self._acked = seq

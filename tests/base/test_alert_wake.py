@@ -183,3 +183,38 @@ def test_without_notifications_the_hub_polls_and_a_wake_reads_at_once(tmp_path: 
         store.close()
 
     asyncio.run(main())
+
+
+class PooledWaker(PgAlertWaker):
+    """A waker whose notifications never come back, as behind a transaction-mode pooler (its LISTEN
+    is accepted on a server session it does not keep): its probes go nowhere."""
+
+    def _send_probe(self, conn: Any) -> None:
+        conn.execute("SELECT pg_notify('somewhere_else', 'x')")
+
+
+@pytest.mark.integration
+def test_a_waker_whose_notifications_do_not_arrive_is_not_connected_and_the_hub_polls(
+    pg: tuple[str, WebDb], tmp_path: Path
+) -> None:
+    url, web = pg
+
+    async def main() -> None:
+        waker = PooledWaker(url, retry_s=0.2, check_s=0.1, probe_s=0.3, probe_timeout_s=0.3)
+        hub = AlertHub(web, poll_s=0.1, fallback_s=60.0, waker=waker)
+        await hub.start()
+        try:
+            await until(lambda: waker.connections >= 1)
+            await asyncio.sleep(1.0)  # several probes sent and timed out
+            assert not waker.connected
+            s = Stream(hub)
+            await s.next_event("snapshot")
+            polls = hub.polls
+            await until(lambda: hub.polls >= polls + 3, timeout=5.0)  # the short poll, not the 60 s one
+            t = store_in_thread(url, tmp_path, ["gunshot"], "cam-09")
+            assert '"device": "cam-09"' in await s.next_event("alert")
+            t.join()
+        finally:
+            await hub.stop()
+
+    asyncio.run(main())

@@ -161,6 +161,45 @@ def test_lower_ack_is_ignored_and_bad_commands_never_crash(
         c.loop_stop()
 
 
+def test_an_ack_beyond_the_cameras_last_marker_is_refused_alarmed_and_every_marker_still_sent(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """A new or reset outbox (card replaced, corrupt file moved aside) while the broker still holds
+    base's retained ack of the old chain: taking it would mark markers 1..N as delivered before they
+    were ever sent (and prune them later)."""
+    got: list[int] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda cl, u, m: got.append(json.loads(m.payload)["seq"])
+    c.connect("127.0.0.1", broker.port, 5)
+    c.subscribe(f"bodycam/{DEV}/marker", qos=1)
+    c.loop_start()
+    try:
+        publish_raw(broker.port, f"bodycam/{DEV}/ack", ack_payload(DEV, 500, CLOCK.wall_ns()), retain=True)
+        with Outbox(tmp_path / "o.db", DEV, CLOCK) as ob:
+            record(ob, 3)
+            with MqttPublisher(cfg(broker.url, ack_timeout_s=60), ob, CLOCK) as pub:
+                assert pub.wait_drained(10)
+                deadline = time.monotonic() + 5
+                while pub.delivery_alarm is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert pub.delivery_alarm is not None and "base confirms seq 500" in pub.delivery_alarm, pub.delivery_alarm
+                assert "last marker is seq 3" in pub.delivery_alarm
+                assert ob.acked_seq == 0 and ob.unconfirmed() == 3
+                # base then confirms what it really got of this chain: the alarm clears
+                publish_raw(broker.port, f"bodycam/{DEV}/ack", ack_payload(DEV, 3, CLOCK.wall_ns()), retain=True)
+                deadline = time.monotonic() + 5
+                while ob.acked_seq != 3 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert ob.acked_seq == 3 and pub.delivery_alarm is None
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == [1, 2, 3]
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 BASES = ["stand-in", "consumer"]
 
 

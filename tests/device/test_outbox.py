@@ -169,6 +169,42 @@ def test_confirmation_is_monotonic_and_confirmed_markers_are_kept_for_the_window
         assert ob.acked_seq == 3
 
 
+def test_an_ack_beyond_the_last_marker_is_refused(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
+        for i in range(3):
+            ob.record(draft(i))
+        assert not ob.confirm(4) and ob.acked_seq == 0 and ob.unconfirmed() == 3
+        assert ob.confirm(3) and ob.acked_seq == 3
+
+
+def test_a_state_row_behind_the_journaled_markers_never_reuses_a_seq(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restored or edited outbox whose ``state`` says less than its markers: the chain goes on after
+    the newest journaled marker (a reused seq would fork the chain and fail to journal)."""
+    import sqlite3
+
+    path = tmp_path / "o.db"
+    with Outbox(path, "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
+        ms = [ob.record(draft(i)) for i in range(4)]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE state SET seq=1, prev=?", (ms[0].digest(),))
+    with Outbox(path, "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
+        m = ob.record(draft(9))
+        assert (m.seq, m.prev) == (5, ms[3].digest())
+        assert ob.journal_error is None
+        assert [x.seq for x in ob.pending(10)] == [1, 2, 3, 4, 5]
+    assert any("state says seq 1 but markers are journaled up to seq 4" in r.getMessage() for r in caplog.records)
+
+
+def test_a_corrupt_outbox_file_is_a_clear_error_and_keeps_the_space_reserve(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match="not a database"):
+        Outbox(path, "cam-01", VirtualClock(), reserve_bytes=2 << 20)
+    assert (tmp_path / "o.db.reserve").stat().st_size == 2 << 20  # only a full card spends it
+
+
 def test_confirmed_markers_are_bounded_by_size_oldest_first(tmp_path: Path) -> None:
     clock = VirtualClock(wall_epoch_ns=WALL)
     with Outbox(tmp_path / "o.db", "cam-01", clock, keep_confirmed_bytes=3000) as ob:
