@@ -29,7 +29,7 @@ from bodycam.device.detect.fusion import Fusion, ShotDecision
 from bodycam.device.detect.preprocess import FrameWindow
 from bodycam.device.errors import StorageError
 from bodycam.device.footage.recorder import Recorder
-from bodycam.device.footage.recording import PROTECTING_KINDS, chapter_label
+from bodycam.device.footage.recording import PROTECTING_KINDS, Recording, chapter_label
 from bodycam.device.footage.recording_state import (
     Action,
     EmitMarker,
@@ -47,6 +47,8 @@ from bodycam.device.uplink.commands import Record
 from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
 
 log = logging.getLogger(__name__)
+# the pre-event buffer starts at a keyframe, up to a GOP before pre_event_s: footage that old may be in it
+_PRE_EVENT_SLACK_S = 2.0
 
 #: per-frame cost split: camera read (decode in the simulator), footage tagging (packets into the
 #: buffer or segments), preprocess, invoke, events (tracker, state machine, markers), housekeeping
@@ -161,6 +163,9 @@ class App:
         spec = detector.spec
         self.model_ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
         self.stats = RunStats()
+        # sensor times of shots marked while no recording could hold them (between a failed recording
+        # and the one resumed after it): the next recording's pre-event footage may hold them
+        self._unplaced_shots: list[int] = []
         self._keep_times = keep_stage_times
         self._maint_ns = int(maintenance_interval_s * 1e9)
         self._next_maint: int | None = None
@@ -287,7 +292,7 @@ class App:
             # the recording failed (full disk, card error) but the officer/trigger still wants one:
             # try a new recording, at most once per maintenance interval
             if (self.sm.state != State.IDLE and self.recorder.active is None and self.recorder.errors
-                    and self.recorder.start("resumed_after_error", frame.t_ns, include_buffer=True) is not None):
+                    and self._start_recording("resumed_after_error", frame.t_ns, include_buffer=True) is not None):
                 self._emit("recording_start", frame.t_ns, extra={"reason": "resumed_after_error"})
             self._indicate_state()
             if self.journal_error is not None:
@@ -335,7 +340,7 @@ class App:
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, StartRecording):
-                self.recorder.start(a.reason, self.stats.last_t_ns, a.include_buffer)
+                self._start_recording(a.reason, self.stats.last_t_ns, a.include_buffer)
             elif isinstance(a, StopRecording):
                 self.recorder.stop()
             elif isinstance(a, EmitMarker):
@@ -373,6 +378,25 @@ class App:
         else:
             self.indicators.set_state("recording")
 
+    def _start_recording(self, reason: str, t_ns: int, include_buffer: bool) -> Recording | None:
+        """Start a recording; protect it at once when its pre-event footage may hold a shot that was
+        marked while no recording was open (the card refused the one before): retention must never
+        take that footage for ordinary footage."""
+        rec = self.recorder.start(reason, t_ns, include_buffer)
+        horizon = t_ns - int((self.recorder.cfg.pre_event_s + _PRE_EVENT_SLACK_S) * 1e9)
+        self._unplaced_shots = [s for s in self._unplaced_shots if s >= horizon]
+        if rec is None or not include_buffer or not self._unplaced_shots or rec.error is not None:
+            return rec
+        try:
+            rec.protect()
+        except StorageError as exc:
+            self.recorder.fail(rec, str(exc))
+            return rec
+        log.warning("recording %s protected: its pre-event footage holds %d shot(s) marked while no recording "
+                    "was open", rec.recording_id, len(self._unplaced_shots))
+        self._unplaced_shots.clear()
+        return rec
+
     def _emit(self, kind: str, t_ns: int, *, confidence: float | None = None, model: ModelRef | None = None,
               extra: dict[str, JSON] | None = None, evidence: dict[str, float] | None = None) -> Marker | None:
         rec = self.recorder.active
@@ -387,6 +411,8 @@ class App:
                 rec.protect()
             except StorageError as exc:
                 self.recorder.fail(rec, str(exc))
+        if kind in PROTECTING_KINDS and (rec is None or rec.error is not None):
+            self._unplaced_shots.append(t_ns)  # the next recording's pre-event footage holds it
         loc = self.location() if self.location is not None else None
         draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
                             media=media, location=loc, model=model, extra=extra, evidence=evidence,

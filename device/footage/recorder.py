@@ -13,15 +13,26 @@ raises the storage alarm without stopping the loop.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage.atrest import SUFFIX, SegmentEncryption
 from bodycam.device.footage.footage_path import CameraFootage, CameraFootagePath, FootagePath, PacketFootage
-from bodycam.device.footage.recording import Recording
+from bodycam.device.footage.recording import (
+    PROTECTING_KINDS,
+    UNPROTECTED_FILE,
+    MarkerRef,
+    Recording,
+    chapter_label,
+    chapters_text,
+    protected_on_disk,
+    write_atomic,
+)
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import Retention, RetentionResult
 from bodycam.device.footage.seal import latest_recording
@@ -37,17 +48,75 @@ def recording_id_for(wall_ns: int) -> str:
     return text.replace("-", "").replace(":", "").replace(".", "")
 
 
+def _recover_markers(rec_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Bring ``marker_count``, ``protected`` and ``chapters.vtt`` in line with ``markers.jsonl``: a
+    crash between appending a marker and rewriting the manifest (or the chapters) leaves them behind.
+    A torn last line (the append itself interrupted) is cut off: that marker is still in the outbox.
+    Returns what was repaired (for the manifest's ``error``)."""
+    from bodycam.device.errors import MarkerError
+    from bodycam.device.footage.seal import MARKERS_FILE
+    from bodycam.device.uplink.markers import Marker
+
+    path = rec_dir / MARKERS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        return [f"{MARKERS_FILE} unreadable ({exc.strerror or exc})"]
+    notes = []
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    refs: list[MarkerRef] = []
+    for line in lines:
+        try:
+            m = Marker.from_json(line)
+        except MarkerError:
+            continue  # not this function's business: verify names it
+        refs.append(MarkerRef(m.kind, m.t_mono_ns, chapter_label(m.kind, m.confidence)))
+    if tail:
+        try:
+            with path.open("r+b") as fh:
+                fh.truncate(len(data) - len(tail))
+                os.fsync(fh.fileno())
+            notes.append(f"a marker line torn by the interruption was cut from {MARKERS_FILE}")
+        except OSError as exc:
+            notes.append(f"a torn marker line could not be cut from {MARKERS_FILE} ({exc.strerror or exc})")
+    if manifest.get("marker_count") != len(refs):
+        notes.append(f"{MARKERS_FILE} holds {len(refs)} marker(s), the manifest said {manifest.get('marker_count')}")
+        manifest["marker_count"] = len(refs)
+    if any(r.kind in PROTECTING_KINDS for r in refs):
+        manifest["protected"] = True
+    segments = manifest.get("segments")
+    start = segments[0].get("start_mono_ns") if isinstance(segments, list) and segments and isinstance(
+        segments[0], dict) else None
+    if refs and isinstance(start, int):
+        text = chapters_text(start, refs)
+        try:
+            old = (rec_dir / "chapters.vtt").read_bytes()
+        except OSError:
+            old = None
+        if old != text:
+            try:
+                write_atomic(rec_dir / "chapters.vtt", text)
+                notes.append("chapters.vtt rewritten from the markers")
+            except StorageError as exc:
+                notes.append(str(exc))
+    return notes
+
+
 def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[str]:
     """Close recordings that a crash or power cut left ``complete: false``.
 
     Their segments are fragmented MP4, so what reached the disk plays; each file is hashed
     into the manifest, which is marked ``complete`` with ``recovered: true`` and an error
-    saying what happened. Protection is kept as it was (retention may only delete them if
-    unprotected). Returns the recording ids repaired.
+    saying what happened. ``markers.jsonl`` is the truth for the marker count, the chapters
+    and protection (a marker appended just before the crash); protection is never taken away, and
+    the on-disk sentinel (``.protect-yes``) protects it whatever the manifest said (retention
+    may only delete unprotected recordings). Returns the recording ids repaired.
     """
     import json
 
-    from bodycam.device.footage.recording import write_atomic
     from bodycam.device.footage.seal import markers_sha256, seal, segment_files
     from bodycam.device.footage.segment_writer import sha256_of
 
@@ -69,14 +138,20 @@ def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[
             except OSError:
                 seg["sha256"] = None
             segments.append(seg)
-        manifest.update(segments=segments, complete=True, recovered=True, markers_sha256=markers_sha256(rec_dir),
-                        error=manifest.get("error") or "interrupted (power loss or crash); recovered at start-up")
+        manifest["segments"] = segments
+        notes = _recover_markers(rec_dir, manifest)
+        if protected_on_disk(rec_dir):
+            manifest["protected"] = True
+        error = manifest.get("error") or "interrupted (power loss or crash); recovered at start-up"
+        manifest.update(complete=True, recovered=True, markers_sha256=markers_sha256(rec_dir),
+                        error="; ".join([error, *notes]))
         manifest = seal(manifest, signer)  # re-signed now: the manifest says it was recovered
         try:
             write_atomic(path, json.dumps(manifest, indent=2).encode("utf-8") + b"\n")
         except StorageError:
             continue
-        log.warning("recording %s was interrupted; recovered %d segment(s)", rec_dir.name, len(segments))
+        log.warning("recording %s was interrupted; recovered %d segment(s)%s", rec_dir.name, len(segments),
+                    "".join(f"; {n}" for n in notes))
         repaired.append(rec_dir.name)
     return repaired
 
@@ -150,6 +225,8 @@ class Recorder:
         try:
             path.mkdir(parents=True)
             rec.write_manifest()
+            # protecting it later renames this (recording.PROTECTED_FILE): no new block on a full card
+            os.close(os.open(path / UNPROTECTED_FILE, os.O_WRONLY | os.O_CREAT, 0o644))
         except (OSError, StorageError) as exc:
             self.fail(rec, f"{path}: cannot start a recording ({exc})")
             return None

@@ -36,6 +36,33 @@ from bodycam.device.uplink.markers import MarkerSigner
 
 MANIFEST_SCHEMA = "bodycam.recording/1"
 PROTECTING_KINDS = frozenset({"gunshot"})
+# Protection on disk that a full card cannot refuse: every recording starts with an empty
+# ``.protect-no``; protecting it renames that to ``.protect-yes`` (same length: no new block, no new
+# inode) before the manifest is rewritten. Recovery and retention honour ``.protect-yes`` whatever
+# the manifest says, so a manifest write refused by a full card cannot lose the protection.
+UNPROTECTED_FILE = ".protect-no"
+PROTECTED_FILE = ".protect-yes"
+
+
+def protected_on_disk(rec_dir: Path) -> bool:
+    """True when the recording's protection sentinel says so (see ``PROTECTED_FILE``)."""
+    return (rec_dir / PROTECTED_FILE).exists()
+
+
+def mark_protected(rec_dir: Path) -> None:
+    """Make ``rec_dir``'s protection durable (StorageError if even that fails)."""
+    try:
+        try:
+            os.replace(rec_dir / UNPROTECTED_FILE, rec_dir / PROTECTED_FILE)
+        except FileNotFoundError:  # a recording from before the sentinels, or its start could not make one
+            os.close(os.open(rec_dir / PROTECTED_FILE, os.O_WRONLY | os.O_CREAT, 0o644))
+        fd = os.open(rec_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"{rec_dir}: cannot mark the recording protected ({exc.strerror or exc})") from exc
 
 
 @dataclass
@@ -231,9 +258,11 @@ class Recording:
         return None
 
     def protect(self) -> None:
-        """Mark as protected now (a detection is on its way into this recording)."""
+        """Mark as protected now (a detection is on its way into this recording): first the sentinel
+        (durable even on a full card), then the manifest. StorageError if either fails."""
         if not self.protected:
             self.protected = True
+            mark_protected(self.path)
             self.write_manifest()
 
     def add_marker(self, kind: str, t_mono_ns: int, line: bytes, label: str) -> None:
@@ -246,8 +275,9 @@ class Recording:
         except OSError as exc:
             raise StorageError(f"{self.path / 'markers.jsonl'}: cannot append marker ({exc.strerror or exc})") from exc
         self.markers.append(MarkerRef(kind, t_mono_ns, label))
-        if kind in PROTECTING_KINDS:
+        if kind in PROTECTING_KINDS and not self.protected:
             self.protected = True
+            mark_protected(self.path)
         self.write_chapters()
         self.write_manifest()
 

@@ -8,7 +8,9 @@ When space is short (less than ``min_free_mb`` free, or more than ``max_total_mb
 2. only if space is still short (the card would otherwise fill), unprotected recordings base has
    not confirmed: each is *lost footage*, reported in ``RetentionResult.lost`` (the recorder raises
    the storage alarm and the app writes a ``footage_deleted`` marker for each);
-3. never a protected recording base has not confirmed (it holds a detection marker).
+3. never a protected recording base has not confirmed (it holds a detection marker): protected in
+   its manifest, or by its on-disk sentinel ``.protect-yes`` (``recording.PROTECTED_FILE``), which a
+   full card cannot refuse when the manifest write is refused.
 
 A recording whose manifest is missing or unreadable is treated as protected and not offloaded:
 nothing is deleted that cannot be shown to be deletable. When only protected footage is left and
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256
+from bodycam.device.footage.recording import protected_on_disk
 from bodycam.device.settings import require
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,8 @@ class Retention:
                 if manifest is None or not manifest.get("complete", False):
                     continue
                 offloaded = is_offloaded(rec)
-                if offloaded != offloaded_pass or (not offloaded and manifest.get("protected", True)):
+                if offloaded != offloaded_pass or (not offloaded and (manifest.get("protected", True)
+                                                                       or protected_on_disk(rec))):
                     continue
                 lost = None if offloaded else LostFootage(
                     rec.name, len(manifest.get("segments") or []), sizes[rec.name], manifest_sha256(rec),

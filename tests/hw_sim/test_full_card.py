@@ -9,6 +9,7 @@ sequence number used twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -105,3 +106,38 @@ def test_every_shot_reaches_base_on_a_full_card_before_and_after_a_restart(
     print(f"\n[full card] run1 {len(first.stats.markers)} markers, run2 {len(second.stats.markers)}; all at base; "
           f"reserve used: {took_reserve}; markers kept in memory: {in_memory}; free at end: "
           f"{os.statvfs(card).f_bavail * os.statvfs(card).f_frsize} bytes")
+
+
+def test_no_shot_footage_is_ever_deletable_after_a_full_card(tmp_path: Path, card: Path) -> None:
+    """Every recording that holds a shot (by its segments' sensor-time span) is protected, whether the
+    shot landed in it or in the gap between a recording the card refused and the one resumed after it
+    (that one starts with the pre-event footage holding the shot); after a restart, retention on a
+    short card deletes none of them."""
+    from bodycam.device.footage.recorder import recover_interrupted
+    from bodycam.device.footage.recording import protected_on_disk
+    from bodycam.device.footage.retention import Retention, RetentionConfig
+
+    fill(card, "filler", leave=1_500_000)
+    cfg = AppConfig()
+    cfg = replace(cfg, retention=replace(cfg.retention, min_free_mb=0.0),
+                  outbox=replace(cfg.outbox, reserve_mb=1.0, keep_confirmed_mb=0.5))
+    rep = run_clip(SimOptions(clip=EXAMPLE, out=card / "run", config=cfg, broker=None, state_dir=card / "state",
+                              gnss=False, drain_timeout_s=1))
+    shots = [m for m in rep.stats.markers if m.kind == "gunshot"]
+    assert len(shots) == 6 and rep.storage_errors
+    assert any(m.media is None for m in shots), "no shot fell between recordings: the case is not exercised"
+    root = card / "run" / "recordings"
+    holding = {}
+    for rec in sorted(root.iterdir()):
+        segs = json.loads((rec / "manifest.json").read_text())["segments"]
+        inside = [s.seq for s in shots if segs and segs[0]["start_mono_ns"] <= s.t_mono_ns <= segs[-1]["end_mono_ns"]]
+        if inside:
+            holding[rec.name] = inside
+            assert protected_on_disk(rec), f"{rec.name} holds shots {inside} and is not protected"
+    assert len(holding) >= 2  # the first recording and the one resumed after the card refused it
+    os.remove(card / "filler")
+    recover_interrupted(root)
+    for name in holding:
+        assert json.loads((root / name / "manifest.json").read_text())["protected"] is True
+    res = Retention(root, RetentionConfig(min_free_mb=100)).enforce()  # the card is short again
+    assert not set(res.deleted) & set(holding)
