@@ -48,6 +48,23 @@ def recording_id_for(wall_ns: int) -> str:
     return text.replace("-", "").replace(":", "").replace(".", "")
 
 
+def next_recording_id(rid: str, latest: str | None) -> str:
+    """The id of a new recording whose wall-clock id is ``rid``, after the newest one ``latest``.
+
+    Recordings are ordered by name (the chain of manifests, retention's oldest-first, ``bodycam
+    verify``), so a new name must sort after the newest even when the wall clock stepped back (an
+    RTC-less Pi boots on fake-hwclock, then NTP or GNSS corrects it): then it is the newest's time
+    with the next ``-NNNN`` suffix (the manifest's ``start_utc`` still says when it really began).
+    """
+    if latest is None or rid > latest:
+        return rid
+    stem, _, suffix = latest.partition("-")
+    n = int(suffix) + 1 if suffix.isdigit() else 1
+    if n > 9999:
+        raise StorageError(f"recording ids after {latest} are exhausted (wall clock far behind the footage)")
+    return f"{stem}-{n:04d}"
+
+
 def _recover_markers(rec_dir: Path, manifest: dict[str, Any]) -> list[str]:
     """Bring ``marker_count``, ``protected`` and ``chapters.vtt`` in line with ``markers.jsonl``: a
     crash between appending a marker and rewriting the manifest (or the chapters) leaves them behind.
@@ -213,12 +230,12 @@ class Recorder:
             raise RuntimeError("Recorder.begin() was not called")
         # retention is not run here: a detection must not wait for a directory scan (the
         # loop runs maintain() every few seconds)
-        rid = recording_id_for(self.mono_to_wall(t_ns))
-        path = self.root / rid
+        path = self.root / next_recording_id(recording_id_for(self.mono_to_wall(t_ns)),
+                                             None if self._last_dir is None else self._last_dir.name)
         n = 1
-        while path.exists():
+        while path.exists():  # another recording took the name meanwhile (not this recorder's)
             n += 1
-            path = self.root / f"{rid}-{n}"
+            path = self.root / next_recording_id(path.name, path.name)
         rec = Recording(self.root, path.name, self.device, reason, self.info, self.mono_to_wall,
                         exact_timing=self.footage.exact_timing, hasher=self._hasher,
                         signer=self.signer, previous=self._last_dir, encryption=self.encryption)

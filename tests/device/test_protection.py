@@ -176,3 +176,46 @@ def test_a_kill_while_a_marker_is_journaled_leaves_a_recording_that_verifies(
     assert manifest["protected"] is (where == "after-append")  # the gunshot's line protects it
     report = verify_path(tmp_path / "recordings", signer.public, "test")
     assert report.ok, [(f.code, f.message) for r in report.recordings for f in r.findings]
+
+
+def test_recordings_stay_in_order_when_the_wall_clock_steps_back(clip: Path, tmp_path: Path) -> None:
+    """An RTC-less Pi boots on fake-hwclock and NTP/GNSS then steps its clock back: the recordings made
+    after the step (and after a restart) still sort after the earlier ones, so the chain of manifests,
+    retention's oldest-first and ``bodycam verify`` see them in the order they were made."""
+    from bodycam.device.footage.recorder import next_recording_id
+
+    provision(tmp_path / "device.key", "cam-1")
+    signer = load_signer(tmp_path / "device.key")
+    offset = [EPOCH]
+
+    def record_one(rec: Recorder, cam: ClipCamera) -> str:
+        r = None
+        for i in range(30):
+            f = cam.read()
+            assert f is not None
+            rec.feed(f.packets, f.t_ns)
+            if i == 5:
+                r = rec.start("button", f.t_ns)
+        rec.stop()
+        assert r is not None
+        return r.recording_id
+
+    made = []
+    with ClipCamera(clip, (64, 36)) as cam:
+        assert cam.info is not None
+        rec = Recorder(tmp_path, "cam-1", RecordingConfig(pre_event_s=0.2), lambda t: offset[0] + t, signer=signer)
+        rec.begin(cam.info)
+        made.append(record_one(rec, cam))
+        offset[0] -= 3600 * S  # the clock steps back an hour
+        made.append(record_one(rec, cam))
+        rec.close()
+        rec = Recorder(tmp_path, "cam-1", RecordingConfig(pre_event_s=0.2), lambda t: offset[0] + t, signer=signer)
+        rec.begin(cam.info)  # a restart, still behind
+        made.append(record_one(rec, cam))
+        rec.close()
+    assert sorted(made) == made and len(set(made)) == 3
+    assert made[1] == made[0] + "-0001" and made[2] == made[0] + "-0002"
+    report = verify_path(tmp_path / "recordings", signer.public, "test")
+    assert report.ok, [(f.code, f.message) for r in report.recordings for f in r.findings]
+    assert next_recording_id("20270101T000000000Z", "20270101T000000000Z-0009") == "20270101T000000000Z-0010"
+    assert next_recording_id("20270101T000000001Z", "20270101T000000000Z-0009") == "20270101T000000001Z"
