@@ -135,16 +135,40 @@ def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None, max_len
 
 
 def _obj(
-    value: Any, where: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()
+    value: Any, where: str, required: set[str], optional: frozenset[str] | set[str] = frozenset(),
+    *, allow_unknown: bool = False,
 ) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise MarkerError(f"{where}: expected an object, got {type(value).__name__}")
     keys = set(value)
     if missing := required - keys:
         raise MarkerError(f"{where}: missing {', '.join(sorted(missing))}")
-    if unknown := keys - required - optional:
+    if not allow_unknown and (unknown := keys - required - optional):
         raise MarkerError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     return value
+
+
+FIELD_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _check_others(others: Any) -> None:
+    """Top-level fields a newer firmware added (DESIGN section 4: added compatibly, a consumer ignores
+    what it does not know): kept verbatim, so the chain and the signature still cover them."""
+    if others is None:
+        return
+    if not isinstance(others, Mapping) or not others:
+        raise MarkerError("others: expected a non-empty object or None")
+    for name in others:
+        _str(name, "a field name", FIELD_RE, 64)
+        if name in _REQUIRED or name in _OPTIONAL:
+            raise MarkerError(f"{name}: a known field cannot be kept as an unknown one")
+    check_tree(dict(others), "marker", max_depth=MAX_DEPTH - 1)
+    try:
+        size = len(json.dumps(others, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise MarkerError(f"unknown fields: not plain JSON ({exc})") from exc
+    if size > MAX_EXTRA_BYTES:
+        raise MarkerError(f"unknown fields: {size} bytes is more than {MAX_EXTRA_BYTES}")
 
 
 @dataclass(frozen=True)
@@ -356,6 +380,8 @@ class Marker:
     schema: str = SCHEMA
     evidence: dict[str, float] | None = None
     clock: dict[str, JSON] | None = None
+    # top-level fields this version does not know (a newer firmware's): kept, signed, chained, not read
+    others: dict[str, JSON] | None = None
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
@@ -381,6 +407,7 @@ class Marker:
             _str(self.sig, "sig", max_len=512)
         if self.key is not None:
             _str(self.key, "key", KEY_RE, 64)
+        _check_others(self.others)
 
     def to_dict(self) -> dict[str, JSON]:
         """The marker as a JSON object (``confidence``, ``extra``, ``evidence``, ``clock``, ``sig`` only when set)."""
@@ -409,6 +436,8 @@ class Marker:
             d["clock"] = dict(self.clock)
         if self.sig is not None:
             d["sig"] = self.sig
+        if self.others is not None:
+            d.update(self.others)
         return d
 
     def canonical_bytes(self) -> bytes:
@@ -433,7 +462,8 @@ class Marker:
     @classmethod
     def from_dict(cls, d: Any) -> Marker:
         """Build and validate a marker from its JSON object; MarkerError on anything wrong."""
-        d = _obj(d, "marker", _REQUIRED, _OPTIONAL)
+        d = _obj(d, "marker", _REQUIRED, _OPTIONAL, allow_unknown=True)
+        others = {k: v for k, v in d.items() if k not in _REQUIRED and k not in _OPTIONAL}
         for name in ("extra", "sig", "key"):  # optional means absent, not null (the wire form would change)
             if name in d and d[name] is None:
                 raise MarkerError(f"{name}: null is not allowed (leave the field out)")
@@ -456,6 +486,7 @@ class Marker:
                 schema=d["schema"],
                 evidence=_present(d, "evidence"),
                 clock=_present(d, "clock"),
+                others=others or None,
             )
         except MarkerError:
             raise

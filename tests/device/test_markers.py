@@ -125,7 +125,8 @@ def test_uuid7_layout_and_time_order() -> None:
         (lambda d: d.update(schema="bodycam.marker/2"), "schema"),
         (lambda d: d.update(kind="Gun Shot"), "kind"),
         (lambda d: d.update(device="../etc"), "device"),
-        (lambda d: d.update(bogus=1), "unknown"),
+        (lambda d: d.update(Bogus=1), "field name"),
+        (lambda d: d.update(bogus=float("nan")), "finite"),
         (lambda d: d["media"].update(frame=-1), "media.frame"),
         (lambda d: d["location"].update(lat=91), "location.lat"),
         (lambda d: d["location"].pop("fix"), "location"),
@@ -179,6 +180,33 @@ def test_canonical_bytes_are_rfc8785_jcs() -> None:
     # integers beyond 2^53 - 1 are canonicalised as the double any JCS implementation parses them to
     assert jcs({"t": 2**53 + 1}) == b'{"t":9007199254740992}'
     assert jcs({"t": 2**53 - 1}) == b'{"t":9007199254740991}'
+
+
+def test_a_newer_firmwares_top_level_field_is_kept_signed_and_chained() -> None:
+    """DESIGN section 4: fields are added compatibly and a consumer ignores what it does not know; an
+    older base must store a newer camera's markers, and the field stays covered by chain and signature."""
+    signer = Signer.generate()
+    m = gunshot()
+    d = {**m.to_dict(), "reason": "detection", "weather": {"rain": True, "temp_c": 3.5}}
+    d.pop("sig", None)
+    body = jcs(d)
+    newer = Marker.from_dict(d)
+    assert newer.others == {"reason": "detection", "weather": {"rain": True, "temp_c": 3.5}}
+    assert newer.canonical_bytes() == body and newer.digest() == hashlib.sha256(body).hexdigest()
+    assert Marker.from_json(newer.to_json()) == newer
+    _validator().validate(json.loads(newer.to_json()))
+    # signed: the signature covers the new field; change it and the signature fails
+    signed = {**d, "key": signer.key_id}
+    signed["sig"] = signer.sign(jcs(signed))
+    wire = Marker.from_json(json.dumps(signed).encode())
+    assert identity.verify(signer.public, wire.canonical_bytes(), wire.sig or "")
+    tampered = Marker.from_dict({**signed, "reason": "button"})
+    assert not identity.verify(signer.public, tampered.canonical_bytes(), signed["sig"])
+    # the chain: the next marker's prev is the digest of the bytes with the new field
+    assert newer.digest() != m.digest()
+    with pytest.raises(MarkerError, match="known field"):
+        Marker(**{**{f: getattr(m, f) for f in ("id", "device", "seq", "kind", "t", "t_mono_ns", "prev")},
+                  "confidence": m.confidence, "model": m.model, "others": {"seq": 3}})
 
 
 def test_a_signed_marker_names_its_key_and_verifies() -> None:
