@@ -83,6 +83,7 @@ class RetentionResult:
     alarm: bool = False
     free_bytes: int = 0
     total_bytes: int = 0
+    errors: list[str] = field(default_factory=list)  # recordings that could not be deleted (the pass went on)
 
 
 def _dir_size(path: Path) -> int:
@@ -139,7 +140,19 @@ class Retention:
                 lost = None if offloaded else LostFootage(
                     rec.name, len(manifest.get("segments") or []), sizes[rec.name], manifest_sha256(rec),
                     manifest.get("start_utc"), manifest.get("end_utc"))
-                shutil.rmtree(rec)
+                try:
+                    shutil.rmtree(rec)
+                except OSError as exc:  # one undeletable recording must not stop the pass: the next may go
+                    log.error("retention: cannot delete recording %s (%s); trying the next one", rec.name, exc)
+                    result.errors.append(f"{rec.name}: {exc}")
+                    try:
+                        left = _dir_size(rec) if rec.exists() else 0
+                    except OSError:
+                        left = sizes[rec.name]
+                    total -= sizes[rec.name] - left
+                    if lost is not None and left < sizes[rec.name]:  # part of it is gone: still lost footage
+                        result.lost.append(lost)
+                    continue
                 total -= sizes[rec.name]
                 result.deleted.append(rec.name)
                 if lost is None:

@@ -323,3 +323,23 @@ class _NoRoomUntilDeleted:
         if (self.root / "20260101T010000000Z").exists():
             return 0
         return int(self.reserve.refill())
+
+
+def test_retention_goes_on_past_a_recording_it_cannot_delete(tmp_path: Path) -> None:
+    """One undeletable entry (here a symlink to a recording elsewhere: rmtree refuses symlinks) must not
+    stop the pass: the recordings after it are still freed, and the error is reported."""
+    root = tmp_path / "recordings"
+    elsewhere = tmp_path / "elsewhere"
+    _fake_recording(elsewhere, "20260101T000000000Z", protected=False)
+    root.mkdir()
+    (root / "20260101T000000000Z").symlink_to(elsewhere / "20260101T000000000Z", target_is_directory=True)
+    _fake_recording(root, "20260101T010000000Z", protected=False)
+    free = {"v": 0}
+
+    def usage(_: Path) -> DiskUsage:
+        return DiskUsage(10**9, 10**9 - free["v"], free["v"])
+
+    result = Retention(root, RetentionConfig(min_free_mb=1, max_total_mb=0), disk_usage=usage).enforce()
+    assert result.deleted == ["20260101T010000000Z"]
+    assert len(result.errors) == 1 and result.errors[0].startswith("20260101T000000000Z")
+    assert (elsewhere / "20260101T000000000Z" / "manifest.json").exists()
