@@ -19,8 +19,8 @@
 * **outage**: while the store cannot take writes (not reachable, read-only after a failover, full
   disk, locked: ``StoreUnavailable``, or any failure while ``ping`` fails too), the batch is retried
   with backoff and reported (not acknowledged, neither PUBACK nor ``ack``); never is a marker
-  quarantined for it. A failure of the quarantine write itself is an outage too: a message is
-  acknowledged only once it is stored or quarantined.
+  quarantined for it. A failure of the key lookup of the signature check, or of the quarantine
+  write itself, is an outage too: a message is acknowledged only once it is stored or quarantined.
   :meth:`run` returns within a few seconds of ``stop`` and records in :attr:`unstored` how many
   messages it leaves to the broker;
 * **end-to-end acknowledgement** (``docs/markers-and-mqtt.md``): after stored markers (at most every
@@ -255,7 +255,10 @@ class Consumer:
             device, leaf = split_topic(self._opt.prefix, msg.topic)
             if leaf == "marker":
                 marker = validate_marker(self._opt.prefix, msg.topic, msg.payload)
-                if self._signatures is not None and not self._signatures.check(marker, msg.received_ns):
+                sigs = self._signatures
+                # the key lookup reads the database: its failure is an outage (retried), no verdict
+                if sigs is not None and not self._with_store(lambda: sigs.check(marker, msg.received_ns),
+                                                             refusal_is_outage=True):
                     self.counters["unverified"] += 1
                 msg.marker = marker  # only now: a refused signature leaves it out of the store
                 return "marker"

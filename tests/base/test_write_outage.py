@@ -1,9 +1,10 @@
 """A database that answers reads but refuses writes is an outage, never a verdict on the markers.
 
 PostgreSQL switched to read-only (as a standby after a failover, or ``default_transaction_read_only``),
-and SQLite on a full file system (a small tmpfs, filled up: SQLite's real ``SQLITE_FULL``): in each
-case no marker is quarantined, nothing is acknowledged (neither the broker's PUBACK nor base's
-``ack``), the outage is reported, and every marker is stored once the database takes writes again.
+SQLite on a full file system (a small tmpfs, filled up: SQLite's real ``SQLITE_FULL``), and the
+signature check's key lookup failing while the database is down: in each case no marker is
+quarantined, nothing is acknowledged (neither the broker's PUBACK nor base's ``ack``), the outage
+is reported, and every marker is stored once the database takes writes again.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ import psycopg
 import pytest
 from _mqtt import Mosquitto
 from test_ack import Watcher, is_ack, send
+from test_signatures import Now, signed_markers
 from test_store import WALL, make_markers
 
 from bodycam.base.consumer import Consumer, ConsumerOptions, _Msg
+from bodycam.base.keys import KeyRegistry, SignaturePolicy
 from bodycam.base.store import SqliteStore
 from bodycam.base.store_pg import PostgresStore
 from bodycam.device.clock import VirtualClock
+from bodycam.device.identity import Signer
 
 pytestmark = pytest.mark.integration
 TOPIC = "bodycam/cam-01/marker"
@@ -192,3 +196,35 @@ def test_sqlite_on_a_full_disk_acknowledges_nothing_and_loses_nothing(mosquitto:
                 store.close()
         finally:
             w.close()
+
+
+def test_a_key_lookup_failing_during_an_outage_is_retried_not_a_verdict(pg_server: Any, pg_url: str,
+                                                                        tmp_path: Path) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        registry = KeyRegistry(store)
+        signer = Signer.generate()
+        registry.add("cam-01", signer.public_pem(), WALL)
+        now = Now()
+        lines: list[str] = []
+        c = Consumer(ConsumerOptions(url="mqtt://127.0.0.1:1", store_retry_max_s=0.2), store,
+                     clock=VirtualClock(wall_epoch_ns=WALL), notify=lines.append,
+                     signatures=SignaturePolicy(registry, monotonic=now))
+        ms = signed_markers(tmp_path, signer, 2)
+        assert c.handle(TOPIC, ms[0].to_json()) == "stored"
+        now.t += 10.0  # the key cache is due: the next check reads the keys from the database
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the test server runs with synchronous_commit off (see test_web)
+        pg_server.halt()
+        try:
+            run = InThread(lambda: c.handle(TOPIC, ms[1].to_json()))
+            wait_until(lambda: c.store_down or not run.thread.is_alive(), 20, "the outage to be reported")
+            assert run.thread.is_alive(), f"a marker was judged while the database was down: {run.result}"
+        finally:
+            pg_server.resume()
+        assert run.join(30) == "stored"
+        assert [s.marker.seq for s in store.markers()] == [1, 2]
+        assert store.quarantined() == [] and c.counters["rejected"] == 0 and c.counters["unverified"] == 0
+        assert any(line.startswith("store unavailable") for line in lines) and "store available again" in lines
+    finally:
+        store.close()
