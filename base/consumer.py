@@ -11,13 +11,18 @@
 * manual acknowledgement: a PUBACK is sent only after the message is committed to the store
   (one transaction per batch), so a crash loses nothing (the broker re-delivers; duplicates are
   dropped by ``id``);
-* **isolation**: a batch the store refuses is stored again one message per transaction; a
-  message the store still refuses while the store answers (``ping``) is kept in the quarantine
-  table with the reason, and the consumer moves on. Invalid messages (oversized, not JSON, out of
-  range, wrong topic) are counted, logged once per device and reason, and quarantined too;
-* **outage**: while the store does not answer, the batch is retried with backoff (not
-  acknowledged); :meth:`run` returns within a few seconds of ``stop`` and records in
-  :attr:`unstored` how many messages it leaves to the broker;
+* **isolation**: a batch the store refuses for its data (not for the state of the database, see
+  *outage*) is stored again one message per transaction; a message the store still refuses while
+  the store takes writes (``ping`` is a real write) is kept in the quarantine table with the
+  reason, and the consumer moves on. Invalid messages (oversized, not JSON, out of range, wrong
+  topic, refused signature) are counted, logged once per device and reason, and quarantined too;
+* **outage**: while the store cannot take writes (not reachable, read-only after a failover, full
+  disk, locked: ``StoreUnavailable``, or any failure while ``ping`` fails too), the batch is retried
+  with backoff and reported (not acknowledged, neither PUBACK nor ``ack``); never is a marker
+  quarantined for it. A failure of the key lookup of the signature check, or of the quarantine
+  write itself, is an outage too: a message is acknowledged only once it is stored or quarantined.
+  :meth:`run` returns within a few seconds of ``stop`` and records in :attr:`unstored` how many
+  messages it leaves to the broker;
 * **end-to-end acknowledgement** (``docs/markers-and-mqtt.md``): after stored markers (at most every
   ``ack_interval_s`` per device) and after every (re)subscription, base publishes
   ``<prefix>/<device>/ack`` (QoS 1, retained) with the highest seq N such that every seq from the
@@ -54,7 +59,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bodycam.base.keys import SIGNATURE_REASONS, SignaturePolicy
 from bodycam.base.rules import AddResult, Progress, Quarantined
-from bodycam.base.store import MarkerStore
+from bodycam.base.store import MarkerStore, StoreUnavailable
 from bodycam.base.telemetry import TelemetryIn
 from bodycam.base.validate import (
     ACK_SCHEMA,
@@ -250,7 +255,10 @@ class Consumer:
             device, leaf = split_topic(self._opt.prefix, msg.topic)
             if leaf == "marker":
                 marker = validate_marker(self._opt.prefix, msg.topic, msg.payload)
-                if self._signatures is not None and not self._signatures.check(marker, msg.received_ns):
+                sigs = self._signatures
+                # the key lookup reads the database: its failure is an outage (retried), no verdict
+                if sigs is not None and not self._with_store(lambda: sigs.check(marker, msg.received_ns),
+                                                             refusal_is_outage=True):
                     self.counters["unverified"] += 1
                 msg.marker = marker  # only now: a refused signature leaves it out of the store
                 return "marker"
@@ -388,16 +396,9 @@ class Consumer:
         return "stored"
 
     def _quarantine(self, held: list[Quarantined]) -> None:
-        try:
-            self._with_store(lambda: self._store.quarantine(held))
-            return
-        except _Poison:
-            pass
-        for q in held:  # one by one; what even the quarantine refuses is logged (last resort)
-            try:
-                self._with_store(_bind(self._store.quarantine, [q]))
-            except _Poison as exc:
-                _log.error("cannot quarantine a message on %r (%s): %s; payload %r", q.topic[:200], q.kind, exc, q.payload[:200])
+        """Quarantine ``held`` before the batch is acknowledged; a failure is an outage (retried,
+        nothing acknowledged): a message is never acknowledged while it is stored nowhere."""
+        self._with_store(lambda: self._store.quarantine(held), refusal_is_outage=True)
 
     def _notify(self, line: str) -> None:
         try:
@@ -413,8 +414,13 @@ class Consumer:
             self._logged.add((device, kind))
         _log.warning("%s (logged once per device and kind; see 'bodycam-base quarantine')", text)
 
-    def _with_store(self, fn: Callable[[], T]) -> T:
-        """Call the store; an outage is retried with backoff until ``stop``; a refusal is _Poison."""
+    def _with_store(self, fn: Callable[[], T], *, refusal_is_outage: bool = False) -> T:
+        """Call the store; an outage is retried with backoff until ``stop``; a refusal is _Poison.
+
+        An outage: a :class:`StoreUnavailable` (the database cannot be written now, whatever the
+        data), or any StorageError while ``ping`` (a real write) fails too. Only a failure while
+        the store takes writes is a refusal of the data (_Poison), and with ``refusal_is_outage``
+        (the quarantine, the key lookup) even that is retried: nothing is acknowledged meanwhile."""
         delay = 0.1
         while True:
             try:
@@ -424,18 +430,23 @@ class Consumer:
                     # stopping: no ping (another busy timeout) — the message stays unacknowledged
                     # with the broker, stored or quarantined after the restart
                     raise _Stopped() from exc
-                try:
-                    self._store.ping()
-                except StorageError as down:
-                    if not self.store_down:
-                        self._notify(f"store unavailable: {down}; retrying (nothing is acknowledged meanwhile)")
-                    self.store_down = True
-                    self.counters["store_retries"] += 1
-                    if self._stop.wait(delay):
-                        raise _Stopped() from exc
-                    delay = min(delay * 2, self._opt.store_retry_max_s)
-                    continue
-                raise _Poison(str(exc)) from exc
+                down: StorageError | None = exc if isinstance(exc, StoreUnavailable) else None
+                if down is None:
+                    try:
+                        self._store.ping()
+                    except StorageError as failed:
+                        down = failed
+                if down is None and not refusal_is_outage:
+                    raise _Poison(str(exc)) from exc
+                if not self.store_down:
+                    why = down if down is not None else f"it takes writes but refuses this one: {exc}"
+                    self._notify(f"store unavailable: {why}; retrying (nothing is acknowledged meanwhile)")
+                self.store_down = True
+                self.counters["store_retries"] += 1
+                if self._stop.wait(delay):
+                    raise _Stopped() from exc
+                delay = min(delay * 2, self._opt.store_retry_max_s)
+                continue
             if self.store_down:
                 self._notify("store available again")
                 self.store_down = False

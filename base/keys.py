@@ -19,7 +19,8 @@ Revocation counts from base's receive time, not the marker's ``t`` (which the ho
 key could backdate). Every device's keys are read in one query at most every ``refresh_s`` (default
 2 s) per instance (a revocation made on another instance applies within that); an unknown key id
 re-reads that device's keys at once, so a key added on one instance is honoured by the others at its
-next marker.
+next marker. A key lookup that fails (the database is down) raises StorageError, never a verdict: the
+consumer retries the check as an outage and acknowledges nothing meanwhile.
 """
 
 from __future__ import annotations

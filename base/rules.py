@@ -114,7 +114,15 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
         f"CREATE TABLE IF NOT EXISTS quarantine (n {serial}, received_ns BIGINT NOT NULL,"
         f" topic TEXT NOT NULL, device TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL, payload {blob} NOT NULL)",
         "CREATE INDEX IF NOT EXISTS quarantine_kind ON quarantine(kind, n)",
+        # one row, written by ``ping``: proof that the database takes writes (not only reads)
+        "CREATE TABLE IF NOT EXISTS store_ping (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)",
     )
+
+
+def ping(tx: Tx) -> None:
+    """A real write (committed by the caller): a read-only database (a PostgreSQL standby after a
+    failover, ``default_transaction_read_only``), a revoked privilege or a locked SQLite file refuse it."""
+    tx.run("INSERT INTO store_ping(id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = 1 - store_ping.n")
 
 
 #: columns ``migrate`` adds to ``devices`` and ``markers`` (a database without one of them is not current)

@@ -4,8 +4,11 @@ hash chain, gaps, the contiguous seq base acknowledges), with the same tables an
 
 Every write is one transaction that rolls back on *any* error (not only database errors), so a
 failed write never leaves a transaction open. Every method raises only
-:class:`~bodycam.device.errors.StorageError` (the database is unavailable or refused the write);
-the consumer tells an outage from a message that cannot be stored with :meth:`MarkerStore.ping`.
+:class:`~bodycam.device.errors.StorageError` (the database is unavailable or refused the write).
+A failure that comes from the state of the database, not from what is written (not reachable,
+read-only, full disk, locked, I/O error), is the subclass :class:`StoreUnavailable`: an outage,
+whatever the message. For any other failure the consumer asks :meth:`MarkerStore.ping` (a real
+write) whether the database takes writes at all before it blames the message.
 """
 
 from __future__ import annotations
@@ -47,8 +50,31 @@ __all__ = [
     "QuarantineRow",
     "Quarantined",
     "SqliteStore",
+    "StoreUnavailable",
     "StoredMarker",
 ]
+
+
+class StoreUnavailable(StorageError):
+    """The database cannot take this write for a reason that is not the data written: it is not
+    reachable, read-only (a PostgreSQL standby after a failover), out of disk space, locked or
+    failing (I/O error, corruption). An outage: retried, never a verdict on a message."""
+
+
+# SQLite primary result codes of a database that cannot be written now, whatever is written:
+# BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOLFS, AUTH, NOTADB
+_SQLITE_OUTAGE = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 22, 23, 26})
+
+
+def sqlite_error(where: str, exc: BaseException) -> StorageError:
+    """The StorageError for an error of SQLite (or of the code in its transaction): StoreUnavailable
+    when SQLite's result code says the database cannot be written now (SQLITE_FULL, SQLITE_READONLY, ...)
+    or the file system failed (OSError)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    outage = isinstance(exc, OSError) or (isinstance(code, int) and code & 0xFF in _SQLITE_OUTAGE)
+    name = getattr(exc, "sqlite_errorname", None)
+    what = f"{type(exc).__name__}{f' ({name})' if name else ''}: {exc}"
+    return (StoreUnavailable if outage else StorageError)(f"{where}: {what}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +98,8 @@ class MarkerStore(Protocol):
         ...
 
     def ping(self) -> None:
-        """StorageError if the database cannot be written right now (an outage, not a bad message)."""
+        """StorageError if the database cannot be written right now (an outage, not a bad message):
+        a real write (``rules.ping``), so a database that answers reads but refuses writes fails it."""
         ...
 
     def add_telemetry(self, items: Sequence[TelemetryIn]) -> None:
@@ -296,7 +323,7 @@ class SqliteStore(_Store):
                     with suppress(sqlite3.Error):
                         c.execute("ROLLBACK")
                 if isinstance(exc, Exception) and not isinstance(exc, StorageError):
-                    raise StorageError(f"base store {self._path}: {type(exc).__name__}: {exc}") from exc
+                    raise sqlite_error(f"base store {self._path}", exc) from exc
                 raise
 
     def add_markers(self, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
@@ -306,16 +333,16 @@ class SqliteStore(_Store):
             return rules.add_markers(tx, items)
 
     def ping(self) -> None:
-        """Can we write now? (A locked or read-only database answers reads but is still an outage.)"""
+        """Can we write now? (A locked, read-only or full database answers reads but is still an outage.)"""
         with self._tx() as tx:
-            tx.one("SELECT 1")
+            rules.ping(tx)
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._lock:
             try:
                 return list(self._conn.execute(sql, tuple(args)).fetchall())
             except (sqlite3.Error, ValueError, OverflowError) as exc:
-                raise StorageError(f"base store {self._path}: {exc}") from exc
+                raise sqlite_error(f"base store {self._path}", exc) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -26,7 +26,12 @@ steps see each other's committed results:
 
 Readers (``markers``, ``devices``) take no locks. Any error rolls the transaction back and is a
 :class:`StorageError`; a connection that breaks (server restart) makes the current call fail (the
-consumer retries without acknowledging) and the next call reconnects.
+consumer retries without acknowledging) and the next call reconnects. An error that comes from the
+state of the server, not from the data (no connection; SQLSTATE classes 08 connection, 25 invalid
+transaction state such as ``read_only_sql_transaction`` on a standby or with
+``default_transaction_read_only``, 40 serialization/deadlock, 53 insufficient resources such as a
+full disk, 55 lock not available, 57 operator intervention, 58 system error, 72 snapshot too
+old, F0 configuration file error, XX internal error; 42501 insufficient privilege) is a :class:`StoreUnavailable`: an outage for the consumer.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from bodycam.base import telemetry as telemetry_rules
 from bodycam.base.rules import (
     AddResult,
 )
-from bodycam.base.store import _Store
+from bodycam.base.store import StoreUnavailable, _Store
 from bodycam.device.errors import DependencyError, StorageError
 from bodycam.device.uplink.markers import Marker
 
@@ -55,6 +60,9 @@ URL_PREFIXES = ("postgresql://", "postgres://")
 # Key of the transaction-level advisory lock that serialises schema creation (several
 # consumers starting at once would otherwise race in CREATE TABLE IF NOT EXISTS).
 _SCHEMA_LOCK = 0x626F647963616D  # "bodycam"
+# SQLSTATE classes (and codes) of a server that cannot take writes now, whatever is written (see above)
+_OUTAGE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58", "72", "F0", "XX"})
+_OUTAGE_CODES = frozenset({"42501"})
 
 
 def is_postgres_url(db: str) -> bool:
@@ -163,7 +171,7 @@ class PostgresStore(_Store):
                 self._url, autocommit=True, connect_timeout=self._timeout, application_name="bodycam-base"
             )
         except self._pg.Error as exc:
-            raise StorageError(f"base store {self._name}: cannot connect: {exc}") from exc
+            raise StoreUnavailable(f"base store {self._name}: cannot connect: {exc}") from exc
         self._conn = conn
         return conn
 
@@ -179,17 +187,25 @@ class PostgresStore(_Store):
         psycopg marks a connection ``broken`` only when libpq saw the socket fail; an operational
         error the server sends before it goes (``admin_shutdown`` at a restart, ``idle session
         timeout``) or an interface error leaves it looking open, and reusing it would fail forever.
+        An outage (``StoreUnavailable``: a read-only session, a full disk, ...) drops it too, so the
+        next call reconnects (and a session opened read-only becomes writable once the server is).
         Only an error in the data or the statement (integrity, syntax, ...) keeps the connection.
         """
         conn = self._conn
+        lost = conn is None or conn.broken or conn.closed
+        state = str(getattr(exc, "sqlstate", None) or "")
+        if state:  # the server's verdict: a program limit (54) or bad data (22, 23) is the message's
+            outage = lost or state[:2] in _OUTAGE_CLASSES or state in _OUTAGE_CODES
+        else:  # raised by the client: no connection, or it failed
+            outage = lost or isinstance(exc, self._pg.OperationalError | self._pg.InterfaceError)
         if conn is not None and (
-            conn.broken
-            or conn.closed
+            outage  # the next call reconnects: e.g. a read-only session after a failover finds the new primary
             or isinstance(exc, self._pg.OperationalError | self._pg.InterfaceError)
             or conn.info.transaction_status == self._pg.pq.TransactionStatus.UNKNOWN
         ):
             self._drop()
-        return StorageError(f"base store {self._name}: {exc}")
+        code = f" [{state}]" if state else ""
+        return (StoreUnavailable if outage else StorageError)(f"base store {self._name}: {exc}{code}")
 
     # -- writes ---------------------------------------------------------------------------------
     @contextmanager
@@ -222,7 +238,10 @@ class PostgresStore(_Store):
             return rules.add_markers(tx, items)
 
     def ping(self) -> None:
-        self._rows("SELECT 1", ())
+        """A real write (``rules.ping``): a read-only server (a standby, ``default_transaction_read_only``)
+        answers reads but refuses it."""
+        with self._tx() as tx:
+            rules.ping(tx)
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._lock:
