@@ -18,11 +18,23 @@ Written from picamera2's source (``picamera2.py`` configuration checks and
   ``make_array`` returns YUV420 as ``(h*3/2, stride)`` *with* the padding and the U and
   V planes at flat offsets ``h*stride`` and ``h*stride + (h/2)*(stride/2)``; RGB formats
   as ``(h, w, 3|4)`` with the padding sliced off, like picamera2.
-* **requests**: ``buffer_count`` buffers; holding them all (never calling ``release``) makes
-  the next ``capture_request`` fail (the real camera would stall). A released request's
-  arrays are gone. ``drop`` (a set of frame numbers) models an application too slow for
-  the sensor: those frames still reach the encoder (it runs on its own thread on the Pi)
-  but are never returned by ``capture_request``; ``SensorTimestamp`` jumps over them.
+* **requests**: ``buffer_count`` buffers; a released request's arrays are gone. ``drop``
+  (a set of frame numbers) models an application too slow for the sensor: those frames
+  still reach the encoder (it runs on its own thread on the Pi) but are never returned by
+  ``capture_request``; ``SensorTimestamp`` jumps over them.
+* **no frame** (the sensor delivered its ``frames``, i.e. died; the camera is not started;
+  the application holds every buffer): ``capture_request`` **blocks**, it never raises.
+  libcamera's ``CameraData::cameraTimeout()`` (``pipeline/rpi/common/pipeline_base.cpp``,
+  after max(1 s, 5 frame durations): ``vc4.cpp``/``pisp.cpp`` ``setDequeueTimeout``) only logs
+  "Camera frontend has timed out!" and returns the outstanding requests cancelled;
+  picamera2's ``CameraManager.handle_request`` keeps only ``Request.Status.Complete`` ones.
+  ``capture_request(wait=None, signal_function=None, flush=None)`` queues a :class:`Job` and
+  ``dispatch_functions`` returns ``job.get_result(timeout)``: ``wait=None``/``True`` waits for
+  ever, ``wait=<seconds>`` raises ``concurrent.futures.TimeoutError`` (the built-in
+  ``TimeoutError`` since Python 3.11) and **leaves the job queued** (it takes the next frame
+  and that request is never released), ``wait=False`` (or a ``signal_function``) returns the
+  job. ``cancel_all_and_flush()`` cancels every queued job (a waiter gets
+  ``concurrent.futures.CancelledError``), as picamera2 documents for a dislodged cable.
 * **encoder**: ``H264Encoder`` encodes the main stream for real (libx264 via PyAV, no
   B-frames, SPS/PPS repeated, a keyframe every ``iperiod``), hands ``outputframe`` raw
   Annex-B bytes with microsecond timestamps relative to its first frame (like the VC4
@@ -49,6 +61,7 @@ Use: ``FakePicamera2Module(frames=300, platform="vc4")`` as ``picamera2_module``
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import threading
 import types
@@ -366,6 +379,28 @@ class H264Encoder:
 
 
 # -- camera -------------------------------------------------------------------------------
+class Job:
+    """picamera2's ``job.Job``: a ``concurrent.futures.Future`` the camera thread completes."""
+
+    def __init__(self, signal_function: Callable[[Job], None] | None = None) -> None:
+        self._future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._future.set_running_or_notify_cancel()
+        self._signal_function = signal_function
+        self._result: Any = None
+
+    def signal(self) -> None:
+        if not self._future.done():
+            self._future.set_result(self._result)
+        if self._signal_function:
+            self._signal_function(self)
+
+    def get_result(self, timeout: float | None = None) -> Any:
+        return self._future.result(timeout=timeout)
+
+    def cancel(self) -> None:
+        self._future.set_exception(concurrent.futures.CancelledError())
+
+
 class CompletedRequest:
     def __init__(self, cam: Picamera2, index: int, t_ns: int) -> None:
         self._cam = cam
@@ -392,6 +427,7 @@ class CompletedRequest:
         if not self._released:
             self._released = True
             self._cam.outstanding -= 1
+            self._cam._serve()  # the buffer goes back to libcamera: a queued job may get a frame now
 
 
 class Picamera2:
@@ -416,6 +452,8 @@ class Picamera2:
         self.adjusted = False
         self._index = 0
         self.encoders: list[H264Encoder] = []
+        self._jobs_lock = threading.RLock()
+        self._job_list: list[Job] = []
         self._noise: np.ndarray[Any, Any] | None = None
 
     # configuration
@@ -486,6 +524,7 @@ class Picamera2:
         if self.camera_config is None:
             raise RuntimeError("Camera has not been configured")
         self.started = True
+        self._serve()
 
     def start_encoder(self, encoder: H264Encoder | None = None, output: Any = None, pts: Any = None,
                       quality: Any = None, name: str | None = None) -> None:
@@ -509,16 +548,15 @@ class Picamera2:
             e.stop()
         self.encoders = []
 
-    def capture_request(self, wait: Any = None, flush: Any = None) -> CompletedRequest:
-        if not self.started:
-            raise RuntimeError("Camera is not running")
-        assert self.camera_config is not None
+    def _next_frame(self) -> tuple[int, int] | None:
+        """The next frame the application gets (index, SensorTimestamp), or None: no frame comes."""
+        if not self.started or self.camera_config is None:
+            return None
         if self.outstanding >= self.camera_config["buffer_count"] - 1:
-            raise RuntimeError(f"all {self.camera_config['buffer_count']} buffers are held by the application: "
-                               "release requests (the real camera stalls here)")
+            return None  # every buffer is held by the application: libcamera has none to fill
         while True:
             if self._index >= self.frames:
-                raise RuntimeError("Camera frontend has timed out!")
+                return None  # the sensor died: libcamera logs a timeout, cancels, nothing completes
             index = self._index
             t_ns = self.boot_ns + index * self.frame_us * 1000
             self._index += 1
@@ -533,9 +571,46 @@ class Picamera2:
                 for e in self.encoders:
                     e.encode(picture, t_ns)
             if index not in self.drop:
-                break
-        self.outstanding += 1
-        return CompletedRequest(self, index, t_ns)
+                return index, t_ns
+
+    def _serve(self) -> None:
+        """Give frames to queued jobs, oldest first (picamera2's ``process_requests``)."""
+        done: list[Job] = []
+        with self._jobs_lock:
+            while self._job_list:
+                nxt = self._next_frame()
+                if nxt is None:
+                    break
+                self.outstanding += 1
+                job = self._job_list.pop(0)
+                job._result = CompletedRequest(self, *nxt)
+                done.append(job)
+        for job in done:
+            job.signal()
+
+    def capture_request(self, wait: Any = None, signal_function: Callable[[Job], None] | None = None,
+                        flush: Any = None) -> Any:
+        """picamera2's ``capture_request``: a :class:`CompletedRequest`, or the :class:`Job` when not
+        waiting; blocks while no frame comes (``wait=<seconds>``: ``TimeoutError`` after them)."""
+        if wait is None:
+            wait = signal_function is None
+        timeout = None if wait is True else wait
+        job = Job(signal_function)
+        with self._jobs_lock:
+            self._job_list.append(job)
+        self._serve()
+        return job.get_result(timeout=timeout) if wait else job
+
+    def wait(self, job: Job, timeout: float | None = None) -> Any:
+        return job.get_result(timeout=timeout)
+
+    def cancel_all_and_flush(self) -> None:
+        """Cancel every queued job (picamera2: "tidying up after an operation has unexpectedly timed
+        out (for example, the camera cable has become dislodged) so that the camera can be closed")."""
+        with self._jobs_lock:
+            for job in self._job_list:
+                job.cancel()
+            self._job_list = []
 
     def stop(self) -> None:
         self.started = False

@@ -41,6 +41,8 @@ encoder when it stops. picamera2 is imported only in the constructor;
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -162,6 +164,10 @@ class PiCamera:
         self._closed = False
         self._t0_ns: int | None = None
         self._frame_ns = round(1e9 / config.framerate)
+        #: how long ``read`` waits for a frame: libcamera gives up on the sensor after max(1 s, 5 frame
+        #: durations) (``pipeline/rpi/vc4/vc4.cpp``, ``pisp.cpp``: ``setDequeueTimeout``), plus 0.5 s so that
+        #: its log line comes first; at most 6 s, well inside systemd's 10 s watchdog
+        self.capture_timeout_s = min(6.0, max(1.0, 5.0 / config.framerate) + 0.5)
         self._last_index = -1
         self.dropped = 0
         self.model_size: tuple[int, int] = (config.lores_size[0], config.lores_size[1])
@@ -220,11 +226,24 @@ class PiCamera:
             self._circular_has_sound = True
 
     def read(self) -> Frame | None:
+        """The next frame; ``HardwareError`` when none comes within ``capture_timeout_s`` (a dead camera).
+
+        picamera2's ``capture_request()`` waits for ever when the sensor stops: libcamera only logs
+        "Camera frontend has timed out!" and cancels the requests, which picamera2 drops. So the wait
+        is bounded here, and the job left queued by the timeout is cancelled
+        (``cancel_all_and_flush()``, picamera2's tidy-up for a dislodged cable) so that it cannot take
+        a later frame and hold its buffer for ever.
+        """
         if not self._started:
             return None
         try:
-            request = self._cam.capture_request()
-        except RuntimeError as exc:  # e.g. "Camera frontend has timed out!"
+            request = self._cam.capture_request(wait=self.capture_timeout_s)
+        except (TimeoutError, concurrent.futures.TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                self._cam.cancel_all_and_flush()
+            raise HardwareError(f"camera: no frame for {self.capture_timeout_s:.1f} s (the camera stopped "
+                                "delivering frames: check the sensor cable)") from exc
+        except RuntimeError as exc:
             raise HardwareError(f"camera: capture failed: {exc}") from exc
         try:
             t_ns = int(request.get_metadata()["SensorTimestamp"])

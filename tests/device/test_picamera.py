@@ -345,13 +345,105 @@ def test_a_write_error_is_reported_at_the_next_frame(module: Any, tiny_disk: Pat
     assert err is not None and "segment-00000.mp4" in err and ("full" in err or "write failed" in err)
 
 
+def _in_thread(fn: Any, limit_s: float) -> tuple[str, Any, float]:
+    """Run ``fn`` on a daemon thread for at most ``limit_s``: ("ok", result) / ("raised", exc) /
+    ("blocked", None), and the seconds it took (a hang must fail the test, not stall the suite)."""
+    import threading
+    import time
+
+    out: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            out["ok"] = fn()
+        except BaseException as exc:  # handed to the test
+            out["raised"] = exc
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(limit_s)
+    took = time.monotonic() - t0
+    if t.is_alive():
+        return "blocked", None, took
+    key = next(iter(out))
+    return key, out[key], took
+
+
+def test_fake_capture_request_blocks_when_no_frame_comes_as_picamera2_does() -> None:
+    """picamera2 waits for ever (libcamera only logs the frontend timeout and cancels the requests);
+    ``wait=<s>`` raises TimeoutError and leaves the job queued; cancel_all_and_flush() cancels it."""
+    import concurrent.futures
+
+    mod = FakePicamera2Module(frames=1)
+    cam = mod.Picamera2(0)
+    cam.configure(cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"},
+                                                 lores={"size": (160, 96), "format": "YUV420"}))
+    kind, _, _ = _in_thread(cam.capture_request, 0.3)  # not started: no frame, no error either
+    assert kind == "blocked"
+    cam.cancel_all_and_flush()
+    cam.start()
+    cam.capture_request().release()  # the one frame the sensor gives
+    kind, _, _ = _in_thread(cam.capture_request, 0.3)
+    assert kind == "blocked"  # a dead sensor: no RuntimeError, no return
+    cam.cancel_all_and_flush()
+    kind, exc, took = _in_thread(lambda: cam.capture_request(wait=0.2), 5.0)
+    assert kind == "raised" and isinstance(exc, TimeoutError) and not isinstance(exc, RuntimeError)
+    assert isinstance(exc, concurrent.futures.TimeoutError) and 0.15 < took < 2.0
+    assert len(cam._job_list) == 1  # the timed-out job stays queued ...
+    waiter = cam.capture_request(wait=False)
+    kind, exc, _ = _in_thread(lambda: cam.wait(waiter), 5.0)
+    assert kind == "blocked"
+    cam.cancel_all_and_flush()  # ... until cancelled: a waiter gets CancelledError
+    assert isinstance(_in_thread(lambda: cam.wait(waiter), 5.0)[1], concurrent.futures.CancelledError)
+    assert cam._job_list == []
+    cam.close()
+
+
+def test_fake_a_timed_out_job_takes_the_next_frame_and_holds_its_buffer() -> None:
+    """picamera2 serves queued jobs oldest first: one abandoned after a timeout takes the next frame."""
+    mod = FakePicamera2Module()
+    cam = mod.Picamera2(0)
+    cam.configure(cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"},
+                                                 lores={"size": (160, 96), "format": "YUV420"}, buffer_count=3))
+    cam.start()
+    held = [cam.capture_request(), cam.capture_request()]  # buffer_count - 1: the camera has none left
+    with pytest.raises(TimeoutError):
+        cam.capture_request(wait=0.1)
+    held[0].release()  # a buffer comes back: the abandoned job gets the frame, not the next caller
+    assert cam.outstanding == 2 and cam._job_list == []
+    held[1].release()
+    req = cam.capture_request(wait=1.0)
+    assert req.index == 3  # frame 2 went to the abandoned job
+    req.release()
+    cam.close()
+
+
 def test_camera_timeout_is_a_hardware_error() -> None:
-    c = PiCamera(CFG, picamera2_module=FakePicamera2Module(frames=3))
+    """A dead camera (picamera2 blocks for ever) is a HardwareError within capture_timeout_s, well
+    inside the 10 s systemd watchdog; the abandoned job is cancelled so it takes no later frame."""
+    mod = FakePicamera2Module(frames=3)
+    c = PiCamera(CFG, picamera2_module=mod)
     c.start()
     for _ in range(3):
         assert c.read() is not None
-    with pytest.raises(HardwareError, match="frontend has timed out"):
-        c.read()
+    kind, exc, took = _in_thread(c.read, 8.0)
+    assert kind != "blocked", "read() hung on a dead camera (the watchdog would kill the firmware)"
+    assert 1.0 <= c.capture_timeout_s <= 6.0
+    assert kind == "raised" and isinstance(exc, HardwareError), exc
+    assert "no frame for 1.5 s" in str(exc) and "sensor cable" in str(exc)
+    assert c.capture_timeout_s - 0.1 < took < c.capture_timeout_s + 2.0
+    assert mod.instances[0]._job_list == []  # cancel_all_and_flush(): nothing left to steal a frame
+    c.stop()
+    assert mod.instances[0].closed
+
+
+@pytest.mark.parametrize(("fps", "timeout_s"), [(30.0, 1.5), (5.0, 1.5), (2.0, 3.0), (1.0, 5.5)])
+def test_the_capture_timeout_follows_libcameras_own(fps: float, timeout_s: float) -> None:
+    """libcamera declares the sensor dead after max(1 s, 5 frames); the adapter waits 0.5 s longer, < 10 s."""
+    c = PiCamera(CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=fps),
+                 picamera2_module=FakePicamera2Module())
+    assert c.capture_timeout_s == pytest.approx(timeout_s)
     c.stop()
 
 
