@@ -38,7 +38,13 @@ Written from picamera2's source (``picamera2.py`` configuration checks and
 * **encoder**: ``H264Encoder`` encodes the main stream for real (libx264 via PyAV, no
   B-frames, SPS/PPS repeated, a keyframe every ``iperiod``), hands ``outputframe`` raw
   Annex-B bytes with microsecond timestamps relative to its first frame (like the VC4
-  hardware encoder), refuses to start twice or stop twice.
+  hardware encoder), refuses to start twice or stop twice. Its device can fail:
+  ``FakePicamera2Module.encoder_error`` (an ``OSError``, settable at any time) is raised by
+  the next ``start()`` *after* ``_running`` is set and the outputs are started, as picamera2's
+  ``Encoder.start`` does before ``V4L2Encoder._start`` runs ``open('/dev/video11', 'rb+')`` and
+  its ``ioctl``s (``encoders/encoder.py``, ``encoders/v4l2_encoder.py``): a missing node, no
+  permission (group ``video``) or a busy codec is an ``OSError``, not wrapped by picamera2; the
+  half-started encoder is not added to the camera's encoders (``start_encoder`` raised first).
 * **outputs**: ``CircularOutput2`` is the same delay line as picamera2's (frames leave it
   only when older than ``buffer_duration_ms``; a new output starts at a keyframe with
   timestamps rebased to it; ``stop()`` flushes everything); ``PyavOutput`` muxes with PyAV,
@@ -334,6 +340,13 @@ class H264Encoder:
         if self.audio:
             raise NotImplementedError("the fake encoder does not open an audio input (Encoder.audio); the firmware "
                                       "muxes the microphone's own AAC (device/footage/aac_track.py)")
+        # picamera2 Encoder.start: frames_encoded, _setup, _running = True, firsttimestamp, the outputs
+        # started, then _start() (V4L2Encoder: open('/dev/video11') and ioctls, which may raise OSError)
+        self.frames_encoded = 0
+        self._running = True
+        self.firsttimestamp = None
+        self.output.start()
+        self._open_device()
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         ctx.time_base = Fraction(1, 1_000_000)
@@ -343,11 +356,17 @@ class H264Encoder:
                        "keyint": str(self.iperiod), "min-keyint": str(self.iperiod), "scenecut": "0"}
         ctx.open()
         self._ctx = ctx
-        self.frames_encoded = 0
-        self.firsttimestamp = None
-        self._running = True
-        self.output.start()
         self.output._add_stream("video", "h264", width=self.width, height=self.height)
+
+    def _open_device(self) -> None:
+        """V4L2Encoder._start's ``open('/dev/video11', 'rb+')``: the module's ``encoder_error`` if set."""
+        err = self._device_error()
+        if err is not None:
+            raise err
+
+    @staticmethod
+    def _device_error() -> OSError | None:
+        return None
 
     def stop(self) -> None:
         if not self._running:
@@ -655,10 +674,19 @@ class Picamera2:
 class FakePicamera2Module(types.SimpleNamespace):
     """Stands in for ``import picamera2`` (with ``.encoders`` and ``.outputs``)."""
 
-    def __init__(self, frames: int = 10**9, platform: str = "vc4", drop: Collection[int] = ()) -> None:
+    def __init__(self, frames: int = 10**9, platform: str = "vc4", drop: Collection[int] = (),
+                 encoder_error: OSError | None = None) -> None:
         self.instances: list[Picamera2] = []
         self.fake_platform = platform
+        #: raised by the next encoder start (the codec device busy, missing, not permitted); None: works
+        self.encoder_error: OSError | None = encoder_error
         instances = self.instances
+        module = self
+
+        class ModuleH264Encoder(H264Encoder):
+            @staticmethod
+            def _device_error() -> OSError | None:
+                return module.encoder_error
 
         def factory(camera_num: int = 0) -> Picamera2:
             cam = Picamera2(camera_num, frames=frames, platform=platform, drop=drop)
@@ -667,7 +695,7 @@ class FakePicamera2Module(types.SimpleNamespace):
 
         super().__init__(
             Picamera2=factory,
-            encoders=types.SimpleNamespace(H264Encoder=H264Encoder),
+            encoders=types.SimpleNamespace(H264Encoder=ModuleH264Encoder),
             outputs=types.SimpleNamespace(CircularOutput2=CircularOutput2, PyavOutput=PyavOutput,
                                           FileOutput=FileOutput, Output=Output),
         )

@@ -78,6 +78,19 @@ def _import_picamera2() -> Any:
     return picamera2
 
 
+def _device_errors() -> tuple[type[BaseException], ...]:
+    """What picamera2 lets through from libcamera and the encoder's device: ``RuntimeError`` (its own
+    checks), ``OSError`` (VC4: ``V4L2Encoder._start`` opens ``/dev/video11`` and runs ``ioctl``s: a
+    missing node, no permission, a busy codec), ``ValueError`` and PyAV's errors (Pi 5:
+    ``LibavH264Encoder``)."""
+    errors: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError)
+    try:
+        import av.error
+    except ImportError:
+        return errors
+    return (*errors, av.error.FFmpegError)
+
+
 def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int, swap_uv: bool = False) -> npt.NDArray[np.uint8]:
     """picamera2's YUV420 array ``(H*3/2, stride)`` (rows padded to any stride) to RGB, BT.709 limited range."""
     rows, stride = yuv.shape
@@ -178,6 +191,8 @@ class PiCamera:
         self.segments: list[Path] = []
         self._aac: AacTrack | None = None
         self._circular_has_sound = False  # the AAC stream was declared before the buffer's output opened
+        #: the H.264 encoder could not be restarted after a recording: no footage any more (read raises it)
+        self._encoder_error: str | None = None
         self.sound_packets = 0
 
     # -- Camera protocol ----------------------------------------------------------
@@ -210,7 +225,7 @@ class PiCamera:
                          "cut from its centre" if bigger else "resampled from it")
             self._cam.start()
             self._start_encoder()
-        except RuntimeError as exc:
+        except _device_errors() as exc:
             raise HardwareError(f"camera: cannot start: {exc}") from exc
         self._started = True
         return StreamInfo(width=c.main_size[0], height=c.main_size[1], fps=c.framerate, has_audio=False)
@@ -236,6 +251,8 @@ class PiCamera:
         """
         if not self._started:
             return None
+        if self._encoder_error is not None:
+            raise HardwareError(self._encoder_error)
         try:
             request = self._cam.capture_request(wait=self.capture_timeout_s)
         except (TimeoutError, concurrent.futures.TimeoutError) as exc:
@@ -292,6 +309,8 @@ class PiCamera:
                 raise HardwareError("camera: already recording")
             if not self._started:
                 raise HardwareError("camera: not started")
+            if self._encoder_error is not None:
+                raise HardwareError(self._encoder_error)
             self._path_factory = path_factory
             self.segments = []
             self._output = SegmentedOutput(self._pc2.outputs.PyavOutput, path_factory, self._segment_s,
@@ -353,7 +372,14 @@ class PiCamera:
         return [] if out is None else [(s.first_us, s.last_us, s.frames) for s in out.segments]
 
     def stop_recording(self) -> None:
-        """Finish the recording, including the last frames; then restart the pre-event buffer."""
+        """Finish the recording, including the last frames; then restart the pre-event buffer.
+
+        The recording is complete when this returns, even if the encoder cannot be started again
+        (its device busy or gone: ``OSError``): that is a camera failure, not the recording's, so it
+        is logged and the next ``read()`` raises it as a ``HardwareError`` (the loop ends, the
+        recording already stopped cleanly, systemd restarts the firmware); ``start_recording``
+        refuses until then.
+        """
         with self._lock:
             if self._path_factory is None:
                 return
@@ -364,6 +390,10 @@ class PiCamera:
                 self._circular.buffer_duration_ms = self._pre_event_ms
                 return
             self._cam.stop_encoder()  # CircularOutput2.stop() flushes the delay line into the file
-            self._start_encoder()
             if out is not None:
                 self.segments = [s.path for s in out.segments]
+            try:
+                self._start_encoder()
+            except _device_errors() as exc:
+                self._encoder_error = f"camera: the H.264 encoder did not restart after a recording: {exc}"
+                log.error("%s", self._encoder_error)

@@ -447,6 +447,65 @@ def test_the_capture_timeout_follows_libcameras_own(fps: float, timeout_s: float
     c.stop()
 
 
+def _busy() -> OSError:
+    import errno
+
+    return OSError(errno.EBUSY, "Device or resource busy", "/dev/video11")  # open('/dev/video11', 'rb+')
+
+
+def test_fake_encoder_device_errors_are_oserror_after_the_outputs_started() -> None:
+    """picamera2's Encoder.start sets _running and starts the outputs before V4L2Encoder._start opens
+    /dev/video11; the OSError is not wrapped, and start_encoder does not keep the encoder."""
+    mod = FakePicamera2Module(encoder_error=_busy())
+    cam = mod.Picamera2(0)
+    cam.configure(cam.create_video_configuration(main={"size": (320, 240), "format": "YUV420"}))
+    enc = mod.encoders.H264Encoder(bitrate=1_000_000, repeat=True, iperiod=15)
+    circ = mod.outputs.CircularOutput2(buffer_duration_ms=1000)
+    with pytest.raises(OSError, match="video11") as info:
+        cam.start_encoder(enc, circ, name="main")
+    assert not isinstance(info.value, RuntimeError)
+    assert enc.running and circ.recording and cam.encoders == []
+    mod.encoder_error = None
+    enc2 = mod.encoders.H264Encoder(bitrate=1_000_000, repeat=True, iperiod=15)
+    cam.start_encoder(enc2, mod.outputs.CircularOutput2(buffer_duration_ms=1000), name="main")
+    assert cam.encoders == [enc2]
+    cam.close()
+
+
+@pytest.mark.parametrize("error", [_busy(), FileNotFoundError(2, "No such file or directory", "/dev/video11"),
+                                   PermissionError(13, "Permission denied", "/dev/video11")])
+def test_an_encoder_device_error_at_start_is_a_hardware_error(error: OSError) -> None:
+    """A BodycamError, so the firmware reports 'start-up failed' and exits 78 instead of crashing."""
+    mod = FakePicamera2Module(encoder_error=error)
+    c = PiCamera(CFG, picamera2_module=mod)
+    with pytest.raises(HardwareError, match=r"camera: cannot start: .*/dev/video11"):
+        c.start()
+    c.stop()
+    assert mod.instances[0].closed and not mod.instances[0].started
+
+
+def test_an_encoder_that_cannot_restart_after_a_recording_is_a_hardware_error(tmp_path: Path) -> None:
+    """stop_recording finishes the recording; the failed restart (no footage any more) is a camera
+    failure at the next read(), and a new recording is refused with the same message."""
+    mod = FakePicamera2Module()
+    c = PiCamera(CFG, pre_event_s=1.0, picamera2_module=mod)
+    c.start()
+    for _ in range(20):
+        c.read()
+    c.start_recording(lambda k: tmp_path / f"segment-{k:05d}.mp4")
+    for _ in range(30):
+        c.read()
+    mod.encoder_error = _busy()
+    c.stop_recording()  # the old adapter: OSError escapes (the recorder takes it for a storage failure)
+    assert c.segments == [tmp_path / "segment-00000.mp4"] and len(read_video(str(c.segments[0]))) >= 30
+    with pytest.raises(HardwareError, match=r"encoder did not restart.*Device or resource busy"):
+        c.read()
+    with pytest.raises(HardwareError, match="encoder did not restart"):
+        c.start_recording(lambda k: tmp_path / f"again-{k:05d}.mp4")
+    c.stop()
+    assert mod.instances[0].closed
+
+
 def test_missing_camera_and_missing_picamera2(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(HardwareError, match="camera 1: cannot open"):
         PiCamera(CameraConfig(camera_index=1, lores_size=(160, 96)), picamera2_module=FakePicamera2Module())
