@@ -12,6 +12,16 @@ Written from picamera2's source (``picamera2.py`` configuration checks and
   need even dimensions, so width and height are rounded down to multiples of 4 (160x90
   becomes 160x88); the adjusted size, ``stride`` and ``framesize`` are written back into
   ``camera_config`` as picamera2 does.
+* **colour space**: ``create_video_configuration(colour_space=None)`` picks
+  ``libcamera.ColorSpace.Smpte170m()`` (BT.601 matrix, limited range) when the main stream is
+  narrower than 1280 or lower than 720, else ``Rec709()`` (``picamera2.py``
+  ``create_video_configuration``); the lores stream gets the same one (``configure``:
+  "Must be YUV, so no need for colour_space_to_libcamera"); ``configure`` refuses anything that
+  is not a :class:`ColorSpace` ("Colour space has incorrect type") and writes back the standard
+  one libcamera reports (``utils.colour_space_from_libcamera``: matched by primaries and
+  transfer function). YUV arrays are encoded with that matrix and range (libcamera
+  ``color_space.cpp``: Smpte170m = Rec601/Limited, Rec709 = Rec709/Limited, Sycc =
+  Rec601/Full). ``camera_configuration()`` returns the configuration, as in picamera2.
 * **strides**: every plane row is padded to the ISP's alignment (32 bytes on VC4, 64 on
   PiSP; picamera2's ``align_stream`` comments); YUV420 luma rows are twice that so the
   half-width chroma rows stay aligned: a 160-wide YUV420 stream has stride 192 on a Pi 4.
@@ -61,7 +71,8 @@ Written from picamera2's source (``picamera2.py`` configuration checks and
   packets until that stream's first keyframe. ``Encoder.audio = True`` (the encoder opening
   a second audio input itself) is refused: the firmware does not use it.
 
-Use: ``FakePicamera2Module(frames=300, platform="vc4")`` as ``picamera2_module``.
+Use: ``FakePicamera2Module(frames=300, platform="vc4")`` as ``picamera2_module``; ``scene=`` sets what
+the sensor sees (``(index, w, h) -> (h, w, 3)`` RGB; default: :meth:`Picamera2.ramp`).
 """
 
 from __future__ import annotations
@@ -69,6 +80,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import enum
 import threading
 import types
 from collections.abc import Callable, Collection
@@ -82,6 +94,8 @@ RGB_FORMATS = ("RGB888", "BGR888", "XRGB8888", "XBGR8888")
 PLATFORMS = ("vc4", "pisp")
 #: bytes a plane row is aligned to by the ISP (picamera2 align_stream: "multiple of 32/64 bytes wide")
 ROW_ALIGN = {"vc4": 32, "pisp": 64}
+#: what the sensor sees: (frame index, width, height) -> (height, width, 3) uint8 RGB
+Scene = Callable[[int, int, int], "np.ndarray[Any, Any]"]
 
 
 def _align_up(n: int, a: int) -> int:
@@ -106,6 +120,126 @@ def isp_size(fmt: str, size: tuple[int, int]) -> tuple[int, int]:
     if fmt in YUV_FORMATS:
         return w - w % 4, h - h % 4  # chroma planes of even size
     return w, h
+
+
+# -- libcamera.ColorSpace ---------------------------------------------------------------------
+class ColorSpace:
+    """libcamera's ``ColorSpace`` as its Python binding has it (``src/py/libcamera/py_color_space.cpp``):
+    four read-write fields whose values are enums with ``.name``, the preset constructors, ``==``."""
+
+    class Primaries(enum.Enum):
+        Raw = 0
+        Smpte170m = 1
+        Rec709 = 2
+        Rec2020 = 3
+
+    class TransferFunction(enum.Enum):
+        Linear = 0
+        Srgb = 1
+        Rec709 = 2
+
+    class YcbcrEncoding(enum.Enum):
+        Null = 0
+        Rec601 = 1
+        Rec709 = 2
+        Rec2020 = 3
+
+    class Range(enum.Enum):
+        Full = 0
+        Limited = 1
+
+    def __init__(self, primaries: ColorSpace | ColorSpace.Primaries,
+                 transferFunction: ColorSpace.TransferFunction | None = None,
+                 ycbcrEncoding: ColorSpace.YcbcrEncoding | None = None, range: ColorSpace.Range | None = None) -> None:
+        if isinstance(primaries, ColorSpace):  # ColorSpace(other): a copy
+            other = primaries
+            self.primaries: ColorSpace.Primaries = other.primaries
+            self.transferFunction: ColorSpace.TransferFunction = other.transferFunction
+            self.ycbcrEncoding: ColorSpace.YcbcrEncoding = other.ycbcrEncoding
+            self.range: ColorSpace.Range = other.range
+            return
+        if transferFunction is None or ycbcrEncoding is None or range is None:
+            raise TypeError("ColorSpace(primaries, transferFunction, ycbcrEncoding, range) or ColorSpace(other)")
+        self.primaries = primaries
+        self.transferFunction = transferFunction
+        self.ycbcrEncoding = ycbcrEncoding
+        self.range = range
+
+    def _key(self) -> tuple[Any, ...]:
+        return self.primaries, self.transferFunction, self.ycbcrEncoding, self.range
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ColorSpace) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:
+        for name in ("Raw", "Srgb", "Sycc", "Smpte170m", "Rec709", "Rec2020"):
+            if getattr(ColorSpace, name)() == self:
+                return f"<libcamera.ColorSpace '{name}'>"
+        return (f"<libcamera.ColorSpace '{self.primaries.name}/{self.transferFunction.name}/"
+                f"{self.ycbcrEncoding.name}/{self.range.name}'>")
+
+    __repr__ = __str__
+
+    @staticmethod
+    def Raw() -> ColorSpace:
+        c = ColorSpace
+        return c(c.Primaries.Raw, c.TransferFunction.Linear, c.YcbcrEncoding.Null, c.Range.Full)
+
+    @staticmethod
+    def Srgb() -> ColorSpace:
+        c = ColorSpace
+        return c(c.Primaries.Rec709, c.TransferFunction.Srgb, c.YcbcrEncoding.Null, c.Range.Full)
+
+    @staticmethod
+    def Sycc() -> ColorSpace:
+        c = ColorSpace
+        return c(c.Primaries.Rec709, c.TransferFunction.Srgb, c.YcbcrEncoding.Rec601, c.Range.Full)
+
+    @staticmethod
+    def Smpte170m() -> ColorSpace:
+        c = ColorSpace
+        return c(c.Primaries.Smpte170m, c.TransferFunction.Rec709, c.YcbcrEncoding.Rec601, c.Range.Limited)
+
+    @staticmethod
+    def Rec709() -> ColorSpace:
+        c = ColorSpace
+        return c(c.Primaries.Rec709, c.TransferFunction.Rec709, c.YcbcrEncoding.Rec709, c.Range.Limited)
+
+    @staticmethod
+    def Rec2020() -> ColorSpace:
+        c = ColorSpace
+        return c(c.Primaries.Rec2020, c.TransferFunction.Rec709, c.YcbcrEncoding.Rec2020, c.Range.Limited)
+
+
+#: luma weights (Kr, Kb) of each YCbCr matrix (ITU-R BT.601, BT.709, BT.2020)
+KR_KB = {"Rec601": (0.299, 0.114), "Rec709": (0.2126, 0.0722), "Rec2020": (0.2627, 0.0593)}
+
+
+def colour_space_from_libcamera(cs: ColorSpace | None) -> ColorSpace | None:
+    """picamera2 ``utils.colour_space_from_libcamera``: the standard space with the same primaries and
+    transfer function (libcamera may hand one back without its YCbCr matrix or range)."""
+    if cs is None:
+        return None
+    for std in (ColorSpace.Sycc(), ColorSpace.Smpte170m(), ColorSpace.Rec709()):
+        if cs.primaries == std.primaries and cs.transferFunction == std.transferFunction:
+            return std
+    return cs
+
+
+def rgb_to_yuv(rgb: np.ndarray[Any, Any], cs: ColorSpace) -> tuple[np.ndarray[Any, Any], ...]:
+    """Y, Cb, Cr (float, 0..255 scale) of an RGB picture in ``cs``'s matrix and range."""
+    kr, kb = KR_KB[cs.ycbcrEncoding.name]
+    kg = 1.0 - kr - kb
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = kr * r + kg * g + kb * b
+    u = (b - y) / (2 * (1 - kb))
+    v = (r - y) / (2 * (1 - kr))
+    if cs.range == ColorSpace.Range.Limited:
+        return 16 + y * 219 / 255, 128 + u * 224 / 255, 128 + v * 224 / 255
+    return y, 128 + u, 128 + v
 
 
 # -- outputs ------------------------------------------------------------------------------
@@ -437,10 +571,12 @@ class CompletedRequest:
 
     def make_array(self, name: str) -> np.ndarray[Any, Any]:
         self._check()
-        config = (self._cam.camera_config or {}).get(name)
+        camera_config = self._cam.camera_config or {}
+        config = camera_config.get(name)
         if config is None:
             raise RuntimeError(f"Stream {name!r} is not defined")
-        return self._cam.image(config["format"], config["size"], config["stride"], self.index)
+        return self._cam.image(config["format"], config["size"], config["stride"], self.index,
+                               camera_config["colour_space"], self._cam.scene)
 
     def release(self) -> None:
         if not self._released:
@@ -455,7 +591,7 @@ class Picamera2:
     boot_ns: int = 12_345_000_000
 
     def __init__(self, camera_num: int = 0, *, frames: int = 10**9, platform: str = "vc4",
-                 drop: Collection[int] = ()) -> None:
+                 drop: Collection[int] = (), scene: Scene | None = None) -> None:
         if camera_num != 0:
             raise IndexError("list index out of range")  # what picamera2 raises for a missing camera
         if platform not in PLATFORMS:
@@ -463,6 +599,7 @@ class Picamera2:
         self.platform = platform
         self.frames = frames
         self.drop = frozenset(drop)
+        self.scene = scene
         self.camera_config: dict[str, Any] | None = None
         self.started = False
         self.closed = False
@@ -491,6 +628,11 @@ class Picamera2:
         if lores is not None:
             lores = {"format": "YUV420", "size": main["size"], "preserve_ar": False, **lores}
             self._even(lores)
+        if colour_space is None:  # picamera2: "Choose default colour space according to the video resolution"
+            if main["size"][0] < 1280 or main["size"][1] < 720:
+                colour_space = ColorSpace.Smpte170m()
+            else:
+                colour_space = ColorSpace.Rec709()
         return {"use_case": use_case, "transform": transform, "colour_space": colour_space,
                 "buffer_count": buffer_count, "queue": queue, "main": main, "lores": lores, "raw": raw,
                 "controls": {"NoiseReductionMode": 1, "FrameDurationLimits": (33333, 33333), **(controls or {})},
@@ -518,6 +660,8 @@ class Picamera2:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+        if not isinstance(config.get("colour_space"), ColorSpace):  # check_camera_config
+            raise RuntimeError("Colour space has incorrect type")
         main, lores = config["main"], config.get("lores")
         self._check_stream(main, "main")
         if lores is not None:
@@ -537,7 +681,12 @@ class Picamera2:
             rows = size[1] * 3 // 2 if stream["format"] in YUV_FORMATS else size[1]
             stream["framesize"] = stream["stride"] * rows
         self.frame_us = int(config["controls"]["FrameDurationLimits"][0])
+        # the YUV streams share the configured space; picamera2 reads back stream 0's (main), normalised
+        config["colour_space"] = colour_space_from_libcamera(ColorSpace(config["colour_space"]))
         self.camera_config = config
+
+    def camera_configuration(self) -> dict[str, Any] | None:
+        return self.camera_config
 
     def start(self) -> None:
         if self.camera_config is None:
@@ -582,7 +731,7 @@ class Picamera2:
             if self.encoders:
                 main = self.camera_config["main"]
                 w, h = main["size"]
-                picture = self.image("YUV420", (w, h), w, index)
+                picture = self.image("YUV420", (w, h), w, index, self.camera_config["colour_space"], self.scene)
                 # sensor noise: real footage is never a still picture (and compresses like footage)
                 if self._noise is None or self._noise.shape[1:] != (h, w):
                     self._noise = np.random.default_rng(0).integers(0, 24, (7, h, w), dtype=np.uint8)
@@ -641,22 +790,30 @@ class Picamera2:
         self.closed = True
 
     @staticmethod
-    def image(fmt: str, size: tuple[int, int], stride: int, index: int) -> np.ndarray[Any, Any]:
-        """A test picture as ``make_array`` returns it: R = column ramp, G = row ramp, B = frame index."""
-        w, h = size
+    def ramp(index: int, w: int, h: int) -> np.ndarray[Any, Any]:
+        """The default scene: R = column ramp, G = row ramp, B = frame index; (h, w, 3) uint8."""
         r = np.broadcast_to((np.arange(w) * 255 // max(1, w - 1)).astype(np.uint8), (h, w))
         g = np.broadcast_to((np.arange(h) * 255 // max(1, h - 1)).astype(np.uint8)[:, None], (h, w))
         b = np.full((h, w), index % 256, np.uint8)
+        return np.stack([r, g, b], -1)
+
+    @staticmethod
+    def image(fmt: str, size: tuple[int, int], stride: int, index: int, colour_space: ColorSpace | None = None,
+              scene: Scene | None = None) -> np.ndarray[Any, Any]:
+        """Frame ``index`` of ``scene`` (default :meth:`ramp`) as ``make_array`` returns it in ``fmt``;
+        YUV in ``colour_space``'s matrix and range (default: Rec709)."""
+        w, h = size
+        pic = (scene or Picamera2.ramp)(index, w, h)
+        if pic.shape != (h, w, 3) or pic.dtype != np.uint8:
+            raise ValueError(f"a scene must give ({h}, {w}, 3) uint8 RGB, not {pic.shape} {pic.dtype}")
+        r, g, b = pic[..., 0], pic[..., 1], pic[..., 2]
         if fmt in RGB_FORMATS:
             planes = [b, g, r] if fmt in ("RGB888", "XRGB8888") else [r, g, b]  # DRM naming: RGB888 = B,G,R
             if fmt.startswith("X"):
                 planes.append(np.full((h, w), 255, np.uint8))
             return np.ascontiguousarray(np.stack(planes, -1))  # picamera2 slices the row padding off
-        # YUV420 (I420), BT.709 limited range, rows padded to the stride (chroma rows to stride/2)
-        rgb = np.stack([r, g, b], -1).astype(np.float32)
-        y = 16 + 0.183 * rgb[..., 0] + 0.614 * rgb[..., 1] + 0.062 * rgb[..., 2]
-        u = 128 - 0.101 * rgb[..., 0] - 0.339 * rgb[..., 1] + 0.439 * rgb[..., 2]
-        v = 128 + 0.439 * rgb[..., 0] - 0.399 * rgb[..., 1] - 0.040 * rgb[..., 2]
+        # YUV420 (I420) in the stream's colour space, rows padded to the stride (chroma rows to stride/2)
+        y, u, v = rgb_to_yuv(pic.astype(np.float32), colour_space or ColorSpace.Rec709())
         u2 = u.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
         v2 = v.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
         if fmt == "YVU420":
@@ -675,7 +832,7 @@ class FakePicamera2Module(types.SimpleNamespace):
     """Stands in for ``import picamera2`` (with ``.encoders`` and ``.outputs``)."""
 
     def __init__(self, frames: int = 10**9, platform: str = "vc4", drop: Collection[int] = (),
-                 encoder_error: OSError | None = None) -> None:
+                 encoder_error: OSError | None = None, scene: Scene | None = None) -> None:
         self.instances: list[Picamera2] = []
         self.fake_platform = platform
         #: raised by the next encoder start (the codec device busy, missing, not permitted); None: works
@@ -689,7 +846,7 @@ class FakePicamera2Module(types.SimpleNamespace):
                 return module.encoder_error
 
         def factory(camera_num: int = 0) -> Picamera2:
-            cam = Picamera2(camera_num, frames=frames, platform=platform, drop=drop)
+            cam = Picamera2(camera_num, frames=frames, platform=platform, drop=drop, scene=scene)
             instances.append(cam)
             return cam
 

@@ -91,35 +91,66 @@ def _device_errors() -> tuple[type[BaseException], ...]:
     return (*errors, av.error.FFmpegError)
 
 
-def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int, swap_uv: bool = False) -> npt.NDArray[np.uint8]:
-    """picamera2's YUV420 array ``(H*3/2, stride)`` (rows padded to any stride) to RGB, BT.709 limited range."""
+#: luma weights (Kr, Kb) of libcamera's YCbCr encodings (ITU-R BT.601, BT.709, BT.2020)
+YCBCR_KR_KB = {"Rec601": (0.299, 0.114), "Rec709": (0.2126, 0.0722), "Rec2020": (0.2627, 0.0593)}
+
+
+def ycbcr_of(colour_space: Any) -> tuple[str, bool]:
+    """(YCbCr encoding name, full range) of a ``libcamera.ColorSpace`` (its ``ycbcrEncoding`` and
+    ``range`` are enums with ``.name``: ``src/py/libcamera/py_color_space.cpp``); ``HardwareError``
+    when the camera reports none the lores picture can be decoded with."""
+    encoding = getattr(getattr(colour_space, "ycbcrEncoding", None), "name", None)
+    rng = getattr(getattr(colour_space, "range", None), "name", None)
+    if encoding not in YCBCR_KR_KB or rng not in ("Limited", "Full"):
+        raise HardwareError(f"camera: the YUV lores stream's colour space {colour_space} has no YCbCr matrix "
+                            f"this firmware decodes ({', '.join(YCBCR_KR_KB)}; limited or full range)")
+    return str(encoding), rng == "Full"
+
+
+def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int, swap_uv: bool = False,
+                  encoding: str = "Rec709", full_range: bool = False) -> npt.NDArray[np.uint8]:
+    """picamera2's YUV420 array ``(H*3/2, stride)`` (rows padded to any stride) to RGB.
+
+    ``encoding``/``full_range``: the stream's colour space as libcamera reports it. picamera2 picks
+    ``Smpte170m`` (BT.601, limited) for a main stream under 1280x720 and ``Rec709`` otherwise, and the
+    lores stream shares it (``picamera2.py`` ``create_video_configuration``, ``configure``).
+    """
     rows, stride = yuv.shape
     if rows != height * 3 // 2 or stride < width:
         raise HardwareError(f"camera: YUV420 array {yuv.shape} does not hold a {width}x{height} image")
+    kr, kb = YCBCR_KR_KB[encoding]
+    kg = 1.0 - kr - kb
     flat = yuv.reshape(-1)
     half = stride // 2
     plane = (height // 2) * half
     u0 = height * stride
-    y = yuv[:height, :width].astype(np.float32) - 16.0
+    y = yuv[:height, :width].astype(np.float32)
     u = flat[u0 : u0 + plane].reshape(height // 2, half)[:, : width // 2].astype(np.float32) - 128.0
     v = flat[u0 + plane : u0 + 2 * plane].reshape(height // 2, half)[:, : width // 2].astype(np.float32) - 128.0
     if swap_uv:
         u, v = v, u
     u = u.repeat(2, axis=0).repeat(2, axis=1)
     v = v.repeat(2, axis=0).repeat(2, axis=1)
-    y *= 1.164
-    rgb = np.stack((y + 1.793 * v, y - 0.213 * u - 0.533 * v, y + 2.112 * u), axis=-1)
+    if not full_range:
+        y = (y - 16.0) * np.float32(255 / 219)
+        u *= np.float32(255 / 224)
+        v *= np.float32(255 / 224)
+    rgb = np.stack((y + 2 * (1 - kr) * v,
+                    y - (2 * kb * (1 - kb) / kg) * u - (2 * kr * (1 - kr) / kg) * v,
+                    y + 2 * (1 - kb) * u), axis=-1)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def to_rgb(array: npt.NDArray[np.uint8], fmt: str, width: int, height: int) -> npt.NDArray[np.uint8]:
+def to_rgb(array: npt.NDArray[np.uint8], fmt: str, width: int, height: int,
+           ycbcr: tuple[str, bool] = ("Rec709", False)) -> npt.NDArray[np.uint8]:
     """A picamera2 ``make_array`` result in ``fmt`` as (H, W, 3) RGB.
 
     picamera2 names formats by libcamera/DRM convention: "RGB888" arrays hold B,G,R per
-    pixel, "BGR888" hold R,G,B; X-formats carry a 4th byte.
+    pixel, "BGR888" hold R,G,B; X-formats carry a 4th byte. ``ycbcr``: (encoding, full range)
+    of a YUV stream (:func:`ycbcr_of` of the configured colour space).
     """
     if fmt in YUV_FORMATS:
-        rgb = yuv420_to_rgb(array, width, height, swap_uv=fmt == "YVU420")
+        rgb = yuv420_to_rgb(array, width, height, swap_uv=fmt == "YVU420", encoding=ycbcr[0], full_range=ycbcr[1])
     elif fmt in ("RGB888", "XRGB8888"):
         rgb = array[:height, :width, 2::-1]
     elif fmt in ("BGR888", "XBGR8888"):
@@ -186,6 +217,8 @@ class PiCamera:
         self.model_size: tuple[int, int] = (config.lores_size[0], config.lores_size[1])
         self.lores_size = self.model_size
         self.lores_format: str = config.lores_format
+        #: (YCbCr encoding, full range) of a YUV lores stream, from the configured colour space
+        self.lores_ycbcr: tuple[str, bool] = ("Rec709", False)
         self._path_factory: PathFactory | None = None
         self._open_pending = False
         self.segments: list[Path] = []
@@ -218,6 +251,11 @@ class PiCamera:
             lores = self._cam.camera_config["lores"]
             self.lores_size = (int(lores["size"][0]), int(lores["size"][1]))
             self.lores_format = str(lores["format"])
+            if self.lores_format in YUV_FORMATS:  # decode with the matrix the camera reports, not a guess
+                self.lores_ycbcr = ycbcr_of(self._cam.camera_config.get("colour_space"))
+                log.info("camera: lores %s in %s (YCbCr %s, %s range)", self.lores_format,
+                         self._cam.camera_config.get("colour_space"), self.lores_ycbcr[0],
+                         "full" if self.lores_ycbcr[1] else "limited")
             if self.lores_size != self.model_size:
                 bigger = all(a >= b for a, b in zip(self.lores_size, self.model_size, strict=True))
                 log.info("camera: lores stream %s %dx%d (the ISP cannot produce the model's %dx%d); the model "
@@ -265,7 +303,8 @@ class PiCamera:
         try:
             t_ns = int(request.get_metadata()["SensorTimestamp"])
             w, h = self.lores_size
-            lores = fit_to_model(to_rgb(request.make_array("lores"), self.lores_format, w, h), self.model_size)
+            lores = fit_to_model(to_rgb(request.make_array("lores"), self.lores_format, w, h, self.lores_ycbcr),
+                                 self.model_size)
         finally:
             request.release()
         if self._t0_ns is None:

@@ -140,6 +140,32 @@ def test_an_unknown_stream_is_an_error(module: Any) -> None:
         cam.close()
 
 
+@pytest.mark.parametrize(("main", "name", "encoding"), [((640, 480), "Smpte170m", "Rec601"),
+                                                       ((1278, 720), "Smpte170m", "Rec601"),
+                                                       ((1280, 720), "Rec709", "Rec709")])
+def test_the_colour_space_follows_the_main_size(module: Any, main: tuple[int, int], name: str,
+                                                encoding: str) -> None:
+    """picamera2 picks Smpte170m (BT.601) under 1280x720 and Rec709 from there; the lores stream shares it."""
+    cam = _configured(module, {"size": (160, 96), "format": "YUV420"}, main=main)
+    try:
+        cs = cam.camera_configuration()["colour_space"]
+        assert f"'{name}'" in str(cs)
+        assert cs.ycbcrEncoding.name == encoding and cs.range.name == "Limited"
+    finally:
+        cam.close()
+
+
+def test_a_colour_space_that_is_not_a_libcamera_one_is_refused(module: Any) -> None:
+    cam = module.Picamera2(0)
+    try:
+        cfg = cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"})
+        cfg["colour_space"] = "Rec709"
+        with pytest.raises(RuntimeError, match="Colour space has incorrect type"):
+            cam.configure(cfg)
+    finally:
+        cam.close()
+
+
 def _record(module: Any, path: Path, frames: int, error_callback: Any = None, buffer_ms: int | None = None,
             options: dict[str, str] | None = None) -> None:
     cam = _configured(module, {"size": (160, 96), "format": "YUV420"}, main=(320, 240))
@@ -252,6 +278,57 @@ def test_fake_lores_picture_survives_the_padded_stride(platform: str) -> None:
     assert abs(int(f.lores[95, 80, 1]) - 255) < 8 and abs(int(f.lores[0, 80, 1]) - 0) < 8
     fake = module.instances[-1]
     assert fake.outstanding == 0 and fake.closed
+
+
+PURE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (255, 255, 0), (0, 255, 255)]
+
+
+def _pure_scene(index: int, w: int, h: int) -> np.ndarray:
+    return np.full((h, w, 3), PURE[index % len(PURE)], np.uint8)
+
+
+@pytest.mark.parametrize("platform", ["vc4", "pisp"])
+@pytest.mark.parametrize("main", [(640, 480), (1280, 720)])
+def test_pure_colours_reach_the_model_in_the_cameras_colour_space(platform: str, main: tuple[int, int]) -> None:
+    """Under 1280x720 the YUV lores is BT.601 (picamera2's Smpte170m), from there BT.709: decoded with
+    the colour space the camera reports, a pure colour stays pure (the old BT.709-only decode made
+    green (0, 216, 0) at 640x480)."""
+    mod = FakePicamera2Module(platform=platform, scene=_pure_scene)
+    c = PiCamera(CameraConfig(main_size=main, lores_size=(160, 96)), picamera2_module=mod)
+    c.start()
+    frames = [c.read() for _ in PURE]
+    c.stop()
+    for colour, f in zip(PURE, frames, strict=True):
+        assert f is not None
+        got = f.lores.reshape(-1, 3).astype(int)
+        err = int(np.abs(got - np.array(colour)).max())
+        assert err <= 2, f"{main}: {colour} reached the model as {tuple(got.mean(axis=0).round())}"
+    assert c.lores_ycbcr == (("Rec601", False) if main == (640, 480) else ("Rec709", False))
+
+
+def test_a_yuv_lores_without_a_known_matrix_is_a_start_error() -> None:
+    from bodycam.device.hw.picamera_adapter import ycbcr_of
+    from bodycam.hw_sim.fake_picamera2 import ColorSpace
+
+    mod = FakePicamera2Module()
+    c = PiCamera(CFG, picamera2_module=mod)
+    cam = mod.instances[0]
+    real_create = cam.create_video_configuration
+
+    def create(**kwargs: Any) -> dict[str, Any]:
+        config = real_create(**kwargs)
+        # not one of picamera2's standard spaces, so configure() keeps it as it is (no YCbCr matrix)
+        config["colour_space"] = ColorSpace(ColorSpace.Primaries.Rec2020, ColorSpace.TransferFunction.Linear,
+                                            ColorSpace.YcbcrEncoding.Null, ColorSpace.Range.Full)
+        return config
+
+    cam.create_video_configuration = create  # type: ignore[method-assign]
+    with pytest.raises(HardwareError, match=r"colour space .* no YCbCr matrix"):
+        c.start()
+    c.stop()
+    with pytest.raises(HardwareError, match="colour space None"):  # a USB webcam reports none
+        ycbcr_of(None)
+    assert ycbcr_of(ColorSpace.Sycc()) == ("Rec601", True)
 
 
 @pytest.mark.parametrize("fmt", ["RGB888", "BGR888", "XRGB8888", "XBGR8888"])
