@@ -171,8 +171,40 @@ class AudioConverter:
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
+#: bytes per sample of the sample formats :func:`decode_samples` reads (ALSA ``snd_pcm_format_name`` names)
+SAMPLE_BYTES = {"S16_LE": 2, "S32_LE": 4, "S24_LE": 4, "S24_3LE": 3, "FLOAT_LE": 4}
+
+
+def decode_samples(data: bytes, fmt: str) -> F32:
+    """Interleaved samples in ALSA format ``fmt`` as float32 in [-1, 1).
+
+    S24_LE is 24 bits in the low three bytes of a 32-bit word (sign-extended here); S24_3LE is
+    three packed bytes; S32_LE is what I2S MEMS microphones deliver on ``hw:``/``dsnoop:``.
+    """
+    if fmt == "S16_LE":
+        return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0).astype(np.float32)
+    if fmt == "S32_LE":
+        return (np.frombuffer(data, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+    if fmt == "S24_LE":
+        words = np.frombuffer(data, dtype="<i4")
+        return (((words << 8) >> 8).astype(np.float64) / 8388608.0).astype(np.float32)
+    if fmt == "S24_3LE":
+        b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        words = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        return (((words << 8) >> 8).astype(np.float64) / 8388608.0).astype(np.float32)
+    if fmt == "FLOAT_LE":
+        return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    raise MicrophoneError(f"sample format {fmt} is not supported")
+
+
 class AlsaMicrophone:
     """An ALSA capture device through ``pyalsaaudio``, read on its own thread.
+
+    S16_LE is asked for, but pyalsaaudio's ``alsapcm_setup`` ignores a failed
+    ``snd_pcm_hw_params_set_format`` and reads back what the device granted (``src/alsaaudio.c``):
+    ``hw:`` and ``dsnoop:`` devices do not convert, an I2S MEMS microphone grants S32_LE. The granted
+    format (``info()["format_name"]``) is decoded (:data:`SAMPLE_BYTES`); another one is a
+    :class:`MicrophoneError` at :meth:`start` that names it.
 
     ``alsaaudio`` is imported in :meth:`start`; its absence, a device that cannot be opened, or a
     read error later raises :class:`MicrophoneError` (from :meth:`start`, or from :meth:`read`
@@ -194,6 +226,7 @@ class AlsaMicrophone:
         self.overruns = 0
         self.rate = 0
         self.channels = 0
+        self.sample_format = "S16_LE"  # what the device granted (info()["format_name"])
         self._converter: AudioConverter | None = None
         self._warned_no_tstamp = False
 
@@ -218,6 +251,16 @@ class AlsaMicrophone:
             raise MicrophoneError(f"microphone {self.cfg.device!r}: cannot open for capture ({exc})") from exc
         self.rate = int(info.get("rate", self.cfg.rate))
         self.channels = int(info.get("channels", self.cfg.channels))
+        # pyalsaaudio before 0.10 has no format in info(): then what was asked (each read checks its size)
+        self.sample_format = str(info.get("format_name", "S16_LE"))
+        if self.sample_format not in SAMPLE_BYTES:
+            self.close()
+            raise MicrophoneError(f"microphone {self.cfg.device!r}: the device grants sample format "
+                                  f"{self.sample_format} (asked S16_LE; this firmware reads "
+                                  f"{', '.join(SAMPLE_BYTES)}): use a plughw: or default device, which converts")
+        if self.sample_format != "S16_LE":
+            log.info("microphone %s: device gave %s samples (asked S16_LE); converting", self.cfg.device,
+                     self.sample_format)
         self._converter = AudioConverter(self.rate, self.channels)
         if (self.rate, self.channels) != (self.cfg.rate, self.cfg.channels):
             log.info("microphone %s: device gave %d Hz x %d ch (asked %d x %d); converting", self.cfg.device,
@@ -249,7 +292,11 @@ class AlsaMicrophone:
                 if n == 0:
                     continue
                 t_first = self._block_time(n)
-                samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+                want = n * self.channels * SAMPLE_BYTES[self.sample_format]
+                if len(data) != want:
+                    raise MicrophoneError(f"{len(data)} bytes for {n} frames of {self.channels} x "
+                                          f"{self.sample_format} (expected {want})")
+                samples = decode_samples(data, self.sample_format)
                 block = self._converter.feed(t_first, samples.reshape(n, self.channels))
                 if block is not None:
                     with self._lock:

@@ -41,6 +41,8 @@ encoder when it stops. picamera2 is imported only in the constructor;
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -76,35 +78,79 @@ def _import_picamera2() -> Any:
     return picamera2
 
 
-def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int, swap_uv: bool = False) -> npt.NDArray[np.uint8]:
-    """picamera2's YUV420 array ``(H*3/2, stride)`` (rows padded to any stride) to RGB, BT.709 limited range."""
+def _device_errors() -> tuple[type[BaseException], ...]:
+    """What picamera2 lets through from libcamera and the encoder's device: ``RuntimeError`` (its own
+    checks), ``OSError`` (VC4: ``V4L2Encoder._start`` opens ``/dev/video11`` and runs ``ioctl``s: a
+    missing node, no permission, a busy codec), ``ValueError`` and PyAV's errors (Pi 5:
+    ``LibavH264Encoder``)."""
+    errors: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError)
+    try:
+        import av.error
+    except ImportError:
+        return errors
+    return (*errors, av.error.FFmpegError)
+
+
+#: luma weights (Kr, Kb) of libcamera's YCbCr encodings (ITU-R BT.601, BT.709, BT.2020)
+YCBCR_KR_KB = {"Rec601": (0.299, 0.114), "Rec709": (0.2126, 0.0722), "Rec2020": (0.2627, 0.0593)}
+
+
+def ycbcr_of(colour_space: Any) -> tuple[str, bool]:
+    """(YCbCr encoding name, full range) of a ``libcamera.ColorSpace`` (its ``ycbcrEncoding`` and
+    ``range`` are enums with ``.name``: ``src/py/libcamera/py_color_space.cpp``); ``HardwareError``
+    when the camera reports none the lores picture can be decoded with."""
+    encoding = getattr(getattr(colour_space, "ycbcrEncoding", None), "name", None)
+    rng = getattr(getattr(colour_space, "range", None), "name", None)
+    if encoding not in YCBCR_KR_KB or rng not in ("Limited", "Full"):
+        raise HardwareError(f"camera: the YUV lores stream's colour space {colour_space} has no YCbCr matrix "
+                            f"this firmware decodes ({', '.join(YCBCR_KR_KB)}; limited or full range)")
+    return str(encoding), rng == "Full"
+
+
+def yuv420_to_rgb(yuv: npt.NDArray[np.uint8], width: int, height: int, swap_uv: bool = False,
+                  encoding: str = "Rec709", full_range: bool = False) -> npt.NDArray[np.uint8]:
+    """picamera2's YUV420 array ``(H*3/2, stride)`` (rows padded to any stride) to RGB.
+
+    ``encoding``/``full_range``: the stream's colour space as libcamera reports it. picamera2 picks
+    ``Smpte170m`` (BT.601, limited) for a main stream under 1280x720 and ``Rec709`` otherwise, and the
+    lores stream shares it (``picamera2.py`` ``create_video_configuration``, ``configure``).
+    """
     rows, stride = yuv.shape
     if rows != height * 3 // 2 or stride < width:
         raise HardwareError(f"camera: YUV420 array {yuv.shape} does not hold a {width}x{height} image")
+    kr, kb = YCBCR_KR_KB[encoding]
+    kg = 1.0 - kr - kb
     flat = yuv.reshape(-1)
     half = stride // 2
     plane = (height // 2) * half
     u0 = height * stride
-    y = yuv[:height, :width].astype(np.float32) - 16.0
+    y = yuv[:height, :width].astype(np.float32)
     u = flat[u0 : u0 + plane].reshape(height // 2, half)[:, : width // 2].astype(np.float32) - 128.0
     v = flat[u0 + plane : u0 + 2 * plane].reshape(height // 2, half)[:, : width // 2].astype(np.float32) - 128.0
     if swap_uv:
         u, v = v, u
     u = u.repeat(2, axis=0).repeat(2, axis=1)
     v = v.repeat(2, axis=0).repeat(2, axis=1)
-    y *= 1.164
-    rgb = np.stack((y + 1.793 * v, y - 0.213 * u - 0.533 * v, y + 2.112 * u), axis=-1)
+    if not full_range:
+        y = (y - 16.0) * np.float32(255 / 219)
+        u *= np.float32(255 / 224)
+        v *= np.float32(255 / 224)
+    rgb = np.stack((y + 2 * (1 - kr) * v,
+                    y - (2 * kb * (1 - kb) / kg) * u - (2 * kr * (1 - kr) / kg) * v,
+                    y + 2 * (1 - kb) * u), axis=-1)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def to_rgb(array: npt.NDArray[np.uint8], fmt: str, width: int, height: int) -> npt.NDArray[np.uint8]:
+def to_rgb(array: npt.NDArray[np.uint8], fmt: str, width: int, height: int,
+           ycbcr: tuple[str, bool] = ("Rec709", False)) -> npt.NDArray[np.uint8]:
     """A picamera2 ``make_array`` result in ``fmt`` as (H, W, 3) RGB.
 
     picamera2 names formats by libcamera/DRM convention: "RGB888" arrays hold B,G,R per
-    pixel, "BGR888" hold R,G,B; X-formats carry a 4th byte.
+    pixel, "BGR888" hold R,G,B; X-formats carry a 4th byte. ``ycbcr``: (encoding, full range)
+    of a YUV stream (:func:`ycbcr_of` of the configured colour space).
     """
     if fmt in YUV_FORMATS:
-        rgb = yuv420_to_rgb(array, width, height, swap_uv=fmt == "YVU420")
+        rgb = yuv420_to_rgb(array, width, height, swap_uv=fmt == "YVU420", encoding=ycbcr[0], full_range=ycbcr[1])
     elif fmt in ("RGB888", "XRGB8888"):
         rgb = array[:height, :width, 2::-1]
     elif fmt in ("BGR888", "XBGR8888"):
@@ -162,16 +208,24 @@ class PiCamera:
         self._closed = False
         self._t0_ns: int | None = None
         self._frame_ns = round(1e9 / config.framerate)
+        #: how long ``read`` waits for a frame: libcamera gives up on the sensor after max(1 s, 5 frame
+        #: durations) (``pipeline/rpi/vc4/vc4.cpp``, ``pisp.cpp``: ``setDequeueTimeout``), plus 0.5 s so that
+        #: its log line comes first; at most 6 s, well inside systemd's 10 s watchdog
+        self.capture_timeout_s = min(6.0, max(1.0, 5.0 / config.framerate) + 0.5)
         self._last_index = -1
         self.dropped = 0
         self.model_size: tuple[int, int] = (config.lores_size[0], config.lores_size[1])
         self.lores_size = self.model_size
         self.lores_format: str = config.lores_format
+        #: (YCbCr encoding, full range) of a YUV lores stream, from the configured colour space
+        self.lores_ycbcr: tuple[str, bool] = ("Rec709", False)
         self._path_factory: PathFactory | None = None
         self._open_pending = False
         self.segments: list[Path] = []
         self._aac: AacTrack | None = None
         self._circular_has_sound = False  # the AAC stream was declared before the buffer's output opened
+        #: the H.264 encoder could not be restarted after a recording: no footage any more (read raises it)
+        self._encoder_error: str | None = None
         self.sound_packets = 0
 
     # -- Camera protocol ----------------------------------------------------------
@@ -197,6 +251,11 @@ class PiCamera:
             lores = self._cam.camera_config["lores"]
             self.lores_size = (int(lores["size"][0]), int(lores["size"][1]))
             self.lores_format = str(lores["format"])
+            if self.lores_format in YUV_FORMATS:  # decode with the matrix the camera reports, not a guess
+                self.lores_ycbcr = ycbcr_of(self._cam.camera_config.get("colour_space"))
+                log.info("camera: lores %s in %s (YCbCr %s, %s range)", self.lores_format,
+                         self._cam.camera_config.get("colour_space"), self.lores_ycbcr[0],
+                         "full" if self.lores_ycbcr[1] else "limited")
             if self.lores_size != self.model_size:
                 bigger = all(a >= b for a, b in zip(self.lores_size, self.model_size, strict=True))
                 log.info("camera: lores stream %s %dx%d (the ISP cannot produce the model's %dx%d); the model "
@@ -204,7 +263,7 @@ class PiCamera:
                          "cut from its centre" if bigger else "resampled from it")
             self._cam.start()
             self._start_encoder()
-        except RuntimeError as exc:
+        except _device_errors() as exc:
             raise HardwareError(f"camera: cannot start: {exc}") from exc
         self._started = True
         return StreamInfo(width=c.main_size[0], height=c.main_size[1], fps=c.framerate, has_audio=False)
@@ -220,16 +279,32 @@ class PiCamera:
             self._circular_has_sound = True
 
     def read(self) -> Frame | None:
+        """The next frame; ``HardwareError`` when none comes within ``capture_timeout_s`` (a dead camera).
+
+        picamera2's ``capture_request()`` waits for ever when the sensor stops: libcamera only logs
+        "Camera frontend has timed out!" and cancels the requests, which picamera2 drops. So the wait
+        is bounded here, and the job left queued by the timeout is cancelled
+        (``cancel_all_and_flush()``, picamera2's tidy-up for a dislodged cable) so that it cannot take
+        a later frame and hold its buffer for ever.
+        """
         if not self._started:
             return None
+        if self._encoder_error is not None:
+            raise HardwareError(self._encoder_error)
         try:
-            request = self._cam.capture_request()
-        except RuntimeError as exc:  # e.g. "Camera frontend has timed out!"
+            request = self._cam.capture_request(wait=self.capture_timeout_s)
+        except (TimeoutError, concurrent.futures.TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                self._cam.cancel_all_and_flush()
+            raise HardwareError(f"camera: no frame for {self.capture_timeout_s:.1f} s (the camera stopped "
+                                "delivering frames: check the sensor cable)") from exc
+        except RuntimeError as exc:
             raise HardwareError(f"camera: capture failed: {exc}") from exc
         try:
             t_ns = int(request.get_metadata()["SensorTimestamp"])
             w, h = self.lores_size
-            lores = fit_to_model(to_rgb(request.make_array("lores"), self.lores_format, w, h), self.model_size)
+            lores = fit_to_model(to_rgb(request.make_array("lores"), self.lores_format, w, h, self.lores_ycbcr),
+                                 self.model_size)
         finally:
             request.release()
         if self._t0_ns is None:
@@ -273,6 +348,8 @@ class PiCamera:
                 raise HardwareError("camera: already recording")
             if not self._started:
                 raise HardwareError("camera: not started")
+            if self._encoder_error is not None:
+                raise HardwareError(self._encoder_error)
             self._path_factory = path_factory
             self.segments = []
             self._output = SegmentedOutput(self._pc2.outputs.PyavOutput, path_factory, self._segment_s,
@@ -334,7 +411,14 @@ class PiCamera:
         return [] if out is None else [(s.first_us, s.last_us, s.frames) for s in out.segments]
 
     def stop_recording(self) -> None:
-        """Finish the recording, including the last frames; then restart the pre-event buffer."""
+        """Finish the recording, including the last frames; then restart the pre-event buffer.
+
+        The recording is complete when this returns, even if the encoder cannot be started again
+        (its device busy or gone: ``OSError``): that is a camera failure, not the recording's, so it
+        is logged and the next ``read()`` raises it as a ``HardwareError`` (the loop ends, the
+        recording already stopped cleanly, systemd restarts the firmware); ``start_recording``
+        refuses until then.
+        """
         with self._lock:
             if self._path_factory is None:
                 return
@@ -345,6 +429,10 @@ class PiCamera:
                 self._circular.buffer_duration_ms = self._pre_event_ms
                 return
             self._cam.stop_encoder()  # CircularOutput2.stop() flushes the delay line into the file
-            self._start_encoder()
             if out is not None:
                 self.segments = [s.path for s in out.segments]
+            try:
+                self._start_encoder()
+            except _device_errors() as exc:
+                self._encoder_error = f"camera: the H.264 encoder did not restart after a recording: {exc}"
+                log.error("%s", self._encoder_error)

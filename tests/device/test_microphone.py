@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -77,6 +77,8 @@ class FakeAlsa:
     PCM_CAPTURE = 1
     PCM_NORMAL = 0
     PCM_FORMAT_S16_LE = 2
+    #: alsa/pcm.h snd_pcm_format_t values and snd_pcm_format_name() names
+    FORMATS: ClassVar[dict[str, int]] = {"U8": 1, "S16_LE": 2, "S24_LE": 6, "S32_LE": 10, "FLOAT_LE": 14, "S24_3LE": 32}
     PCM_TSTAMP_ENABLE = 1
     PCM_TSTAMP_TYPE_MONOTONIC = 1
 
@@ -84,8 +86,14 @@ class FakeAlsa:
         pass
 
     def __init__(self, *, rate: int = 44100, channels: int = 2, fail_open: bool = False,
-                 fail_after: int | None = None, overrun_at: int | None = None) -> None:
+                 fail_after: int | None = None, overrun_at: int | None = None,
+                 granted_format: str = "S16_LE") -> None:
+        """``granted_format``: what the device gives whatever is asked, as pyalsaaudio's
+        ``alsapcm_setup`` (``src/alsaaudio.c``) ignores a failed ``snd_pcm_hw_params_set_format`` and
+        reads the granted format back (``info()["format"]``/``["format_name"]``): ``hw:``/``dsnoop:``
+        do not convert, an I2S MEMS microphone gives S32_LE."""
         self.rate, self.channels = rate, channels
+        self.granted_format = granted_format
         self.fail_open, self.fail_after, self.overrun_at = fail_open, fail_after, overrun_at
         self.pcms: list[FakeAlsa.PCM] = []
         fake = self
@@ -96,7 +104,7 @@ class FakeAlsa:
                          cardindex: int = -1) -> None:
                 if fake.fail_open:
                     raise fake.ALSAAudioError(f"No such file or directory [{device}]")
-                assert type == fake.PCM_CAPTURE and format == fake.PCM_FORMAT_S16_LE
+                assert type == fake.PCM_CAPTURE and format == fake.PCM_FORMAT_S16_LE  # what the firmware asks
                 self.period = periodsize
                 self.open = True
                 self.tstamp: tuple[int | None, int | None] = (None, None)
@@ -119,7 +127,9 @@ class FakeAlsa:
 
             def info(self) -> dict[str, Any]:
                 self._check()
-                return {"rate": fake.rate, "channels": fake.channels, "period_size": self.period}
+                fmt = fake.granted_format
+                return {"rate": fake.rate, "channels": fake.channels, "period_size": self.period,
+                        "format": fake.FORMATS[fmt], "format_name": fmt, "format_description": fmt}
 
             def read(self) -> tuple[int, bytes]:
                 self._check()
@@ -132,7 +142,7 @@ class FakeAlsa:
                 time.sleep(0.001)
                 n = self.period
                 ramp = (np.arange(self.sample, self.sample + n) % 1000).astype(np.int16)
-                data = np.repeat(ramp[:, None], fake.channels, axis=1).astype("<i2").tobytes()
+                data = fake.encode(np.repeat(ramp[:, None], fake.channels, axis=1))
                 self.sample += n
                 self.buffered = 3  # frames captured after the last one returned
                 return n, data
@@ -148,6 +158,24 @@ class FakeAlsa:
 
         self.PCM = PCM  # type: ignore[assignment]
 
+    def encode(self, s16: np.ndarray) -> bytes:
+        """16-bit sample values in the granted format, at the same level (S32: << 16, S24: << 8)."""
+        v = s16.astype(np.int32).reshape(-1)
+        fmt = self.granted_format
+        if fmt == "S16_LE":
+            return v.astype("<i2").tobytes()
+        if fmt == "S32_LE":
+            return (v << 16).astype("<i4").tobytes()
+        if fmt == "S24_LE":  # low three bytes of a 32-bit word; the top byte is not sign (garbage-free here)
+            return ((v << 8) & 0xFFFFFF).astype("<i4").tobytes()
+        if fmt == "S24_3LE":
+            return ((v << 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]).tobytes()
+        if fmt == "FLOAT_LE":
+            return (v / 32768.0).astype("<f4").tobytes()
+        if fmt == "U8":
+            return ((v >> 8) + 128).astype(np.uint8).tobytes()
+        raise AssertionError(fmt)
+
 
 def _drain(mic: AlsaMicrophone, want: int, timeout: float = 5.0) -> list[Any]:
     got: list[Any] = []
@@ -156,6 +184,34 @@ def _drain(mic: AlsaMicrophone, want: int, timeout: float = 5.0) -> list[Any]:
         got += mic.read(until_ns=1 << 62)
         time.sleep(0.005)
     return got
+
+
+@pytest.mark.parametrize("fmt", ["S16_LE", "S32_LE", "S24_LE", "S24_3LE", "FLOAT_LE"])
+def test_the_sample_format_the_device_grants_is_decoded(fmt: str) -> None:
+    """pyalsaaudio opens a device that cannot give S16_LE with the format it can (an I2S MEMS microphone
+    on hw:/dsnoop: gives S32_LE); the samples must come out the same."""
+    fake = FakeAlsa(rate=16000, channels=2, granted_format=fmt)
+    mic = AlsaMicrophone(MicrophoneConfig(rate=16000, channels=2, period_frames=160), module=fake)
+    assert mic.start()
+    try:
+        blocks = _drain(mic, 5)
+        error = mic._error
+    finally:
+        mic.close()
+    assert error is None and len(blocks) >= 5, error
+    for i, b in enumerate(blocks[:5]):
+        want = (np.arange(160 * i, 160 * (i + 1)) % 1000) / 32768.0
+        assert np.allclose(b.samples, want, atol=1e-6), (fmt, b.samples[:4], want[:4])
+    assert mic.sample_format == fmt
+
+
+def test_a_sample_format_that_cannot_be_read_is_named_at_start() -> None:
+    fake = FakeAlsa(rate=16000, channels=1, granted_format="U8")
+    mic = AlsaMicrophone(MicrophoneConfig(rate=16000, channels=1, period_frames=160, device="hw:CARD=mic"),
+                         module=fake)
+    with pytest.raises(MicrophoneError, match=r"'hw:CARD=mic'.*grants sample format U8.*plughw"):
+        mic.start()
+    assert not fake.pcms[0].open
 
 
 def test_alsa_blocks_are_stamped_from_htimestamp_minus_buffered_frames() -> None:

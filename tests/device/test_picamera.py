@@ -140,6 +140,32 @@ def test_an_unknown_stream_is_an_error(module: Any) -> None:
         cam.close()
 
 
+@pytest.mark.parametrize(("main", "name", "encoding"), [((640, 480), "Smpte170m", "Rec601"),
+                                                       ((1278, 720), "Smpte170m", "Rec601"),
+                                                       ((1280, 720), "Rec709", "Rec709")])
+def test_the_colour_space_follows_the_main_size(module: Any, main: tuple[int, int], name: str,
+                                                encoding: str) -> None:
+    """picamera2 picks Smpte170m (BT.601) under 1280x720 and Rec709 from there; the lores stream shares it."""
+    cam = _configured(module, {"size": (160, 96), "format": "YUV420"}, main=main)
+    try:
+        cs = cam.camera_configuration()["colour_space"]
+        assert f"'{name}'" in str(cs)
+        assert cs.ycbcrEncoding.name == encoding and cs.range.name == "Limited"
+    finally:
+        cam.close()
+
+
+def test_a_colour_space_that_is_not_a_libcamera_one_is_refused(module: Any) -> None:
+    cam = module.Picamera2(0)
+    try:
+        cfg = cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"})
+        cfg["colour_space"] = "Rec709"
+        with pytest.raises(RuntimeError, match="Colour space has incorrect type"):
+            cam.configure(cfg)
+    finally:
+        cam.close()
+
+
 def _record(module: Any, path: Path, frames: int, error_callback: Any = None, buffer_ms: int | None = None,
             options: dict[str, str] | None = None) -> None:
     cam = _configured(module, {"size": (160, 96), "format": "YUV420"}, main=(320, 240))
@@ -254,6 +280,57 @@ def test_fake_lores_picture_survives_the_padded_stride(platform: str) -> None:
     assert fake.outstanding == 0 and fake.closed
 
 
+PURE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (255, 255, 0), (0, 255, 255)]
+
+
+def _pure_scene(index: int, w: int, h: int) -> np.ndarray:
+    return np.full((h, w, 3), PURE[index % len(PURE)], np.uint8)
+
+
+@pytest.mark.parametrize("platform", ["vc4", "pisp"])
+@pytest.mark.parametrize("main", [(640, 480), (1280, 720)])
+def test_pure_colours_reach_the_model_in_the_cameras_colour_space(platform: str, main: tuple[int, int]) -> None:
+    """Under 1280x720 the YUV lores is BT.601 (picamera2's Smpte170m), from there BT.709: decoded with
+    the colour space the camera reports, a pure colour stays pure (the old BT.709-only decode made
+    green (0, 216, 0) at 640x480)."""
+    mod = FakePicamera2Module(platform=platform, scene=_pure_scene)
+    c = PiCamera(CameraConfig(main_size=main, lores_size=(160, 96)), picamera2_module=mod)
+    c.start()
+    frames = [c.read() for _ in PURE]
+    c.stop()
+    for colour, f in zip(PURE, frames, strict=True):
+        assert f is not None
+        got = f.lores.reshape(-1, 3).astype(int)
+        err = int(np.abs(got - np.array(colour)).max())
+        assert err <= 2, f"{main}: {colour} reached the model as {tuple(got.mean(axis=0).round())}"
+    assert c.lores_ycbcr == (("Rec601", False) if main == (640, 480) else ("Rec709", False))
+
+
+def test_a_yuv_lores_without_a_known_matrix_is_a_start_error() -> None:
+    from bodycam.device.hw.picamera_adapter import ycbcr_of
+    from bodycam.hw_sim.fake_picamera2 import ColorSpace
+
+    mod = FakePicamera2Module()
+    c = PiCamera(CFG, picamera2_module=mod)
+    cam = mod.instances[0]
+    real_create = cam.create_video_configuration
+
+    def create(**kwargs: Any) -> dict[str, Any]:
+        config = real_create(**kwargs)
+        # not one of picamera2's standard spaces, so configure() keeps it as it is (no YCbCr matrix)
+        config["colour_space"] = ColorSpace(ColorSpace.Primaries.Rec2020, ColorSpace.TransferFunction.Linear,
+                                            ColorSpace.YcbcrEncoding.Null, ColorSpace.Range.Full)
+        return config
+
+    cam.create_video_configuration = create  # type: ignore[method-assign]
+    with pytest.raises(HardwareError, match=r"colour space .* no YCbCr matrix"):
+        c.start()
+    c.stop()
+    with pytest.raises(HardwareError, match="colour space None"):  # a USB webcam reports none
+        ycbcr_of(None)
+    assert ycbcr_of(ColorSpace.Sycc()) == ("Rec601", True)
+
+
 @pytest.mark.parametrize("fmt", ["RGB888", "BGR888", "XRGB8888", "XBGR8888"])
 def test_rgb_formats_come_out_in_rgb_order_on_a_pi5(fmt: str) -> None:
     mod = FakePicamera2Module(platform="pisp")
@@ -345,14 +422,165 @@ def test_a_write_error_is_reported_at_the_next_frame(module: Any, tiny_disk: Pat
     assert err is not None and "segment-00000.mp4" in err and ("full" in err or "write failed" in err)
 
 
+def _in_thread(fn: Any, limit_s: float) -> tuple[str, Any, float]:
+    """Run ``fn`` on a daemon thread for at most ``limit_s``: ("ok", result) / ("raised", exc) /
+    ("blocked", None), and the seconds it took (a hang must fail the test, not stall the suite)."""
+    import threading
+    import time
+
+    out: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            out["ok"] = fn()
+        except BaseException as exc:  # handed to the test
+            out["raised"] = exc
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(limit_s)
+    took = time.monotonic() - t0
+    if t.is_alive():
+        return "blocked", None, took
+    key = next(iter(out))
+    return key, out[key], took
+
+
+def test_fake_capture_request_blocks_when_no_frame_comes_as_picamera2_does() -> None:
+    """picamera2 waits for ever (libcamera only logs the frontend timeout and cancels the requests);
+    ``wait=<s>`` raises TimeoutError and leaves the job queued; cancel_all_and_flush() cancels it."""
+    import concurrent.futures
+
+    mod = FakePicamera2Module(frames=1)
+    cam = mod.Picamera2(0)
+    cam.configure(cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"},
+                                                 lores={"size": (160, 96), "format": "YUV420"}))
+    kind, _, _ = _in_thread(cam.capture_request, 0.3)  # not started: no frame, no error either
+    assert kind == "blocked"
+    cam.cancel_all_and_flush()
+    cam.start()
+    cam.capture_request().release()  # the one frame the sensor gives
+    kind, _, _ = _in_thread(cam.capture_request, 0.3)
+    assert kind == "blocked"  # a dead sensor: no RuntimeError, no return
+    cam.cancel_all_and_flush()
+    kind, exc, took = _in_thread(lambda: cam.capture_request(wait=0.2), 5.0)
+    assert kind == "raised" and isinstance(exc, TimeoutError) and not isinstance(exc, RuntimeError)
+    assert isinstance(exc, concurrent.futures.TimeoutError) and 0.15 < took < 2.0
+    assert len(cam._job_list) == 1  # the timed-out job stays queued ...
+    waiter = cam.capture_request(wait=False)
+    kind, exc, _ = _in_thread(lambda: cam.wait(waiter), 5.0)
+    assert kind == "blocked"
+    cam.cancel_all_and_flush()  # ... until cancelled: a waiter gets CancelledError
+    assert isinstance(_in_thread(lambda: cam.wait(waiter), 5.0)[1], concurrent.futures.CancelledError)
+    assert cam._job_list == []
+    cam.close()
+
+
+def test_fake_a_timed_out_job_takes_the_next_frame_and_holds_its_buffer() -> None:
+    """picamera2 serves queued jobs oldest first: one abandoned after a timeout takes the next frame."""
+    mod = FakePicamera2Module()
+    cam = mod.Picamera2(0)
+    cam.configure(cam.create_video_configuration(main={"size": (640, 480), "format": "YUV420"},
+                                                 lores={"size": (160, 96), "format": "YUV420"}, buffer_count=3))
+    cam.start()
+    held = [cam.capture_request(), cam.capture_request()]  # buffer_count - 1: the camera has none left
+    with pytest.raises(TimeoutError):
+        cam.capture_request(wait=0.1)
+    held[0].release()  # a buffer comes back: the abandoned job gets the frame, not the next caller
+    assert cam.outstanding == 2 and cam._job_list == []
+    held[1].release()
+    req = cam.capture_request(wait=1.0)
+    assert req.index == 3  # frame 2 went to the abandoned job
+    req.release()
+    cam.close()
+
+
 def test_camera_timeout_is_a_hardware_error() -> None:
-    c = PiCamera(CFG, picamera2_module=FakePicamera2Module(frames=3))
+    """A dead camera (picamera2 blocks for ever) is a HardwareError within capture_timeout_s, well
+    inside the 10 s systemd watchdog; the abandoned job is cancelled so it takes no later frame."""
+    mod = FakePicamera2Module(frames=3)
+    c = PiCamera(CFG, picamera2_module=mod)
     c.start()
     for _ in range(3):
         assert c.read() is not None
-    with pytest.raises(HardwareError, match="frontend has timed out"):
-        c.read()
+    kind, exc, took = _in_thread(c.read, 8.0)
+    assert kind != "blocked", "read() hung on a dead camera (the watchdog would kill the firmware)"
+    assert 1.0 <= c.capture_timeout_s <= 6.0
+    assert kind == "raised" and isinstance(exc, HardwareError), exc
+    assert "no frame for 1.5 s" in str(exc) and "sensor cable" in str(exc)
+    assert c.capture_timeout_s - 0.1 < took < c.capture_timeout_s + 2.0
+    assert mod.instances[0]._job_list == []  # cancel_all_and_flush(): nothing left to steal a frame
     c.stop()
+    assert mod.instances[0].closed
+
+
+@pytest.mark.parametrize(("fps", "timeout_s"), [(30.0, 1.5), (5.0, 1.5), (2.0, 3.0), (1.0, 5.5)])
+def test_the_capture_timeout_follows_libcameras_own(fps: float, timeout_s: float) -> None:
+    """libcamera declares the sensor dead after max(1 s, 5 frames); the adapter waits 0.5 s longer, < 10 s."""
+    c = PiCamera(CameraConfig(main_size=(640, 480), lores_size=(160, 96), framerate=fps),
+                 picamera2_module=FakePicamera2Module())
+    assert c.capture_timeout_s == pytest.approx(timeout_s)
+    c.stop()
+
+
+def _busy() -> OSError:
+    import errno
+
+    return OSError(errno.EBUSY, "Device or resource busy", "/dev/video11")  # open('/dev/video11', 'rb+')
+
+
+def test_fake_encoder_device_errors_are_oserror_after_the_outputs_started() -> None:
+    """picamera2's Encoder.start sets _running and starts the outputs before V4L2Encoder._start opens
+    /dev/video11; the OSError is not wrapped, and start_encoder does not keep the encoder."""
+    mod = FakePicamera2Module(encoder_error=_busy())
+    cam = mod.Picamera2(0)
+    cam.configure(cam.create_video_configuration(main={"size": (320, 240), "format": "YUV420"}))
+    enc = mod.encoders.H264Encoder(bitrate=1_000_000, repeat=True, iperiod=15)
+    circ = mod.outputs.CircularOutput2(buffer_duration_ms=1000)
+    with pytest.raises(OSError, match="video11") as info:
+        cam.start_encoder(enc, circ, name="main")
+    assert not isinstance(info.value, RuntimeError)
+    assert enc.running and circ.recording and cam.encoders == []
+    mod.encoder_error = None
+    enc2 = mod.encoders.H264Encoder(bitrate=1_000_000, repeat=True, iperiod=15)
+    cam.start_encoder(enc2, mod.outputs.CircularOutput2(buffer_duration_ms=1000), name="main")
+    assert cam.encoders == [enc2]
+    cam.close()
+
+
+@pytest.mark.parametrize("error", [_busy(), FileNotFoundError(2, "No such file or directory", "/dev/video11"),
+                                   PermissionError(13, "Permission denied", "/dev/video11")])
+def test_an_encoder_device_error_at_start_is_a_hardware_error(error: OSError) -> None:
+    """A BodycamError, so the firmware reports 'start-up failed' and exits 78 instead of crashing."""
+    mod = FakePicamera2Module(encoder_error=error)
+    c = PiCamera(CFG, picamera2_module=mod)
+    with pytest.raises(HardwareError, match=r"camera: cannot start: .*/dev/video11"):
+        c.start()
+    c.stop()
+    assert mod.instances[0].closed and not mod.instances[0].started
+
+
+def test_an_encoder_that_cannot_restart_after_a_recording_is_a_hardware_error(tmp_path: Path) -> None:
+    """stop_recording finishes the recording; the failed restart (no footage any more) is a camera
+    failure at the next read(), and a new recording is refused with the same message."""
+    mod = FakePicamera2Module()
+    c = PiCamera(CFG, pre_event_s=1.0, picamera2_module=mod)
+    c.start()
+    for _ in range(20):
+        c.read()
+    c.start_recording(lambda k: tmp_path / f"segment-{k:05d}.mp4")
+    for _ in range(30):
+        c.read()
+    mod.encoder_error = _busy()
+    c.stop_recording()  # the old adapter: OSError escapes (the recorder takes it for a storage failure)
+    assert c.segments == [tmp_path / "segment-00000.mp4"] and len(read_video(str(c.segments[0]))) >= 30
+    with pytest.raises(HardwareError, match=r"encoder did not restart.*Device or resource busy"):
+        c.read()
+    with pytest.raises(HardwareError, match="encoder did not restart"):
+        c.start_recording(lambda k: tmp_path / f"again-{k:05d}.mp4")
+    c.stop()
+    assert mod.instances[0].closed
 
 
 def test_missing_camera_and_missing_picamera2(monkeypatch: pytest.MonkeyPatch) -> None:
