@@ -196,6 +196,30 @@ def test_the_hub_streams_a_snapshot_then_new_alerts_and_acks(web: WebApp) -> Non
     assert ack == {"event": "ack", "type": "ack", "n": snap["alerts"][0]["n"]}
 
 
+def test_a_marker_page_says_whether_its_signature_verified(web: WebApp) -> None:
+    """cam-01 has no registered key: its gunshot is stored (and alerted) unverified, and its page says so;
+    cam-02 signs with its registered key: verified."""
+    from bodycam.base.keys import KeyRegistry
+    from bodycam.device.identity import Signer
+
+    unverified = make_markers(web.tmp, ["gunshot"])[0]
+    signer = Signer.generate()
+    KeyRegistry(web.store).add("cam-02", signer.public_pem(), WALL)  # type: ignore[arg-type]
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    with Outbox(web.tmp / "signed.db", "cam-02", clock, fsync="normal", signer=signer) as ob:
+        clock.advance_ns(10**9)
+        signed = ob.record(MarkerDraft(kind="gunshot", t_mono_ns=clock.monotonic_ns(), wall_ns=clock.wall_ns(),
+                                       confidence=0.9, model=ModelRef("m", "1", "0" * 64)))
+    web.store.add_markers([(unverified, WALL), (signed, WALL)])
+    assert {a.marker_id for a in web.web.open_alerts()} == {unverified.id, signed.id}  # both alerted
+    with web.client() as c:
+        login(c)
+        page = c.get(f"/markers/{unverified.id}").text
+        assert '<td id="signature" class="unverified">unverified: no key registered for the device</td>' in page
+        page = c.get(f"/markers/{signed.id}").text
+        assert '<td id="signature" class="verified">verified (signed with a registered key)</td>' in page
+
+
 def test_search_filters_newest_first_and_pages(web: WebApp) -> None:
     a = make_markers(web.tmp, ["manual", "gunshot"] * 30, device="cam-01")
     b = make_markers(web.tmp, ["gunshot"], device="cam-02")
