@@ -144,6 +144,62 @@ def test_bad_logins_are_rate_limited_per_user_even_with_the_right_password(web: 
         assert login(c, "olga", PW).status_code == 303
 
 
+def test_the_login_limit_holds_for_concurrent_attempts(web: WebApp, db: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three `serve` instances (each its own connection) get logins all at once: 30 wrong passwords for
+    olga from 30 addresses, then 30 for 30 user names from one address. Only MAX_FAILS_USER (resp.
+    MAX_FAILS_CLIENT) passwords are checked; the others are refused unchecked, and so is the right one next."""
+    import threading
+
+    import bodycam.base.web.auth as auth_mod
+    from bodycam.base.web.auth import MAX_FAILS_CLIENT
+
+    stores = [open_store(db) for _ in range(3)]
+    auths = [Auth(WebDb(s)) for s in stores]
+    real, lock, checked = auth_mod._hasher, threading.Lock(), [0]
+
+    class Counting:  # the real argon2 check, counted, and a little slower (a busy box)
+        def verify(self, pw_hash: str, password: str) -> bool:
+            with lock:
+                checked[0] += 1
+            time.sleep(0.05)
+            return bool(real.verify(pw_hash, password))
+
+    monkeypatch.setattr(auth_mod, "_hasher", Counting())
+
+    def wave(attempts: list[tuple[str, str, str]]) -> list[Any]:
+        barrier, results = threading.Barrier(len(attempts)), []
+
+        def attempt(i: int, name: str, password: str, client: str) -> None:
+            barrier.wait()
+            r = auths[i % len(auths)].login(name, password, client, WALL)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=attempt, args=(i, *a)) for i, a in enumerate(attempts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    try:
+        results = wave([("olga", "not the password", f"10.0.0.{i}") for i in range(30)])
+        assert checked[0] == MAX_FAILS_USER, checked
+        assert sum(r.retry_after_s > 0 for r in results) == 30 - MAX_FAILS_USER
+        rows = web.web.rows("SELECT COUNT(*) FROM web_login_failures WHERE key='user:olga'")
+        assert int(rows[0][0]) == MAX_FAILS_USER
+        right = auths[0].login("olga", PW, "10.1.1.1", WALL + 1)
+        assert right.retry_after_s > 0 and right.session_token is None and checked[0] == MAX_FAILS_USER
+        checked[0] = 0
+        results = wave([(f"user{i}", "not the password", "10.9.9.9") for i in range(30)])
+        assert checked[0] == MAX_FAILS_CLIENT, checked
+        assert sum(r.retry_after_s > 0 for r in results) == 30 - MAX_FAILS_CLIENT
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_acknowledge_needs_csrf_and_is_audited(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["gunshot"])
     web.store.add_markers([(ms[0], WALL)])
