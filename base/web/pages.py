@@ -21,6 +21,7 @@ from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import UsageError
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # 50 million markers deep; a larger page number is a bad request, not a query
 ONLINE = "online"
 
 
@@ -90,6 +91,8 @@ async def markers(ctx: Context, request: Request, s: Session) -> Response:
         page = max(1, int(q.get("page", "1") or "1"))
     except ValueError:
         page, error = 1, "page: not a number"
+    if page > MAX_PAGE:
+        page, error = 1, f"page: at most {MAX_PAGE}"
     try:
         since, until = _time(form["since"], "from"), _time(form["until"], "until")
         area = parse_area(form["area"])

@@ -301,6 +301,24 @@ def test_search_filters_newest_first_and_pages(web: WebApp) -> None:
         assert "cam-01" in fleet and "cam-02" in fleet
 
 
+def test_a_page_number_too_large_is_a_bad_request_not_an_outage(web: WebApp) -> None:
+    with web.client() as c:
+        login(c)
+        for page in ("99999999999999999999", "1000001"):
+            r = c.get(f"/markers?page={page}")
+            assert r.status_code == 400 and "page: at most 1000000" in r.text, page
+        assert c.get("/markers?page=1000000").status_code == 200
+
+
+def test_recording_and_file_names_match_whole_strings() -> None:
+    from bodycam.device.uplink.offload_wire import FILE_RE, RECORDING_RE
+
+    for rid in ("20260101T000000000Z", "20260101T000000000Z-0001"):
+        assert RECORDING_RE.match(rid) and not RECORDING_RE.match(rid + "\n")
+    for name in ("manifest.json", "segment-00001.mp4", "segment-00001.mp4.age"):
+        assert FILE_RE.match(name) and not FILE_RE.match(name + "\n")
+
+
 def test_a_gap_before_a_marker_is_shown(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["manual", "gunshot", "gunshot"])
     web.store.add_markers([(ms[0], WALL), (ms[2], WALL)])
