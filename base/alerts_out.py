@@ -28,7 +28,10 @@ signature and refuses old timestamps: no replay). MQTT: QoS 1, not retained, on 
 
 Body (``bodycam.alert/1``): ``{"schema", "id" (alert id, stable), "kind", "device", "t" (event time),
 "received" (at base), "marker" (id), "location" ({lat, lon, ...} or null), "confidence", "details"
-(the marker's ``evidence``/``extra`` when present), "url" (the dashboard's page when configured)}``.
+(the marker's ``evidence``/``extra`` when present), "url" (the dashboard's page when configured), and for a
+marker's alert "verified" (whether its signature verified with a key registered for its device,
+:mod:`bodycam.base.provenance`; null when the key registry could not be read) and "signature" (the same in
+words)}``.
 
 Home Assistant (``--ha-discovery``, optional): :class:`HomeAssistantSink`, the same queue and retries,
 each alert a Home Assistant event of the camera's event entity announced by MQTT discovery.
@@ -51,6 +54,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from bodycam.base.provenance import Provenance, describe
 from bodycam.base.store import MarkerStore, _Store
 from bodycam.device.clock import Clock, SystemClock, rfc3339_ms
 from bodycam.device.errors import BrokerError, StorageError, UsageError
@@ -293,6 +297,7 @@ class AlertDispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down: set[str] = set()  # sinks whose last attempt failed (logged once per outage)
+        self._provenance = Provenance(store)  # this thread's own (the policy's key cache is not shared)
 
     # -- lifetime -----------------------------------------------------------------------------------
     def start(self) -> AlertDispatcher:
@@ -410,6 +415,12 @@ class AlertDispatcher:
             "t": row["t"], "received": rfc3339_ms(row["received_ns"]), "marker": row["marker_id"] if is_marker else None,
             "location": marker.get("location"), "confidence": marker.get("confidence"), "details": details,
         }
+        if is_marker:  # an unverified gunshot is sent too, and says so
+            try:
+                why = self._provenance.unverified_body(row["body"], row["received_ns"])
+                body["verified"], body["signature"] = why is None, describe(why)
+            except StorageError:
+                body["verified"], body["signature"] = None, "unknown (the key registry could not be read)"
         if self.cfg.public_url:
             where = f"/markers/{row['marker_id']}" if is_marker else "/fleet"
             body["url"] = self.cfg.public_url.rstrip("/") + where

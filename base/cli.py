@@ -217,7 +217,8 @@ def _listen(args: argparse.Namespace) -> int:
     signatures = SignaturePolicy(KeyRegistry(store), require=args.require_signatures)  # type: ignore[arg-type]
     ensure_tables(store)  # the alert trigger exists before the first marker is stored, with or without `serve`
     peer_cfg = peer.config_from_args(args)
-    hooks = peer.hooks_for(store, peer_cfg, prefix=args.prefix, instance=opts.client_id or args.group)
+    hooks = peer.hooks_for(store, peer_cfg, prefix=args.prefix, instance=opts.client_id or args.group,
+                           signatures=signatures)
     consumer = Consumer(opts, store, notify=_say, signatures=signatures, hooks=hooks)
     dispatcher = alerts_out.from_args(args, store, consumer.mqtt_config, consumer.client_id)
 

@@ -13,7 +13,7 @@ from bodycam.base.evidence_s3 import add_s3_arguments
 from bodycam.device.clock import SystemClock
 from bodycam.device.errors import UsageError
 
-_TIME = re.compile(r"^\d{8}T\d{9}Z$")
+_TIME = re.compile(r"\A\d{8}T\d{9}Z\Z")
 
 
 def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -> None:
@@ -41,7 +41,7 @@ def check_export_arguments(args: argparse.Namespace) -> None:
     """The time window in the recording id form, and an evidence store where one is named."""
     for name in ("since", "until"):
         value = getattr(args, name)
-        if value is not None and not _TIME.match(value):
+        if value is not None and not _TIME.fullmatch(value):
             raise UsageError(f"--{name} {value!r}: use the recording id form YYYYMMDDTHHMMSSmmmZ")
     if args.evidence_s3 is None and not (args.evidence / "recordings").is_dir():
         raise UsageError(f"{args.evidence}: not an evidence store (no recordings/ folder)")

@@ -23,6 +23,19 @@ receive time. :class:`DevicePositions` reads the online devices inside the shot'
 query (a few thousand rows at most, whatever the history), so the cost of a shot does not grow with
 the fleet's markers; the exact great-circle distance is then checked here.
 
+**Only verified shots start anyone** (:mod:`bodycam.base.provenance`): a gunshot whose signature does
+not verify against a key registered for its device (by default, a device without a registered key has
+its markers stored unverified) starts no one: whoever holds a broker identity could otherwise order
+every camera near any point to record. Its dashboard alert is still raised, marked unverified. Each
+such shot is claimed as below with the outcome ``unverified:<reason>`` (the audit) and logged (at most
+once a minute per device).
+
+**At most** ``max_per_minute`` **activations per shooting device** in any 60 s (by base's clock, across
+every instance: counted from ``peer_claims`` in the claim's transaction, serialised per device on
+PostgreSQL by an advisory lock), so a registered but compromised camera cannot command the fleet
+without end. A shot over the limit is claimed with the outcome ``rate_limited`` and logged (at most
+once a minute per device); the cameras its first shots started are recording already.
+
 **Stale shots do nothing**: a marker whose time ``t`` is more than ``max_shot_age_s`` from base's
 clock (a camera's outbox that held it while offline, or a camera whose clock is wrong) starts no one;
 this is logged once per device.
@@ -34,13 +47,17 @@ expiry): the dashboard shows them, and an operator's command (``base:<user>``) i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bodycam.base.rules import chunks
+from bodycam.base.keys import SignaturePolicy
+from bodycam.base.provenance import Provenance
+from bodycam.base.rules import CLOCK_AHEAD_MAX_S, chunks
 from bodycam.base.store import MarkerStore, _Store
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.errors import StorageError, UsageError
@@ -70,7 +87,8 @@ class PeerConfig:
     radius_m: float = 300.0
     expiry_s: int = 60  # MQTT 5 message expiry and the command's ``expires``
     position_max_age_s: float = 900.0  # a camera's last position older than this is not used
-    max_shot_age_s: float = 120.0  # a gunshot marker older than this (by its t) starts no one
+    max_shot_age_s: float = float(CLOCK_AHEAD_MAX_S)  # a gunshot marker further than this from base's clock starts no one
+    max_per_minute: int = 10  # activations per shooting device in any 60 s (every instance together)
     enabled: bool = True
 
     def __post_init__(self) -> None:
@@ -78,6 +96,8 @@ class PeerConfig:
             raise ValueError(f"peer radius {self.radius_m} m must be a positive number")
         if not 1 <= self.expiry_s <= 86400:
             raise ValueError(f"peer command expiry {self.expiry_s} s must be 1..86400")
+        if not 1 <= self.max_per_minute <= 10_000:
+            raise ValueError(f"peer activations per device and minute {self.max_per_minute} must be 1..10000")
 
 
 @dataclass(frozen=True)
@@ -141,12 +161,27 @@ class DevicePositions:
 def _schema(serial: str) -> tuple[str, ...]:
     return (
         "CREATE TABLE IF NOT EXISTS peer_claims (marker_id TEXT PRIMARY KEY, device TEXT NOT NULL,"
-        " instance TEXT NOT NULL, t_ns BIGINT NOT NULL, targets INTEGER NOT NULL DEFAULT 0)",
+        " instance TEXT NOT NULL, t_ns BIGINT NOT NULL, targets INTEGER NOT NULL DEFAULT 0,"
+        f" outcome TEXT NOT NULL DEFAULT '{ACTIVATED}')",
         f"CREATE TABLE IF NOT EXISTS peer_commands (n {serial}, id TEXT NOT NULL UNIQUE, device TEXT NOT NULL,"
         " reason TEXT NOT NULL, marker_id TEXT, distance_m DOUBLE PRECISION, issued_by TEXT NOT NULL,"
         " t_ns BIGINT NOT NULL, expires_ns BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS peer_commands_device ON peer_commands(device, n)",
     )
+
+
+#: ``peer_claims.outcome``: the shot started the cameras near it (``targets`` of them); else
+#: ``unverified:<reason>`` (:mod:`bodycam.base.provenance`) or :data:`RATE_LIMITED`
+ACTIVATED = "activated"
+RATE_LIMITED = "rate_limited"
+RATE_WINDOW_NS = 60 * NS
+# the claims' index for the rate limit; made after the outcome column (an older table gets it first)
+_CLAIMS_INDEX = "CREATE INDEX IF NOT EXISTS peer_claims_device ON peer_claims(device, t_ns)"
+
+
+def _rate_lock(device: str) -> int:
+    """The PostgreSQL advisory lock serialising one shooting device's claims (a signed 64-bit number)."""
+    return int.from_bytes(hashlib.sha256(b"bodycam-peer-rate:" + device.encode()).digest()[:8], "big", signed=True)
 
 
 def ensure_tables(store: MarkerStore | _Store) -> None:
@@ -161,6 +196,12 @@ def ensure_tables(store: MarkerStore | _Store) -> None:
             tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
         for stmt in _schema("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"):
             tx.run(stmt)
+        # a database from before the outcome column: its claims were activations
+        if pg:
+            tx.run(f"ALTER TABLE peer_claims ADD COLUMN IF NOT EXISTS outcome TEXT NOT NULL DEFAULT '{ACTIVATED}'")
+        elif not any(str(r[1]) == "outcome" for r in tx.all("PRAGMA table_info(peer_claims)")):
+            tx.run(f"ALTER TABLE peer_claims ADD COLUMN outcome TEXT NOT NULL DEFAULT '{ACTIVATED}'")
+        tx.run(_CLAIMS_INDEX)
 
 
 @dataclass(frozen=True)
@@ -195,7 +236,8 @@ class PeerActivation:
     """The consumer's hook (:meth:`__call__` after every stored batch); see the module docstring."""
 
     def __init__(self, store: MarkerStore, cfg: PeerConfig, *, prefix: str, instance: str,
-                 clock: Clock | None = None, sources: Sequence[PositionSource] | None = None) -> None:
+                 clock: Clock | None = None, sources: Sequence[PositionSource] | None = None,
+                 provenance: Provenance | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(store, _Store):
             raise StorageError(f"peer activation needs a SQLite or PostgreSQL store, not {type(store).__name__}")
         ensure_tables(store)
@@ -206,8 +248,13 @@ class PeerActivation:
         self.clock = clock or SystemClock()
         self.sources: list[PositionSource] = (
             list(sources) if sources is not None else [DevicePositions(store)])
+        # whether a shot is verified: the consumer's own signature rule (base/provenance.py)
+        self.provenance = provenance if provenance is not None else Provenance(store)
         self.sent = 0
+        self.refused: dict[str, int] = {}  # outcome (unverified:<reason>, rate_limited) -> shots this instance claimed
         self._stale_logged: set[str] = set()
+        self._monotonic = monotonic
+        self._refusal_logged: dict[tuple[str, str], float] = {}  # (device, outcome) -> when last logged
 
     def __call__(self, markers: Sequence[Marker], publish: Publish) -> None:
         self.activate_all([m for m in markers if self.cfg.enabled and m.kind == "gunshot" and m.location is not None],
@@ -237,17 +284,58 @@ class PeerActivation:
                     newest[p.device] = p
         return list(newest.values())
 
-    def _claim(self, shots: Sequence[Marker], now_ns: int) -> set[str]:
-        """Claim the shots (one transaction); the ids whose claim row this call made."""
-        mine: set[str] = set()
+    def _claim(self, shots: Sequence[Marker], unverified: dict[str, str], now_ns: int) -> dict[str, str]:
+        """Claim the shots (one transaction): marker id -> outcome, for the ids whose claim row this call
+        made. ``unverified``: marker id -> why it is not verified. A verified shot is an activation
+        unless its device had ``max_per_minute`` of them in the last 60 s (then ``rate_limited``)."""
+        from bodycam.base.store_pg import PostgresStore
+
+        ordered = sorted({m.id: m for m in shots}.values(), key=lambda m: m.id)  # uuid7: in time order
         with self.store.transaction() as tx:
-            for part in chunks(sorted({m.id: m for m in shots}.values(), key=lambda m: m.id)):
-                values = ",".join("(?,?,?,?)" for _ in part)
-                args = [v for m in part for v in (m.id, m.device, self.instance, now_ns)]
-                rows = tx.all(f"INSERT INTO peer_claims(marker_id, device, instance, t_ns) VALUES {values} "
+            if isinstance(self.store, PostgresStore):  # one device's claims, one instance at a time
+                for device in sorted({m.device for m in ordered}):
+                    tx.one("SELECT pg_advisory_xact_lock(?)", (_rate_lock(device),))
+            made: set[str] = set()
+            for part in chunks(ordered):
+                values = ",".join("(?,?,?,?,?)" for _ in part)
+                args = [v for m in part for v in (m.id, m.device, self.instance, now_ns,
+                                                  f"unverified:{unverified[m.id]}" if m.id in unverified else ACTIVATED)]
+                rows = tx.all(f"INSERT INTO peer_claims(marker_id, device, instance, t_ns, outcome) VALUES {values} "
                               "ON CONFLICT (marker_id) DO NOTHING RETURNING marker_id", args)
-                mine.update(str(r[0]) for r in rows)
+                made.update(str(r[0]) for r in rows)
+            mine: dict[str, str] = {m.id: f"unverified:{unverified[m.id]}" for m in ordered if m.id in made and m.id in unverified}
+            candidates = [m for m in ordered if m.id in made and m.id not in unverified]
+            limited: list[str] = []
+            for device in sorted({m.device for m in candidates}):
+                ids = [m.id for m in candidates if m.device == device]
+                row = tx.one("SELECT COUNT(*) FROM peer_claims WHERE device=? AND outcome=? AND t_ns > ?",
+                             (device, ACTIVATED, now_ns - RATE_WINDOW_NS))
+                before = int(row[0]) - len(ids) if row is not None else 0  # without this batch's own rows
+                allowed = max(0, self.cfg.max_per_minute - before)
+                mine.update((i, ACTIVATED) for i in ids[:allowed])
+                limited.extend(ids[allowed:])
+            mine.update((i, RATE_LIMITED) for i in limited)
+            for some in chunks(limited):
+                tx.run(f"UPDATE peer_claims SET outcome=? WHERE marker_id IN ({','.join('?' * len(some))})",
+                       (RATE_LIMITED, *some))
         return mine
+
+    def _refusal(self, m: Marker, outcome: str) -> None:
+        """Count and log (once a minute per device and outcome) a claimed shot that starts no one."""
+        self.refused[outcome] = self.refused.get(outcome, 0) + 1
+        key, now = (m.device, outcome), self._monotonic()
+        if now - self._refusal_logged.get(key, -1e9) < 60.0:
+            return
+        if len(self._refusal_logged) < 10_000:
+            self._refusal_logged[key] = now
+        if outcome == RATE_LIMITED:
+            _log.warning("gunshot %s of %s: no peer activation, the device's limit of %d activations a minute "
+                         "is spent (peer_claims outcome %s; logged once a minute)", m.id, m.device,
+                         self.cfg.max_per_minute, outcome)
+        else:
+            _log.warning("gunshot %s of %s: no peer activation, its signature is not verified (%s; register the "
+                         "device's key: bodycam-base keys add) (peer_claims outcome %s; logged once a minute)",
+                         m.id, m.device, outcome.split(":", 1)[1], outcome)
 
     def activate(self, m: Marker, publish: Publish) -> list[Command]:
         """Claim ``m`` and send ``cmd/record`` to the cameras near it; [] if another instance has it."""
@@ -269,8 +357,13 @@ class PeerActivation:
                              "behind" if age_s > 0 else "ahead of", self.cfg.max_shot_age_s)
         if not fresh:
             return {}
-        mine = self._claim(fresh, now)
-        claimed = list({m.id: m for m in fresh if m.id in mine}.values())
+        unverified = {m.id: why for m in fresh if (why := self.provenance.unverified(m, now)) is not None}
+        mine = self._claim(fresh, unverified, now)
+        by_id = {m.id: m for m in fresh}
+        for mid, outcome in mine.items():
+            if outcome != ACTIVATED:
+                self._refusal(by_id[mid], outcome)
+        claimed = [by_id[mid] for mid, outcome in mine.items() if outcome == ACTIVATED]
         positions = self.positions(claimed, now) if claimed else []
         out: dict[str, list[Command]] = {}
         for m in claimed:
@@ -287,7 +380,6 @@ class PeerActivation:
                 )
                 tx.many("UPDATE peer_claims SET targets=? WHERE marker_id=?",
                         [(len(cs), mid) for mid, cs in out.items() if cs])
-        by_id = {m.id: m for m in fresh}
         for mid, commands in out.items():
             for c in commands:
                 if publish(c.topic, c.payload, self.cfg.expiry_s):
@@ -299,11 +391,13 @@ class PeerActivation:
         return out
 
 
-def hooks_for(store: MarkerStore, cfg: PeerConfig, *, prefix: str, instance: str) -> list[PeerActivation]:
-    """``listen``'s consumer hooks: peer activation when enabled and the store is SQL (a test's stand-in is not)."""
+def hooks_for(store: MarkerStore, cfg: PeerConfig, *, prefix: str, instance: str,
+              signatures: SignaturePolicy | None = None) -> list[PeerActivation]:
+    """``listen``'s consumer hooks: peer activation when enabled and the store is SQL (a test's stand-in is not).
+    ``signatures``: the consumer's policy (its cache of keys is shared)."""
     if not cfg.enabled or not isinstance(store, _Store):
         return []
-    return [PeerActivation(store, cfg, prefix=prefix, instance=instance)]
+    return [PeerActivation(store, cfg, prefix=prefix, instance=instance, provenance=Provenance(store, signatures))]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -316,11 +410,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"cmd/record expires after this many seconds (MQTT 5 expiry and 'expires'; default {d.expiry_s})")
     p.add_argument("--peer-position-age-s", type=float, default=d.position_max_age_s,
                    help=f"a camera's last position older than this is not used (default {d.position_max_age_s:g})")
+    p.add_argument("--peer-max-per-minute", type=int, default=d.max_per_minute,
+                   help=f"at most this many peer activations per shooting camera in any 60 s, all instances "
+                   f"together (default {d.max_per_minute}); only verified gunshots activate peers")
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:
     try:
         return PeerConfig(radius_m=args.peer_radius_m or 1.0, expiry_s=args.peer_expiry_s,
-                          position_max_age_s=args.peer_position_age_s, enabled=args.peer_radius_m != 0)
+                          position_max_age_s=args.peer_position_age_s, max_per_minute=args.peer_max_per_minute,
+                          enabled=args.peer_radius_m != 0)
     except ValueError as exc:
         raise UsageError(f"--peer-*: {exc}") from None

@@ -131,7 +131,7 @@ class Receiver:
             return self._locks.setdefault((device, recording), threading.Lock())
 
     def _staging(self, device: str, recording: str) -> Path:
-        if not RECORDING_RE.match(recording):
+        if not RECORDING_RE.fullmatch(recording):
             raise Refused(400, ["bad_recording"], f"{recording!r} is not a recording id")
         return self.evidence.staging / device / recording
 
@@ -147,7 +147,7 @@ class Receiver:
 
     def write_chunk(self, device: str, recording: str, name: str, offset: int, data: bytes, sha256: str) -> int:
         """Write ``data`` at ``offset`` of file ``name`` (durably); returns the bytes base now holds."""
-        if not FILE_RE.match(name):
+        if not FILE_RE.fullmatch(name):
             raise Refused(400, ["bad_file"], f"{name!r} is not a file of a recording")
         if len(data) > MAX_CHUNK:
             raise Refused(413, ["chunk_too_large"], f"a chunk is at most {MAX_CHUNK} bytes")

@@ -74,7 +74,7 @@ class Review:
         self.copies = copies
 
     def held(self, device: str, recording: str) -> StoredRecording:
-        if not is_device_id(device) or not RECORDING_RE.match(recording):
+        if not is_device_id(device) or not RECORDING_RE.fullmatch(recording):
             raise NoSuchRecording(f"{device!r}/{recording!r} is not a recording id")
         found = self.custody.stored(device, recording)
         if not found:

@@ -132,10 +132,28 @@ MIGRATED_COLUMNS = frozenset({"contig_seq", "pos_t_ns"})
 #: finds the cameras near a shot with one query (``base/peer.py``)
 POSITION_COLUMNS = (("pos_lat", "DOUBLE PRECISION"), ("pos_lon", "DOUBLE PRECISION"), ("pos_t_ns", "BIGINT"),
                     ("pos_received_ns", "BIGINT"))
-#: set a device's position unless the one it has is newer (by the camera's time); args: lat, lon, t_ns,
-#: received_ns, device, t_ns
+#: how far a camera's clock may run ahead of base's for its time to order positions: a position dated
+#: further ahead of base's receive time (an RTC reset, a GNSS glitch: telemetry's ``t`` may be as late as
+#: 2262) is ordered by base's receive time instead (:func:`position_t_ns`), so one such message cannot pin
+#: a device's position against every later one; the same bound as a gunshot's for peer activation
+#: (``base/peer.py`` ``max_shot_age_s``)
+CLOCK_AHEAD_MAX_S = 120
+CLOCK_AHEAD_MAX_NS = CLOCK_AHEAD_MAX_S * 1_000_000_000
+
+
+def position_t_ns(t_ns: int, received_ns: int) -> int:
+    """The time a position is ordered by: the camera's ``t_ns``, unless it is more than
+    :data:`CLOCK_AHEAD_MAX_S` ahead of base's ``received_ns`` (then ``received_ns``)."""
+    return t_ns if t_ns <= received_ns + CLOCK_AHEAD_MAX_NS else received_ns
+
+
+#: a stored position whose time is too far ahead of its receive time (written before
+#: :func:`position_t_ns` existed) is replaced by any new one
+PINNED_POSITION = f"pos_t_ns > pos_received_ns + {CLOCK_AHEAD_MAX_NS}"
+#: set a device's position unless the one it has is newer (by the camera's time, :func:`position_t_ns`);
+#: args: lat, lon, t_ns, received_ns, device, t_ns
 SET_POSITION = ("UPDATE devices SET pos_lat=?, pos_lon=?, pos_t_ns=?, pos_received_ns=? "
-                "WHERE device=? AND (pos_t_ns IS NULL OR pos_t_ns <= ?)")
+                f"WHERE device=? AND (pos_t_ns IS NULL OR pos_t_ns <= ? OR {PINNED_POSITION})")
 MIGRATED_MARKER_COLUMNS = frozenset({"lat", "lon"})
 
 
@@ -171,7 +189,8 @@ def migrate(tx: Tx, columns: set[str], *, unique_index: bool, marker_columns: se
         rows = tx.all("SELECT m.device, m.lat, m.lon, m.t_ns, m.received_ns FROM markers m JOIN ("
                       "SELECT device, MAX(t_ns) AS t FROM markers WHERE lat IS NOT NULL GROUP BY device) x "
                       "ON m.device=x.device AND m.t_ns=x.t WHERE m.lat IS NOT NULL")
-        tx.many(SET_POSITION, [(r[1], r[2], r[3], r[4], r[0], r[3]) for r in rows])
+        timed = [(r, position_t_ns(int(r[3]), int(r[4]))) for r in rows]
+        tx.many(SET_POSITION, [(r[1], r[2], t, r[4], r[0], t) for r, t in timed])
     if "contig_seq" not in columns:
         tx.run("ALTER TABLE devices ADD COLUMN contig_seq BIGINT NOT NULL DEFAULT 0")
         for (device,) in tx.all("SELECT device FROM devices"):
@@ -255,10 +274,10 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
             at[(str(row[0]), int(row[1]))] = [str(row[2]), str(row[3]), str(row[4]), str(row[5]), None]
     devs: dict[str, _Dev] = {}
     for names in in_chunks(sorted({m.device for m, _ in items})):
-        for row in tx.all("SELECT device, max_seq, contig_seq, last_seen_ns, pos_t_ns FROM devices WHERE device IN "
-                          f"({','.join('?' * len(names))})", names):
+        for row in tx.all(f"SELECT device, max_seq, contig_seq, last_seen_ns, pos_t_ns, {PINNED_POSITION} "
+                          f"FROM devices WHERE device IN ({','.join('?' * len(names))})", names):
             devs[str(row[0])] = _Dev(int(row[1]), int(row[2]), int(row[3]), int(row[1]),
-                                     pos_t_ns=None if row[4] is None else int(row[4]))
+                                     pos_t_ns=None if row[4] is None or row[5] else int(row[4]))
     pending: list[list[Any]] = []
     settle: list[tuple[str, str, int]] = []  # (chain, device, seq) of successors stored before the batch
 
@@ -320,9 +339,10 @@ def add_markers(tx: Tx, items: Sequence[tuple[Marker, int]]) -> list[AddResult]:
                     d.contig += 1
         d.max_seq = max(d.max_seq, m.seq)
         d.last_seen = max(d.last_seen, received_ns)
-        if loc is not None and (d.pos_t_ns is None or m.t_ns >= d.pos_t_ns):
-            d.pos_t_ns = m.t_ns
-            d.pos = (loc.lat, loc.lon, m.t_ns, received_ns)
+        pos_t = position_t_ns(m.t_ns, received_ns)
+        if loc is not None and (d.pos_t_ns is None or pos_t >= d.pos_t_ns):
+            d.pos_t_ns = pos_t
+            d.pos = (loc.lat, loc.lon, pos_t, received_ns)
         out.append(AddResult(True, chain, gap, first=first))
     flush()
     if settle:

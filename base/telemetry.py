@@ -9,7 +9,9 @@ A message is validated by :func:`bodycam.base.validate.validate_telemetry` (the 
   (older rows are deleted in the same transaction);
 * ``devices.last_seen_ns``: telemetry is a sign of life, as a marker or a live status is;
 * the device's position (``devices.pos_*``, ``rules.POSITION_COLUMNS``) when the message has a location
-  newer than the one base has (an idle camera is placed too: peer activation, ``base/peer.py``).
+  newer than the one base has (an idle camera is placed too: peer activation, ``base/peer.py``); "newer"
+  by the camera's clock, unless that is more than ``rules.CLOCK_AHEAD_MAX_S`` ahead of base's receive time
+  (then by the receive time: ``rules.position_t_ns``), so one message from a wrong clock cannot pin it.
 
 Both stores call :func:`add_telemetry` inside their own transaction, devices in sorted order (so a
 telemetry batch and a marker batch, which locks ``devices`` rows in sorted order on PostgreSQL, cannot
@@ -59,7 +61,8 @@ class StoredTelemetry:
 
 # the device's row in one statement: made if new, last seen raised, the position taken if the message has
 # a newer one than the row (rules.SET_POSITION's rule); SET expressions read the row as it was
-_NEWER_POS = "excluded.pos_t_ns IS NOT NULL AND (devices.pos_t_ns IS NULL OR devices.pos_t_ns <= excluded.pos_t_ns)"
+_NEWER_POS = ("excluded.pos_t_ns IS NOT NULL AND (devices.pos_t_ns IS NULL OR devices.pos_t_ns <= excluded.pos_t_ns "
+              f"OR devices.pos_t_ns > devices.pos_received_ns + {rules.CLOCK_AHEAD_MAX_NS})")
 _UPSERT_DEVICE = (
     "INSERT INTO devices(device, last_seen_ns, max_seq, contig_seq, pos_lat, pos_lon, pos_t_ns, pos_received_ns) "
     "VALUES (?, ?, 0, 0, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
@@ -86,7 +89,7 @@ def add_telemetry(tx: Tx, items: Sequence[TelemetryIn], *, history: int = HISTOR
         "WHERE excluded.received_ns >= telemetry_latest.received_ns",
         [(tel.device, tel.t, tel.t_ns, rx, body) for tel, rx, body in rows],
     )
-    tx.many(_UPSERT_DEVICE, [(tel.device, rx, *((tel.location.lat, tel.location.lon, tel.t_ns, rx)
+    tx.many(_UPSERT_DEVICE, [(tel.device, rx, *((tel.location.lat, tel.location.lon, rules.position_t_ns(tel.t_ns, rx), rx)
                                                   if tel.location is not None else (None, None, None, None)))
                              for tel, rx, _ in rows])
     tx.many(

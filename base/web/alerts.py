@@ -29,6 +29,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from bodycam.base.provenance import describe
 from bodycam.base.web.alert_wake import Waker
 from bodycam.base.web.db import Alert, WebDb
 from bodycam.device.errors import StorageError
@@ -43,7 +44,9 @@ def evidence_of(marker: dict[str, Any]) -> dict[str, Any] | None:
     return ev if isinstance(ev, dict) else None
 
 
-def alert_event(a: Alert) -> dict[str, Any]:
+def alert_event(a: Alert, unverified: str | None = None) -> dict[str, Any]:
+    """The page's event for alert ``a``; ``unverified``: why its marker is not verified (None: verified;
+    see :mod:`bodycam.base.provenance`). The page shows an unverified alert as such, never hides it."""
     try:
         body = json.loads(a.body)
     except ValueError:
@@ -65,6 +68,9 @@ def alert_event(a: Alert) -> dict[str, Any]:
         # a fleet alert (base/web/fleet.py): its text, and the fleet page instead of a marker page
         "detail": body.get("detail") if isinstance(body.get("detail"), str) else None,
         "href": "/fleet" if a.marker_id.startswith("fleet:") else None,
+        # a marker's alert: whether its signature verified with a registered key; a fleet alert: None
+        "verified": (unverified is None) if a.is_marker else None,
+        "signature": describe(unverified) if a.is_marker else None,
     }
 
 
@@ -99,15 +105,24 @@ class AlertHub:
         if self.outage is not None:
             self.outage = None
             self._publish({"type": "restored"})
-        now = {a.n: alert_event(a) for a in alerts}
+        now = {a.n for a in alerts}
         for n in [n for n in self.open if n not in now]:
             del self.open[n]
             self._publish({"type": "ack", "n": n})
-        for n, ev in now.items():
-            if n not in self.open:
-                self.open[n] = ev
+        new = [a for a in alerts if a.n not in self.open]
+        if new:  # a new alert's signature is checked once, not at every poll
+            try:
+                events = await run_in_threadpool(self._events, new)
+            except StorageError as exc:  # the key registry did not answer: the next poll tries again
+                _log.warning("store unavailable: %s", exc)
+                return
+            for ev in events:
+                self.open[ev["n"]] = ev
                 self._publish(ev)
         self.polls += 1
+
+    def _events(self, alerts: list[Alert]) -> list[dict[str, Any]]:
+        return [alert_event(a, self.db.unverified(a.body, a.received_ns) if a.is_marker else None) for a in alerts]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -12,7 +12,12 @@
 * Rate limit: failed logins are stored per user name and per client address; at
   ``MAX_FAILS_USER`` (resp. ``MAX_FAILS_CLIENT``) failures within ``WINDOW_S`` further attempts
   are refused without checking the password until the oldest failure leaves the window. Stored in
-  the database, so it holds across restarts and across several ``serve`` instances.
+  the database, so it holds across restarts and across several ``serve`` instances. It holds under
+  concurrency too: an attempt is counted *before* its password is checked (one transaction reads the
+  failures and inserts the attempt's rows; on PostgreSQL under an advisory lock per user name and per
+  client address, on SQLite under the database's write lock), so attempts in flight count as failures,
+  and at most ``MAX_FAILS_USER`` passwords of a user are checked in a window however many requests run
+  at once; a successful login removes its own rows (and the user's failures).
 """
 
 from __future__ import annotations
@@ -84,6 +89,12 @@ def check_password(password: str) -> str:
     return password
 
 
+def _lock_id(key: str) -> int:
+    """The PostgreSQL advisory lock of one rate-limit key (a signed 64-bit number)."""
+    return int.from_bytes(hashlib.sha256(b"bodycam-login:" + key.encode("utf-8", "surrogatepass")).digest()[:8],
+                          "big", signed=True)
+
+
 class Auth:
     def __init__(self, db: WebDb, *, session_s: int = 12 * 3600) -> None:
         self.db = db
@@ -118,7 +129,7 @@ class Auth:
         """Check a login; on success a new session (its token for the cookie)."""
         since = now_ns - WINDOW_S * 1_000_000_000
         keys = (f"user:{name}"[:200], f"client:{client}"[:200])
-        retry = self._blocked(keys, (MAX_FAILS_USER, MAX_FAILS_CLIENT), since, now_ns)
+        retry, held = self._reserve(keys, (MAX_FAILS_USER, MAX_FAILS_CLIENT), since, now_ns)
         if retry:
             return LoginResult(retry_after_s=retry)
         rows = self.db.rows("SELECT pw_hash, role, disabled FROM web_users WHERE name=?", (name,))
@@ -128,13 +139,12 @@ class Auth:
         except (VerificationError, InvalidHashError):
             ok = False
         with self.db.tx() as tx:
-            if not ok:
-                for key in keys:
-                    tx.run("INSERT INTO web_login_failures(key, t_ns) VALUES (?,?)", (key, now_ns))
+            if not ok:  # the attempt's rows, made before the check, are its failure
                 tx.run("DELETE FROM web_login_failures WHERE t_ns < ?", (since,))
                 audit(tx, now_ns, name[:64], "login_failed", "", "", client)
                 return LoginResult()
             token = secrets.token_urlsafe(32)
+            tx.run(f"DELETE FROM web_login_failures WHERE n IN ({','.join('?' * len(held))})", held)
             tx.run("DELETE FROM web_login_failures WHERE key=?", (keys[0],))
             tx.run("DELETE FROM web_sessions WHERE expires_ns <= ?", (now_ns,))
             tx.run(
@@ -144,18 +154,33 @@ class Auth:
             audit(tx, now_ns, name, "login", "", "", client)
         return LoginResult(session_token=token)
 
-    def _blocked(self, keys: tuple[str, ...], limits: tuple[int, ...], since: int, now_ns: int) -> int:
-        """Seconds until a login may be tried again (0: now)."""
-        wait = 0
-        for key, limit in zip(keys, limits, strict=True):
-            rows = self.db.rows(
-                "SELECT t_ns FROM web_login_failures WHERE key=? AND t_ns >= ? ORDER BY t_ns DESC LIMIT ?",
-                (key, since, limit),
-            )
-            if len(rows) >= limit:
-                oldest = int(rows[-1][0])
-                wait = max(wait, (oldest + WINDOW_S * 1_000_000_000 - now_ns) // 1_000_000_000 + 1)
-        return int(wait)
+    def _reserve(self, keys: tuple[str, ...], limits: tuple[int, ...], since: int,
+                 now_ns: int) -> tuple[int, list[int]]:
+        """Count this attempt before its password is checked, in one transaction serialised per key:
+        ``(seconds until a login may be tried again, [])`` when a key has ``limit`` failures (or attempts
+        in flight) in the window, else ``(0, the ids of the rows made for this attempt)``, which stay as
+        its failure unless the login succeeds."""
+        with self.db.tx() as tx:
+            if self.db.postgres:  # SQLite: BEGIN IMMEDIATE already serialises every writer
+                for key in sorted(keys):
+                    tx.one("SELECT pg_advisory_xact_lock(?)", (_lock_id(key),))
+            wait = 0
+            for key, limit in zip(keys, limits, strict=True):
+                rows = tx.all(
+                    "SELECT t_ns FROM web_login_failures WHERE key=? AND t_ns >= ? ORDER BY t_ns DESC LIMIT ?",
+                    (key, since, limit),
+                )
+                if len(rows) >= limit:
+                    oldest = int(rows[-1][0])
+                    wait = max(wait, (oldest + WINDOW_S * 1_000_000_000 - now_ns) // 1_000_000_000 + 1)
+            if wait:
+                return int(wait), []
+            held = []
+            for key in keys:
+                row = tx.one("INSERT INTO web_login_failures(key, t_ns) VALUES (?,?) RETURNING n", (key, now_ns))
+                assert row is not None
+                held.append(int(row[0]))
+        return 0, held
 
     def session(self, token: str | None, now_ns: int) -> Session | None:
         """The live session of a cookie's token (None: none, expired, or the user is disabled)."""

@@ -22,14 +22,17 @@ received_ns``); it fires only for rows actually inserted (duplicates are ``ON CO
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bodycam.base import rules
+from bodycam.base.provenance import Provenance
 from bodycam.base.store import MarkerStore, _Store
 from bodycam.base.web.alert_wake import CHANNEL
 from bodycam.device.errors import StorageError
+from bodycam.device.uplink.markers import Marker
 
 ALERT_KINDS = ("gunshot",)
 # the episodes of the fleet alerts (``base/web/fleet.py``: low battery, storage full, ...)
@@ -97,6 +100,11 @@ class Alert:
     acked_by: str | None = None
     acked_ns: int | None = None
 
+    @property
+    def is_marker(self) -> bool:
+        """A marker's alert (a gunshot), not a fleet condition's (``fleet:...``)."""
+        return not self.marker_id.startswith("fleet:")
+
 
 @dataclass(frozen=True)
 class AuditRow:
@@ -119,6 +127,8 @@ class WebDb:
         from bodycam.base.store_pg import _SCHEMA_LOCK, PostgresStore
 
         self.postgres = isinstance(store, PostgresStore)
+        self._provenance: Provenance | None = None  # made at first use (base/provenance.py)
+        self._provenance_lock = threading.Lock()  # the signature policy's key cache is not shared unguarded
         with store._tx() as tx:
             if self.postgres:
                 tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
@@ -175,6 +185,16 @@ class WebDb:
             if changed:
                 audit(tx, now_ns, user, "acknowledge", f"alert {n}", f"marker {row[0]}", client)
             return bool(changed)
+
+    def unverified(self, marker: str | Marker, received_ns: int) -> str | None:
+        """Why the stored marker (or its JSON body) is not verified, or None when its signature verifies
+        with a key registered for its device (:mod:`bodycam.base.provenance`)."""
+        with self._provenance_lock:
+            if self._provenance is None:
+                self._provenance = Provenance(self.store)
+            if isinstance(marker, str):
+                return self._provenance.unverified_body(marker, received_ns)
+            return self._provenance.unverified(marker, received_ns)
 
     # -- audit --------------------------------------------------------------------------------------
     def audit_rows(self, limit: int = 200) -> list[AuditRow]:

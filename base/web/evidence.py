@@ -26,7 +26,7 @@ _TYPES = {".mp4": "video/mp4", ".vtt": "text/vtt; charset=utf-8", ".json": "appl
 
 def _target(request: Request) -> tuple[str, str]:
     device, recording = str(request.path_params["device"]), str(request.path_params["recording"])
-    if not is_device_id(device) or not RECORDING_RE.match(recording):
+    if not is_device_id(device) or not RECORDING_RE.fullmatch(recording):
         raise HTTPException(404, "no such recording")
     return device, recording
 
@@ -49,7 +49,7 @@ async def recording(ctx: Context, rx: Receiver, request: Request, s: Session) ->
 async def file(ctx: Context, rx: Receiver, request: Request, s: Session) -> Response:
     device, rec = _target(request)
     name = str(request.path_params["name"])
-    if not FILE_RE.match(name):
+    if not FILE_RE.fullmatch(name):
         raise HTTPException(404, "no such file")
     if not await run_in_threadpool(rx.custody.stored, device, rec):
         raise HTTPException(404, "base holds no such recording")

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bodycam.base.provenance import describe
 from bodycam.base.store import StoredMarker
 from bodycam.base.web.alerts import AlertHub, evidence_of
 from bodycam.base.web.auth import Session
@@ -20,6 +21,7 @@ from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import UsageError
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # 50 million markers deep; a larger page number is a bad request, not a query
 ONLINE = "online"
 
 
@@ -89,6 +91,8 @@ async def markers(ctx: Context, request: Request, s: Session) -> Response:
         page = max(1, int(q.get("page", "1") or "1"))
     except ValueError:
         page, error = 1, "page: not a number"
+    if page > MAX_PAGE:
+        page, error = 1, f"page: at most {MAX_PAGE}"
     try:
         since, until = _time(form["since"], "from"), _time(form["until"], "until")
         area = parse_area(form["area"])
@@ -117,22 +121,24 @@ async def markers(ctx: Context, request: Request, s: Session) -> Response:
 async def marker(ctx: Context, request: Request, s: Session) -> Response:
     marker_id = str(request.path_params["marker_id"])
 
-    def load() -> tuple[StoredMarker | None, Any, list[int]]:
+    def load() -> tuple[StoredMarker | None, Any, list[int], str]:
         sm = ctx.db.store.marker(marker_id)
         if sm is None:
-            return None, None, []
+            return None, None, [], ""
         near = [int(r[0]) for r in ctx.db.rows(
             "SELECT seq FROM markers WHERE device=? AND seq IN (?, ?)", (sm.marker.device, sm.marker.seq - 1,
                                                                         sm.marker.seq + 1))]
-        return sm, ctx.db.alert_of(marker_id), near
+        why = ctx.db.unverified(sm.marker, sm.received_ns)
+        return sm, ctx.db.alert_of(marker_id), near, describe(why)
 
-    sm, alert, near = await run_in_threadpool(load)
+    sm, alert, near, signature = await run_in_threadpool(load)
     if sm is None:
         return ctx.render(request, "error.html", {"s": s, "title": "No such marker"}, 404)
     seq = sm.marker.seq
     gap_before = seq > 1 and (seq - 1) not in near
     return ctx.render(request, "marker.html", {
         "s": s, "m": marker_view(sm), "alert": alert, "gap_before": gap_before, "next_stored": (seq + 1) in near,
+        "signature": signature, "verified": signature.startswith("verified"),
     })
 
 

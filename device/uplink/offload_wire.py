@@ -39,8 +39,9 @@ PREFIX = "/api/offload/v1"
 PROTOCOL = "bodycam-offload/1"
 MAX_CHUNK = 8 * 1024 * 1024
 #: the files of a recording that are uploaded (the camera's ``offload.json`` stays on the camera)
-FILE_RE = re.compile(r"^(segment-\d{5}\.mp4(\.age)?|markers\.jsonl|chapters\.vtt|manifest\.json)$")
-RECORDING_RE = re.compile(r"^\d{8}T\d{9}Z(-\d{1,4})?$")
+#: (``\A``...``\Z``: the whole string, so ``match`` and ``fullmatch`` agree and a trailing newline is refused)
+FILE_RE = re.compile(r"\A(segment-\d{5}\.mp4(\.age)?|markers\.jsonl|chapters\.vtt|manifest\.json)\Z")
+RECORDING_RE = re.compile(r"\A\d{8}T\d{9}Z(-\d{1,4})?\Z")
 
 H_DEVICE = "x-bodycam-device"
 H_KEY = "x-bodycam-key"

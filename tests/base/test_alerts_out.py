@@ -147,6 +147,8 @@ def test_a_webhook_that_fails_then_recovers_gets_every_alert_signed(store: Marke
     a = got[0]
     assert a["schema"] == "bodycam.alert/1" and a["kind"] == "gunshot" and a["device"] == "cam-01"
     assert a["location"]["lat"] == 52.2 and a["confidence"] == 0.97 and a["details"]["evidence"]["audio"] == 0.99
+    # cam-01 has no registered key: its gunshot is sent, and said to be unverified
+    assert a["verified"] is False and a["signature"] == "unverified: no key registered for the device"
     for headers, body, _ in hook.requests:
         ts = headers["x-bodycam-timestamp"]
         assert abs(int(ts) - time.time()) < 300

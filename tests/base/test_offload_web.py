@@ -56,6 +56,13 @@ def test_supervisors_see_the_evidence_and_every_file_opened_is_audited(made: Pat
             for bad in (f"/evidence/{DEVICE}/{rec.name}/offload.json", f"/evidence/{DEVICE}/{rec.name}/..%2Fx",
                         f"/evidence/{DEVICE}/20990101T000000000Z", "/evidence/bad..dev/x"):
                 assert c.get(bad).status_code == 404, bad
+        # names are whole-string matches: a trailing newline is not a recording or a file of one
+        from bodycam.base.receive import Refused
+
+        for recording, name in ((rec.name + "\n", "manifest.json"), (rec.name, "manifest.json\n")):
+            with pytest.raises(Refused, match="is not a"):
+                base.receiver.write_chunk(DEVICE, recording, name, 0, b"x", hashlib.sha256(b"x").hexdigest())
+        assert not any("\n" in p.name for p in base.receiver.evidence.staging.rglob("*"))
         entries = base.custody.entries(recording=rec.name)
         assert [(e.actor, e.action, e.detail.get("file")) for e in entries][-1] == ("sam", "viewed",
                                                                                     "segment-00001.mp4")

@@ -17,9 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bodycam.base.cli import open_store
 from bodycam.base.consumer import Consumer, ConsumerOptions
+from bodycam.base.keys import KeyRegistry
 from bodycam.base.peer import PeerActivation, PeerConfig, great_circle_m
 from bodycam.base.store import MarkerStore, _Store
 from bodycam.device.clock import VirtualClock
+from bodycam.device.identity import Signer
 from bodycam.device.uplink.commands import parse_record
 from bodycam.device.uplink.markers import Location, Marker, MarkerDraft, ModelRef
 from bodycam.device.uplink.outbox import Outbox
@@ -32,11 +34,19 @@ def north_of(metres: float) -> tuple[float, float]:
     return HERE[0] + metres / 111_195.0, HERE[1]
 
 
+SIGNERS: dict[str, Signer] = {}  # each device's key (the Fleet registers cam-a's: its shots are verified)
+
+
+def signer_of(device: str) -> Signer:
+    return SIGNERS.setdefault(device, Signer.generate())
+
+
 def markers(tmp_path: Path, device: str, kinds: list[str], where: tuple[float, float] | None,
-            wall: int = WALL) -> list[Marker]:
+            wall: int = WALL, *, signed: bool = True) -> list[Marker]:
     clock = VirtualClock(wall_epoch_ns=wall - 10 * 10**9)
     out = []
-    with Outbox(tmp_path / f"{device}-{len(kinds)}-{wall}.db", device, clock, fsync="normal") as ob:
+    with Outbox(tmp_path / f"{device}-{len(kinds)}-{wall}-{signed}.db", device, clock, fsync="normal",
+                signer=signer_of(device) if signed else None) as ob:
         for kind in kinds:
             clock.advance_ns(1_000_000_000)
             shot = kind == "gunshot"
@@ -69,6 +79,8 @@ class Fleet:
         self.place("cam-d", north_of(50), "offline")  # near but offline
         self.place("cam-e", None, "online")  # no position known
         self.store.set_status("cam-a", "online", None, WALL)
+        assert isinstance(self.store, _Store)
+        KeyRegistry(self.store).add("cam-a", signer_of("cam-a").public_pem(), WALL - 3600 * 10**9)
 
     def place(self, device: str, where: tuple[float, float] | None, state: str) -> None:
         ms = markers(self.tmp, device, ["manual"], where)
@@ -310,9 +322,231 @@ def test_an_older_database_gets_device_positions(db: str, tmp_path: Path) -> Non
     f = Fleet.__new__(Fleet)
     f.store, f.received_ns, f.tmp, f.sent = open_store(db), WALL, tmp_path, []
     f.clock = VirtualClock(wall_epoch_ns=WALL + 5 * 10**9)
+    assert isinstance(f.store, _Store)
+    KeyRegistry(f.store).add("cam-a", signer_of("cam-a").public_pem(), WALL - 3600 * 10**9)
     try:
         shot = markers(tmp_path, "cam-a", ["gunshot"], HERE)[0]
         f.activation(radius_m=300)([shot], f.publish)
         assert [t for t, _, _ in f.sent] == ["bodycam/cam-b/cmd/record"]
     finally:
         f.store.close()
+
+
+def test_an_unverified_gunshot_starts_no_one_but_its_alert_is_raised_marked_unverified(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """As ``listen`` wires it (the consumer's signature policy, default ``registered``): cam-z has no
+    registered key, so its markers are stored unverified; cam-y signs, but its key is not registered
+    either. Their gunshots 50 m from cam-b raise dashboard alerts, shown as unverified, and start no one
+    (claimed with the reason: the audit, and logged); cam-a's signed shot, with its registered key, does."""
+    import asyncio
+
+    from bodycam.base.keys import SignaturePolicy
+    from bodycam.base.provenance import Provenance
+    from bodycam.base.web.alerts import AlertHub
+    from bodycam.base.web.db import WebDb
+
+    assert isinstance(fleet.store, _Store)
+    web = WebDb(fleet.store)  # the alert trigger, as listen and serve make it
+    policy = SignaturePolicy(KeyRegistry(fleet.store))
+    peer = PeerActivation(fleet.store, PeerConfig(radius_m=300), prefix="bodycam", instance="base-1",
+                          clock=fleet.clock, provenance=Provenance(fleet.store, policy))
+    consumer = Consumer(ConsumerOptions(url="mqtt://127.0.0.1:1"), fleet.store, clock=fleet.clock,
+                        signatures=policy, hooks=[peer])
+    consumer.publish = fleet.publish  # type: ignore[method-assign]
+    unsigned = markers(fleet.tmp, "cam-z", ["gunshot"] * 3, north_of(170), signed=False)
+    unregistered = markers(fleet.tmp, "cam-y", ["gunshot"], north_of(170))[0]
+    for m in (*unsigned, unregistered):
+        assert consumer.handle(f"bodycam/{m.device}/marker", m.to_json()) == "stored"
+    assert consumer.counters["unverified"] == 4
+    assert fleet.sent == [] and peer.sent == 0
+    verified = markers(fleet.tmp, "cam-a", ["gunshot"], HERE)[0]
+    assert consumer.handle("bodycam/cam-a/marker", verified.to_json()) == "stored"
+    assert [t for t, _, _ in fleet.sent] == ["bodycam/cam-b/cmd/record"]
+    assert parse_record(fleet.sent[0][1]).reason == f"peer:cam-a/{verified.id}"
+    claims = {str(r[0]): (str(r[1]), int(r[2])) for r in fleet.store.read("SELECT marker_id, outcome, targets FROM peer_claims")}
+    assert claims == {**{m.id: ("unverified:no_key", 0) for m in (*unsigned, unregistered)},
+                      verified.id: ("activated", 1)}
+    assert [str(r[0]) for r in fleet.store.read("SELECT reason FROM peer_commands")] == [f"peer:cam-a/{verified.id}"]
+    assert f"gunshot {unsigned[0].id} of cam-z: no peer activation, its signature is not verified (no_key" in caplog.text
+    assert caplog.text.count("of cam-z: no peer activation") == 1  # logged once a minute per device
+    assert peer.refused == {"unverified:no_key": 4}
+
+    # every alert is raised; the page's events say which are unverified
+    async def events() -> dict[str, dict[str, Any]]:
+        hub = AlertHub(web, poll_s=0.02)
+        await hub.poll_once()
+        return {str(ev["marker"]): ev for ev in hub.open.values()}
+
+    evs = asyncio.run(events())
+    assert set(evs) == {m.id for m in (*unsigned, unregistered, verified)}
+    for m in (*unsigned, unregistered):
+        assert evs[m.id]["verified"] is False
+        assert evs[m.id]["signature"] == "unverified: no key registered for the device"
+    assert evs[verified.id]["verified"] is True and evs[verified.id]["signature"].startswith("verified")
+
+
+def test_a_shot_from_a_revoked_or_foreign_key_is_not_verified(fleet: Fleet) -> None:
+    """Without the consumer's policy in front (duplicates, or a marker stored before its device's key was
+    registered): the hook asks the rule itself. A shot signed by another device's key, an unsigned shot of
+    a registered device and a shot received after its key's revocation start no one."""
+    from bodycam.base.provenance import Provenance
+
+    assert isinstance(fleet.store, _Store)
+    peer = fleet.activation(radius_m=300)
+    foreign = Signer.generate()
+    KeyRegistry(fleet.store).add("cam-q", foreign.public_pem(), WALL - 3600 * 10**9)
+    clock = VirtualClock(wall_epoch_ns=WALL - 10 * 10**9)
+    with Outbox(fleet.tmp / "forged.db", "cam-a", clock, fsync="normal", signer=foreign) as ob:
+        clock.advance_ns(10**9)
+        forged = ob.record(MarkerDraft(kind="gunshot", t_mono_ns=clock.monotonic_ns(), wall_ns=clock.wall_ns(),
+                                       confidence=0.9, model=ModelRef("m", "1", "0" * 64),
+                                       location=Location(HERE[0], HERE[1], 10.0, 0.9, "3d", 0.2)))
+    unsigned = markers(fleet.tmp, "cam-a", ["manual", "gunshot"], HERE, signed=False)[1]
+    assert peer([forged, unsigned], fleet.publish) is None and fleet.sent == []
+    outcomes = dict(fleet.store.read("SELECT marker_id, outcome FROM peer_claims"))
+    assert outcomes == {forged.id: "unverified:unknown_key", unsigned.id: "unverified:unsigned"}
+    KeyRegistry(fleet.store).revoke("cam-a", signer_of("cam-a").key_id, WALL)
+    late = markers(fleet.tmp, "cam-a", ["manual", "manual", "gunshot"], HERE)[2]
+    assert Provenance(fleet.store).unverified(late, WALL + 1) == "revoked_key"
+    assert fleet.activation(radius_m=300).activate(late, fleet.publish) == [] and fleet.sent == []
+
+
+def test_activations_per_shooting_device_are_limited_across_instances(db: str, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A registered camera gone bad fires 12 shots, handled by two instances at once (two connections):
+    only ``max_per_minute`` of them start anyone; the rest are claimed ``rate_limited`` and logged. Another
+    device's shots have their own limit, and a minute later cam-a's shots start cameras again."""
+    fleet = Fleet(db, tmp_path)
+    store2 = open_store(db)
+    try:
+        assert isinstance(fleet.store, _Store)
+        KeyRegistry(fleet.store).add("cam-c", signer_of("cam-c").public_pem(), WALL - 3600 * 10**9)
+        one = fleet.activation("base-1", radius_m=300, max_per_minute=3)
+        two = PeerActivation(store2, PeerConfig(radius_m=300, max_per_minute=3), prefix="bodycam",
+                             instance="base-2", clock=fleet.clock)
+        shots = markers(fleet.tmp, "cam-a", ["gunshot"] * 12, HERE)
+        lock = threading.Lock()
+
+        def publish(topic: str, payload: bytes, expiry_s: int) -> bool:
+            with lock:
+                return fleet.publish(topic, payload, expiry_s)
+
+        def run(p: PeerActivation, mine: list[Marker]) -> None:
+            for m in mine:
+                p([m], publish)
+
+        threads = [threading.Thread(target=run, args=(one, shots[0::2])),
+                   threading.Thread(target=run, args=(two, shots[1::2]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(fleet.sent) == 3
+        outcomes = [str(r[0]) for r in fleet.store.read("SELECT outcome FROM peer_claims WHERE device='cam-a'")]
+        assert sorted(outcomes) == ["activated"] * 3 + ["rate_limited"] * 9
+        assert "the device's limit of 3 activations a minute is spent" in caplog.text
+        assert one.refused.get("rate_limited", 0) + two.refused.get("rate_limited", 0) == 9
+        # a batch of shots is limited the same way; another shooter is not held back by cam-a
+        fleet.sent.clear()
+        burst = markers(fleet.tmp, "cam-a", ["manual"] + ["gunshot"] * 4, HERE)[1:]
+        other = markers(fleet.tmp, "cam-c", ["gunshot"], north_of(150))[0]  # cam-c shoots 30 m from cam-b
+        one([*burst, other], fleet.publish)
+        assert [t for t, _, _ in fleet.sent] == ["bodycam/cam-b/cmd/record"]
+        assert parse_record(fleet.sent[0][1]).reason == f"peer:cam-c/{other.id}"
+        got = {str(r[0]): str(r[1]) for r in fleet.store.read("SELECT marker_id, outcome FROM peer_claims")}
+        assert [got[m.id] for m in (*burst, other)] == ["rate_limited"] * 4 + ["activated"]
+        # a minute later cam-a may start cameras again
+        fleet.clock.advance_ns(61 * 10**9)
+        fleet.sent.clear()
+        later = markers(fleet.tmp, "cam-a", ["gunshot"] * 4, HERE, wall=WALL + 60 * 10**9)
+        one(later, fleet.publish)
+        assert [t for t, _, _ in fleet.sent] == ["bodycam/cam-b/cmd/record"] * 3
+    finally:
+        store2.close()
+        fleet.store.close()
+
+
+def test_an_older_claims_table_gets_the_outcome_column(db: str, tmp_path: Path) -> None:
+    store = open_store(db)
+    try:
+        assert isinstance(store, _Store)
+        with store.transaction() as tx:
+            tx.run("CREATE TABLE peer_claims (marker_id TEXT PRIMARY KEY, device TEXT NOT NULL,"
+                   " instance TEXT NOT NULL, t_ns BIGINT NOT NULL, targets INTEGER NOT NULL DEFAULT 0)")
+            tx.run("INSERT INTO peer_claims VALUES ('old', 'cam-a', 'b', 1, 2)")
+        PeerActivation(store, PeerConfig(), prefix="bodycam", instance="base-1")
+        PeerActivation(store, PeerConfig(), prefix="bodycam", instance="base-2")  # again: nothing changes
+        assert [tuple(r) for r in store.read("SELECT marker_id, outcome FROM peer_claims")] == [("old", "activated")]
+    finally:
+        store.close()
+
+
+def test_a_position_dated_far_ahead_of_base_does_not_pin_the_camera(fleet: Fleet) -> None:
+    """cam-g's clock is wrong once (telemetry dated 2099, 2 km away), then right again (telemetry and a
+    marker 100 m from the shot): the correct positions replace the wrong one, and the shot starts cam-g.
+    A camera time ahead of base's receive time by more than rules.CLOCK_AHEAD_MAX_S orders the position by
+    the receive time; within that bound the camera's time still orders (a resent, older message does not
+    move a camera back). A row pinned by an older base heals at the next position."""
+    from bodycam.base import rules
+    from bodycam.base.telemetry import TelemetryIn
+
+    assert isinstance(fleet.store, _Store)
+    store = fleet.store
+    y2099 = 4_070_908_800_000_000_000
+
+    def tel(where: tuple[float, float], t_ns: int, received_ns: int) -> TelemetryIn:
+        t = telemetry_at("cam-g", where, t_ns)
+        return TelemetryIn(t.telemetry, t.body, received_ns)
+
+    def row() -> tuple[int, int]:
+        r = store.read("SELECT pos_t_ns, pos_received_ns FROM devices WHERE device='cam-g'")[0]
+        return int(r[0]), int(r[1])
+
+    store.set_status("cam-g", "online", None, WALL)
+    store.add_telemetry([tel(north_of(2000), y2099, WALL - 30 * 10**9)])
+    assert row() == (WALL - 30 * 10**9, WALL - 30 * 10**9)  # ordered by base's receive time
+    store.add_telemetry([tel(north_of(100), WALL - 20 * 10**9, WALL - 20 * 10**9)])
+    shot = markers(fleet.tmp, "cam-a", ["gunshot"], HERE)[0]
+    fleet.activation(radius_m=150)([shot], fleet.publish)
+    assert sorted(t for t, _, _ in fleet.sent) == ["bodycam/cam-b/cmd/record", "bodycam/cam-g/cmd/record"]
+    # a marker dated 2099 far away, then one with the right time 100 m away: the right one wins
+    far = markers(fleet.tmp, "cam-g", ["manual"], north_of(3000), wall=y2099)[0]
+    store.add_markers([(far, WALL - 10 * 10**9)])
+    assert row() == (WALL - 10 * 10**9, WALL - 10 * 10**9)
+    near = markers(fleet.tmp, "cam-g", ["manual", "manual"], north_of(100), wall=WALL)[1]  # t = WALL - 8 s
+    store.add_markers([(near, WALL - 5 * 10**9)])
+    assert row() == (near.t_ns, WALL - 5 * 10**9)
+    # within the bound the camera's time orders: 60 s ahead, then an older message does not move it back
+    ahead = WALL + 60 * 10**9
+    store.add_telemetry([tel(north_of(2000), ahead, WALL)])
+    store.add_telemetry([tel(north_of(100), WALL + 10**9, WALL + 10**9)])
+    assert row() == (ahead, WALL)
+    # a row pinned by an older base (camera time far beyond its receive time): the next position replaces it
+    with store.transaction() as tx:
+        tx.run("UPDATE devices SET pos_t_ns=?, pos_received_ns=? WHERE device='cam-g'", (y2099, WALL))
+    store.add_telemetry([tel(north_of(100), WALL + 2 * 10**9, WALL + 2 * 10**9)])
+    assert row() == (WALL + 2 * 10**9, WALL + 2 * 10**9)
+    with store.transaction() as tx:
+        tx.run("UPDATE devices SET pos_t_ns=?, pos_received_ns=? WHERE device='cam-g'", (y2099, WALL))
+    later = markers(fleet.tmp, "cam-g", ["manual"] * 3, north_of(100), wall=WALL + 10 * 10**9)[2]
+    store.add_markers([(later, WALL + 3 * 10**9)])
+    assert row() == (later.t_ns, WALL + 3 * 10**9)
+    assert rules.position_t_ns(WALL + rules.CLOCK_AHEAD_MAX_NS, WALL) == WALL + rules.CLOCK_AHEAD_MAX_NS
+    assert rules.position_t_ns(WALL + rules.CLOCK_AHEAD_MAX_NS + 1, WALL) == WALL
+
+
+def test_a_key_registered_just_before_a_shot_is_used(fleet: Fleet) -> None:
+    """The signature policy reads keys at most every 2 s: a device whose key was registered since its last
+    read is looked up again when a signed shot comes, so its first shot is verified."""
+    from bodycam.base.keys import SignaturePolicy
+    from bodycam.base.provenance import Provenance
+
+    assert isinstance(fleet.store, _Store)
+    policy = SignaturePolicy(KeyRegistry(fleet.store), refresh_s=3600)
+    provenance = Provenance(fleet.store, policy)
+    shot = markers(fleet.tmp, "cam-n", ["gunshot"], HERE)[0]
+    assert provenance.unverified(shot, WALL) == "no_key"  # the policy has read the keys: none for cam-n
+    KeyRegistry(fleet.store).add("cam-n", signer_of("cam-n").public_pem(), WALL)
+    assert provenance.unverified(shot, WALL) is None
+    unsigned = markers(fleet.tmp, "cam-m", ["gunshot"], HERE, signed=False)[0]
+    assert provenance.unverified(unsigned, WALL) == "no_key"

@@ -34,6 +34,7 @@ from test_web import PW
 
 from bodycam.base.cli import main as base_main
 from bodycam.device.clock import rfc3339_ms
+from bodycam.device.identity import ensure_key
 from bodycam.device.uplink.markers import canonical_json
 
 pytestmark = pytest.mark.integration
@@ -166,6 +167,11 @@ def run_all(tmp_path: Path, db: Path, base: Base, hook: Hook, mosquitto: Any, pr
     for device in ("cam-b", "cam-c"):
         wait_for(f"{device} online with a position at base", lambda d=device: base.placed_and_online(d), 90)  # type: ignore[misc]
 
+    # camera A's key is registered at base (only a verified gunshot starts other cameras): the simulator
+    # keeps its key in OUT/state/identity/device.key, made here first as `bodycam provision` would
+    signer = ensure_key(tmp_path / "cam-a" / "state" / "identity" / "device.key", "cam-a")
+    (tmp_path / "cam-a.pub").write_bytes(signer.public_pem())
+    assert base_main(["keys", "add", "cam-a", str(tmp_path / "cam-a.pub"), "--db", str(db)]) == 0
     cam_a = sim(procs, SHOTS, "cam-a", HERE, tmp_path, mosquitto.url)
     assert cam_a.wait(timeout=180) == 0, procs.stderr(cam_a)
     shots = {m["id"] for m in base.markers("cam-a", "gunshot")}
@@ -181,7 +187,11 @@ def run_all(tmp_path: Path, db: Path, base: Base, hook: Hook, mosquitto: Any, pr
     claims = base.rows("SELECT marker_id, COUNT(*) FROM peer_claims GROUP BY marker_id")
     assert {r[0] for r in claims} <= shots and all(r[1] == 1 for r in claims) and claims
     cmds = base.rows("SELECT device, marker_id, reason FROM peer_commands")
-    assert {r[0] for r in cmds} == {"cam-b"} and len(cmds) == len(claims)
+    activated = base.rows("SELECT marker_id FROM peer_claims WHERE outcome='activated'")
+    assert {r[0] for r in cmds} == {"cam-b"} and len(cmds) == len(activated) > 0
+    # every shot verified (cam-a's key is registered); beyond 10 a minute they are rate-limited
+    assert {r[0] for r in base.rows("SELECT outcome FROM peer_claims")} <= {"activated", "rate_limited"}
+    assert len(activated) == min(len(claims), 10)
     assert all(r[2] == f"peer:cam-a/{r[1]}" for r in cmds)
     assert base.markers("cam-c", "recording_start") == []
 

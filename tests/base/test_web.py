@@ -144,6 +144,62 @@ def test_bad_logins_are_rate_limited_per_user_even_with_the_right_password(web: 
         assert login(c, "olga", PW).status_code == 303
 
 
+def test_the_login_limit_holds_for_concurrent_attempts(web: WebApp, db: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three `serve` instances (each its own connection) get logins all at once: 30 wrong passwords for
+    olga from 30 addresses, then 30 for 30 user names from one address. Only MAX_FAILS_USER (resp.
+    MAX_FAILS_CLIENT) passwords are checked; the others are refused unchecked, and so is the right one next."""
+    import threading
+
+    import bodycam.base.web.auth as auth_mod
+    from bodycam.base.web.auth import MAX_FAILS_CLIENT
+
+    stores = [open_store(db) for _ in range(3)]
+    auths = [Auth(WebDb(s)) for s in stores]
+    real, lock, checked = auth_mod._hasher, threading.Lock(), [0]
+
+    class Counting:  # the real argon2 check, counted, and a little slower (a busy box)
+        def verify(self, pw_hash: str, password: str) -> bool:
+            with lock:
+                checked[0] += 1
+            time.sleep(0.05)
+            return bool(real.verify(pw_hash, password))
+
+    monkeypatch.setattr(auth_mod, "_hasher", Counting())
+
+    def wave(attempts: list[tuple[str, str, str]]) -> list[Any]:
+        barrier, results = threading.Barrier(len(attempts)), []
+
+        def attempt(i: int, name: str, password: str, client: str) -> None:
+            barrier.wait()
+            r = auths[i % len(auths)].login(name, password, client, WALL)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=attempt, args=(i, *a)) for i, a in enumerate(attempts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    try:
+        results = wave([("olga", "not the password", f"10.0.0.{i}") for i in range(30)])
+        assert checked[0] == MAX_FAILS_USER, checked
+        assert sum(r.retry_after_s > 0 for r in results) == 30 - MAX_FAILS_USER
+        rows = web.web.rows("SELECT COUNT(*) FROM web_login_failures WHERE key='user:olga'")
+        assert int(rows[0][0]) == MAX_FAILS_USER
+        right = auths[0].login("olga", PW, "10.1.1.1", WALL + 1)
+        assert right.retry_after_s > 0 and right.session_token is None and checked[0] == MAX_FAILS_USER
+        checked[0] = 0
+        results = wave([(f"user{i}", "not the password", "10.9.9.9") for i in range(30)])
+        assert checked[0] == MAX_FAILS_CLIENT, checked
+        assert sum(r.retry_after_s > 0 for r in results) == 30 - MAX_FAILS_CLIENT
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_acknowledge_needs_csrf_and_is_audited(web: WebApp) -> None:
     ms = make_markers(web.tmp, ["gunshot"])
     web.store.add_markers([(ms[0], WALL)])
@@ -196,6 +252,30 @@ def test_the_hub_streams_a_snapshot_then_new_alerts_and_acks(web: WebApp) -> Non
     assert ack == {"event": "ack", "type": "ack", "n": snap["alerts"][0]["n"]}
 
 
+def test_a_marker_page_says_whether_its_signature_verified(web: WebApp) -> None:
+    """cam-01 has no registered key: its gunshot is stored (and alerted) unverified, and its page says so;
+    cam-02 signs with its registered key: verified."""
+    from bodycam.base.keys import KeyRegistry
+    from bodycam.device.identity import Signer
+
+    unverified = make_markers(web.tmp, ["gunshot"])[0]
+    signer = Signer.generate()
+    KeyRegistry(web.store).add("cam-02", signer.public_pem(), WALL)  # type: ignore[arg-type]
+    clock = VirtualClock(wall_epoch_ns=WALL)
+    with Outbox(web.tmp / "signed.db", "cam-02", clock, fsync="normal", signer=signer) as ob:
+        clock.advance_ns(10**9)
+        signed = ob.record(MarkerDraft(kind="gunshot", t_mono_ns=clock.monotonic_ns(), wall_ns=clock.wall_ns(),
+                                       confidence=0.9, model=ModelRef("m", "1", "0" * 64)))
+    web.store.add_markers([(unverified, WALL), (signed, WALL)])
+    assert {a.marker_id for a in web.web.open_alerts()} == {unverified.id, signed.id}  # both alerted
+    with web.client() as c:
+        login(c)
+        page = c.get(f"/markers/{unverified.id}").text
+        assert '<td id="signature" class="unverified">unverified: no key registered for the device</td>' in page
+        page = c.get(f"/markers/{signed.id}").text
+        assert '<td id="signature" class="verified">verified (signed with a registered key)</td>' in page
+
+
 def test_search_filters_newest_first_and_pages(web: WebApp) -> None:
     a = make_markers(web.tmp, ["manual", "gunshot"] * 30, device="cam-01")
     b = make_markers(web.tmp, ["gunshot"], device="cam-02")
@@ -219,6 +299,24 @@ def test_search_filters_newest_first_and_pages(web: WebApp) -> None:
         assert c.get("/markers/not-an-id").status_code == 404
         fleet = c.get("/fleet").text
         assert "cam-01" in fleet and "cam-02" in fleet
+
+
+def test_a_page_number_too_large_is_a_bad_request_not_an_outage(web: WebApp) -> None:
+    with web.client() as c:
+        login(c)
+        for page in ("99999999999999999999", "1000001"):
+            r = c.get(f"/markers?page={page}")
+            assert r.status_code == 400 and "page: at most 1000000" in r.text, page
+        assert c.get("/markers?page=1000000").status_code == 200
+
+
+def test_recording_and_file_names_match_whole_strings() -> None:
+    from bodycam.device.uplink.offload_wire import FILE_RE, RECORDING_RE
+
+    for rid in ("20260101T000000000Z", "20260101T000000000Z-0001"):
+        assert RECORDING_RE.match(rid) and not RECORDING_RE.match(rid + "\n")
+    for name in ("manifest.json", "segment-00001.mp4", "segment-00001.mp4.age"):
+        assert FILE_RE.match(name) and not FILE_RE.match(name + "\n")
 
 
 def test_a_gap_before_a_marker_is_shown(web: WebApp) -> None:

@@ -71,6 +71,11 @@
     div.appendChild(el("span", "device", a.device));
     div.appendChild(el("span", "time", a.t));
     div.dataset.kind = String(a.kind);
+    // a marker whose signature did not verify with a registered key: shown, and said so
+    if (a.verified === false) {
+      div.classList.add("unverified");
+      div.appendChild(el("span", "unverified", "UNVERIFIED" + (typeof a.signature === "string" ? " (" + a.signature + ")" : "")));
+    }
     if (typeof a.confidence === "number") div.appendChild(el("span", "conf", "conf " + a.confidence.toFixed(2)));
     if (typeof a.detail === "string") div.appendChild(el("span", "detail", a.detail));
     else div.appendChild(el("span", "where", place(a.location)));
