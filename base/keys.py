@@ -150,6 +150,10 @@ class SignaturePolicy:
         self._parsed[(k.public_pem, k.key_id)] = (k, public)
         return k, public
 
+    def reload(self, device: str) -> None:
+        """Read ``device``'s keys now (a key registered since the last read counts at once)."""
+        self._keys(device, force=True)
+
     def _keys(self, device: str, force: bool = False) -> dict[str, tuple[DeviceKey, Ed25519PublicKey]]:
         """The device's keys: every device's keys are read in one query at most every ``refresh_s``
         (a fleet of thousands would otherwise cost one query per device and refresh); ``force``

@@ -50,7 +50,7 @@ class Provenance:
                 return "no_key"
             # a signed marker of a device without a key in the policy's cache: the key may have been
             # registered since the last read (at most refresh_s ago): read this device's keys now
-            self.policy._keys(m.device, force=True)
+            self.policy.reload(m.device)
             return None if self.policy.check(m, received_ns) else "no_key"
         except Rejected as exc:
             return exc.reason
