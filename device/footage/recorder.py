@@ -25,11 +25,11 @@ from bodycam.device.footage.atrest import SUFFIX, SegmentEncryption
 from bodycam.device.footage.footage_path import CameraFootage, CameraFootagePath, FootagePath, PacketFootage
 from bodycam.device.footage.recording import (
     PROTECTING_KINDS,
-    UNPROTECTED_FILE,
     MarkerRef,
     Recording,
     chapter_label,
     chapters_text,
+    prepare_protection,
     protected_on_disk,
     write_atomic,
 )
@@ -129,7 +129,7 @@ def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[
     into the manifest, which is marked ``complete`` with ``recovered: true`` and an error
     saying what happened. ``markers.jsonl`` is the truth for the marker count, the chapters
     and protection (a marker appended just before the crash); protection is never taken away, and
-    the on-disk sentinel (``.protect-yes``) protects it whatever the manifest said (retention
+    the on-disk sentinel (``protection/<id>.ok``) protects it whatever the manifest said (retention
     may only delete unprotected recordings). Returns the recording ids repaired.
     """
     import json
@@ -242,8 +242,8 @@ class Recorder:
         try:
             path.mkdir(parents=True)
             rec.write_manifest()
-            # protecting it later renames this (recording.PROTECTED_FILE): no new block on a full card
-            os.close(os.open(path / UNPROTECTED_FILE, os.O_WRONLY | os.O_CREAT, 0o644))
+            # protecting it later renames this sentinel (recording.PROTECTION_DIR): no new block on a full card
+            prepare_protection(path)
         except (OSError, StorageError) as exc:
             self.fail(rec, f"{path}: cannot start a recording ({exc})")
             return None

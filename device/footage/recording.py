@@ -36,33 +36,55 @@ from bodycam.device.uplink.markers import MarkerSigner
 
 MANIFEST_SCHEMA = "bodycam.recording/1"
 PROTECTING_KINDS = frozenset({"gunshot"})
-# Protection on disk that a full card cannot refuse: every recording starts with an empty
-# ``.protect-no``; protecting it renames that to ``.protect-yes`` (same length: no new block, no new
-# inode) before the manifest is rewritten. Recovery and retention honour ``.protect-yes`` whatever
+# Protection on disk that a full card cannot refuse. The sentinels live beside ``recordings/``, in
+# ``<data_dir>/protection/`` (a recording's directory holds its evidence only): every recording starts
+# with an empty ``<id>.no`` there; protecting it renames that to ``<id>.ok`` (same length: no new block,
+# no new inode) before the manifest is rewritten. Recovery and retention honour ``<id>.ok`` whatever
 # the manifest says, so a manifest write refused by a full card cannot lose the protection.
-UNPROTECTED_FILE = ".protect-no"
-PROTECTED_FILE = ".protect-yes"
+PROTECTION_DIR = "protection"
+
+
+def sentinels(rec_dir: Path) -> tuple[Path, Path]:
+    """(unprotected, protected) sentinel paths of the recording in ``rec_dir``."""
+    d = rec_dir.parent.parent / PROTECTION_DIR
+    return d / f"{rec_dir.name}.no", d / f"{rec_dir.name}.ok"
+
+
+def prepare_protection(rec_dir: Path) -> None:
+    """At the start of a recording, while the card has room: its ``.no`` sentinel (OSError if not)."""
+    no, _ = sentinels(rec_dir)
+    no.parent.mkdir(exist_ok=True)
+    os.close(os.open(no, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
 def protected_on_disk(rec_dir: Path) -> bool:
-    """True when the recording's protection sentinel says so (see ``PROTECTED_FILE``)."""
-    return (rec_dir / PROTECTED_FILE).exists()
+    """True when the recording's protection sentinel says so (see ``PROTECTION_DIR``)."""
+    return sentinels(rec_dir)[1].exists()
+
+
+def forget_protection(rec_dir: Path) -> None:
+    """The recording is gone (retention deleted it): its sentinels go too."""
+    for path in sentinels(rec_dir):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def mark_protected(rec_dir: Path) -> None:
     """Make ``rec_dir``'s protection durable (StorageError if even that fails)."""
+    no, yes = sentinels(rec_dir)
     try:
         try:
-            os.replace(rec_dir / UNPROTECTED_FILE, rec_dir / PROTECTED_FILE)
+            os.replace(no, yes)
         except FileNotFoundError:  # a recording from before the sentinels, or its start could not make one
-            os.close(os.open(rec_dir / PROTECTED_FILE, os.O_WRONLY | os.O_CREAT, 0o644))
-        fd = os.open(rec_dir, os.O_RDONLY)
+            yes.parent.mkdir(exist_ok=True)
+            os.close(os.open(yes, os.O_WRONLY | os.O_CREAT, 0o644))
+        fd = os.open(yes.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        raise StorageError(f"{rec_dir}: cannot mark the recording protected ({exc.strerror or exc})") from exc
+        raise StorageError(f"{yes}: cannot mark the recording protected ({exc.strerror or exc})") from exc
 
 
 @dataclass

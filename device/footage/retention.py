@@ -9,7 +9,7 @@ When space is short (less than ``min_free_mb`` free, or more than ``max_total_mb
    not confirmed: each is *lost footage*, reported in ``RetentionResult.lost`` (the recorder raises
    the storage alarm and the app writes a ``footage_deleted`` marker for each);
 3. never a protected recording base has not confirmed (it holds a detection marker): protected in
-   its manifest, or by its on-disk sentinel ``.protect-yes`` (``recording.PROTECTED_FILE``), which a
+   its manifest, or by its on-disk sentinel ``protection/<id>.ok`` (``recording.PROTECTION_DIR``), which a
    full card cannot refuse when the manifest write is refused.
 
 A recording whose manifest is missing or unreadable is treated as protected and not offloaded:
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256
-from bodycam.device.footage.recording import protected_on_disk
+from bodycam.device.footage.recording import forget_protection, protected_on_disk
 from bodycam.device.settings import require
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ class Retention:
                         result.lost.append(lost)
                     continue
                 total -= sizes[rec.name]
+                forget_protection(rec)
                 result.deleted.append(rec.name)
                 if lost is None:
                     log.warning("retention: deleted recording %s (offloaded: base confirmed it)", rec.name)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.store import SqliteStore
 from bodycam.device.clock import VirtualClock
-from bodycam.device.uplink.markers import GENESIS_PREV, MarkerDraft, ModelRef, build_marker, uuid7
+from bodycam.device.uplink.markers import FIELD_RE, GENESIS_PREV, MarkerDraft, ModelRef, build_marker, uuid7
 
 WALL = 1_764_072_000_000_000_000
 GOOD = build_marker(
@@ -91,9 +91,10 @@ def _mutations() -> st.SearchStrategy[dict[str, Any]]:
         .filter(lambda kv: kv[1] != base[kv[0]])
         .map(lambda kv: replace(*kv))
     )
-    added = st.tuples(st.text(min_size=1, max_size=8).filter(lambda k: k not in base), junk).map(
-        lambda kv: {**base, kv[0]: kv[1]}
-    )
+    # a new field a consumer may not ignore: a name outside the lowercase pattern (a newer firmware's
+    # lowercase field is compatible, DESIGN section 4: test_a_new_lowercase_field_is_never_rejected)
+    added = st.tuples(st.text(min_size=1, max_size=8).filter(lambda k: k not in base and not FIELD_RE.fullmatch(k)),
+                      junk).map(lambda kv: {**base, kv[0]: kv[1]})
     return st.one_of(dropped, replaced, added)
 
 
@@ -122,3 +123,15 @@ def test_mutated_markers_are_all_rejected(consumer: Consumer, doc: dict[str, Any
     outcome = consumer.handle(topic, json.dumps(doc).encode())
     assert outcome.startswith("rejected_") or (topic.endswith("status") and outcome == "status")
     assert consumer.counters["stored"] == stored
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.from_regex(FIELD_RE, fullmatch=True).filter(lambda k: k not in GOOD.to_dict()),
+       value=st.none() | st.booleans() | st.integers(-(2**53), 2**53)
+       | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)  # text as check_text allows
+       | st.lists(st.integers(0, 9), max_size=3))
+def test_a_new_lowercase_field_is_never_rejected(consumer: Consumer, name: str, value: Any) -> None:
+    """DESIGN section 4: a field a newer firmware adds is kept, not refused. GOOD with it is another
+    marker under the same id: stored the first time, then an id conflict (quarantined), never invalid."""
+    outcome = consumer.handle(TOPIC, json.dumps({**GOOD.to_dict(), name: value}).encode())
+    assert outcome in ("stored", "quarantined_id_conflict", "duplicate"), outcome

@@ -17,7 +17,7 @@ from _clips import make_plain_clip
 
 from bodycam.device.errors import StorageError
 from bodycam.device.footage.recorder import Recorder
-from bodycam.device.footage.recording import PROTECTED_FILE, UNPROTECTED_FILE
+from bodycam.device.footage.recording import sentinels
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import Retention, RetentionConfig
 from bodycam.device.identity import load_signer, provision
@@ -63,14 +63,14 @@ def test_a_protection_the_full_card_refuses_in_the_manifest_survives_restart_and
             rec.feed(f.packets, f.t_ns)
             if i == 40:
                 r = rec.start("button", f.t_ns)
-        assert r is not None and (r.path / UNPROTECTED_FILE).exists()
+        assert r is not None and sentinels(r.path)[0].exists()
         fill_up(card / "filler")  # footage and everything else filled the card
         with pytest.raises(StorageError, match="No space left"):  # what App._emit meets for a shot
             r.protect()
         rec.fail(r, "card full")
         on_card = json.loads((r.path / "manifest.json").read_text())
         assert on_card["protected"] is False  # the manifest write was refused ...
-        assert (r.path / PROTECTED_FILE).exists() and not (r.path / UNPROTECTED_FILE).exists()  # ... not this
+        assert sentinels(r.path)[1].exists() and not sentinels(r.path)[0].exists()  # ... not this
     rec.close()
     os.remove(card / "filler")
     later = Recorder(card, "cam-1", RecordingConfig(), lambda t: EPOCH + t)  # restart: recovery
@@ -98,9 +98,10 @@ def test_an_unprotected_recording_is_still_deletable(clip: Path, card: Path) -> 
                 r = rec.start("button", f.t_ns)
         rec.stop()
     rec.close()
-    assert r is not None and not (r.path / PROTECTED_FILE).exists()
+    assert r is not None and not sentinels(r.path)[1].exists()
     res = Retention(card / "recordings", RetentionConfig(min_free_mb=100)).enforce()
     assert res.deleted == [r.recording_id]
+    assert not any(p.exists() for p in sentinels(r.path))  # its sentinel went with it
 
 
 CHILD = textwrap.dedent("""
