@@ -91,6 +91,7 @@ class AlertHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self.polls = 0
+        self._retry = False  # the last read failed part-way: read again at the short poll
 
     # -- polling ------------------------------------------------------------------------------------
     async def poll_once(self) -> None:
@@ -115,10 +116,12 @@ class AlertHub:
                 events = await run_in_threadpool(self._events, new)
             except StorageError as exc:  # the key registry did not answer: the next poll tries again
                 _log.warning("store unavailable: %s", exc)
+                self._retry = True  # at the short poll, not after the notified hub's safety interval
                 return
             for ev in events:
                 self.open[ev["n"]] = ev
                 self._publish(ev)
+        self._retry = False
         self.polls += 1
 
     def _events(self, alerts: list[Alert]) -> list[dict[str, Any]]:
@@ -133,7 +136,7 @@ class AlertHub:
                 await self.poll_once()
             except Exception:  # never let one bad poll end the alerts
                 _log.exception("alert poll failed")
-            notified = self.waker is not None and self.waker.connected
+            notified = self.waker is not None and self.waker.connected and self.outage is None and not self._retry
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.fallback_s if notified else self.poll_s)
             gap = self.min_gap_s - (loop.time() - began)
