@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import sqlite3
@@ -228,12 +229,14 @@ class Outbox:
             return
         try:
             newest = Marker.from_json(bytes(row[1]))
-        except MarkerError as exc:
-            raise StorageError(f"outbox {self._path}: marker seq {row[0]} is unreadable ({exc})") from exc
+            seq, prev = newest.seq, newest.digest()
+        except MarkerError as exc:  # keep running: the next marker's chain link is then broken at base
+            seq, prev = int(row[0]), hashlib.sha256(bytes(row[1])).hexdigest()
+            log.error("outbox %s: marker seq %d is unreadable (%s); the chain goes on after it, unlinked",
+                      self._path, seq, exc)
         log.error("outbox %s: its state says seq %d but markers are journaled up to seq %d (the file was "
-                  "restored or edited); the chain continues after seq %d", self._path, self._seq, newest.seq,
-                  newest.seq)
-        self._seq, self._prev = newest.seq, newest.digest()
+                  "restored or edited); the chain continues after seq %d", self._path, self._seq, seq, seq)
+        self._seq, self._prev = seq, prev
 
     def _read_head(self) -> None:
         """Continue after markers a previous run could publish but never journal (full card)."""
