@@ -266,3 +266,17 @@ def test_sent_rows_are_the_unconfirmed_sent_ones_unparsed(tmp_path: Path) -> Non
         assert ob.confirm(1) and ob.last_sent_seq() == 4
         assert ob.sent_rows(10) == [(2, 1, ms[1].to_json()), (3, 1, ms[2].to_json()), (4, 2, ms[3].to_json())]
         assert [(h.marker.seq, h.sends) for h in ob.unconfirmed_sent(10)] == [(2, 1), (3, 1), (4, 2)]
+
+
+def test_an_unreadable_newest_marker_with_a_state_behind_it_does_not_stop_the_camera(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "o.db"
+    with Outbox(path, "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
+        ms = [ob.record(draft(i)) for i in range(3)]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE state SET seq=1, prev=?", (ms[0].digest(),))
+        db.execute("UPDATE markers SET body=? WHERE seq=3", (b"{not json",))
+    with Outbox(path, "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
+        m = ob.record(draft(9))
+        assert m.seq == 4 and m.prev != ms[2].digest()  # goes on, unlinked (base reports the break)
