@@ -311,9 +311,17 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             parts.location.start()
             stack.callback(parts.location.close)
             location = parts.location.location
-        recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
-                            Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage,
-                            signer=signer, encryption=encryption)
+        retention = Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve)
+        try:
+            retention_alarm = retention.bound_to_card()  # min_free_mb against the card's size
+        except OSError as exc:
+            raise StorageError(f"{data_dir}: cannot read the file system's size ({exc.strerror or exc})") from exc
+        if retention_alarm is not None:
+            log.error("ALARM %s", retention_alarm)
+            if parts.notifier is not None:
+                parts.notifier.status(f"ALARM {retention_alarm}"[:400])
+        recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock), retention,
+                            camera_footage=parts.footage, signer=signer, encryption=encryption)
         stack.callback(recorder.close)
         offload = None
         if cfg.offload.enabled:  # uploads finished recordings to base when docked (uplink/offload.py)
@@ -352,6 +360,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["sources"] = parts.board()
             if offload is not None:
                 body["offload"] = offload.telemetry()
+            if retention_alarm is not None:
+                body["retention_alarm"] = retention_alarm
             return body
 
         publisher = None
@@ -368,6 +378,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             marker_listeners.append(lambda _m: pub.wake())
         alarm_sources: list[Callable[[], str | None]] = [
             lambda: "microphone" if app_ref and app_ref[0].audio.telemetry().get("alarm") else None,
+            lambda: retention_alarm,  # min_free_mb clamped to the card: the LED shows it until the config is fixed
         ]
         if publisher is not None:
             alarm_sources.append(lambda: None if pub.delivery_alarm is None else f"delivery: {pub.delivery_alarm}")
