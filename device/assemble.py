@@ -34,8 +34,8 @@ from bodycam.device.detect.audio_path import AudioPath
 from bodycam.device.detect.detector import Detector, build_detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.fusion import Fusion
-from bodycam.device.detect.model_spec import ModelSpec, default_model_path, load_model_spec
-from bodycam.device.errors import DetectorUnavailableError, ModelError, StorageError
+from bodycam.device.detect.model_spec import ModelSpec, check_reachable, default_model_path, load_model_spec
+from bodycam.device.errors import ConfigError, DetectorUnavailableError, ModelError, StorageError
 from bodycam.device.footage.aac_track import FootageSound
 from bodycam.device.footage.atrest import encryption_from_config
 from bodycam.device.footage.footage_path import CameraFootage
@@ -180,6 +180,34 @@ def _gpio_used(cfg: AppConfig) -> bool:
     return g.enabled and any(p is not None for p in (g.record_pin, g.marker_pin, g.holster_pin, g.led_pin, g.haptic_pin))
 
 
+def _check_thresholds(checks: Sequence[tuple[str, float]], scale: float, zero_point: int, model: str) -> None:
+    """Each ``(key, value)`` must be a score the model's int8 output can reach (ConfigError naming the key
+    and the model's maximum); one within a quantisation step of it is logged."""
+    for where, value in checks:
+        warning = check_reachable(where, value, scale, zero_point, model)
+        if warning is not None:
+            log.warning("%s", warning)
+
+
+def _video_thresholds(cfg: AppConfig, spec: ModelSpec, package: str | None) -> None:
+    """``events.threshold`` (and ``fusion.video_support`` under ``fused``) against the loaded video model.
+
+    A store package whose output cannot reach them is rejected (the service falls back to the previous
+    model, which may); with the configured or shipped model it is a start-up error (exit 78)."""
+    if cfg.events.threshold is not None:
+        checks = [("events.threshold", cfg.events.threshold)]
+    else:
+        checks = [(f"{spec.name}'s sidecar threshold (events.threshold unset)", spec.threshold)]
+    if cfg.fusion.policy == "fused":
+        checks.append(("fusion.video_support", cfg.fusion.video_support))
+    try:
+        _check_thresholds(checks, spec.output.scale, spec.output.zero_point, f"{spec.name} {spec.version}")
+    except ConfigError as exc:
+        if package is not None:
+            raise ModelRejected(package, str(exc)) from exc
+        raise
+
+
 def _audio_detection(cfg: AppConfig, parts: HardwareParts,
                      stack: contextlib.ExitStack) -> tuple[AudioDetector | None, Fusion, ModelRef | None]:
     """The audio detector (when the policy uses sound and there is a microphone) and the fusion.
@@ -195,6 +223,13 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
 
         path = Path(fcfg.audio_model) if fcfg.audio_model else default_audio_model_path()
         spec = load_audio_model_spec(path)
+        checks = [("fusion.audio_alone", fcfg.audio_alone) if fcfg.audio_alone else
+                  (f"{spec.name}'s sidecar threshold (fusion.audio_alone = 0)", spec.threshold)]
+        if fcfg.policy == "fused":
+            checks.append(("fusion.audio_support", fcfg.audio_support))
+            if fcfg.incident_s > 0:
+                checks.append(("fusion.incident_audio", fcfg.incident_audio))
+        _check_thresholds(checks, spec.out_scale, spec.out_zero_point, f"{spec.name} {spec.version}")
         detector = build_audio_detector(str(path), threads=cfg.detector.threads,
                                         threshold=fcfg.pick_threshold(spec.threshold))
         stack.callback(detector.close)
@@ -244,6 +279,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         stack.callback(detector.close)
         check_model(detector, model_path(cfg), package)
         spec = detector.spec
+        _video_thresholds(cfg, spec, package)  # a threshold the model cannot reach disables detection
         data_dir = cfg.data_dir
         state = state_dir or data_dir / "state"
         try:
@@ -275,9 +311,17 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             parts.location.start()
             stack.callback(parts.location.close)
             location = parts.location.location
-        recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock),
-                            Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve), camera_footage=parts.footage,
-                            signer=signer, encryption=encryption)
+        retention = Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve)
+        try:
+            retention_alarm = retention.bound_to_card()  # min_free_mb against the card's size
+        except OSError as exc:
+            raise StorageError(f"{data_dir}: cannot read the file system's size ({exc.strerror or exc})") from exc
+        if retention_alarm is not None:
+            log.error("ALARM %s", retention_alarm)
+            if parts.notifier is not None:
+                parts.notifier.status(f"ALARM {retention_alarm}"[:400])
+        recorder = Recorder(data_dir, cfg.device.id, cfg.recording, partial(mono_to_wall, clock), retention,
+                            camera_footage=parts.footage, signer=signer, encryption=encryption)
         stack.callback(recorder.close)
         offload = None
         if cfg.offload.enabled:  # uploads finished recordings to base when docked (uplink/offload.py)
@@ -316,6 +360,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["sources"] = parts.board()
             if offload is not None:
                 body["offload"] = offload.telemetry()
+            if retention_alarm is not None:
+                body["retention_alarm"] = retention_alarm
             return body
 
         publisher = None
@@ -332,6 +378,7 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             marker_listeners.append(lambda _m: pub.wake())
         alarm_sources: list[Callable[[], str | None]] = [
             lambda: "microphone" if app_ref and app_ref[0].audio.telemetry().get("alarm") else None,
+            lambda: retention_alarm,  # min_free_mb clamped to the card: the LED shows it until the config is fixed
         ]
         if publisher is not None:
             alarm_sources.append(lambda: None if pub.delivery_alarm is None else f"delivery: {pub.delivery_alarm}")

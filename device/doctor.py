@@ -330,6 +330,12 @@ def check_storage(cfg: AppConfig) -> Check:
     usage = shutil.disk_usage(d)
     free_mb = usage.free / 1e6
     detail = f"{d}: writable, {free_mb:,.0f} MB free of {usage.total / 1e6:,.0f} MB"
+    from bodycam.device.footage.retention import Retention
+
+    clamped = Retention(d / "recordings", cfg.retention).bound_to_card()  # what the service would do at start
+    if clamped is not None:
+        return Check("storage", "warn", f"{detail}; {clamped}",
+                     f"set retention.min_free_mb to at most half of the card ({usage.total / 2**21:,.0f})")
     if free_mb < cfg.retention.min_free_mb:
         return Check("storage", "warn", detail + f" (below retention.min_free_mb {cfg.retention.min_free_mb:g})",
                      "offload footage or fit a larger card")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bodycam.device.hw.microphone import AudioBlock
+from bodycam.device.hw.microphone import MAX_JITTER_NS, AudioBlock
 
 F32 = npt.NDArray[np.float32]
 
@@ -98,8 +98,11 @@ class LogMelStream:
     """:func:`log_mel` over a live stream of :class:`AudioBlock`: frames as soon as they are complete.
 
     :meth:`push` returns ``(t_ns of the first new frame, frames [k, mels])``; each frame is the
-    same numbers :func:`log_mel` gives for the whole stream. A block that does not continue the
-    previous one (a capture gap) restarts the stream at its own time.
+    same numbers :func:`log_mel` gives for the whole stream. A block that starts within
+    :data:`~bodycam.device.hw.microphone.MAX_JITTER_NS` of where the previous one ended continues the
+    stream (its samples are kept; the frames still to come take the block's time, so the stream follows
+    the converter's clock correction); one further off (a capture gap) restarts the stream at its own
+    time.
     """
 
     def __init__(self, spec: FeatureSpec = FEATURES) -> None:
@@ -112,10 +115,11 @@ class LogMelStream:
         spec = self.spec
         if block.rate != spec.sample_rate:
             raise ValueError(f"audio block at {block.rate} Hz, features need {spec.sample_rate} Hz")
-        tol = 2 * 1_000_000_000 // spec.sample_rate
-        if self._t0_ns is None or abs(block.t_ns - self._next_ns) > tol:
+        if self._t0_ns is None or abs(block.t_ns - self._next_ns) > MAX_JITTER_NS:
             self._buf = np.zeros(0, np.float32)
             self._t0_ns = block.t_ns
+        else:
+            self._t0_ns += block.t_ns - self._next_ns
         self._buf = np.concatenate([self._buf, block.samples.astype(np.float32, copy=False)])
         self._next_ns = block.end_ns
         k = n_frames(len(self._buf), spec)

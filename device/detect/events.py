@@ -14,14 +14,24 @@ discrete shots:
 * **refractory**: no two shots closer than ``refractory_s`` (shots in a burst
   are >= ~100 ms apart; a flash is <= 2 frames).
 
+A score that is not a finite number (NaN, inf: a float-output model gone wrong) is ignored as if the
+frame had not been scored (counted in ``non_finite``); NaN fails every comparison and would otherwise
+pass as a peak. Sensor time that goes backwards (a camera or clip whose timestamps reset) ends the
+refractory period (counted in ``time_went_back``, logged): it would otherwise suppress every shot until
+time caught up with the last one.
+
 The same class is used by the firmware loop and by ``bodycam-model evaluate``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 from bodycam.device.settings import require
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class ShotTracker:
         self._cand: tuple[int, int, float] | None = None  # the frame whose peak-ness is pending
         self._armed = True
         self._last_shot_ns: int | None = None
+        self.non_finite = 0  # scores ignored because they were NaN or infinite
+        self.time_went_back = 0  # times the sensor time went backwards
 
     @classmethod
     def from_config(cls, cfg: EventConfig, default_threshold: float) -> ShotTracker:
@@ -67,8 +79,22 @@ class ShotTracker:
 
     def update(self, frame: int, t_ns: int, score: float) -> Detection | None:
         """Feed the next frame's score; returns a detection for the *previous* frame, if any."""
-        nxt = (frame, t_ns, float(score))
-        found = self._decide(nxt)
+        score = float(score)
+        if not math.isfinite(score):
+            if not self.non_finite:
+                log.warning("shot tracker: frame %d scored %r: ignored (and every such score after it, counted)",
+                            frame, score)
+            self.non_finite += 1
+            return None
+        last_t = self._cand[1] if self._cand is not None else self._last_shot_ns
+        went_back = last_t is not None and t_ns < last_t
+        nxt = (frame, t_ns, score)
+        found = self._decide(nxt)  # the frame before the jump, on its own timeline
+        if went_back:  # a new timeline: no shot on it yet (the refractory period cannot span the jump)
+            log.warning("shot tracker: sensor time went back %.3f s (frame %d): the refractory period ends",
+                        ((last_t or 0) - t_ns) / 1e9, frame)
+            self.time_went_back += 1
+            self._last_shot_ns = None
         self._prev, self._cand = self._cand, nxt
         return found
 
@@ -96,7 +122,7 @@ class ShotTracker:
             self._armed = True
         if not self._armed or s < self.threshold or s <= prev_s or s < next_s:
             return None
-        if self._last_shot_ns is not None and t_ns - self._last_shot_ns < self.refractory_ns:
+        if self._last_shot_ns is not None and 0 <= t_ns - self._last_shot_ns < self.refractory_ns:
             return None
         self._armed = False
         self._last_shot_ns = t_ns

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bodycam.device.detect.preprocess import InputSpec
-from bodycam.device.errors import ModelError
+from bodycam.device.errors import ConfigError, ModelError
 from bodycam.device.safe_load import load_json
 
 SCHEMA = "bodycam.model/1"
@@ -65,6 +65,30 @@ class ModelSpec:
         etpu = self.raw.get("edgetpu") or {}
         name = etpu.get("file") if isinstance(etpu, dict) else None
         return str(name) if name else None
+
+
+def max_score(scale: float, zero_point: int) -> float:
+    """The largest score an int8 output quantised with ``scale``/``zero_point`` can give (q = 127)."""
+    return (127 - zero_point) * scale
+
+
+def check_reachable(where: str, value: float, scale: float, zero_point: int, model: str) -> str | None:
+    """Refuse a score threshold ``where`` that the int8 output of ``model`` can never reach.
+
+    Above :func:`max_score` a configured threshold silently disables that detection (a typo such as
+    0.997 for 0.97 with the shipped output: 255/256 = 0.99609 at most): :class:`ConfigError` naming the
+    key and the model's maximum. Within one quantisation step of it, a warning is returned (only the top
+    output code or two reach it).
+    """
+    top = max_score(scale, zero_point)
+    if value > top:
+        raise ConfigError(f"{where}: {value:g} is above the largest score model {model} can give "
+                          f"({top:.6g}: its int8 output's (127 - zero point) x scale): nothing would ever reach "
+                          f"it; use at most {top:.6g}")
+    if value > top - scale:
+        return (f"{where}: {value:g} is within one output step ({scale:.6g}) of the largest score model {model} "
+                f"can give ({top:.6g}): only the top output codes reach it")
+    return None
 
 
 def sha256_file(path: Path) -> str:

@@ -58,7 +58,9 @@ class RecordingConfig:
         require(2 <= self.segment_s <= 3600, "recording.segment_s", f"{self.segment_s} must be 2..3600")
         require(0 <= self.dismiss_window_s <= 120, "recording.dismiss_window_s",
                 f"{self.dismiss_window_s} must be 0..120")
-        require(self.auto_stop_after_s >= 0, "recording.auto_stop_after_s", "must be >= 0")
+        # in nanoseconds on the loop: 1e300 s would be an infinite float there (OverflowError)
+        require(0 <= self.auto_stop_after_s <= 86400, "recording.auto_stop_after_s",
+                f"{self.auto_stop_after_s} must be 0..86400 (0: until stopped by hand)")
 
 
 EventKind = Literal[

@@ -28,7 +28,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -52,6 +52,11 @@ class ReservedSpace(Protocol):
     def deficit(self) -> int: ...
 
     def refill(self) -> int: ...
+
+
+#: the largest share of the card ``retention.min_free_mb`` may keep free (checked at start, against the
+#: file system the recordings are on: the config cannot know the card)
+MAX_FREE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,28 @@ class Retention:
         self.cfg = cfg
         self.reserve = reserve
         self._usage = disk_usage or (lambda p: DiskUsage(*shutil.disk_usage(p)))
+
+    def bound_to_card(self) -> str | None:
+        """At start: a ``min_free_mb`` above :data:`MAX_FREE_SHARE` of the file system is clamped to it.
+
+        Above the card's size it would make every pass "short" and delete every finished unprotected
+        recording however empty the card is. It is clamped, not refused: the card is hardware, not
+        config (one fleet config, a card replaced by a smaller one), and a camera that refuses to start
+        records nothing, shots included. Returns the alarm text (None when the value fits); the caller
+        raises it (LED, STATUS=, telemetry).
+        """
+        where = self.root
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        total = self._usage(where).total
+        limit_mb = total * MAX_FREE_SHARE / (1024 * 1024)
+        if self.cfg.min_free_mb <= limit_mb:
+            return None
+        alarm = (f"retention.min_free_mb = {self.cfg.min_free_mb:g} MB is more than {MAX_FREE_SHARE:.0%} of the "
+                 f"card ({total / (1024 * 1024):.0f} MB): using {limit_mb:.0f} MB (else every unprotected "
+                 f"recording would be deleted at each pass); fix the config")
+        self.cfg = replace(self.cfg, min_free_mb=limit_mb)
+        return alarm
 
     def enforce(self, active: str | None = None) -> RetentionResult:
         min_free = int(self.cfg.min_free_mb * 1024 * 1024)

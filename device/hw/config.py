@@ -20,8 +20,10 @@ def _check_pin(where: str, pin: int | None) -> None:
     require(pin is None or pin in _BCM_PINS, where, f"BCM pin must be 0..27 or null, got {pin}")
 
 
-def _check_positive(where: str, value: float) -> None:
-    require(math.isfinite(value) and value > 0, where, f"must be a positive number, got {value}")
+def _check_positive(where: str, value: float, most: float) -> None:
+    """``0 < value <= most``: timings reach waits and timeouts (``Event.wait``, pyserial), which raise
+    OverflowError far below float's range (``threading.TIMEOUT_MAX``, a C ``time_t``) and kill the thread."""
+    require(math.isfinite(value) and 0 < value <= most, where, f"must be more than 0 and at most {most:g}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ class GnssConfig:
             "gnss.baudrate",
             f"unsupported baud rate {self.baudrate}",
         )
-        _check_positive("gnss.max_fix_age_s", self.max_fix_age_s)
-        _check_positive("gnss.clock_tolerance_s", self.clock_tolerance_s)
-        _check_positive("gnss.read_timeout_s", self.read_timeout_s)
-        _check_positive("gnss.reopen_interval_s", self.reopen_interval_s)
+        _check_positive("gnss.max_fix_age_s", self.max_fix_age_s, 3600)  # an older fix is no location
+        _check_positive("gnss.clock_tolerance_s", self.clock_tolerance_s, 86400)
+        _check_positive("gnss.read_timeout_s", self.read_timeout_s, 5)  # also how long stopping the reader takes
+        _check_positive("gnss.reopen_interval_s", self.reopen_interval_s, 3600)
         require(83 <= self.max_line_bytes <= 4096, "gnss.max_line_bytes", "must be 83..4096")
 
 

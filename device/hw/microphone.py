@@ -105,27 +105,52 @@ class MicrophoneConfig:
                 f"{self.period_frames} frames at {self.rate} Hz is more than 100 ms: use <= {self.rate // 10}")
 
 
+#: Timestamps of consecutive blocks that differ from the stream's sample count by at most this much are
+#: jitter, not a gap: ALSA period timestamps (the interrupt or USB URB that moved the hardware pointer)
+#: wander by tens to hundreds of microseconds, and USB microphones move the pointer in 1 ms steps. Below
+#: it the samples stay one continuous stream whose time follows the timestamps slowly; above it (a real
+#: gap or overlap: lost samples, an overrun, a clock step) the stream restarts at the block's own time.
+#: 4 ms is an eighth of a video frame at 30 fps and under the audio detector's half hop (5 ms), so an
+#: absorbed deviation never moves an onset by more than that.
+MAX_JITTER_NS = 4_000_000
+#: each block moves the stream's time this fraction of the way towards its timestamp: random jitter of
+#: +-0.5 ms averages out to ~50 us, the drift between the sound card's and the monotonic clock (tens of
+#: ppm, microseconds per period) is followed with a lag of tens of microseconds
+CLOCK_GAIN = 1.0 / 16
+
+
 class AudioConverter:
     """Mix to mono and resample to :data:`AUDIO_RATE`, keeping the stream's sensor time.
 
-    Feed interleaved ``(n, channels)`` float32 blocks with their first sample's time; a block
-    that does not follow on from the previous one (a gap or overlap of more than 2 input samples,
-    e.g. after an overrun) restarts the stream at its own time.
+    Feed interleaved ``(n, channels)`` float32 blocks with their first sample's time. The samples of a
+    stream are kept continuous and timed by their count from the stream's first block; each block's
+    timestamp pulls that timeline by :data:`CLOCK_GAIN` of its deviation (timestamp jitter averages
+    out, clock drift is followed). A block whose timestamp is more than ``max_jitter_ns``
+    (:data:`MAX_JITTER_NS`) off the timeline (a real gap or overlap), or the first block after
+    :meth:`discontinuity` (an overrun), restarts the stream at its own time.
     """
 
-    def __init__(self, in_rate: int, channels: int, out_rate: int = AUDIO_RATE) -> None:
+    def __init__(self, in_rate: int, channels: int, out_rate: int = AUDIO_RATE,
+                 max_jitter_ns: int = MAX_JITTER_NS) -> None:
         if in_rate <= 0 or channels <= 0:
             raise MicrophoneError(f"audio format {in_rate} Hz x {channels} channels is not usable")
         self.in_rate = in_rate
         self.channels = channels
         self.out_rate = out_rate
+        self.max_jitter_ns = max_jitter_ns
         self._resampler: Any = None
         self._t0_ns = 0  # sensor time of the first input sample of the current continuous stream
         self._in_count = 0  # input samples fed since _t0_ns
         self._out_count = 0  # output samples produced since _t0_ns
+        self._corr_ns = 0.0  # how far the timestamps have pulled the timeline since _t0_ns
+        self.restarts = 0  # streams started (the first one included)
 
-    def _expected_ns(self) -> int:
-        return self._t0_ns + self._in_count * 1_000_000_000 // self.in_rate
+    def _expected_ns(self) -> float:
+        return self._t0_ns + self._corr_ns + self._in_count * 1_000_000_000 / self.in_rate
+
+    def discontinuity(self) -> None:
+        """Samples were lost (an overrun): the next block starts a new stream at its own time."""
+        self._resampler = None
 
     def feed(self, t_ns: int, interleaved: F32) -> AudioBlock | None:
         x = np.asarray(interleaved, dtype=np.float32)
@@ -135,9 +160,14 @@ class AudioConverter:
             raise MicrophoneError(f"audio block of shape {x.shape} does not have {self.channels} channel(s)")
         if len(x) == 0:
             return None
-        gap_tolerance = 2 * 1_000_000_000 // self.in_rate
-        if self._resampler is None or abs(t_ns - self._expected_ns()) > gap_tolerance:
+        if self._resampler is None:
             self._restart(t_ns)
+        else:
+            deviation = t_ns - self._expected_ns()
+            if abs(deviation) > self.max_jitter_ns:
+                self._restart(t_ns)
+            else:
+                self._corr_ns += deviation * CLOCK_GAIN
         mono = x.mean(axis=1, dtype=np.float32) if self.channels > 1 else x[:, 0]
         self._in_count += len(mono)
         if self.in_rate == self.out_rate:
@@ -146,14 +176,16 @@ class AudioConverter:
             out = self._resample(mono)
         if len(out) == 0:
             return None
-        t_out = self._t0_ns + self._out_count * 1_000_000_000 // self.out_rate
+        t_out = self._t0_ns + round(self._corr_ns) + self._out_count * 1_000_000_000 // self.out_rate
         self._out_count += len(out)
         return AudioBlock(t_out, out, self.out_rate)
 
     def _restart(self, t_ns: int) -> None:
+        self.restarts += 1
         self._t0_ns = t_ns
         self._in_count = 0
         self._out_count = 0
+        self._corr_ns = 0.0
         if self.in_rate != self.out_rate:
             import av  # deferred: PyAV only when audio really needs resampling
 
@@ -209,7 +241,9 @@ class AlsaMicrophone:
     ``alsaaudio`` is imported in :meth:`start`; its absence, a device that cannot be opened, or a
     read error later raises :class:`MicrophoneError` (from :meth:`start`, or from :meth:`read`
     after capture stopped). Overruns (``read()`` returning ``-EPIPE``) are counted; the stream
-    restarts with fresh timestamps.
+    restarts with fresh timestamps. Period timestamps are not used raw: :class:`AudioConverter` keeps
+    the samples continuous and lets the timestamps steer their time (jitter below
+    :data:`MAX_JITTER_NS` is not a gap).
     """
 
     def __init__(self, cfg: MicrophoneConfig, *, module: Any = None,
@@ -276,6 +310,9 @@ class AlsaMicrophone:
             if not self._warned_no_tstamp:
                 log.warning("microphone %s: the driver gives no timestamps; using the read time", self.cfg.device)
                 self._warned_no_tstamp = True
+                if self._converter is not None:  # read times wander by up to a period: jitter, not gaps
+                    period_ns = self.cfg.period_frames * 1_000_000_000 // self.rate
+                    self._converter.max_jitter_ns = max(MAX_JITTER_NS, 2 * period_ns)
             t_newest = self._monotonic_ns()
         return t_newest - (int(avail) + n - 1) * 1_000_000_000 // self.rate
 
@@ -288,6 +325,7 @@ class AlsaMicrophone:
                 if n < 0:  # -EPIPE: overrun, pyalsaaudio re-prepares on the next read
                     with self._lock:
                         self.overruns += 1
+                    self._converter.discontinuity()  # samples were lost: restart at the next block's time
                     continue
                 if n == 0:
                     continue
@@ -330,5 +368,5 @@ class AlsaMicrophone:
             except Exception:
                 log.debug("microphone close failed", exc_info=True)
 
-__all__ = ["AUDIO_RATE", "AlsaMicrophone", "AudioBlock", "AudioConverter", "Microphone", "MicrophoneConfig",
-           "MicrophoneError"]
+__all__ = ["AUDIO_RATE", "MAX_JITTER_NS", "AlsaMicrophone", "AudioBlock", "AudioConverter", "Microphone",
+           "MicrophoneConfig", "MicrophoneError"]

@@ -85,15 +85,13 @@ class MqttConfig:
             "mqtt",
             "a password needs a username",
         )
-        require(
-            0 < self.reconnect_min_s <= self.reconnect_max_s <= 3600,
-            "mqtt.reconnect_min_s",
-            "need 0 < min <= max <= 3600",
-        )
+        require(0 < self.reconnect_min_s <= 3600, "mqtt.reconnect_min_s", "need 0 < min <= max <= 3600")
+        require(self.reconnect_min_s <= self.reconnect_max_s <= 3600, "mqtt.reconnect_max_s",
+                "need 0 < min <= max <= 3600")
         require(
             0 <= self.reconnect_jitter <= 1, "mqtt.reconnect_jitter", "must be 0..1 (a fraction of the delay)"
         )
-        require(self.telemetry_interval_s >= 0, "mqtt.telemetry_interval_s", "must be >= 0 (0 = off)")
+        require(0 <= self.telemetry_interval_s <= 86400, "mqtt.telemetry_interval_s", "must be 0..86400 s (0 = off)")
         require(1 <= self.telemetry_expiry_s <= 86400, "mqtt.telemetry_expiry_s", "must be 1..86400 s")
         require(0 <= self.session_expiry_s <= 0xFFFFFFFF, "mqtt.session_expiry_s", "must be 0..2^32-1")
         require(1 <= self.max_inflight <= 1000, "mqtt.max_inflight", "must be 1..1000")

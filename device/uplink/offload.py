@@ -90,9 +90,10 @@ class OffloadConfig:
             from bodycam.device.hw.dock import parse_window
 
             parse_window(w, "offload.schedule")
-        for name in ("interval_s", "timeout_s"):
+        # both reach a wait/socket timeout, which raises OverflowError for huge values (killing the thread)
+        for name, most in (("interval_s", 86400.0), ("timeout_s", 600.0)):
             v = getattr(self, name)
-            require(math.isfinite(v) and v > 0, f"offload.{name}", f"must be > 0, got {v}")
+            require(math.isfinite(v) and 0 < v <= most, f"offload.{name}", f"must be more than 0 and at most {most:g} s, got {v}")
 
 
 class OffloadError(BodycamError):

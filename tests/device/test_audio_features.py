@@ -66,3 +66,15 @@ def test_a_shot_is_louder_than_the_bed_in_its_frames() -> None:
     onset_frame = 8000 // FEATURES.hop
     assert m[onset_frame].mean() > m[onset_frame - 5].mean() + 3  # +30 dB at least
 
+
+
+def test_timestamp_jitter_is_not_a_gap_the_stream_follows_it() -> None:
+    """A block 0.3 ms off where the previous one ended (period timestamp jitter, or the converter's
+    clock correction) continues the stream: the same frames as without it, timed from the new stamp."""
+    x = np.random.default_rng(5).normal(0, 0.1, 3200).astype(np.float32)
+    whole = log_mel(x)
+    st = LogMelStream()
+    t1, f1 = st.push(AudioBlock(0, x[:1000]))
+    t2, f2 = st.push(AudioBlock(1000 * 62_500 + 300_000, x[1000:]))
+    assert np.array_equal(np.concatenate([f1, f2]), whole)  # nothing dropped
+    assert t1 == 0 and t2 == len(f1) * FEATURES.hop_ns + 300_000

@@ -71,3 +71,32 @@ def test_markers_are_ordered_above_threshold_and_spaced(scores: list[float]) -> 
         assert scores[f] >= 0.5
     for a, b in itertools.pairwise(frames):
         assert (b - a) * FRAME_NS >= 0.06e9
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_score_is_ignored_and_counted(bad: float) -> None:
+    """NaN fails every comparison, so it passed as a peak (a Detection with confidence NaN, a marker that
+    cannot be made); inf would be a shot of confidence inf. Ignored as if the frame were not scored."""
+    tracker = ShotTracker(0.5)
+    scores = [0.1, 0.1, bad, 0.1, 0.1]
+    assert track_scores(range(5), [i * FRAME_NS for i in range(5)], scores, tracker) == []
+    assert tracker.non_finite == 1
+    # inside a flash it neither adds a shot nor loses the real one
+    tracker = ShotTracker(0.5)
+    scores = [0.1, 0.9, bad, 0.95, 0.2, bad, 0.1]
+    found = track_scores(range(7), [i * FRAME_NS for i in range(7)], scores, tracker)
+    assert [(d.frame, d.confidence) for d in found] == [(3, 0.95)] and tracker.non_finite == 2
+
+
+def test_time_going_backwards_ends_the_refractory_period_instead_of_suppressing() -> None:
+    tracker = ShotTracker(0.5, refractory_s=0.06)
+    t = 10_000_000_000
+    first = track_scores([0, 1, 2], [t, t + FRAME_NS, t + 2 * FRAME_NS], [0.1, 0.95, 0.1], tracker)
+    assert [d.t_ns for d in first] == [t + FRAME_NS]
+    back = t - 5_000_000_000  # the sensor clock reset 5 s back
+    again = track_scores([3, 4, 5], [back, back + FRAME_NS, back + 2 * FRAME_NS], [0.1, 0.95, 0.1], tracker)
+    assert [d.t_ns for d in again] == [back + FRAME_NS] and tracker.time_went_back == 1
+    # from the new shot on, the refractory period holds as before: a peak 20 ms after it is suppressed
+    s0 = back + FRAME_NS
+    times = [s0 + 10_000_000, s0 + 20_000_000, s0 + 30_000_000]
+    assert track_scores([6, 7, 8], times, [0.1, 0.95, 0.1], tracker) == []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,6 +59,100 @@ def test_converter_restarts_after_a_gap() -> None:
     assert (a.t_ns, b.t_ns, c.t_ns) == (0, 10_000_000, 500_000_000)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "range_demo.mp4"
+
+
+@functools.lru_cache(maxsize=1)
+def _example_sound_48k() -> np.ndarray:
+    """The example clip's sound (ten shot onsets) at 48 kHz mono, as an ALSA capture would deliver it."""
+    import av
+
+    with av.open(str(EXAMPLE)) as c:
+        rs = av.AudioResampler(format="flt", layout="mono", rate=48000)
+        return np.concatenate([f.to_ndarray().reshape(-1) for fr in c.decode(audio=0) for f in rs.resample(fr)])
+
+
+def _capture(pcm: np.ndarray, jitter_us: float, seed: int = 3, period: int = 1024,
+             lost: tuple[int, int] | None = None) -> tuple[list[Any], list[int]]:
+    """``pcm`` in ALSA periods of ``period`` frames through the converter, each period stamped with its
+    first frame's time plus uniform random jitter of +-``jitter_us``; ``lost=(k, n)``: the ``n`` frames
+    before period ``k`` never arrive (an overrun). Returns the converter's blocks and the shipped audio
+    detector's onset times (threshold 0.5, as the default ``fused`` policy picks)."""
+    from bodycam.device.detect.audio_detector import build_audio_detector
+
+    rng = np.random.default_rng(seed)
+    conv = AudioConverter(48000, 1)
+    det = build_audio_detector("", threshold=0.5)
+    blocks: list[Any] = []
+    onsets: list[int] = []
+    skip = 0
+    for k in range(len(pcm) // period):
+        if lost is not None and k == lost[0]:
+            skip = lost[1]
+        start = k * period + skip
+        chunk = pcm[start : start + period]
+        if len(chunk) < period:
+            break
+        t = start * 1_000_000_000 // 48000 + round(rng.uniform(-jitter_us, jitter_us) * 1000)
+        b = conv.feed(t, chunk.reshape(-1, 1))
+        if b is not None:
+            blocks.append(b)
+            onsets += [o.t_ns for o in det.feed(b)]
+    onsets += [o.t_ns for o in det.flush()]
+    det.close()
+    return blocks, onsets
+
+
+@pytest.mark.parametrize("jitter_us", [100, 500])
+def test_jittered_period_timestamps_give_the_same_onsets_as_exact_ones(jitter_us: int) -> None:
+    """ALSA period timestamps (interrupt / USB URB time) wander by tens to hundreds of microseconds:
+    that is jitter, not a gap. The samples must stay one stream (none lost) and the shipped audio model
+    must find the same onsets at the same times as with exact timestamps."""
+    pcm = _example_sound_48k()
+    exact_blocks, exact = _capture(pcm, 0)
+    blocks, onsets = _capture(pcm, jitter_us)
+    assert len(exact) == 10, exact  # the clip's ten onsets
+    assert len(onsets) == len(exact), (jitter_us, onsets, exact)
+    for got, want in zip(onsets, exact, strict=True):
+        assert abs(got - want) <= 1_000_000, (jitter_us, got, want)  # the same onset, within 1 ms
+    n_exact = sum(len(b.samples) for b in exact_blocks)
+    assert sum(len(b.samples) for b in blocks) == n_exact  # no sample lost to a restart
+    for a, b in itertools.pairwise(blocks):  # one continuous stream, its time following the stamps
+        assert abs(b.t_ns - a.end_ns) <= 100_000, (a.end_ns, b.t_ns)
+    for i, (b, true) in enumerate(zip(blocks, exact_blocks, strict=True)):  # the same samples, near the true time
+        assert len(b.samples) == len(true.samples)
+        # the first block's stamp anchors the stream; later ones average the jitter out
+        assert abs(b.t_ns - true.t_ns) <= jitter_us * 1000 // (1 if i < 100 else 2), (i, b.t_ns, true.t_ns)
+
+
+def test_a_real_gap_in_a_jittered_stream_restarts_at_its_true_time() -> None:
+    """Samples lost (20 ms before period 300: an overrun the driver did not report) are a gap, not
+    jitter: the stream restarts at the true time of the first sample after it; elsewhere the jittered
+    stream stays continuous, and the shots before and after the gap are heard at their times."""
+    pcm = _example_sound_48k()
+    # 20 ms = one model hop: the detector's hop grid keeps its phase, so the onsets can be compared
+    blocks, onsets = _capture(pcm, 300, lost=(300, 960))
+    true_restart = (300 * 1024 + 960) * 1_000_000_000 // 48000
+    jumps = [(a, b) for a, b in itertools.pairwise(blocks) if abs(b.t_ns - a.end_ns) > 100_000]
+    assert len(jumps) == 1, [(a.end_ns, b.t_ns) for a, b in jumps]
+    after = jumps[0][1]
+    assert abs(after.t_ns - true_restart) <= 300_000  # its own (jittered) timestamp: the true time
+    assert after.t_ns - jumps[0][0].end_ns >= 19_000_000  # the 20 ms that are missing
+    _, exact = _capture(pcm, 0)
+    assert len(onsets) == len(exact) == 10  # the gap (at 6.4 s) is far from the shots: each still heard
+    for got, want in zip(onsets, exact, strict=True):
+        assert abs(got - want) <= 1_000_000, (got, want)  # and on its true time after the restart too
+
+
+def test_converter_restarts_after_an_overrun_even_when_the_time_looks_continuous() -> None:
+    conv = AudioConverter(16000, 1)
+    assert conv.feed(0, np.zeros((160, 1), np.float32)) is not None
+    conv.discontinuity()
+    b = conv.feed(10_000_000 + 1_000_000, np.zeros((160, 1), np.float32))  # within MAX_JITTER_NS
+    assert b is not None and b.t_ns == 11_000_000 and conv.restarts == 2
+
+
 def test_converter_rejects_a_wrong_channel_count() -> None:
     with pytest.raises(MicrophoneError, match="channel"):
         AudioConverter(16000, 2).feed(0, np.zeros((10, 3), np.float32))
@@ -87,12 +183,15 @@ class FakeAlsa:
 
     def __init__(self, *, rate: int = 44100, channels: int = 2, fail_open: bool = False,
                  fail_after: int | None = None, overrun_at: int | None = None,
-                 granted_format: str = "S16_LE") -> None:
+                 granted_format: str = "S16_LE", jitter_ns: int = 0) -> None:
         """``granted_format``: what the device gives whatever is asked, as pyalsaaudio's
         ``alsapcm_setup`` (``src/alsaaudio.c``) ignores a failed ``snd_pcm_hw_params_set_format`` and
         reads the granted format back (``info()["format"]``/``["format_name"]``): ``hw:``/``dsnoop:``
-        do not convert, an I2S MEMS microphone gives S32_LE."""
+        do not convert, an I2S MEMS microphone gives S32_LE. ``jitter_ns``: each ``htimestamp()`` is off
+        by up to that much either way (uniform, seeded), as interrupt and USB URB times are."""
         self.rate, self.channels = rate, channels
+        self.jitter_ns = jitter_ns
+        self.rng = np.random.default_rng(11)
         self.granted_format = granted_format
         self.fail_open, self.fail_after, self.overrun_at = fail_open, fail_after, overrun_at
         self.pcms: list[FakeAlsa.PCM] = []
@@ -151,6 +250,7 @@ class FakeAlsa:
                 self._check()
                 newest = self.sample + self.buffered - 1
                 t = self.t0 + newest * 1_000_000_000 // fake.rate
+                t += int(fake.rng.integers(-fake.jitter_ns, fake.jitter_ns + 1)) if fake.jitter_ns else 0
                 return t // 1_000_000_000, t % 1_000_000_000, self.buffered
 
             def close(self) -> None:
@@ -228,6 +328,22 @@ def test_alsa_blocks_are_stamped_from_htimestamp_minus_buffered_frames() -> None
     for i, b in enumerate(blocks[:10]):  # block i starts with captured frame 160*i
         assert b.t_ns == pcm.t0 + i * 160 * 1_000_000_000 // 16000
         assert b.samples[0] == pytest.approx((160 * i % 1000) / 32768.0)
+
+
+def test_alsa_jittered_htimestamps_keep_one_continuous_stream() -> None:
+    fake = FakeAlsa(rate=16000, channels=1, jitter_ns=300_000)  # +-0.3 ms: ~5 samples either way
+    mic = AlsaMicrophone(MicrophoneConfig(rate=16000, channels=1, period_frames=160), module=fake)
+    assert mic.start()
+    try:
+        blocks = _drain(mic, 40)
+    finally:
+        mic.close()
+    assert len(blocks) >= 40 and mic._converter is not None and mic._converter.restarts == 1
+    pcm = fake.pcms[0]
+    for a, b in itertools.pairwise(blocks[:40]):
+        assert abs(b.t_ns - a.end_ns) <= 62_500  # continuous: within a sample, not the raw stamps
+    for i, b in enumerate(blocks[:40]):
+        assert abs(b.t_ns - (pcm.t0 + i * 10_000_000)) <= 300_000
 
 
 def test_alsa_other_rate_and_channels_are_converted_and_overruns_counted() -> None:
