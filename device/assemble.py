@@ -303,9 +303,9 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["storage_alarm"] = app_ref[0].recorder.storage_alarm
                 body["model"] = app_ref[0].model_ref.to_dict()
                 if app_ref[0].clock_status is not None:
-                    body["clock"] = app_ref[0].clock_status()
+                    body["clock"] = app_ref[0].current_clock()
                 if app_ref[0].location is not None:
-                    loc = app_ref[0].location()
+                    loc = app_ref[0].current_location()
                     body["location"] = None if loc is None else loc.to_dict()
             body["detector"] = detector.backend
             if detector.alarm:
