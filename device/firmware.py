@@ -179,8 +179,11 @@ def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clo
 
             def progress(st: RunStats) -> None:
                 # the audio phrase stays in every status line: a microphone alarm must not scroll away
+                # so does any other alarm (a GPIO pin that cannot be read, storage, delivery)
+                others = [a for a in fw.app.alarms() if a != "microphone"]
+                alarms = f"; ALARM {'; '.join(others)}" if others else ""
                 notifier.status(f"frames {st.frames}, inference p50 {st.percentile_ms('invoke', 50):.2f} ms, "
-                                f"outbox {outbox.depth()}; {fw.app.audio.summary()}"[:400])
+                                f"outbox {outbox.depth()}; {fw.app.audio.summary()}{alarms}"[:400])
                 _trim_stage_times(st)
 
             stats = fw.run(progress=progress, progress_every=300)

@@ -17,18 +17,31 @@ The marker button has two gestures, told apart here by how long it is held:
 
 Sampling happens in ``poll()`` (once per frame). Presses shorter than two poll
 intervals can be missed, so on hardware call :meth:`GpioInputs.start_sampler` to
-sample on a small thread as well (``poll()`` then only drains the queue).
+sample on a small thread as well (``poll()`` then only drains the queue; should that
+thread ever end, ``poll()`` samples again itself).
+
+A pin that cannot be read (``HardwareError`` from RPi.GPIO/lgpio, or anything else) never
+ends the sampling: the error is logged once per episode, :attr:`GpioInputs.alarm` says why
+(an alarm source of the loop: LED, telemetry), ``on_alarm`` is told once (``STATUS=`` on the
+camera), and the sampler retries with a backoff (doubling up to :data:`MAX_BACKOFF_S`) until a
+read works again, when the alarm clears.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bodycam.device.clock import Clock
 from bodycam.device.hw.config import GpioConfig
 from bodycam.device.hw.gpio import InputPin, PinFactory, Pull
+
+log = logging.getLogger(__name__)
+#: the longest pause between attempts while the pins cannot be read
+MAX_BACKOFF_S = 1.0
 
 InputKind = Literal["record", "marker", "dismiss", "holster_draw", "holster_return"]
 
@@ -112,8 +125,12 @@ class _Channel:
 class GpioInputs:
     """Debounced record / marker / holster inputs (pins ``None`` in config are skipped)."""
 
-    def __init__(self, factory: PinFactory, config: GpioConfig, clock: Clock) -> None:
+    def __init__(self, factory: PinFactory, config: GpioConfig, clock: Clock,
+                 on_alarm: Callable[[str], None] | None = None) -> None:
         self._clock = clock
+        self.on_alarm = on_alarm  # told once per read-error episode (STATUS= on the camera)
+        self._error: str | None = None  # the read error of the current episode
+        self.read_errors = 0  # cumulative
         self._lock = threading.Lock()
         self._queue: list[InputEvent] = []
         self._stop = threading.Event()
@@ -146,17 +163,46 @@ class GpioInputs:
         with self._lock:
             return None if self._holster is None else self._holster.debouncer.level
 
+    @property
+    def alarm(self) -> str | None:
+        """Why the inputs are not working (a pin cannot be read), or None."""
+        error = self._error
+        return None if error is None else f"GPIO inputs: {error}"
+
     def sample(self) -> None:
-        """Read every pin once and queue settled changes."""
+        """Read every pin once and queue settled changes. Raises what a pin's ``read`` raises."""
         with self._lock:
             now = self._clock.monotonic_ns()
-            for ch in self._channels:
-                self._queue += ch.events(ch.active(), now)
+            levels = [ch.active() for ch in self._channels]  # all pins read before any state changes
+            for ch, active in zip(self._channels, levels, strict=True):
+                self._queue += ch.events(active, now)
             self._queue.sort(key=lambda e: e.t_mono_ns)
 
-    def poll(self) -> list[InputEvent]:
-        if self._thread is None:
+    def sample_safely(self) -> bool:
+        """``sample()``, a read error turned into the alarm (logged once per episode); whether it worked."""
+        try:
             self.sample()
+        except Exception as exc:  # RPi.GPIO/lgpio errors: the buttons must come back when the pin does
+            self.read_errors += 1
+            why = f"read failed: {exc}"
+            if self._error is None:
+                self._error = why
+                log.error("ALARM GPIO inputs: %s; retrying (buttons and holster are not seen meanwhile)", why)
+                if self.on_alarm is not None:
+                    try:
+                        self.on_alarm(f"ALARM GPIO inputs: {why}")
+                    except Exception:
+                        log.exception("GPIO alarm callback failed")
+            return False
+        if self._error is not None:
+            log.warning("GPIO inputs: reads work again after %d error(s)", self.read_errors)
+            self._error = None
+        return True
+
+    def poll(self) -> list[InputEvent]:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self.sample_safely()
         with self._lock:
             events, self._queue = self._queue, []
         return events
@@ -168,8 +214,10 @@ class GpioInputs:
         self._stop.clear()
 
         def run() -> None:
-            while not self._stop.wait(period_s):
-                self.sample()
+            wait = period_s
+            while not self._stop.wait(wait):
+                # back off while the pins fail (one line in the log, not 200 a second); resume at once after
+                wait = period_s if self.sample_safely() else min(max(wait * 2, period_s), MAX_BACKOFF_S)
 
         self._thread = threading.Thread(target=run, name="gpio-inputs", daemon=True)
         self._thread.start()
