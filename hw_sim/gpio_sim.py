@@ -287,7 +287,8 @@ class ScenarioEvent:
 _PRESSES = ("record", "marker", "dismiss")
 
 
-_KINDS: tuple[str, ...] = get_args(InputKind)
+#: what a scenario may script: the inputs' events, not the fault report the firmware derives from them
+_KINDS: tuple[str, ...] = tuple(k for k in get_args(InputKind) if k != "holster_flapping")
 
 
 #: scenario times are seconds into the clip: a week bounds any clip (and stays far inside int64 ns)

@@ -15,6 +15,15 @@ The marker button has two gestures, told apart here by how long it is held:
   (timed then; the haptic answers while the finger is still on the button) and nothing
   at release. Whether a dismissal is allowed is the state machine's decision.
 
+A holster sensor that flaps (a loose magnet, a broken reed switch) would make a marker of every
+change. Changes are passed on while there are at most :data:`HOLSTER_FLAP_LIMIT` of them in
+:data:`HOLSTER_FLAP_WINDOW_S`; beyond that the sensor is *flapping*: one ``holster_flapping`` event
+(at most one a window), :attr:`GpioInputs.alarm` says so, and its changes are held back until it has
+kept one level for :data:`HOLSTER_SETTLE_S`. The level it settles at is then passed on if it
+differs from the last one passed on (timed when it was reached), so the state machine ends with
+the sensor's real state: a weapon drawn during the flapping still starts a recording, and the first
+draw before the limit is never held back.
+
 Sampling happens in ``poll()`` (once per frame). Presses shorter than two poll
 intervals can be missed, so on hardware call :meth:`GpioInputs.start_sampler` to
 sample on a small thread as well (``poll()`` then only drains the queue; should that
@@ -29,6 +38,7 @@ read works again, when the alarm clears.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -43,7 +53,13 @@ log = logging.getLogger(__name__)
 #: the longest pause between attempts while the pins cannot be read
 MAX_BACKOFF_S = 1.0
 
-InputKind = Literal["record", "marker", "dismiss", "holster_draw", "holster_return"]
+#: more holster changes than this within HOLSTER_FLAP_WINDOW_S: the sensor is flapping
+HOLSTER_FLAP_LIMIT = 20
+HOLSTER_FLAP_WINDOW_S = 60.0
+#: a flapping sensor counts as settled after keeping one level this long
+HOLSTER_SETTLE_S = 5.0
+
+InputKind = Literal["record", "marker", "dismiss", "holster_draw", "holster_return", "holster_flapping"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,52 @@ class _Channel:
         return out
 
 
+class FlapLimiter:
+    """Holds back the changes of a flapping two-state input; see the module docstring."""
+
+    def __init__(self, initial: bool, limit: int = HOLSTER_FLAP_LIMIT, window_s: float = HOLSTER_FLAP_WINDOW_S,
+                 settle_s: float = HOLSTER_SETTLE_S) -> None:
+        self._limit = limit
+        self._window_ns = round(window_s * 1e9)
+        self._settle_ns = round(settle_s * 1e9)
+        self._changes: collections.deque[int] = collections.deque()
+        self.level = initial  # the sensor's settled level (True: drawn)
+        self.reported = initial  # the last level passed on
+        self._last_change_ns = 0
+        self.flapping = False
+        self._last_flap_event_ns: int | None = None
+        self.held_back = 0  # changes not passed on (cumulative)
+
+    def feed(self, events: list[InputEvent], now_ns: int) -> list[InputEvent]:
+        """The holster's events of one sample (oldest first) -> what is passed on."""
+        out: list[InputEvent] = []
+        for ev in events:
+            self._changes.append(ev.t_mono_ns)
+            while self._changes and self._changes[0] <= ev.t_mono_ns - self._window_ns:
+                self._changes.popleft()
+            self.level, self._last_change_ns = ev.kind == "holster_draw", ev.t_mono_ns
+            if not self.flapping and len(self._changes) > self._limit:
+                self.flapping = True
+                log.error("ALARM holster sensor flapping: %d changes in %.0f s; its changes are held back until it "
+                          "keeps one level for %.0f s", len(self._changes), self._window_ns / 1e9,
+                          self._settle_ns / 1e9)
+                if self._last_flap_event_ns is None or ev.t_mono_ns - self._last_flap_event_ns >= self._window_ns:
+                    self._last_flap_event_ns = ev.t_mono_ns
+                    out.append(InputEvent("holster_flapping", ev.t_mono_ns))
+            if self.flapping:
+                self.held_back += 1
+                continue
+            out.append(ev)
+            self.reported = self.level
+        if self.flapping and now_ns - self._last_change_ns >= self._settle_ns:
+            self.flapping = False
+            log.warning("holster sensor settled (%s)", "drawn" if self.level else "holstered")
+            if self.level != self.reported:
+                out.append(InputEvent("holster_draw" if self.level else "holster_return", self._last_change_ns))
+                self.reported = self.level
+        return out
+
+
 class GpioInputs:
     """Debounced record / marker / holster inputs (pins ``None`` in config are skipped)."""
 
@@ -156,6 +218,7 @@ class GpioInputs:
                 ("holster_draw", "holster_return"),
             )
             self._channels.append(self._holster)
+        self._holster_limit = None if self._holster is None else FlapLimiter(self._holster.debouncer.level)
 
     @property
     def holster_drawn(self) -> bool | None:
@@ -165,9 +228,13 @@ class GpioInputs:
 
     @property
     def alarm(self) -> str | None:
-        """Why the inputs are not working (a pin cannot be read), or None."""
+        """Why the inputs are not working (a pin cannot be read, the holster sensor flaps), or None."""
         error = self._error
-        return None if error is None else f"GPIO inputs: {error}"
+        if error is not None:
+            return f"GPIO inputs: {error}"
+        if self._holster_limit is not None and self._holster_limit.flapping:
+            return "holster sensor flapping"
+        return None
 
     def sample(self) -> None:
         """Read every pin once and queue settled changes. Raises what a pin's ``read`` raises."""
@@ -175,7 +242,10 @@ class GpioInputs:
             now = self._clock.monotonic_ns()
             levels = [ch.active() for ch in self._channels]  # all pins read before any state changes
             for ch, active in zip(self._channels, levels, strict=True):
-                self._queue += ch.events(active, now)
+                events = ch.events(active, now)
+                if ch is self._holster and self._holster_limit is not None:
+                    events = self._holster_limit.feed(events, now)
+                self._queue += events
             self._queue.sort(key=lambda e: e.t_mono_ns)
 
     def sample_safely(self) -> bool:

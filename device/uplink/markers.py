@@ -73,7 +73,7 @@ __all__ = ["DEVICE_RE", "FIX_RE", "HEX64_RE", "KIND_RE", "MAX_EXTRA_BYTES", "MAX
 #: kinds the firmware emits today (others matching KIND_RE are accepted)
 KNOWN_KINDS = frozenset(
     {"gunshot", "manual", "holster_draw", "holster_return", "recording_start", "recording_stop",
-     "recording_stop_requested", "dismissed", "dismiss_refused", "boot", "footage_deleted"}
+     "recording_stop_requested", "dismissed", "dismiss_refused", "boot", "footage_deleted", "holster_flapping"}
 )
 #: recommended GNSS fix values (any short lowercase token is accepted)
 FIX_VALUES = ("none", "2d", "3d", "dgps", "rtk", "dr")

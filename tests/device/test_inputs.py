@@ -307,3 +307,59 @@ def test_poll_samples_itself_when_the_sampler_thread_is_gone() -> None:
     assert run(inputs, clock, 0.3, step_ns=MS) == [InputEvent("record", 100_000_000)]
     assert inputs.alarm is None
     inputs.close()
+
+
+def test_a_flapping_holster_sensor_is_reported_once_and_held_back_until_it_settles() -> None:
+    """A reed switch toggling every 100 ms for 30 s (the review measured 600 markers a minute): at most
+    HOLSTER_FLAP_LIMIT changes a window reach the state machine, one holster_flapping marker, an alarm; the
+    level it settles at (drawn) is passed on, so the recording it started is still going."""
+    from bodycam.device.footage.recording_state import (
+        EmitMarker,
+        Event,
+        RecordingConfig,
+        RecordingStateMachine,
+        StartRecording,
+        State,
+    )
+    from bodycam.device.hw.inputs import HOLSTER_FLAP_LIMIT, HOLSTER_SETTLE_S
+
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})  # holstered
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    sm = RecordingStateMachine(RecordingConfig(auto_stop_after_s=0))
+    for k in range(301):  # 1.0 s .. 31.0 s; an odd count: it ends drawn
+        pins.set_level(22, k % 2 == 0, at_s=1.0 + k * 0.1)
+    markers: list[str] = []
+    starts = 0
+    alarm_seen = False
+    t_ms = 0
+    while t_ms < 40_000:  # sampled every 5 ms, as the hardware sampler does
+        t_ms += 5
+        clock.set_ns(t_ms * MS)
+        for ev in inputs.poll():
+            for a in sm.handle(Event(ev.kind, ev.t_mono_ns, "button")):
+                if isinstance(a, EmitMarker):
+                    markers.append(a.kind)
+                starts += isinstance(a, StartRecording)
+        alarm_seen = alarm_seen or inputs.alarm == "holster sensor flapping"
+        if t_ms == 30_000:
+            assert inputs.alarm == "holster sensor flapping"
+    changes = [m for m in markers if m in ("holster_draw", "holster_return")]
+    assert markers.count("holster_flapping") == 1 and alarm_seen
+    assert HOLSTER_FLAP_LIMIT <= len(changes) <= HOLSTER_FLAP_LIMIT + 1  # + the settled level
+    assert changes[0] == "holster_draw" and changes[-1] == "holster_draw"  # it settled drawn
+    assert starts == 1 and sm.state == State.RECORDING  # the first draw started it; nothing stopped it
+    assert inputs.alarm is None  # settled: no alarm after HOLSTER_SETTLE_S
+    assert 31.0 + HOLSTER_SETTLE_S < 40.0
+
+
+def test_a_holster_used_normally_is_never_held_back() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    for k in range(8):  # drawn and holstered four times in 40 s
+        pins.set_level(22, k % 2 == 0, at_s=1.0 + k * 5.0)
+    events = run(inputs, clock, 45.0, step_ns=5 * MS)
+    assert [e.kind for e in events] == ["holster_draw", "holster_return"] * 4
+    assert [e.t_mono_ns for e in events] == [round((1.0 + k * 5.0) * 1e9) for k in range(8)]
+    assert inputs.alarm is None
