@@ -28,7 +28,7 @@ from bodycam.device.app import RunStats
 from bodycam.device.assemble import Firmware, HardwareParts, LocationSource, assemble, model_spec
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.config import AppConfig
-from bodycam.device.errors import BodycamError, HardwareError, StartupError
+from bodycam.device.errors import BodycamError, ConfigError, HardwareError, StartupError
 from bodycam.device.hw.frames import Camera
 from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.hw.microphone import Microphone
@@ -258,6 +258,19 @@ def _pending_check(store: ModelStore) -> Callable[[], bool]:
             return False
 
     return pending
+
+
+def config_failure(exc: ConfigError, environ: Mapping[str, str] | None = None) -> StartupError:
+    """A config that cannot be loaded when the service starts: one ``STATUS=`` line (as any start-up
+    failure), returned as the :class:`StartupError` whose exit status the unit does not restart."""
+    notifier = Watchdog(SystemClock(), environ=os.environ if environ is None else environ)
+    try:
+        notifier.status(" ".join(f"start-up failed: {exc}".split())[:400])  # the caller prints the one line
+    finally:
+        notifier.close()
+    err = StartupError(str(exc))
+    err.__cause__ = exc
+    return err
 
 
 def _fail_start(notifier: Watchdog, exc: BodycamError) -> NoReturn:

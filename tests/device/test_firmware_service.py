@@ -303,3 +303,19 @@ def test_a_sigterm_during_a_model_reload_stops_the_service_promptly_and_cleanly(
     assert proc.returncode == 0, err  # a clean stop: not a start-up failure (78), not a kill
     assert not any("start-up failed" in m for m in texts), texts
     assert sum("READY=1" in m for m in texts) == 1, texts  # the first run's; the second never started a loop
+
+
+def test_a_config_error_at_service_start_is_one_status_line_and_the_exit_the_unit_does_not_restart(
+        tmp_path: Path) -> None:
+    """`bodycam run` used to exit 2 (ConfigError): Restart=on-failure retried it every 2 s until start-limit-hit."""
+    from bodycam.device.errors import StartupError
+
+    res, texts = run_cli(tmp_path, "[recording]\npre_event_s = -5\n")
+    assert res.returncode == StartupError.exit_code == 78, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recording.pre_event_s" in lines[0] and lines[0].startswith("bodycam: error:")
+    assert [m for m in texts if m.startswith("STATUS=")] == [f"STATUS=start-up failed: {lines[0][16:]}"], texts
+    # the interactive check keeps ConfigError's own status
+    check = subprocess.run([sys.executable, "-m", "bodycam.device.cli", "check-config", str(tmp_path / "config.toml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 2 and "recording.pre_event_s" in check.stderr
