@@ -27,7 +27,7 @@ from bodycam.device.detect.detector import Detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.fusion import Fusion, ShotDecision
 from bodycam.device.detect.preprocess import FrameWindow
-from bodycam.device.errors import StorageError
+from bodycam.device.errors import MarkerError, StorageError
 from bodycam.device.footage.recorder import Recorder
 from bodycam.device.footage.recording import PROTECTING_KINDS, Recording, chapter_label
 from bodycam.device.footage.recording_state import (
@@ -172,6 +172,9 @@ class App:
         self.info: StreamInfo | None = None
         self._stopping = False
         self.journal_error: str | None = None  # why markers are only in the outbox's memory (full card)
+        #: optional marker parts (``location``, ``clock``) that failed: the marker went out without them;
+        #: logged once per episode and an alarm until the part works again
+        self.marker_part_errors: dict[str, str] = {}
         #: called once, after the first frame went through the whole loop (READY=1 on the camera)
         self.on_first_frame: Callable[[], None] | None = None
 
@@ -359,6 +362,7 @@ class App:
             out.append("storage")
         if self.journal_error is not None:
             out.append(f"outbox: {self.journal_error}")
+        out.extend(f"marker {part} left out: {problem}" for part, problem in list(self.marker_part_errors.items()))
         for source in self.alarm_sources:
             try:
                 why = source()
@@ -413,14 +417,62 @@ class App:
                 self.recorder.fail(rec, str(exc))
         if kind in PROTECTING_KINDS and (rec is None or rec.error is not None):
             self._unplaced_shots.append(t_ns)  # the next recording's pre-event footage holds it
-        loc = self.location() if self.location is not None else None
-        draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
-                            media=media, location=loc, model=model, extra=extra, evidence=evidence,
-                            clock=None if self.clock_status is None else self.clock_status())
+        loc, clk = self.current_location(), self.current_clock()
+        while True:  # an optional part never costs the marker: one the draft refuses is left out
+            try:
+                draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
+                                    media=media, location=loc, model=model, extra=extra, evidence=evidence, clock=clk)
+                break
+            except MarkerError as exc:
+                if loc is not None and str(exc).startswith("location"):
+                    self._marker_part_failed("location", str(exc))
+                    loc = None
+                elif clk is not None and str(exc).startswith("clock"):
+                    self._marker_part_failed("clock", str(exc))
+                    clk = None
+                else:
+                    raise
         marker = self.journal.record(draft)  # durable (or, on a full card, in order in memory) first
         self._check_journal()
         self._after_record(marker, fresh=True)
         return marker
+
+    def current_location(self) -> Location | None:
+        """The location part's answer for a marker or telemetry; None (logged, alarmed) when it fails."""
+        if self.location is None:
+            return None
+        try:
+            loc = self.location()
+        except Exception as exc:  # the location is optional: never lose a marker for it
+            self._marker_part_failed("location", f"{type(exc).__name__}: {exc}")
+            return None
+        if loc is not None and not isinstance(loc, Location):
+            self._marker_part_failed("location", f"not a Location: {type(loc).__name__}")
+            return None
+        self._marker_part_ok("location")
+        return loc
+
+    def current_clock(self) -> dict[str, JSON] | None:
+        """The markers' ``clock`` object, checked; None (logged, alarmed) when it fails or is invalid."""
+        if self.clock_status is None:
+            return None
+        try:
+            value = self.clock_status()
+            MarkerDraft(kind="clock_check", t_mono_ns=0, wall_ns=0, clock=value)  # the marker's own rules
+        except Exception as exc:  # the clock field is optional: never lose a marker for it
+            self._marker_part_failed("clock", f"{type(exc).__name__}: {exc}")
+            return None
+        self._marker_part_ok("clock")
+        return value
+
+    def _marker_part_failed(self, part: str, why: str) -> None:
+        if self.marker_part_errors.get(part) != why:
+            log.error("markers go out without their %s: %s", part, why)
+        self.marker_part_errors[part] = why
+
+    def _marker_part_ok(self, part: str) -> None:
+        if self.marker_part_errors.pop(part, None) is not None:
+            log.warning("markers carry their %s again", part)
 
     def _check_journal(self, flush: bool = False) -> None:
         """Follow the outbox's storage state: raise the alarm while markers are only in memory."""

@@ -292,12 +292,15 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
         outbox = stack.enter_context(Outbox.from_config(state / "outbox.sqlite", cfg.device.id, clock, cfg.outbox,
                                                           signer=signer))
         inputs, indicators = parts.inputs, parts.indicators
+        inputs_alarm: Callable[[], str | None] | None = None  # a pin that cannot be read (hw/inputs.py)
         if parts.pins is not None and _gpio_used(cfg):
             from bodycam.device.hw.indicators import GpioIndicators
             from bodycam.device.hw.inputs import GpioInputs
 
             if inputs is None:
-                gpio_inputs = GpioInputs(parts.pins, cfg.gpio, clock)
+                gpio_inputs = GpioInputs(parts.pins, cfg.gpio, clock,
+                                         on_alarm=parts.notifier.status if parts.notifier is not None else None)
+                inputs_alarm = lambda: gpio_inputs.alarm  # noqa: E731
                 stack.callback(gpio_inputs.close)
                 if parts.input_sampler_s is not None:
                     gpio_inputs.start_sampler(parts.input_sampler_s)
@@ -347,13 +350,15 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
                 body["storage_alarm"] = app_ref[0].recorder.storage_alarm
                 body["model"] = app_ref[0].model_ref.to_dict()
                 if app_ref[0].clock_status is not None:
-                    body["clock"] = app_ref[0].clock_status()
+                    body["clock"] = app_ref[0].current_clock()
                 if app_ref[0].location is not None:
-                    loc = app_ref[0].location()
+                    loc = app_ref[0].current_location()
                     body["location"] = None if loc is None else loc.to_dict()
             body["detector"] = detector.backend
             if detector.alarm:
                 body["detector_alarm"] = detector.alarm
+            if inputs_alarm is not None and (why := inputs_alarm()):
+                body["inputs_alarm"] = why
             if app_ref:
                 body["audio"] = app_ref[0].audio.telemetry()
             if parts.board is not None:
@@ -380,6 +385,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             lambda: "microphone" if app_ref and app_ref[0].audio.telemetry().get("alarm") else None,
             lambda: retention_alarm,  # min_free_mb clamped to the card: the LED shows it until the config is fixed
         ]
+        if inputs_alarm is not None:
+            alarm_sources.append(inputs_alarm)
         if publisher is not None:
             alarm_sources.append(lambda: None if pub.delivery_alarm is None else f"delivery: {pub.delivery_alarm}")
         app = App(camera=parts.camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bodycam.device import evidence_cli, model_cli
 from bodycam.device.console import pipe_safe
-from bodycam.device.errors import BodycamError
+from bodycam.device.errors import BodycamError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config)
+    except ConfigError as exc:
+        # `run` is what systemd starts: a bad config is a start-up failure that no restart can cure, so it
+        # exits like the others (StartupError, 78: the unit's RestartPreventExitStatus=) with one STATUS=
+        # line, instead of 2, which Restart=on-failure retries until start-limit-hit. check-config and
+        # doctor, run by a person or a script, keep ConfigError's 2.
+        from bodycam.device.firmware import config_failure
+
+        err = config_failure(exc)
+        print(f"bodycam: error: {err}", file=sys.stderr)
+        return err.exit_code
+    try:
         logging.basicConfig(level=cfg.device.log_level, format="%(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
         from bodycam.device.firmware import run_firmware

@@ -4,7 +4,9 @@
 real parts (picamera2 camera, RPi.GPIO/rpi-lgpio pins with the 5 ms button sampler,
 the GNSS UART, the systemd notifier and watchdog, board telemetry), hands them to
 :func:`bodycam.device.assemble.assemble` (which the simulator uses too), runs the
-loop and stops cleanly on SIGTERM/SIGINT. ``READY=1`` is sent once the first frame
+loop and stops cleanly on SIGTERM/SIGINT, whenever they come: the handlers are installed once,
+before the first assembly, and set a process-level stop request that reaches the current run or
+the one being assembled (a model reload must not lose a ``systemctl stop``). ``READY=1`` is sent once the first frame
 went through the loop. A camera, model or storage failure at start-up is reported as
 one ``STATUS=`` line and raised as :class:`StartupError` (``bodycam run`` exits
 with ``StartupError.exit_code`` (78), which the unit's ``RestartPreventExitStatus=`` keeps from
@@ -16,16 +18,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bodycam.device.app import RunStats
 from bodycam.device.assemble import Firmware, HardwareParts, LocationSource, assemble, model_spec
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.config import AppConfig
-from bodycam.device.errors import BodycamError, HardwareError, StartupError
+from bodycam.device.errors import BodycamError, ConfigError, HardwareError, StartupError
 from bodycam.device.hw.frames import Camera
 from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.hw.microphone import Microphone
@@ -38,6 +41,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bodycam")
 MAX_REJECTIONS = 8
+
+class StopRequest:
+    """SIGTERM/SIGINT for the whole service: one flag that outlives every assembly.
+
+    The signal handler sets it and stops the run that is current; a run being assembled checks it
+    before it starts the camera and right after it became current, so a signal in between is never
+    addressed to a run that has already finished. No reload follows a stop request.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._current: Firmware | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def request(self) -> None:
+        self._event.set()
+        current = self._current
+        if current is not None:
+            current.request_stop()
+
+    def attach(self, fw: Firmware | None) -> None:
+        """Make ``fw`` the run a stop request reaches (None: none runs); stop it at once if one came."""
+        self._current = fw
+        if fw is not None and self._event.is_set():
+            fw.request_stop()
+
 
 @dataclass
 class FirmwareResult:
@@ -118,6 +150,15 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
     env = os.environ if environ is None else environ
     clock = clock or SystemClock()
     notifier = Watchdog(clock, environ=env)
+    stop = StopRequest()
+    previous: list[tuple[signal.Signals, Any]] = []
+    if install_signals:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            stop.request()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous.append((signum, signal.signal(signum, on_signal)))
     try:
         try:
             store = open_store(cfg, clock)
@@ -133,7 +174,7 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
                 store, run_cfg, package = None, cfg, None
             cam = camera_factory() if camera_factory is not None else camera
             try:
-                result, reload = _run_once(run_cfg, package, store, clock, notifier, cam, pin_factory, install_signals)
+                result, reload = _run_once(run_cfg, package, store, clock, notifier, cam, pin_factory, stop)
             except ModelRejected as exc:
                 assert store is not None
                 log.error("ALARM %s: rejected; falling back to the previous model", exc)
@@ -147,31 +188,31 @@ def run_firmware(cfg: AppConfig, *, camera: Camera | None = None, clock: Clock |
                 if rejected > MAX_REJECTIONS:  # cannot happen: each rejection leaves one model fewer
                     raise StartupError(f"{rejected} model packages rejected in a row") from exc
                 continue
-            if not reload:
+            if not reload or stop.requested:
                 return result
             camera = None  # a camera object given by the caller ended with the loop: real parts next time
     finally:
         notifier.close()
+        for signum, handler in previous:
+            signal.signal(signum, handler)
 
 
 def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clock: Clock, notifier: Watchdog,
               camera: Camera | None, pin_factory: PinFactory | None,
-              install_signals: bool) -> tuple[FirmwareResult, bool]:
+              stop: StopRequest) -> tuple[FirmwareResult, bool]:
     """One assembly of the firmware, run until it stops; (result, whether to assemble again)."""
     fw: Firmware | None = None
+    if stop.requested:  # stopped between two assemblies: nothing to start
+        log.info("stop requested: not assembling")
+        return FirmwareResult(RunStats(), 0, []), False
     try:
         with assemble(cfg, real_parts(cfg, clock, notifier, camera=camera, pin_factory=pin_factory),
                       package=package, models=store) as fw:
+            if stop.requested:  # came while the model loaded: do not start the camera
+                log.info("stop requested while assembling: not starting")
+                return FirmwareResult(RunStats(), 0, []), False
             fw.start()
-            if install_signals:
-                firmware = fw
-
-                def on_signal(signum: int, _frame: FrameType | None) -> None:
-                    log.info("signal %d: stopping", signum)
-                    firmware.request_stop()
-
-                signal.signal(signal.SIGTERM, on_signal)
-                signal.signal(signal.SIGINT, on_signal)
+            stop.attach(fw)  # from here the signal stops this run (at once if it already came)
             if store is not None:
                 fw.app.reload_when = _pending_check(store)
 
@@ -179,22 +220,27 @@ def _run_once(cfg: AppConfig, package: str | None, store: ModelStore | None, clo
 
             def progress(st: RunStats) -> None:
                 # the audio phrase stays in every status line: a microphone alarm must not scroll away
+                # so does any other alarm (a GPIO pin that cannot be read, storage, delivery)
+                others = [a for a in fw.app.alarms() if a != "microphone"]
+                alarms = f"; ALARM {'; '.join(others)}" if others else ""
                 notifier.status(f"frames {st.frames}, inference p50 {st.percentile_ms('invoke', 50):.2f} ms, "
-                                f"outbox {outbox.depth()}; {fw.app.audio.summary()}"[:400])
+                                f"outbox {outbox.depth()}; {fw.app.audio.summary()}{alarms}"[:400])
                 _trim_stage_times(st)
 
             stats = fw.run(progress=progress, progress_every=300)
-            if not fw.ready_sent:
+            if not fw.ready_sent and not stop.requested:  # a stop before the first frame is no failure
                 raise HardwareError("camera: the stream ended before the first frame")
             undelivered = fw.drain(5.0)
             errors = list(fw.recorder.errors)
-            reload = fw.app.reload_requested
+            reload = fw.app.reload_requested and not stop.requested
     except ModelRejected:
         raise
     except BodycamError as exc:
         if fw is not None and fw.ready_sent:
             raise  # failed while running: systemd restarts it
         _fail_start(notifier, exc)
+    finally:
+        stop.attach(None)  # a signal from now on is for the next run (or none)
     return FirmwareResult(stats, undelivered, errors), reload
 
 
@@ -212,6 +258,19 @@ def _pending_check(store: ModelStore) -> Callable[[], bool]:
             return False
 
     return pending
+
+
+def config_failure(exc: ConfigError, environ: Mapping[str, str] | None = None) -> StartupError:
+    """A config that cannot be loaded when the service starts: one ``STATUS=`` line (as any start-up
+    failure), returned as the :class:`StartupError` whose exit status the unit does not restart."""
+    notifier = Watchdog(SystemClock(), environ=os.environ if environ is None else environ)
+    try:
+        notifier.status(" ".join(f"start-up failed: {exc}".split())[:400])  # the caller prints the one line
+    finally:
+        notifier.close()
+    err = StartupError(str(exc))
+    err.__cause__ = exc
+    return err
 
 
 def _fail_start(notifier: Watchdog, exc: BodycamError) -> NoReturn:

@@ -45,6 +45,8 @@ class SimInputPin:
         self._times: list[int] = [-(2**62)]
         self._levels: list[bool] = [resting_high if initial_high is None else initial_high]
         self._lock = threading.Lock()
+        #: while set, ``read`` raises ``HardwareError`` with it, as the RPi.GPIO/lgpio adapter does
+        self.read_error: str | None = None
 
     def schedule(self, t_ns: int, high: bool) -> None:
         with self._lock:
@@ -53,6 +55,9 @@ class SimInputPin:
             self._levels.insert(i, high)
 
     def read(self) -> bool:
+        error = self.read_error
+        if error is not None:
+            raise HardwareError(error)
         now = self._clock.monotonic_ns()
         with self._lock:
             return self._levels[bisect.bisect_right(self._times, now) - 1]
@@ -128,6 +133,10 @@ class SimPinFactory:
             self.inputs[pin].schedule(t + 2 * k * step, high)
             self.inputs[pin].schedule(t + (2 * k + 1) * step, not high)
         self.inputs[pin].schedule(t + 2 * count * step, high)
+
+    def fail_reads(self, pin: int, error: str | None) -> None:
+        """Make every read of ``pin`` raise ``HardwareError(error)`` until called with None."""
+        self.inputs[pin].read_error = error
 
     # -- reading outputs ---------------------------------------------------------
     def history(self, pin: int) -> list[tuple[int, bool]]:
@@ -278,7 +287,8 @@ class ScenarioEvent:
 _PRESSES = ("record", "marker", "dismiss")
 
 
-_KINDS: tuple[str, ...] = get_args(InputKind)
+#: what a scenario may script: the inputs' events, not the fault report the firmware derives from them
+_KINDS: tuple[str, ...] = tuple(k for k in get_args(InputKind) if k != "holster_flapping")
 
 
 #: scenario times are seconds into the clip: a week bounds any clip (and stays far inside int64 ns)

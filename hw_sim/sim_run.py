@@ -344,11 +344,12 @@ class _SimGnss:
 
     def advance(self, t_ns: int) -> None:
         while t_ns / 1e9 >= self._next_s:
-            before = self.tracker.stats().used
+            # wait for the sentences, not for their use: a fix the reader refuses is taken in all the same
+            before = self.tracker.stats().sentences
             self.sim.write_epoch(self._next_s)
             self._next_s += 1.0
             deadline = time.monotonic() + 0.5
-            while self.tracker.stats().used < before + 3 and time.monotonic() < deadline:
+            while self.tracker.stats().sentences < before + 3 and time.monotonic() < deadline:
                 time.sleep(0.0005)
 
     def location(self) -> Location | None:

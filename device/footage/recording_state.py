@@ -64,7 +64,8 @@ class RecordingConfig:
 
 
 EventKind = Literal[
-    "record", "marker", "dismiss", "holster_draw", "holster_return", "detection", "start", "stop", "tick"
+    "record", "marker", "dismiss", "holster_draw", "holster_return", "holster_flapping", "detection", "start", "stop",
+    "tick"
 ]
 
 
@@ -198,6 +199,10 @@ class RecordingStateMachine:
 
     def _on_holster_return(self, ev: Event) -> list[Action]:
         return [EmitMarker("holster_return", ev.t_ns)]
+
+    def _on_holster_flapping(self, ev: Event) -> list[Action]:
+        """The sensor changes too often to be believed (hw/inputs.py holds its changes back): say so once."""
+        return [EmitMarker("holster_flapping", ev.t_ns)]
 
     def _on_marker(self, ev: Event) -> list[Action]:
         """A short press: a manual marker, whatever the state. Never stops anything."""

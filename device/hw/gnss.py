@@ -13,6 +13,15 @@ Three small parts:
 
 Field parsing uses pynmeagps (checksum verified here as well, so bad sentences are
 classified); lat/lon are signed decimal degrees.
+
+A checksum-valid sentence can still be nonsense: the XOR checksum misses two flipped bits in
+the same position, and receivers report cold-start dates. :class:`FixState` therefore refuses
+a fix a marker could not carry (outside the ranges of ``bodycam.device.uplink.markers.Location``:
+|lat| > 90, |lon| > 180, altitude, HDOP, NaN/inf; counted as ``implausible``) and a GNSS time
+before :data:`GNSS_TIME_FLOOR` (pynmeagps reads two-digit years 51..99 as 1951..1999; a receiver
+that lost its almanac says 1980; a week-rollover bug is 19.6 years back): that time is not used to
+judge the clock (counted as ``implausible_time``; the position of that sentence still counts). Each
+refusal is logged, the first at once and then at most once a minute.
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bodycam.device.clock import Clock
-from bodycam.device.errors import HardwareError
+from bodycam.device.errors import HardwareError, MarkerError
 from bodycam.device.hw.config import GnssConfig
 from bodycam.device.hw.serial_port import ByteStream, open_serial
+from bodycam.device.uplink.markers import location_problem
 
 if TYPE_CHECKING:
     from bodycam.device.uplink.markers import Location as MarkerLocation
@@ -36,6 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KNOT_MPS = 1852.0 / 3600.0
+#: a GNSS time earlier than this is not believed (this firmware was written after it): it is not used to
+#: judge the clock. Later dates are judged against the system clock by ``hw/clock_sync.py`` when NTP has it.
+GNSS_TIME_FLOOR = _dt.datetime(2025, 1, 1, tzinfo=_dt.UTC)
+GNSS_TIME_FLOOR_NS = int(GNSS_TIME_FLOOR.timestamp()) * 1_000_000_000
+_REFUSAL_LOG_INTERVAL_NS = 60 * 1_000_000_000
 # Minimum number of comma-separated fields (after the address) per sentence type.
 _MIN_FIELDS = {"GGA": 14, "RMC": 11, "GSA": 17}
 _QUALITY_NAMES = {2: "dgps", 3: "pps", 4: "rtk", 5: "rtk_float", 6: "estimated", 7: "manual", 8: "simulated"}
@@ -64,6 +79,8 @@ class GnssStats:
     ignored: int = 0  # valid but of another type (GSV, VTG, TXT, proprietary, ...)
     bad_checksum: int = 0
     malformed: int = 0  # good checksum, bad content (too few fields, non-numeric, ...)
+    implausible: int = 0  # good checksum, a fix no marker can carry (lat > 90, NaN, absurd altitude, ...)
+    implausible_time: int = 0  # RMC time before GNSS_TIME_FLOOR: not used for the clock
     garbage_bytes: int = 0  # bytes outside any sentence, or non-ASCII sentences
     overlong: int = 0  # lines longer than max_line_bytes (dropped)
     read_errors: int = 0
@@ -71,7 +88,7 @@ class GnssStats:
 
     @property
     def bad_sentences(self) -> int:
-        return self.bad_checksum + self.malformed + self.overlong
+        return self.bad_checksum + self.malformed + self.overlong + self.implausible
 
 
 class NmeaFramer:
@@ -186,6 +203,10 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
+class _Implausible(Exception):
+    """A checksum-valid sentence whose fix is physically impossible."""
+
+
 class FixState:
     """Folds GGA/RMC/GSA sentences into the latest fix. Not thread-safe by itself."""
 
@@ -200,6 +221,9 @@ class FixState:
         self._mode = 1  # GSA navMode: 1 none, 2 2D, 3 3D
         self._gsa_hdop: float | None = None
         self._date: _dt.date | None = None
+        self.last_refusal: str | None = None  # why the last implausible sentence was refused
+        self._next_refusal_log_ns: int | None = None
+        self._refusals_unlogged = 0
 
     def apply(self, sentence: bytes) -> None:
         from pynmeagps import VALCKSUM, NMEAReader
@@ -221,11 +245,34 @@ class FixState:
                 self._rmc(msg)
             else:
                 self._gsa(msg)
+        except _Implausible as exc:
+            self._stats.implausible += 1
+            self.has_fix_now = False
+            self._refused(f"{kind} refused: {exc}", sentence)
+            return
         except Exception as exc:  # pynmeagps raises several types for bad content
             self._stats.malformed += 1
             log.debug("malformed NMEA %r: %s", sentence, exc)
             return
         self._stats.used += 1
+
+    def _refused(self, why: str, sentence: bytes | None = None) -> None:
+        """Remember and log a refusal: the first at once, then at most once a minute (with the count)."""
+        self.last_refusal = why
+        now = self._clock.monotonic_ns()
+        if self._next_refusal_log_ns is not None and now < self._next_refusal_log_ns:
+            self._refusals_unlogged += 1
+            return
+        more = f" ({self._refusals_unlogged} more since the last report)" if self._refusals_unlogged else ""
+        log.warning("GNSS: %s%s%s", why, more, "" if sentence is None else f": {sentence[:120]!r}")
+        self._refusals_unlogged = 0
+        self._next_refusal_log_ns = now + _REFUSAL_LOG_INTERVAL_NS
+
+    @staticmethod
+    def _check_fix(lat: float, lon: float, alt_m: float | None, hdop: float | None) -> None:
+        problem = location_problem(lat, lon, alt_m, hdop)
+        if problem is not None:
+            raise _Implausible(problem)
 
     def _fix_name(self) -> str:
         if self._quality in _QUALITY_NAMES:
@@ -243,12 +290,15 @@ class FixState:
         utc = self._utc_ns(msg.time)
         prev = self.fix if self.fix is not None and utc is not None and self.fix.utc_ns == utc else None
         hdop = _num(msg.HDOP)
+        hdop = hdop if hdop is not None else self._gsa_hdop
+        alt = _num(msg.alt)
+        self._check_fix(lat, lon, alt, hdop)
         sats = int(msg.numSV) if msg.numSV != "" else None
         self.fix = Location(
             lat=lat,
             lon=lon,
-            alt_m=_num(msg.alt),
-            hdop=hdop if hdop is not None else self._gsa_hdop,
+            alt_m=alt,
+            hdop=hdop,
             fix=self._fix_name(),
             num_sats=sats,
             speed_mps=prev.speed_mps if prev else None,
@@ -264,7 +314,13 @@ class FixState:
             self._date = msg.date
         utc = self._utc_ns(msg.time)
         now = self._clock.monotonic_ns()
-        if utc is not None and msg.status == "A":
+        if utc is not None and msg.status == "A" and utc < GNSS_TIME_FLOOR_NS:
+            # a cold-start date, a two-digit year read as 19xx, a week rollover: not a time to judge the
+            # clock by (it still pairs this epoch's sentences: the receiver stamps them all alike)
+            self._stats.implausible_time += 1
+            self._refused(f"RMC time {_dt.datetime.fromtimestamp(utc / 1e9, _dt.UTC):%Y-%m-%d %H:%M:%S} is before "
+                          f"{GNSS_TIME_FLOOR:%Y-%m-%d}: not used for the clock")
+        elif utc is not None and msg.status == "A":
             skew = (self._clock.wall_ns() - utc) / 1e9
             self.time_check = TimeCheck(skew_s=skew, ok=abs(skew) <= self._tol, measured_mono_ns=now)
         # NMEA 4.1 navStatus 'V' means "no navigational status given" (u-blox sends it
@@ -278,6 +334,10 @@ class FixState:
         cog = _num(msg.cog)
         base = self.fix
         same_epoch = base is not None and base.utc_ns is not None and base.utc_ns == utc
+        if same_epoch and base is not None:
+            self._check_fix(lat, lon, base.alt_m, base.hdop)
+        else:
+            self._check_fix(lat, lon, None, self._gsa_hdop)
         self.fix = Location(
             lat=lat,
             lon=lon,
@@ -295,9 +355,13 @@ class FixState:
 
     def _gsa(self, msg: Any) -> None:
         self._mode = int(msg.navMode) if msg.navMode != "" else 1
-        self._gsa_hdop = _num(msg.HDOP)
+        hdop = _num(msg.HDOP)
+        self._gsa_hdop = None
         if self._mode == 1:
             self.has_fix_now = False
+        if hdop is not None and (problem := location_problem(0.0, 0.0, None, hdop)) is not None:
+            raise _Implausible(problem)
+        self._gsa_hdop = hdop
 
     def _utc_ns(self, t: Any) -> int | None:
         if not isinstance(t, _dt.time) or self._date is None:
@@ -446,6 +510,12 @@ class LocationTracker:
         with self._lock:
             return self._last_error
 
+    @property
+    def last_refusal(self) -> str | None:
+        """Why the last checksum-valid but implausible sentence was refused (None if none was)."""
+        with self._lock:
+            return self._state.last_refusal
+
 
 class GnssLocation:
     """The GNSS receiver as the firmware's location part (``assemble``'s ``LocationSource``).
@@ -457,6 +527,7 @@ class GnssLocation:
     def __init__(self, tracker: LocationTracker, max_fix_age_s: float) -> None:
         self.tracker = tracker
         self.max_fix_age_s = max_fix_age_s
+        self._refused: str | None = None  # the last fix a marker could not carry (logged once)
 
     def start(self) -> None:
         self.tracker.start()
@@ -467,7 +538,15 @@ class GnssLocation:
         fix = self.tracker.latest()
         if fix is None or fix.age_s > self.max_fix_age_s:
             return None
-        return MarkerLocation(**fix.to_marker_location())
+        try:
+            loc = MarkerLocation(**fix.to_marker_location())
+        except MarkerError as exc:  # FixState refuses such fixes; never cost a marker if one slips through
+            if self._refused != str(exc):
+                log.error("GNSS fix not usable in markers: %s", exc)
+            self._refused = str(exc)
+            return None
+        self._refused = None
+        return loc
 
     def close(self) -> None:
         self.tracker.stop()

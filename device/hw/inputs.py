@@ -15,14 +15,33 @@ The marker button has two gestures, told apart here by how long it is held:
   (timed then; the haptic answers while the finger is still on the button) and nothing
   at release. Whether a dismissal is allowed is the state machine's decision.
 
+A holster sensor that flaps (a loose magnet, a broken reed switch) would make a marker of every
+change. Changes are passed on while there are at most :data:`HOLSTER_FLAP_LIMIT` of them in
+:data:`HOLSTER_FLAP_WINDOW_S`; beyond that the sensor is *flapping*: one ``holster_flapping`` event
+(at most one a window), :attr:`GpioInputs.alarm` says so, and its changes are held back until it has
+kept one level for :data:`HOLSTER_SETTLE_S`. The level it settles at is then passed on if it
+differs from the last one passed on (timed when it was reached), so the state machine ends with
+the sensor's real state: a weapon drawn during the flapping still starts a recording, and the first
+draw before the limit is never held back.
+
 Sampling happens in ``poll()`` (once per frame). Presses shorter than two poll
 intervals can be missed, so on hardware call :meth:`GpioInputs.start_sampler` to
-sample on a small thread as well (``poll()`` then only drains the queue).
+sample on a small thread as well (``poll()`` then only drains the queue; should that
+thread ever end, ``poll()`` samples again itself).
+
+A pin that cannot be read (``HardwareError`` from RPi.GPIO/lgpio, or anything else) never
+ends the sampling: the error is logged once per episode, :attr:`GpioInputs.alarm` says why
+(an alarm source of the loop: LED, telemetry), ``on_alarm`` is told once (``STATUS=`` on the
+camera), and the sampler retries with a backoff (doubling up to :data:`MAX_BACKOFF_S`) until a
+read works again, when the alarm clears.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -30,7 +49,17 @@ from bodycam.device.clock import Clock
 from bodycam.device.hw.config import GpioConfig
 from bodycam.device.hw.gpio import InputPin, PinFactory, Pull
 
-InputKind = Literal["record", "marker", "dismiss", "holster_draw", "holster_return"]
+log = logging.getLogger(__name__)
+#: the longest pause between attempts while the pins cannot be read
+MAX_BACKOFF_S = 1.0
+
+#: more holster changes than this within HOLSTER_FLAP_WINDOW_S: the sensor is flapping
+HOLSTER_FLAP_LIMIT = 20
+HOLSTER_FLAP_WINDOW_S = 60.0
+#: a flapping sensor counts as settled after keeping one level this long
+HOLSTER_SETTLE_S = 5.0
+
+InputKind = Literal["record", "marker", "dismiss", "holster_draw", "holster_return", "holster_flapping"]
 
 
 @dataclass(frozen=True)
@@ -109,11 +138,61 @@ class _Channel:
         return out
 
 
+class FlapLimiter:
+    """Holds back the changes of a flapping two-state input; see the module docstring."""
+
+    def __init__(self, initial: bool, limit: int = HOLSTER_FLAP_LIMIT, window_s: float = HOLSTER_FLAP_WINDOW_S,
+                 settle_s: float = HOLSTER_SETTLE_S) -> None:
+        self._limit = limit
+        self._window_ns = round(window_s * 1e9)
+        self._settle_ns = round(settle_s * 1e9)
+        self._changes: collections.deque[int] = collections.deque()
+        self.level = initial  # the sensor's settled level (True: drawn)
+        self.reported = initial  # the last level passed on
+        self._last_change_ns = 0
+        self.flapping = False
+        self._last_flap_event_ns: int | None = None
+        self.held_back = 0  # changes not passed on (cumulative)
+
+    def feed(self, events: list[InputEvent], now_ns: int) -> list[InputEvent]:
+        """The holster's events of one sample (oldest first) -> what is passed on."""
+        out: list[InputEvent] = []
+        for ev in events:
+            self._changes.append(ev.t_mono_ns)
+            while self._changes and self._changes[0] <= ev.t_mono_ns - self._window_ns:
+                self._changes.popleft()
+            self.level, self._last_change_ns = ev.kind == "holster_draw", ev.t_mono_ns
+            if not self.flapping and len(self._changes) > self._limit:
+                self.flapping = True
+                log.error("ALARM holster sensor flapping: %d changes in %.0f s; its changes are held back until it "
+                          "keeps one level for %.0f s", len(self._changes), self._window_ns / 1e9,
+                          self._settle_ns / 1e9)
+                if self._last_flap_event_ns is None or ev.t_mono_ns - self._last_flap_event_ns >= self._window_ns:
+                    self._last_flap_event_ns = ev.t_mono_ns
+                    out.append(InputEvent("holster_flapping", ev.t_mono_ns))
+            if self.flapping:
+                self.held_back += 1
+                continue
+            out.append(ev)
+            self.reported = self.level
+        if self.flapping and now_ns - self._last_change_ns >= self._settle_ns:
+            self.flapping = False
+            log.warning("holster sensor settled (%s)", "drawn" if self.level else "holstered")
+            if self.level != self.reported:
+                out.append(InputEvent("holster_draw" if self.level else "holster_return", self._last_change_ns))
+                self.reported = self.level
+        return out
+
+
 class GpioInputs:
     """Debounced record / marker / holster inputs (pins ``None`` in config are skipped)."""
 
-    def __init__(self, factory: PinFactory, config: GpioConfig, clock: Clock) -> None:
+    def __init__(self, factory: PinFactory, config: GpioConfig, clock: Clock,
+                 on_alarm: Callable[[str], None] | None = None) -> None:
         self._clock = clock
+        self.on_alarm = on_alarm  # told once per read-error episode (STATUS= on the camera)
+        self._error: str | None = None  # the read error of the current episode
+        self.read_errors = 0  # cumulative
         self._lock = threading.Lock()
         self._queue: list[InputEvent] = []
         self._stop = threading.Event()
@@ -139,6 +218,7 @@ class GpioInputs:
                 ("holster_draw", "holster_return"),
             )
             self._channels.append(self._holster)
+        self._holster_limit = None if self._holster is None else FlapLimiter(self._holster.debouncer.level)
 
     @property
     def holster_drawn(self) -> bool | None:
@@ -146,17 +226,53 @@ class GpioInputs:
         with self._lock:
             return None if self._holster is None else self._holster.debouncer.level
 
+    @property
+    def alarm(self) -> str | None:
+        """Why the inputs are not working (a pin cannot be read, the holster sensor flaps), or None."""
+        error = self._error
+        if error is not None:
+            return f"GPIO inputs: {error}"
+        if self._holster_limit is not None and self._holster_limit.flapping:
+            return "holster sensor flapping"
+        return None
+
     def sample(self) -> None:
-        """Read every pin once and queue settled changes."""
+        """Read every pin once and queue settled changes. Raises what a pin's ``read`` raises."""
         with self._lock:
             now = self._clock.monotonic_ns()
-            for ch in self._channels:
-                self._queue += ch.events(ch.active(), now)
+            levels = [ch.active() for ch in self._channels]  # all pins read before any state changes
+            for ch, active in zip(self._channels, levels, strict=True):
+                events = ch.events(active, now)
+                if ch is self._holster and self._holster_limit is not None:
+                    events = self._holster_limit.feed(events, now)
+                self._queue += events
             self._queue.sort(key=lambda e: e.t_mono_ns)
 
-    def poll(self) -> list[InputEvent]:
-        if self._thread is None:
+    def sample_safely(self) -> bool:
+        """``sample()``, a read error turned into the alarm (logged once per episode); whether it worked."""
+        try:
             self.sample()
+        except Exception as exc:  # RPi.GPIO/lgpio errors: the buttons must come back when the pin does
+            self.read_errors += 1
+            why = f"read failed: {exc}"
+            if self._error is None:
+                self._error = why
+                log.error("ALARM GPIO inputs: %s; retrying (buttons and holster are not seen meanwhile)", why)
+                if self.on_alarm is not None:
+                    try:
+                        self.on_alarm(f"ALARM GPIO inputs: {why}")
+                    except Exception:
+                        log.exception("GPIO alarm callback failed")
+            return False
+        if self._error is not None:
+            log.warning("GPIO inputs: reads work again after %d error(s)", self.read_errors)
+            self._error = None
+        return True
+
+    def poll(self) -> list[InputEvent]:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self.sample_safely()
         with self._lock:
             events, self._queue = self._queue, []
         return events
@@ -168,8 +284,10 @@ class GpioInputs:
         self._stop.clear()
 
         def run() -> None:
-            while not self._stop.wait(period_s):
-                self.sample()
+            wait = period_s
+            while not self._stop.wait(wait):
+                # back off while the pins fail (one line in the log, not 200 a second); resume at once after
+                wait = period_s if self.sample_safely() else min(max(wait * 2, period_s), MAX_BACKOFF_S)
 
         self._thread = threading.Thread(target=run, name="gpio-inputs", daemon=True)
         self._thread.start()

@@ -73,7 +73,7 @@ __all__ = ["DEVICE_RE", "FIX_RE", "HEX64_RE", "KIND_RE", "MAX_EXTRA_BYTES", "MAX
 #: kinds the firmware emits today (others matching KIND_RE are accepted)
 KNOWN_KINDS = frozenset(
     {"gunshot", "manual", "holster_draw", "holster_return", "recording_start", "recording_stop",
-     "recording_stop_requested", "dismissed", "dismiss_refused", "boot", "footage_deleted"}
+     "recording_stop_requested", "dismissed", "dismiss_refused", "boot", "footage_deleted", "holster_flapping"}
 )
 #: recommended GNSS fix values (any short lowercase token is accepted)
 FIX_VALUES = ("none", "2d", "3d", "dgps", "rtk", "dr")
@@ -200,6 +200,28 @@ class Media:
         return cls(d["recording"], d["segment"], d["offset_s"], d["frame"])
 
 
+#: the ranges a marker's ``location`` must lie in (:class:`Location`); the GNSS parser refuses fixes outside
+#: them (``bodycam.device.hw.gnss``), so a physically impossible fix never reaches a marker
+LAT_RANGE = (-90.0, 90.0)
+LON_RANGE = (-180.0, 180.0)
+ALT_M_RANGE = (-1000.0, 100000.0)
+HDOP_MIN = 0.0
+#: ``clock.offset_ms`` must lie in -CLOCK_OFFSET_MS_MAX .. CLOCK_OFFSET_MS_MAX (about 31.7 years)
+CLOCK_OFFSET_MS_MAX = 1e12
+
+
+def location_problem(lat: Any, lon: Any, alt_m: Any, hdop: Any) -> str | None:
+    """Why these values cannot be a marker's ``location`` (the rules of :class:`Location`), or None."""
+    try:
+        _num(lat, "location.lat", *LAT_RANGE)
+        _num(lon, "location.lon", *LON_RANGE)
+        _opt_num(alt_m, "location.alt_m", *ALT_M_RANGE)
+        _opt_num(hdop, "location.hdop", HDOP_MIN)
+    except MarkerError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Location:
     """A GNSS position. ``fix`` is a short lowercase token: ``none``, ``2d``, ``3d``, ``dgps``, ``rtk``, ``dr``.
@@ -215,11 +237,11 @@ class Location:
     age_s: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lat", round(_num(self.lat, "location.lat", -90, 90), 7))
-        object.__setattr__(self, "lon", round(_num(self.lon, "location.lon", -180, 180), 7))
-        alt = _opt_num(self.alt_m, "location.alt_m", -1000, 100000)
+        object.__setattr__(self, "lat", round(_num(self.lat, "location.lat", *LAT_RANGE), 7))
+        object.__setattr__(self, "lon", round(_num(self.lon, "location.lon", *LON_RANGE), 7))
+        alt = _opt_num(self.alt_m, "location.alt_m", *ALT_M_RANGE)
         object.__setattr__(self, "alt_m", None if alt is None else round(alt, 2))
-        hdop = _opt_num(self.hdop, "location.hdop", 0)
+        hdop = _opt_num(self.hdop, "location.hdop", HDOP_MIN)
         object.__setattr__(self, "hdop", None if hdop is None else round(hdop, 2))
         _str(self.fix, "location.fix", FIX_RE, 16)
         object.__setattr__(self, "age_s", round(_num(self.age_s, "location.age_s", 0), 3))
@@ -312,7 +334,7 @@ def _clock(value: Any) -> dict[str, JSON] | None:
     if source not in CLOCK_SOURCES:
         raise MarkerError(f"clock.source: expected one of {', '.join(CLOCK_SOURCES)}")
     if offset is not None:
-        offset = round(_num(offset, "clock.offset_ms", -1e12, 1e12), 3)
+        offset = round(_num(offset, "clock.offset_ms", -CLOCK_OFFSET_MS_MAX, CLOCK_OFFSET_MS_MAX), 3)
     return {"synced": synced, "source": source, "offset_ms": offset}
 
 

@@ -227,3 +227,95 @@ def test_the_unit_does_not_restart_a_start_up_failure() -> None:
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "bodycam.service").read_text()
     (line,) = [x for x in unit.splitlines() if x.startswith("RestartPreventExitStatus=")]
     assert str(StartupError.exit_code) in line.split("=", 1)[1].split()
+
+
+RELOAD_LAUNCH = textwrap.dedent("""
+    import os, signal, sys, time
+    from bodycam.device.clock import SystemClock
+    from bodycam.device.config import load_config
+    from bodycam.device.errors import BodycamError
+    import bodycam.device.firmware as fwmod
+    from bodycam.hw_sim.live_camera import LiveClipCamera
+
+    cfg = load_config(sys.argv[1])
+    clip, when = sys.argv[2], sys.argv[3]
+    spec = fwmod.model_spec(cfg)
+    clock = SystemClock()
+    fired = []
+    # only the trigger is staged: a model package is pending once, so the idle loop stops for a reload
+    fwmod._pending_check = lambda store: (lambda: not fired and not fired.append(1))
+
+    def sigterm(where):
+        print("SIGTERM", where, "at", time.monotonic(), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # what `systemctl stop` does, at this exact moment
+
+    class SigtermAtStart(LiveClipCamera):
+        def start(self):
+            sigterm("while assembly 2 starts its camera")  # after the model load and self-test
+            return super().start()
+
+    made = []
+    def factory():
+        made.append(1)
+        if len(made) == 2 and when == "before":
+            sigterm("between the two assemblies")
+        cls = SigtermAtStart if len(made) == 2 and when == "start" else LiveClipCamera
+        return cls(clip, (spec.input.width, spec.input.height), clock, loop=True)
+
+    try:
+        result = fwmod.run_firmware(cfg, clock=clock, camera_factory=factory)
+    except BodycamError as exc:
+        print(f"bodycam: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    print("assemblies", len(made), "frames", result.stats.frames, "stopped at", time.monotonic(), flush=True)
+""")
+
+
+@pytest.mark.parametrize("when", ["before", "start"])
+def test_a_sigterm_during_a_model_reload_stops_the_service_promptly_and_cleanly(tmp_path: Path, when: str) -> None:
+    """The handler used to point at the finished run: the new one never heard the SIGTERM, and systemd
+    would SIGKILL it after TimeoutStopSec (no recording_stop, no drain)."""
+    clip = make_plain_clip(tmp_path / "c.mp4", seconds=2, audio=False)
+    provision(tmp_path / "data" / "identity" / "device.key", "svc-test")
+    install_base_key(tmp_path / "data")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data") + "[microphone]\nenabled = false\n")
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="5000000")
+    proc = subprocess.Popen([sys.executable, "-c", RELOAD_LAUNCH, str(cfg), str(clip), when], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)  # the service would otherwise loop the clip for ever
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"still running long after the SIGTERM during the reload:\n{out}\n{err[-2000:]}")
+    finally:
+        texts = [m for _, m in collect(sock, 0.3)]
+        sock.close()
+    assert "SIGTERM" in out and "assemblies 2" in out, (out, err)
+    sent = float(out.split("SIGTERM", 1)[1].split(" at ", 1)[1].split()[0])
+    stopped = float(out.rsplit("stopped at ", 1)[1].split()[0])
+    assert stopped - sent < 10.0  # systemd's TimeoutStopSec is 20 s
+    assert proc.returncode == 0, err  # a clean stop: not a start-up failure (78), not a kill
+    assert not any("start-up failed" in m for m in texts), texts
+    assert sum("READY=1" in m for m in texts) == 1, texts  # the first run's; the second never started a loop
+
+
+def test_a_config_error_at_service_start_is_one_status_line_and_the_exit_the_unit_does_not_restart(
+        tmp_path: Path) -> None:
+    """`bodycam run` used to exit 2 (ConfigError): Restart=on-failure retried it every 2 s until start-limit-hit."""
+    from bodycam.device.errors import StartupError
+
+    res, texts = run_cli(tmp_path, "[recording]\npre_event_s = -5\n")
+    assert res.returncode == StartupError.exit_code == 78, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recording.pre_event_s" in lines[0] and lines[0].startswith("bodycam: error:")
+    assert [m for m in texts if m.startswith("STATUS=")] == [f"STATUS=start-up failed: {lines[0][16:]}"], texts
+    # the interactive check keeps ConfigError's own status
+    check = subprocess.run([sys.executable, "-m", "bodycam.device.cli", "check-config", str(tmp_path / "config.toml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 2 and "recording.pre_event_s" in check.stderr

@@ -88,16 +88,29 @@ def test_no_fix_keeps_last_fix_and_reports_it() -> None:
 
 
 def test_clock_skew_flagged_beyond_tolerance() -> None:
-    clock = VirtualClock(wall_epoch_ns=UTC_2011 + 1_500_000_000)
+    # the 2011 sample date is before GNSS_TIME_FLOOR (see the next test): the same RMC dated 2025
+    rmc = nmea_sentence("GPRMC,092750.000,A,5321.6802,N,00630.3372,W,0.02,31.66,281125,,,A")
+    utc = int(dt.datetime(2025, 11, 28, 9, 27, 50, tzinfo=dt.UTC).timestamp()) * 10**9
+    clock = VirtualClock(wall_epoch_ns=utc + 1_500_000_000)
     t = tracker(clock, clock_tolerance_s=2.0)
-    t.feed(RMC)
+    t.feed(rmc)
     check = t.time_check()
     assert check is not None and check.ok and check.skew_s == pytest.approx(1.5)
-    clock2 = VirtualClock(wall_epoch_ns=UTC_2011 - 3_000_000_000)
+    clock2 = VirtualClock(wall_epoch_ns=utc - 3_000_000_000)
     t2 = tracker(clock2, clock_tolerance_s=2.0)
-    t2.feed(RMC)
+    t2.feed(rmc)
     check2 = t2.time_check()
     assert check2 is not None and not check2.ok and check2.skew_s == pytest.approx(-3.0)
+
+
+def test_a_gnss_time_before_the_floor_judges_no_clock() -> None:
+    """Cold-start dates (1980), two-digit years read as 19xx, week rollovers: the position counts, the time not."""
+    clock = VirtualClock(wall_epoch_ns=UTC_2011)
+    t = tracker(clock)
+    t.feed(RMC)
+    assert t.time_check() is None and t.latest() is not None
+    s = t.stats()
+    assert s.implausible_time == 1 and s.used == 1 and s.bad_sentences == 0
 
 
 def test_bad_input_is_counted_and_skipped() -> None:

@@ -246,3 +246,120 @@ def test_gpio_config_rejects_shared_pins() -> None:
         load_section(GpioConfig, {"led_pin": 17}, "gpio")
     with pytest.raises(ConfigError, match=r"gpio\.haptic_pin"):
         load_section(GpioConfig, {"haptic_pin": 99}, "gpio")
+
+
+def test_a_pin_read_error_never_ends_the_sampler_it_alarms_and_the_buttons_come_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One lgpio error used to end the 5 ms sampler thread for good: every later press was lost, silently."""
+    import logging
+
+    from bodycam.device.clock import SystemClock
+
+    clock = SystemClock()
+    pins = SimPinFactory(clock, {22: False})
+    told: list[str] = []
+    inputs = GpioInputs(pins, GpioConfig(debounce_ms=10), clock, on_alarm=told.append)
+    inputs.start_sampler(0.002)
+
+    def press_and_collect() -> list[str]:
+        pins.press(17, 0.2, at_s=(clock.monotonic_ns() + 20 * MS) / 1e9)
+        clock.sleep(0.3)
+        events = inputs.poll()
+        deadline = clock.monotonic_ns() + 3_000 * MS
+        while not events and clock.monotonic_ns() < deadline:
+            clock.sleep(0.05)
+            events = inputs.poll()
+        return [e.kind for e in events]
+
+    try:
+        assert press_and_collect() == ["record"] and inputs.alarm is None
+        with caplog.at_level(logging.ERROR, logger="bodycam.device.hw.inputs"):
+            pins.fail_reads(17, "GPIO17: read failed: lgpio.error 'bad handle'")
+            clock.sleep(0.3)  # dozens of attempts at 2 ms, fewer once backing off
+            assert inputs.alarm is not None and "bad handle" in inputs.alarm
+            assert inputs.poll() == []
+            pins.fail_reads(17, None)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and len(told) == 1 and "ALARM GPIO inputs" in told[0]
+        assert inputs.read_errors >= 2
+        # reads work again: the alarm clears within the backoff (at most MAX_BACKOFF_S) and presses count
+        deadline = clock.monotonic_ns() + 3_000 * MS
+        while inputs.alarm is not None and clock.monotonic_ns() < deadline:
+            clock.sleep(0.02)
+        assert inputs.alarm is None
+        assert press_and_collect() == ["record"]
+    finally:
+        inputs.close()
+
+
+def test_poll_samples_itself_when_the_sampler_thread_is_gone() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(debounce_ms=10), clock)
+    inputs.start_sampler(0.002)
+    inputs._stop.set()  # the thread ends (as it did on an uncaught error), the object stays
+    assert inputs._thread is not None
+    inputs._thread.join(1.0)
+    pins.fail_reads(17, "bad handle")
+    assert inputs.poll() == [] and inputs.alarm is not None  # poll() samples, and survives the error
+    pins.fail_reads(17, None)
+    pins.press(17, 0.08, at_s=0.1)
+    assert run(inputs, clock, 0.3, step_ns=MS) == [InputEvent("record", 100_000_000)]
+    assert inputs.alarm is None
+    inputs.close()
+
+
+def test_a_flapping_holster_sensor_is_reported_once_and_held_back_until_it_settles() -> None:
+    """A reed switch toggling every 100 ms for 30 s (the review measured 600 markers a minute): at most
+    HOLSTER_FLAP_LIMIT changes a window reach the state machine, one holster_flapping marker, an alarm; the
+    level it settles at (drawn) is passed on, so the recording it started is still going."""
+    from bodycam.device.footage.recording_state import (
+        EmitMarker,
+        Event,
+        RecordingConfig,
+        RecordingStateMachine,
+        StartRecording,
+        State,
+    )
+    from bodycam.device.hw.inputs import HOLSTER_FLAP_LIMIT, HOLSTER_SETTLE_S
+
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})  # holstered
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    sm = RecordingStateMachine(RecordingConfig(auto_stop_after_s=0))
+    for k in range(301):  # 1.0 s .. 31.0 s; an odd count: it ends drawn
+        pins.set_level(22, k % 2 == 0, at_s=1.0 + k * 0.1)
+    markers: list[str] = []
+    starts = 0
+    alarm_seen = False
+    t_ms = 0
+    while t_ms < 40_000:  # sampled every 5 ms, as the hardware sampler does
+        t_ms += 5
+        clock.set_ns(t_ms * MS)
+        for ev in inputs.poll():
+            for a in sm.handle(Event(ev.kind, ev.t_mono_ns, "button")):
+                if isinstance(a, EmitMarker):
+                    markers.append(a.kind)
+                starts += isinstance(a, StartRecording)
+        alarm_seen = alarm_seen or inputs.alarm == "holster sensor flapping"
+        if t_ms == 30_000:
+            assert inputs.alarm == "holster sensor flapping"
+    changes = [m for m in markers if m in ("holster_draw", "holster_return")]
+    assert markers.count("holster_flapping") == 1 and alarm_seen
+    assert HOLSTER_FLAP_LIMIT <= len(changes) <= HOLSTER_FLAP_LIMIT + 1  # + the settled level
+    assert changes[0] == "holster_draw" and changes[-1] == "holster_draw"  # it settled drawn
+    assert starts == 1 and sm.state == State.RECORDING  # the first draw started it; nothing stopped it
+    assert inputs.alarm is None  # settled: no alarm after HOLSTER_SETTLE_S
+    assert 31.0 + HOLSTER_SETTLE_S < 40.0
+
+
+def test_a_holster_used_normally_is_never_held_back() -> None:
+    clock = VirtualClock()
+    pins = SimPinFactory(clock, {22: False})
+    inputs = GpioInputs(pins, GpioConfig(), clock)
+    for k in range(8):  # drawn and holstered four times in 40 s
+        pins.set_level(22, k % 2 == 0, at_s=1.0 + k * 5.0)
+    events = run(inputs, clock, 45.0, step_ns=5 * MS)
+    assert [e.kind for e in events] == ["holster_draw", "holster_return"] * 4
+    assert [e.t_mono_ns for e in events] == [round((1.0 + k * 5.0) * 1e9) for k in range(8)]
+    assert inputs.alarm is None

@@ -12,7 +12,14 @@ import pytest
 from bodycam.device.clock import VirtualClock
 from bodycam.device.errors import ConfigError
 from bodycam.device.hw.config import GnssConfig
-from bodycam.device.hw.gnss import GnssStats, LocationTracker, NmeaFramer
+from bodycam.device.hw.gnss import (
+    GnssLocation,
+    GnssStats,
+    Location,
+    LocationTracker,
+    NmeaFramer,
+    nmea_sentence,
+)
 from bodycam.hw_sim.gnss_sim import GnssSimulator, PtyPort, Route, Waypoint, epoch_sentences
 
 START_UTC = 1_764_000_000 * 10**9  # 2025-11-24T16:00:00Z
@@ -143,3 +150,63 @@ def test_simulator_follows_a_virtual_clock_on_its_thread() -> None:
             fix = tracker.latest()
     assert fix is not None and fix.utc_ns == START_UTC + 2 * 10**9
     assert not math.isnan(fix.lat)
+
+
+def _body(sentence: bytes) -> str:
+    return sentence[1 : sentence.index(b"*")].decode()
+
+
+def _with_field(sentence: bytes, index: int, value: str) -> bytes:
+    fields = _body(sentence).split(",")
+    fields[index] = value
+    return nmea_sentence(",".join(fields))
+
+
+def test_checksum_valid_but_impossible_fixes_and_dates_are_refused_through_a_real_pty() -> None:
+    """Two flipped bits the XOR checksum cannot see (lat 52 -> 92), NaN / absurd altitude, negative or
+    infinite HDOP, lon 200, a 1970 date: none becomes the fix, none judges the clock, each is counted."""
+    clock = VirtualClock(wall_epoch_ns=START_UTC)
+    rmc, gga, gsa = epoch_sentences(START_UTC, ROUTE.at(0.0))
+    bad_gga = [
+        _with_field(gga, 2, "9212.31800"),  # lat 92
+        _with_field(gga, 4, "20000.00000"),  # lon 200
+        _with_field(gga, 9, "nan"),  # altitude
+        _with_field(gga, 9, "1000000.0"),
+        _with_field(gga, 8, "-1.0"),  # HDOP
+        _with_field(gga, 8, "inf"),
+    ]
+    old_rmc = _with_field(rmc, 9, _body(rmc).split(",")[9][:4] + "70")  # year 70: pynmeagps says 1970
+    with PtyPort() as port:
+        cfg = GnssConfig(device=port.device, read_timeout_s=0.05)
+        with LocationTracker(cfg, clock) as tracker:
+            assert tracker.wait_connected(5.0)
+            port.write(b"".join(bad_gga))
+            assert wait_for(lambda: tracker.stats().sentences == len(bad_gga))
+            assert tracker.latest() is None and not tracker.has_fix()
+            assert tracker.last_refusal is not None and "location.hdop" in tracker.last_refusal
+            port.write(old_rmc)
+            assert wait_for(lambda: tracker.stats().sentences == len(bad_gga) + 1)
+            assert tracker.time_check() is None  # a 1970 GNSS time judges no clock
+            fix_1970 = tracker.latest()
+            port.write(rmc + gga + gsa)  # a good epoch is taken at once
+            assert wait_for(lambda: tracker.stats().sentences == len(bad_gga) + 4)
+            fix = tracker.latest()
+            check = tracker.time_check()
+            stats = tracker.stats()
+            location = GnssLocation(tracker, cfg.max_fix_age_s).location()
+    assert stats.implausible == len(bad_gga) and stats.implausible_time == 1 and stats.malformed == 0
+    assert stats.bad_sentences == len(bad_gga)
+    # the 1970 RMC's position was fine: it is kept; its time only judges no clock
+    assert fix_1970 is not None and fix_1970.lat == pytest.approx(ROUTE.at(0.0).lat, abs=1e-7)
+    assert fix is not None and fix.lat == pytest.approx(ROUTE.at(0.0).lat, abs=1e-7)
+    assert check is not None and check.ok
+    assert location is not None and location.lat == pytest.approx(ROUTE.at(0.0).lat, abs=1e-7)
+
+
+def test_a_fix_that_slips_past_the_parser_never_raises_for_a_marker() -> None:
+    """Defence in depth: GnssLocation.location() gives None (logged) rather than raising."""
+    clock = VirtualClock(wall_epoch_ns=START_UTC)
+    tracker = LocationTracker(GnssConfig(device="/dev/null"), clock)
+    tracker._state.fix = Location(lat=91.0, lon=0.0, alt_m=None, hdop=None, fix="3d", num_sats=None,
+                                  speed_mps=None, course_deg=None, utc_ns=None, received_mono_ns=0, age_s=0.0)
+    assert GnssLocation(tracker, 10.0).location() is None

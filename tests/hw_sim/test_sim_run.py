@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from bodycam.device.detect.model_spec import default_model_path
 from bodycam.device.errors import ClipError, ModelError, StorageError
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.uplink.markers import Marker
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.sim_run import SimOptions, SimReport, run_clip
 from bodycam.hw_sim.truth import load_truth, truth_path_for
@@ -395,3 +398,79 @@ def test_the_incident_rule_on_the_example_marks_every_shot_and_one_door_slam(tmp
     assert extra.extra is not None and extra.extra["rule"] == "incident"
     slam = [d for d in truth.distractors if d.kind == "door_slam"]
     assert any(d.start_frame - 2 <= int(extra.extra["frame_index"]) <= d.end_frame for d in slam)  # type: ignore[arg-type]
+
+
+def _corrupting(kind: bytes, fields: dict[int, Callable[[str], str] | str]) -> Callable[..., list[bytes]]:
+    """The simulator's epochs with some fields of one sentence type rewritten (checksum recomputed: the
+    receiver's own checksum covers a value that was wrong before it was sent, or bits the XOR misses)."""
+    from bodycam.device.hw.gnss import nmea_sentence
+    from bodycam.hw_sim import gnss_sim
+
+    original = gnss_sim.epoch_sentences
+
+    def epochs(utc_ns: int, point: object, **kw: object) -> list[bytes]:
+        out = []
+        for s in original(utc_ns, point, **kw):  # type: ignore[arg-type]
+            if kind in s and point is not None:
+                f = s[1 : s.index(b"*")].decode().split(",")
+                for i, value in fields.items():
+                    f[i] = value(f[i]) if callable(value) else value
+                s = nmea_sentence(",".join(f))
+            out.append(s)
+        return out
+
+    return epochs
+
+
+def _assert_shots_marked_and_protected(report: SimReport) -> list[Marker]:
+    assert report.error is None
+    kinds = [m.kind for m in report.stats.markers]
+    assert kinds.count("gunshot") >= 1 and kinds[-1] == "recording_stop", kinds
+    shots = [m for m in report.stats.markers if m.kind == "gunshot"]
+    rec_dir = report.out / "recordings" / shots[0].media.recording  # type: ignore[union-attr]
+    manifest = json.loads((rec_dir / "manifest.json").read_text())
+    assert manifest["protected"] is True and manifest["complete"] is True
+    tagged = [json.loads(line)["kind"] for line in (rec_dir / "markers.jsonl").read_text().splitlines()]
+    assert tagged.count("gunshot") == kinds.count("gunshot")
+    return shots
+
+
+def test_a_receiver_reporting_impossible_fixes_and_a_1970_date_costs_no_shot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The firmware's own LocationTracker on a real pty: every GGA says lat 92 and alt NaN, every RMC says
+    1970. The shots are still marked, with the RMC's (sound) position, and the footage is protected."""
+    from bodycam.hw_sim import gnss_sim
+
+    gga = _corrupting(b"GGA,", {2: lambda v: "92" + v[2:], 9: "nan"})
+    rmc_1970 = _corrupting(b"RMC,", {9: lambda v: v[:4] + "70"})
+    monkeypatch.setattr(gnss_sim, "epoch_sentences", lambda u, p, **kw: [
+        r if b"RMC," in r else g for r, g in zip(rmc_1970(u, p, **kw), gga(u, p, **kw), strict=True)])
+    report = run(EXAMPLE, tmp_path)
+    shots = _assert_shots_marked_and_protected(report)
+    from bodycam.hw_sim.sim_run import DEFAULT_ROUTE
+
+    for m in report.stats.markers:
+        assert m.clock == {"synced": False, "source": "none", "offset_ms": None}  # 1970 judges no clock
+        assert m.location is None or abs(m.location.lat - DEFAULT_ROUTE[0][1]) < 0.01
+    assert any(m.location is not None for m in shots)
+
+
+def test_a_location_or_clock_part_that_fails_is_left_out_of_the_marker_not_the_marker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Defence in depth in App._emit: the location part raises, the clock part gives an offset no marker can
+    carry; every marker is still recorded (without them), the problem is logged once per part."""
+    from bodycam.device.errors import MarkerError
+    from bodycam.device.hw.clock_sync import ClockSync
+    from bodycam.hw_sim import sim_run
+
+    def broken_location(self: object) -> object:
+        raise MarkerError("location.lat: 92.2 is outside -90..90")
+
+    monkeypatch.setattr(sim_run._SimGnss, "location", broken_location)
+    monkeypatch.setattr(ClockSync, "__call__", lambda self: {"synced": False, "source": "none", "offset_ms": 1e15})
+    with caplog.at_level(logging.ERROR, logger="bodycam.device.app"):
+        report = run(EXAMPLE, tmp_path)
+    _assert_shots_marked_and_protected(report)
+    assert all(m.location is None and m.clock is None for m in report.stats.markers)
+    left_out = [r.getMessage() for r in caplog.records if "markers go out without" in r.getMessage()]
+    assert len(left_out) == 2 and any("location" in s for s in left_out) and any("clock" in s for s in left_out)
