@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.base.keys import KeyStore
+from bodycam.base.rules import Tx
 from bodycam.device.clock import rfc3339_ms
-from bodycam.device.detect.model_spec import load_model_spec, sha256_file
+from bodycam.device.detect.model_spec import load_model_spec, sha256_file, sidecar_path
 from bodycam.device.errors import ModelError, UsageError
 from bodycam.device.identity import IdentityError, Signer, load_signer, public_pem
 from bodycam.device.model_package import make_package, package_digest, required_files
@@ -36,6 +39,11 @@ SCHEMA = (
     # where an approved package was written (base/model_delivery.py offers it to cameras at the dock)
     "CREATE TABLE IF NOT EXISTS model_packages ("
     " name TEXT NOT NULL, version TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (name, version))",
+    # every file a package of the model carries (model, sidecar, self-test, [Edge TPU]) as it was at
+    # ``add``: ``approve`` signs only these bytes
+    "CREATE TABLE IF NOT EXISTS model_files ("
+    " name TEXT NOT NULL, version TEXT NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,"
+    " PRIMARY KEY (name, version, file))",
 )
 
 
@@ -52,13 +60,14 @@ class RegisteredModel:
     approved_ns: int | None
     approved_by: str | None
     package_sha256: str | None
+    files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 recorded at add ({}: before they were)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "task": self.task, "sha256": self.sha256,
                 "path": self.path, "metrics": self.metrics, "added": rfc3339_ms(self.added_ns),
                 "added_by": self.added_by,
                 "approved": None if self.approved_ns is None else rfc3339_ms(self.approved_ns),
-                "approved_by": self.approved_by, "package_sha256": self.package_sha256}
+                "approved_by": self.approved_by, "package_sha256": self.package_sha256, "files": self.files}
 
 
 def keygen(path: Path) -> Signer:
@@ -85,23 +94,46 @@ class ModelRegistry:
                 tx.run(stmt)
 
     def add(self, model: Path, by: str, now_ns: int) -> RegisteredModel:
-        """Register a built model (with its sidecar and self-test); the same build again changes nothing."""
+        """Register a built model (with its sidecar and self-test) and the SHA-256 of every file its package
+        will carry; the same build again changes nothing (another sidecar or self-test for it is refused)."""
         try:
             spec = load_model_spec(model)
-            required_files(model)  # the self-test must be there before anything can be shipped
+            names = required_files(model)  # the self-test must be there before anything can be shipped
         except ModelError as exc:
             raise UsageError(str(exc)) from exc
-        metrics = spec.raw.get("metrics") if isinstance(spec.raw.get("metrics"), dict) else {}
+        hashes = _hash_files(Path(model), names)
+        metrics = _metrics(spec.raw)
         with self._store.transaction() as tx:
             row = tx.one("SELECT sha256 FROM model_registry WHERE name=? AND version=?", (spec.name, spec.version))
             if row is not None and str(row[0]) != spec.sha256:
                 raise UsageError(f"{spec.name} {spec.version} is registered with another build ({str(row[0])[:12]}...):"
                                  " give the new build a new version")
+            recorded = _files(tx.all("SELECT file, sha256 FROM model_files WHERE name=? AND version=?",
+                                     (spec.name, spec.version)))
+            if row is not None and recorded and recorded != hashes:
+                raise UsageError(f"{spec.name} {spec.version} is registered with other files ({_differ(recorded, hashes)}):"
+                                 " give the new build a new version")
             if row is None:
                 tx.run("INSERT INTO model_registry(name, version, task, sha256, path, metrics, added_ns, added_by) "
                        "VALUES (?,?,?,?,?,?,?,?)", (spec.name, spec.version, spec.task, spec.sha256,
                                                     str(Path(model).resolve()), json.dumps(metrics), now_ns, by))
+            if not recorded and (row is None or self._legacy_ok(tx, spec.name, spec.version, metrics)):
+                for name, digest in sorted(hashes.items()):
+                    tx.run("INSERT INTO model_files(name, version, file, sha256) VALUES (?,?,?,?)",
+                           (spec.name, spec.version, name, digest))
         return self.get(spec.name, spec.version)
+
+    @staticmethod
+    def _legacy_ok(tx: Tx, name: str, version: str, metrics: dict[str, Any]) -> bool:
+        """A row added before file hashes were recorded gets them from a second ``add`` of the same build,
+        only while the sidecar still carries the metrics recorded then and it is not approved."""
+        row = tx.one("SELECT metrics, approved_ns FROM model_registry WHERE name=? AND version=?", (name, version))
+        if row is None or row[1] is not None:
+            return False
+        if json.loads(str(row[0])) != metrics:
+            raise UsageError(f"{name} {version}: the sidecar's metrics are not the ones recorded at add: "
+                             "give the new build a new version")
+        return True
 
     def approve(self, name: str, version: str, by: str, now_ns: int, signer: Signer, out: Path) -> RegisteredModel:
         """Write the signed package of an added model to ``out`` and record the approval (once)."""
@@ -116,7 +148,26 @@ class ModelRegistry:
             raise UsageError(f"{model}: the registered model file cannot be read ({exc.strerror or exc})") from exc
         if actual != m.sha256:
             raise UsageError(f"{model}: SHA-256 {actual[:12]}... is not the registered build ({m.sha256[:12]}...)")
-        make_package(model, out, signer, approved_by=by, approved_at=rfc3339_ms(now_ns), metrics=m.metrics)
+        if not m.files:
+            raise UsageError(f"{name} {version} was added before base recorded its files' hashes: run "
+                             f"'bodycam-base model add {model}' again (it records them) and check the sidecar")
+        try:
+            names = required_files(model)
+            spec = load_model_spec(model)
+        except ModelError as exc:
+            raise UsageError(f"{model}: {exc}") from exc
+        now = _hash_files(model, names)
+        if now != m.files:
+            raise UsageError(f"{model.parent}: {_differ(m.files, now)} since 'model add': not approved "
+                             "(add the changed build under a new version)")
+        metrics = _metrics(spec.raw)
+        if metrics != m.metrics:  # the sidecar hash covers it; said plainly when it is the metrics
+            raise UsageError(f"{sidecar_path(model)}: its metrics are not the ones recorded at 'model add': not approved")
+        info = make_package(model, out, signer, approved_by=by, approved_at=rfc3339_ms(now_ns), metrics=m.metrics)
+        if info.files != m.files:  # what was copied and signed (a file swapped after the check above)
+            shutil.rmtree(out, ignore_errors=True)
+            raise UsageError(f"{model.parent}: {_differ(m.files, info.files)} while the package was written: not "
+                             "approved")
         digest = package_digest(out)
         with self._store.transaction() as tx:
             tx.run("UPDATE model_registry SET approved_ns=?, approved_by=?, package_sha256=? "
@@ -151,10 +202,47 @@ class ModelRegistry:
     def _rows(self, where: str, args: tuple[Any, ...]) -> list[RegisteredModel]:
         rows = self._store.read("SELECT name, version, task, sha256, path, metrics, added_ns, added_by, approved_ns, "
                                 "approved_by, package_sha256 FROM model_registry" + where, args)
+        files: dict[tuple[str, str], dict[str, str]] = {}
+        for n, v, f, h in self._store.read("SELECT name, version, file, sha256 FROM model_files", ()):
+            files.setdefault((str(n), str(v)), {})[str(f)] = str(h)
         return [RegisteredModel(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), json.loads(str(r[5])),
                                 int(r[6]), str(r[7]), None if r[8] is None else int(r[8]),
-                                None if r[9] is None else str(r[9]), None if r[10] is None else str(r[10]))
+                                None if r[9] is None else str(r[9]), None if r[10] is None else str(r[10]),
+                                files.get((str(r[0]), str(r[1])), {}))
                 for r in rows]
+
+
+def _hash_files(model: Path, names: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in names:
+        path = model.parent / name
+        try:
+            out[name] = sha256_file(path)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    return out
+
+
+def _metrics(sidecar: dict[str, Any]) -> dict[str, Any]:
+    m = sidecar.get("metrics")
+    return m if isinstance(m, dict) else {}
+
+
+def _files(rows: list[Sequence[Any]]) -> dict[str, str]:
+    return {str(f): str(h) for f, h in rows}
+
+
+def _differ(want: dict[str, str], have: dict[str, str]) -> str:
+    """Which files differ from the recorded ones, in words."""
+    parts = []
+    for name in sorted(set(want) | set(have)):
+        if name not in have:
+            parts.append(f"{name} is gone")
+        elif name not in want:
+            parts.append(f"{name} was added")
+        elif want[name] != have[name]:
+            parts.append(f"{name} changed (SHA-256 {have[name][:12]}..., recorded {want[name][:12]}...)")
+    return "; ".join(parts) or "the files changed"
 
 
 def load_model_signer(path: Path) -> Signer:
