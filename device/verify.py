@@ -235,6 +235,27 @@ def _check_decrypted(path: Path, seg: dict[str, Any], key: X25519PrivateKey, rep
                                                       "manifest signed (encrypted by someone else?)")
 
 
+def verify_markers(recording: str, manifest: dict[str, Any], data: bytes | None,
+                   public: Ed25519PublicKey) -> tuple[RecordingReport, list[MarkerRef]]:
+    """``bodycam verify``'s checks of a recording's markers, on bytes (for stores that are not a folder):
+    the manifest's signature by ``public`` (it vouches for the markers' hash), the markers file's SHA-256
+    and count as signed, and each marker's validity, device, signature, order and chain. ``data`` is
+    None when there is no markers file."""
+    rep = RecordingReport(recording, recording)
+    trusted = identity.key_id(public)
+    try:
+        problem = _sig_problem(public, trusted, manifest.get("key"), manifest.get("sig"), signed_bytes(manifest))
+    except MarkerError as exc:
+        problem = f"not canonical JSON ({exc})"
+    if problem is not None:
+        rep.fail("manifest_signature", MANIFEST_FILE, f"manifest {problem}")
+    if manifest.get("recording") != recording:
+        rep.fail("manifest_recording", MANIFEST_FILE,
+                 f"the manifest is of recording {manifest.get('recording')!r}, not {recording!r} (replaced?)")
+    refs = _check_marker_bytes(data, manifest, rep, public, trusted)
+    return rep, refs
+
+
 def _check_markers(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport, public: Ed25519PublicKey,
                    trusted: str) -> list[MarkerRef]:
     path = rec_dir / MARKERS_FILE
@@ -245,6 +266,11 @@ def _check_markers(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport
     except OSError as exc:
         rep.fail("markers_unreadable", MARKERS_FILE, f"cannot read ({exc.strerror or exc})")
         return []
+    return _check_marker_bytes(data, manifest, rep, public, trusted)
+
+
+def _check_marker_bytes(data: bytes | None, manifest: dict[str, Any], rep: RecordingReport,
+                        public: Ed25519PublicKey, trusted: str) -> list[MarkerRef]:
     want = manifest.get("markers_sha256")
     have = None if data is None else hashlib.sha256(data).hexdigest()
     if have != want:
