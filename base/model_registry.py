@@ -29,7 +29,7 @@ from bodycam.device.clock import rfc3339_ms
 from bodycam.device.detect.model_spec import load_model_spec, sha256_file, sidecar_path
 from bodycam.device.errors import ModelError, UsageError
 from bodycam.device.identity import IdentityError, Signer, load_signer, public_pem
-from bodycam.device.model_package import make_package, package_digest, required_files
+from bodycam.device.model_package import make_package, package_digest, required_files, version_key
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS model_registry ("
@@ -44,6 +44,9 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS model_files ("
     " name TEXT NOT NULL, version TEXT NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,"
     " PRIMARY KEY (name, version, file))",
+    # approvals made as an explicit downgrade (``approve --rollback``; the package says ``rollback: true``)
+    "CREATE TABLE IF NOT EXISTS model_rollbacks ("
+    " name TEXT NOT NULL, version TEXT NOT NULL, PRIMARY KEY (name, version))",
 )
 
 
@@ -61,13 +64,15 @@ class RegisteredModel:
     approved_by: str | None
     package_sha256: str | None
     files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 recorded at add ({}: before they were)
+    rollback: bool = False  # approved as an explicit downgrade
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "task": self.task, "sha256": self.sha256,
                 "path": self.path, "metrics": self.metrics, "added": rfc3339_ms(self.added_ns),
                 "added_by": self.added_by,
                 "approved": None if self.approved_ns is None else rfc3339_ms(self.approved_ns),
-                "approved_by": self.approved_by, "package_sha256": self.package_sha256, "files": self.files}
+                "approved_by": self.approved_by, "package_sha256": self.package_sha256, "files": self.files,
+                "rollback": self.rollback}
 
 
 def keygen(path: Path) -> Signer:
@@ -135,12 +140,27 @@ class ModelRegistry:
                              "give the new build a new version")
         return True
 
-    def approve(self, name: str, version: str, by: str, now_ns: int, signer: Signer, out: Path) -> RegisteredModel:
-        """Write the signed package of an added model to ``out`` and record the approval (once)."""
+    def approve(self, name: str, version: str, by: str, now_ns: int, signer: Signer, out: Path, *,
+                rollback: bool = False) -> RegisteredModel:
+        """Write the signed package of an added model to ``out`` and record the approval (once).
+
+        A version not higher than one already approved of the same model and task is refused unless
+        ``rollback`` (the cameras refuse such a package unless it says ``rollback: true``); a rollback
+        needs a higher approved version to roll back from."""
         m = self.get(name, version)
         if m.approved_ns is not None:
             raise UsageError(f"{name} {version} was approved by {m.approved_by} at {rfc3339_ms(m.approved_ns)}; "
                              f"its package is recorded (manifest sha256 {m.package_sha256})")
+        mine = version_key(version)
+        higher = [o for o in self.all() if o.approved_ns is not None and (o.name, o.task) == (name, m.task)
+                  and (mine is None or (version_key(o.version) or ()) >= mine)]
+        if higher and not rollback:
+            raise UsageError(f"{name} {version} is not higher than the approved {name} {higher[-1].version}: the "
+                             "cameras refuse a downgrade; approve it with --rollback to ship it as an explicit "
+                             "rollback (or give the build a higher version)")
+        if rollback and not higher:
+            raise UsageError(f"{name} {version}: --rollback, but no approved version of {name} is higher: "
+                             "approve it without --rollback")
         model = Path(m.path)
         try:
             actual = sha256_file(model)
@@ -163,7 +183,8 @@ class ModelRegistry:
         metrics = _metrics(spec.raw)
         if metrics != m.metrics:  # the sidecar hash covers it; said plainly when it is the metrics
             raise UsageError(f"{sidecar_path(model)}: its metrics are not the ones recorded at 'model add': not approved")
-        info = make_package(model, out, signer, approved_by=by, approved_at=rfc3339_ms(now_ns), metrics=m.metrics)
+        info = make_package(model, out, signer, approved_by=by, approved_at=rfc3339_ms(now_ns), metrics=m.metrics,
+                            rollback=rollback)
         if info.files != m.files:  # what was copied and signed (a file swapped after the check above)
             shutil.rmtree(out, ignore_errors=True)
             raise UsageError(f"{model.parent}: {_differ(m.files, info.files)} while the package was written: not "
@@ -174,20 +195,28 @@ class ModelRegistry:
                    "WHERE name=? AND version=? AND approved_ns IS NULL", (now_ns, by, digest, name, version))
             tx.run("INSERT INTO model_packages(name, version, path) VALUES (?,?,?)",
                    (name, version, str(Path(out).resolve())))
+            if rollback:
+                tx.run("INSERT INTO model_rollbacks(name, version) VALUES (?,?)", (name, version))
         return self.get(name, version)
 
     def released(self) -> list[tuple[RegisteredModel, Path]]:
-        """The newest approved model of each task with its package directory: what cameras are offered."""
+        """What cameras are offered, one package per task: the highest approved version (dotted numbers
+        compared numerically; then the later approval), among the approvals since the task's latest
+        rollback (an explicit rollback is offered until a later approval; a version that cannot be compared
+        ranks lowest)."""
         rows = self._store.read("SELECT r.name, r.version, p.path FROM model_registry r JOIN model_packages p "
                                 "ON p.name = r.name AND p.version = r.version WHERE r.approved_ns IS NOT NULL "
-                                "ORDER BY r.approved_ns DESC, r.name, r.version", ())
-        out: list[tuple[RegisteredModel, Path]] = []
-        tasks: set[str] = set()
+                                "ORDER BY r.approved_ns, r.name, r.version", ())
+        by_task: dict[str, list[tuple[RegisteredModel, Path]]] = {}
         for name, version, path in rows:
             m = self.get(str(name), str(version))
-            if m.task not in tasks:
-                tasks.add(m.task)
-                out.append((m, Path(str(path))))
+            by_task.setdefault(m.task, []).append((m, Path(str(path))))
+        out: list[tuple[RegisteredModel, Path]] = []
+        for task in sorted(by_task, key=lambda t: -max(int(m.approved_ns or 0) for m, _ in by_task[t])):
+            approved = by_task[task]
+            last_rollback = max((i for i, (m, _) in enumerate(approved) if m.rollback), default=0)
+            since = approved[last_rollback:]
+            out.append(max(since, key=lambda mp: (version_key(mp[0].version) or (), int(mp[0].approved_ns or 0))))
         return out
 
     def get(self, name: str, version: str) -> RegisteredModel:
@@ -205,10 +234,11 @@ class ModelRegistry:
         files: dict[tuple[str, str], dict[str, str]] = {}
         for n, v, f, h in self._store.read("SELECT name, version, file, sha256 FROM model_files", ()):
             files.setdefault((str(n), str(v)), {})[str(f)] = str(h)
+        rollbacks = {(str(n), str(v)) for n, v in self._store.read("SELECT name, version FROM model_rollbacks", ())}
         return [RegisteredModel(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), json.loads(str(r[5])),
                                 int(r[6]), str(r[7]), None if r[8] is None else int(r[8]),
                                 None if r[9] is None else str(r[9]), None if r[10] is None else str(r[10]),
-                                files.get((str(r[0]), str(r[1])), {}))
+                                files.get((str(r[0]), str(r[1])), {}), (str(r[0]), str(r[1])) in rollbacks)
                 for r in rows]
 
 
