@@ -21,7 +21,8 @@ The manifest (schema ``bodycam.model-package/1``)::
 what earlier versions wrote) marks a package base approved as an explicit downgrade
 (``bodycam-base model approve --rollback``). **Anti-rollback** on the camera (:func:`replace_problem`,
 used by ``model_store.install``): a package of the same model name replaces the active (or pending)
-one only with a higher version (dotted numbers, compared numerically), or the same version with the
+one only with a higher version (:func:`version_key`: dotted numbers compared numerically, an optional
+``-suffix`` below the same numbers without it), or the same version with the
 same files; a package of another name only when approved later. A rollback package is accepted over
 any of them, but only when approved later than the package it replaces, so an old rollback package
 replayed after a newer approval is refused too.
@@ -133,15 +134,19 @@ def _info(body: dict[str, Any]) -> PackageInfo:
                        key_id=body["key_id"], raw=body, rollback=body.get("rollback") is True)
 
 
-_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}")
+_VERSION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9}){0,3})(?:-([0-9A-Za-z.-]{1,64}))?")
 
 
-def version_key(version: str) -> tuple[int, ...] | None:
-    """A model version of dotted numbers (``2.0.0``, ``1.5``) as comparable numbers; None for another form."""
-    if not _VERSION.fullmatch(version):
+def version_key(version: str) -> tuple[Any, ...] | None:
+    """A model version ``N[.N[.N[.N]]][-suffix]`` as a sortable key: numbers compared numerically, and, as
+    in semantic versioning, a version with a suffix (``2.0.0-range``) below the same one without it
+    (suffixes compared as text); None for another form (not comparable)."""
+    m = _VERSION.fullmatch(version)
+    if m is None:
         return None
-    parts = [int(x) for x in version.split(".")]
-    return tuple(parts + [0] * (4 - len(parts)))
+    parts = [int(x) for x in m.group(1).split(".")]
+    suffix = m.group(2)
+    return (tuple(parts + [0] * (4 - len(parts))), 0 if suffix else 1, suffix or "")
 
 
 def _approved_ns(info: PackageInfo) -> int | None:

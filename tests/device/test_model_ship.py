@@ -369,3 +369,12 @@ def test_the_store_refuses_a_downgrade_unless_base_marked_it_a_rollback(packed: 
     (flipped / MANIFEST).write_text(json.dumps(body))
     with pytest.raises(PackageError, match="signature does not verify"):
         verify_package(flipped, trusted)
+
+
+
+def test_model_versions_compare_as_numbers() -> None:
+    from bodycam.device.model_package import version_key
+
+    keys = [version_key(v) for v in ("1.9.9", "1.10", "2.0.0-range", "2.0.0", "2.0.1")]
+    assert all(k is not None for k in keys) and keys == sorted(keys)  # type: ignore[type-var]
+    assert version_key("2.0") == version_key("2.0.0") and version_key("v2") is None and version_key("2..0") is None
