@@ -23,7 +23,10 @@ says so per recording). The shots of a clip: confirmed and moved detections, add
 Refused, before anything is written (``OUT`` appears only at the end, renamed from a temporary
 folder beside it): a selection without labels in force; a stored file whose SHA-256 (or a decrypted
 segment's plaintext hash) no longer matches its manifest, or a manifest that is not the one verified
-on receipt; a label outside its recording; footage base cannot decrypt; a clip whose frames are not on
+on receipt; markers that do not pass ``bodycam verify``'s checks (``review_footage.MarkerCheck``: the
+manifest's signature by the registered key, the markers file's hash as signed, each marker's device,
+signature, order and chain), so a detection forged into stored evidence never becomes a shot; a label
+outside its recording; footage base cannot decrypt; a clip whose frames are not on
 the ``i / fps`` grid the truth format needs. Each exported recording gets an ``exported`` custody entry.
 The clips are made afresh from the evidence just checked, never from base's cached working copies.
 """
@@ -46,7 +49,7 @@ from bodycam.base.review_footage import FootageUnavailable, RecordingInfo
 from bodycam.base.review_labels import Label, current
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, UsageError
-from bodycam.device.footage.seal import MANIFEST_FILE
+from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
 from bodycam.device.footage.segment_writer import sha256_of
 
 SCHEMA = "bodycam.dataset/1"
@@ -103,6 +106,13 @@ def _check_hashes(rv: Review, c: _Chosen) -> None:
         if h.hexdigest() != seg.get("sha256"):
             raise ExportRefused(f"{where}/{name}: its SHA-256 no longer matches the signed manifest "
                                 "(the footage changed since it was verified): refused")
+    markers = None
+    if MARKERS_FILE in rv.evidence.files(c.stored.device, c.stored.recording):
+        with rv.evidence.open(c.stored.device, c.stored.recording, MARKERS_FILE) as fh:
+            markers = hashlib.sha256(fh.read()).hexdigest()
+    if markers != c.info.manifest.get("markers_sha256"):
+        raise ExportRefused(f"{where}/{MARKERS_FILE}: its SHA-256 no longer matches the signed manifest "
+                            "(the markers changed since they were verified): refused")
 
 
 def _probe(path: Path, fps: float) -> tuple[int, int, int, int, int | None]:
@@ -217,7 +227,10 @@ def export_dataset(out: Path, rv: Review, *, actor: str, now_ns: int, device: st
         now = current(history)
         if not now:
             continue
-        info = rv.info(r.device, r.recording)
+        try:
+            info = rv.info(r.device, r.recording)  # its markers checked as bodycam verify does
+        except FootageUnavailable as exc:
+            raise ExportRefused(f"{exc}: refused") from exc
         done = progress(info, history).reviewed
         if reviewed_only and not done:
             continue

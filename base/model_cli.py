@@ -25,6 +25,9 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     ap.add_argument("--by", required=True, help="who approves it (recorded, and in the signed manifest)")
     ap.add_argument("--key", type=Path, required=True, help="base's model-signing key (from 'model keygen')")
     ap.add_argument("--out", type=Path, required=True, help="the package directory to write (new)")
+    ap.add_argument("--rollback", action="store_true",
+                    help="ship a version not higher than an approved one, as an explicit rollback (the cameras "
+                         "refuse a downgrade that is not marked so)")
     lst = msub.add_parser("list", help="registered models, their metrics and approvals")
     lst.add_argument("--json", action="store_true")
     for p in (add, ap, lst):
@@ -48,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{m.name} {m.version} registered (sha256 {m.sha256[:12]}..., added by {m.added_by})")
             return 0
         if args.model_command == "approve":
-            m = reg.approve(args.name, args.version, args.by, now, load_model_signer(args.key), args.out)
-            print(f"{m.name} {m.version} approved by {m.approved_by}: package {args.out} "
+            m = reg.approve(args.name, args.version, args.by, now, load_model_signer(args.key), args.out,
+                            rollback=args.rollback)
+            print(f"{m.name} {m.version} approved by {m.approved_by}{' as a rollback' if m.rollback else ''}: "
+                  f"package {args.out} "
                   f"(manifest sha256 {m.package_sha256}); install on a camera with 'bodycam model install'")
             return 0
         rows = reg.all()

@@ -16,7 +16,14 @@ from typing import Any
 
 from bodycam.base.custody import CustodyLog, StoredRecording
 from bodycam.base.evidence_store import EvidenceStore
-from bodycam.base.review_footage import FootageUnavailable, RecordingInfo, WorkingCopies, read_info
+from bodycam.base.keys import KeyRegistry
+from bodycam.base.review_footage import (
+    FootageUnavailable,
+    MarkerCheck,
+    RecordingInfo,
+    WorkingCopies,
+    read_info,
+)
 from bodycam.base.review_labels import MARKER_KINDS, Label, LabelStore, NewLabel, current
 from bodycam.device.errors import UsageError
 from bodycam.device.uplink.offload_wire import RECORDING_RE
@@ -67,11 +74,14 @@ def shot_frames(info: RecordingInfo, labels_now: list[Label], *, unreviewed_as_s
 
 class Review:
     def __init__(self, evidence: EvidenceStore, custody: CustodyLog, labels: LabelStore,
-                 copies: WorkingCopies) -> None:
+                 copies: WorkingCopies, keys: KeyRegistry) -> None:
+        """``keys``: the devices' registered keys, which the stored markers must verify with (a recording
+        whose markers do not is not reviewed or exported: ``MarkersUnverified``, with the reason)."""
         self.evidence = evidence
         self.custody = custody
         self.labels = labels
         self.copies = copies
+        self.markers = MarkerCheck(keys)
 
     def held(self, device: str, recording: str) -> StoredRecording:
         if not is_device_id(device) or not RECORDING_RE.fullmatch(recording):
@@ -83,7 +93,7 @@ class Review:
 
     def info(self, device: str, recording: str) -> RecordingInfo:
         self.held(device, recording)
-        return read_info(self.evidence, device, recording)
+        return read_info(self.evidence, device, recording, self.markers)
 
     def recordings(self) -> list[tuple[StoredRecording, Progress]]:
         out = []
@@ -91,7 +101,7 @@ class Review:
         for r in self.custody.stored():
             mine = [lb for lb in all_labels if (lb.device, lb.recording) == (r.device, r.recording)]
             try:
-                info = read_info(self.evidence, r.device, r.recording)
+                info = read_info(self.evidence, r.device, r.recording, self.markers)
             except FootageUnavailable:  # no footage to review (the page says why)
                 out.append((r, Progress(0, 0, 0, 0, tuple(sorted({lb.by for lb in current(mine)})))))
                 continue

@@ -19,6 +19,7 @@ that fails authentication or its plaintext hash) raises :class:`FootageUnavailab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,11 +33,13 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bodycam.base.evidence_store import EvidenceStore
+from bodycam.base.keys import KeyRegistry
 from bodycam.base.review_labels import Detection, Timeline
 from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage.atrest import DecryptError, decrypt_stream, format_recipient, plaintext_name
 from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
 from bodycam.device.uplink.markers import DETECTION_KINDS
+from bodycam.device.verify import verify_markers
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +90,91 @@ def _int(v: Any, default: int = 0) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) else default
 
 
-def read_info(evidence: EvidenceStore, device: str, recording: str) -> RecordingInfo:
-    """The stored manifest and markers of a recording (as verified on receipt) and its timeline."""
+class MarkersUnverified(FootageUnavailable):
+    """The stored ``markers.jsonl`` does not pass ``bodycam verify``'s checks: its detections are neither
+    shown for review nor exported."""
+
+
+class MarkerCheck:
+    """``bodycam verify``'s checks of a stored recording's markers (``device/verify.py``'s
+    ``verify_markers``): the manifest signed by the key registered at base for the device and naming this
+    device and recording, the markers file's SHA-256 and count as that manifest signed, each marker of
+    this device, signed by that key, in order, chained. A result is kept for the exact bytes checked (the
+    SHA-256 of the manifest and of the markers file), so the list page does not verify every signature
+    on every view."""
+
+    MAX_CACHED = 20_000
+
+    def __init__(self, keys: KeyRegistry) -> None:
+        self.keys = keys
+        self._ok: set[tuple[str, str, str, str]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, device: str, recording: str, manifest_bytes: bytes, manifest: dict[str, Any],
+                 markers: bytes | None) -> None:
+        """Raises :class:`MarkersUnverified` with the reasons."""
+        seen = (device, recording, hashlib.sha256(manifest_bytes).hexdigest(),
+                "" if markers is None else hashlib.sha256(markers).hexdigest())
+        with self._lock:
+            if seen in self._ok:
+                return
+        where = f"{device}/{recording}"
+        if manifest.get("device") != device:
+            raise MarkersUnverified(f"{where}: the manifest names device {manifest.get('device')!r}: its markers "
+                                    "are not used")
+        kid = manifest.get("key")
+        found = [k for k in self.keys.keys(device) if k.key_id == kid]
+        if not found:
+            raise MarkersUnverified(f"{where}: the manifest is signed by key {kid!r}, which is not registered at "
+                                    f"base for {device}: its markers are not used")
+        rep, _ = verify_markers(recording, manifest, markers, found[0].public())
+        if not rep.ok:
+            fails = [f for f in rep.findings if f.level == "fail"]
+            codes = ", ".join(sorted({f.code for f in fails}))
+            raise MarkersUnverified(f"{where}: {MARKERS_FILE} does not verify ({codes}; {fails[0].where}: "
+                                    f"{fails[0].message}): its detections are not used")
+        with self._lock:
+            if len(self._ok) >= self.MAX_CACHED:
+                self._ok.clear()
+            self._ok.add(seen)
+
+
+def read_info(evidence: EvidenceStore, device: str, recording: str, check: MarkerCheck) -> RecordingInfo:
+    """The stored manifest and markers of a recording and its timeline; the markers only when they pass
+    ``check`` (else :class:`MarkersUnverified`)."""
     with evidence.open(device, recording, MANIFEST_FILE) as fh:
-        manifest = json.loads(fh.read())
-    markers: list[dict[str, Any]] = []
+        mbytes = fh.read()
+    manifest = _manifest(device, recording, mbytes)
+    data: bytes | None = None
     if MARKERS_FILE in evidence.files(device, recording):
         with evidence.open(device, recording, MARKERS_FILE) as fh:
-            for line in fh.read().decode("utf-8").splitlines():
-                if line.strip():
-                    markers.append(json.loads(line))
+            data = fh.read()
+    check(device, recording, mbytes, manifest, data)
+    markers: list[dict[str, Any]] = []
+    for line in (data or b"").decode("utf-8").splitlines():
+        if line.strip():
+            markers.append(json.loads(line))
+    return _info(device, recording, manifest, markers)
+
+
+def read_footage(evidence: EvidenceStore, device: str, recording: str) -> RecordingInfo:
+    """The stored manifest's footage only, without markers: what a working copy is made from."""
+    with evidence.open(device, recording, MANIFEST_FILE) as fh:
+        manifest = _manifest(device, recording, fh.read())
+    return _info(device, recording, manifest, [])
+
+
+def _manifest(device: str, recording: str, data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise FootageUnavailable(f"{device}/{recording}: the stored manifest is not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise FootageUnavailable(f"{device}/{recording}: the stored manifest is not a JSON object")
+    return doc
+
+
+def _info(device: str, recording: str, manifest: dict[str, Any], markers: list[dict[str, Any]]) -> RecordingInfo:
     segs = tuple(
         Segment(_int(s.get("index")), str(s.get("file")), _int(s.get("start_mono_ns")), _int(s.get("frames")),
                 s.get("plain_sha256") if isinstance(s.get("plain_sha256"), str) else None,
@@ -120,7 +198,6 @@ def read_info(evidence: EvidenceStore, device: str, recording: str) -> Recording
                               f"{model.get('name', '?')} {model.get('version', '?')}", str(m.get("t", ""))))
     tl = Timeline(device, recording, fps, frames, tuple(dets))
     return RecordingInfo(device, recording, manifest, segs, tuple(markers), tl)
-
 
 
 class WorkingCopies:
@@ -173,7 +250,7 @@ class WorkingCopies:
     def prepare(self, device: str, recording: str) -> None:
         """After a recording is stored (base decrypts on receipt): make its working copy, log why not."""
         try:
-            self.review_file(read_info(self.evidence, device, recording))
+            self.review_file(read_footage(self.evidence, device, recording))
         except (FootageUnavailable, StorageError) as exc:
             log.warning("review: %s/%s is not playable at base: %s", device, recording, exc)
 

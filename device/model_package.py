@@ -14,7 +14,18 @@ The manifest (schema ``bodycam.model-package/1``)::
      "task": "gunshot-visual", "model": "shotnet.tflite",
      "files": {"shotnet.tflite": "<sha256>", "shotnet.json": "<sha256>", ...},
      "approved_by": "ada", "approved_at": "2026-11-29T15:00:00Z", "metrics": {...},
+     ["rollback": true,]
      "key_id": "<16 hex>", "sig": "<base64 Ed25519 over the RFC 8785 bytes of the rest>"}
+
+``rollback`` (optional, added compatibly: absent means false; a package without it is byte for byte
+what earlier versions wrote) marks a package base approved as an explicit downgrade
+(``bodycam-base model approve --rollback``). **Anti-rollback** on the camera (:func:`replace_problem`,
+used by ``model_store.install``): a package of the same model name replaces the active (or pending)
+one only with a higher version (:func:`version_key`: dotted numbers compared numerically, an optional
+``-suffix`` below the same numbers without it), or the same version with the
+same files; a package of another name only when approved later. A rollback package is accepted over
+any of them, but only when approved later than the package it replaces, so an old rollback package
+replayed after a newer approval is refused too.
 
 The camera trusts a package only when the signature is by a key it was given at provisioning
 (``[models] trusted_keys``), every listed file matches its hash, the listed set is exactly the
@@ -26,6 +37,7 @@ canonical form as markers (RFC 8785), so any language can verify it.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,9 +46,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from bodycam.device.clock import parse_rfc3339
 from bodycam.device.detect.model_spec import load_model_spec, sha256_file, sidecar_path
 from bodycam.device.detect.selftest import parse_selftest
-from bodycam.device.errors import ModelError
+from bodycam.device.errors import BodycamError, ModelError
 from bodycam.device.identity import Signer, verify
 from bodycam.device.safe_load import load_json
 from bodycam.device.uplink.markers import jcs
@@ -61,6 +74,7 @@ class PackageInfo:
     approved_at: str
     key_id: str
     raw: dict[str, Any]
+    rollback: bool = False  # base approved it as an explicit downgrade
 
     @property
     def package_id(self) -> str:
@@ -85,7 +99,7 @@ def _plain(name: str) -> bool:
 
 
 def make_package(model_path: Path, out: Path, signer: Signer, *, approved_by: str, approved_at: str,
-                 metrics: Mapping[str, Any] | None = None) -> PackageInfo:
+                 metrics: Mapping[str, Any] | None = None, rollback: bool = False) -> PackageInfo:
     """Copy the model's files into the new directory ``out`` and write the signed manifest."""
     model_path = Path(model_path)
     spec = load_model_spec(model_path)
@@ -105,6 +119,8 @@ def make_package(model_path: Path, out: Path, signer: Signer, *, approved_by: st
         "files": files, "approved_by": approved_by, "approved_at": approved_at,
         "metrics": dict(metrics) if metrics else {}, "key_id": signer.key_id,
     }
+    if rollback:
+        body["rollback"] = True
     body["sig"] = signer.sign(jcs(body))
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_bytes(jcs(body) + b"\n")
@@ -115,7 +131,51 @@ def make_package(model_path: Path, out: Path, signer: Signer, *, approved_by: st
 def _info(body: dict[str, Any]) -> PackageInfo:
     return PackageInfo(name=body["name"], version=body["version"], task=body["task"], model=body["model"],
                        files=dict(body["files"]), approved_by=body["approved_by"], approved_at=body["approved_at"],
-                       key_id=body["key_id"], raw=body)
+                       key_id=body["key_id"], raw=body, rollback=body.get("rollback") is True)
+
+
+_VERSION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9}){0,3})(?:-([0-9A-Za-z.-]{1,64}))?")
+
+
+def version_key(version: str) -> tuple[Any, ...] | None:
+    """A model version ``N[.N[.N[.N]]][-suffix]`` as a sortable key: numbers compared numerically, and, as
+    in semantic versioning, a version with a suffix (``2.0.0-range``) below the same one without it
+    (suffixes compared as text); None for another form (not comparable)."""
+    m = _VERSION.fullmatch(version)
+    if m is None:
+        return None
+    parts = [int(x) for x in m.group(1).split(".")]
+    suffix = m.group(2)
+    return (tuple(parts + [0] * (4 - len(parts))), 0 if suffix else 1, suffix or "")
+
+
+def _approved_ns(info: PackageInfo) -> int | None:
+    try:
+        return parse_rfc3339(info.approved_at)
+    except (ValueError, BodycamError):
+        return None
+
+
+def replace_problem(new: PackageInfo, current: PackageInfo) -> str | None:
+    """Why ``new`` must not replace ``current`` on a camera (a downgrade base did not mark as a rollback), or
+    None when it may (see the module's doc)."""
+    if new.package_id == current.package_id and new.files == current.files:
+        return None  # the same package again
+    was = f"{current.name} {current.version} ({current.package_id}, approved {current.approved_at})"
+    later = (a := _approved_ns(new)) is not None and (b := _approved_ns(current)) is not None and a > b
+    if new.rollback:
+        return None if later else (f"a rollback approved at {new.approved_at}, not after {was}: an old rollback "
+                                   "package replayed?")
+    if new.name != current.name:
+        return None if later else f"approved at {new.approved_at}, not after {was}, and not marked as a rollback"
+    vn, vc = version_key(new.version), version_key(current.version)
+    if vn is None or vc is None:
+        return f"version {new.version!r} cannot be compared with {was} (dotted numbers only) and is not a rollback"
+    if vn < vc:
+        return f"version {new.version} is lower than {was}, and base did not mark it as a rollback"
+    if vn == vc:
+        return f"the same version as {was} with other files, and base did not mark it as a rollback"
+    return None
 
 
 def _field(body: dict[str, Any], key: str, where: str) -> str:
@@ -135,6 +195,8 @@ def verify_package(folder: Path, trusted: Mapping[str, Ed25519PublicKey]) -> Pac
         raise PackageError(f"{where}: schema is {body.get('schema')!r}, expected {SCHEMA!r}")
     for key in ("name", "version", "task", "model", "approved_by", "approved_at", "key_id", "sig"):
         _field(body, key, where)
+    if "rollback" in body and not isinstance(body["rollback"], bool):
+        raise PackageError(f"{where}: 'rollback' must be true or false")
     kid = body["key_id"]
     public = trusted.get(kid)
     if public is None:
@@ -177,5 +239,5 @@ def package_digest(folder: Path) -> str:
     return hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
 
 
-__all__ = ["MANIFEST", "SCHEMA", "PackageError", "PackageInfo", "make_package", "package_digest", "required_files",
-           "verify_package"]
+__all__ = ["MANIFEST", "SCHEMA", "PackageError", "PackageInfo", "make_package", "package_digest", "replace_problem",
+           "required_files", "verify_package", "version_key"]

@@ -7,8 +7,9 @@ Layout under ``<data_dir>/models``::
                               "rejected": [{"package", "reason", "at_ns"}...]}
     .lock                    flock: the service and ``bodycam model ...`` change the state in turn
 
-``install`` verifies a package (signature by a trusted key, hashes, the model's own sidecar) and
-verifies it again after copying it in, then makes it *pending*. The service activates a pending
+``install`` verifies a package (signature by a trusted key, hashes, the model's own sidecar), refuses
+a downgrade of the active or pending package that base did not mark as a rollback
+(``model_package.replace_problem``), verifies it again after copying it in, then makes it *pending*. The service activates a pending
 model at start-up and, while running, at the next idle moment (no recording). The firmware runs
 the model's self-test when it loads it: a model that fails to load or disagrees with its self-test
 is *rejected* and the previous model (or the shipped one) is used; the camera never ends up
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.device.clock import Clock
 from bodycam.device.errors import StorageError
-from bodycam.device.model_package import PackageError, PackageInfo, verify_package
+from bodycam.device.model_package import PackageError, PackageInfo, replace_problem, verify_package
 from bodycam.device.safe_load import load_json
 
 MAX_REJECTED = 20
@@ -138,6 +139,14 @@ class ModelStore:
                 if r.get("package") == info.package_id:
                     raise PackageError(f"{package}: {info.package_id} was rejected on this camera before "
                                        f"({r.get('reason')}); base must ship a new build")
+            for held in dict.fromkeys(x for x in (st.active, st.pending) if x is not None):
+                try:
+                    current = self.info(held)
+                except PackageError:
+                    continue  # a package that no longer verifies is rejected when it is loaded
+                problem = replace_problem(info, current)
+                if problem is not None:
+                    raise PackageError(f"{package}: {info.package_id} not installed: {problem}")
             dest = self.root / "packages" / info.package_id
             if not dest.is_dir():
                 partial = self.root / "packages" / f".{info.package_id}.partial"

@@ -9,8 +9,9 @@ directory holding ``recordings/``. Nothing here uses the network. For each recor
   signed by the trusted key; ``seq`` strictly increasing with no gap; each ``prev`` equal to the
   SHA-256 of the previous marker's canonical (JCS) bytes;
 * ``chapters.vtt`` equal to the chapters the markers give;
-* ``previous``: the previous recording's manifest hash, when that recording is present (and, for a
-  folder, that no recording of the chain is missing).
+* ``previous``: the previous recording's manifest hash, when that recording is present; for a folder,
+  that a present previous recording is the one just before it (nothing inserted, nothing reordered).
+  A previous recording that is not here is a gap: a note (``previous_absent``), not a failure.
 
 The trusted public key comes from ``--key`` (the key registered at base); without it, a
 ``device.pub`` found beside the footage is used and the report says so (an independent key is
@@ -234,6 +235,27 @@ def _check_decrypted(path: Path, seg: dict[str, Any], key: X25519PrivateKey, rep
                                                       "manifest signed (encrypted by someone else?)")
 
 
+def verify_markers(recording: str, manifest: dict[str, Any], data: bytes | None,
+                   public: Ed25519PublicKey) -> tuple[RecordingReport, list[MarkerRef]]:
+    """``bodycam verify``'s checks of a recording's markers, on bytes (for stores that are not a folder):
+    the manifest's signature by ``public`` (it vouches for the markers' hash), the markers file's SHA-256
+    and count as signed, and each marker's validity, device, signature, order and chain. ``data`` is
+    None when there is no markers file."""
+    rep = RecordingReport(recording, recording)
+    trusted = identity.key_id(public)
+    try:
+        problem = _sig_problem(public, trusted, manifest.get("key"), manifest.get("sig"), signed_bytes(manifest))
+    except MarkerError as exc:
+        problem = f"not canonical JSON ({exc})"
+    if problem is not None:
+        rep.fail("manifest_signature", MANIFEST_FILE, f"manifest {problem}")
+    if manifest.get("recording") != recording:
+        rep.fail("manifest_recording", MANIFEST_FILE,
+                 f"the manifest is of recording {manifest.get('recording')!r}, not {recording!r} (replaced?)")
+    refs = _check_marker_bytes(data, manifest, rep, public, trusted)
+    return rep, refs
+
+
 def _check_markers(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport, public: Ed25519PublicKey,
                    trusted: str) -> list[MarkerRef]:
     path = rec_dir / MARKERS_FILE
@@ -244,6 +266,11 @@ def _check_markers(rec_dir: Path, manifest: dict[str, Any], rep: RecordingReport
     except OSError as exc:
         rep.fail("markers_unreadable", MARKERS_FILE, f"cannot read ({exc.strerror or exc})")
         return []
+    return _check_marker_bytes(data, manifest, rep, public, trusted)
+
+
+def _check_marker_bytes(data: bytes | None, manifest: dict[str, Any], rep: RecordingReport,
+                        public: Ed25519PublicKey, trusted: str) -> list[MarkerRef]:
     want = manifest.get("markers_sha256")
     have = None if data is None else hashlib.sha256(data).hexdigest()
     if have != want:
@@ -317,31 +344,56 @@ def verify_path(path: Path, public: Ed25519PublicKey, key_source: str,
 
 
 def _check_links(rec_dirs: list[Path], manifests: dict[str, dict[str, Any] | None], report: Report) -> None:
+    """Each recording's ``previous`` against the folder (names sort in the order recordings were made).
+
+    * It names a recording that is here: that must be the one just before it (else one was inserted or
+      the order changed), and its manifest must be the one linked.
+    * It names one that is not here (a gap: not exported, never offloaded, deleted on the card): a note,
+      the link is not checked; but the absent one must fall between the recording before it here and
+      this one (else the one before it here is not of this chain: inserted).
+    * It names none: only the first recording here may.
+    """
     names = [d.name for d in rec_dirs]
+    index = {n: i for i, n in enumerate(names)}
     by_name = {r.recording: r for r in report.recordings}
     for i, d in enumerate(rec_dirs):
         manifest = manifests[d.name]
         if manifest is None:
             continue
         rep = by_name[d.name]
+        before = names[i - 1] if i > 0 else None
         link = manifest.get("previous")
         if link is None:
-            if i > 0:
-                rep.fail("previous", MANIFEST_FILE, f"names no previous recording, but {names[i - 1]} is before it")
+            if before is not None:
+                rep.fail("previous", MANIFEST_FILE, f"names no previous recording, but {before} is before it")
             continue
-        if not isinstance(link, dict) or not isinstance(link.get("recording"), str):
+        if (not isinstance(link, dict) or not isinstance(link.get("recording"), str)
+                or Path(link["recording"]).name != link["recording"] or link["recording"] in ("", ".", "..")):
             rep.fail("previous", MANIFEST_FILE, "malformed link to the previous recording")
             continue
         prev_name = link["recording"]
-        if i > 0 and prev_name != names[i - 1]:
-            rep.fail("previous", MANIFEST_FILE, f"follows {prev_name}, but the recording before it here is "
-                                                f"{names[i - 1]} (a recording of the chain is missing or was added)")
-        prev_path = d.parent / prev_name / MANIFEST_FILE
-        if Path(prev_name).name != prev_name or not prev_path.is_file():
-            rep.note("previous_absent", MANIFEST_FILE, f"the previous recording {prev_name} is not here "
-                                                       "(deleted by retention, or not exported): link not checked")
+        if prev_name not in index:
+            if prev_name >= d.name or (before is not None and prev_name <= before):
+                rep.fail("previous", MANIFEST_FILE, f"follows {prev_name}, which is not here, but the recording "
+                                                    f"before it here is {before or 'none'} (a recording was added, "
+                                                    "or the order changed)")
+            else:
+                rep.note("previous_absent", MANIFEST_FILE, f"the previous recording {prev_name} is not here (a gap: "
+                                                           "not exported, not offloaded, or deleted on the camera): "
+                                                           "link not checked")
             continue
-        if hashlib.sha256(prev_path.read_bytes()).hexdigest() != link.get("manifest_sha256"):
+        if index[prev_name] != i - 1:
+            rep.fail("previous", MANIFEST_FILE, f"follows {prev_name}, but the recording before it here is "
+                                                f"{before or 'none'} (a recording was added, or the order changed)")
+            continue
+        prev_path = d.parent / prev_name / MANIFEST_FILE
+        try:
+            prev_hash = hashlib.sha256(prev_path.read_bytes()).hexdigest()
+        except OSError as exc:
+            rep.fail("previous", MANIFEST_FILE, f"the manifest of the previous recording {prev_name} cannot be read "
+                                                f"({exc.strerror or exc})")
+            continue
+        if prev_hash != link.get("manifest_sha256"):
             rep.fail("previous", MANIFEST_FILE, f"the manifest of the previous recording {prev_name} is not the "
                                                 "one this recording linked (replaced or re-signed)")
 

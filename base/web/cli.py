@@ -96,13 +96,14 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
 def build_review(evidence: Any, custody: Any, store: Any, age_keys: list[Path]) -> Any:
     """Review at base on this evidence store (labels in the store's database; ``age_keys``: base's
     identities for footage encrypted at rest)."""
+    from bodycam.base.keys import KeyRegistry
     from bodycam.base.review import Review
     from bodycam.base.review_footage import WorkingCopies
     from bodycam.base.review_labels import LabelStore
     from bodycam.device.footage.atrest import load_identity
 
     identities = [load_identity(p) for p in age_keys]
-    return Review(evidence, custody, LabelStore(store), WorkingCopies(evidence, identities))
+    return Review(evidence, custody, LabelStore(store), WorkingCopies(evidence, identities), KeyRegistry(store))
 
 
 def parse_listen(text: str) -> tuple[str, int]:

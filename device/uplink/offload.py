@@ -12,7 +12,10 @@ retention treats it as such.
 
 :class:`OffloadService` is the thread the firmware runs: every ``interval_s`` it asks the dock
 sense (``hw/dock.py``) whether the camera is docked and, if so, offloads what is pending, protected
-recordings first, oldest first.
+recordings first, oldest first. A recording the camera cannot read (a file the manifest lists is
+missing or not a file, an I/O error: a damaged card) is skipped with an alarm, its reason kept in
+telemetry (``offload.error``, ``offload.skipped``), and tried again after a backoff; it never stops
+the others, nor the model fetch after them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 import math
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +107,14 @@ class OffloadError(BodycamError):
         super().__init__(message)
         self.retry = retry
         self.codes = codes or []
+
+
+class UnreadableRecording(OffloadError):
+    """A file of the recording cannot be read on the card (missing, not a file, an I/O error): this
+    recording is skipped and tried again later, with backoff; the others go on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=True, codes=["unreadable"])
 
 
 class BaseClient:
@@ -205,11 +217,30 @@ class BaseClient:
 
 
 def recording_files(rec_dir: Path, manifest: dict[str, Any]) -> list[str]:
-    """The files to upload: the signed manifest, the markers and chapters if any, every listed segment."""
+    """The files to upload: the signed manifest, the markers (whenever the manifest signs a markers hash,
+    so a markers file lost on the card is found unreadable) and chapters if any, every listed segment."""
     names = [MANIFEST_FILE]
-    names += [n for n in (MARKERS_FILE, "chapters.vtt") if (rec_dir / n).is_file()]
+    names += [n for n in (MARKERS_FILE, "chapters.vtt")
+              if (rec_dir / n).is_file() or (n == MARKERS_FILE and manifest.get("markers_sha256"))]
     names += [str(s["file"]) for s in manifest.get("segments") or [] if isinstance(s, dict) and "file" in s]
     return names
+
+
+def _unreadable(rec_dir: Path, name: str, exc: OSError | str) -> UnreadableRecording:
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc.strerror or exc}"
+    return UnreadableRecording(f"{rec_dir.name}: cannot read {name} on the card ({why}): recording skipped, "
+                               "tried again later")
+
+
+def _readable(rec_dir: Path, name: str) -> int:
+    """The size of a regular file of the recording; :class:`UnreadableRecording` when it is not one."""
+    try:
+        st = (rec_dir / name).stat()
+    except OSError as exc:
+        raise _unreadable(rec_dir, name, exc) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise _unreadable(rec_dir, name, "not a regular file")
+    return st.st_size
 
 
 def pending(root: Path) -> list[Path]:
@@ -251,6 +282,8 @@ class Offloader:
         names = recording_files(rec_dir, manifest)
         state = self.client.status(rid)
         if state.get("state") != "stored":
+            for name in names:  # before anything is sent: a damaged card uploads nothing of this recording
+                _readable(rec_dir, name)
             files = state.get("files")
             held: dict[str, Any] = files if isinstance(files, dict) else {}
             for name in names:
@@ -268,16 +301,26 @@ class Offloader:
 
     def _send(self, rec_dir: Path, name: str, have: int) -> None:
         path = rec_dir / name
-        size = path.stat().st_size
+        size = _readable(rec_dir, name)
         if have > size:  # base holds more than the file (a different file once?): start it again
             have = 0
         if size == 0 and have == 0:
             self.client.put(rec_dir.name, name, 0, b"")
             return
-        with path.open("rb") as fh:
+        try:
+            fh = path.open("rb")
+        except OSError as exc:
+            raise _unreadable(rec_dir, name, exc) from exc
+        with fh:
             while have < size:
-                fh.seek(have)
-                chunk = fh.read(min(self.chunk, size - have))
+                want = min(self.chunk, size - have)
+                try:
+                    fh.seek(have)
+                    chunk = fh.read(want)
+                except OSError as exc:  # EIO on a damaged card
+                    raise _unreadable(rec_dir, name, exc) from exc
+                if len(chunk) != want:
+                    raise _unreadable(rec_dir, name, f"{have + len(chunk)} of its {size} bytes")
                 have = self.client.put(rec_dir.name, name, have, chunk)
 
     @staticmethod
@@ -325,24 +368,42 @@ def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: 
     return OffloadService(offloader, recordings, dock.docked, interval_s=cfg.interval_s, models=fetcher)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A recording the service skips until ``next_try`` (its ``monotonic`` clock): why, how many times."""
+
+    reason: str
+    failures: int
+    next_try: float
+
+
 class OffloadService:
     """The firmware's offload thread: when docked, offload what is pending."""
 
     def __init__(self, offloader: Offloader, recordings: Path, docked: Callable[[], bool], *,
-                 interval_s: float = 30.0, models: ModelFetcher | None = None) -> None:
+                 interval_s: float = 30.0, models: ModelFetcher | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, backoff_max_s: float = 3600.0) -> None:
         self.offloader = offloader
         self.models = models
         self.recordings = recordings
         self.docked = docked
         self.interval_s = interval_s
+        self.monotonic = monotonic
+        self.backoff_max_s = backoff_max_s
         self.last_error: str | None = None
         self.confirmed: list[str] = []
+        self.skipped: dict[str, Skipped] = {}  # recording -> why it is skipped and until when
         self._refused: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
-        """Offload what is pending if docked; returns how many recordings base confirmed."""
+        """Offload what is pending if docked; returns how many recordings base confirmed.
+
+        A recording the camera cannot read (:class:`UnreadableRecording`), or one whose upload fails in
+        an unexpected way, is skipped and tried again after a backoff (``interval_s``, doubling, at most
+        ``backoff_max_s``); the round goes on with the next one. Its reason stays in ``last_error`` and
+        telemetry (``offload.skipped``) until it is offloaded."""
         if not self.docked():
             return 0
         done = 0
@@ -351,8 +412,14 @@ class OffloadService:
                 break
             if rec.name in self._refused:
                 continue
+            skip = self.skipped.get(rec.name)
+            if skip is not None and self.monotonic() < skip.next_try:
+                continue
             try:
                 self.offloader.upload(rec)
+            except UnreadableRecording as exc:
+                self._skip(rec.name, str(exc))
+                continue
             except OffloadError as exc:
                 self.last_error = str(exc)
                 log.error("offload: %s", exc)
@@ -360,8 +427,14 @@ class OffloadService:
                     self._refused.add(rec.name)
                     continue
                 break  # base unreachable, full or busy: try again at the next round
+            except Exception as exc:  # never let one recording end the round
+                log.exception("offload: %s: unexpected error", rec.name)
+                self._skip(rec.name, f"{rec.name}: unexpected error ({type(exc).__name__}: {exc}): recording "
+                                     "skipped, tried again later")
+                continue
             self.confirmed.append(rec.name)
-            self.last_error = None
+            self.skipped.pop(rec.name, None)
+            self.last_error = self._skipped_error()
             done += 1
         if self.models is not None and not self._stop.is_set():  # recordings first: evidence before models
             from bodycam.device.uplink.model_fetch import fetch_models
@@ -369,8 +442,22 @@ class OffloadService:
             fetch_models(self.models)
         return done
 
+    def _skip(self, rid: str, reason: str) -> None:
+        prev = self.skipped.get(rid)
+        failures = 1 if prev is None else prev.failures + 1
+        delay = min(self.interval_s * 2 ** min(failures - 1, 30), self.backoff_max_s)
+        self.skipped[rid] = Skipped(reason, failures, self.monotonic() + delay)
+        self.last_error = reason
+        log.error("ALARM offload: %s (failure %d, next try in %.0f s)", reason, failures, delay)
+
+    def _skipped_error(self) -> str | None:
+        """What still blocks a recording (so a later success does not hide it), else None."""
+        return next((s.reason for s in self.skipped.values()), None)
+
     def telemetry(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {"confirmed": len(self.confirmed), "error": self.last_error}
+        if self.skipped:
+            out["skipped"] = {rid: {"reason": s.reason, "failures": s.failures} for rid, s in self.skipped.items()}
         if self.models is not None:
             out["models"] = {"installed": len(self.models.installed), "error": self.models.last_error}
         return out

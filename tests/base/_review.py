@@ -62,7 +62,7 @@ def make_review_base(db: str, evidence_dir: Path, data: Path, age_keys: tuple[Pa
     keys.add(DEVICE, device, time.time_ns())
     custody = CustodyLog(store)
     ev = FileEvidenceStore(evidence_dir, reserve_mb=0)
-    review = Review(ev, custody, LabelStore(store), WorkingCopies(ev, [load_identity(k) for k in age_keys]))
+    review = Review(ev, custody, LabelStore(store), WorkingCopies(ev, [load_identity(k) for k in age_keys]), keys)
     rx = Receiver(ev, custody, keys, on_stored=review.copies.prepare)
     return ReviewBase(store, ev, custody, keys, rx, review)
 

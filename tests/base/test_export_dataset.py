@@ -206,3 +206,54 @@ def test_a_smoke_build_trains_on_the_export(made: dict[str, Path], tmp_path: Pat
     assert (tmp_path / "model" / "smoke.tflite").is_file()
     assert "int8" in run.stdout
     b.close()
+
+
+def _forge_marker(d: Path) -> None:
+    """Append a gunshot marker 5 s after the first one (another id, another model) to a stored markers file."""
+    os.chmod(d, 0o755)
+    os.chmod(d / "markers.jsonl", 0o644)
+    lines = (d / "markers.jsonl").read_text().splitlines()
+    g = json.loads(next(line for line in lines if json.loads(line)["kind"] == "gunshot"))
+    g.update(id="019ca8d7-0000-7000-8000-000000f0f0f0", t_mono_ns=g["t_mono_ns"] + 5_000_000_000)
+    g["model"]["name"] = "forged-model"
+    (d / "markers.jsonl").write_text("\n".join([*lines, json.dumps(g)]) + "\n")
+
+
+def test_markers_forged_into_stored_evidence_are_refused_by_the_export_and_not_reviewed(
+        base: tuple[ReviewBase, list[str]], made: dict[str, Path], tmp_path: Path) -> None:
+    """The export and the review pages check markers.jsonl as ``bodycam verify`` does: a forged detection
+    never becomes a training shot or a detection to review."""
+    from bodycam.device.footage.seal import seal
+    from bodycam.device.identity import load_signer
+
+    b, (a, _, e) = base
+    label(b, a, kind="confirm", marker=detections(b, a)[0])
+    label(b, e, kind="shot_free", frame=0, end_frame=20)
+    d = tmp_path / "evidence" / "recordings" / DEVICE / a
+    _forge_marker(d)
+    out = tmp_path / "ds"
+    with pytest.raises(ExportRefused, match=f"{a}: markers.jsonl does not verify .*markers_file_hash"):
+        export_dataset(out, b.review, actor="ines", now_ns=NOW)
+    assert not out.exists() and not list(tmp_path.glob(".ds.*"))
+    from bodycam.base.review_footage import MarkersUnverified
+
+    with pytest.raises(MarkersUnverified, match="markers_file_hash"):
+        b.review.state(DEVICE, a)
+    listed = {r.recording: p for r, p in b.review.recordings()}
+    assert listed[a].detections == 0 and listed[e].detections > 0  # the list still shows the others
+    # the manifest re-signed by someone holding the device's key, with the forged file's hash: the forged
+    # marker itself carries no valid signature
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["markers_sha256"] = hashlib.sha256((d / "markers.jsonl").read_bytes()).hexdigest()
+    manifest["marker_count"] += 1
+    os.chmod(d / "manifest.json", 0o644)
+    signer = load_signer(made["plain"] / "state" / "identity" / "device.key")
+    (d / "manifest.json").write_text(json.dumps(seal(manifest, signer), indent=2))
+    with pytest.raises(MarkersUnverified, match="marker_signature") as info:
+        b.review.state(DEVICE, a)
+    assert "markers_file_hash" not in str(info.value)
+    with pytest.raises(ExportRefused, match="marker_signature"):
+        export_dataset(out, b.review, actor="ines", now_ns=NOW)
+    assert not out.exists()
+    # the untouched recording alone still exports
+    assert export_dataset(out, b.review, actor="ines", now_ns=NOW, since="20260301T120000000Z").recordings == 1

@@ -214,3 +214,53 @@ def test_a_running_camera_gets_the_approved_model_at_the_dock_and_its_markers_na
         assert any("self-test passed" in r.getMessage() for r in caplog.records)
     finally:
         server.close()
+
+
+def test_base_offers_the_highest_version_and_a_lower_one_only_as_an_explicit_rollback(
+        base: Base, model_key: Signer, tmp_path: Path) -> None:
+    """Anti-rollback at base: approving a version below an approved one needs ``rollback`` (the package
+    then says so, signed); base offers the highest approved version, or the latest explicit rollback."""
+    from bodycam.base.model_delivery import ModelShelf
+    from bodycam.device.errors import UsageError
+    from bodycam.device.model_package import verify_package
+
+    reg = ModelRegistry(base.store)  # type: ignore[arg-type]
+    shelf = ModelShelf(reg)
+
+    def offered() -> list[tuple[str, str]]:
+        return [(o.model.name, o.model.version) for o in shelf.offers()]
+
+    approve(base, model_key, tmp_path, "2.0.0")
+    reg.add(shipped_copy(tmp_path / "build-1.5.0", "1.5.0"), "ada", time.time_ns())
+    with pytest.raises(UsageError, match="--rollback"):
+        reg.approve("shotnet", "1.5.0", "ada", time.time_ns(), model_key, tmp_path / "p-1.5.0")
+    assert not (tmp_path / "p-1.5.0").exists() and reg.get("shotnet", "1.5.0").approved_ns is None
+    assert offered() == [("shotnet", "2.0.0")]
+    # an explicit rollback: signed as such, offered, and the camera takes it over the active 2.0.0
+    store = camera_store(tmp_path, model_key)
+    store.install(tmp_path / "packages" / "shotnet-2.0.0")
+    store.activate_pending()
+    m = reg.approve("shotnet", "1.5.0", "ada", time.time_ns(), model_key, tmp_path / "p-1.5.0", rollback=True)
+    assert m.rollback and reg.get("shotnet", "1.5.0").as_json()["rollback"] is True
+    assert verify_package(tmp_path / "p-1.5.0", {model_key.key_id: model_key.public}).rollback
+    assert offered() == [("shotnet", "1.5.0")]
+    assert store.install(tmp_path / "p-1.5.0").version == "1.5.0"
+    # a later, higher version is offered again; a rollback needs something higher to roll back from
+    approve(base, model_key, tmp_path, "2.1.0")
+    assert offered() == [("shotnet", "2.1.0")]
+    reg.add(shipped_copy(tmp_path / "build-3.0.0", "3.0.0"), "ada", time.time_ns())
+    with pytest.raises(UsageError, match="no approved version of shotnet is higher"):
+        reg.approve("shotnet", "3.0.0", "ada", time.time_ns(), model_key, tmp_path / "p-3.0.0", rollback=True)
+
+
+def test_base_offers_the_highest_approved_version_not_the_latest_approval(
+        base: Base, model_key: Signer, tmp_path: Path) -> None:
+    """Approval times out of order with the versions (base's clock stepped back between two approvals):
+    the highest version is offered, not the one with the latest approval time."""
+    from bodycam.base.model_delivery import ModelShelf
+
+    reg = ModelRegistry(base.store)  # type: ignore[arg-type]
+    for version, at in (("1.5.0", WALL + 10**12), ("2.0.0", WALL)):
+        m = reg.add(shipped_copy(tmp_path / f"build-{version}", version), "ada", WALL)
+        reg.approve(m.name, m.version, "ada", at, model_key, tmp_path / "packages" / f"{m.name}-{m.version}")
+    assert [o.model.version for o in ModelShelf(reg).offers()] == ["2.0.0"]

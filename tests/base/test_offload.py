@@ -8,6 +8,7 @@ import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _offload import DEVICE, Base, BaseProcess, CutProxy, make_base, make_recordings, recordings, signer_of
@@ -331,6 +332,87 @@ def test_the_service_offloads_only_when_docked(cam: Path, base: Base, tls_server
     docked[0] = True
     assert svc.run_once() == 2 and pending(cam / "recordings") == []
     assert svc.run_once() == 0
+
+
+def _damage(rec: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Card damage in one recording; the name of the file it hits."""
+    if how == "segment missing":
+        (rec / "segment-00003.mp4").unlink()
+        return "segment-00003.mp4"
+    if how == "segment not a file":  # what a damaged card's file system can show; root reads any mode
+        (rec / "segment-00002.mp4").unlink()
+        (rec / "segment-00002.mp4").mkdir()
+        return "segment-00002.mp4"
+    if how == "markers missing":
+        (rec / "markers.jsonl").unlink()
+        return "markers.jsonl"
+    # an I/O error in the middle of reading a segment (EIO from the card)
+    import errno
+
+    bad = rec / "segment-00001.mp4"
+    real_open = Path.open
+
+    class Failing:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def __enter__(self) -> Failing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def seek(self, pos: int) -> int:
+            return int(self.fh.seek(pos))
+
+        def read(self, n: int) -> bytes:
+            if self.fh.tell() > 0:
+                raise OSError(errno.EIO, "Input/output error")
+            return bytes(self.fh.read(n))
+
+    def open_(self: Path, mode: str = "r", *a: Any, **k: Any) -> Any:
+        fh = real_open(self, mode, *a, **k)
+        return Failing(fh) if self == bad and "r" in mode else fh
+
+    monkeypatch.setattr(Path, "open", open_)
+    return "segment-00001.mp4"
+
+
+@pytest.mark.parametrize("how", ["segment missing", "segment not a file", "markers missing", "I/O error"])
+def test_a_recording_the_camera_cannot_read_is_skipped_with_backoff_and_never_blocks_the_others(
+        cam: Path, made: Path, base: Base, tls_server: BaseProcess, pki: Path, how: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = pending(cam / "recordings")  # the damaged one is first in every round
+    name = _damage(first, how, monkeypatch)
+    now = [1000.0]
+    svc = OffloadService(offloader(cam, tls_server.url, pki / "ca.crt"), cam / "recordings", lambda: True,
+                         interval_s=30.0, monotonic=lambda: now[0])
+    assert svc.run_once() == 1  # the other recording goes on
+    assert is_offloaded(second) and not is_offloaded(first)
+    assert actions(base, second.name) == ["received", "verified", "stored"]
+    tele = svc.telemetry()
+    assert isinstance(tele["error"], str) and first.name in tele["error"] and name in tele["error"]
+    assert tele["skipped"] == {first.name: {"reason": tele["error"], "failures": 1}}
+    assert first.name not in svc._refused  # not a refusal: tried again later
+    # backoff: not tried again before interval_s, then after it; the delay doubles
+    assert svc.run_once() == 0 and svc.skipped[first.name].failures == 1
+    now[0] += 31
+    assert svc.run_once() == 0 and svc.skipped[first.name].failures == 2
+    now[0] += 31
+    assert svc.run_once() == 0 and svc.skipped[first.name].failures == 2
+    now[0] += 30
+    assert svc.run_once() == 0 and svc.skipped[first.name].failures == 3
+    assert svc.telemetry()["error"] == svc.skipped[first.name].reason
+    # the card is readable again (the file back): the next try after the backoff offloads it
+    monkeypatch.undo()
+    orig = made / "recordings" / first.name / name
+    if (first / name).is_dir():
+        (first / name).rmdir()
+    shutil.copy2(orig, first / name)
+    now[0] += 121
+    assert svc.run_once() == 1 and is_offloaded(first)
+    assert svc.skipped == {} and svc.telemetry()["error"] is None and "skipped" not in svc.telemetry()
+    assert actions(base, first.name) == ["received", "verified", "stored"]
 
 
 

@@ -317,3 +317,64 @@ def test_an_unusable_model_store_alarms_and_the_camera_runs_on_the_shipped_model
     result = run_firmware(cfg, clock=clock, environ={}, install_signals=False, camera_factory=camera)
     assert result.stats.frames > 30
     assert any("ALARM model store unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_the_store_refuses_a_downgrade_unless_base_marked_it_a_rollback(packed: Path, tmp_path: Path) -> None:
+    """Anti-rollback: a lower version, or the same version with other files, does not replace the active
+    (or pending) package; a package base signed as ``rollback`` does, only when approved after it."""
+    signer, trusted = _keys(tmp_path)
+
+    def pkg(version: str, at: str, *, rollback: bool = False, note: str | None = None) -> Path:
+        build = _clone(packed, tmp_path / f"b-{version}-{at}", version)
+        if note is not None:  # the same model, another sidecar
+            side = json.loads(sidecar_path(build).read_text())
+            side["metrics"] = {"note": note}
+            sidecar_path(build).write_text(json.dumps(side, indent=1))
+        out = tmp_path / f"p-{version}-{at}"
+        extra = {"rollback": True} if rollback else {}
+        make_package(build, out, signer, approved_by="ada", approved_at=at, **extra)  # type: ignore[arg-type]
+        return out
+
+    v2 = pkg("2.0.0", "2026-03-01T10:00:00.000Z")
+    store = ModelStore(tmp_path / "models", trusted, VirtualClock(0, WALL))
+    store.install(v2)
+    active = store.activate_pending()
+    older = pkg("1.5.0", "2026-03-02T10:00:00.000Z")  # approved later, but a lower version
+    with pytest.raises(PackageError, match=r"lower than shotnet 2\.0\.0"):
+        store.install(older)
+    same = pkg("2.0.0", "2026-03-02T11:00:00.000Z", note="other bytes")
+    with pytest.raises(PackageError, match=r"same version as shotnet 2\.0\.0 .* with other files"):
+        store.install(same)
+    assert store.status() == {"active": active, "previous": None, "pending": None, "rejected": []}
+    assert store.install(v2).package_id == active and store.status()["pending"] is None  # the same package: fine
+    # an explicit rollback, approved after the active package, is installed and activated
+    back = pkg("1.5.0", "2026-03-03T10:00:00.000Z", rollback=True)
+    info = store.install(back)
+    assert info.rollback and verify_package(back, trusted).rollback
+    assert store.activate_pending() == info.package_id
+    # a higher version approved later replaces it; the old rollback package replayed is then refused
+    v21 = pkg("2.1.0", "2026-03-04T10:00:00.000Z")
+    store.install(v21)
+    assert store.status()["pending"] is not None
+    with pytest.raises(PackageError, match=r"rollback approved at .* not after shotnet 2\.1\.0"):
+        store.install(back)
+    # nor does a lower version slip in while a higher one is pending
+    with pytest.raises(PackageError, match=r"lower than shotnet 2\.1\.0"):
+        store.install(pkg("2.0.5", "2026-03-05T10:00:00.000Z"))
+    # 'rollback' is signed: flipping it in the manifest breaks the signature
+    flipped = tmp_path / "flipped"
+    shutil.copytree(older, flipped)
+    body = json.loads((flipped / MANIFEST).read_text())
+    body["rollback"] = True
+    (flipped / MANIFEST).write_text(json.dumps(body))
+    with pytest.raises(PackageError, match="signature does not verify"):
+        verify_package(flipped, trusted)
+
+
+
+def test_model_versions_compare_as_numbers() -> None:
+    from bodycam.device.model_package import version_key
+
+    keys = [version_key(v) for v in ("1.9.9", "1.10", "2.0.0-range", "2.0.0", "2.0.1")]
+    assert all(k is not None for k in keys) and keys == sorted(keys)  # type: ignore[type-var]
+    assert version_key("2.0") == version_key("2.0.0") and version_key("v2") is None and version_key("2..0") is None

@@ -278,3 +278,88 @@ def test_a_recording_recovered_without_the_key_is_plainly_unsigned(data: Path) -
     assert "sig" not in json.loads((rec / "manifest.json").read_text())
     sig = next(f for f in check(data).recordings[0].findings if f.code == "manifest_signature")
     assert "not signed" in sig.message
+
+
+# -- a gap in a chain is not a tamper; an insertion or a reordering is ------------------------------------
+@pytest.fixture(scope="module")
+def chain3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Three chained recordings (10:00, 11:00, 12:00), and in another data directory one recording of the
+    same device (same key) made at 11:30 on another card: it is not in the chain."""
+    root = tmp_path_factory.mktemp("chain3")
+    cfg = AppConfig(recording=RecordingConfig(segment_s=2.0, pre_event_s=5.0))
+    cfg = replace(cfg, device=replace(cfg.device, id="cam-v1"))
+    out = root / "data"
+    for start in ("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z", "2026-03-01T12:00:00.000Z"):
+        run_clip(SimOptions(clip=EXAMPLE, out=out, config=cfg, broker=None, start_time=start, gnss=False))
+    other = root / "other"
+    shutil.copytree(out / KEY, other / KEY)
+    run_clip(SimOptions(clip=EXAMPLE, out=other, config=cfg, broker=None, start_time="2026-03-01T11:30:00.000Z",
+                        gnss=False))
+    return out, other
+
+
+def _folder(tmp_path: Path, *recordings: Path) -> Path:
+    d = tmp_path / "bundle"
+    d.mkdir(parents=True)
+    for r in recordings:
+        shutil.copytree(r, d / r.name)
+    return d
+
+
+def _findings(report: Report, level: str) -> set[tuple[str, str]]:
+    return {(r.recording, f.code) for r in report.recordings for f in r.findings if f.level == level}
+
+
+def test_a_gap_in_the_chain_is_a_note_and_the_folder_verifies(chain3: tuple[Path, Path], tmp_path: Path) -> None:
+    """An export of recordings 1 and 3 (the operator left 2 out, or the camera deleted it when the card was
+    full): untouched evidence, so it verifies; the gap is named."""
+    data, _ = chain3
+    r1, r2, r3 = recs(data)
+    folder = _folder(tmp_path, r1, r3)
+    report = verify_path(folder, load_public(data / KEY / "device.pub"), "test")
+    assert report.ok, fails(report)
+    assert _findings(report, "note") >= {(r3.name, "previous_absent")}
+    note = next(f for f in report.recordings[1].findings if f.code == "previous_absent")
+    assert r2.name in note.message and "gap" in note.message
+    # the whole chain still verifies, and a gap does not hide a replaced previous manifest
+    assert verify_path(_folder(tmp_path / "all", r1, r2, r3), load_public(data / KEY / "device.pub"), "test").ok
+
+
+def test_an_inserted_recording_still_fails_the_chain(chain3: tuple[Path, Path], tmp_path: Path) -> None:
+    """A recording of the same device (signed by its key, so it verifies on its own) that is not in the
+    chain, put between 2 and 3: 3's previous (2) is here but is not the one before it; the inserted one
+    names no previous recording while 2 is before it."""
+    data, other = chain3
+    r1, r2, r3 = recs(data)
+    (x,) = recs(other)
+    assert r2.name < x.name < r3.name
+    pub = load_public(data / KEY / "device.pub")
+    assert verify_path(_folder(tmp_path / "base", r1, r3), pub, "test").ok  # the gap alone verifies
+    report = verify_path(_folder(tmp_path, r1, r2, x, r3), pub, "test")
+    assert not report.ok
+    assert fails(report) == {(x.name, "previous"), (r3.name, "previous")}
+    # with 2 left out, 3's absent previous (2) is older than the inserted one before it: still a failure
+    report = verify_path(_folder(tmp_path / "gap", r1, x, r3), pub, "test")
+    assert not report.ok and (r3.name, "previous") in fails(report)
+
+
+def test_a_chain_whose_order_changed_still_fails(chain3: tuple[Path, Path], tmp_path: Path) -> None:
+    """Recording 2 renamed so that it sorts after 3 (its manifest re-signed with the device key to match
+    its new name, as a thief of the key could): it follows 1, which is here but not the one before it."""
+    data, _ = chain3
+    r1, r2, r3 = recs(data)
+    pub = load_public(data / KEY / "device.pub")
+    assert verify_path(_folder(tmp_path / "base", r1, r3), pub, "test").ok  # 2 left out: a gap, it verifies
+    folder = _folder(tmp_path, r1, r2, r3)
+    later = "20260301T130003100Z"
+    assert later > r3.name
+    moved = folder / later
+    (folder / r2.name).rename(moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["recording"] = later
+    (moved / "manifest.json").write_text(json.dumps(seal(manifest, load_signer(data / KEY / "device.key")),
+                                                    indent=2))
+    report = verify_path(folder, pub, "test")
+    assert not report.ok and (later, "previous") in fails(report)  # it follows 1, which is here, but 3 is before it
+    msg = next(f.message for f in report.recordings[-1].findings if f.code == "previous")
+    assert r1.name in msg and r3.name in msg
