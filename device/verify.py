@@ -121,6 +121,16 @@ def recordings_in(path: Path) -> list[Path]:
 
 
 # -- one recording --------------------------------------------------------------------------------
+def _check_manifest_signature(manifest: dict[str, Any], rep: RecordingReport, public: Ed25519PublicKey,
+                              trusted: str) -> None:
+    try:
+        problem = _sig_problem(public, trusted, manifest.get("key"), manifest.get("sig"), signed_bytes(manifest))
+    except MarkerError as exc:
+        problem = f"not canonical JSON ({exc})"
+    if problem is not None:
+        rep.fail("manifest_signature", MANIFEST_FILE, f"manifest {problem}")
+
+
 def _sig_problem(public: Ed25519PublicKey, trusted_id: str, key: Any, sig: Any, data: bytes) -> str | None:
     if sig is None:
         return "not signed"
@@ -143,12 +153,7 @@ def verify_recording(rec_dir: Path, public: Ed25519PublicKey,
     except (OSError, ValueError) as exc:
         rep.fail("manifest_unreadable", MANIFEST_FILE, f"cannot read the manifest ({exc})")
         return rep, None
-    try:
-        problem = _sig_problem(public, trusted, manifest.get("key"), manifest.get("sig"), signed_bytes(manifest))
-    except MarkerError as exc:
-        problem = f"not canonical JSON ({exc})"
-    if problem is not None:
-        rep.fail("manifest_signature", MANIFEST_FILE, f"manifest {problem}")
+    _check_manifest_signature(manifest, rep, public, trusted)
     if manifest.get("schema") != MANIFEST_SCHEMA:
         rep.fail("manifest_schema", MANIFEST_FILE, f"schema {manifest.get('schema')!r} is not {MANIFEST_SCHEMA}")
     if manifest.get("recording") != rec_dir.name:
@@ -243,12 +248,7 @@ def verify_markers(recording: str, manifest: dict[str, Any], data: bytes | None,
     None when there is no markers file."""
     rep = RecordingReport(recording, recording)
     trusted = identity.key_id(public)
-    try:
-        problem = _sig_problem(public, trusted, manifest.get("key"), manifest.get("sig"), signed_bytes(manifest))
-    except MarkerError as exc:
-        problem = f"not canonical JSON ({exc})"
-    if problem is not None:
-        rep.fail("manifest_signature", MANIFEST_FILE, f"manifest {problem}")
+    _check_manifest_signature(manifest, rep, public, trusted)
     if manifest.get("recording") != recording:
         rep.fail("manifest_recording", MANIFEST_FILE,
                  f"the manifest is of recording {manifest.get('recording')!r}, not {recording!r} (replaced?)")
