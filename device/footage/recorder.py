@@ -60,9 +60,12 @@ def next_recording_id(rid: str, latest: str | None) -> str:
         return rid
     stem, _, suffix = latest.partition("-")
     n = int(suffix) + 1 if suffix.isdigit() else 1
-    if n > 9999:
-        raise StorageError(f"recording ids after {latest} are exhausted (wall clock far behind the footage)")
-    return f"{stem}-{n:04d}"
+    while n <= 9999:
+        name = f"{stem}-{n:04d}"
+        if name > latest:  # an older firmware's "-2" sorts after "-0003": go on to a name after it
+            return name
+        n += 1
+    raise StorageError(f"recording ids after {latest} are exhausted (wall clock far behind the footage)")
 
 
 def _recover_markers(rec_dir: Path, manifest: dict[str, Any]) -> list[str]:

@@ -177,6 +177,7 @@ class FlapLimiter:
             self.reported = self.level
         if self.flapping and now_ns - self._last_change_ns >= self._settle_ns:
             self.flapping = False
+            self._changes.clear()  # settled: the next real draw is judged afresh, not as more flapping
             log.warning("holster sensor settled (%s)", "drawn" if self.level else "holstered")
             if self.level != self.reported:
                 out.append(InputEvent("holster_draw" if self.level else "holster_return", self._last_change_ns))

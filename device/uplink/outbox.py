@@ -154,6 +154,7 @@ class Outbox:
         self.telemetry_dropped = 0
         self._mem: list[Held] = []  # committed nowhere yet (full card), oldest first
         self._journal_error: str | None = None
+        self._unreadable: set[int] = set()  # rows that no longer parse: skipped (see _readable)
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self.reserve = SpaceReserve(self._path.with_name(self._path.name + ".reserve"), reserve_bytes) \
@@ -389,9 +390,10 @@ class Outbox:
         with self._lock:
             after = max(after_seq, self._acked)
             rows = self._query(
-                "SELECT body FROM markers WHERE seq > ? AND sends = 0 ORDER BY seq LIMIT ?", (after, max(0, limit))
+                "SELECT seq, body FROM markers WHERE seq > ? AND sends = 0 ORDER BY seq LIMIT ?",
+                (after, max(0, limit) + len(self._unreadable)),
             )
-            out = [Marker.from_json(bytes(r[0])) for r in rows]
+            out = [m for m, _ in self._readable(rows)]
             out += [h.marker for h in self._mem if h.marker.seq > after and h.sends == 0]
             return out[: max(0, limit)]
 
@@ -403,10 +405,10 @@ class Outbox:
         with self._lock:
             after = max(after_seq, self._acked)
             rows = self._query(
-                "SELECT body, sends FROM markers WHERE seq > ? AND sends > 0 ORDER BY seq LIMIT ?",
-                (after, max(0, limit)),
+                "SELECT seq, body, sends FROM markers WHERE seq > ? AND sends > 0 ORDER BY seq LIMIT ?",
+                (after, max(0, limit) + len(self._unreadable)),
             )
-            out = [Held(Marker.from_json(bytes(r[0])), bytes(r[0]), int(r[1])) for r in rows]
+            out = [Held(m, bytes(r[1]), int(r[2])) for m, r in self._readable(rows)]
             out += [h for h in self._mem if h.marker.seq > after and h.sends > 0]
             return out[: max(0, limit)]
 
@@ -433,12 +435,29 @@ class Outbox:
         """Markers still held (confirmed ones too) with ``from_seq <= seq <= to_seq``, oldest first."""
         with self._lock:
             rows = self._query(
-                "SELECT body FROM markers WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-                (from_seq, to_seq, max(0, limit)),
+                "SELECT seq, body FROM markers WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                (from_seq, to_seq, max(0, limit) + len(self._unreadable)),
             )
-            out = [Marker.from_json(bytes(r[0])) for r in rows]
+            out = [m for m, _ in self._readable(rows)]
             out += [h.marker for h in self._mem if from_seq <= h.marker.seq <= to_seq]
             return out[: max(0, limit)]
+
+    def _readable(self, rows: list[tuple[Any, ...]]) -> list[tuple[Marker, tuple[Any, ...]]]:
+        """``(seq, body, ...)`` rows as markers; a row that no longer parses (the file was damaged or
+        edited) is skipped, logged once, and taken out of delivery (``sends = -1``), so one bad row never
+        stops the markers after it."""
+        out = []
+        for r in rows:
+            try:
+                out.append((Marker.from_json(bytes(r[1])), r))
+            except MarkerError as exc:
+                seq = int(r[0])
+                if seq not in self._unreadable:
+                    self._unreadable.add(seq)
+                    log.error("outbox %s: marker seq %d is unreadable (%s); it is skipped (base will report "
+                              "the gap)", self._path, seq, exc)
+                    self._write_many("UPDATE markers SET sends = -1 WHERE seq=?", [(seq,)])
+        return out
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
         """The broker PUBACKed these markers (once more): they are *sent*, still held until confirmed.

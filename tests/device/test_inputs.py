@@ -351,6 +351,18 @@ def test_a_flapping_holster_sensor_is_reported_once_and_held_back_until_it_settl
     assert starts == 1 and sm.state == State.RECORDING  # the first draw started it; nothing stopped it
     assert inputs.alarm is None  # settled: no alarm after HOLSTER_SETTLE_S
     assert 31.0 + HOLSTER_SETTLE_S < 40.0
+    # a real return and draw soon after it settled are passed on at once, not taken for more flapping
+    markers.clear()
+    pins.set_level(22, False, at_s=41.0)
+    pins.set_level(22, True, at_s=44.0)
+    while t_ms < 44_200:
+        t_ms += 5
+        clock.set_ns(t_ms * MS)
+        for ev in inputs.poll():
+            for a in sm.handle(Event(ev.kind, ev.t_mono_ns, "button")):
+                if isinstance(a, EmitMarker):
+                    markers.append(a.kind)
+    assert [m for m in markers if m.startswith("holster")] == ["holster_return", "holster_draw"]
 
 
 def test_a_holster_used_normally_is_never_held_back() -> None:

@@ -280,3 +280,13 @@ def test_an_unreadable_newest_marker_with_a_state_behind_it_does_not_stop_the_ca
     with Outbox(path, "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:
         m = ob.record(draft(9))
         assert m.seq == 4 and m.prev != ms[2].digest()  # goes on, unlinked (base reports the break)
+        # and delivery goes on: the unreadable row is skipped, the markers after it are handed out
+        assert [x.seq for x in ob.unsent(1)] == [1]
+        assert [x.seq for x in ob.unsent(10)] == [1, 2, 4]
+        ob.mark_sent([1, 2, 4])
+        assert [h.marker.seq for h in ob.unconfirmed_sent(10)] == [1, 2, 4]
+        assert [x.seq for x in ob.held(1, 10, 10)] == [1, 2, 4]
+        assert ob.depth() == 0
+    with Outbox(path, "cam-01", VirtualClock(wall_epoch_ns=WALL)) as ob:  # and after a restart
+        assert [h.marker.seq for h in ob.unconfirmed_sent(2)] == [1, 2]
+        assert ob.unsent(10) == []

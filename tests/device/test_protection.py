@@ -212,3 +212,5 @@ def test_recordings_stay_in_order_when_the_wall_clock_steps_back(clip: Path, tmp
     assert report.ok, [(f.code, f.message) for r in report.recordings for f in r.findings]
     assert next_recording_id("20270101T000000000Z", "20270101T000000000Z-0009") == "20270101T000000000Z-0010"
     assert next_recording_id("20270101T000000001Z", "20270101T000000000Z-0009") == "20270101T000000001Z"
+    for old in ("20270101T000000000Z-2", "20270101T000000000Z-10"):  # an older firmware's same-ms suffixes
+        assert next_recording_id("20270101T000000000Z", old) > old
