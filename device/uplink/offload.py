@@ -347,6 +347,11 @@ def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: 
         client = BaseClient(cfg.url, device, signer, ca_file=cfg.ca_file or None, timeout_s=cfg.timeout_s)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"offload.ca_file: cannot use {cfg.ca_file!r} ({exc})") from exc
+    if not cfg.ca_file:
+        # base's confirmation is what lets retention delete footage, and it is not signed: whoever holds a
+        # certificate for base's name from any public CA could confirm recordings base never stored
+        log.warning("offload.ca_file is empty: base is trusted on any public CA's certificate for %s; set it "
+                    "to the CA that signed base's certificate", urlsplit(cfg.url).hostname)
     dock: DockSense
     if cfg.dock == "gpio":
         if pins is None or cfg.dock_pin is None:
