@@ -47,16 +47,22 @@ async def _body(request: Request) -> bytes:
 
 def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[BaseRoute]:
     """The offload routes, and (``shelf``) the model packages offered to cameras at the dock."""
-    async def authenticated(request: Request, body: bytes) -> str:
+    async def authenticated(request: Request) -> tuple[str, bytes]:
+        """The device and the body of a request signed by the device's registered key.
+
+        The signature covers the body's SHA-256 (a header), so it is checked *before* the body is read:
+        a client that holds no registered key cannot make base read (and hold) an 8 MiB body; then the
+        body is read and must hash to what was signed."""
         device = str(request.path_params["device"])
         sent = request.headers.get(H_SHA, "")
-        if hashlib.sha256(body).hexdigest() != sent:
-            raise Refused(400, ["body_hash"], "the body's SHA-256 is not the one signed")
         if request.headers.get(H_DEVICE) != device:
             raise Refused(403, ["wrong_device"], f"a device uploads only its own recordings ({device})")
         await run_in_threadpool(receiver.authenticate, device, request.headers.get(H_KEY),
                                 request.headers.get(H_SIG), request.method, _target(request), sent)
-        return device
+        body = await _body(request)
+        if hashlib.sha256(body).hexdigest() != sent:
+            raise Refused(400, ["body_hash"], "the body's SHA-256 is not the one signed")
+        return device, body
 
     def handled(fn: Any) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -76,14 +82,13 @@ def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[
 
     @handled
     async def status(request: Request) -> Response:
-        device = await authenticated(request, b"")
+        device, _ = await authenticated(request)
         state = await run_in_threadpool(receiver.status, device, str(request.path_params["recording"]))
         return JSONResponse(state)
 
     @handled
     async def put_chunk(request: Request) -> Response:
-        body = await _body(request)
-        device = await authenticated(request, body)
+        device, body = await authenticated(request)
         try:
             offset = int(request.query_params.get("offset", ""))
         except ValueError:
@@ -94,20 +99,19 @@ def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[
 
     @handled
     async def confirm(request: Request) -> Response:
-        body = await _body(request)
-        device = await authenticated(request, body)
+        device, _ = await authenticated(request)
         conf = await run_in_threadpool(receiver.confirm, device, str(request.path_params["recording"]))
         return JSONResponse(conf.to_json())
 
     @handled
     async def models(request: Request) -> Response:
-        await authenticated(request, b"")
+        await authenticated(request)
         offers = [] if shelf is None else await run_in_threadpool(shelf.offers)
         return JSONResponse({"packages": [o.as_json() for o in offers]})
 
     @handled
     async def model_file(request: Request) -> Response:
-        device = await authenticated(request, b"")
+        device, _ = await authenticated(request)
         package, name = str(request.path_params["package"]), str(request.path_params["name"])
         if shelf is None:
             raise Refused(404, ["not_offered"], "base offers no models")

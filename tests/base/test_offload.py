@@ -311,6 +311,44 @@ def test_requests_not_signed_by_the_registered_key_are_refused(
     assert code == 401 and doc["refused"] == ["unknown_key"]
 
 
+def test_an_unregistered_key_is_refused_before_base_reads_the_body(
+        cam: Path, base: Base, tls_server: BaseProcess, pki: Path) -> None:
+    """The signature covers the body's hash (a header), so base checks it first: a client without a
+    registered key announces an 8 MiB chunk, sends 1 KiB and waits; base answers 401 at once instead of
+    waiting for (and holding) the rest."""
+    import http.client
+
+    from bodycam.device.uplink.offload_wire import (
+        H_DEVICE,
+        H_KEY,
+        H_SHA,
+        H_SIG,
+        MAX_CHUNK,
+        PREFIX,
+        request_bytes,
+    )
+
+    rec = recordings(cam)[0]
+    stranger = Signer.generate()
+    target = f"{PREFIX}/recordings/{DEVICE}/{rec.name}/segment-00000.mp4?offset=0"
+    sha = "0" * 64
+    sig = stranger.sign(request_bytes("PUT", target, sha, DEVICE, stranger.key_id))
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    conn = http.client.HTTPSConnection("localhost", tls_server.port, context=ctx, timeout=15)
+    try:
+        conn.putrequest("PUT", target)
+        for k, v in ((H_DEVICE, DEVICE), (H_KEY, stranger.key_id), (H_SHA, sha), (H_SIG, sig),
+                     ("content-length", str(MAX_CHUNK))):
+            conn.putheader(k, v)
+        conn.endheaders()
+        conn.send(b"x" * 1024)
+        resp = conn.getresponse()  # the old order read the whole body first: this timed out
+        assert resp.status == 401 and json.loads(resp.read())["refused"] == ["unknown_key"]
+    finally:
+        conn.close()
+    assert not (base.evidence.staging / DEVICE).exists()
+
+
 def test_a_confirmation_that_does_not_name_the_camera_s_hashes_marks_nothing(cam: Path) -> None:
     rec = recordings(cam)[0]
     manifest = json.loads((rec / "manifest.json").read_text())
