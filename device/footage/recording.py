@@ -78,11 +78,7 @@ def mark_protected(rec_dir: Path) -> None:
         except FileNotFoundError:  # a recording from before the sentinels, or its start could not make one
             yes.parent.mkdir(exist_ok=True)
             os.close(os.open(yes, os.O_WRONLY | os.O_CREAT, 0o644))
-        fd = os.open(yes.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(yes.parent)
     except OSError as exc:
         raise StorageError(f"{yes}: cannot mark the recording protected ({exc.strerror or exc})") from exc
 
