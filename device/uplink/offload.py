@@ -162,12 +162,14 @@ class BaseClient:
             doc = {}
         return code, doc
 
+    def signed_headers(self, method: str, target: str, body_sha256: str) -> dict[str, str]:
+        """The headers that sign a request: this device, its key, the body's SHA-256 and the signature."""
+        return {H_DEVICE: self.device, H_KEY: self.signer.key_id, H_SHA: body_sha256,
+                H_SIG: self.signer.sign(request_bytes(method, target, body_sha256, self.device, self.signer.key_id))}
+
     def exchange(self, method: str, target: str, body: bytes = b"", *, limit: int | None = None) -> tuple[int, bytes]:
         """One signed request; the status and the raw answer (refused past ``limit`` bytes)."""
-        digest = sha256_hex(body)
-        headers = {H_DEVICE: self.device, H_KEY: self.signer.key_id, H_SHA: digest,
-                   H_SIG: self.signer.sign(request_bytes(method, target, digest, self.device, self.signer.key_id)),
-                   "Content-Type": "application/octet-stream"}
+        headers = {**self.signed_headers(method, target, sha256_hex(body)), "Content-Type": "application/octet-stream"}
         try:
             conn = self._connection()
             self.sent_bytes += len(body)

@@ -318,27 +318,18 @@ def test_an_unregistered_key_is_refused_before_base_reads_the_body(
     waiting for (and holding) the rest."""
     import http.client
 
-    from bodycam.device.uplink.offload_wire import (
-        H_DEVICE,
-        H_KEY,
-        H_SHA,
-        H_SIG,
-        MAX_CHUNK,
-        PREFIX,
-        request_bytes,
-    )
+    from bodycam.device.uplink.offload_wire import MAX_CHUNK, PREFIX
 
     rec = recordings(cam)[0]
-    stranger = Signer.generate()
     target = f"{PREFIX}/recordings/{DEVICE}/{rec.name}/segment-00000.mp4?offset=0"
-    sha = "0" * 64
-    sig = stranger.sign(request_bytes("PUT", target, sha, DEVICE, stranger.key_id))
+    stranger = BaseClient(tls_server.url, DEVICE, Signer.generate(), ca_file=str(pki / "ca.crt"))
+    _open.append(stranger)
+    headers = stranger.signed_headers("PUT", target, "0" * 64)  # the hash of a body it will never finish
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     conn = http.client.HTTPSConnection("localhost", tls_server.port, context=ctx, timeout=15)
     try:
         conn.putrequest("PUT", target)
-        for k, v in ((H_DEVICE, DEVICE), (H_KEY, stranger.key_id), (H_SHA, sha), (H_SIG, sig),
-                     ("content-length", str(MAX_CHUNK))):
+        for k, v in (*headers.items(), ("content-length", str(MAX_CHUNK))):
             conn.putheader(k, v)
         conn.endheaders()
         conn.send(b"x" * 1024)
