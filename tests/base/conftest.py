@@ -16,6 +16,9 @@ import pytest
 from _mqtt import mosquitto  # noqa: F401
 from _pg import INSTALL_HINT, PgServer, find_bindir, running_pg
 
+from bodycam.base.cli import open_store
+from bodycam.base.store import MarkerStore
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
@@ -42,6 +45,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/system-deps.sh); never `playwright install`
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[MarkerStore]:
+    """The marker store on ``db`` (both stores), closed after the test; modules that need more define their own."""
+    s = open_store(db)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture

@@ -5,25 +5,13 @@ has never heard of, verifies their signature and chain over it, and keeps the fi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from test_signatures import TOPIC, WALL, setup, signed_markers
 
-from bodycam.base.cli import open_store
 from bodycam.base.store import MarkerStore
 from bodycam.device.identity import Signer
 from bodycam.device.uplink.markers import Marker, MarkerDraft, build_marker, jcs, uuid7
-
-
-@pytest.fixture
-def store(db: str) -> Iterator[MarkerStore]:
-    s = open_store(db)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_a_newer_cameras_new_field_is_stored_verified_and_chained(store: MarkerStore, tmp_path: Path) -> None:

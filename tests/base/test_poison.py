@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,6 @@ INT64_MAX = 2**63 - 1
 
 def consumer_on(store: MarkerStore) -> Consumer:
     return Consumer(ConsumerOptions(url="mqtt://127.0.0.1:1"), store, clock=VirtualClock(wall_epoch_ns=WALL))
-
-
-@pytest.fixture
-def store(db: str) -> Iterator[MarkerStore]:
-    s = open_store(db)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def marker(seq: int, prev: str = GENESIS_PREV, device: str = "cam-01", **fields: Any) -> dict[str, Any]:

@@ -4,13 +4,12 @@ quarantined and alerted, never stored; the real device's chain is unharmed by a 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bodycam.base.cli import main, open_store
+from bodycam.base.cli import main
 from bodycam.base.consumer import Consumer, ConsumerOptions
 from bodycam.base.keys import KeyRegistry, SignaturePolicy
 from bodycam.base.store import MarkerStore
@@ -22,15 +21,6 @@ from bodycam.device.uplink.outbox import Outbox
 
 WALL = 1_764_072_000_000_000_000
 TOPIC = "bodycam/cam-01/marker"
-
-
-@pytest.fixture
-def store(db: str) -> Iterator[MarkerStore]:
-    s = open_store(db)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 class Now:
