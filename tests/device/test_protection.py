@@ -17,7 +17,7 @@ from _clips import make_plain_clip
 
 from bodycam.device.errors import StorageError
 from bodycam.device.footage.recorder import Recorder
-from bodycam.device.footage.recording import sentinels
+from bodycam.device.footage.recording import Recording, sentinels
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import Retention, RetentionConfig
 from bodycam.device.identity import load_signer, provision
@@ -50,6 +50,19 @@ def fill_up(path: Path) -> None:
         os.close(fd)
 
 
+def feed_and_start(rec: Recorder, cam: ClipCamera, frames: int, start_at: int) -> Recording:
+    """Feed ``frames`` frames of ``cam`` to ``rec``, starting a recording ("button") at frame ``start_at``."""
+    r = None
+    for i in range(frames):
+        f = cam.read()
+        assert f is not None
+        rec.feed(f.packets, f.t_ns)
+        if i == start_at:
+            r = rec.start("button", f.t_ns)
+    assert r is not None
+    return r
+
+
 def test_a_protection_the_full_card_refuses_in_the_manifest_survives_restart_and_retention(
     clip: Path, card: Path
 ) -> None:
@@ -57,13 +70,8 @@ def test_a_protection_the_full_card_refuses_in_the_manifest_survives_restart_and
     with ClipCamera(clip, (64, 36)) as cam:
         assert cam.info is not None
         rec.begin(cam.info)
-        for i in range(120):
-            f = cam.read()
-            assert f is not None
-            rec.feed(f.packets, f.t_ns)
-            if i == 40:
-                r = rec.start("button", f.t_ns)
-        assert r is not None and sentinels(r.path)[0].exists()
+        r = feed_and_start(rec, cam, 120, 40)
+        assert sentinels(r.path)[0].exists()
         fill_up(card / "filler")  # footage and everything else filled the card
         with pytest.raises(StorageError, match="No space left"):  # what App._emit meets for a shot
             r.protect()
@@ -90,15 +98,10 @@ def test_an_unprotected_recording_is_still_deletable(clip: Path, card: Path) -> 
     with ClipCamera(clip, (64, 36)) as cam:
         assert cam.info is not None
         rec.begin(cam.info)
-        for i in range(60):
-            f = cam.read()
-            assert f is not None
-            rec.feed(f.packets, f.t_ns)
-            if i == 10:
-                r = rec.start("button", f.t_ns)
+        r = feed_and_start(rec, cam, 60, 10)
         rec.stop()
     rec.close()
-    assert r is not None and not sentinels(r.path)[1].exists()
+    assert not sentinels(r.path)[1].exists()
     res = Retention(card / "recordings", RetentionConfig(min_free_mb=100)).enforce()
     assert res.deleted == [r.recording_id]
     assert not any(p.exists() for p in sentinels(r.path))  # its sentinel went with it
@@ -182,15 +185,8 @@ def test_recordings_stay_in_order_when_the_wall_clock_steps_back(clip: Path, tmp
     offset = [EPOCH]
 
     def record_one(rec: Recorder, cam: ClipCamera) -> str:
-        r = None
-        for i in range(30):
-            f = cam.read()
-            assert f is not None
-            rec.feed(f.packets, f.t_ns)
-            if i == 5:
-                r = rec.start("button", f.t_ns)
+        r = feed_and_start(rec, cam, 30, 5)
         rec.stop()
-        assert r is not None
         return r.recording_id
 
     made = []
