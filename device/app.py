@@ -27,7 +27,7 @@ from bodycam.device.detect.detector import Detector
 from bodycam.device.detect.events import ShotTracker
 from bodycam.device.detect.fusion import Fusion, ShotDecision
 from bodycam.device.detect.preprocess import FrameWindow
-from bodycam.device.errors import MarkerError, StorageError
+from bodycam.device.errors import StorageError
 from bodycam.device.footage.recorder import Recorder
 from bodycam.device.footage.recording import PROTECTING_KINDS, Recording, chapter_label
 from bodycam.device.footage.recording_state import (
@@ -44,7 +44,7 @@ from bodycam.device.hw.frames import Camera, Frame, StreamInfo
 from bodycam.device.hw.indicators import Indicators
 from bodycam.device.hw.inputs import Inputs
 from bodycam.device.uplink.commands import Record
-from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef
+from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerDraft, Media, ModelRef, check_clock
 
 log = logging.getLogger(__name__)
 # the pre-event buffer starts at a keyframe, up to a GOP before pre_event_s: footage that old may be in it
@@ -417,21 +417,11 @@ class App:
                 self.recorder.fail(rec, str(exc))
         if kind in PROTECTING_KINDS and (rec is None or rec.error is not None):
             self._unplaced_shots.append(t_ns)  # the next recording's pre-event footage holds it
-        loc, clk = self.current_location(), self.current_clock()
-        while True:  # an optional part never costs the marker: one the draft refuses is left out
-            try:
-                draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
-                                    media=media, location=loc, model=model, extra=extra, evidence=evidence, clock=clk)
-                break
-            except MarkerError as exc:
-                if loc is not None and str(exc).startswith("location"):
-                    self._marker_part_failed("location", str(exc))
-                    loc = None
-                elif clk is not None and str(exc).startswith("clock"):
-                    self._marker_part_failed("clock", str(exc))
-                    clk = None
-                else:
-                    raise
+        # an optional part never costs the marker: both come checked by the marker's own rules (None when
+        # they fail), so the draft cannot refuse them
+        draft = MarkerDraft(kind=kind, t_mono_ns=t_ns, wall_ns=self.mono_to_wall(t_ns), confidence=confidence,
+                            media=media, location=self.current_location(), model=model, extra=extra,
+                            evidence=evidence, clock=self.current_clock())
         marker = self.journal.record(draft)  # durable (or, on a full card, in order in memory) first
         self._check_journal()
         self._after_record(marker, fresh=True)
@@ -457,8 +447,7 @@ class App:
         if self.clock_status is None:
             return None
         try:
-            value = self.clock_status()
-            MarkerDraft(kind="clock_check", t_mono_ns=0, wall_ns=0, clock=value)  # the marker's own rules
+            value = check_clock(self.clock_status())  # the marker's own rules
         except Exception as exc:  # the clock field is optional: never lose a marker for it
             self._marker_part_failed("clock", f"{type(exc).__name__}: {exc}")
             return None

@@ -318,7 +318,7 @@ def _evidence(value: Any) -> dict[str, float] | None:
 CLOCK_SOURCES = ("ntp", "gnss", "rtc", "none")
 
 
-def _clock(value: Any) -> dict[str, JSON] | None:
+def check_clock(value: Any) -> dict[str, JSON] | None:
     """``clock``: whether the wall clock behind ``t`` was synchronised, by what, and its offset.
 
     ``{"synced": bool, "source": "ntp"|"gnss"|"rtc"|"none", "offset_ms": number|null}``;
@@ -370,7 +370,7 @@ class MarkerDraft:
         _int(self.t_mono_ns, "t_mono_ns")
         check_wall_ns(self.wall_ns, "wall_ns")
         object.__setattr__(self, "evidence", _evidence(self.evidence))
-        object.__setattr__(self, "clock", _clock(self.clock))
+        object.__setattr__(self, "clock", check_clock(self.clock))
         if self.confidence is not None:
             object.__setattr__(self, "confidence", round(_num(self.confidence, "confidence", 0, 1), 4))
         _check_semantics(self.kind, self.confidence, self.model)
@@ -424,7 +424,7 @@ class Marker:
         _check_semantics(self.kind, self.confidence, self.model)
         _check_extra(self.extra)
         object.__setattr__(self, "evidence", _evidence(self.evidence))
-        object.__setattr__(self, "clock", _clock(self.clock))
+        object.__setattr__(self, "clock", check_clock(self.clock))
         if self.sig is not None:
             _str(self.sig, "sig", max_len=512)
         if self.key is not None:

@@ -27,10 +27,10 @@ from bodycam.device.uplink.markers import (
     JSON,
     Location,
     ModelRef,
-    _clock,
     _opt_num,
     _str,
     canonical_json,
+    check_clock,
 )
 from bodycam.device.uplink.validate import check_device_id, check_int, check_time
 
@@ -144,7 +144,7 @@ def read_telemetry(doc: Any) -> Telemetry:
     storage = _opt_obj(sources.get("storage"), "telemetry.sources.storage")
     percent = battery.get("percent")
     free, total = storage.get("free_bytes"), storage.get("total_bytes")
-    clock = _clock(doc.get("clock"))
+    clock = check_clock(doc.get("clock"))
     model, location = doc.get("model"), doc.get("location")
     return Telemetry(
         device=device,
