@@ -205,11 +205,21 @@ def _resample_fft(x: AnyArr, n_out: int) -> AnyArr:
     return res
 
 
+def firmware_resample(x: F32, in_rate: int, out_rate: int) -> F32:
+    """Mono ``x`` from ``in_rate`` to ``out_rate`` through the firmware's own resampler (what the
+    camera's microphone path and the simulated microphone do to a clip's track)."""
+    from bodycam.device.hw.microphone import AudioConverter
+
+    conv = AudioConverter(in_rate, 1, out_rate)
+    blocks = [b.samples for k in range(0, len(x), 4096)
+              if (b := conv.feed(k * 1_000_000_000 // in_rate, x[k : k + 4096, None])) is not None]
+    y: F32 = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros(0, np.float32)
+    return y
+
+
 def aac_round_trip(x: F32, sr: int, bitrate: int) -> F32:
     """``x`` (at ``sr``) up to 48 kHz, through AAC at ``bitrate`` and back through the firmware's resampler."""
     import av
-
-    from bodycam.device.hw.microphone import AudioConverter
 
     up = _resample_fft(x.astype(np.float64), round(len(x) * CODEC_RATE / sr)).astype(np.float32)
     up = np.clip(up, -1.0, 1.0)
@@ -231,11 +241,7 @@ def aac_round_trip(x: F32, sr: int, bitrate: int) -> F32:
     d: Any = av.open(buf)
     dec = np.concatenate([fr.to_ndarray().reshape(-1) for fr in d.decode(audio=0)]).astype(np.float32)
     d.close()
-    dec = dec[AAC_DELAY : AAC_DELAY + len(up)]
-    conv = AudioConverter(CODEC_RATE, 1, sr)
-    blocks = [b.samples for k in range(0, len(dec), 4096)
-              if (b := conv.feed(k * 1_000_000_000 // CODEC_RATE, dec[k : k + 4096, None])) is not None]
-    y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    y = firmware_resample(dec[AAC_DELAY : AAC_DELAY + len(up)], CODEC_RATE, sr)
     out = np.zeros(len(x), np.float32)
     out[: min(len(x), len(y))] = y[: len(x)]
     return out
@@ -258,4 +264,4 @@ def recording_path(x: F32, rng: np.random.Generator, sr: int, *, codec: float = 
     return out
 
 
-__all__ = ["AAC_BITRATES", "aac_round_trip", "physics_gun", "physics_impulse", "recording_path", "response", "shape"]
+__all__ = ["AAC_BITRATES", "aac_round_trip", "firmware_resample", "physics_gun", "physics_impulse", "recording_path", "response", "shape"]

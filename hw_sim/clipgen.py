@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +38,10 @@ from bodycam.hw_sim.truth import (
     truth_path_for,
 )
 
-__all__ = ["GENERATOR_VERSION", "ClipSpec", "generate_clip", "plan_clip"]
+if TYPE_CHECKING:
+    from bodycam.hw_sim.look_plan import FlashTiming
+
+__all__ = ["GENERATOR_VERSION", "ClipSpec", "clip_sound", "generate_clip", "plan_clip"]
 
 GENERATOR_VERSION = "1.0"
 X264_PRESET = "superfast"  # deterministic here (veryfast's mb-tree lookahead was not, run to run)
@@ -72,6 +76,33 @@ def plan_clip(spec: ClipSpec) -> Plan:
     return make_plan(spec, _rngs(spec.seed, 4)[0])
 
 
+def _plan_and_sound(spec: ClipSpec, look: Look | None) -> tuple[Plan, dict[int, FlashTiming], npt.NDArray[np.float32]]:
+    """The clip's plan (with the look applied), its flash timings and its sound track, from the seed."""
+    r_plan, _, _, r_audio = _rngs(spec.seed, 4)
+    plan = make_plan(spec, r_plan)
+    timings: dict[int, FlashTiming] = {}
+    if look is not None:
+        from bodycam.hw_sim.look_plan import apply_look
+
+        timings = dict(apply_look(plan, look, _rngs(spec.seed, 5)[4]))
+    audio = synthesise(plan, r_audio)
+    for ev in plan.events:  # sounds the generator's synthesiser does not make
+        if ev.kind == "firework" and ev.audio_sample is not None:
+            bang = impulse_sound("firework", r_audio, spec.sample_rate) * (10 ** (ev.params["level_db"] / 20))
+            seg = audio[ev.audio_sample : ev.audio_sample + len(bang)]
+            seg += bang[: len(seg)]
+            np.clip(audio, -1.0, 1.0, out=audio)
+    return plan, timings, audio
+
+
+def clip_sound(spec: ClipSpec, look: Look | None = None) -> tuple[Plan, npt.NDArray[np.float32]]:
+    """The plan and the sound track (float32 mono at ``spec.sample_rate``, before AAC) that
+    :func:`generate_clip` would put in the clip, without rendering a frame (audio training data)."""
+    spec.validate()
+    plan, _, audio = _plan_and_sound(spec, look)
+    return plan, audio
+
+
 def _check_output(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -96,28 +127,18 @@ def generate_clip(
     spec.validate()
     out = Path(out_path)
     _check_output(out)
-    r_plan, r_scene, r_render, r_audio = _rngs(spec.seed, 4)
-    plan = make_plan(spec, r_plan)
+    _, r_scene, r_render, _ = _rngs(spec.seed, 4)
+    plan, timings, audio = _plan_and_sound(spec, look)
     renderer: Renderer
     crf = X264_CRF
+    pano = build_panorama(plan.scene, spec.width, spec.height, r_scene, plan.figures, plan.horizon_frac)
     if look is None:
-        pano = build_panorama(plan.scene, spec.width, spec.height, r_scene, plan.figures, plan.horizon_frac)
         renderer = Renderer(plan, pano, r_render)
     else:
-        from bodycam.hw_sim.look_plan import apply_look
         from bodycam.hw_sim.look_render import LookRenderer
 
-        timings = apply_look(plan, look, _rngs(spec.seed, 5)[4])
-        pano = build_panorama(plan.scene, spec.width, spec.height, r_scene, plan.figures, plan.horizon_frac)
         renderer = LookRenderer(plan, pano, r_render, look, timings)
         crf = str(look.crf)
-    audio = synthesise(plan, r_audio)
-    for ev in plan.events:  # sounds the generator's synthesiser does not make
-        if ev.kind == "firework" and ev.audio_sample is not None:
-            bang = impulse_sound("firework", r_audio, spec.sample_rate) * (10 ** (ev.params["level_db"] / 20))
-            seg = audio[ev.audio_sample : ev.audio_sample + len(bang)]
-            seg += bang[: len(seg)]
-            np.clip(audio, -1.0, 1.0, out=audio)
 
     fps_q = spec.fps_fraction
     sr = spec.sample_rate

@@ -82,6 +82,11 @@ RECIPES: dict[str, tuple[AudioBuildConfig, DataSpec]] = {
     "wide-small": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5)),
     # wide-small, and half the randomised scenes' impulses physics-drawn non-gun sounds
     "wide-neg": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5, physics_impulses=True)),
+    # two generators: the shipped recipe's scenes and the clip generator's in-domain sound tracks
+    "multi": (AudioBuildConfig(keep_best=True), DataSpec(clip_scenes=600, clip_free_scenes=300)),
+    # two generators and the wide randomisation of both shots and impulses (wide-neg's data)
+    "multi-wide": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5, physics_impulses=True,
+                                                              clip_scenes=600, clip_free_scenes=300)),
 }
 
 
@@ -283,7 +288,9 @@ def build_audio(out: Path, cfg: AudioBuildConfig, data: DataSpec, log: Callable[
     metrics = evaluate_sets(out, {k: sets[k] for k in order}, threshold=threshold)
     metrics["threshold_sweep_val"] = sweep
     provenance = {
-        "generator": "bodycam.hw_sim.audio_synth (families)", "data": data.as_dict(), "held_out": HELD_OUT,
+        "generator": "bodycam.hw_sim.audio_synth (families)" + (
+            " + bodycam.hw_sim.clipgen (in-domain clip families)" if data.clip_scenes or data.clip_free_scenes else ""),
+        "data": data.as_dict(), "held_out": HELD_OUT,
         "train_windows": len(train.y), "train_positives": train.positives,
         "train_hard_negatives": train.hard_negatives, "train_sha256": train.digest(), "mined_negatives": mined,
         "config": {**asdict(cfg), "target": list(cfg.target), "filters": list(cfg.filters)},

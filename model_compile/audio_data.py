@@ -184,6 +184,12 @@ class DataSpec:
     randomise: float = 0.0
     #: randomised scenes also carry physics-drawn non-gun impulses (hw_sim.audio_randomise.physics_impulse)
     physics_impulses: bool = False
+    #: training scenes from a second generator: the clip generator's sound tracks (in-domain families
+    #: only; model_compile.audio_clips), with shots and shot-free distractor-heavy; a tenth as many
+    #: of each join the validation scenes
+    clip_scenes: int = 0
+    clip_free_scenes: int = 0
+    clip_scene_s: float = 8.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,6 +211,14 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True
                                     randomise=spec.randomise, physics_impulses=spec.physics_impulses)
         sets["val"] = make_scenes(ind, spec.val_scenes, s + 2, spec.eval_scene_s / 2, impulse_rate=0.6,
                                   randomise=spec.randomise, physics_impulses=spec.physics_impulses)
+        if spec.clip_scenes or spec.clip_free_scenes:
+            from bodycam.model_compile.audio_clips import clip_scenes
+
+            log(f"audio data: {spec.clip_scenes} + {spec.clip_free_scenes} shot-free clip-generator scenes of "
+                f"{spec.clip_scene_s} s (in-domain clip families)")
+            for k, (n, free) in enumerate(((spec.clip_scenes, False), (spec.clip_free_scenes, True))):
+                sets["train"] += clip_scenes(n, s + 21 + k, spec.clip_scene_s, shot_free=free, log=log)
+                sets["val"] += clip_scenes(n // 10, s + 23 + k, spec.clip_scene_s, shot_free=free)
     sets["held_out"] = make_scenes(held, spec.eval_scenes, s + 3, spec.eval_scene_s, impulse_rate=0.5)
     sets["in_domain"] = make_scenes(ind, spec.eval_scenes, s + 4, spec.eval_scene_s, impulse_rate=0.5)
     n_free = round(spec.shot_free_minutes_held_out * 60 / spec.eval_scene_s)

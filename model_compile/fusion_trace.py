@@ -119,6 +119,38 @@ def record(clip: Path, video_model: str = "", audio_model: str = "", fusion: Fus
     return trace
 
 
+def rescore_audio(trace: Trace, audio_model: Path) -> Trace:
+    """``trace`` as the loop would have traced it with ``audio_model`` instead of the audio model it ran.
+
+    Nothing the loop did depends on the audio model's scores but the scores: the frames, the video
+    scores, the hops' times and their level and jump (the features) and the calls' order stay; only
+    the per-hop score changes. So the clip's sound is played through the simulated microphone into
+    the firmware's :class:`AudioDetector` with the new model, and each traced hop takes the new score
+    of the hop at the same time. A model whose hops fall elsewhere (another window, target or
+    stride), or whose levels differ, cannot be swapped in: :class:`UsageError` (run the loop)."""
+    from bodycam.hw_sim.sim_microphone import ClipMicrophone
+
+    det = AudioDetector(audio_model)
+    new: list[tuple[int, float, float, float]] = []
+    det.scores = new
+    mic = ClipMicrophone(trace.clip)
+    try:
+        if mic.start():
+            for block in mic.read(1 << 62):
+                det.feed(block)
+    finally:
+        mic.close()
+    by_t = {h[0]: h for h in new}
+    hops: list[tuple[int, float, float, float]] = []
+    for t, _s, level, jump in trace.hops:
+        h = by_t.get(t)
+        if h is None or h[2] != level or h[3] != jump:
+            raise UsageError(f"{trace.clip}: {audio_model} hops differently from the traced audio model (hop at "
+                             f"{t} ns: {h}); trace the clip with it instead")
+        hops.append((t, h[1], level, jump))
+    return replace(trace, hops=hops, audio_threshold=det.spec.threshold)
+
+
 #: the fusion's tunable numbers (``[fusion]``), as tune-fusion sweeps them and evaluate reports them
 SETTING_KEYS = ("audio_alone", "audio_support", "video_support", "window_frames", "incident_s", "incident_audio",
                 "incident_drop_db")
@@ -170,4 +202,4 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     return frames
 
 
-__all__ = ["SETTING_KEYS", "Trace", "TracingFusion", "record", "replay", "setting_of"]
+__all__ = ["SETTING_KEYS", "Trace", "TracingFusion", "record", "replay", "rescore_audio", "setting_of"]

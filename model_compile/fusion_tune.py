@@ -33,7 +33,7 @@ from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.errors import UsageError
 from bodycam.hw_sim.scoring import score_events
 from bodycam.hw_sim.truth import Truth, load_truth, truth_path_for
-from bodycam.model_compile.fusion_trace import Trace, record, replay, setting_of
+from bodycam.model_compile.fusion_trace import Trace, record, replay, rescore_audio, setting_of
 
 TOLERANCE = 2
 GRID: dict[str, tuple[float, ...]] = {
@@ -69,11 +69,22 @@ def _trace_job(job: tuple[str, str, str, str]) -> tuple[str, Trace]:
     clip, video_model, audio_model, cache = job
     path = Path(cache) / f"{hashlib.sha256(job[0].encode()).hexdigest()[:12]}-{Path(clip).stem}.json" if cache else None
     key = _trace_key(clip, video_model, audio_model)
+    trace = None
     if path is not None and path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("key") == key:
+        old = str(data.get("key", ""))
+        if old == key:
             return clip, Trace.from_json(data)
-    trace = record(Path(clip), video_model, audio_model)
+        if old.rsplit("|", 1)[0] == key.rsplit("|", 1)[0] and data.get("config", {}).get("audio_detector"):
+            # the same clip, the same video model, another audio model: swap its scores in (exact)
+            from bodycam.device.detect.audio_model_spec import default_audio_model_path
+
+            try:
+                trace = rescore_audio(Trace.from_json(data), Path(audio_model or default_audio_model_path()))
+            except UsageError:
+                trace = None
+    if trace is None:
+        trace = record(Path(clip), video_model, audio_model)
     if path is not None:
         path.write_text(json.dumps({**trace.to_json(), "key": key}, separators=(",", ":")), encoding="utf-8")
     return clip, trace

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bodycam.device.detect.audio_model_spec import default_audio_model_path
 from bodycam.device.detect.fusion import FusionConfig
 from bodycam.device.errors import BodycamError, UsageError
 from bodycam.hw_sim.truth import truth_path_for
 from bodycam.model_compile.cli import _fusion_setting
 from bodycam.model_compile.cli import main as model_main
-from bodycam.model_compile.fusion_trace import Trace, record, replay
+from bodycam.model_compile.fusion_trace import Trace, record, replay, rescore_audio
 from bodycam.model_compile.fusion_tune import Score, choose, incident_settings, settings, validation_clips
 from tests.model_compile.conftest import MakeClip
 
@@ -191,3 +192,51 @@ def test_a_shot_confirmed_later_is_tagged_into_the_recording_on_its_own_frame(tm
     vtt = (tmp_path / "recordings" / rep.recordings[0]["recording"] / "chapters.vtt").read_text()
     starts = [line.split(" --> ")[0] for line in vtt.splitlines() if " --> " in line]
     assert starts == sorted(starts) and len(starts) >= len(shots)
+
+
+def test_swapping_the_audio_models_scores_in_is_what_the_loop_traces(clips: list[Path]) -> None:
+    # a trace whose audio model scored every hop 0 (another model), rescored with the shipped model,
+    # is hop for hop the trace the loop records with the shipped model: scores, times, levels, calls
+    for clip in clips:
+        loop = record(clip)
+        deaf = replace(loop, hops=[(t, 0.0, level, jump) for t, _s, level, jump in loop.hops], audio_threshold=0.5)
+        swapped = rescore_audio(deaf, default_audio_model_path())
+        assert swapped == loop, clip.name
+        assert any(s > 0.5 for _t, s, _l, _j in swapped.hops)  # not a vacuous equality
+
+
+def test_a_model_that_hops_elsewhere_is_not_swapped_in(clips: list[Path]) -> None:
+    loop = record(clips[0])
+    shifted = replace(loop, hops=[(t + 5_000_000, s, level, jump) for t, s, level, jump in loop.hops])
+    with pytest.raises(UsageError, match="hops differently"):
+        rescore_audio(shifted, default_audio_model_path())
+
+
+def test_a_kept_trace_of_another_audio_model_is_rescored_not_rerun(tmp_path: Path, clips: list[Path],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from bodycam.model_compile import fusion_tune
+
+    clip = str(clips[0])
+    loop = record(clips[0])
+    _, fresh = fusion_tune._trace_job((clip, "", "", str(tmp_path)))  # the loop, kept in the cache
+    assert fresh == loop
+    kept = next(tmp_path.glob("*.json"))
+    data = json.loads(kept.read_text())
+    # as if kept with another audio model: its id differs and its scores are that model's (here: all 0)
+    data["key"] = data["key"].rsplit("|", 1)[0] + "|0123456789abcdef"
+    data["hops"] = [[h[0], 0.0, h[2], h[3]] for h in data["hops"]]
+    kept.write_text(json.dumps(data))
+
+    def no_loop(*_a: object, **_k: object) -> Trace:
+        raise AssertionError("the loop ran again")
+
+    monkeypatch.setattr(fusion_tune, "record", no_loop)
+    _, again = fusion_tune._trace_job((clip, "", "", str(tmp_path)))
+    assert again == loop
+    # and kept under the new key: the next call reads it as is
+    assert json.loads(kept.read_text())["key"] == fusion_tune._trace_key(clip, "", "")
+    # another video model is never swapped: that needs the loop
+    data["key"] = "x" + data["key"]
+    kept.write_text(json.dumps(data))
+    with pytest.raises(AssertionError, match="the loop ran again"):
+        fusion_tune._trace_job((clip, "", "", str(tmp_path)))
