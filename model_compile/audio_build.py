@@ -84,6 +84,9 @@ RECIPES: dict[str, tuple[AudioBuildConfig, DataSpec]] = {
     "wide-neg": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5, physics_impulses=True)),
     # two generators: the shipped recipe's scenes and the clip generator's in-domain sound tracks
     "multi": (AudioBuildConfig(keep_best=True), DataSpec(clip_scenes=600, clip_free_scenes=300)),
+    # two generators, and the tails of shots and impulses (echoes, reverb, later bounces) as hard negatives
+    "multi-tail": (AudioBuildConfig(keep_best=True), DataSpec(clip_scenes=600, clip_free_scenes=300, tail_s=0.6,
+                                                              tails_per_scene=12)),
     # two generators and the wide randomisation of both shots and impulses (wide-neg's data)
     "multi-wide": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5, physics_impulses=True,
                                                               clip_scenes=600, clip_free_scenes=300)),
@@ -267,8 +270,9 @@ def build_audio(out: Path, cfg: AudioBuildConfig, data: DataSpec, log: Callable[
     out = out if out.suffix == ".tflite" else out.with_suffix(".tflite")
     out.parent.mkdir(parents=True, exist_ok=True)
     sets = scene_sets(data, log)
-    train = windows(sets["train"], cfg.frames, cfg.target, data.seed + 11)
-    val = windows(sets["val"], cfg.frames, cfg.target, data.seed + 12)
+    tails = {"tail_s": data.tail_s, "tails_per_scene": data.tails_per_scene}
+    train = windows(sets["train"], cfg.frames, cfg.target, data.seed + 11, **tails)
+    val = windows(sets["val"], cfg.frames, cfg.target, data.seed + 12, **tails)
     t_data = time.monotonic() - t0
     log(f"data: {t_data:.0f} s")
     tf = import_tf()

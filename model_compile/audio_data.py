@@ -94,12 +94,18 @@ class WindowSet:
         return h.hexdigest()
 
 
-def _labels(sc: Scene, n: int, target: tuple[int, int]) -> npt.NDArray[np.int8]:
-    """Per window start: 0 negative, 1 positive, 2 ignore, 3 hard negative (a non-shot impulse)."""
+def _labels(sc: Scene, n: int, target: tuple[int, int], tail_s: float = 0.0) -> npt.NDArray[np.int8]:
+    """Per window start: 0 negative, 1 positive, 2 ignore, 3 hard negative (a non-shot impulse),
+    4 tail (``tail_s`` > 0: the target lies in the first ``tail_s`` after a shot's or an impulse's
+    onset, past its onset: the sound's own body, echoes and reverb, or an object's later bounces)."""
     hop = FEATURES.hop
     starts = (np.arange(n) + target[0]) * hop
     ends = (np.arange(n) + target[1]) * hop
     label = np.zeros(n, np.int8)
+    if tail_s > 0:
+        tail = int(tail_s * FEATURES.sample_rate)
+        for s, _fam in (*sc.shots, *sc.impulses):
+            label[(starts - hop > s) & (starts < s + tail)] = 4
     for s, _fam in sc.impulses:
         label[(starts - hop <= s) & (s < ends + hop)] = 3
     for s, _fam in sc.shots:
@@ -125,7 +131,7 @@ def mine_negatives(scenes: list[Scene], frames: int, target: tuple[int, int],
                 continue
             label = _labels(sc, n, target)
             for j in range(0, n, stride):
-                if label[j] in (0, 3):
+                if label[j] in (0, 3, 4):
                     xs.append(mel[j : j + frames])
         if not xs:
             continue
@@ -140,8 +146,10 @@ def mine_negatives(scenes: list[Scene], frames: int, target: tuple[int, int],
 
 
 def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int,
-            negatives_per_scene: int = 10) -> WindowSet:
-    """Labelled feature windows from ``scenes`` (see the module docstring)."""
+            negatives_per_scene: int = 10, tail_s: float = 0.0, tails_per_scene: int = 0) -> WindowSet:
+    """Labelled feature windows from ``scenes`` (see the module docstring); with ``tail_s``, up to
+    ``tails_per_scene`` windows on the tails of shots and impulses (:func:`_labels`) join them as
+    hard negatives."""
     rng = np.random.default_rng(seed)
     xs: list[F32] = []
     ys: list[float] = []
@@ -152,17 +160,20 @@ def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int
         n = len(mel) - frames + 1
         if n <= 0:
             continue
-        label = _labels(sc, n, target)
+        label = _labels(sc, n, target, tail_s)
         keep = list(np.flatnonzero((label == 1) | (label == 3)))
         neg = np.flatnonzero(label == 0)
         if len(neg):
             keep += list(rng.choice(neg, size=min(len(neg), negatives_per_scene), replace=False))
+        tails = np.flatnonzero(label == 4)
+        if tails_per_scene and len(tails):
+            keep += list(rng.choice(tails, size=min(len(tails), tails_per_scene), replace=False))
         for j in sorted(keep):
             xs.append(mel[j : j + frames])
             ys.append(1.0 if label[j] == 1 else 0.0)
             ws.append(1.0)
             pos += int(label[j] == 1)
-            hard += int(label[j] == 3)
+            hard += int(label[j] in (3, 4))
     x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, frames, FEATURES.mels), np.float32)
     return WindowSet(x, np.asarray(ys, np.float32), np.asarray(ws, np.float32), pos, hard)
 
@@ -190,6 +201,10 @@ class DataSpec:
     clip_scenes: int = 0
     clip_free_scenes: int = 0
     clip_scene_s: float = 8.0
+    #: hard negatives on the tails of sounds: up to ``tails_per_scene`` training windows per scene whose
+    #: target lies within ``tail_s`` after a shot's or an impulse's onset (its echoes, reverb, bounces)
+    tail_s: float = 0.0
+    tails_per_scene: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=None, help="training seed (the data seed is fixed in DataSpec)")
     a.add_argument("--small", action="store_true", help="a small data set (smoke tests; not for shipping)")
     a.add_argument("--recipe", default="shipped",
-                   help="network + data recipe: shipped (default), wide, wide-all, wide-small, wide-neg, multi, multi-wide (docs/model.md)")
+                   help="network + data recipe: shipped (default), wide, wide-all, wide-small, wide-neg, multi, multi-tail, multi-wide (docs/model.md)")
     a.add_argument("--model-version", default="1.0.0")
     ea = sub.add_parser("evaluate-audio", help="held-out and in-domain audio results through the firmware detector")
     ea.add_argument("model", type=Path, nargs="+", help="one or more models, measured on the same scenes (side by side)")

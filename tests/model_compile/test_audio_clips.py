@@ -74,3 +74,27 @@ def test_onsets_are_where_the_shots_start_at_the_features_rate() -> None:
             checked += 1
     assert checked >= 8
     assert sharp >= 0.8 * checked, (sharp, checked)
+
+
+def test_the_tails_of_sounds_are_negatives_after_their_onsets_only() -> None:
+    from bodycam.model_compile.audio_data import Scene, _labels, windows
+
+    sr, hop, target = FEATURES.sample_rate, FEATURES.hop, (10, 12)
+    rng = np.random.default_rng(5)
+    sc = Scene(rng.normal(0, 0.01, 3 * sr).astype(np.float32), ((8000, "pistol"),), ((32000, "door_slam"),), 3.0)
+    n = 250
+    starts = (np.arange(n) + target[0]) * hop
+    plain, tailed = _labels(sc, n, target), _labels(sc, n, target, tail_s=0.5)
+    assert not (plain == 4).any()
+    assert ((plain == tailed) | (tailed == 4)).all()  # only plain negatives become tails
+    four = starts[tailed == 4]
+    assert len(four) > 50
+    for s in (8000, 32000):  # every tail window starts after its sound's onset, within 0.5 s of it
+        mine = four[(four > s - sr) & (four < s + sr)]
+        assert len(mine) and mine.min() > s + hop and mine.max() < s + sr // 2
+    assert (tailed[(starts <= 8000) & (8000 < (np.arange(n) + target[1]) * hop)] == 1).all()
+    base = windows([sc], 24, target, 3)
+    assert windows([sc], 24, target, 3, tail_s=0.0, tails_per_scene=9).digest() == base.digest()
+    more = windows([sc], 24, target, 3, tail_s=0.5, tails_per_scene=9)
+    assert len(more.y) == len(base.y) + 9 and more.hard_negatives == base.hard_negatives + 9
+    assert more.positives == base.positives
