@@ -13,7 +13,9 @@ takes the received files and **verifies, then stores**:
 3. the link to the previous recording, when base holds it (same device): its manifest's SHA-256;
 
 then moves the files into the evidence store, indexes them, and writes ``received``, ``verified``
-and ``stored`` to the custody log (``base/custody.py``). Anything that fails is refused with the
+and ``stored`` to the custody log (``base/custody.py``). Every confirmation base answers (``confirm``,
+and ``status`` of a stored recording) is signed with base's custody key (``signer``;
+``offload_wire.sign_confirmation``): the camera deletes footage only on a confirmation it can verify. Anything that fails is refused with the
 codes and the reason, logged, audited (``refused``), and the files are kept aside in
 ``<evidence root>/refused/`` for inspection; nothing refused is ever stored as evidence.
 
@@ -41,7 +43,15 @@ from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.device import identity
 from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage.seal import MANIFEST_FILE
-from bodycam.device.uplink.offload_wire import FILE_RE, MAX_CHUNK, RECORDING_RE, request_bytes, sha256_hex
+from bodycam.device.identity import Signer
+from bodycam.device.uplink.offload_wire import (
+    FILE_RE,
+    MAX_CHUNK,
+    RECORDING_RE,
+    request_bytes,
+    sha256_hex,
+    sign_confirmation,
+)
 from bodycam.device.uplink.validate import is_device_id
 from bodycam.device.verify import verify_recording
 
@@ -75,6 +85,7 @@ class Confirmation:
     stored_ns: int
 
     def to_json(self) -> dict[str, Any]:
+        """The confirmation's content (what base signs: :meth:`Receiver.signed`)."""
         return {"confirmed": True, "device": self.device, "recording": self.recording,
                 "manifest_sha256": self.manifest_sha256, "markers_sha256": self.markers_sha256,
                 "segments": self.segments, "key": self.key, "stored_ns": self.stored_ns}
@@ -95,11 +106,13 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 
 
 class Receiver:
-    def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *,
+    def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *, signer: Signer,
                  now_ns: Callable[[], int] = time.time_ns,
                  on_stored: Callable[[str, str], None] | None = None) -> None:
-        """``on_stored(device, recording)``: called after a recording is stored (e.g. base's working
-        copy for review: decrypted, joined); its failure is logged, never a refusal."""
+        """``signer``: base's custody key, which signs every confirmation. ``on_stored(device, recording)``:
+        called after a recording is stored (e.g. base's working copy for review: decrypted, joined); its
+        failure is logged, never a refusal."""
+        self.signer = signer
         self.on_stored = on_stored
         self.evidence = evidence
         self.custody = custody
@@ -107,6 +120,10 @@ class Receiver:
         self.now_ns = now_ns
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def signed(self, conf: Confirmation) -> dict[str, Any]:
+        """The confirmation as base answers it: signed with the custody key."""
+        return sign_confirmation(conf.to_json(), self.signer)
 
     # -- who is asking --------------------------------------------------------------------------------
     def authenticate(self, device: str, key_id: str | None, sig: str | None, method: str, target: str,
@@ -141,7 +158,7 @@ class Receiver:
         if done:
             data, doc = self._stored_manifest(device, recording)
             conf = _confirmation(device, recording, data, doc, done[0].stored_ns)
-            return {"state": "stored", "files": {}, "confirmation": conf.to_json()}
+            return {"state": "stored", "files": {}, "confirmation": self.signed(conf)}
         files = {p.name: p.stat().st_size for p in stage.iterdir() if p.is_file()} if stage.is_dir() else {}
         return {"state": "partial" if files else "none", "files": files}
 
