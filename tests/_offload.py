@@ -114,9 +114,10 @@ class BaseProcess:
     on the receiver ``make_base(base_dir)`` builds; ``kill()`` is SIGKILL, ``close()`` SIGTERM."""
 
     def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None,
-                 env: dict[str, str] | None = None, web: bool = False, extra: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, web: bool = False, extra: tuple[str, ...] = (),
+                 db: str | None = None) -> None:
         """``web``: the whole web app, ``bodycam-base serve --evidence`` (the offload routes mounted in it),
-        with ``extra`` arguments."""
+        with ``extra`` arguments, on ``db`` (default ``base_dir/base.db``; a postgresql:// URL too)."""
         self.base_dir = base_dir
         self.port = free_port()
         self.scheme = "http" if cert is None else "https"
@@ -125,7 +126,7 @@ class BaseProcess:
             args += [str(cert), str(key)]
         if web:
             custody_signer(base_dir)  # serve --evidence signs with it
-            args = [sys.executable, "-m", "bodycam.base.cli", "serve", "--db", str(base_dir / "base.db"), "--listen",
+            args = [sys.executable, "-m", "bodycam.base.cli", "serve", "--db", db or str(base_dir / "base.db"), "--listen",
                     f"127.0.0.1:{self.port}", "--evidence", str(base_dir / "evidence"), "--evidence-reserve-mb", "0",
                     "--custody-key", str(base_dir / CUSTODY_KEY)]
             if cert is not None and key is not None:

@@ -58,6 +58,7 @@ from bodycam.device.identity import TrustedKeys, trusted_keys
 from bodycam.device.settings import require
 from bodycam.device.uplink.markers import JSON, MarkerSigner
 from bodycam.device.uplink.offload_wire import (
+    AWAITING_SUCCESSOR,
     H_DEVICE,
     H_KEY,
     H_SHA,
@@ -134,10 +135,6 @@ class UnverifiedConfirmation(OffloadError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retry=True, codes=["unverified_confirmation"])
-
-
-#: base holds a recording signed with a retired device key until it has the recording after it (409)
-AWAITING_SUCCESSOR = "awaiting_successor"
 
 
 def custody_keys_dir(cfg: OffloadConfig, data_dir: Path) -> Path:

@@ -65,6 +65,9 @@ from bodycam.device.uplink.markers import jcs
 PREFIX = "/api/offload/v1"
 PROTOCOL = "bodycam-offload/1"
 CONFIRMATION_SCHEMA = "bodycam.offload-confirmation/1"
+#: the refusal code (409) of a recording signed with a retired device key that base holds back until it has
+#: the recording after it (``base/receive.py``)
+AWAITING_SUCCESSOR = "awaiting_successor"
 MAX_CHUNK = 8 * 1024 * 1024
 #: the files of a recording that are uploaded (the camera's ``offload.json`` stays on the camera)
 #: (``\A``...``\Z``: the whole string, so ``match`` and ``fullmatch`` agree and a trailing newline is refused)
