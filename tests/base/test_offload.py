@@ -38,25 +38,6 @@ pytestmark = pytest.mark.integration
 CHUNK = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_recordings(tmp_path_factory.mktemp("offload") / "data")
-
-
-@pytest.fixture
-def cam(made: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "cam"
-    shutil.copytree(made, copy)
-    return copy
-
-
-@pytest.fixture
-def base(tmp_path: Path, cam: Path) -> Iterator[Base]:
-    b = make_base(tmp_path / "base", cam)
-    yield b
-    b.close()
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     d = tmp_path / "pki"

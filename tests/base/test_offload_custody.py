@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,6 @@ from _offload import (
     custody_dir,
     custody_of,
     custody_signer,
-    make_base,
-    make_recordings,
     recordings,
     signer_of,
 )
@@ -39,25 +37,6 @@ from bodycam.device.uplink.offload import BaseClient, Offloader, OffloadService,
 from bodycam.device.uplink.offload_wire import CONFIRMATION_SCHEMA, sign_confirmation
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_recordings(tmp_path_factory.mktemp("custody") / "data")
-
-
-@pytest.fixture
-def cam(made: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "cam"
-    shutil.copytree(made, copy)
-    return copy
-
-
-@pytest.fixture
-def base(tmp_path: Path, cam: Path) -> Iterator[Base]:
-    b = make_base(tmp_path / "base", cam)
-    yield b
-    b.close()
 
 
 @pytest.fixture
