@@ -14,10 +14,11 @@ takes the received files and **verifies, then stores**:
    chain, the chapters;
 3. the link to the previous recording, when base holds it (same device): its manifest's SHA-256;
 
-then moves the files into the evidence store, indexes them, and writes ``received``, ``verified``
-and ``stored`` to the custody log (``base/custody.py``). Every confirmation base answers (``confirm``,
-and ``status`` of a stored recording) is signed with base's custody key (``signer``;
-``offload_wire.sign_confirmation``): the camera deletes footage only on a confirmation it can verify. Anything that fails is refused with the
+then moves the files into the evidence store, indexes them (with the ``previous`` link of the
+manifest), and writes ``received``, ``verified`` and ``stored`` to the custody log
+(``base/custody.py``). Every confirmation base answers (``confirm``, and ``status`` of a stored
+recording) is signed with base's custody key (``signer``; ``offload_wire.sign_confirmation``): the
+camera deletes footage only on a confirmation it can verify. Anything that fails is refused with the
 codes and the reason, logged, audited (``refused``), and the files are kept aside in
 ``<evidence root>/refused/`` for inspection; nothing refused is ever stored as evidence.
 

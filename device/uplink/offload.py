@@ -466,7 +466,10 @@ class OffloadService:
             return 0
         done = 0
         waiting: list[Path] = []
-        for rec in pending(self.recordings, self.offloader.trusted):
+        todo = pending(self.recordings, self.offloader.trusted)
+        for rid in set(self.unverified) - {r.name for r in todo}:  # offloaded since, or gone: no alarm for it
+            del self.unverified[rid]
+        for rec in todo:
             if self._stop.is_set():
                 break
             if rec.name in self._refused:

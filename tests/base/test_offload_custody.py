@@ -123,7 +123,7 @@ def test_an_impostor_s_confirmation_marks_nothing_deletes_nothing_raises_the_ala
         real.offloader.client.close()
         svc.offloader.client = BaseClient(server.url, DEVICE, signer_of(cam), ca_file=str(d / "ca.crt"))
         svc.skipped.clear()
-        assert svc.run_once() == 0 and svc.alarm is not None  # nothing pending: its alarm stays until ...
+        assert svc.run_once() == 0 and svc.alarm is None  # nothing pending any more: its alarm is over
     finally:
         svc.offloader.client.close()
         server.close()
