@@ -124,13 +124,11 @@ class DeviceKey:
 class KeyRegistry:
     def __init__(self, store: KeyStore) -> None:
         self._store = store
-        from bodycam.base.store import SqliteStore
+        from bodycam.base.store_pg import _SCHEMA_LOCK, PostgresStore
 
-        postgres = not isinstance(store, SqliteStore)
+        postgres = isinstance(store, PostgresStore)
         with store.transaction() as tx:
             if postgres:
-                from bodycam.base.store_pg import _SCHEMA_LOCK
-
                 tx.one("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             for stmt in SCHEMA:
                 tx.run(stmt)
