@@ -127,7 +127,7 @@ def old_key_id(site: Site) -> str:
     return key_id(load_public(site.old))
 
 
-def test_retired_key_recordings_upload_and_verify_revoked_ones_are_refused(site: Site, server: BaseProcess,
+def test_after_rotation_with_retire_the_old_key_s_recordings_upload_and_verify(site: Site, server: BaseProcess,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     r1, r2, s = recordings(site.cam)
     k = old_key_id(site)
