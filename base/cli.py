@@ -4,10 +4,12 @@ bodycam-base listen     --broker mqtt://host:1883 --db base.db [--group base] [-
 bodycam-base markers    --db base.db [--device D] [--since 2026-01-01] [--kind gunshot] [--limit N] [--json]
 bodycam-base devices    --db base.db [--json]
 bodycam-base quarantine --db base.db [--kind seq_conflict] [--device D] [--limit N] [--json]
-bodycam-base keys       add DEVICE device.pub | revoke DEVICE KEY_ID [--at T] | list [--device D] --db base.db
+bodycam-base keys       add DEVICE device.pub | retire DEVICE KEY_ID [--at T] | revoke DEVICE KEY_ID [--at T]
+                        | list [--device D] --db base.db
 bodycam-base serve      --db base.db [--listen 127.0.0.1:8080]   (the web app: bodycam.base.web)
 bodycam-base user add NAME --role operator|supervisor|admin --db base.db
 bodycam-base export-case OUT --device D [--recording R ...] --evidence DIR --db base.db
+bodycam-base custody keygen KEY   (base's custody key: serve --custody-key signs offload confirmations)
 bodycam-base export-dataset OUT [--device D] [--since T] [--until T] [--reviewed-only] --evidence DIR --db base.db
 
 ``--db``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL, ``pip install 'bodycam[postgres]'``).
@@ -153,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     broker_acl.add_parser(sub, _DB_HELP, [verbose])
     web_cli.add_parsers(sub, _DB_HELP, [verbose])
     offload_cli.add_parser(sub, _DB_HELP, [verbose])
+    offload_cli.add_custody_parser(sub, [verbose])
     dataset_cli.add_parser(sub, _DB_HELP, [verbose])
     return p
 
@@ -371,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "listen": _listen, "markers": _markers, "devices": _devices, "quarantine": _quarantine,
         "keys": keys_cli.run, "model": model_cli.run, "export-case": offload_cli.run,
+        "custody": offload_cli.run_custody,
         "export-dataset": dataset_cli.run,
         "broker-acl": broker_acl.run,
         "serve": lambda a: web_cli.serve(a, open_store), "user": lambda a: web_cli.user(a, open_store),

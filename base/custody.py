@@ -12,6 +12,11 @@ Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys
   a trigger (which a database audit of DDL would show; the log itself is not hash-chained).
 * ``evidence_recordings``: what the evidence store holds (device, recording, the SHA-256 of its
   signed manifest, when it was stored, where, sizes); one row per recording, written once.
+* ``evidence_links``: the ``previous`` link each stored recording's signed manifest names (the
+  recording before it and that manifest's SHA-256), written with its ``evidence_recordings`` row: what
+  base already holds pins the manifests before it, which is how a recording signed with a *retired*
+  device key is placed in the device's chain (``base/receive.py``). Recordings stored before this
+  table existed have no row (they predate every retirement).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ def _tables(serial: str) -> tuple[str, ...]:
         " manifest_sha256 TEXT NOT NULL, stored_ns BIGINT NOT NULL, location TEXT NOT NULL,"
         " bytes BIGINT NOT NULL, segments INTEGER NOT NULL, markers INTEGER NOT NULL,"
         " PRIMARY KEY (device, recording))",
+        "CREATE TABLE IF NOT EXISTS evidence_links (device TEXT NOT NULL, recording TEXT NOT NULL,"
+        " previous TEXT NOT NULL, previous_manifest_sha256 TEXT NOT NULL, PRIMARY KEY (device, recording))",
+        "CREATE INDEX IF NOT EXISTS evidence_links_previous ON evidence_links(device, previous)",
     )
 
 
@@ -170,6 +178,23 @@ class CustodyLog:
                " segments, markers) VALUES (?,?,?,?,?,?,?,?)",
                (rec.device, rec.recording, rec.manifest_sha256, rec.stored_ns, rec.location, rec.bytes,
                 rec.segments, rec.markers))
+
+    def add_link(self, tx: Tx, device: str, recording: str, previous: Any) -> None:
+        """The ``previous`` link of a stored recording's manifest (nothing for none or a malformed one)."""
+        if not isinstance(previous, dict):
+            return
+        rec, sha = previous.get("recording"), previous.get("manifest_sha256")
+        if isinstance(rec, str) and isinstance(sha, str):
+            tx.run("INSERT INTO evidence_links(device, recording, previous, previous_manifest_sha256) VALUES (?,?,?,?)"
+                   " ON CONFLICT (device, recording) DO NOTHING", (device, recording, rec, sha))
+
+    def pinned(self, device: str, recording: str, manifest_sha256: str) -> str | None:
+        """The stored recording whose signed manifest links ``recording`` with exactly ``manifest_sha256``
+        (the manifest base holds after it pins it), else None."""
+        rows = self._store.read("SELECT recording FROM evidence_links WHERE device=? AND previous=? AND "
+                                "previous_manifest_sha256=? ORDER BY recording LIMIT 1",
+                                (device, recording, manifest_sha256))
+        return str(rows[0][0]) if rows else None
 
     def stored(self, device: str | None = None, recording: str | None = None) -> list[StoredRecording]:
         sql = ("SELECT device, recording, manifest_sha256, stored_ns, location, bytes, segments, markers"

@@ -13,22 +13,19 @@ and verify the package, then the model's self-test on their own runtime, before 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from bodycam.base.keys import KeyStore
 from bodycam.base.rules import Tx
+from bodycam.base.signing import keygen, load_base_signer
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.detect.model_spec import load_model_spec, sha256_file, sidecar_path
 from bodycam.device.errors import ModelError, UsageError
-from bodycam.device.identity import IdentityError, Signer, load_signer, public_pem
+from bodycam.device.identity import Signer
 from bodycam.device.model_package import make_package, package_digest, required_files, version_key
 
 SCHEMA = (
@@ -73,22 +70,6 @@ class RegisteredModel:
                 "approved": None if self.approved_ns is None else rfc3339_ms(self.approved_ns),
                 "approved_by": self.approved_by, "package_sha256": self.package_sha256, "files": self.files,
                 "rollback": self.rollback}
-
-
-def keygen(path: Path) -> Signer:
-    """A new model-signing key: ``path`` (private, mode 0600) and ``path.with_suffix('.pub')``."""
-    if path.exists():
-        raise UsageError(f"{path}: exists; a new signing key needs a new file (cameras trust keys by id)")
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    signer = Signer(private)
-    path.with_suffix(".pub").write_bytes(public_pem(signer.public))
-    return signer
 
 
 class ModelRegistry:
@@ -277,12 +258,7 @@ def _differ(want: dict[str, str], have: dict[str, str]) -> str:
 
 def load_model_signer(path: Path) -> Signer:
     """Base's model-signing key (PEM, mode 0600); a one-line error naming ``keygen`` otherwise."""
-    if not path.exists():
-        raise UsageError(f"{path}: no model-signing key: run 'bodycam-base model keygen {path}'")
-    try:
-        return load_signer(path)
-    except IdentityError as exc:
-        raise UsageError(str(exc).replace("run 'bodycam provision'", "run 'bodycam-base model keygen'")) from exc
+    return load_base_signer(path, "model-signing key", "bodycam-base model keygen")
 
 
 __all__ = ["ModelRegistry", "RegisteredModel", "keygen", "load_model_signer"]

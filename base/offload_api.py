@@ -101,7 +101,7 @@ def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[
     async def confirm(request: Request) -> Response:
         device, _ = await authenticated(request)
         conf = await run_in_threadpool(receiver.confirm, device, str(request.path_params["recording"]))
-        return JSONResponse(conf.to_json())
+        return JSONResponse(receiver.signed(conf))
 
     @handled
     async def models(request: Request) -> Response:

@@ -1,4 +1,6 @@
-"""``bodycam-base export-case OUT --device D [--recording R ...] [--since T] [--until T] --evidence DIR --db DB``."""
+"""``bodycam-base export-case OUT --device D [--recording R ...] [--since T] [--until T] --evidence DIR --db DB``
+and ``bodycam-base custody keygen KEY`` (base's custody key, which signs offload confirmations:
+``base/signing.py``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,23 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     exp.add_argument("--device", required=True, help="the camera (one device per bundle)")
     exp.add_argument("--recording", action="append", help="a recording id (repeat); default: all of the device's")
     add_export_arguments(exp, db_help)
+
+
+def add_custody_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("custody", parents=parents, help="base's custody key: signs every offload confirmation")
+    csub = c.add_subparsers(dest="custody_command", required=True, metavar="{keygen}")
+    kg = csub.add_parser("keygen", help="make base's custody key (KEY private, for 'serve --custody-key'; KEY.pub "
+                                        "for every camera: 'bodycam offload trust')")
+    kg.add_argument("key", type=Path)
+
+
+def run_custody(args: argparse.Namespace) -> int:
+    from bodycam.base.signing import keygen
+
+    signer = keygen(args.key)
+    print(f"custody key {signer.key_id}: private {args.key} (serve --custody-key, on base only), public "
+          f"{args.key.with_suffix('.pub')} (on every camera: bodycam offload trust)")
+    return 0
 
 
 def add_export_arguments(exp: Any, db_help: str) -> None:

@@ -57,7 +57,7 @@ from typing import Protocol
 
 from bodycam.base.keys import SignaturePolicy
 from bodycam.base.provenance import Provenance
-from bodycam.base.rules import CLOCK_AHEAD_MAX_S, chunks
+from bodycam.base.rules import CLOCK_AHEAD_MAX_S, add_column, chunks
 from bodycam.base.store import MarkerStore, _Store
 from bodycam.device.clock import Clock, SystemClock
 from bodycam.device.errors import StorageError, UsageError
@@ -197,10 +197,7 @@ def ensure_tables(store: MarkerStore | _Store) -> None:
         for stmt in _schema("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"):
             tx.run(stmt)
         # a database from before the outcome column: its claims were activations
-        if pg:
-            tx.run(f"ALTER TABLE peer_claims ADD COLUMN IF NOT EXISTS outcome TEXT NOT NULL DEFAULT '{ACTIVATED}'")
-        elif not any(str(r[1]) == "outcome" for r in tx.all("PRAGMA table_info(peer_claims)")):
-            tx.run(f"ALTER TABLE peer_claims ADD COLUMN outcome TEXT NOT NULL DEFAULT '{ACTIVATED}'")
+        add_column(tx, "peer_claims", "outcome", f"TEXT NOT NULL DEFAULT '{ACTIVATED}'", postgres=pg)
         tx.run(_CLAIMS_INDEX)
 
 

@@ -8,7 +8,7 @@ unverified (``base/web/alerts.py``, the marker page) instead of dropping it.
 
 The answer is the consumer's own rule (:meth:`SignaturePolicy.check`), asked again where it is
 needed, so there is one rule and no column to keep in step: ``None`` when the marker verifies, else
-the reason (``no_key``, ``unsigned``, ``unknown_key``, ``revoked_key``, ``bad_signature``, or
+the reason (``no_key``, ``unsigned``, ``unknown_key``, ``revoked_key``, ``retired_key``, ``bad_signature``, or
 ``invalid`` for a stored body that no longer parses).
 """
 
@@ -28,6 +28,7 @@ UNVERIFIED_TEXT = {
     "unsigned": "not signed",
     "unknown_key": "signed with a key not registered for the device",
     "revoked_key": "signed with a revoked key",
+    "retired_key": "signed with a retired key, and not from before its retirement",
     "bad_signature": "the signature does not verify",
     "invalid": "the stored marker cannot be read",
 }

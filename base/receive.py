@@ -5,15 +5,20 @@ Uploads arrive chunk by chunk into a staging directory (``<evidence root>/incomi
 see :mod:`bodycam.device.uplink.offload_wire` for the protocol). On ``confirm``, :meth:`Receiver.accept`
 takes the received files and **verifies, then stores**:
 
-1. the manifest names a key registered at base for this device and trusted now (not revoked);
+1. the manifest names a key registered at base for this device: active, or *retired* (routine
+   rotation) with the recording pinned by the chain base holds (:meth:`Receiver._key_for`; until the
+   recording after it is at base, 409 ``awaiting_successor``, kept staged); never a revoked one;
 2. ``bodycam verify``'s own checks (:func:`bodycam.device.verify.verify_recording`, not a second
    verifier): manifest signature, schema, recording id, complete, every segment's size and SHA-256,
    no unlisted segment, the markers file's hash and count, each marker's signature, order, gaps and
    chain, the chapters;
 3. the link to the previous recording, when base holds it (same device): its manifest's SHA-256;
 
-then moves the files into the evidence store, indexes them, and writes ``received``, ``verified``
-and ``stored`` to the custody log (``base/custody.py``). Anything that fails is refused with the
+then moves the files into the evidence store, indexes them (with the ``previous`` link of the
+manifest), and writes ``received``, ``verified`` and ``stored`` to the custody log
+(``base/custody.py``). Every confirmation base answers (``confirm``, and ``status`` of a stored
+recording) is signed with base's custody key (``signer``; ``offload_wire.sign_confirmation``): the
+camera deletes footage only on a confirmation it can verify. Anything that fails is refused with the
 codes and the reason, logged, audited (``refused``), and the files are kept aside in
 ``<evidence root>/refused/`` for inspection; nothing refused is ever stored as evidence.
 
@@ -39,9 +44,19 @@ from bodycam.base.custody import CustodyLog, StoredRecording
 from bodycam.base.evidence_store import EvidenceStore
 from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.device import identity
+from bodycam.device.clock import parse_rfc3339, rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage.seal import MANIFEST_FILE
-from bodycam.device.uplink.offload_wire import FILE_RE, MAX_CHUNK, RECORDING_RE, request_bytes, sha256_hex
+from bodycam.device.identity import Signer
+from bodycam.device.uplink.offload_wire import (
+    AWAITING_SUCCESSOR,
+    FILE_RE,
+    MAX_CHUNK,
+    RECORDING_RE,
+    request_bytes,
+    sha256_hex,
+    sign_confirmation,
+)
 from bodycam.device.uplink.validate import is_device_id
 from bodycam.device.verify import verify_recording
 
@@ -75,6 +90,7 @@ class Confirmation:
     stored_ns: int
 
     def to_json(self) -> dict[str, Any]:
+        """The confirmation's content (what base signs: :meth:`Receiver.signed`)."""
         return {"confirmed": True, "device": self.device, "recording": self.recording,
                 "manifest_sha256": self.manifest_sha256, "markers_sha256": self.markers_sha256,
                 "segments": self.segments, "key": self.key, "stored_ns": self.stored_ns}
@@ -95,11 +111,13 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 
 
 class Receiver:
-    def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *,
+    def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *, signer: Signer,
                  now_ns: Callable[[], int] = time.time_ns,
                  on_stored: Callable[[str, str], None] | None = None) -> None:
-        """``on_stored(device, recording)``: called after a recording is stored (e.g. base's working
-        copy for review: decrypted, joined); its failure is logged, never a refusal."""
+        """``signer``: base's custody key, which signs every confirmation. ``on_stored(device, recording)``:
+        called after a recording is stored (e.g. base's working copy for review: decrypted, joined); its
+        failure is logged, never a refusal."""
+        self.signer = signer
         self.on_stored = on_stored
         self.evidence = evidence
         self.custody = custody
@@ -107,6 +125,10 @@ class Receiver:
         self.now_ns = now_ns
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def signed(self, conf: Confirmation) -> dict[str, Any]:
+        """The confirmation as base answers it: signed with the custody key."""
+        return sign_confirmation(conf.to_json(), self.signer)
 
     # -- who is asking --------------------------------------------------------------------------------
     def authenticate(self, device: str, key_id: str | None, sig: str | None, method: str, target: str,
@@ -120,8 +142,9 @@ class Receiver:
         if not found:
             raise Refused(401, ["unknown_key"], f"key {key_id} is not registered for device {device} "
                                                 "(bodycam-base keys add)")
-        if not found[0].trusted_at(self.now_ns()):
-            raise Refused(403, ["revoked_key"], f"key {key_id} of device {device} is revoked")
+        state = found[0].state_at(self.now_ns())
+        if state != "active":  # a retired key signs nothing new: the camera signs its requests with its new key
+            raise Refused(403, [f"{state}_key"], f"key {key_id} of device {device} is {state}")
         if not identity.verify(found[0].public(), request_bytes(method, target, body_sha256, device, key_id), sig):
             raise Refused(401, ["bad_signature"], f"the request's signature does not verify with key {key_id}")
 
@@ -141,7 +164,7 @@ class Receiver:
         if done:
             data, doc = self._stored_manifest(device, recording)
             conf = _confirmation(device, recording, data, doc, done[0].stored_ns)
-            return {"state": "stored", "files": {}, "confirmation": conf.to_json()}
+            return {"state": "stored", "files": {}, "confirmation": self.signed(conf)}
         files = {p.name: p.stat().st_size for p in stage.iterdir() if p.is_file()} if stage.is_dir() else {}
         return {"state": "partial" if files else "none", "files": files}
 
@@ -222,14 +245,24 @@ class Receiver:
         Raises :class:`Refused` (422) naming every check that failed; the files then go aside."""
         actor = f"device:{device}"
         now = self.now_ns()
-        sizes = {p.name: p.stat().st_size for p in files.iterdir() if p.is_file()}
-        self.custody.record(now, actor, "received", device, recording,
-                            {"files": len(sizes), "bytes": sum(sizes.values())})
         try:
             data, doc = _manifest_of(files)
         except (OSError, ValueError) as exc:
-            self._refuse(device, recording, files, Refused(422, ["manifest_unreadable"], f"manifest: {exc}"))
-        key = self._trusted_key(device, recording, doc, files)
+            unreadable: Refused | None = Refused(422, ["manifest_unreadable"], f"manifest: {exc}")
+        else:
+            unreadable = None
+            verdict = self._key_for(device, recording, data, doc, now)
+            if isinstance(verdict, Refused) and verdict.status == 409:  # not yet: kept staged, nothing audited
+                log.info("offload: %s/%s waits: %s", device, recording, verdict.reason)
+                raise verdict
+        sizes = {p.name: p.stat().st_size for p in files.iterdir() if p.is_file()}
+        self.custody.record(now, actor, "received", device, recording,
+                            {"files": len(sizes), "bytes": sum(sizes.values())})
+        if unreadable is not None:
+            self._refuse(device, recording, files, unreadable)
+        if isinstance(verdict, Refused):
+            self._refuse(device, recording, files, verdict)
+        key = verdict
         report, _ = verify_recording(files, key.public())
         fails = [f for f in report.findings if f.level == "fail"]
         if doc.get("device") != device:
@@ -252,10 +285,12 @@ class Receiver:
         with self.custody.transaction() as tx:
             self.custody.add_stored(tx, StoredRecording(device, recording, conf.manifest_sha256, now, location,
                                                         sum(sizes.values()), report.segments, report.markers))
+            self.custody.add_link(tx, device, recording, doc.get("previous"))
             self.custody.append(tx, now, actor, "stored", device, recording,
                                 {"location": location, "manifest_sha256": conf.manifest_sha256})
-        log.info("offload: stored %s/%s (%d segment(s), %d marker(s)), verified with key %s", device, recording,
-                 report.segments, report.markers, key.key_id)
+        log.info("offload: stored %s/%s (%d segment(s), %d marker(s)), verified with key %s%s", device, recording,
+                 report.segments, report.markers, key.key_id,
+                 " (retired: placed in the chain by the recording after it)" if not key.trusted_at(now) else "")
         if self.on_stored is not None:
             try:
                 self.on_stored(device, recording)
@@ -278,21 +313,52 @@ class Receiver:
             self.custody.add_stored(tx, StoredRecording(device, recording, conf.manifest_sha256, now,
                                                         self.evidence.location(device, recording), -1, segs,
                                                         int(doc.get("marker_count") or 0)))
+            self.custody.add_link(tx, device, recording, doc.get("previous"))
             self.custody.append(tx, now, f"device:{device}", "stored", device, recording,
                                 {"manifest_sha256": conf.manifest_sha256, "indexed_after_restart": True})
         return conf
 
-    def _trusted_key(self, device: str, recording: str, doc: dict[str, Any], files: Path) -> DeviceKey:
+    def _key_for(self, device: str, recording: str, data: bytes, doc: dict[str, Any], now: int) -> DeviceKey | Refused:
+        """The registered key the manifest is verified with, or why not (a refusal, not raised).
+
+        Active key: taken. Revoked (compromised): refused, 422 ``revoked_key``. **Retired** (routine
+        rotation): taken only when the recording is *pinned* by the chain base holds: a stored recording
+        (verified with its own key) whose signed manifest links exactly this manifest's SHA-256 as its
+        ``previous``. The camera's first recording with its new key links the last one its old key
+        signed, which links the one before, and so on, so every recording the old key signed before the
+        rotation is pinned once the recordings after it are at base, while the holder of the retired key
+        alone cannot make one that is (a SHA-256 second preimage; and only an active key authenticates
+        an upload). Not pinned and signed (``end_utc``) before the retirement: 409 ``awaiting_successor``
+        (kept staged; the camera sends the others and asks again). Not pinned and signed at or after the
+        retirement (or with no time): 422 ``retired_key``: the old key signs nothing new."""
         kid = doc.get("key")
         if doc.get("sig") is None or kid is None:
-            self._refuse(device, recording, files, Refused(422, ["unsigned"], "the manifest is not signed"))
+            return Refused(422, ["unsigned"], "the manifest is not signed")
         found = [k for k in self.keys.keys(device) if k.key_id == kid]
         if not found:
-            self._refuse(device, recording, files, Refused(
-                422, ["unknown_key"], f"the manifest is signed with key {kid!r}, not registered for {device}"))
-        if not found[0].trusted_at(self.now_ns()):
-            self._refuse(device, recording, files, Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked"))
-        return found[0]
+            return Refused(422, ["unknown_key"], f"the manifest is signed with key {kid!r}, not registered for {device}")
+        key = found[0]
+        state = key.state_at(now)
+        if state == "active":
+            return key
+        if state == "revoked":
+            return Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked")
+        assert key.retired_ns is not None
+        sha = hashlib.sha256(data).hexdigest()
+        if self.custody.pinned(device, recording, sha) is not None:
+            return key
+        retired = rfc3339_ms(key.retired_ns)
+        try:
+            signed_ns = parse_rfc3339(str(doc.get("end_utc") or doc.get("start_utc")))
+        except (BodycamError, ValueError):
+            signed_ns = None
+        if signed_ns is None or signed_ns >= key.retired_ns:
+            return Refused(422, ["retired_key"], f"key {kid} of {device} was retired at {retired}; this recording "
+                                                 f"says it was made after that ({doc.get('end_utc')!r}) and no recording "
+                                                 "base holds links it: the retired key signs nothing new")
+        return Refused(409, [AWAITING_SUCCESSOR], f"key {kid} of {device} was retired at {retired}: base takes this "
+                                                  "recording once it holds the one after it (whose manifest links this "
+                                                  "one's hash); offload the camera's newer recordings first")
 
     def _check_previous(self, device: str, recording: str, doc: dict[str, Any], files: Path) -> None:
         link = doc.get("previous")

@@ -119,6 +119,15 @@ def schema(*, blob: str, serial: str) -> tuple[str, ...]:
     )
 
 
+def add_column(tx: Tx, table: str, column: str, decl: str, *, postgres: bool) -> None:
+    """Add ``column`` (``decl``: its type and constraints) to ``table`` unless it has it: an older database
+    upgraded in place (PostgreSQL: call under the schema lock)."""
+    if postgres:
+        tx.run(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
+    elif not any(str(r[1]) == column for r in tx.all(f"PRAGMA table_info({table})")):
+        tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
 def ping(tx: Tx) -> None:
     """A real write (committed by the caller): a read-only database (a PostgreSQL standby after a
     failover, ``default_transaction_read_only``), a revoked privilege or a locked SQLite file refuse it."""

@@ -29,7 +29,7 @@ from bodycam.device.uplink.validate import (
 
 Reason = Literal["oversized", "bad_topic", "not_json", "invalid", "topic_mismatch",
                  # signatures (base/keys.py)
-                 "unsigned", "unknown_key", "revoked_key", "bad_signature", "no_key"]
+                 "unsigned", "unknown_key", "revoked_key", "retired_key", "bad_signature", "no_key"]
 ACK_SCHEMA = "bodycam.ack/1"
 CMD_SCHEMA = "bodycam.cmd/1"
 

@@ -61,6 +61,9 @@ def make_recording(root: Path, signer: Signer, mb: int, segments: int) -> Path:
     return rec
 
 
+CUSTODY = Signer.generate()  # base's custody key: signs the confirmations, the camera trusts it
+
+
 class Server:
     def __init__(self, d: Path, signer: Signer, cert: Path | None, key: Path | None) -> None:
         import threading
@@ -70,7 +73,8 @@ class Server:
         self.store = SqliteStore(d / "base.db")
         keys = KeyRegistry(self.store)
         keys.add(DEVICE, signer.public_pem(), 0)
-        receiver = Receiver(FileEvidenceStore(d / "evidence", reserve_mb=0), CustodyLog(self.store), keys)
+        receiver = Receiver(FileEvidenceStore(d / "evidence", reserve_mb=0), CustodyLog(self.store), keys,
+                            signer=CUSTODY)
         self.port = free_port()
         cfg = uvicorn.Config(offload_app(receiver), host="127.0.0.1", port=self.port, log_level="error",
                              ssl_certfile=None if cert is None else str(cert),
@@ -90,7 +94,7 @@ class Server:
 
 def upload(url: str, signer: Signer, rec: Path, ca: Path | None, chunk: int) -> tuple[float, int, int]:
     client = BaseClient(url, DEVICE, signer, ca_file=None if ca is None else str(ca), timeout_s=60)
-    off = Offloader(client, chunk_bytes=chunk)
+    off = Offloader(client, trusted={CUSTODY.key_id: CUSTODY.public}, chunk_bytes=chunk)
     t0 = time.perf_counter()
     failures = 0
     try:

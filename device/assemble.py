@@ -52,6 +52,7 @@ from bodycam.device.model_select import ModelRejected, check_model
 from bodycam.device.model_store import ModelStore
 from bodycam.device.uplink.commands import Record
 from bodycam.device.uplink.markers import JSON, Location, Marker, MarkerSigner, ModelRef
+from bodycam.device.uplink.offload import custody_keys
 from bodycam.device.uplink.outbox import Outbox
 
 log = logging.getLogger("bodycam")
@@ -314,7 +315,8 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             parts.location.start()
             stack.callback(parts.location.close)
             location = parts.location.location
-        retention = Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve)
+        custody = custody_keys(cfg.offload, data_dir)  # base's custody keys: what base confirmed may be deleted
+        retention = Retention(data_dir / "recordings", cfg.retention, reserve=outbox.reserve, trusted=custody)
         try:
             retention_alarm = retention.bound_to_card()  # min_free_mb against the card's size
         except OSError as exc:
@@ -331,8 +333,10 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             from bodycam.device.uplink.offload import build_service
 
             offload = build_service(cfg.offload, cfg.device.id, signer, clock, data_dir / "recordings", parts.pins,
-                                    models=models)
+                                    models=models, trusted=custody)
             stack.callback(offload.close)
+            if offload.alarm is not None and parts.notifier is not None:
+                parts.notifier.status(f"ALARM offload: {offload.alarm}"[:400])
             offload.start()
         app_ref: list[App] = []
         audio_detector, fusion, audio_ref = _audio_detection(cfg, parts, stack)
@@ -389,6 +393,9 @@ def assemble(cfg: AppConfig, parts: HardwareParts, *, state_dir: Path | None = N
             alarm_sources.append(inputs_alarm)
         if publisher is not None:
             alarm_sources.append(lambda: None if pub.delivery_alarm is None else f"delivery: {pub.delivery_alarm}")
+        if offload is not None:
+            service = offload
+            alarm_sources.append(lambda: None if service.alarm is None else f"offload: {service.alarm}")
         app = App(camera=parts.camera, detector=detector, tracker=ShotTracker.from_config(cfg.events, spec.threshold),
                   journal=outbox, recorder=recorder, clock=clock, state_machine=RecordingStateMachine(cfg.recording),
                   inputs=inputs, indicators=indicators, location=location, watchdog=parts.notifier,

@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "doctor":
         return _doctor(args.config, args.json)
-    if args.command in ("provision", "verify", "model"):
+    if args.command in ("provision", "verify", "model", "offload"):
         try:
             return model_cli.run(args) if args.command == "model" else evidence_cli.run(args)
         except BodycamError as exc:

@@ -1,5 +1,7 @@
-"""``bodycam provision`` (the camera's identity, :mod:`bodycam.device.identity`) and ``bodycam verify``
-(:mod:`bodycam.device.verify`): parsers here, the work imported only when the command runs."""
+"""``bodycam provision`` (the camera's identity, :mod:`bodycam.device.identity`), ``bodycam verify``
+(:mod:`bodycam.device.verify`) and ``bodycam offload trust KEY.pub`` (base's custody key, which signs
+the confirmations that let retention delete offloaded footage: :mod:`bodycam.device.uplink.offload`):
+parsers here, the work imported only when the command runs."""
 
 from __future__ import annotations
 
@@ -40,6 +42,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="base's private key (age identity file): segments encrypted at rest are also decrypted "
                         "and checked against the plaintext hashes the manifest signs (nothing is written)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    o = sub.add_parser("offload", help="offload to base: trust base's custody key (it signs the confirmations "
+                                       "that let retention delete offloaded footage)")
+    osub = o.add_subparsers(dest="offload_command", metavar="ACTION", required=True)
+    t = osub.add_parser("trust", help="trust base's custody public key (PEM, from 'bodycam-base custody keygen')")
+    t.add_argument("key", type=Path, help="base's custody public key (PEM)")
+    t.add_argument("--config", type=Path, default=Path("/etc/bodycam/config.toml"), help="config file (TOML)")
+    t.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
         from bodycam.device import verify
 
         return verify.run(args)
+    if args.command == "offload":
+        from bodycam.device.config import load_config
+        from bodycam.device.model_cli import print_trusted
+        from bodycam.device.uplink.offload import custody_keys_dir
+
+        cfg = load_config(args.config)
+        return print_trusted(args.key, custody_keys_dir(cfg.offload, cfg.data_dir), "custody", args.json)
     return provision(args)
 
 
@@ -97,4 +113,5 @@ def provision(args: argparse.Namespace) -> int:
     print(made.public_pem.decode("ascii"), end="")
     print()
     print(f"next: at base, bodycam-base keys add {device} {made.public_file.name}")
+    print("      here, bodycam offload trust custody.pub (base's custody key: it signs the offload confirmations)")
     return 0

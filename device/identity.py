@@ -23,6 +23,7 @@ import hashlib
 import os
 import pwd
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,10 @@ from bodycam.device.settings import require
 
 CREDENTIAL_NAME = "bodycam-device-key"
 KEY_NAME = "device.key"
+#: at most this many keys are read from a folder of trusted keys
+MAX_TRUSTED = 16
+#: public keys the camera trusts, by key id (base's model-signing keys, base's custody keys)
+TrustedKeys = Mapping[str, Ed25519PublicKey]
 
 
 class IdentityError(ConfigError):
@@ -113,6 +118,34 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise IdentityError(f"{where}: not an Ed25519 public key ({type(key).__name__})")
     return key
+
+
+def trusted_keys(folder: Path, setting: str) -> dict[str, Ed25519PublicKey]:
+    """Every ``*.pem`` in ``folder`` by key id (at most :data:`MAX_TRUSTED`); a bad file is a ConfigError
+    naming ``setting`` and the file; no folder: none."""
+    if not folder.is_dir():
+        return {}
+    keys: dict[str, Ed25519PublicKey] = {}
+    for pem in sorted(folder.glob("*.pem"))[:MAX_TRUSTED]:
+        try:
+            public = load_public(pem)
+        except IdentityError as exc:
+            raise ConfigError(f"{setting}: {exc}") from exc
+        keys[key_id(public)] = public
+    return keys
+
+
+def trust_key(src: Path, folder: Path) -> tuple[str, Path]:
+    """Copy the public key ``src`` (PEM, Ed25519) into ``folder`` as ``<key id>.pem``; its id and the copy."""
+    public = load_public(src)
+    kid = key_id(public)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{kid}.pem"
+        dest.write_bytes(public_pem(public))
+    except OSError as exc:
+        raise IdentityError(f"{folder}: cannot write the trusted key ({exc.strerror or exc})") from exc
+    return kid, dest
 
 
 def key_path(cfg: IdentityConfig, data_dir: Path, environ: dict[str, str] | None = None) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from bodycam.device.errors import ConfigError
@@ -31,22 +30,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def print_trusted(src: Path, folder: Path, what: str, as_json: bool) -> int:
+    """Trust the public key ``src`` (copied into ``folder``) and say so; exit status 0."""
+    from bodycam.device.identity import trust_key
+
+    kid, dest = trust_key(src, folder)
+    print(json.dumps({"trusted": kid, "file": str(dest)}) if as_json else f"trusted {what} key {kid} ({dest})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from bodycam.device.clock import SystemClock
     from bodycam.device.config import load_config
-    from bodycam.device.identity import key_id, load_public
     from bodycam.device.model_select import keys_dir, open_store
 
     cfg = load_config(args.config)
     if args.model_command == "trust":
-        public = load_public(args.key)
-        folder = keys_dir(cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{key_id(public)}.pem"
-        shutil.copyfile(args.key, dest)
-        out = {"trusted": key_id(public), "file": str(dest)}
-        print(json.dumps(out) if args.json else f"trusted model-signing key {out['trusted']} ({dest})")
-        return 0
+        return print_trusted(args.key, keys_dir(cfg), "model-signing", args.json)
     store = open_store(cfg, SystemClock())
     if store is None:
         raise ConfigError("models.enabled: the model store is disabled in this config")

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.device.clock import Clock
 from bodycam.device.detect.selftest import selftest_model
-from bodycam.device.errors import ConfigError, ModelError
-from bodycam.device.identity import IdentityError, key_id, load_public
+from bodycam.device.errors import ModelError
+from bodycam.device.identity import trusted_keys as identity_trusted_keys
 from bodycam.device.model_package import PackageError
 from bodycam.device.model_store import ModelStore
 from bodycam.device.settings import require
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from bodycam.device.detect.detector import Detector
 
 log = logging.getLogger(__name__)
-MAX_KEYS = 16
 
 
 @dataclass(frozen=True)
@@ -63,17 +62,8 @@ def keys_dir(cfg: AppConfig) -> Path:
 
 
 def trusted_keys(folder: Path) -> dict[str, Ed25519PublicKey]:
-    """Every ``*.pem`` in ``folder`` by key id; a bad file is a ConfigError naming it; no folder: none."""
-    if not folder.is_dir():
-        return {}
-    keys: dict[str, Ed25519PublicKey] = {}
-    for pem in sorted(folder.glob("*.pem"))[:MAX_KEYS]:
-        try:
-            public = load_public(pem)
-        except IdentityError as exc:
-            raise ConfigError(f"models.trusted_keys_dir: {exc}") from exc
-        keys[key_id(public)] = public
-    return keys
+    """Base's model-signing keys the camera trusts (``identity.trusted_keys``)."""
+    return identity_trusted_keys(folder, "models.trusted_keys_dir")
 
 
 def open_store(cfg: AppConfig, clock: Clock) -> ModelStore | None:

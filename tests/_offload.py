@@ -19,10 +19,11 @@ from bodycam.base.custody import CustodyLog
 from bodycam.base.evidence_store import FileEvidenceStore
 from bodycam.base.keys import KeyRegistry
 from bodycam.base.receive import Receiver
+from bodycam.base.signing import keygen
 from bodycam.base.store import SqliteStore
 from bodycam.device.config import AppConfig
 from bodycam.device.footage.recording_state import RecordingConfig
-from bodycam.device.identity import Signer, load_signer
+from bodycam.device.identity import Signer, TrustedKeys, load_signer, trust_key, trusted_keys
 from bodycam.hw_sim.sim_run import SimOptions, run_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,16 @@ def signer_of(data: Path) -> Signer:
     return load_signer(data / "state" / "identity" / "device.key")
 
 
+def custody_dir(data: Path) -> Path:
+    """Where the simulated camera of ``data`` keeps base's custody keys it trusts."""
+    return data / "state" / "identity" / "trusted-custody"
+
+
+def custody_of(data: Path) -> TrustedKeys:
+    """Base's custody keys the camera of ``data`` trusts (``make_base`` installs base's)."""
+    return trusted_keys(custody_dir(data), "offload.trusted_keys_dir")
+
+
 @dataclass
 class Base:
     dir: Path
@@ -60,20 +71,36 @@ class Base:
     keys: KeyRegistry
     receiver: Receiver
 
+    @property
+    def custody_key(self) -> Path:
+        return self.dir / CUSTODY_KEY
+
     def close(self) -> None:
         self.store.close()
 
 
+CUSTODY_KEY = "custody.key"
+
+
+def custody_signer(d: Path) -> Signer:
+    """Base's custody key in ``d`` (made the first time)."""
+    path = d / CUSTODY_KEY
+    return load_signer(path) if path.exists() else keygen(path)
+
+
 def make_base(d: Path, data: Path | None = None, **evidence: Any) -> Base:
-    """Base's receiver on a SQLite store in ``d``; the camera of ``data`` registered."""
+    """Base's receiver on a SQLite store in ``d``, signing with its custody key ``d/custody.key``; the camera
+    of ``data`` registered, and trusting that custody key (as provisioning does)."""
     d.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(d / "base.db")
     keys = KeyRegistry(store)
+    signer = custody_signer(d)
     if data is not None:
         keys.add(DEVICE, (data / "state" / "identity" / "device.pub").read_bytes(), time.time_ns())
+        trust_key((d / CUSTODY_KEY).with_suffix(".pub"), custody_dir(data))
     custody = CustodyLog(store)
     ev = FileEvidenceStore(d / "evidence", **evidence)
-    return Base(d, store, ev, custody, keys, Receiver(ev, custody, keys))
+    return Base(d, store, ev, custody, keys, Receiver(ev, custody, keys, signer=signer))
 
 
 def free_port() -> int:
@@ -87,9 +114,10 @@ class BaseProcess:
     on the receiver ``make_base(base_dir)`` builds; ``kill()`` is SIGKILL, ``close()`` SIGTERM."""
 
     def __init__(self, base_dir: Path, *, cert: Path | None = None, key: Path | None = None,
-                 env: dict[str, str] | None = None, web: bool = False, extra: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, web: bool = False, extra: tuple[str, ...] = (),
+                 db: str | None = None) -> None:
         """``web``: the whole web app, ``bodycam-base serve --evidence`` (the offload routes mounted in it),
-        with ``extra`` arguments."""
+        with ``extra`` arguments, on ``db`` (default ``base_dir/base.db``; a postgresql:// URL too)."""
         self.base_dir = base_dir
         self.port = free_port()
         self.scheme = "http" if cert is None else "https"
@@ -97,8 +125,10 @@ class BaseProcess:
         if cert is not None and key is not None:
             args += [str(cert), str(key)]
         if web:
-            args = [sys.executable, "-m", "bodycam.base.cli", "serve", "--db", str(base_dir / "base.db"), "--listen",
-                    f"127.0.0.1:{self.port}", "--evidence", str(base_dir / "evidence"), "--evidence-reserve-mb", "0"]
+            custody_signer(base_dir)  # serve --evidence signs with it
+            args = [sys.executable, "-m", "bodycam.base.cli", "serve", "--db", db or str(base_dir / "base.db"), "--listen",
+                    f"127.0.0.1:{self.port}", "--evidence", str(base_dir / "evidence"), "--evidence-reserve-mb", "0",
+                    "--custody-key", str(base_dir / CUSTODY_KEY)]
             if cert is not None and key is not None:
                 args += ["--cert-file", str(cert), "--key-file", str(key)]
             args += list(extra)
@@ -133,6 +163,74 @@ class BaseProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
+
+
+class Impostor:
+    """A real HTTPS server that answers the offload protocol as base would, but stores nothing: it takes
+    every chunk and answers ``confirm`` (or, with ``in_status``, the status of any recording) with
+    ``forge(recording)``. It holds a certificate the camera trusts: what TLS alone cannot tell from base
+    (any public CA's certificate for base's name, a compromised TLS terminator)."""
+
+    def __init__(self, cert: Path, key: Path, forge: Any, *, in_status: bool = False) -> None:
+        import http.server
+        import json
+        import ssl
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, doc: Any) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _recording(self) -> str:
+                return self.path.split("?")[0].split("/")[6]
+
+            def do_GET(self) -> None:
+                if outer.in_status:
+                    self._answer({"state": "stored", "files": {}, "confirmation": outer.forge(self._recording())})
+                else:
+                    self._answer({"state": "none", "files": {}})
+
+            def do_PUT(self) -> None:
+                size = int(self.headers.get("content-length", "0"))
+                self.rfile.read(size)
+                offset = int(self.path.rsplit("offset=", 1)[1])
+                outer.chunks += 1
+                self._answer({"received": offset + size})
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                outer.confirms += 1
+                self._answer(outer.forge(self._recording()))
+
+        self.forge = forge
+        self.in_status = in_status
+        self.chunks = 0
+        self.confirms = 0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = int(self.httpd.server_address[1])
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @dataclass

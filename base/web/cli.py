@@ -2,7 +2,7 @@
 
 bodycam-base serve --db base.db [--listen 127.0.0.1:8080] [--session-hours 12] [--poll-ms 200] [--no-notify] [--cookie-secure]
                    [--battery-low-pct 15] [--storage-low-pct 5] [--temperature-high-c 80] [--stale-s 35]
-                   [--tile-url URL] [--tile-attribution TEXT]
+                   [--tile-url URL] [--tile-attribution TEXT] [--evidence DIR --custody-key KEY]
 bodycam-base user add NAME --role operator|supervisor|admin --db base.db [--replace]   (password: prompt or stdin)
 bodycam-base user list --db base.db
 """
@@ -73,6 +73,9 @@ def add_parsers(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) 
                                                       "to /api/offload/v1 (verified, stored, audited); without "
                                                       "it, offload is off")
     add_s3_arguments(serve)
+    serve.add_argument("--custody-key", type=Path, help="with --evidence (required): base's custody key ('bodycam-base "
+                                                         "custody keygen'), which signs every offload confirmation; "
+                                                         "the cameras trust its public half ('bodycam offload trust')")
     serve.add_argument("--model-key", type=Path, help="base's model-signing key ('bodycam-base model keygen'): admins "
                                                        "may approve models on the /models page")
     serve.add_argument("--model-packages", type=Path, help="where approved packages are written (with --model-key)")
@@ -157,6 +160,7 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
         from bodycam.base.model_registry import load_model_signer
 
         signer = load_model_signer(args.model_key)
+    custody_signer = _custody_signer(args, signer)
     store = open_store(args.db)
     with closing(store):
         from bodycam.base.model_registry import ModelRegistry
@@ -177,7 +181,8 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
 
             evidence = open_evidence(args.evidence, args, reserve_mb=args.evidence_reserve_mb)
             review = build_review(evidence, CustodyLog(store), store, args.age_key)
-            receiver = Receiver(evidence, review.custody, KeyRegistry(store),
+            assert custody_signer is not None
+            receiver = Receiver(evidence, review.custody, KeyRegistry(store), signer=custody_signer,
                                 on_stored=lambda d, r: threading.Thread(target=review.copies.prepare, args=(d, r),
                                                                         name="review-copy", daemon=True).start())
             shelf = ModelShelf(desk.registry)
@@ -200,6 +205,26 @@ def serve(args: argparse.Namespace, open_store: _Open) -> int:
                                  if receiver is not None else ""), flush=True)
         server.run()
     return 0 if server.started else 1
+
+
+def _custody_signer(args: argparse.Namespace, model_signer: Any) -> Any:
+    """Base's custody key for ``--evidence`` (checked at start: missing, unreadable, too open, not Ed25519, or
+    the model-signing key again are one-line errors); None without ``--evidence``."""
+    if args.evidence is None:
+        if args.custody_key is not None:
+            raise UsageError("--custody-key goes with --evidence (it signs the offload confirmations)")
+        return None
+    if args.custody_key is None:
+        raise UsageError("--evidence needs --custody-key KEY: base signs every offload confirmation with it and the "
+                         "cameras delete footage only on a confirmation they can verify (make one with "
+                         "'bodycam-base custody keygen KEY'; cameras: 'bodycam offload trust KEY.pub')")
+    from bodycam.base.signing import load_custody_signer
+
+    signer = load_custody_signer(args.custody_key)
+    if model_signer is not None and model_signer.key_id == signer.key_id:
+        raise UsageError(f"--custody-key and --model-key are the same key ({signer.key_id}): use a dedicated custody "
+                         "key (it is online in every serve instance; the model-signing key need not be)")
+    return signer
 
 
 def _server_class() -> type[Any]:

@@ -3,8 +3,9 @@
 When space is short (less than ``min_free_mb`` free, or more than ``max_total_mb`` of recordings),
 :meth:`Retention.enforce` deletes finished recordings, oldest first, in this order:
 
-1. recordings base has confirmed (``offload.json`` naming the manifest on the card:
-   ``footage/offload_state.py``), protected or not;
+1. recordings base has confirmed (``offload.json`` holding base's confirmation, signed by a custody
+   key in ``trusted`` and naming the manifest on the card: ``footage/offload_state.py``), protected
+   or not;
 2. only if space is still short (the card would otherwise fill), unprotected recordings base has
    not confirmed: each is *lost footage*, reported in ``RetentionResult.lost`` (the recorder raises
    the storage alarm and the app writes a ``footage_deleted`` marker for each);
@@ -34,6 +35,7 @@ from typing import Any, NamedTuple, Protocol
 
 from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256
 from bodycam.device.footage.recording import forget_protection, protected_on_disk
+from bodycam.device.identity import TrustedKeys
 from bodycam.device.settings import require
 
 log = logging.getLogger(__name__)
@@ -106,10 +108,13 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 class Retention:
     def __init__(self, recordings_dir: Path, cfg: RetentionConfig,
                  disk_usage: Callable[[Path], DiskUsage] | None = None,
-                 reserve: ReservedSpace | None = None) -> None:
+                 reserve: ReservedSpace | None = None, trusted: TrustedKeys | None = None) -> None:
+        """``trusted``: base's custody keys (``[offload] trusted_keys_dir``); a confirmation is checked
+        again with them before its recording is deleted as offloaded (none: nothing counts as offloaded)."""
         self.root = recordings_dir
         self.cfg = cfg
         self.reserve = reserve
+        self.trusted: TrustedKeys = trusted if trusted is not None else {}
         self._usage = disk_usage or (lambda p: DiskUsage(*shutil.disk_usage(p)))
 
     def bound_to_card(self) -> str | None:
@@ -160,7 +165,7 @@ class Retention:
                 manifest = read_manifest(rec)
                 if manifest is None or not manifest.get("complete", False):
                     continue
-                offloaded = is_offloaded(rec)
+                offloaded = is_offloaded(rec, self.trusted)
                 if offloaded != offloaded_pass or (not offloaded and (manifest.get("protected", True)
                                                                        or protected_on_disk(rec))):
                     continue

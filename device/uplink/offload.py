@@ -5,17 +5,26 @@
 with the device key. :class:`Offloader` uploads one recording at a time, in chunks, resuming from
 what base says it holds (so a connection cut at any byte costs at most the chunk in flight), then
 asks base to confirm. A recording is marked offloaded (``footage/offload_state.py``) **only** when
-base's confirmation names exactly the hashes of the signed manifest on the card: the manifest's
-SHA-256, every segment's SHA-256 and the markers file's. Anything else (a cut, base down, base
-full, a refusal, a confirmation that does not match) leaves the recording un-offloaded, and
-retention treats it as such.
+base's confirmation is signed by a custody key the camera trusts (``[offload] trusted_keys_dir``,
+``bodycam offload trust``) and names exactly this device, this recording and the hashes of the
+signed manifest on the card: the manifest's SHA-256, every segment's SHA-256 and the markers
+file's. Anything else (a cut, base down, base full, a refusal, a confirmation that does not match)
+leaves the recording un-offloaded, and retention treats it as such. A confirmation that does not
+verify (unsigned, signed by a key the camera does not trust, signed over another recording or
+device, another kind of signed document) is an **alarm** (``offload.alarm`` in telemetry, the LED):
+whoever answered may not be base. So is a camera with no trusted custody key: it still uploads (base
+stores the evidence) but marks nothing offloaded, so retention never deletes footage on a
+confirmation it cannot verify; the camera keeps recording (a config mistake in offload must not take
+a body camera out of service).
 
 :class:`OffloadService` is the thread the firmware runs: every ``interval_s`` it asks the dock
 sense (``hw/dock.py``) whether the camera is docked and, if so, offloads what is pending, protected
 recordings first, oldest first. A recording the camera cannot read (a file the manifest lists is
 missing or not a file, an I/O error: a damaged card) is skipped with an alarm, its reason kept in
 telemetry (``offload.error``, ``offload.skipped``), and tried again after a backoff; it never stops
-the others, nor the model fetch after them.
+the others, nor the model fetch after them. A recording base holds back (``awaiting_successor``: it
+is signed with a retired device key and base needs the recording after it first) is tried again in
+the same round, newest first, once the others are offloaded.
 """
 
 from __future__ import annotations
@@ -34,14 +43,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from bodycam.device.clock import Clock, rfc3339_ms
 from bodycam.device.errors import BodycamError, ConfigError
-from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256, mark_offloaded
+from bodycam.device.footage.offload_state import (
+    confirmation_problem,
+    is_offloaded,
+    mark_offloaded,
+)
 from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
 from bodycam.device.hw.gpio import PinFactory
+from bodycam.device.identity import TrustedKeys, trusted_keys
 from bodycam.device.settings import require
 from bodycam.device.uplink.markers import JSON, MarkerSigner
 from bodycam.device.uplink.offload_wire import (
+    AWAITING_SUCCESSOR,
     H_DEVICE,
     H_KEY,
     H_SHA,
@@ -66,6 +83,8 @@ class OffloadConfig:
     enabled: bool = False
     url: str = ""  # base's web app, e.g. https://base.example:8443
     ca_file: str = ""  # PEM of the CA that signed base's certificate ("" = the system's CAs)
+    # PEM public keys of base's custody keys, which sign its confirmations ("" = <data_dir>/identity/trusted-custody)
+    trusted_keys_dir: str = ""
     chunk_kib: int = 1024
     # when the camera counts as docked: base answers on its port ("reachable"), a dock-sense pin
     # ("gpio": gpio pin dock_pin, active level dock_active_low), inside a UTC window of
@@ -78,6 +97,7 @@ class OffloadConfig:
     timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        require(isinstance(self.trusted_keys_dir, str), "offload.trusted_keys_dir", "must be a path")
         if self.enabled:
             parts = urlsplit(self.url)
             require(parts.scheme == "https" and bool(parts.hostname), "offload.url",
@@ -107,6 +127,23 @@ class OffloadError(BodycamError):
         super().__init__(message)
         self.retry = retry
         self.codes = codes or []
+
+
+class UnverifiedConfirmation(OffloadError):
+    """Base's answer does not confirm the recording in a way the camera can verify (see the module): nothing
+    marked, an alarm, the recording tried again after a backoff."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=True, codes=["unverified_confirmation"])
+
+
+def custody_keys_dir(cfg: OffloadConfig, data_dir: Path) -> Path:
+    return Path(cfg.trusted_keys_dir) if cfg.trusted_keys_dir else data_dir / "identity" / "trusted-custody"
+
+
+def custody_keys(cfg: OffloadConfig, data_dir: Path) -> dict[str, Ed25519PublicKey]:
+    """Base's custody keys the camera trusts, by key id; a bad file is a ConfigError; none: {}."""
+    return trusted_keys(custody_keys_dir(cfg, data_dir), "offload.trusted_keys_dir")
 
 
 class UnreadableRecording(OffloadError):
@@ -245,8 +282,9 @@ def _readable(rec_dir: Path, name: str) -> int:
     return st.st_size
 
 
-def pending(root: Path) -> list[Path]:
-    """Finished recordings base has not confirmed: protected first, then oldest first."""
+def pending(root: Path, trusted: TrustedKeys) -> list[Path]:
+    """Finished recordings without a confirmation that verifies (``trusted``: the custody keys): protected
+    first, then oldest first."""
     out: list[tuple[bool, str, Path]] = []
     try:
         dirs = sorted(p for p in root.iterdir() if p.is_dir())
@@ -257,22 +295,25 @@ def pending(root: Path) -> list[Path]:
             doc = json.loads((d / MANIFEST_FILE).read_bytes())
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and doc.get("complete") is True and not is_offloaded(d):
+        if isinstance(doc, dict) and doc.get("complete") is True and not is_offloaded(d, trusted):
             out.append((not doc.get("protected", False), d.name, d))
     return [d for _, _, d in sorted(out)]
 
 
 class Offloader:
-    def __init__(self, client: BaseClient, *, chunk_bytes: int = 1024 * 1024,
+    def __init__(self, client: BaseClient, *, trusted: TrustedKeys, chunk_bytes: int = 1024 * 1024,
                  wall_ns: Callable[[], int] = time.time_ns) -> None:
+        """``trusted``: base's custody keys by id; a confirmation must be signed by one of them."""
         self.client = client
+        self.trusted = trusted
         self.chunk = chunk_bytes
         self.wall_ns = wall_ns
 
     def upload(self, rec_dir: Path) -> dict[str, Any]:
         """Upload one recording and mark it offloaded once base confirms it; returns the confirmation.
 
-        Raises :class:`OffloadError` (nothing marked) on any failure."""
+        Raises :class:`OffloadError` (nothing marked) on any failure; :class:`UnverifiedConfirmation` when
+        the answer does not verify."""
         rid = rec_dir.name
         try:
             mbytes = (rec_dir / MANIFEST_FILE).read_bytes()
@@ -291,12 +332,14 @@ class Offloader:
             for name in names:
                 have = held.get(name, 0)
                 self._send(rec_dir, name, have if isinstance(have, int) else 0)
-            conf = self.client.confirm(rid)
+            conf: Any = self.client.confirm(rid)
         else:
-            conf = state.get("confirmation") or {}
-        self._check(rec_dir, manifest, conf)
-        if manifest_sha256(rec_dir) != conf["manifest_sha256"]:
-            raise OffloadError(f"{rid}: the manifest changed during the upload", retry=True)
+            conf = state.get("confirmation")
+        problem = confirmation_problem(rec_dir, conf, self.trusted)
+        if problem is not None:
+            raise UnverifiedConfirmation(f"{rid}: the confirmation from {self.client.url} does not verify: {problem}; "
+                                         "NOT marked offloaded (the footage stays on the card): is it base?")
+        assert isinstance(conf, dict)
         mark_offloaded(rec_dir, self.client.url, rfc3339_ms(self.wall_ns()), conf)
         log.info("offload: %s confirmed by base (%d segment(s))", rid, len(conf["segments"]))
         return conf
@@ -325,24 +368,15 @@ class Offloader:
                     raise _unreadable(rec_dir, name, f"{have + len(chunk)} of its {size} bytes")
                 have = self.client.put(rec_dir.name, name, have, chunk)
 
-    @staticmethod
-    def _check(rec_dir: Path, manifest: dict[str, Any], conf: dict[str, Any]) -> None:
-        """Base's confirmation must name the hashes of this recording, exactly."""
-        want = {s["file"]: s.get("sha256") for s in manifest.get("segments") or [] if isinstance(s, dict)}
-        mine = manifest_sha256(rec_dir)
-        if (conf.get("confirmed") is not True or conf.get("recording") != rec_dir.name
-                or conf.get("device") != manifest.get("device") or conf.get("manifest_sha256") != mine
-                or conf.get("segments") != want or conf.get("markers_sha256") != manifest.get("markers_sha256")):
-            raise OffloadError(f"{rec_dir.name}: base's confirmation does not name this recording's hashes: "
-                               "not marked offloaded", retry=True)
-
 
 def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: Clock, recordings: Path,
-                  pins: PinFactory | None = None, models: ModelStore | None = None) -> OffloadService:
+                  pins: PinFactory | None = None, models: ModelStore | None = None, *,
+                  trusted: TrustedKeys) -> OffloadService:
     """The firmware's offload thread from ``[offload]`` (not started); config problems are ConfigErrors.
 
-    ``models``: the camera's model store; while docked, approved models are fetched from base into it
-    (``uplink/model_fetch.py``)."""
+    ``trusted``: base's custody keys (:func:`custody_keys`); none is an alarm, not an error (see the
+    module). ``models``: the camera's model store; while docked, approved models are fetched from base
+    into it (``uplink/model_fetch.py``)."""
     from bodycam.device.hw.dock import AlwaysDock, DockSense, GpioDock, ReachableDock, ScheduleDock
 
     try:
@@ -350,10 +384,10 @@ def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: 
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"offload.ca_file: cannot use {cfg.ca_file!r} ({exc})") from exc
     if not cfg.ca_file:
-        # base's confirmation is what lets retention delete footage, and it is not signed: whoever holds a
-        # certificate for base's name from any public CA could confirm recordings base never stored
-        log.warning("offload.ca_file is empty: base is trusted on any public CA's certificate for %s; set it "
-                    "to the CA that signed base's certificate", urlsplit(cfg.url).hostname)
+        # confirmations are signed by base's custody key, so an impostor cannot make the camera delete
+        # footage; but it would receive the uploads (footage encrypted at rest stays ciphertext)
+        log.warning("offload.ca_file is empty: base is trusted on any public CA's certificate for %s, which would "
+                    "receive the uploads; set it to the CA that signed base's certificate", urlsplit(cfg.url).hostname)
     dock: DockSense
     if cfg.dock == "gpio":
         if pins is None or cfg.dock_pin is None:
@@ -366,7 +400,7 @@ def build_service(cfg: OffloadConfig, device: str, signer: MarkerSigner, clock: 
         dock = ReachableDock(parts.hostname or "", parts.port or 443)
     else:
         dock = AlwaysDock()
-    offloader = Offloader(client, chunk_bytes=cfg.chunk_kib * 1024, wall_ns=clock.wall_ns)
+    offloader = Offloader(client, trusted=trusted, chunk_bytes=cfg.chunk_kib * 1024, wall_ns=clock.wall_ns)
     fetcher = None
     if models is not None:
         from bodycam.device.uplink.model_fetch import ModelFetcher
@@ -400,21 +434,42 @@ class OffloadService:
         self.last_error: str | None = None
         self.confirmed: list[str] = []
         self.skipped: dict[str, Skipped] = {}  # recording -> why it is skipped and until when
+        self.unverified: dict[str, str] = {}  # recording -> why its confirmation does not verify (the alarm)
+        self.awaiting: dict[str, str] = {}  # recording -> base holds it until it has the one after it
         self._refused: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.untrusted: str | None = None
+        if not offloader.trusted:
+            self.untrusted = ("no trusted custody key (offload.trusted_keys_dir; 'bodycam offload trust KEY.pub'): "
+                              "recordings are uploaded but never marked offloaded, so retention keeps them")
+            log.error("ALARM offload: %s", self.untrusted)
+
+    @property
+    def alarm(self) -> str | None:
+        """What makes offload unsafe to trust: no custody key, or a confirmation that does not verify."""
+        if self.untrusted is not None:
+            return self.untrusted
+        return next(iter(self.unverified.values()), None)
 
     def run_once(self) -> int:
         """Offload what is pending if docked; returns how many recordings base confirmed.
 
-        A recording the camera cannot read (:class:`UnreadableRecording`), or one whose upload fails in
-        an unexpected way, is skipped and tried again after a backoff (``interval_s``, doubling, at most
+        A recording the camera cannot read (:class:`UnreadableRecording`), whose confirmation does not
+        verify (:class:`UnverifiedConfirmation`: also the alarm), or whose upload fails in an unexpected
+        way, is skipped and tried again after a backoff (``interval_s``, doubling, at most
         ``backoff_max_s``); the round goes on with the next one. Its reason stays in ``last_error`` and
-        telemetry (``offload.skipped``) until it is offloaded."""
+        telemetry (``offload.skipped``) until it is offloaded. Recordings base holds back
+        (``awaiting_successor``) are tried again at the end of the round, newest first, as long as the
+        round confirms something."""
         if not self.docked():
             return 0
         done = 0
-        for rec in pending(self.recordings):
+        waiting: list[Path] = []
+        todo = pending(self.recordings, self.offloader.trusted)
+        for rid in set(self.unverified) - {r.name for r in todo}:  # offloaded since, or gone: no alarm for it
+            del self.unverified[rid]
+        for rec in todo:
             if self._stop.is_set():
                 break
             if rec.name in self._refused:
@@ -422,32 +477,62 @@ class OffloadService:
             skip = self.skipped.get(rec.name)
             if skip is not None and self.monotonic() < skip.next_try:
                 continue
-            try:
-                self.offloader.upload(rec)
-            except UnreadableRecording as exc:
-                self._skip(rec.name, str(exc))
-                continue
-            except OffloadError as exc:
-                self.last_error = str(exc)
-                log.error("offload: %s", exc)
-                if not exc.retry:  # refused by base: not again until the next start (it stays on the card)
-                    self._refused.add(rec.name)
-                    continue
-                break  # base unreachable, full or busy: try again at the next round
-            except Exception as exc:  # never let one recording end the round
-                log.exception("offload: %s: unexpected error", rec.name)
-                self._skip(rec.name, f"{rec.name}: unexpected error ({type(exc).__name__}: {exc}): recording "
-                                     "skipped, tried again later")
-                continue
-            self.confirmed.append(rec.name)
-            self.skipped.pop(rec.name, None)
-            self.last_error = self._skipped_error()
-            done += 1
+            outcome = self._one(rec)
+            if outcome == "stop":
+                break
+            done += outcome == "confirmed"
+            if outcome == "awaiting":
+                waiting.append(rec)
+        progress = done > 0
+        while waiting and progress and not self._stop.is_set():  # the recording after each may be at base now
+            progress = False
+            for rec in sorted(waiting, key=lambda r: r.name, reverse=True):
+                outcome = self._one(rec)
+                if outcome == "stop":
+                    waiting = []
+                    break
+                if outcome != "awaiting":
+                    waiting.remove(rec)
+                    progress = progress or outcome == "confirmed"
+                    done += outcome == "confirmed"
         if self.models is not None and not self._stop.is_set():  # recordings first: evidence before models
             from bodycam.device.uplink.model_fetch import fetch_models
 
             fetch_models(self.models)
         return done
+
+    def _one(self, rec: Path) -> Literal["confirmed", "awaiting", "next", "stop"]:
+        """Offload one recording: confirmed; awaiting (base holds it back); next (skipped, refused: go on
+        with the others); stop (base unreachable, full or busy: the round ends)."""
+        self.awaiting.pop(rec.name, None)
+        try:
+            self.offloader.upload(rec)
+        except (UnreadableRecording, UnverifiedConfirmation) as exc:
+            if isinstance(exc, UnverifiedConfirmation):
+                self.unverified[rec.name] = str(exc)
+            self._skip(rec.name, str(exc))
+            return "next"
+        except OffloadError as exc:
+            if AWAITING_SUCCESSOR in exc.codes:
+                self.awaiting[rec.name] = str(exc)
+                log.info("offload: %s", exc)
+                return "awaiting"
+            self.last_error = str(exc)
+            log.error("offload: %s", exc)
+            if not exc.retry:  # refused by base: not again until the next start (it stays on the card)
+                self._refused.add(rec.name)
+                return "next"
+            return "stop"
+        except Exception as exc:  # never let one recording end the round
+            log.exception("offload: %s: unexpected error", rec.name)
+            self._skip(rec.name, f"{rec.name}: unexpected error ({type(exc).__name__}: {exc}): recording "
+                                 "skipped, tried again later")
+            return "next"
+        self.confirmed.append(rec.name)
+        self.skipped.pop(rec.name, None)
+        self.unverified.pop(rec.name, None)
+        self.last_error = self._skipped_error()
+        return "confirmed"
 
     def _skip(self, rid: str, reason: str) -> None:
         prev = self.skipped.get(rid)
@@ -463,8 +548,12 @@ class OffloadService:
 
     def telemetry(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {"confirmed": len(self.confirmed), "error": self.last_error}
+        if self.alarm is not None:
+            out["alarm"] = self.alarm
         if self.skipped:
             out["skipped"] = {rid: {"reason": s.reason, "failures": s.failures} for rid, s in self.skipped.items()}
+        if self.awaiting:
+            out["awaiting"] = list[JSON](sorted(self.awaiting))
         if self.models is not None:
             out["models"] = {"installed": len(self.models.installed), "error": self.models.last_error}
         return out

@@ -15,7 +15,29 @@ answers, under ``/api/offload/v1``:
   registered for the device, and the link to the previous recording it holds), stores it in the
   evidence store and answers the confirmation naming the hashes it verified; or refuses (422) with
   ``{"refused": [codes], "reason": "..."}``. Confirming a stored recording again answers the same
-  confirmation (the camera may have missed the first answer).
+  confirmation (the camera may have missed the first answer). A recording signed with a *retired*
+  device key that base cannot yet place in the device's chain is answered 409 ``awaiting_successor``
+  (kept staged, nothing audited: the camera asks again once it has offloaded the recording after it;
+  ``base/receive.py``).
+
+**Confirmations are signed by base** (schema :data:`CONFIRMATION_SCHEMA`), with base's *custody key*
+(``bodycam-base custody keygen``; ``serve --custody-key``), whose public half every camera is given at
+provisioning (``bodycam offload trust``, ``[offload] trusted_keys_dir``)::
+
+    {"schema": "bodycam.offload-confirmation/1", "confirmed": true, "device": "cam-01",
+     "recording": "20260301T100000000Z", "manifest_sha256": "...", "markers_sha256": "..." | null,
+     "segments": {"segment-00000.mp4": "<sha256>", ...}, "key": "<device key id of the manifest>",
+     "stored_ns": 1772359200000000000, "key_id": "<custody key id>", "sig": "<base64 Ed25519>"}
+
+``sig`` covers the RFC 8785 bytes of the rest (the canonical form of markers, manifests and model
+packages). The camera lets retention delete a recording only on a confirmation whose signature
+verifies under a trusted custody key and whose content names this device, this recording and its
+hashes (``footage/offload_state.py``): TLS alone would let anyone who answers as base (any public
+CA's certificate for base's name when ``offload.ca_file`` is empty, a compromised TLS terminator)
+make cameras delete evidence base never stored. ``schema`` keeps the signature's meaning apart from
+every other document base signs: a model package (``bodycam.model-package/1``) signed by the same key
+is no confirmation, and a confirmation is no model package. No time or nonce is signed: replaying a
+genuine confirmation names only the recording base did store.
 
 **Authentication: every request is signed with the device's Ed25519 key** (the key that signs its
 markers and manifests, registered at base with ``bodycam-base keys add``): headers
@@ -34,9 +56,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import Any
+
+from bodycam.device.errors import MarkerError
+from bodycam.device.identity import Signer, TrustedKeys, verify
+from bodycam.device.uplink.markers import jcs
 
 PREFIX = "/api/offload/v1"
 PROTOCOL = "bodycam-offload/1"
+CONFIRMATION_SCHEMA = "bodycam.offload-confirmation/1"
+#: the refusal code (409) of a recording signed with a retired device key that base holds back until it has
+#: the recording after it (``base/receive.py``)
+AWAITING_SUCCESSOR = "awaiting_successor"
 MAX_CHUNK = 8 * 1024 * 1024
 #: the files of a recording that are uploaded (the camera's ``offload.json`` stays on the camera)
 #: (``\A``...``\Z``: the whole string, so ``match`` and ``fullmatch`` agree and a trailing newline is refused)
@@ -60,3 +91,35 @@ def sha256_hex(data: bytes) -> str:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def sign_confirmation(body: dict[str, Any], signer: Signer) -> dict[str, Any]:
+    """``body`` (base's confirmation of one recording) with ``schema``, ``key_id`` and ``sig`` (base's side)."""
+    out = {k: v for k, v in body.items() if k not in ("schema", "key_id", "sig")}
+    out["schema"] = CONFIRMATION_SCHEMA
+    out["key_id"] = signer.key_id
+    out["sig"] = signer.sign(jcs(out))
+    return out
+
+
+def confirmation_signature_problem(conf: Any, trusted: TrustedKeys) -> str | None:
+    """Why ``conf`` is not a confirmation signed by a key in ``trusted`` (None when it is); the content is
+    checked against the recording by ``footage/offload_state.confirmation_problem``."""
+    if not isinstance(conf, dict):
+        return "the confirmation is not a JSON object"
+    if conf.get("schema") != CONFIRMATION_SCHEMA:
+        return f"schema is {conf.get('schema')!r}, not {CONFIRMATION_SCHEMA!r} (not a confirmation)"
+    kid, sig = conf.get("key_id"), conf.get("sig")
+    if not isinstance(sig, str) or not isinstance(kid, str):
+        return "it is not signed (no key_id/sig)"
+    public = trusted.get(kid)
+    if public is None:
+        known = ", ".join(sorted(trusted)) or "none: bodycam offload trust KEY.pub"
+        return f"signed by key {kid}, not a custody key this camera trusts ({known})"
+    try:
+        signed = jcs({k: v for k, v in conf.items() if k != "sig"})
+    except MarkerError as exc:
+        return f"not canonical JSON ({exc})"
+    if not verify(public, signed, sig):
+        return f"the signature does not verify with custody key {kid} (altered, or signed over other content)"
+    return None

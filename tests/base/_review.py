@@ -22,6 +22,7 @@ from bodycam.base.store_pg import PostgresStore, is_postgres_url
 from bodycam.device.config import AppConfig
 from bodycam.device.footage.atrest import load_identity
 from bodycam.device.footage.recording_state import RecordingConfig
+from bodycam.device.identity import Signer
 from bodycam.hw_sim.sim_run import SimOptions, run_clip
 
 
@@ -63,7 +64,7 @@ def make_review_base(db: str, evidence_dir: Path, data: Path, age_keys: tuple[Pa
     custody = CustodyLog(store)
     ev = FileEvidenceStore(evidence_dir, reserve_mb=0)
     review = Review(ev, custody, LabelStore(store), WorkingCopies(ev, [load_identity(k) for k in age_keys]), keys)
-    rx = Receiver(ev, custody, keys, on_stored=review.copies.prepare)
+    rx = Receiver(ev, custody, keys, signer=Signer.generate(), on_stored=review.copies.prepare)
     return ReviewBase(store, ev, custody, keys, rx, review)
 
 

@@ -1,9 +1,12 @@
 """Base tests: the Mosquitto fixture from tests/_mqtt.py; a PostgreSQL server (tests/base/_pg.py); ``db``
 (every store case on SQLite and on PostgreSQL); ``procs`` (real processes, stopped at the end) and
-``browser`` (Debian's chromium through Playwright) for the end-to-end tests."""
+``browser`` (Debian's chromium through Playwright) for the end-to-end tests; for offload (tests/_offload.py)
+``made`` (a camera's signed recordings, once per module; a module may define its own), ``cam`` (a copy
+to change) and ``base`` (base's receiver with that camera registered and trusting base's custody key)."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,6 +45,29 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "base.db")
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from _offload import make_recordings
+
+    return make_recordings(tmp_path_factory.mktemp("offload") / "data")
+
+
+@pytest.fixture
+def cam(made: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "cam"
+    shutil.copytree(made, copy)
+    return copy
+
+
+@pytest.fixture
+def base(tmp_path: Path, cam: Path) -> Iterator[Any]:
+    from _offload import make_base
+
+    b = make_base(tmp_path / "base", cam)
+    yield b
+    b.close()
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/system-deps.sh); never `playwright install`

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 from _mqtt import wait_port
-from _offload import DEVICE, BaseProcess, free_port, make_base, make_recordings, recordings, signer_of
+from _offload import (
+    DEVICE,
+    BaseProcess,
+    custody_of,
+    free_port,
+    make_base,
+    make_recordings,
+    recordings,
+    signer_of,
+)
 
 from bodycam.base.evidence_s3 import INDEX, S3EvidenceStore
 from bodycam.device.footage.offload_state import is_offloaded
@@ -88,8 +97,8 @@ def test_offload_into_s3_then_export_case_from_the_bucket(tmp_path: Path, made: 
                                                  "--s3-lock-days", "30"))
     client = BaseClient(server.url, DEVICE, signer_of(cam), timeout_s=10)
     try:
-        conf = Offloader(client, chunk_bytes=256 * 1024).upload(rec)
-        assert is_offloaded(rec)
+        conf = Offloader(client, trusted=custody_of(cam), chunk_bytes=256 * 1024).upload(rec)
+        assert is_offloaded(rec, custody_of(cam))
     finally:
         client.close()
         server.close()
@@ -138,15 +147,15 @@ def test_the_object_store_going_away_is_a_retry_and_nothing_is_marked(
     try:
         s3.stop()
         with pytest.raises(OffloadError) as err:
-            Offloader(client, chunk_bytes=256 * 1024).upload(rec)
+            Offloader(client, trusted=custody_of(cam), chunk_bytes=256 * 1024).upload(rec)
         assert err.value.retry and "503" in str(err.value)
-        assert not is_offloaded(rec)
+        assert not is_offloaded(rec, custody_of(cam))
         # the staged upload waits for the store: a new S3 server on the same port, the same bucket
         s3.log = (tmp_path / "s3-2.log").open("ab")
         s3.start()
         s3.client().create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)  # type: ignore[attr-defined]
-        Offloader(client, chunk_bytes=256 * 1024).upload(rec)
-        assert is_offloaded(rec)
+        Offloader(client, trusted=custody_of(cam), chunk_bytes=256 * 1024).upload(rec)
+        assert is_offloaded(rec, custody_of(cam))
     finally:
         client.close()
         server.close()

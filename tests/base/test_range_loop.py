@@ -20,7 +20,7 @@ import pytest
 from _atrest import install_base_key
 from _clips import make_plain_clip
 from _dock import run_service_on
-from _offload import BaseProcess
+from _offload import CUSTODY_KEY, BaseProcess
 from _pki import make_ca, make_server
 from _review import base_age_key, make_recordings, make_review_base, offload
 
@@ -87,7 +87,7 @@ def test_reviewed_range_footage_becomes_a_model_a_camera_picks_up_at_the_dock(
 
     from bodycam.device.clock import SystemClock
     from bodycam.device.config import config_from_dict
-    from bodycam.device.identity import provision
+    from bodycam.device.identity import provision, trust_key
     from bodycam.device.model_select import open_store
 
     pki = tmp_path / "pki"
@@ -100,6 +100,7 @@ def test_reviewed_range_footage_becomes_a_model_a_camera_picks_up_at_the_dock(
     install_base_key(data)
     run(str(BIN / "bodycam-base"), "keys", "add", "cam-07", str(made.public_file), "--db", str(db))
     server = BaseProcess(base_dir, web=True, cert=pki / "server.crt", key=pki / "server.key")
+    trust_key((base_dir / CUSTODY_KEY).with_suffix(".pub"), data / "identity" / "trusted-custody")
     try:
         cfg = config_from_dict({
             "device": {"id": "cam-07", "data_dir": str(data)}, "mqtt": {"enabled": False},

@@ -43,9 +43,11 @@ def test_one_review_in_the_browser(tmp_path: Path, procs: Procs, browser: Any,
     base.close()
     monkeypatch.setattr("sys.stdin", io.StringIO(PW + "\n"))
     assert base_main(["user", "add", "ines", "--role", "supervisor", "--db", str(db)]) == 0
+    assert base_main(["custody", "keygen", str(tmp_path / "custody.key")]) == 0
     port = free_port()
     procs.start([sys.executable, "-m", "bodycam.base.cli", "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}",
-                 "--evidence", str(tmp_path / "evidence"), "--evidence-reserve-mb", "0"])
+                 "--evidence", str(tmp_path / "evidence"), "--evidence-reserve-mb", "0",
+                 "--custody-key", str(tmp_path / "custody.key")])
     wait_port(port, 30)
     site = f"http://127.0.0.1:{port}"
 

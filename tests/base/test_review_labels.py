@@ -108,13 +108,17 @@ def test_a_label_request_is_checked(body: object, why: str) -> None:
 def test_serve_and_export_dataset_say_what_is_wrong_in_one_line(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from bodycam.base.cli import main as base_main
+    from bodycam.base.signing import keygen
 
     db, ev = str(tmp_path / "base.db"), str(tmp_path / "evidence")
     (tmp_path / "bad.key").write_text("not a key\n")
+    keygen(tmp_path / "custody.key")
+    custody = ["--custody-key", str(tmp_path / "custody.key")]
     cases = [
-        (["serve", "--db", db, "--evidence", ev, "--age-key", str(tmp_path / "missing.key")],
+        (["serve", "--db", db, "--evidence", ev, *custody, "--age-key", str(tmp_path / "missing.key")],
          "cannot read base's private key"),
-        (["serve", "--db", db, "--evidence", ev, "--age-key", str(tmp_path / "bad.key")], "not an age X25519 identity"),
+        (["serve", "--db", db, "--evidence", ev, *custody, "--age-key", str(tmp_path / "bad.key")],
+         "not an age X25519 identity"),
         (["serve", "--db", db, "--age-key", str(tmp_path / "bad.key")], "--age-key goes with --evidence"),
         (["export-dataset", str(tmp_path / "out"), "--evidence", str(tmp_path / "nothing"), "--db", db],
          "not an evidence store"),

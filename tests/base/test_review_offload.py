@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 from _mqtt import free_port, wait_port
-from _offload import DEVICE, recordings, signer_of
+from _offload import DEVICE, custody_dir, custody_of, recordings, signer_of
 from _review import base_age_key, make_recordings
 from test_base_integration import Procs
 from test_web import PW
 
 from bodycam.base.cli import main as base_main
 from bodycam.device.footage.offload_state import is_offloaded
+from bodycam.device.identity import trust_key
 from bodycam.device.uplink.offload import BaseClient, Offloader
 from bodycam.hw_sim.truth import load_truth
 
@@ -70,20 +71,23 @@ def test_encrypted_footage_offloaded_reviewed_over_the_api_and_exported(tmp_path
     monkeypatch.setattr("sys.stdin", io.StringIO(PW + "\n"))
     assert base_main(["user", "add", "ines", "--role", "supervisor", "--db", str(db)]) == 0
     assert base_main(["keys", "add", DEVICE, str(cam / "state" / "identity" / "device.pub"), "--db", str(db)]) == 0
+    custody_key = tmp_path / "custody.key"  # base's custody key; the camera trusts its public half
+    assert base_main(["custody", "keygen", str(custody_key)]) == 0
+    trust_key(custody_key.with_suffix(".pub"), custody_dir(cam))
     port = free_port()
     procs = Procs()
     try:
         serve = procs.start([sys.executable, "-m", "bodycam.base.cli", "serve", "--db", str(db), "--listen",
                              f"127.0.0.1:{port}", "--evidence", str(evidence), "--evidence-reserve-mb", "0",
-                             "--age-key", str(base_age_key(cam))])
+                             "--custody-key", str(custody_key), "--age-key", str(base_age_key(cam))])
         wait_port(port, 30)
         site = f"http://127.0.0.1:{port}"
         client = BaseClient(site, DEVICE, signer_of(cam), timeout_s=10)
         try:
-            conf = Offloader(client, chunk_bytes=256 * 1024).upload(rec_dir)
+            conf = Offloader(client, trusted=custody_of(cam), chunk_bytes=256 * 1024).upload(rec_dir)
         finally:
             client.close()
-        assert is_offloaded(rec_dir) and set(conf["segments"]) == {p.name for p in rec_dir.glob("segment-*")}
+        assert is_offloaded(rec_dir, custody_of(cam)) and set(conf["segments"]) == {p.name for p in rec_dir.glob("segment-*")}
         # base decrypts on receipt (a thread after the confirmation): the working copy appears
         review_file = evidence / "working" / DEVICE / rec_dir.name / "review.mp4"
         deadline = time.monotonic() + 60

@@ -149,3 +149,87 @@ def test_keys_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["keys", "add", "cam-01", str(made.key_file), "--db", db]) == 2  # a private key is no public key
     assert "not a PEM public key" in capsys.readouterr().err
     assert main(["keys", "list", "--db", str(tmp_path / "nope.db")]) != 0
+
+
+S = 1_000_000_000
+
+
+def test_a_retired_key_keeps_what_it_signed_before_its_retirement(store: MarkerStore, tmp_path: Path) -> None:
+    """Routine rotation: markers the old key signed before its retirement still arrive from the camera's
+    outbox afterwards and are stored (verified); one signed at or after it, or arriving after the grace
+    window, is refused as ``retired_key``; revoking the key (compromise) refuses them all from then on."""
+    from bodycam.base.keys import RETIRED_GRACE_NS
+    from bodycam.base.provenance import Provenance
+
+    consumer, registry, alerts, clock = setup(store)
+    old, new = Signer.generate(), Signer.generate()
+    registry.add("cam-01", old.public_pem(), WALL)
+    ms = signed_markers(tmp_path, old, 4)  # t = WALL + 1..4 s
+    assert consumer.handle(TOPIC, ms[0].to_json()) == "stored"
+    registry.add("cam-01", new.public_pem(), WALL)
+    retired = WALL + 3 * S + S // 2  # after ms[0..2] were signed, before ms[3]
+    assert registry.retire("cam-01", old.key_id, retired).state_at(retired) == "retired"
+    clock.advance_ns(10 * S)  # base receives the rest after the retirement
+    assert consumer.handle(TOPIC, ms[1].to_json()) == "stored"  # signed before it: the outbox's backlog
+    assert consumer.handle(TOPIC, ms[3].to_json()) == "rejected_retired_key"  # signed after it
+    clock.advance_ns(RETIRED_GRACE_NS)
+    assert consumer.handle(TOPIC, ms[2].to_json()) == "rejected_retired_key"  # too late, even signed before
+    assert sorted(q.item.kind for q in store.quarantined(device="cam-01")) == ["rejected_retired_key"] * 2
+    assert sum(a.startswith("ALERT marker refused") for a in alerts) == 2
+    # what was stored stays verified (the dashboard asks the same rule again) ...
+    stored = {s.marker.id: s for s in store.markers(device="cam-01")}
+    provenance = Provenance(store, SignaturePolicy(registry, refresh_s=0.0))  # type: ignore[arg-type]
+    assert provenance.unverified(ms[1], stored[ms[1].id].received_ns) is None
+    # ... until the key is revoked (a compromise found later): from then on nothing of it is trusted
+    registry.revoke("cam-01", old.key_id, WALL + 5 * S)
+    assert provenance.unverified(ms[1], stored[ms[1].id].received_ns) == "revoked_key"
+    assert provenance.unverified(ms[0], stored[ms[0].id].received_ns) is None  # received before either
+    # the new key signs what comes next
+    nxt = replace(ms[3], key=new.key_id, sig=None)
+    assert consumer.handle(TOPIC, replace(nxt, sig=new.sign(nxt.canonical_bytes())).to_json()) == "stored"
+
+
+def test_keys_retire_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "base.db")
+    old = provision(tmp_path / "old" / "device.key", "cam-01")
+    new = provision(tmp_path / "new" / "device.key", "cam-01")
+    assert main(["keys", "add", "cam-01", str(old.public_file), "--db", db]) == 0
+    assert main(["keys", "retire", "cam-01", old.key_id, "--db", db]) == 0
+    out = capsys.readouterr()
+    assert "retired from" in out.out and "no active key left" in out.err  # the new key is not registered yet
+    assert main(["keys", "add", "cam-01", str(new.public_file), "--db", db]) == 0
+    assert main(["keys", "list", "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert "STATE" in table and "RETIRED (UTC)" in table
+    rows = {line.split()[1]: line.split()[2] for line in table.splitlines()[2:] if line.strip()}
+    assert rows == {old.key_id: "retired", new.key_id: "active"}
+    assert main(["keys", "revoke", "cam-01", new.key_id, "--at", "2030-01-01", "--db", db]) == 0
+    assert main(["keys", "list", "--json", "--db", db]) == 0
+    docs = {d["key_id"]: d for d in map(json.loads, capsys.readouterr().out.splitlines()[1:])}
+    assert docs[new.key_id]["state"] == "active (revoked from a later time)"
+    assert docs[old.key_id]["retired"] and docs[old.key_id]["revoked"] is None
+    # a compromised key stays revoked: it is never retired
+    assert main(["keys", "retire", "cam-01", new.key_id, "--db", db]) == 2
+    assert "stays revoked" in capsys.readouterr().err
+    assert main(["keys", "retire", "cam-01", "0" * 16, "--db", db]) == 2
+    assert "no key" in capsys.readouterr().err
+
+
+def test_an_older_key_table_upgrades_in_place(store: MarkerStore) -> None:
+    """A database written before keys could be retired (no ``retired_ns``): opening the registry adds the
+    column, keeps the keys as they were (active, or revoked), and retiring works; opening again is a no-op."""
+    signer, other = Signer.generate(), Signer.generate()
+    with store.transaction() as tx:  # type: ignore[attr-defined]
+        tx.run("CREATE TABLE device_keys (device TEXT NOT NULL, key_id TEXT NOT NULL, public_pem TEXT NOT NULL,"
+               " added_ns BIGINT NOT NULL, revoked_ns BIGINT, PRIMARY KEY (device, key_id))")
+        tx.run("INSERT INTO device_keys(device, key_id, public_pem, added_ns, revoked_ns) VALUES (?,?,?,?,NULL)",
+               ("cam-01", signer.key_id, signer.public_pem().decode(), WALL))
+        tx.run("INSERT INTO device_keys(device, key_id, public_pem, added_ns, revoked_ns) VALUES (?,?,?,?,?)",
+               ("cam-02", other.key_id, other.public_pem().decode(), WALL, WALL + S))
+    registry = KeyRegistry(store)  # type: ignore[arg-type]
+    a, b = registry.keys()
+    assert (a.retired_ns, a.state_at(WALL + 2 * S)) == (None, "active")
+    assert (b.retired_ns, b.state_at(WALL + 2 * S)) == (None, "revoked")
+    registry.retire("cam-01", signer.key_id, WALL + S)
+    again = KeyRegistry(store)  # type: ignore[arg-type]
+    assert again.keys("cam-01")[0].retired_ns == WALL + S and again.keys("cam-01")[0].state_at(WALL + S) == "retired"

@@ -70,18 +70,20 @@ def test_the_service_from_config_uses_the_dock_pin(tmp_path: Path) -> None:
     clock = VirtualClock()
     pins = SimPinFactory(clock)
     cfg = OffloadConfig(enabled=True, url="https://127.0.0.1:9", dock="gpio", dock_pin=5)
-    svc = build_service(cfg, "cam-d1", Signer.generate(), clock, tmp_path, pins)
+    base = Signer.generate()  # base's custody key, trusted by the camera
+    trusted = {base.key_id: base.public}
+    svc = build_service(cfg, "cam-d1", Signer.generate(), clock, tmp_path, pins, trusted=trusted)
     try:
         assert svc.run_once() == 0  # not docked: base is not even asked (port 9 would refuse)
-        assert svc.last_error is None
+        assert svc.last_error is None and svc.alarm is None
         pins.set_level(5, False)
         assert not svc.docked()
         clock.advance_ns(S)
         assert svc.docked() and svc.run_once() == 0  # docked, nothing pending
         with pytest.raises(ConfigError, match="no GPIO"):
-            build_service(cfg, "cam-d1", Signer.generate(), clock, tmp_path, None)
+            build_service(cfg, "cam-d1", Signer.generate(), clock, tmp_path, None, trusted=trusted)
         with pytest.raises(ConfigError, match=r"offload\.ca_file"):
             build_service(OffloadConfig(enabled=True, url="https://b:1", ca_file=str(tmp_path / "none.pem")),
-                          "cam-d1", Signer.generate(), clock, tmp_path)
+                          "cam-d1", Signer.generate(), clock, tmp_path, trusted=trusted)
     finally:
         svc.close()

@@ -1,6 +1,7 @@
 """Retention with offload: what base confirmed goes first; un-offloaded unprotected footage only when
 the card would otherwise fill (alarm + footage_deleted marker); protected footage never before base
-confirmed it. Recordings here are directories with the manifest fields retention reads."""
+confirmed it, in a confirmation signed by a custody key the camera trusts. Recordings here are
+directories with the manifest fields retention reads."""
 
 from __future__ import annotations
 
@@ -12,25 +13,51 @@ from pathlib import Path
 import pytest
 
 from bodycam.device.config import AppConfig
-from bodycam.device.footage.offload_state import OFFLOAD_FILE, is_offloaded, mark_offloaded
+from bodycam.device.footage.offload_state import (
+    OFFLOAD_FILE,
+    confirmation_problem,
+    is_offloaded,
+    mark_offloaded,
+)
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import DiskUsage, Retention, RetentionConfig
+from bodycam.device.identity import Signer
+from bodycam.device.uplink.markers import jcs
+from bodycam.device.uplink.offload_wire import sign_confirmation
 
 MB = 1024 * 1024
+BASE = Signer.generate()  # base's custody key
+TRUSTED = {BASE.key_id: BASE.public}
+
+
+def confirmation(d: Path) -> dict[str, object]:
+    """What base confirms for the recording ``d`` as it is on the card (unsigned)."""
+    manifest = json.loads((d / "manifest.json").read_bytes())
+    return {"confirmed": True, "device": manifest["device"], "recording": d.name,
+            "manifest_sha256": hashlib.sha256((d / "manifest.json").read_bytes()).hexdigest(),
+            "markers_sha256": manifest.get("markers_sha256"),
+            "segments": {s["file"]: s.get("sha256") for s in manifest["segments"]}, "key": "k", "stored_ns": 1}
+
+
+def confirm(d: Path, signer: Signer = BASE) -> None:
+    mark_offloaded(d, "https://base", "2026-01-01T01:00:00.000Z", sign_confirmation(confirmation(d), signer))
 
 
 def make(root: Path, name: str, *, protected: bool, offloaded: bool = False, mb: int = 10) -> Path:
     d = root / name
     d.mkdir(parents=True)
     (d / "segment-00000.mp4").write_bytes(b"\0" * (mb * MB))
-    manifest = {"schema": "bodycam.recording/1", "recording": name, "complete": True, "protected": protected,
-                "segments": [{"index": 0, "file": "segment-00000.mp4"}], "start_utc": "2026-01-01T00:00:00.000Z",
-                "end_utc": "2026-01-01T00:01:00.000Z"}
+    manifest = {"schema": "bodycam.recording/1", "recording": name, "device": "cam-r1", "complete": True,
+                "protected": protected, "segments": [{"index": 0, "file": "segment-00000.mp4", "sha256": "a" * 64}],
+                "start_utc": "2026-01-01T00:00:00.000Z", "end_utc": "2026-01-01T00:01:00.000Z"}
     (d / "manifest.json").write_text(json.dumps(manifest))
     if offloaded:
-        sha = hashlib.sha256((d / "manifest.json").read_bytes()).hexdigest()
-        mark_offloaded(d, "https://base", "2026-01-01T01:00:00.000Z", {"manifest_sha256": sha})
+        confirm(d)
     return d
+
+
+def retention(root: Path, min_free_mb: float, card_mb: int) -> Retention:
+    return Retention(root, RetentionConfig(min_free_mb=min_free_mb), disk_usage=Card(root, card_mb), trusted=TRUSTED)
 
 
 class Card:
@@ -55,7 +82,7 @@ def test_offloaded_footage_goes_first_protected_or_not(tmp_path: Path) -> None:
     make(root, "20260101T020000000Z", protected=False, offloaded=True)
     make(root, "20260101T030000000Z", protected=True)
     # 40 MB of footage on a 45 MB card, 20 MB must stay free: two recordings must go
-    result = Retention(root, RetentionConfig(min_free_mb=20), disk_usage=Card(root, 45)).enforce()
+    result = retention(root, 20, 45).enforce()
     assert result.deleted == ["20260101T010000000Z", "20260101T020000000Z"]
     assert result.lost == [] and not result.alarm
     assert names(root) == ["20260101T000000000Z", "20260101T030000000Z"]
@@ -68,7 +95,7 @@ def test_un_offloaded_unprotected_footage_only_when_the_card_would_fill_with_the
     make(root, "20260101T020000000Z", protected=False, offloaded=True)
     make(root, "20260101T030000000Z", protected=False)
     sha = hashlib.sha256((old / "manifest.json").read_bytes()).hexdigest()
-    result = Retention(root, RetentionConfig(min_free_mb=20), disk_usage=Card(root, 45)).enforce()
+    result = retention(root, 20, 45).enforce()
     # the offloaded one first, then the oldest un-offloaded unprotected one (lost, alarmed)
     assert result.deleted == ["20260101T020000000Z", "20260101T000000000Z"]
     assert [(x.recording, x.segments, x.manifest_sha256) for x in result.lost] == [("20260101T000000000Z", 1, sha)]
@@ -81,32 +108,84 @@ def test_protected_footage_is_never_deleted_before_base_confirms_it(tmp_path: Pa
     root = tmp_path / "recordings"
     make(root, "20260101T000000000Z", protected=True)
     make(root, "20260101T010000000Z", protected=True)
-    result = Retention(root, RetentionConfig(min_free_mb=100), disk_usage=Card(root, 30)).enforce()
+    result = retention(root, 100, 30).enforce()
     assert result.deleted == [] and result.lost == [] and result.alarm
     # confirmed by base: now it may go
-    rec = root / "20260101T000000000Z"
-    mark_offloaded(rec, "https://base", "t", {"manifest_sha256": hashlib.sha256(
-        (rec / "manifest.json").read_bytes()).hexdigest()})
-    result = Retention(root, RetentionConfig(min_free_mb=100), disk_usage=Card(root, 30)).enforce()
+    confirm(root / "20260101T000000000Z")
+    result = retention(root, 100, 30).enforce()
     assert result.deleted == ["20260101T000000000Z"] and result.lost == []
 
 
 def test_a_confirmation_of_another_manifest_does_not_count(tmp_path: Path) -> None:
     root = tmp_path / "recordings"
     rec = make(root, "20260101T000000000Z", protected=True, offloaded=True)
-    assert is_offloaded(rec)
+    assert is_offloaded(rec, TRUSTED)
     (rec / "manifest.json").write_text((rec / "manifest.json").read_text() + " ")  # changed since
-    assert not is_offloaded(rec)
+    assert not is_offloaded(rec, TRUSTED)
     (rec / OFFLOAD_FILE).write_text("{not json")
-    assert not is_offloaded(rec)
-    result = Retention(root, RetentionConfig(min_free_mb=100), disk_usage=Card(root, 30)).enforce()
+    assert not is_offloaded(rec, TRUSTED)
+    result = retention(root, 100, 30).enforce()
     assert result.deleted == [] and result.alarm
+
+
+def _forgeries(rec: Path, other: Path) -> dict[str, object]:
+    """Confirmations of ``rec`` that must not count, each as someone answering as base could make it."""
+    body = confirmation(rec)
+    stranger = Signer.generate()
+    package = {**body, "schema": "bodycam.model-package/1", "key_id": BASE.key_id}  # base's key, another document
+    package["sig"] = BASE.sign(jcs(package))
+    tampered = sign_confirmation(body, BASE)
+    tampered["segments"] = {"segment-00000.mp4": "b" * 64}
+    return {
+        "unsigned (as the firmware before signed confirmations kept them)": body,
+        "signed by a key the camera does not trust": sign_confirmation(body, stranger),
+        "base's signature over another recording": sign_confirmation(confirmation(other), BASE),
+        "base's signature naming another device": sign_confirmation({**body, "device": "cam-x"}, BASE),
+        "base's signature on a model package (schema)": package,
+        "altered after base signed it": tampered,
+    }
+
+
+def test_retention_deletes_nothing_on_a_confirmation_it_cannot_verify(tmp_path: Path) -> None:
+    """offload.json is checked again before a recording is deleted as offloaded: a confirmation that an
+    impostor answered (or an older firmware kept unsigned) never lets protected footage go."""
+    root = tmp_path / "recordings"
+    rec = make(root, "20260101T000000000Z", protected=True)
+    other = make(root, "20260101T010000000Z", protected=True)
+    for what, conf in _forgeries(rec, other).items():
+        mark_offloaded(rec, "https://impostor", "2026-01-01T01:00:00.000Z", conf)  # type: ignore[arg-type]
+        assert (rec / OFFLOAD_FILE).is_file()
+        assert confirmation_problem(rec, conf, TRUSTED) is not None, what
+        assert not is_offloaded(rec, TRUSTED), what
+        result = retention(root, 100, 30).enforce()
+        assert result.deleted == [] and result.alarm, what
+    # the same recording, confirmed by base: it may go now
+    confirm(rec)
+    assert confirmation_problem(rec, json.loads((rec / OFFLOAD_FILE).read_text())["confirmation"], TRUSTED) is None
+    assert retention(root, 100, 30).enforce().deleted == [rec.name]
+    # no custody key trusted: nothing counts as offloaded
+    confirm(other)
+    assert not is_offloaded(other, {}) and is_offloaded(other, TRUSTED)
+    assert Retention(root, RetentionConfig(min_free_mb=100), disk_usage=Card(root, 30)).enforce().deleted == []
+
+
+def test_a_confirmation_is_no_model_package_either(tmp_path: Path) -> None:
+    """The other way round: base's signed confirmation, put where a model package's manifest goes, is
+    refused by the camera's package check (its schema), even when the same key were trusted for both."""
+    from bodycam.device.model_package import MANIFEST, PackageError, verify_package
+
+    rec = make(tmp_path / "recordings", "20260101T000000000Z", protected=True)
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / MANIFEST).write_bytes(jcs(sign_confirmation(confirmation(rec), BASE)))
+    with pytest.raises(PackageError, match="schema"):
+        verify_package(pkg, TRUSTED)
 
 
 def test_nothing_is_deleted_while_there_is_room_even_offloaded(tmp_path: Path) -> None:
     root = tmp_path / "recordings"
     make(root, "20260101T000000000Z", protected=False, offloaded=True)
-    result = Retention(root, RetentionConfig(min_free_mb=1), disk_usage=Card(root, 100)).enforce()
+    result = retention(root, 1, 100).enforce()
     assert result.deleted == [] and not result.alarm
 
 
@@ -131,3 +210,40 @@ def test_the_firmware_writes_a_footage_deleted_marker_for_lost_footage(tmp_path:
     assert [m.extra["recording"] for m in deleted] == ["20200101T000000000Z"]  # type: ignore[index]
     assert deleted[0].extra["reason"] == "card_full_not_offloaded" and deleted[0].sig  # type: ignore[index]
     assert not (root / "20200101T000000000Z").exists() and (root / "20200101T010000000Z").is_dir()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trusted", [False, True], ids=["no custody key", "custody key trusted"])
+def test_the_firmware_raises_the_offload_alarm_without_a_custody_key_and_keeps_recording(
+        tmp_path: Path, trusted: bool) -> None:
+    """The assembly: with offload on and no custody key trusted, the camera runs and records (a config
+    mistake in offload must not stop a body camera) and the offload alarm is up (LED source, telemetry);
+    with base's key in ``<data_dir>/identity/trusted-custody`` there is no such alarm."""
+    from _offload import EXAMPLE
+
+    from bodycam.device.identity import trust_key
+    from bodycam.device.uplink.offload import OffloadConfig
+    from bodycam.hw_sim.sim_run import SimOptions, run_clip
+
+    out = tmp_path / "out"
+    if trusted:
+        key = tmp_path / "custody.pub"
+        key.write_bytes(BASE.public_pem())
+        trust_key(key, out / "identity" / "trusted-custody")
+    cfg = AppConfig(recording=RecordingConfig(segment_s=2.0, pre_event_s=5.0),
+                    offload=OffloadConfig(enabled=True, url="https://127.0.0.1:9", interval_s=3600))
+    seen: dict[str, object] = {}
+
+    def assembled(fw: object) -> None:
+        seen["alarms"] = fw.app.alarms()  # type: ignore[attr-defined]
+        seen["telemetry"] = fw.offload.telemetry()  # type: ignore[attr-defined]
+
+    report = run_clip(SimOptions(clip=EXAMPLE, out=out, config=cfg, broker=None, gnss=False), on_assembled=assembled)
+    assert report.recordings and report.recordings[0]["complete"]  # it recorded all the same
+    offload_alarms = [a for a in seen["alarms"] if a.startswith("offload:")]  # type: ignore[attr-defined]
+    tele = seen["telemetry"]
+    if trusted:
+        assert offload_alarms == [] and "alarm" not in tele  # type: ignore[operator]
+    else:
+        assert len(offload_alarms) == 1 and "no trusted custody key" in offload_alarms[0]
+        assert "no trusted custody key" in tele["alarm"]  # type: ignore[index]
