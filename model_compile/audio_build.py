@@ -270,9 +270,8 @@ def build_audio(out: Path, cfg: AudioBuildConfig, data: DataSpec, log: Callable[
     out = out if out.suffix == ".tflite" else out.with_suffix(".tflite")
     out.parent.mkdir(parents=True, exist_ok=True)
     sets = scene_sets(data, log)
-    tails = {"tail_s": data.tail_s, "tails_per_scene": data.tails_per_scene}
-    train = windows(sets["train"], cfg.frames, cfg.target, data.seed + 11, **tails)
-    val = windows(sets["val"], cfg.frames, cfg.target, data.seed + 12, **tails)
+    train, val = (windows(sets[k], cfg.frames, cfg.target, data.seed + off, tail_s=data.tail_s,
+                          tails_per_scene=data.tails_per_scene) for k, off in (("train", 11), ("val", 12)))
     t_data = time.monotonic() - t0
     log(f"data: {t_data:.0f} s")
     tf = import_tf()
