@@ -232,7 +232,8 @@ def _audio_detection(cfg: AppConfig, parts: HardwareParts,
                 checks.append(("fusion.incident_audio", fcfg.incident_audio))
         _check_thresholds(checks, spec.out_scale, spec.out_zero_point, f"{spec.name} {spec.version}")
         detector = build_audio_detector(str(path), threads=cfg.detector.threads,
-                                        threshold=fcfg.pick_threshold(spec.threshold))
+                                        threshold=fcfg.pick_threshold(spec.threshold),
+                                        echo_drop_db=fcfg.echo_drop_db)
         stack.callback(detector.close)
         ref = ModelRef(name=spec.name, version=spec.version, sha256=spec.sha256)
         # a held onset is decided up to incident_s after it, plus the audio path's lag (< 1 s)

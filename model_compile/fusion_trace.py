@@ -153,7 +153,7 @@ def rescore_audio(trace: Trace, audio_model: Path) -> Trace:
 
 #: the fusion's tunable numbers (``[fusion]``), as tune-fusion sweeps them and evaluate reports them
 SETTING_KEYS = ("audio_alone", "audio_support", "video_support", "window_frames", "incident_s", "incident_audio",
-                "incident_drop_db")
+                "incident_drop_db", "echo_drop_db")
 
 
 def setting_of(cfg: FusionConfig) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def replay(trace: Trace, cfg: FusionConfig) -> list[int]:
     if cfg.policy != "video" and not has_detector and any(e[0] == "d" and e[1] for e in trace.events):
         raise UsageError(f"{trace.clip}: traced without an audio detector (policy {trace.config.get('policy')!r}) but "
                          f"with live sound: it cannot replay policy {cfg.policy!r}; trace it with policy fused")
-    picker = OnsetPicker(cfg.pick_threshold(trace.audio_threshold))
+    picker = OnsetPicker(cfg.pick_threshold(trace.audio_threshold), echo_drop_db=cfg.echo_drop_db)
     fusion = Fusion(cfg, audio_alone=trace.audio_threshold)
     used = 0
     frames: list[int] = []

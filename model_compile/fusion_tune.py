@@ -10,10 +10,11 @@ false-alarm rate, not again in the precision, so adding shot-free hours to the v
 change what the precision limit asks); when none qualifies, the one with the fewest false alarms per
 hour, then the best recall.
 
-Two stages: first the four numbers of the per-shot rules (``audio_alone``, ``audio_support``,
+Three stages: first the four numbers of the per-shot rules (``audio_alone``, ``audio_support``,
 ``video_support``, ``window_frames``: :data:`GRID`) with the incident rule off; then, at the setting
 stage one chose, the incident rule (``incident_s``, ``incident_audio``, ``incident_drop_db``:
-:data:`INCIDENT_GRID`), which is kept only when it wins by the same rule. Only clips from families the
+:data:`INCIDENT_GRID`), which is kept only when it wins by the same rule; then, at that setting, the
+onset picker's echo gate (``echo_drop_db``: :data:`ECHO_GRID`), by the same rule. Only clips from families the
 data set does not hold out are used (its held-out clips are skipped): the held-out families stay
 unseen until the evaluation (``bodycam-model evaluate``). The data sets must be made with the evaluation's hold-out (the default).
 """
@@ -47,6 +48,8 @@ INCIDENT_GRID: dict[str, tuple[float, ...]] = {
     "incident_audio": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "incident_drop_db": (3.0, 6.0, 10.0),
 }
+#: stage three: the onset picker's echo gate (dB quieter than the last onset within 1 s: an echo)
+ECHO_GRID: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0, 14.0)
 
 
 def _file_id(path: str, default: Callable[[], Path]) -> str:
@@ -212,7 +215,7 @@ def validation_clips(roots: Sequence[Path]) -> list[Path]:
 def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *, max_fa_per_hour: float = 1.0,
          min_precision: float = 0.97, workers: int = 2, cache: Path | None = None,
          grid: dict[str, tuple[float, ...]] = GRID, incident_grid: dict[str, tuple[float, ...]] = INCIDENT_GRID,
-         log: Callable[[str], None] = print) -> dict[str, Any]:
+         echo_grid: tuple[float, ...] = ECHO_GRID, log: Callable[[str], None] = print) -> dict[str, Any]:
     clips = validation_clips(roots)
     log(f"{len(clips)} in-domain validation clips")
     traces = trace_clips(clips, video_model, audio_model, workers, cache, log)
@@ -224,16 +227,21 @@ def tune(roots: Sequence[Path], video_model: str = "", audio_model: str = "", *,
     first, first_sc, _ = choose(rows, max_fa_per_hour, min_precision)
     log(f"stage 1 (per-shot rules): {setting_of(first)}: {first_sc.row()}")
     rows2 = [(cfg, score(traces, truths, cfg)) for cfg in incident_settings(first, incident_grid)]
-    best, sc, met = choose([(first, first_sc), *rows2], max_fa_per_hour, min_precision)
+    second, second_sc, _ = choose([(first, first_sc), *rows2], max_fa_per_hour, min_precision)
+    log(f"stage 2 (incident rule): {setting_of(second)}: {second_sc.row()}")
+    rows3 = [(cfg, score(traces, truths, cfg)) for cfg in (replace(second, echo_drop_db=d) for d in echo_grid)
+             if cfg != second]
+    best, sc, met = choose([(second, second_sc), *rows3], max_fa_per_hour, min_precision)
     current = score(traces, truths, FusionConfig())
     return {
         "data": [str(r) for r in roots], "clips": len(clips), "video_model": video_model or "shipped",
         "audio_model": audio_model or "shipped", "max_fa_per_hour": max_fa_per_hour, "min_precision": min_precision,
         "met": met, "chosen": setting_of(best), "chosen_score": sc.row(), "default": setting_of(FusionConfig()),
         "default_score": current.row(), "stage1": setting_of(first), "stage1_score": first_sc.row(),
-        "sweep": [{**setting_of(c), **s.row()} for c, s in [*rows, *rows2]],
+        "stage2": setting_of(second), "stage2_score": second_sc.row(),
+        "sweep": [{**setting_of(c), **s.row()} for c, s in [*rows, *rows2, *rows3]],
     }
 
 
-__all__ = ["GRID", "INCIDENT_GRID", "Score", "choose", "family_index", "incident_settings", "score", "settings",
+__all__ = ["ECHO_GRID", "GRID", "INCIDENT_GRID", "Score", "choose", "family_index", "incident_settings", "score", "settings",
            "trace_clips", "tune", "validation_clips"]

@@ -67,6 +67,7 @@ class OnsetPicker:
         self.threshold = threshold
         self.min_gap = min_gap
         self.echo_window_ns = int(echo_window_s * 1e9)
+        self.echo_drop_db = echo_drop_db
         self.echo_drop = echo_drop_db / 10.0  # in log10 power
         self.jump = jump_db / 10.0
         self._hops: collections.deque[tuple[int, float, float, float]] = collections.deque(maxlen=4)
@@ -116,7 +117,7 @@ class AudioDetector:
     backend = "cpu"
 
     def __init__(self, model_path: Path, spec: AudioModelSpec | None = None, *, threads: int = 1,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, echo_drop_db: float = ECHO_DROP_DB) -> None:
         self.model_path = Path(model_path)
         self.spec = spec or load_audio_model_spec(self.model_path)
         interpreter_cls, _, self.runtime = _runtime()
@@ -130,7 +131,8 @@ class AudioDetector:
         if self.spec.target[0] < PRE_FRAMES:
             raise ModelError(f"{self.model_path}: target {list(self.spec.target)} leaves fewer than {PRE_FRAMES} frames "
                              "before it (the onset level jump needs them)")
-        self.picker = OnsetPicker(threshold if threshold is not None else self.spec.threshold)
+        self.picker = OnsetPicker(threshold if threshold is not None else self.spec.threshold,
+                                  echo_drop_db=echo_drop_db)
         self._hop_ns = self.spec.features.hop_ns
         self._window = np.zeros(self.spec.shape, np.int8)
         self.invokes = 0
@@ -141,7 +143,7 @@ class AudioDetector:
         """Forget the stream (a new recording of audio; the evaluation's next scene)."""
         sp = self.spec
         self.stream = LogMelStream(sp.features)
-        self.picker = OnsetPicker(self.picker.threshold)
+        self.picker = OnsetPicker(self.picker.threshold, echo_drop_db=self.picker.echo_drop_db)
         self._ring = np.zeros((sp.frames, sp.features.mels), np.float32)
         self._filled = 0  # frames in the ring (up to sp.frames)
         self._t_next_ns: int | None = None  # time of the next feature frame expected
@@ -222,12 +224,13 @@ class AudioDetector:
         self._it = None
 
 
-def build_audio_detector(model: str, threads: int = 1, threshold: float | None = None) -> AudioDetector:
+def build_audio_detector(model: str, threads: int = 1, threshold: float | None = None,
+                         echo_drop_db: float = ECHO_DROP_DB) -> AudioDetector:
     """The configured audio model (empty: the shipped one); a bad sidecar is a clear ModelError."""
     from bodycam.device.detect.audio_model_spec import default_audio_model_path
 
     path = Path(model) if model else default_audio_model_path()
-    det = AudioDetector(path, threads=threads, threshold=threshold)
+    det = AudioDetector(path, threads=threads, threshold=threshold, echo_drop_db=echo_drop_db)
     log.info("audio detector: CPU, %s, model %s %s (hop %d ms)", det.runtime, det.spec.name, det.spec.version,
              det.spec.stride * det._hop_ns // 1_000_000)
     return det

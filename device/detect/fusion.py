@@ -67,6 +67,9 @@ class FusionConfig:
     incident_s: float = 0.0  # around a confirmed shot, onsets this close (s) count from incident_audio; 0: off
     incident_audio: float = 0.7  # the audio score that counts within an incident
     incident_drop_db: float = 6.0  # ... from a sound at most this much quieter than the confirmed shot
+    # the onset picker's echo gate: within 1 s after an onset, a new one more than this much quieter is
+    # taken for its echo (audio_detector.py; rapid-fire rounds are about as loud as each other)
+    echo_drop_db: float = 10.0
 
     def __post_init__(self) -> None:
         require(self.policy in ("fused", "video", "audio"), "fusion.policy",
@@ -80,6 +83,7 @@ class FusionConfig:
                 f"{self.incident_audio} must be in (0, 1)")
         require(0.0 <= self.incident_drop_db <= 60.0, "fusion.incident_drop_db",
                 f"{self.incident_drop_db} must be 0..60 dB")
+        require(1.0 <= self.echo_drop_db <= 60.0, "fusion.echo_drop_db", f"{self.echo_drop_db} must be 1..60 dB")
 
     def alone(self, model_threshold: float) -> float:
         """The score at which a sound alone is a shot: ``audio_alone``, or the audio model's own threshold

@@ -21,7 +21,14 @@ from bodycam.hw_sim.truth import truth_path_for
 from bodycam.model_compile.cli import _fusion_setting
 from bodycam.model_compile.cli import main as model_main
 from bodycam.model_compile.fusion_trace import Trace, record, replay, rescore_audio
-from bodycam.model_compile.fusion_tune import Score, choose, incident_settings, settings, validation_clips
+from bodycam.model_compile.fusion_tune import (
+    ECHO_GRID,
+    Score,
+    choose,
+    incident_settings,
+    settings,
+    validation_clips,
+)
 from tests.model_compile.conftest import MakeClip
 
 S = 1_000_000_000
@@ -30,6 +37,8 @@ S = 1_000_000_000
 OTHER_SETTINGS = (
     FusionConfig(audio_alone=0.5, audio_support=0.1, video_support=0.3, window_frames=3),
     FusionConfig(audio_alone=0.95, audio_support=0.7, video_support=0.9, window_frames=1),
+    # a tight echo gate: onsets 2 dB quieter than the last one within 1 s are echoes
+    FusionConfig(audio_alone=0.5, audio_support=0.1, video_support=0.3, window_frames=3, echo_drop_db=2.0),
     FusionConfig(policy="audio", audio_alone=0.4),
     FusionConfig(policy="video"),
     # the incident rule wide open: weak onsets before and after a confirmed shot
@@ -155,7 +164,12 @@ def test_tune_fusion_on_the_command_line(tmp_path: Path, clips: list[Path], clip
                        "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     stage1 = FusionConfig(**res["stage1"])
-    assert res["clips"] == 3 and len(res["sweep"]) == len(settings()) + len(incident_settings(stage1))
+    stage2 = FusionConfig(**res["stage2"])
+    assert res["clips"] == 3 and len(res["sweep"]) == (len(settings()) + len(incident_settings(stage1))
+                                                       + len([d for d in ECHO_GRID if d != stage2.echo_drop_db]))
+    # stage three varies the echo gate only, at stage two's choice
+    assert all(FusionConfig(**{k: r[k] for k in res["stage2"]}) == replace(stage2, echo_drop_db=r["echo_drop_db"])
+               for r in res["sweep"][-(len(ECHO_GRID) - 1):])
     assert stage1.incident_s == 0 and all(r["incident_s"] == 0 for r in res["sweep"][:len(settings())])
     assert res["chosen_score"]["free_minutes"] == 0.1
     best = max(r["recall"] for r in res["sweep"] if r["fa_per_hour"] <= 1.0 and r["precision_with_shots"] >= 0.97)
