@@ -121,12 +121,16 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
 
 
 def trusted_keys(folder: Path, setting: str) -> dict[str, Ed25519PublicKey]:
-    """Every ``*.pem`` in ``folder`` by key id (at most :data:`MAX_TRUSTED`); a bad file is a ConfigError
-    naming ``setting`` and the file; no folder: none."""
+    """Every ``*.pem`` in ``folder`` by key id; a bad file, or more than :data:`MAX_TRUSTED` of them (a key
+    silently left out would be a key not trusted), is a ConfigError naming ``setting``; no folder: none."""
     if not folder.is_dir():
         return {}
     keys: dict[str, Ed25519PublicKey] = {}
-    for pem in sorted(folder.glob("*.pem"))[:MAX_TRUSTED]:
+    pems = sorted(folder.glob("*.pem"))
+    if len(pems) > MAX_TRUSTED:
+        raise ConfigError(f"{setting}: {folder} holds {len(pems)} key files, at most {MAX_TRUSTED} are read: remove "
+                          "the keys no longer in use")
+    for pem in pems:
         try:
             public = load_public(pem)
         except IdentityError as exc:
@@ -139,9 +143,12 @@ def trust_key(src: Path, folder: Path) -> tuple[str, Path]:
     """Copy the public key ``src`` (PEM, Ed25519) into ``folder`` as ``<key id>.pem``; its id and the copy."""
     public = load_public(src)
     kid = key_id(public)
+    dest = folder / f"{kid}.pem"
+    if not dest.exists() and folder.is_dir() and len(list(folder.glob("*.pem"))) >= MAX_TRUSTED:
+        raise IdentityError(f"{folder}: already {MAX_TRUSTED} trusted keys, the most that are read: remove the keys "
+                            "no longer in use first")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{kid}.pem"
         dest.write_bytes(public_pem(public))
     except OSError as exc:
         raise IdentityError(f"{folder}: cannot write the trusted key ({exc.strerror or exc})") from exc

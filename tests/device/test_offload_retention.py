@@ -247,3 +247,24 @@ def test_the_firmware_raises_the_offload_alarm_without_a_custody_key_and_keeps_r
     else:
         assert len(offload_alarms) == 1 and "no trusted custody key" in offload_alarms[0]
         assert "no trusted custody key" in tele["alarm"]  # type: ignore[index]
+
+
+def test_a_trusted_key_folder_with_too_many_keys_is_refused_not_cut(tmp_path: Path) -> None:
+    # every key file is read, or the folder is refused: a key left out silently would be a key not trusted
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bodycam.device.errors import ConfigError
+    from bodycam.device.identity import MAX_TRUSTED, IdentityError, public_pem, trust_key, trusted_keys
+
+    folder = tmp_path / "trusted"
+    folder.mkdir()
+    for i in range(MAX_TRUSTED):
+        (folder / f"k{i:02d}.pem").write_bytes(public_pem(Ed25519PrivateKey.generate().public_key()))
+    assert len(trusted_keys(folder, "offload.trusted_keys_dir")) == MAX_TRUSTED
+    new = tmp_path / "new.pem"
+    new.write_bytes(public_pem(Ed25519PrivateKey.generate().public_key()))
+    with pytest.raises(IdentityError, match="already 16 trusted keys"):  # `bodycam offload trust` says so at once
+        trust_key(new, folder)
+    (folder / "zz-the-new-one.pem").write_bytes(public_pem(Ed25519PrivateKey.generate().public_key()))
+    with pytest.raises(ConfigError, match=r"offload\.trusted_keys_dir: .* holds 17 key files"):
+        trusted_keys(folder, "offload.trusted_keys_dir")
