@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,7 @@ def test_a_flapping_holster_sensor_is_reported_once_and_held_back_until_it_settl
     HOLSTER_FLAP_LIMIT changes a window reach the state machine, one holster_flapping marker, an alarm; the
     level it settles at (drawn) is passed on, so the recording it started is still going."""
     from bodycam.device.footage.recording_state import (
+        Action,
         EmitMarker,
         Event,
         RecordingConfig,
@@ -329,20 +331,24 @@ def test_a_flapping_holster_sensor_is_reported_once_and_held_back_until_it_settl
     sm = RecordingStateMachine(RecordingConfig(auto_stop_after_s=0))
     for k in range(301):  # 1.0 s .. 31.0 s; an odd count: it ends drawn
         pins.set_level(22, k % 2 == 0, at_s=1.0 + k * 0.1)
+    t_ms = 0
+
+    def sample(until_ms: int) -> Iterator[tuple[int, list[Action]]]:
+        """Sampled every 5 ms, as the hardware sampler does: each step's time and the machine's actions."""
+        nonlocal t_ms
+        while t_ms < until_ms:
+            t_ms += 5
+            clock.set_ns(t_ms * MS)
+            yield t_ms, [a for ev in inputs.poll() for a in sm.handle(Event(ev.kind, ev.t_mono_ns, "button"))]
+
     markers: list[str] = []
     starts = 0
     alarm_seen = False
-    t_ms = 0
-    while t_ms < 40_000:  # sampled every 5 ms, as the hardware sampler does
-        t_ms += 5
-        clock.set_ns(t_ms * MS)
-        for ev in inputs.poll():
-            for a in sm.handle(Event(ev.kind, ev.t_mono_ns, "button")):
-                if isinstance(a, EmitMarker):
-                    markers.append(a.kind)
-                starts += isinstance(a, StartRecording)
+    for now_ms, actions in sample(40_000):
+        markers += [a.kind for a in actions if isinstance(a, EmitMarker)]
+        starts += sum(isinstance(a, StartRecording) for a in actions)
         alarm_seen = alarm_seen or inputs.alarm == "holster sensor flapping"
-        if t_ms == 30_000:
+        if now_ms == 30_000:
             assert inputs.alarm == "holster sensor flapping"
     changes = [m for m in markers if m in ("holster_draw", "holster_return")]
     assert markers.count("holster_flapping") == 1 and alarm_seen
@@ -355,13 +361,8 @@ def test_a_flapping_holster_sensor_is_reported_once_and_held_back_until_it_settl
     markers.clear()
     pins.set_level(22, False, at_s=41.0)
     pins.set_level(22, True, at_s=44.0)
-    while t_ms < 44_200:
-        t_ms += 5
-        clock.set_ns(t_ms * MS)
-        for ev in inputs.poll():
-            for a in sm.handle(Event(ev.kind, ev.t_mono_ns, "button")):
-                if isinstance(a, EmitMarker):
-                    markers.append(a.kind)
+    for _, actions in sample(44_200):
+        markers += [a.kind for a in actions if isinstance(a, EmitMarker)]
     assert [m for m in markers if m.startswith("holster")] == ["holster_return", "holster_draw"]
 
 
