@@ -3,7 +3,8 @@
 Each scene is streamed in microphone-sized blocks through the detector exactly as on the camera
 (features, window, int8 model, onset picker). A detected onset matches a true shot within
 ``tolerance_ms`` (one detection per shot, greedy in time order); the rest are false alarms,
-attributed to the non-shot impulse within 150 ms of them (by family) or to the bed ("other").
+attributed to the non-shot impulse within 150 ms of them (by family), else to a shot's own sound when
+within :data:`AFTER_SHOT_S` after a true shot ("after_shot"), else to the bed ("other").
 Timing is reported in ms and in video frames at 30 fps (the frame containing the onset).
 """
 
@@ -23,6 +24,9 @@ from bodycam.model_compile.audio_data import Scene
 
 BLOCK = 1024  # samples per microphone block (64 ms at 16 kHz)
 FPS = 30.0
+#: a false alarm up to this long after a true shot is attributed to that shot's own sound ("after_shot":
+#: its echoes, reverb, a recording's later layers) unless a non-shot impulse is nearer
+AFTER_SHOT_S = 1.0
 
 
 def detect_scene(det: AudioDetector, audio: np.ndarray[Any, Any], t0_ns: int = 0) -> list[AudioOnset]:
@@ -95,7 +99,8 @@ def score_scene(t: Tally, scene: Scene, found: list[AudioOnset], tolerance_ms: f
         if best is None:
             t.fp += 1
             near = [fam for s, fam in scene.impulses if abs(s / sr - ts) <= 0.15]
-            t.fp_by_family[near[0] if near else "other"] += 1
+            after = any(0 < ts - s <= AFTER_SHOT_S for s, _fam in truth)
+            t.fp_by_family[near[0] if near else "after_shot" if after else "other"] += 1
             continue
         used[best] = True
         t.tp += 1
@@ -137,4 +142,4 @@ def evaluate_sets(model: Path, sets: dict[str, list[Scene]], threshold: float | 
     return out
 
 
-__all__ = ["Tally", "detect_scene", "evaluate_sets", "replay", "score_scene", "stream_scores"]
+__all__ = ["AFTER_SHOT_S", "Tally", "detect_scene", "evaluate_sets", "replay", "score_scene", "stream_scores"]

@@ -85,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
     ea.add_argument("--small", action="store_true", help="the small data set's evaluation scenes")
     ea.add_argument("--json", action="store_true", help="print the full result as JSON")
+    el = sub.add_parser("evaluate-library", help="audio models on other people's sounds: a sound library mixed into "
+                        "scenes, held-out sources first (docs/model.md)")
+    el.add_argument("model", type=Path, nargs="*", help="audio models (default: the shipped one), side by side")
+    el.add_argument("--manifest", type=Path, default=None,
+                    help="the library's manifest (default: model_compile/third_party_sounds.tsv)")
+    el.add_argument("--root", type=Path, default=Path("build/third-party/usr/share/games"),
+                    help="where the manifest's paths start (default %(default)s: scripts/third-party-sounds.sh)")
+    el.add_argument("--held-out", default=None,
+                    help="comma list of sources reported first and used for no choice (default: "
+                         "model_compile.library_eval.DEFAULT_HELD_OUT, the shipped manifest's held-out games)")
+    el.add_argument("--scenes", type=int, default=120, help="10 s scenes per split, with shots and as many shot-free (default 120)")
+    el.add_argument("--seed", type=int, default=20261130)
+    el.add_argument("--out", type=Path, default=None, help="also write the full result as JSON here")
+    el.add_argument("--json", action="store_true", help="print the full result as JSON")
     f = sub.add_parser("evaluate-fused", help="the firmware loop on clips with sound, per fusion policy")
     f.add_argument("data", type=Path, help="folder of clips with .truth.json")
     f.add_argument("--policies", default="fused,video,audio", help="comma list (default %(default)s)")
@@ -319,6 +333,39 @@ def _evaluate_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_library(args: argparse.Namespace) -> int:
+    from bodycam.device.detect.audio_model_spec import default_audio_model_path
+    from bodycam.model_compile import library_eval as le
+
+    if args.scenes < 1:
+        raise UsageError(f"--scenes {args.scenes} must be at least 1")
+    manifest = args.manifest or Path(le.__file__).with_name("third_party_sounds.tsv")
+    held = le.DEFAULT_HELD_OUT if args.held_out is None else tuple(s.strip() for s in args.held_out.split(",") if s.strip())
+    decoded, bad = le.load_library(manifest, args.root, _log)
+    for line in bad[:10]:
+        _log(f"  skipped {line}")
+    split = le.split_library(decoded, held)
+    sets = le.library_sets(split, args.scenes, args.seed)
+    models = list(args.model) or [default_audio_model_path()]
+    res = {"manifest": str(manifest), "held_out_sources": list(held), "splits": le.describe(split),
+           "scenes_per_set": args.scenes, "seed": args.seed, "unreadable": bad, "models": le.evaluate_library(models, sets)}
+    if args.out is not None:
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    for name, r in res["models"].items():
+        print(f"{name} (threshold {r['threshold']})")
+        for s in le.SPLITS:
+            if s not in r:
+                continue
+            g, f = r[s], r[f"{s}_shot_free"]
+            print(f"  {s:9} shots {g['shots']:4d} recall {g['recall']} precision {g['precision']} "
+                  f"false alarms/h {f['false_alarms_per_hour']} ({f['minutes']} shot-free min); "
+                  f"recall by level {dict((k, v['recall']) for k, v in r['recall_by_level'][s].items())}")
+    return 0
+
+
 def _evaluate_fused(args: argparse.Namespace) -> int:
     from bodycam.model_compile.fused_eval import clips_in, evaluate_clips
 
@@ -380,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect, "build-audio": _build_audio,
            "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused, "selftest": _selftest,
-           "compare": _compare, "tune-fusion": _tune_fusion}[args.command]
+           "compare": _compare, "tune-fusion": _tune_fusion, "evaluate-library": _evaluate_library}[args.command]
     try:
         return run(args)
     except BodycamError as exc:
