@@ -90,6 +90,9 @@ RECIPES: dict[str, tuple[AudioBuildConfig, DataSpec]] = {
     # two generators and the wide randomisation of both shots and impulses (wide-neg's data)
     "multi-wide": (AudioBuildConfig(keep_best=True), DataSpec(train_scenes=4000, randomise=0.5, physics_impulses=True,
                                                               clip_scenes=600, clip_free_scenes=300)),
+    # an experiment, not shippable as is (the sounds keep their packages' licences): the shipped recipe's
+    # scenes and scenes of other people's sounds from the library's development sources
+    "library-dev": (AudioBuildConfig(keep_best=True), DataSpec(library_scenes=1500, library_free_scenes=500)),
 }
 
 

@@ -178,6 +178,11 @@ def windows(scenes: list[Scene], frames: int, target: tuple[int, int], seed: int
     return WindowSet(x, np.asarray(ys, np.float32), np.asarray(ws, np.float32), pos, hard)
 
 
+#: the shipped sound library's sources that no choice and no training may use
+#: (model_compile/third_party_sounds.tsv; evaluate-library reports them first)
+LIBRARY_HELD_OUT = ("freedoom", "hedgewars", "nexuiz", "wesnoth", "warzone2100")
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """How much data: sized so a full build takes minutes on two shared cores."""
@@ -205,9 +210,37 @@ class DataSpec:
     #: target lies within ``tail_s`` after a shot's or an impulse's onset (its echoes, reverb, bounces)
     tail_s: float = 0.0
     tails_per_scene: int = 0
+    #: training scenes mixed from a sound library's **development** sources only (other people's sounds;
+    #: model_compile.library_scenes; the library's held-out sources are never read), with shots and
+    #: shot-free (training only: validation stays the project's own). An experiment (docs/model.md,
+    #: "Other people's sounds"): the shipped model hears none.
+    library_scenes: int = 0
+    library_free_scenes: int = 0
+    library_scene_s: float = 4.0
+    library_root: str = "build/third-party/usr/share/games"
+    library_manifest: str = ""  # empty: the shipped model_compile/third_party_sounds.tsv
+    library_held_out: tuple[str, ...] = LIBRARY_HELD_OUT
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _library_training(spec: DataSpec, log: Callable[[str], None]) -> list[Scene]:
+    from pathlib import Path
+
+    from bodycam.model_compile import library_eval as le
+    from bodycam.model_compile.library_scenes import Prepared, library_scenes
+
+    manifest = Path(spec.library_manifest) if spec.library_manifest else Path(le.__file__).with_name("third_party_sounds.tsv")
+    decoded, _bad = le.load_library(manifest, Path(spec.library_root), log)
+    dev = Prepared(le.split_library(decoded, spec.library_held_out)["dev"])
+    log(f"audio data: {spec.library_scenes} + {spec.library_free_scenes} shot-free library scenes of "
+        f"{spec.library_scene_s} s from the development sources ({len(dev.shots)} gunshots, "
+        f"{len(dev.impulses)} impulses, {len(dev.beds)} beds)")
+    out: list[Scene] = []
+    for k, (n, free) in enumerate(((spec.library_scenes, False), (spec.library_free_scenes, True))):
+        out += [ls.scene for ls in library_scenes(dev, n, spec.seed + 31 + k, spec.library_scene_s, shot_free=free)]
+    return out
 
 
 #: the evaluation sets, held-out first
@@ -234,6 +267,8 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True
             for k, (n, free) in enumerate(((spec.clip_scenes, False), (spec.clip_free_scenes, True))):
                 sets["train"] += clip_scenes(n, s + 21 + k, spec.clip_scene_s, shot_free=free, log=log)
                 sets["val"] += clip_scenes(n // 10, s + 23 + k, spec.clip_scene_s, shot_free=free)
+        if spec.library_scenes or spec.library_free_scenes:
+            sets["train"] += _library_training(spec, log)
     sets["held_out"] = make_scenes(held, spec.eval_scenes, s + 3, spec.eval_scene_s, impulse_rate=0.5)
     sets["in_domain"] = make_scenes(ind, spec.eval_scenes, s + 4, spec.eval_scene_s, impulse_rate=0.5)
     n_free = round(spec.shot_free_minutes_held_out * 60 / spec.eval_scene_s)
@@ -245,4 +280,4 @@ def scene_sets(spec: DataSpec, log: Callable[[str], None], training: bool = True
     return sets
 
 
-__all__ = ["ALL", "EVAL_SETS", "HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "mine_negatives", "scene_sets", "windows"]
+__all__ = ["ALL", "EVAL_SETS", "HELD_OUT", "LIBRARY_HELD_OUT", "DataSpec", "Scene", "WindowSet", "families", "make_scenes", "mine_negatives", "scene_sets", "windows"]

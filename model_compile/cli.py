@@ -78,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=None, help="training seed (the data seed is fixed in DataSpec)")
     a.add_argument("--small", action="store_true", help="a small data set (smoke tests; not for shipping)")
     a.add_argument("--recipe", default="shipped",
-                   help="network + data recipe: shipped (default), wide, wide-all, wide-small, wide-neg, multi, multi-tail, multi-wide (docs/model.md)")
+                   help="network + data recipe: shipped (default), wide, wide-all, wide-small, wide-neg, multi, multi-tail, multi-wide, library-dev (docs/model.md)")
     a.add_argument("--model-version", default="1.0.0")
+    a.add_argument("--library-root", type=Path, default=None,
+                   help="with --recipe library-dev: where the sound library is unpacked (default build/third-party/usr/share/games)")
+    a.add_argument("--library-held-out", default=None,
+                   help="with --recipe library-dev: comma list of library sources never trained on (default: evaluate-library's held-out sources)")
     ea = sub.add_parser("evaluate-audio", help="held-out and in-domain audio results through the firmware detector")
     ea.add_argument("model", type=Path, nargs="+", help="one or more models, measured on the same scenes (side by side)")
     ea.add_argument("--threshold", type=float, default=None, help="override the sidecar's threshold")
@@ -303,6 +307,10 @@ def _build_audio(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs {cfg.epochs} must be at least 1")
     if args.small:
         data = replace(_audio_data(True), randomise=data.randomise)
+    if args.library_root is not None:
+        data = replace(data, library_root=str(args.library_root))
+    if args.library_held_out is not None:
+        data = replace(data, library_held_out=tuple(x.strip() for x in args.library_held_out.split(",") if x.strip()))
     side = build_audio(args.out, cfg, data, _log, args.model_version)
     print(_audio_table(side["metrics"]))
     return 0

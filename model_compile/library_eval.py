@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.device.errors import ClipError, UsageError
-from bodycam.model_compile.audio_data import Scene
+from bodycam.model_compile.audio_data import LIBRARY_HELD_OUT, Scene
 from bodycam.model_compile.audio_eval import Tally, evaluate_sets, replay, score_scene, stream_scores
 from bodycam.model_compile.library_scenes import LibraryScene, Prepared, library_scenes
 from bodycam.model_compile.sound_library import Decoded, LibrarySound, load, read_manifest
 
 #: sources held out of every choice in the shipped manifest (model_compile/third_party_sounds.tsv)
-DEFAULT_HELD_OUT = ("freedoom", "hedgewars", "nexuiz", "wesnoth", "warzone2100")
+DEFAULT_HELD_OUT = LIBRARY_HELD_OUT
 SPLITS = ("held_out", "dev")
 SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95)
 #: peak-level bands (dBFS, before clipping) for recall by level: a far shot .. a clipped near one

@@ -221,3 +221,16 @@ def test_the_shipped_manifest_parses_and_holds_out_whole_sources() -> None:
         assert sum(s.label == "shot" for s in part) >= 10
         assert sum(s.label == "impulse" for s in part) >= 40
         assert sum(s.label == "bed" for s in part) >= 5
+
+
+def test_library_training_scenes_never_hear_a_held_out_source(library: tuple[Path, Path]) -> None:
+    from bodycam.model_compile.audio_data import DataSpec, _library_training
+
+    manifest, root = library
+    spec = DataSpec(library_scenes=6, library_free_scenes=2, library_scene_s=4.0, library_root=str(root),
+                    library_manifest=str(manifest), library_held_out=("beta",))
+    scenes = _library_training(spec, lambda _m: None)
+    assert len(scenes) == 8
+    assert sum(len(sc.shots) for sc in scenes[:6]) >= 6 and not any(sc.shots for sc in scenes[6:])
+    heard = {fam for sc in scenes for _s, fam in (*sc.shots, *sc.impulses)}
+    assert heard and all(f.startswith("alpha:") for f in heard)
