@@ -34,7 +34,8 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     add.add_argument("device")
     add.add_argument("pubkey", type=Path, help="PEM public key file")
     ret = ksub.add_parser("retire", help="routine rotation (register the new key first): the key signs nothing new "
-                                         "from now (or --at) on; what it signed before stays evidence and uploads")
+                                         "from now (or --at) on; what it signed before stays evidence and uploads: "
+                                         "its recordings on the chain its hand-over ('bodycam provision --force') ends")
     ret.add_argument("device")
     ret.add_argument("key_id")
     ret.add_argument("--at", help="retirement time (RFC 3339 or date, UTC when no offset); default: now")
