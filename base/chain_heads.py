@@ -188,7 +188,7 @@ def place(heads: Sequence[Link], recording: str, manifest_sha256: str, link_of: 
     """Where (``recording``, ``manifest_sha256``) stands on the chains ending at ``heads``, and why.
 
     ``link_of(recording, sha)``: the ``previous`` link of that manifest when base holds it (None: it links
-    nothing), ``"absent"`` when base does not hold it. Recording ids sort by time and a chain goes back in
+    nothing, or base holds another manifest under that id), ``"absent"`` when base does not hold it. Recording ids sort by time and a chain goes back in
     time, so a walk stops once it is past the recording."""
     target = (recording, manifest_sha256)
     waits: list[str] = []

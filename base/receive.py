@@ -385,8 +385,10 @@ class Receiver:
         """The ``previous`` link of a manifest base stores (with exactly that SHA-256), for a chain walk."""
         def link_of(recording: str, sha: str) -> Link | Literal["absent"] | None:
             held = self.custody.stored(device, recording)
-            if not held or held[0].manifest_sha256 != sha:
+            if not held:
                 return "absent"
+            if held[0].manifest_sha256 != sha:  # base holds another manifest of that id: the chain ends there
+                return None
             link = self.custody.link(device, recording)
             if link is not None:
                 return link
