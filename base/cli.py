@@ -5,7 +5,9 @@ bodycam-base markers    --db base.db [--device D] [--since 2026-01-01] [--kind g
 bodycam-base devices    --db base.db [--json]
 bodycam-base quarantine --db base.db [--kind seq_conflict] [--device D] [--limit N] [--json]
 bodycam-base keys       add DEVICE device.pub | retire DEVICE KEY_ID [--at T] | revoke DEVICE KEY_ID [--at T]
-                        | list [--device D] --db base.db
+                        | list [--device D] | handover DEVICE OLD_KEY_ID.json [--by U]
+                        | accept-chain DEVICE KEY_ID RECORDING MANIFEST_SHA256 --reason TEXT [--by U]
+                        | heads [--device D] --db base.db
 bodycam-base serve      --db base.db [--listen 127.0.0.1:8080]   (the web app: bodycam.base.web)
 bodycam-base user add NAME --role operator|supervisor|admin --db base.db
 bodycam-base export-case OUT --device D [--recording R ...] --evidence DIR --db base.db

@@ -3,8 +3,11 @@
 Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys``):
 
 * ``custody_audit``: one row per event, never changed: ``received`` (an upload is complete at
-  base), ``verified`` / ``refused`` (the verdict on receipt, with the reason), ``stored`` (in the
-  evidence store), ``viewed`` (a file read back through base), ``exported`` (in a case bundle):
+  base), ``verified`` / ``refused`` (the verdict on receipt, with the reason), ``held`` (a recording
+  signed with a retired key that base cannot place on its chain yet: 409, kept staged; one row until
+  the reason changes), ``stored`` (in the evidence store), ``viewed`` (a file read back through base),
+  ``exported`` (in a case bundle), ``handover`` / ``vouched`` (a retired key's chain head registered:
+  ``base/chain_heads.py``):
   who (``device:<id>`` for a camera, the operator's name otherwise), when (base's clock) and what
   (device, recording, a JSON detail). **Append-only is enforced by the database**: triggers refuse
   every ``UPDATE`` and ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``), so neither the application
@@ -14,9 +17,9 @@ Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys
   signed manifest, when it was stored, where, sizes); one row per recording, written once.
 * ``evidence_links``: the ``previous`` link each stored recording's signed manifest names (the
   recording before it and that manifest's SHA-256), written with its ``evidence_recordings`` row: what
-  base already holds pins the manifests before it, which is how a recording signed with a *retired*
-  device key is placed in the device's chain (``base/receive.py``). Recordings stored before this
-  table existed have no row (they predate every retirement).
+  base holds lets a chain walk from a retired key's head reach the manifests before it
+  (``base/chain_heads.py``, ``base/receive.py``). Recordings stored before this table existed have no
+  row: the walk reads their stored manifest instead.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from typing import Any, Literal, Protocol
 
 from bodycam.base.rules import Tx
 
-Action = Literal["received", "verified", "refused", "stored", "viewed", "exported"]
-ACTIONS: frozenset[str] = frozenset({"received", "verified", "refused", "stored", "viewed", "exported"})
+Action = Literal["received", "verified", "refused", "stored", "viewed", "exported", "held", "handover", "vouched"]
+ACTIONS: frozenset[str] = frozenset({"received", "verified", "refused", "stored", "viewed", "exported", "held",
+                                     "handover", "vouched"})
 
 
 def _tables(serial: str) -> tuple[str, ...]:
@@ -146,6 +150,10 @@ class CustodyLog:
         self._store = store
         create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "custody_audit_no_change")
 
+    @property
+    def store(self) -> CustodyStore:
+        return self._store
+
     def transaction(self) -> AbstractContextManager[Tx]:
         return self._store.transaction()
 
@@ -188,13 +196,19 @@ class CustodyLog:
             tx.run("INSERT INTO evidence_links(device, recording, previous, previous_manifest_sha256) VALUES (?,?,?,?)"
                    " ON CONFLICT (device, recording) DO NOTHING", (device, recording, rec, sha))
 
-    def pinned(self, device: str, recording: str, manifest_sha256: str) -> str | None:
-        """The stored recording whose signed manifest links ``recording`` with exactly ``manifest_sha256``
-        (the manifest base holds after it pins it), else None."""
-        rows = self._store.read("SELECT recording FROM evidence_links WHERE device=? AND previous=? AND "
-                                "previous_manifest_sha256=? ORDER BY recording LIMIT 1",
-                                (device, recording, manifest_sha256))
-        return str(rows[0][0]) if rows else None
+    def link(self, device: str, recording: str) -> tuple[str, str] | None:
+        """The ``previous`` link (recording, manifest SHA-256) indexed for a stored recording, else None (it
+        links nothing, or it was stored before this table existed: read its manifest)."""
+        rows = self._store.read("SELECT previous, previous_manifest_sha256 FROM evidence_links WHERE device=? AND "
+                                "recording=?", (device, recording))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def last_entry(self, device: str, recording: str) -> AuditEntry | None:
+        """The newest audit row of a recording."""
+        rows = self._store.read("SELECT n, t_ns, actor, action, device, recording, detail FROM custody_audit"
+                                " WHERE device=? AND recording=? ORDER BY n DESC LIMIT 1", (device, recording))
+        return None if not rows else AuditEntry(int(rows[0][0]), int(rows[0][1]), str(rows[0][2]), str(rows[0][3]),
+                                                str(rows[0][4]), str(rows[0][5]), json.loads(rows[0][6]))
 
     def stored(self, device: str | None = None, recording: str | None = None) -> list[StoredRecording]:
         sql = ("SELECT device, recording, manifest_sha256, stored_ns, location, bytes, segments, markers"

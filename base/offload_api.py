@@ -10,6 +10,7 @@ do: 4xx (never retried as such: the camera keeps the recording and says why), 40
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
 
@@ -104,6 +105,15 @@ def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[
         return JSONResponse(receiver.signed(conf))
 
     @handled
+    async def handover(request: Request) -> Response:
+        device, body = await authenticated(request)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise Refused(400, ["bad_handover"], "the body is not a JSON hand-over record") from None
+        return JSONResponse(await run_in_threadpool(receiver.register_handover, device, doc))
+
+    @handled
     async def models(request: Request) -> Response:
         await authenticated(request)
         offers = [] if shelf is None else await run_in_threadpool(shelf.offers)
@@ -123,6 +133,7 @@ def offload_routes(receiver: Receiver, shelf: ModelShelf | None = None) -> list[
         return FileResponse(path, media_type="application/octet-stream")
 
     return [Mount(PREFIX, routes=[
+        Route("/handover/{device}", handover, methods=["PUT"]),
         Route("/models/{device}", models, methods=["GET"]),
         Route("/models/{device}/{package}/{name}", model_file, methods=["GET"]),
         Route("/recordings/{device}/{recording}", status, methods=["GET"]),

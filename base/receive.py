@@ -6,8 +6,9 @@ see :mod:`bodycam.device.uplink.offload_wire` for the protocol). On ``confirm``,
 takes the received files and **verifies, then stores**:
 
 1. the manifest names a key registered at base for this device: active, or *retired* (routine
-   rotation) with the recording pinned by the chain base holds (:meth:`Receiver._key_for`; until the
-   recording after it is at base, 409 ``awaiting_successor``, kept staged); never a revoked one;
+   rotation) with the recording on the chain that ends at the key's hand-over head
+   (:meth:`Receiver._key_for`, ``base/chain_heads.py``; while base cannot tell yet, 409
+   ``awaiting_successor``, kept staged and audited ``held``); never a revoked one;
 2. ``bodycam verify``'s own checks (:func:`bodycam.device.verify.verify_recording`, not a second
    verifier): manifest signature, schema, recording id, complete, every segment's size and SHA-256,
    no unlisted segment, the markers file's hash and count, each marker's signature, order, gaps and
@@ -38,13 +39,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
+from bodycam.base.chain_heads import ChainHeads, ChainRefused, Link, place
 from bodycam.base.custody import CustodyLog, StoredRecording
 from bodycam.base.evidence_store import EvidenceStore
 from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.device import identity
-from bodycam.device.clock import parse_rfc3339, rfc3339_ms
+from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage.seal import MANIFEST_FILE
 from bodycam.device.identity import Signer
@@ -113,7 +115,7 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 class Receiver:
     def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *, signer: Signer,
                  now_ns: Callable[[], int] = time.time_ns,
-                 on_stored: Callable[[str, str], None] | None = None) -> None:
+                 on_stored: Callable[[str, str], None] | None = None, chain: ChainHeads | None = None) -> None:
         """``signer``: base's custody key, which signs every confirmation. ``on_stored(device, recording)``:
         called after a recording is stored (e.g. base's working copy for review: decrypted, joined); its
         failure is logged, never a refusal."""
@@ -122,6 +124,7 @@ class Receiver:
         self.evidence = evidence
         self.custody = custody
         self.keys = keys
+        self.chain = chain if chain is not None else ChainHeads(custody.store, custody, keys)
         self.now_ns = now_ns
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -147,6 +150,20 @@ class Receiver:
             raise Refused(403, [f"{state}_key"], f"key {key_id} of device {device} is {state}")
         if not identity.verify(found[0].public(), request_bytes(method, target, body_sha256, device, key_id), sig):
             raise Refused(401, ["bad_signature"], f"the request's signature does not verify with key {key_id}")
+
+    def register_handover(self, device: str, doc: Any) -> dict[str, Any]:
+        """A camera's key hand-over (``device/footage/handover.py``), checked with the keys registered for
+        ``device`` and kept (``base/chain_heads.py``); Refused (422, 409 for a conflict) says why not."""
+        try:
+            h, new = self.chain.register_handover(device, doc, f"device:{device}", self.now_ns())
+        except ChainRefused as exc:
+            log.warning("offload: hand-over of %s refused: %s", device, exc)
+            raise Refused(exc.status, [exc.code], str(exc)) from exc
+        if new:
+            log.info("offload: %s: key %s hands over to key %s, its chain ends at %s", device, h.old_key, h.new_key,
+                     h.head[0] if h.head else "nothing")
+        return {"registered": True, "new": new, "old_key": h.old_key, "new_key": h.new_key,
+                "head": None if h.head is None else h.head[0]}
 
     # -- staging --------------------------------------------------------------------------------------
     def _lock(self, device: str, recording: str) -> threading.Lock:
@@ -252,8 +269,9 @@ class Receiver:
         else:
             unreadable = None
             verdict = self._key_for(device, recording, data, doc, now)
-            if isinstance(verdict, Refused) and verdict.status == 409:  # not yet: kept staged, nothing audited
+            if isinstance(verdict, Refused) and verdict.status == 409:  # not yet: kept staged, audited ``held``
                 log.info("offload: %s/%s waits: %s", device, recording, verdict.reason)
+                self._held(device, recording, data, doc, verdict, now)
                 raise verdict
         sizes = {p.name: p.stat().st_size for p in files.iterdir() if p.is_file()}
         self.custody.record(now, actor, "received", device, recording,
@@ -290,7 +308,7 @@ class Receiver:
                                 {"location": location, "manifest_sha256": conf.manifest_sha256})
         log.info("offload: stored %s/%s (%d segment(s), %d marker(s)), verified with key %s%s", device, recording,
                  report.segments, report.markers, key.key_id,
-                 " (retired: placed in the chain by the recording after it)" if not key.trusted_at(now) else "")
+                 " (retired: on the chain its hand-over ends)" if not key.trusted_at(now) else "")
         if self.on_stored is not None:
             try:
                 self.on_stored(device, recording)
@@ -322,15 +340,17 @@ class Receiver:
         """The registered key the manifest is verified with, or why not (a refusal, not raised).
 
         Active key: taken. Revoked (compromised): refused, 422 ``revoked_key``. **Retired** (routine
-        rotation): taken only when the recording is *pinned* by the chain base holds: a stored recording
-        (verified with its own key) whose signed manifest links exactly this manifest's SHA-256 as its
-        ``previous``. The camera's first recording with its new key links the last one its old key
-        signed, which links the one before, and so on, so every recording the old key signed before the
-        rotation is pinned once the recordings after it are at base, while the holder of the retired key
-        alone cannot make one that is (a SHA-256 second preimage; and only an active key authenticates
-        an upload). Not pinned and signed (``end_utc``) before the retirement: 409 ``awaiting_successor``
-        (kept staged; the camera sends the others and asks again). Not pinned and signed at or after the
-        retirement (or with no time): 422 ``retired_key``: the old key signs nothing new."""
+        rotation): taken only when the recording is on the chain that ends at a head registered for that key
+        (``base/chain_heads.py``): the camera's hand-over, signed by the old and the new key at ``bodycam
+        provision --force`` and naming the old key's last manifest, or an operator's ``keys accept-chain``.
+        The head is taken; a recording before it when a stored recording of the chain links its manifest's
+        exact SHA-256, and so on backwards. A recording base cannot place yet (no head for the key, or base
+        does not hold the recordings between it and the head): 409 ``awaiting_successor``, kept staged,
+        audited ``held``; one the chain has gone past, or newer than the head: 422 ``retired_key``. The
+        recording's signed times decide nothing (they are the signer's claim: a thief holding the retired
+        key backdates, a genuine camera still recording at the retirement does not), and a link from a
+        recording of another key pins nothing (the camera's link is no vouching: a card it does not
+        control can hold anything)."""
         kid = doc.get("key")
         if doc.get("sig") is None or kid is None:
             return Refused(422, ["unsigned"], "the manifest is not signed")
@@ -344,21 +364,54 @@ class Receiver:
         if state == "revoked":
             return Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked")
         assert key.retired_ns is not None
-        sha = hashlib.sha256(data).hexdigest()
-        if self.custody.pinned(device, recording, sha) is not None:
-            return key
         retired = rfc3339_ms(key.retired_ns)
+        heads = [h.link for h in self.chain.heads(device, str(kid)) if h.link is not None]
+        if not heads:
+            return Refused(409, [AWAITING_SUCCESSOR], f"key {kid} of {device} was retired at {retired} and base holds "
+                                                      "no hand-over for it: the camera uploads the one 'bodycam "
+                                                      "provision --force' made at its next dock, or an operator "
+                                                      "registers it (bodycam-base keys handover) or vouches for the "
+                                                      "chain (bodycam-base keys accept-chain)", waiting_for="handover")
+        where, why = place(heads, recording, hashlib.sha256(data).hexdigest(), self._link_of(device))
+        if where == "on":
+            return key
+        if where == "maybe":
+            return Refused(409, [AWAITING_SUCCESSOR], f"key {kid} of {device} was retired at {retired}: {why}; offload "
+                                                      "the camera's newer recordings first", waiting_for="successor")
+        return Refused(422, ["retired_key"], f"key {kid} of {device} was retired at {retired} and this recording is not "
+                                             f"on its chain: {why}; the retired key signs nothing new")
+
+    def _link_of(self, device: str) -> Callable[[str, str], Link | Literal["absent"] | None]:
+        """The ``previous`` link of a manifest base stores (with exactly that SHA-256), for a chain walk."""
+        def link_of(recording: str, sha: str) -> Link | Literal["absent"] | None:
+            held = self.custody.stored(device, recording)
+            if not held:
+                return "absent"
+            if held[0].manifest_sha256 != sha:  # base holds another manifest of that id: the chain ends there
+                return None
+            link = self.custody.link(device, recording)
+            if link is not None:
+                return link
+            try:  # stored before evidence_links existed: its manifest says
+                prev = self._stored_manifest(device, recording)[1].get("previous")
+            except (OSError, ValueError, StorageError):
+                return "absent"
+            if isinstance(prev, dict) and isinstance(prev.get("recording"), str) and \
+                    isinstance(prev.get("manifest_sha256"), str):
+                return str(prev["recording"]), str(prev["manifest_sha256"])
+            return None
+        return link_of
+
+    def _held(self, device: str, recording: str, data: bytes, doc: dict[str, Any], why: Refused, now: int) -> None:
+        """Audit a 409 (``held``), once until its reason changes (the camera asks again at every dock)."""
+        detail = {"codes": why.codes, "reason": why.reason, "key": doc.get("key"),
+                  "manifest_sha256": hashlib.sha256(data).hexdigest(), **why.extra}
         try:
-            signed_ns = parse_rfc3339(str(doc.get("end_utc") or doc.get("start_utc")))
-        except (BodycamError, ValueError):
-            signed_ns = None
-        if signed_ns is None or signed_ns >= key.retired_ns:
-            return Refused(422, ["retired_key"], f"key {kid} of {device} was retired at {retired}; this recording "
-                                                 f"says it was made after that ({doc.get('end_utc')!r}) and no recording "
-                                                 "base holds links it: the retired key signs nothing new")
-        return Refused(409, [AWAITING_SUCCESSOR], f"key {kid} of {device} was retired at {retired}: base takes this "
-                                                  "recording once it holds the one after it (whose manifest links this "
-                                                  "one's hash); offload the camera's newer recordings first")
+            last = self.custody.last_entry(device, recording)
+            if last is None or last.action != "held" or last.detail != detail:
+                self.custody.record(now, f"device:{device}", "held", device, recording, detail)
+        except StorageError as exc:
+            log.error("offload: cannot audit that %s/%s is held: %s", device, recording, exc)
 
     def _check_previous(self, device: str, recording: str, doc: dict[str, Any], files: Path) -> None:
         link = doc.get("previous")

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from bodycam.device.errors import BodycamError, UsageError
 
@@ -26,7 +27,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="where to write the private key (default: identity.key_file, else <data_dir>/identity/device.key)")
     p.add_argument("--device", default=None, help="device id (default: device.id of the config)")
     p.add_argument("--owner", default=None, help="user that owns the key (the service user, e.g. bodycam)")
-    p.add_argument("--force", action="store_true", help="replace an existing key (a new identity: register it at base)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing key (a new identity: register it at base); the old key first signs, "
+                        "with the new one, a hand-over naming its last recording (<data_dir>/handover/OLD_KEY_ID.json, "
+                        "uploaded to base at the next dock): base takes the old key's recordings on that chain only")
     p.add_argument("--base-key", default=None, metavar="AGE1_OR_FILE",
                    help="install base's public key (age1..., or a file holding it) to which footage is "
                         "encrypted at rest (at atrest.base_key_file, default <data_dir>/identity/base.age.pub); "
@@ -97,11 +101,22 @@ def provision(args: argparse.Namespace) -> int:
                 json.dump({"base_key": recipient, "base_key_file": str(target)}, sys.stdout, indent=2)
                 print()
             return 0
-    made = provision(path, device, owner=args.owner, force=args.force)
+    handover: dict[str, Any] = {}
+    if args.force and path.exists():  # a rotation: the old key hands over to the new one first
+        from bodycam.device.clock import SystemClock, rfc3339_ms
+        from bodycam.device.footage.handover import rotate_key
+
+        rotated = rotate_key(path, device, cfg.data_dir, rfc3339_ms(SystemClock().wall_ns()), owner=args.owner)
+        made = rotated.provisioned
+        handover = {"handover_file": None if rotated.handover is None else str(rotated.handover),
+                    "handover_head": None if rotated.head is None else rotated.head[0],
+                    "handover_problem": rotated.problem}
+    else:
+        made = provision(path, device, owner=args.owner, force=args.force)
     if args.json:
         json.dump({"device": device, "key_id": made.key_id, "key_file": str(made.key_file),
                    "public_key_file": str(made.public_file), "csr_file": str(made.csr_file),
-                   "public_key_pem": made.public_pem.decode("ascii")}, sys.stdout, indent=2)
+                   "public_key_pem": made.public_pem.decode("ascii"), **handover}, sys.stdout, indent=2)
         print()
         return 0
     print(f"device     {device}")
@@ -109,9 +124,20 @@ def provision(args: argparse.Namespace) -> int:
     print(f"private    {made.key_file} (mode 0600{', owner ' + args.owner if args.owner else ''})")
     print(f"public     {made.public_file}")
     print(f"csr        {made.csr_file} (CN={device}: have the fleet CA sign it for the MQTT client certificate)")
+    if handover.get("handover_file"):
+        print(f"hand-over  {handover['handover_file']} (signed by the old and the new key; the old key's chain "
+              f"ends at {handover['handover_head'] or 'nothing: it signed no recording'}; the camera uploads it "
+              "at its next dock)")
+    elif handover:
+        print(f"warning: no hand-over (the old key cannot be read: {handover['handover_problem']}): base holds the "
+              "old key's recordings back until an operator vouches for them (bodycam-base keys accept-chain)",
+              file=sys.stderr)
     print()
     print(made.public_pem.decode("ascii"), end="")
     print()
     print(f"next: at base, bodycam-base keys add {device} {made.public_file.name}")
+    if handover:
+        print(f"      then bodycam-base keys retire {device} OLD_KEY_ID (the old key's recordings are taken on the "
+              "chain its hand-over ends)")
     print("      here, bodycam offload trust custody.pub (base's custody key: it signs the offload confirmations)")
     return 0

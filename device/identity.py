@@ -210,11 +210,14 @@ class Provisioned:
     public_pem: bytes
 
 
-def provision(path: Path, device_id: str, *, owner: str | None = None, force: bool = False) -> Provisioned:
+def provision(path: Path, device_id: str, *, owner: str | None = None, force: bool = False,
+              private: Ed25519PrivateKey | None = None) -> Provisioned:
     """Generate the key pair at ``path`` (0600), ``device.pub`` and ``device.csr`` beside it.
 
     An existing key is never overwritten unless ``force`` (a new key is a new identity: base
-    must register it). ``owner`` (a user name) becomes the owner of the key and its folder.
+    must register it; ``bodycam provision --force`` first writes the key hand-over,
+    ``footage/handover.py``, which is why the new ``private`` key may be given). ``owner`` (a user
+    name) becomes the owner of the key and its folder.
     """
     uid = gid = -1
     if owner is not None:
@@ -226,7 +229,8 @@ def provision(path: Path, device_id: str, *, owner: str | None = None, force: bo
     if path.exists() and not force:
         raise UsageError(f"{path}: a device key exists already (key id {load_signer(path).key_id}); "
                          "--force makes a new identity that base must register again")
-    private = Ed25519PrivateKey.generate()
+    if private is None:
+        private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     try:

@@ -19,10 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bodycam.device import identity
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
 from bodycam.device.footage.atrest import SUFFIX, SegmentEncryption
 from bodycam.device.footage.footage_path import CameraFootage, CameraFootagePath, FootagePath, PacketFootage
+from bodycam.device.footage.handover import former_heads, linkable_recording, read_handovers
 from bodycam.device.footage.recording import (
     PROTECTING_KINDS,
     MarkerRef,
@@ -197,6 +201,7 @@ class Recorder:
         self.errors: list[str] = []
         self.storage_alarm = False
         self.recovered: list[str] = []
+        self.unlinked: list[str] = []  # newer recordings the chain does not link, with why (see _linkable)
         self.signer = signer  # seals every manifest (footage/seal.py)
         self._last_dir: Path | None = None  # the newest recording: the next one links its manifest
         # finished segments are hashed here, off the frame loop (see Recording._schedule_hash)
@@ -209,8 +214,22 @@ class Recorder:
         except OSError as exc:
             raise StorageError(f"{self.root}: cannot create the recordings directory ({exc.strerror or exc})") from exc
         self.recovered = recover_interrupted(self.root, self.signer)
-        self._last_dir = latest_recording(self.root)
+        self._last_dir = self._linkable()
         self.footage.begin(info)
+
+    def _linkable(self) -> Path | None:
+        """The recording the next one links (``previous``): with a device key, only one whose manifest
+        verifies with it or is the head of a hand-over it made (``footage/handover.py``): a recording
+        planted on the card with a leaked old key is not linked, and is reported (``unlinked``)."""
+        public = getattr(self.signer, "public", None)
+        if not isinstance(public, Ed25519PublicKey):  # unsigned footage: the newest, as before
+            return latest_recording(self.root)
+        heads = former_heads(read_handovers(self.root.parent), identity.key_id(public))
+        found, self.unlinked = linkable_recording(self.root, public, heads.values())
+        for why in self.unlinked:
+            log.error("ALARM recording not linked into the chain (planted, damaged, or signed by a key this camera "
+                      "did not hand over from): %s", why)
+        return found
 
     def feed(self, packets: Iterable[EncodedPacket], t_ns: int | None = None) -> None:
         """Every frame: its encoded packets (none from a camera that writes its own files)."""

@@ -19,12 +19,15 @@ a body camera out of service).
 
 :class:`OffloadService` is the thread the firmware runs: every ``interval_s`` it asks the dock
 sense (``hw/dock.py``) whether the camera is docked and, if so, offloads what is pending, protected
-recordings first, oldest first. A recording the camera cannot read (a file the manifest lists is
+recordings first, oldest first, then those signed with a former key, newest first. A recording the camera cannot read (a file the manifest lists is
 missing or not a file, an I/O error: a damaged card) is skipped with an alarm, its reason kept in
 telemetry (``offload.error``, ``offload.skipped``), and tried again after a backoff; it never stops
-the others, nor the model fetch after them. A recording base holds back (``awaiting_successor``: it
-is signed with a retired device key and base needs the recording after it first) is tried again in
-the same round, newest first, once the others are offloaded.
+the others, nor the model fetch after them. Every round first gives base the key hand-overs the
+camera made at re-provisioning (``footage/handover.py``) until base holds them. A recording base holds
+back (``awaiting_successor``: it is signed with a retired device key and base cannot place it on the
+key's chain yet) is tried again in the same round, newest first, once the others are offloaded; one
+refused for its retired key (``retired_key``) too, once, and then in later rounds with backoff (base
+may place it later: an operator's ``keys accept-chain``), never only after a restart.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.device.clock import Clock, rfc3339_ms
 from bodycam.device.errors import BodycamError, ConfigError
+from bodycam.device.footage.handover import former_heads, read_handovers
 from bodycam.device.footage.offload_state import (
     confirmation_problem,
     is_offloaded,
@@ -65,6 +69,7 @@ from bodycam.device.uplink.offload_wire import (
     H_SIG,
     MAX_CHUNK,
     PREFIX,
+    RETIRED_KEY,
     request_bytes,
     sha256_hex,
 )
@@ -245,6 +250,12 @@ class BaseClient:
     def confirm(self, recording: str) -> dict[str, Any]:
         return self._expect(200, *self.request("POST", self._path(recording, "confirm")), "confirm")
 
+    def handover(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Give base a key hand-over record (``footage/handover.py``)."""
+        body = json.dumps(doc, sort_keys=True).encode("utf-8")
+        target = "/".join((PREFIX, "handover", quote(self.device, safe="")))
+        return self._expect(200, *self.request("PUT", target, body), "hand-over")
+
     def _expect(self, want: int, code: int, doc: dict[str, Any], what: str) -> dict[str, Any]:
         if code == want:
             return doc
@@ -282,10 +293,13 @@ def _readable(rec_dir: Path, name: str) -> int:
     return st.st_size
 
 
-def pending(root: Path, trusted: TrustedKeys) -> list[Path]:
+def pending(root: Path, trusted: TrustedKeys, current_key: str | None = None) -> list[Path]:
     """Finished recordings without a confirmation that verifies (``trusted``: the custody keys): protected
-    first, then oldest first."""
+    first, then oldest first; with ``current_key`` (the camera's key id), the recordings signed with another
+    key (a former one: base takes them on the chain its hand-over ends) after those, newest first, so each
+    finds the one after it at base."""
     out: list[tuple[bool, str, Path]] = []
+    former: list[Path] = []
     try:
         dirs = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError:
@@ -296,8 +310,11 @@ def pending(root: Path, trusted: TrustedKeys) -> list[Path]:
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("complete") is True and not is_offloaded(d, trusted):
-            out.append((not doc.get("protected", False), d.name, d))
-    return [d for _, _, d in sorted(out)]
+            if current_key is not None and doc.get("key") not in (None, current_key):
+                former.append(d)
+            else:
+                out.append((not doc.get("protected", False), d.name, d))
+    return [d for _, _, d in sorted(out)] + sorted(former, reverse=True)
 
 
 class Offloader:
@@ -437,6 +454,8 @@ class OffloadService:
         self.unverified: dict[str, str] = {}  # recording -> why its confirmation does not verify (the alarm)
         self.awaiting: dict[str, str] = {}  # recording -> base holds it until it has the one after it
         self._refused: set[str] = set()
+        self._handed: set[str] = set()  # old key ids whose hand-over base holds (footage/handover.py)
+        self.handover_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.untrusted: str | None = None
@@ -464,9 +483,10 @@ class OffloadService:
         round confirms something."""
         if not self.docked():
             return 0
+        self._send_handovers()
         done = 0
         waiting: list[Path] = []
-        todo = pending(self.recordings, self.offloader.trusted)
+        todo = pending(self.recordings, self.offloader.trusted, self.offloader.client.signer.key_id)
         for rid in set(self.unverified) - {r.name for r in todo}:  # offloaded since, or gone: no alarm for it
             del self.unverified[rid]
         for rec in todo:
@@ -481,7 +501,7 @@ class OffloadService:
             if outcome == "stop":
                 break
             done += outcome == "confirmed"
-            if outcome == "awaiting":
+            if outcome in ("awaiting", "held"):
                 waiting.append(rec)
         progress = done > 0
         while waiting and progress and not self._stop.is_set():  # the recording after each may be at base now
@@ -501,8 +521,27 @@ class OffloadService:
             fetch_models(self.models)
         return done
 
-    def _one(self, rec: Path) -> Literal["confirmed", "awaiting", "next", "stop"]:
-        """Offload one recording: confirmed; awaiting (base holds it back); next (skipped, refused: go on
+    def _send_handovers(self) -> None:
+        """Give base the key hand-overs this camera made (``footage/handover.py``) until it holds them, before
+        any recording: base takes a retired key's recordings only on the chain its hand-over ends."""
+        handovers = read_handovers(self.recordings.parent)
+        mine = former_heads(handovers, self.offloader.client.signer.key_id)
+        for h in handovers:
+            if h.old_key not in mine or h.old_key in self._handed or self._stop.is_set():
+                continue
+            try:
+                self.offloader.client.handover(h.doc)
+            except OffloadError as exc:
+                self.handover_error = f"hand-over of key {h.old_key}: {exc}"
+                log.error("offload: %s", self.handover_error)
+                continue
+            self._handed.add(h.old_key)
+            self.handover_error = None
+            log.info("offload: base holds the hand-over of key %s", h.old_key)
+
+    def _one(self, rec: Path) -> Literal["confirmed", "awaiting", "held", "next", "stop"]:
+        """Offload one recording: confirmed; awaiting (base holds it back); held (refused for its retired key:
+        tried again after progress in this round, and later with backoff); next (skipped, refused: go on
         with the others); stop (base unreachable, full or busy: the round ends)."""
         self.awaiting.pop(rec.name, None)
         try:
@@ -517,6 +556,9 @@ class OffloadService:
                 self.awaiting[rec.name] = str(exc)
                 log.info("offload: %s", exc)
                 return "awaiting"
+            if RETIRED_KEY in exc.codes:  # base may place it later (its chain, an operator's word): not final
+                self._skip(rec.name, str(exc))
+                return "held"
             self.last_error = str(exc)
             log.error("offload: %s", exc)
             if not exc.retry:  # refused by base: not again until the next start (it stays on the card)
@@ -554,6 +596,8 @@ class OffloadService:
             out["skipped"] = {rid: {"reason": s.reason, "failures": s.failures} for rid, s in self.skipped.items()}
         if self.awaiting:
             out["awaiting"] = list[JSON](sorted(self.awaiting))
+        if self.handover_error is not None:
+            out["handover"] = self.handover_error
         if self.models is not None:
             out["models"] = {"installed": len(self.models.installed), "error": self.models.last_error}
         return out

@@ -16,9 +16,15 @@ answers, under ``/api/offload/v1``:
   evidence store and answers the confirmation naming the hashes it verified; or refuses (422) with
   ``{"refused": [codes], "reason": "..."}``. Confirming a stored recording again answers the same
   confirmation (the camera may have missed the first answer). A recording signed with a *retired*
-  device key that base cannot yet place in the device's chain is answered 409 ``awaiting_successor``
-  (kept staged, nothing audited: the camera asks again once it has offloaded the recording after it;
-  ``base/receive.py``).
+  device key that base cannot yet place on the key's chain is answered 409 ``awaiting_successor``
+  (with ``waiting_for``: ``handover`` or ``successor``; kept staged, audited ``held``: the camera asks
+  again later in the round and at the next dock); one that is not on it, 422 ``retired_key``
+  (``base/receive.py``, ``base/chain_heads.py``);
+* ``PUT  /handover/<device>``: the body is a key hand-over record (``footage/handover.py``, made by
+  ``bodycam provision --force``, signed by the old and the new key); base checks both signatures with
+  the keys registered for the device and keeps it: ``{"registered": true, "new": bool, "old_key",
+  "new_key", "head"}``; refused 422 (bad record, unknown or revoked key) or 409 (base holds another
+  hand-over of that key). The camera sends its records at the start of every round until base has them.
 
 **Confirmations are signed by base** (schema :data:`CONFIRMATION_SCHEMA`), with base's *custody key*
 (``bodycam-base custody keygen``; ``serve --custody-key``), whose public half every camera is given at
@@ -68,6 +74,8 @@ CONFIRMATION_SCHEMA = "bodycam.offload-confirmation/1"
 #: the refusal code (409) of a recording signed with a retired device key that base holds back until it has
 #: the recording after it (``base/receive.py``)
 AWAITING_SUCCESSOR = "awaiting_successor"
+#: the refusal code (422) of a recording signed with a retired device key that is not on the key's chain
+RETIRED_KEY = "retired_key"
 MAX_CHUNK = 8 * 1024 * 1024
 #: the files of a recording that are uploaded (the camera's ``offload.json`` stays on the camera)
 #: (``\A``...``\Z``: the whole string, so ``match`` and ``fullmatch`` agree and a trailing newline is refused)

@@ -1,0 +1,267 @@
+"""The key hand-over: how a re-provisioned camera carries its old key's recordings into custody.
+
+``bodycam provision --force`` (:func:`rotate_key`) makes the new key and, before the old one is replaced,
+a **hand-over record** (``<data_dir>/handover/<old key id>.json``, schema :data:`SCHEMA`)::
+
+    {"schema": "bodycam.key-handover/1", "device": "cam-01",
+     "old_key": "<id>", "old_public_pem": "...", "new_key": "<id>", "new_public_pem": "...",
+     "head": {"recording": "<id>", "manifest_sha256": "<sha256>"} | null,
+     "made_utc": "2026-06-01T08:00:00.000Z", "old_sig": "<base64>", "new_sig": "<base64>"}
+
+``head`` is the tip of the chain the old key ends: the newest manifest on the card that the old key
+signed (or, when it signed none, the head it had itself been handed). **Both keys sign** the RFC 8785
+bytes of the record without ``old_sig``/``new_sig``: the old key says "this is my last manifest", the
+new one "and I take over from there". The camera uploads the record to base at every dock until base
+has it (``PUT /api/offload/v1/handover/<device>``), or the operator registers it (``bodycam-base keys
+handover``); base then takes a recording signed with the retired old key only on the chain that ends at
+``head`` (walking ``previous`` links backwards, ``base/chain_heads.py``). Someone who holds only the
+retired key cannot make a hand-over (the new key signs it too) nor extend the chain (the head is fixed).
+
+On the camera the hand-over also decides **what a new recording may link** as its ``previous``
+(:func:`linkable_recording`): a manifest that verifies with the camera's current key, or exactly the
+head of a hand-over the current key made (directly, or through earlier hand-overs it vouched for). A
+recording planted on the card with a leaked old key is neither: it is not linked, and is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from bodycam.device import identity
+from bodycam.device.errors import MarkerError
+from bodycam.device.footage.seal import MANIFEST_FILE, signed_bytes
+from bodycam.device.identity import IdentityError, Signer
+from bodycam.device.uplink.markers import jcs
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "bodycam.key-handover/1"
+HANDOVER_DIR = "handover"
+SIGS = ("old_sig", "new_sig")
+#: a hand-over record is small; anything bigger is not one (the camera and base read at most this)
+MAX_BYTES = 16 * 1024
+
+Link = tuple[str, str]  # (recording id, SHA-256 of its manifest.json)
+
+
+class HandoverError(IdentityError):
+    """A hand-over record is malformed, or a signature in it does not verify."""
+
+
+def handover_bytes(doc: dict[str, Any]) -> bytes:
+    """What both signatures cover: the record's RFC 8785 bytes without ``old_sig``/``new_sig``."""
+    return jcs({k: v for k, v in doc.items() if k not in SIGS})
+
+
+def make_handover(device: str, old: Signer, new: Signer, head: Link | None, made_utc: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema": SCHEMA, "device": device,
+        "old_key": old.key_id, "old_public_pem": old.public_pem().decode("ascii"),
+        "new_key": new.key_id, "new_public_pem": new.public_pem().decode("ascii"),
+        "head": None if head is None else {"recording": head[0], "manifest_sha256": head[1]},
+        "made_utc": made_utc,
+    }
+    body = handover_bytes(doc)
+    return {**doc, "old_sig": old.sign(body), "new_sig": new.sign(body)}
+
+
+@dataclass(frozen=True)
+class Handover:
+    device: str
+    old_key: str
+    new_key: str
+    head: Link | None
+    doc: dict[str, Any]
+
+
+def parse_handover(doc: Any, where: str) -> Handover:
+    """The record's fields (HandoverError naming ``where`` when it is not a hand-over record); the
+    signatures are checked by :func:`handover_problem`."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise HandoverError(f"{where}: not a key hand-over record (schema {SCHEMA})")
+    fields = ("device", "old_key", "new_key", "old_public_pem", "new_public_pem", "made_utc", *SIGS)
+    bad = [f for f in fields if not isinstance(doc.get(f), str) or not doc.get(f)]
+    if bad:
+        raise HandoverError(f"{where}: missing or not a string: {', '.join(bad)}")
+    head = doc.get("head")
+    link: Link | None = None
+    if head is not None:
+        if not isinstance(head, dict) or not all(isinstance(head.get(k), str) for k in ("recording", "manifest_sha256")):
+            raise HandoverError(f"{where}: head must be null or {{recording, manifest_sha256}}")
+        link = (str(head["recording"]), str(head["manifest_sha256"]))
+    if doc["old_key"] == doc["new_key"]:
+        raise HandoverError(f"{where}: the old and the new key are the same key")
+    return Handover(str(doc["device"]), str(doc["old_key"]), str(doc["new_key"]), link, doc)
+
+
+def handover_problem(h: Handover, old: Ed25519PublicKey, new: Ed25519PublicKey) -> str | None:
+    """Why ``h`` is not signed by both ``old`` and ``new`` (None when it is)."""
+    if identity.key_id(old) != h.old_key or identity.key_id(new) != h.new_key:
+        return "the keys given are not the record's old_key/new_key"
+    try:
+        body = handover_bytes(h.doc)
+    except MarkerError as exc:
+        return f"not canonical JSON ({exc})"
+    for sig, public, which in (("old_sig", old, "old"), ("new_sig", new, "new")):
+        if not identity.verify(public, body, str(h.doc[sig])):
+            return f"the {which} key's signature ({which} key {identity.key_id(public)}) does not verify"
+    return None
+
+
+def _embedded(h: Handover, which: str) -> Ed25519PublicKey:
+    return identity.parse_public(str(h.doc[f"{which}_public_pem"]).encode("ascii"), f"hand-over {which}_public_pem")
+
+
+def read_handovers(data_dir: Path) -> list[Handover]:
+    """Every readable hand-over record on the card whose two signatures verify with the keys it names
+    (a bad file is logged and left out; trust in a record comes from :func:`former_heads`)."""
+    folder = data_dir / HANDOVER_DIR
+    out: list[Handover] = []
+    try:
+        files = sorted(p for p in folder.glob("*.json") if p.is_file())
+    except OSError:
+        return []
+    for path in files:
+        try:
+            data = path.read_bytes()[:MAX_BYTES + 1]
+            if len(data) > MAX_BYTES:
+                raise HandoverError(f"{path}: more than {MAX_BYTES} bytes")
+            h = parse_handover(json.loads(data), str(path))
+            problem = handover_problem(h, _embedded(h, "old"), _embedded(h, "new"))
+            if problem is not None:
+                raise HandoverError(f"{path}: {problem}")
+        except (OSError, ValueError, IdentityError) as exc:
+            log.error("ALARM hand-over record left out: %s", exc)
+            continue
+        out.append(h)
+    return out
+
+
+def former_heads(handovers: Iterable[Handover], current_key: str) -> dict[str, Link | None]:
+    """The keys the camera held before ``current_key``, by id, with the head each handed over: only
+    hand-overs to the current key, or to a key that handed over to it, and so on (a record made by some
+    other pair of keys, e.g. planted on the card, counts for nothing)."""
+    by_new: dict[str, list[Handover]] = {}
+    for h in handovers:
+        by_new.setdefault(h.new_key, []).append(h)
+    found: dict[str, Link | None] = {}
+    todo = [current_key]
+    while todo:
+        for h in by_new.get(todo.pop(), []):
+            if h.old_key not in found and h.old_key != current_key:
+                found[h.old_key] = h.head
+                todo.append(h.old_key)
+    return found
+
+
+def manifest_link(rec_dir: Path) -> tuple[Link, dict[str, Any]] | None:
+    """(recording, SHA-256 of its manifest file) and the manifest; None when it cannot be read."""
+    try:
+        data = (rec_dir / MANIFEST_FILE).read_bytes()
+        doc = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return (rec_dir.name, hashlib.sha256(data).hexdigest()), doc
+
+
+def signed_by(doc: dict[str, Any], public: Ed25519PublicKey) -> bool:
+    """The manifest ``doc`` is signed by ``public`` (its ``key`` names it and ``sig`` verifies)."""
+    sig = doc.get("sig")
+    if doc.get("key") != identity.key_id(public) or not isinstance(sig, str):
+        return False
+    try:
+        return identity.verify(public, signed_bytes(doc), sig)
+    except MarkerError:
+        return False
+
+
+def linkable_recording(root: Path, current: Ed25519PublicKey, heads: Iterable[Link | None], *,
+                       complete_only: bool = False) -> tuple[Path | None, list[str]]:
+    """The newest recording in ``root`` a new recording may link (see the module) and the newer ones it
+    may not (each with why: planted, damaged, or signed by a key the camera does not know);
+    ``complete_only``: an unfinished recording is passed over too (it is re-sealed when recovered)."""
+    known = {h for h in heads if h is not None}
+    refused: list[str] = []
+    try:
+        dirs = sorted((p for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).exists()), reverse=True)
+    except OSError:
+        return None, []
+    for d in dirs:
+        got = manifest_link(d)
+        if got is not None:
+            link, doc = got
+            if complete_only and doc.get("complete") is not True:
+                refused.append(f"{d.name}: not complete (recovered and re-sealed at the next start)")
+                continue
+            if link in known or signed_by(doc, current):
+                return d, refused
+            why = (f"signed with key {doc.get('key')!r}, neither this camera's key {identity.key_id(current)} nor the "
+                   "head of a hand-over it made")
+        else:
+            why = "its manifest cannot be read"
+        refused.append(f"{d.name}: {why}")
+    return None, refused
+
+
+def newest_signed_by(root: Path, public: Ed25519PublicKey, heads: Iterable[Link | None]) -> Link | None:
+    """The head a hand-over from ``public`` names: the newest complete recording it may link (see
+    :func:`linkable_recording`), None when there is none."""
+    found, passed = linkable_recording(root, public, heads, complete_only=True)
+    for why in passed:
+        log.warning("hand-over: passed over %s", why)
+    if found is None:
+        return None
+    got = manifest_link(found)
+    return None if got is None else got[0]
+
+
+def write_handover(data_dir: Path, doc: dict[str, Any]) -> Path:
+    """Write the record durably at ``<data_dir>/handover/<old key id>.json``."""
+    from bodycam.device.footage.recording import write_atomic
+
+    folder = data_dir / HANDOVER_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HandoverError(f"{folder}: cannot create ({exc.strerror or exc})") from exc
+    path = folder / f"{doc['old_key']}.json"
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+@dataclass(frozen=True)
+class Rotated:
+    provisioned: identity.Provisioned
+    handover: Path | None  # None: no old key could be read (nothing to hand over)
+    head: Link | None
+    problem: str | None  # why there is no hand-over
+
+
+def rotate_key(key_file: Path, device: str, data_dir: Path, made_utc: str, *, owner: str | None = None) -> Rotated:
+    """``bodycam provision --force``: a new key, and (when the old key can be read) the hand-over record
+    written *before* the old key is replaced, signed by both."""
+    problem: str | None = None
+    try:
+        old: Signer | None = identity.load_signer(key_file)
+    except IdentityError as exc:
+        old, problem = None, str(exc)
+    private = Ed25519PrivateKey.generate()
+    new = Signer(private)
+    path: Path | None = None
+    head: Link | None = None
+    if old is not None:
+        mine = former_heads(read_handovers(data_dir), old.key_id)
+        head = newest_signed_by(data_dir / "recordings", old.public, mine.values())
+        path = write_handover(data_dir, make_handover(device, old, new, head, made_utc))
+    made = identity.provision(key_file, device, owner=owner, force=True, private=private)
+    return Rotated(made, path, head, problem)
