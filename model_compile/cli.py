@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     el.add_argument("--seed", type=int, default=20261130)
     el.add_argument("--out", type=Path, default=None, help="also write the full result as JSON here")
     el.add_argument("--json", action="store_true", help="print the full result as JSON")
+    dl = sub.add_parser("dub-library", help="copy a family data set with its sound replaced by a sound library's "
+                        "(video bit for bit, truth unchanged): the fused loop on sound the project never made")
+    dl.add_argument("data", type=Path, help="a family data set (bodycam-sim make-dataset --families)")
+    dl.add_argument("out", type=Path, help="where the dubbed copy goes")
+    dl.add_argument("--split", choices=("held_out", "dev"), default="held_out",
+                    help="which of the library's sources to use (default %(default)s)")
+    dl.add_argument("--manifest", type=Path, default=None, help="as evaluate-library")
+    dl.add_argument("--root", type=Path, default=Path("build/third-party/usr/share/games"), help="as evaluate-library")
+    dl.add_argument("--held-out", default=None, help="as evaluate-library")
+    dl.add_argument("--seed", type=int, default=20261130)
     f = sub.add_parser("evaluate-fused", help="the firmware loop on clips with sound, per fusion policy")
     f.add_argument("data", type=Path, help="folder of clips with .truth.json")
     f.add_argument("--policies", default="fused,video,audio", help="comma list (default %(default)s)")
@@ -341,22 +351,40 @@ def _evaluate_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _library_split(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], Any]:
+    from bodycam.model_compile import library_eval as le
+
+    manifest = args.manifest or Path(le.__file__).with_name("third_party_sounds.tsv")
+    held = le.DEFAULT_HELD_OUT if args.held_out is None else tuple(s.strip() for s in args.held_out.split(",") if s.strip())
+    decoded, bad = le.load_library(manifest, args.root, _log)
+    for line in bad[:10]:
+        _log(f"  skipped {line}")
+    args.unreadable = bad
+    return manifest, held, le.split_library(decoded, held)
+
+
+def _dub_library(args: argparse.Namespace) -> int:
+    from bodycam.model_compile.library_dub import dub_dataset
+    from bodycam.model_compile.library_scenes import Prepared
+
+    _manifest, _held, split = _library_split(args)
+    n = dub_dataset(args.data, args.out, Prepared(split[args.split]), args.seed, _log)
+    print(f"{n} clips of {args.data} dubbed with the library's {args.split} sources into {args.out}")
+    return 0
+
+
 def _evaluate_library(args: argparse.Namespace) -> int:
     from bodycam.device.detect.audio_model_spec import default_audio_model_path
     from bodycam.model_compile import library_eval as le
 
     if args.scenes < 1:
         raise UsageError(f"--scenes {args.scenes} must be at least 1")
-    manifest = args.manifest or Path(le.__file__).with_name("third_party_sounds.tsv")
-    held = le.DEFAULT_HELD_OUT if args.held_out is None else tuple(s.strip() for s in args.held_out.split(",") if s.strip())
-    decoded, bad = le.load_library(manifest, args.root, _log)
-    for line in bad[:10]:
-        _log(f"  skipped {line}")
-    split = le.split_library(decoded, held)
+    manifest, held, split = _library_split(args)
     sets = le.library_sets(split, args.scenes, args.seed)
     models = list(args.model) or [default_audio_model_path()]
     res = {"manifest": str(manifest), "held_out_sources": list(held), "splits": le.describe(split),
-           "scenes_per_set": args.scenes, "seed": args.seed, "unreadable": bad, "models": le.evaluate_library(models, sets)}
+           "scenes_per_set": args.scenes, "seed": args.seed, "unreadable": args.unreadable,
+           "models": le.evaluate_library(models, sets)}
     if args.out is not None:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
     if args.json:
@@ -435,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"build": _build, "evaluate": _evaluate, "inspect": _inspect, "build-audio": _build_audio,
            "evaluate-audio": _evaluate_audio, "evaluate-fused": _evaluate_fused, "selftest": _selftest,
-           "compare": _compare, "tune-fusion": _tune_fusion, "evaluate-library": _evaluate_library}[args.command]
+           "compare": _compare, "tune-fusion": _tune_fusion, "evaluate-library": _evaluate_library,
+           "dub-library": _dub_library}[args.command]
     try:
         return run(args)
     except BodycamError as exc:

@@ -61,11 +61,12 @@ class Prepared:
             (self.shots if d.sound.label == "shot" else self.impulses).append(entry)
 
 
-def _db(x: float) -> float:
+def db_gain(x: float) -> float:
     return float(10 ** (x / 20.0))
 
 
-def _bed(rng: np.random.Generator, bed: F32, n: int) -> F32:
+def bed_loop(rng: np.random.Generator, bed: F32, n: int) -> F32:
+    """``n`` samples of a bed, looped, from a random point."""
     start = int(rng.integers(0, len(bed)))
     reps = -(-(n + start) // len(bed))
     out: F32 = np.tile(bed, reps)[start : start + n]
@@ -86,7 +87,7 @@ def library_scene(rng: np.random.Generator, lib: Prepared, seconds: float, shots
     n = int(seconds * MIC_RATE)
     out = np.zeros(n, np.float32)
     for _ in range(int(rng.integers(1, 3)) if lib.beds else 0):
-        out += _bed(rng, lib.beds[int(rng.integers(len(lib.beds)))], n) * _db(rng.uniform(*BED_RMS_DBFS))
+        out += bed_loop(rng, lib.beds[int(rng.integers(len(lib.beds)))], n) * db_gain(rng.uniform(*BED_RMS_DBFS))
     want = [("shot", k) for k in range(shots if lib.shots else 0)]
     want += [("impulse", k) for k in range(int(rng.poisson(impulse_rate * seconds)) if lib.impulses else 0)]
     order = rng.permutation(len(want)) if want else np.zeros(0, np.int64)
@@ -106,7 +107,7 @@ def library_scene(rng: np.random.Generator, lib: Prepared, seconds: float, shots
             continue
         lo, hi = SHOT_PEAK_DBFS if label == "shot" else IMPULSE_PEAK_DBFS
         peak = float(rng.uniform(lo, hi))
-        seg = snd[: n - s] * _db(peak)
+        seg = snd[: n - s] * db_gain(peak)
         out[s : s + len(seg)] += seg
         taken.append(s)
         if label == "shot":
@@ -134,4 +135,4 @@ def library_scenes(lib: Prepared, count: int, seed: int, seconds: float = 10.0, 
             for _ in range(count)]
 
 
-__all__ = ["BED_RMS_DBFS", "IMPULSE_PEAK_DBFS", "MIC_RATE", "SHOT_PEAK_DBFS", "LibraryScene", "Prepared", "library_scene", "library_scenes"]
+__all__ = ["BED_RMS_DBFS", "IMPULSE_PEAK_DBFS", "MIC_RATE", "SHOT_PEAK_DBFS", "LibraryScene", "Prepared", "bed_loop", "db_gain", "library_scene", "library_scenes"]

@@ -234,3 +234,63 @@ def test_library_training_scenes_never_hear_a_held_out_source(library: tuple[Pat
     assert sum(len(sc.shots) for sc in scenes[:6]) >= 6 and not any(sc.shots for sc in scenes[6:])
     heard = {fam for sc in scenes for _s, fam in (*sc.shots, *sc.impulses)}
     assert heard and all(f.startswith("alpha:") for f in heard)
+
+
+def _video_packets(path: Path) -> list[bytes]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def _sound(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.concatenate([f.to_ndarray()[0] for f in c.decode(c.streams.audio[0])])
+
+
+def test_a_dubbed_track_puts_library_gunshots_on_the_true_shots(library: tuple[Path, Path]) -> None:
+    from bodycam.model_compile.library_dub import dub_track
+
+    decoded, _ = load_library(*library)
+    lib = Prepared([d for d in decoded if d.sound.label != "bed"])
+    truth = {"clip": "c.mp4", "audio": {"sample_rate": 48_000, "samples": 96_000},
+             "shots": [{"audio_sample": 12_000, "loudness_db": 3.0}, {"audio_sample": 70_000, "loudness_db": -40.0}],
+             "distractors": [{"kind": "door_slam", "audio_sample": 40_000}, {"kind": "siren", "audio_sample": 100}]}
+    x = dub_track(truth, lib, np.random.default_rng(1))
+    assert x.shape == (96_000,) and x.dtype == np.float32 and float(np.abs(x).max()) <= 1.0
+    assert float(np.abs(x[:12_000]).max()) == 0.0  # no bed in this library: silence until the first shot
+    assert abs(onset(x[6_000:30_000], 48_000) + 6_000 - 12_000) <= 48  # within 1 ms
+    assert float(np.abs(x[12_000:12_500]).max()) == 1.0  # +3 dB: clipped at full scale
+    quiet = float(np.abs(x[70_000:70_500]).max())
+    assert 0.05 < quiet < 0.07  # loudness limited to the library's quietest shot, -24 dBFS
+    assert float(np.abs(x[40_000:40_300]).max()) > 0.02  # the door slam became a library impulse
+    with pytest.raises(ClipError, match="44100 Hz"):
+        dub_track({**truth, "audio": {"sample_rate": 44_100, "samples": 10}}, lib, np.random.default_rng(1))
+
+
+def test_dubbing_keeps_the_video_and_the_truth_and_replaces_the_sound(tmp_path: Path, library: tuple[Path, Path]) -> None:
+    from _clips import make_plain_clip
+
+    from bodycam.model_compile.library_dub import dub_dataset
+
+    src = tmp_path / "set"
+    (src / "heldout").mkdir(parents=True)
+    make_plain_clip(src / "heldout" / "c.mp4", seconds=2.0)
+    truth = {"schema": "bodycam.truth/1", "clip": "c.mp4", "audio": {"sample_rate": 48_000, "samples": 96_000},
+             "shots": [{"frame": 30, "audio_sample": 48_000, "loudness_db": 0.0}], "distractors": []}
+    (src / "heldout" / "c.truth.json").write_text(json.dumps(truth))
+    (src / "index.json").write_text(json.dumps({"clips": [{"path": "heldout/c.mp4", "truth": "heldout/c.truth.json"}]}))
+    decoded, _ = load_library(*library)
+    out = tmp_path / "dub"
+    assert dub_dataset(src, out, Prepared([d for d in decoded if d.sound.label != "bed"]), 5) == 1
+    assert (out / "index.json").read_bytes() == (src / "index.json").read_bytes()
+    assert (out / "heldout" / "c.truth.json").read_bytes() == (src / "heldout" / "c.truth.json").read_bytes()
+    assert _video_packets(out / "heldout" / "c.mp4") == _video_packets(src / "heldout" / "c.mp4")
+    before, after = _sound(src / "heldout" / "c.mp4"), _sound(out / "heldout" / "c.mp4")
+    assert len(after) >= 96_000 and not np.allclose(before[:96_000], after[:96_000])
+    rise = onset(after[44_000:60_000], 48_000) + 44_000
+    assert abs(rise - 48_000) <= 48  # the library gunshot's onset on the true shot, within 1 ms (after AAC)
+    with pytest.raises(UsageError, match=r"index\.json"):
+        dub_dataset(tmp_path / "library", out, Prepared(decoded), 5)
