@@ -88,14 +88,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"key {k.key_id} registered for {k.device} (since {rfc3339_ms(k.added_ns)}): its markers must "
                   "now be signed")
             return 0
-        if args.keys_command == "revoke":
+        if args.keys_command in ("revoke", "retire"):
             at = now if args.at is None else parse_since(args.at)
-            k = reg.revoke(args.device, args.key_id, at)
-            assert k.revoked_ns is not None
-            print(f"key {k.key_id} of {k.device} revoked from {rfc3339_ms(k.revoked_ns)}")
-            return 0
-        if args.keys_command == "retire":
-            at = now if args.at is None else parse_since(args.at)
+            if args.keys_command == "revoke":
+                k = reg.revoke(args.device, args.key_id, at)
+                assert k.revoked_ns is not None
+                print(f"key {k.key_id} of {k.device} revoked from {rfc3339_ms(k.revoked_ns)}")
+                return 0
             k = reg.retire(args.device, args.key_id, at)
             assert k.retired_ns is not None
             print(f"key {k.key_id} of {k.device} retired from {rfc3339_ms(k.retired_ns)}: what it signed before "

@@ -31,7 +31,7 @@ The camera trusts a package only when the signature is by a key it was given at 
 (``[models] trusted_keys``), every listed file matches its hash, the listed set is exactly the
 model, its sidecar, the self-test file and (if named) the Edge TPU file, and the sidecar loads
 through the firmware's own loader with the same name and version. Signing uses the same
-canonical form as markers (RFC 8785), so any language can verify it.
+canonical form as markers (RFC 8785), so any language can verify it (``signed_doc.py``).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ from bodycam.device.clock import parse_rfc3339
 from bodycam.device.detect.model_spec import load_model_spec, sha256_file, sidecar_path
 from bodycam.device.detect.selftest import parse_selftest
 from bodycam.device.errors import BodycamError, ModelError
-from bodycam.device.identity import Signer, verify
+from bodycam.device.identity import Signer
 from bodycam.device.safe_load import load_json
+from bodycam.device.signed_doc import sign_document, signature_problem
 from bodycam.device.uplink.markers import jcs
 
 SCHEMA = "bodycam.model-package/1"
@@ -117,11 +118,11 @@ def make_package(model_path: Path, out: Path, signer: Signer, *, approved_by: st
     body: dict[str, Any] = {
         "schema": SCHEMA, "name": spec.name, "version": spec.version, "task": spec.task, "model": model_path.name,
         "files": files, "approved_by": approved_by, "approved_at": approved_at,
-        "metrics": dict(metrics) if metrics else {}, "key_id": signer.key_id,
+        "metrics": dict(metrics) if metrics else {},
     }
     if rollback:
         body["rollback"] = True
-    body["sig"] = signer.sign(jcs(body))
+    body = sign_document(body, signer)  # adds key_id and sig
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_bytes(jcs(body) + b"\n")
     tmp.replace(out / MANIFEST)
@@ -197,13 +198,9 @@ def verify_package(folder: Path, trusted: Mapping[str, Ed25519PublicKey]) -> Pac
         _field(body, key, where)
     if "rollback" in body and not isinstance(body["rollback"], bool):
         raise PackageError(f"{where}: 'rollback' must be true or false")
-    kid = body["key_id"]
-    public = trusted.get(kid)
-    if public is None:
-        raise PackageError(f"{where}: signed by key {kid}, which this camera does not trust")
-    unsigned = {k: v for k, v in body.items() if k != "sig"}
-    if not verify(public, jcs(unsigned), body["sig"]):
-        raise PackageError(f"{where}: the signature does not verify: the manifest was altered or not signed by {kid}")
+    problem = signature_problem(body, trusted, what="model-signing key")
+    if problem is not None:
+        raise PackageError(f"{where}: {problem}")
     files = body.get("files")
     if not isinstance(files, dict) or not files or len(files) > _MAX_FILES:
         raise PackageError(f"{where}: 'files' must list 1..{_MAX_FILES} files")

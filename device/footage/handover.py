@@ -36,10 +36,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bodycam.device import identity
-from bodycam.device.errors import MarkerError
-from bodycam.device.footage.seal import MANIFEST_FILE, signed_bytes
+from bodycam.device.footage.seal import MANIFEST_FILE
 from bodycam.device.identity import IdentityError, Signer
-from bodycam.device.uplink.markers import jcs
+from bodycam.device.signed_doc import signature_problem, signed_bytes
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class HandoverError(IdentityError):
 
 def handover_bytes(doc: dict[str, Any]) -> bytes:
     """What both signatures cover: the record's RFC 8785 bytes without ``old_sig``/``new_sig``."""
-    return jcs({k: v for k, v in doc.items() if k not in SIGS})
+    return signed_bytes(doc, SIGS)
 
 
 def make_handover(device: str, old: Signer, new: Signer, head: Link | None, made_utc: str) -> dict[str, Any]:
@@ -106,13 +105,11 @@ def handover_problem(h: Handover, old: Ed25519PublicKey, new: Ed25519PublicKey) 
     """Why ``h`` is not signed by both ``old`` and ``new`` (None when it is)."""
     if identity.key_id(old) != h.old_key or identity.key_id(new) != h.new_key:
         return "the keys given are not the record's old_key/new_key"
-    try:
-        body = handover_bytes(h.doc)
-    except MarkerError as exc:
-        return f"not canonical JSON ({exc})"
-    for sig, public, which in (("old_sig", old, "old"), ("new_sig", new, "new")):
-        if not identity.verify(public, body, str(h.doc[sig])):
-            return f"the {which} key's signature ({which} key {identity.key_id(public)}) does not verify"
+    for which, public in (("old", old), ("new", new)):
+        problem = signature_problem(h.doc, {identity.key_id(public): public}, key_field=f"{which}_key",
+                                    sig_field=f"{which}_sig", unsigned=SIGS, what=f"{which} key")
+        if problem is not None:
+            return problem
     return None
 
 
@@ -176,13 +173,7 @@ def manifest_link(rec_dir: Path) -> tuple[Link, dict[str, Any]] | None:
 
 def signed_by(doc: dict[str, Any], public: Ed25519PublicKey) -> bool:
     """The manifest ``doc`` is signed by ``public`` (its ``key`` names it and ``sig`` verifies)."""
-    sig = doc.get("sig")
-    if doc.get("key") != identity.key_id(public) or not isinstance(sig, str):
-        return False
-    try:
-        return identity.verify(public, signed_bytes(doc), sig)
-    except MarkerError:
-        return False
+    return signature_problem(doc, {identity.key_id(public): public}, key_field="key") is None
 
 
 def linkable_recording(root: Path, current: Ed25519PublicKey, heads: Iterable[Link | None], *,

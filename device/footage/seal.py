@@ -8,7 +8,7 @@ SHA-256:
   the recording before it on this card (null for the first), a chain across recordings;
 * ``key``: the id of the device key (``bodycam.device.identity``);
 * ``sig``: base64 Ed25519 signature over the RFC 8785 (JCS) canonical bytes of the manifest
-  without ``sig`` (the same canonical form as markers: ``markers.jcs``).
+  without ``sig`` (the same canonical form as markers: ``markers.jcs``; ``signed_doc.py``).
 
 The manifest is re-sealed at every rewrite (segment hashed, marker added, end), so the file on
 disk is always signed. ``bodycam verify`` (``bodycam.device.verify``) checks all of it offline.
@@ -21,8 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bodycam.device import signed_doc
 from bodycam.device.footage.segment_writer import sha256_of
-from bodycam.device.uplink.markers import MarkerSigner, jcs
+from bodycam.device.uplink.markers import MarkerSigner
 
 MANIFEST_FILE = "manifest.json"
 MARKERS_FILE = "markers.jsonl"
@@ -30,17 +31,14 @@ MARKERS_FILE = "markers.jsonl"
 
 def signed_bytes(doc: dict[str, Any]) -> bytes:
     """The bytes a manifest's ``sig`` covers: JCS of the manifest without ``sig``."""
-    return jcs({k: v for k, v in doc.items() if k != "sig"})
+    return signed_doc.signed_bytes(doc)
 
 
 def seal(doc: dict[str, Any], signer: MarkerSigner | None) -> dict[str, Any]:
     """``doc`` with ``key`` and ``sig`` (without a signer: both removed, plainly unsigned)."""
-    out = {k: v for k, v in doc.items() if k not in ("key", "sig")}
     if signer is None:
-        return out
-    out["key"] = signer.key_id
-    out["sig"] = signer.sign(signed_bytes(out))
-    return out
+        return {k: v for k, v in doc.items() if k not in ("key", "sig")}
+    return signed_doc.sign_document(doc, signer, key_field="key")
 
 
 def markers_sha256(rec_dir: Path) -> str | None:

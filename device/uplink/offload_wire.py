@@ -64,9 +64,8 @@ import hashlib
 import re
 from typing import Any
 
-from bodycam.device.errors import MarkerError
-from bodycam.device.identity import Signer, TrustedKeys, verify
-from bodycam.device.uplink.markers import jcs
+from bodycam.device.identity import Signer, TrustedKeys
+from bodycam.device.signed_doc import sign_document, signature_problem
 
 PREFIX = "/api/offload/v1"
 PROTOCOL = "bodycam-offload/1"
@@ -103,11 +102,9 @@ def b64(data: bytes) -> str:
 
 def sign_confirmation(body: dict[str, Any], signer: Signer) -> dict[str, Any]:
     """``body`` (base's confirmation of one recording) with ``schema``, ``key_id`` and ``sig`` (base's side)."""
-    out = {k: v for k, v in body.items() if k not in ("schema", "key_id", "sig")}
+    out = {k: v for k, v in body.items() if k != "schema"}
     out["schema"] = CONFIRMATION_SCHEMA
-    out["key_id"] = signer.key_id
-    out["sig"] = signer.sign(jcs(out))
-    return out
+    return sign_document(out, signer)  # drops any key_id/sig in body, adds them after schema
 
 
 def confirmation_signature_problem(conf: Any, trusted: TrustedKeys) -> str | None:
@@ -117,17 +114,4 @@ def confirmation_signature_problem(conf: Any, trusted: TrustedKeys) -> str | Non
         return "the confirmation is not a JSON object"
     if conf.get("schema") != CONFIRMATION_SCHEMA:
         return f"schema is {conf.get('schema')!r}, not {CONFIRMATION_SCHEMA!r} (not a confirmation)"
-    kid, sig = conf.get("key_id"), conf.get("sig")
-    if not isinstance(sig, str) or not isinstance(kid, str):
-        return "it is not signed (no key_id/sig)"
-    public = trusted.get(kid)
-    if public is None:
-        known = ", ".join(sorted(trusted)) or "none: bodycam offload trust KEY.pub"
-        return f"signed by key {kid}, not a custody key this camera trusts ({known})"
-    try:
-        signed = jcs({k: v for k, v in conf.items() if k != "sig"})
-    except MarkerError as exc:
-        return f"not canonical JSON ({exc})"
-    if not verify(public, signed, sig):
-        return f"the signature does not verify with custody key {kid} (altered, or signed over other content)"
-    return None
+    return signature_problem(conf, trusted, what="custody key")

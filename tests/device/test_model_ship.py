@@ -161,6 +161,14 @@ def test_a_signed_package_verifies_and_every_tampering_is_named(packed: Path, tm
         (d / MANIFEST).write_text(json.dumps(body))
 
     case("other-key", resign_other, "does not trust")
+
+    def lone_surrogate(d: Path) -> None:  # valid JSON, but no RFC 8785 bytes (no UTF-8 for U+D800)
+        text = (d / MANIFEST).read_text()
+        assert '"approved_by":"ada"' in text
+        (d / MANIFEST).write_text(text.replace('"approved_by":"ada"', '"approved_by":"\\ud800"'))
+
+    # a PackageError naming the manifest (before, the canonicaliser's MarkerError escaped verify_package)
+    case("surrogate", lone_surrogate, r"package\.json: not canonical JSON")
     # no self-test: base refuses to package it at all
     plain = _copy_model(tmp_path / "plain")
     with pytest.raises(PackageError, match="no self-test"):
