@@ -217,6 +217,25 @@ def firmware_resample(x: F32, in_rate: int, out_rate: int) -> F32:
     return y
 
 
+def encode_mono(container: Any, stream: Any, x: F32, rate: int) -> None:
+    """All of mono ``x`` (float32 at ``rate``) through the audio ``stream`` of an open output ``container``,
+    timed by sample count from 0, and the encoder flushed."""
+    from fractions import Fraction
+
+    import av
+
+    tb = Fraction(1, rate)
+    for k in range(0, len(x), 1024):
+        f = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, k : k + 1024]), format="fltp", layout="mono")
+        f.sample_rate = rate
+        f.pts = k
+        f.time_base = tb
+        for p in stream.encode(f):
+            container.mux(p)
+    for p in stream.encode(None):
+        container.mux(p)
+
+
 def aac_round_trip(x: F32, sr: int, bitrate: int) -> F32:
     """``x`` (at ``sr``) up to 48 kHz, through AAC at ``bitrate`` and back through the firmware's resampler."""
     import av
@@ -228,14 +247,7 @@ def aac_round_trip(x: F32, sr: int, bitrate: int) -> F32:
     s: Any = c.add_stream("aac", rate=CODEC_RATE)
     s.layout = "mono"
     s.bit_rate = bitrate
-    for k in range(0, len(up), 1024):
-        f = av.AudioFrame.from_ndarray(np.ascontiguousarray(up[None, k : k + 1024]), format="fltp", layout="mono")
-        f.sample_rate = CODEC_RATE
-        f.pts = k
-        for p in s.encode(f):
-            c.mux(p)
-    for p in s.encode(None):
-        c.mux(p)
+    encode_mono(c, s, up, CODEC_RATE)
     c.close()
     buf.seek(0)
     d: Any = av.open(buf)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bodycam.device.errors import ClipError, StorageError, UsageError
+from bodycam.hw_sim.audio_randomise import encode_mono
 from bodycam.model_compile.audio_clips import IMPULSE_KINDS
 from bodycam.model_compile.library_scenes import (
     BED_RMS_DBFS,
@@ -88,17 +88,7 @@ def remux_with_sound(src: Path, dst: Path, audio: F32) -> None:
                     continue
                 pkt.stream = vout
                 out.mux(pkt)
-            tb = Fraction(1, MIC_RATE)
-            for k in range(0, len(audio), 1024):
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, k : k + 1024]), format="fltp",
-                                                layout="mono")
-                af.sample_rate = MIC_RATE
-                af.pts = k
-                af.time_base = tb
-                for p in aus.encode(af):
-                    out.mux(p)
-            for p in aus.encode(None):
-                out.mux(p)
+            encode_mono(out, aus, audio, MIC_RATE)
         finally:
             out.close()
     except OSError as exc:
