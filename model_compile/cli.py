@@ -351,7 +351,8 @@ def _evaluate_audio(args: argparse.Namespace) -> int:
     return 0
 
 
-def _library_split(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], Any]:
+def _library_split(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], Any, list[str]]:
+    """The library of ``--manifest``/``--root`` split by ``--held-out``, and the lines it could not read."""
     from bodycam.model_compile import library_eval as le
 
     manifest = args.manifest or Path(le.__file__).with_name("third_party_sounds.tsv")
@@ -359,15 +360,14 @@ def _library_split(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], Any
     decoded, bad = le.load_library(manifest, args.root, _log)
     for line in bad[:10]:
         _log(f"  skipped {line}")
-    args.unreadable = bad
-    return manifest, held, le.split_library(decoded, held)
+    return manifest, held, le.split_library(decoded, held), bad
 
 
 def _dub_library(args: argparse.Namespace) -> int:
     from bodycam.model_compile.library_dub import dub_dataset
     from bodycam.model_compile.library_scenes import Prepared
 
-    _manifest, _held, split = _library_split(args)
+    _manifest, _held, split, _bad = _library_split(args)
     n = dub_dataset(args.data, args.out, Prepared(split[args.split]), args.seed, _log)
     print(f"{n} clips of {args.data} dubbed with the library's {args.split} sources into {args.out}")
     return 0
@@ -379,11 +379,11 @@ def _evaluate_library(args: argparse.Namespace) -> int:
 
     if args.scenes < 1:
         raise UsageError(f"--scenes {args.scenes} must be at least 1")
-    manifest, held, split = _library_split(args)
+    manifest, held, split, bad = _library_split(args)
     sets = le.library_sets(split, args.scenes, args.seed)
     models = list(args.model) or [default_audio_model_path()]
     res = {"manifest": str(manifest), "held_out_sources": list(held), "splits": le.describe(split),
-           "scenes_per_set": args.scenes, "seed": args.seed, "unreadable": args.unreadable,
+           "scenes_per_set": args.scenes, "seed": args.seed, "unreadable": bad,
            "models": le.evaluate_library(models, sets)}
     if args.out is not None:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
