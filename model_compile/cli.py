@@ -367,6 +367,8 @@ def _dub_library(args: argparse.Namespace) -> int:
     from bodycam.model_compile.library_dub import dub_dataset
     from bodycam.model_compile.library_scenes import Prepared
 
+    if not (args.data / "index.json").is_file():
+        raise UsageError(f"{args.data}: no index.json (a data set from bodycam-sim make-dataset --families)")
     _manifest, _held, split, _bad = _library_split(args)
     n = dub_dataset(args.data, args.out, Prepared(split[args.split]), args.seed, _log)
     print(f"{n} clips of {args.data} dubbed with the library's {args.split} sources into {args.out}")

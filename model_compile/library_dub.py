@@ -112,9 +112,12 @@ def dub_dataset(src: Path, dst: Path, lib: Prepared, seed: int, log: Callable[[s
     rng = np.random.default_rng(seed)
     for k, clip in enumerate(doc["clips"]):
         truth_path = src / clip["truth"]
-        truth = json.loads(truth_path.read_text())
+        try:
+            track = dub_track(json.loads(truth_path.read_text()), lib, rng)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClipError(f"{truth_path}: not a usable truth file ({type(exc).__name__}: {exc})") from exc
         (dst / clip["path"]).parent.mkdir(parents=True, exist_ok=True)
-        remux_with_sound(src / clip["path"], dst / clip["path"], dub_track(truth, lib, rng))
+        remux_with_sound(src / clip["path"], dst / clip["path"], track)
         shutil.copy2(truth_path, dst / clip["truth"])
         if log is not None and (k + 1) % 10 == 0:
             log(f"dubbed {k + 1}/{len(doc['clips'])}")

@@ -294,3 +294,6 @@ def test_dubbing_keeps_the_video_and_the_truth_and_replaces_the_sound(tmp_path: 
     assert abs(rise - 48_000) <= 48  # the library gunshot's onset on the true shot, within 1 ms (after AAC)
     with pytest.raises(UsageError, match=r"index\.json"):
         dub_dataset(tmp_path / "library", out, Prepared(decoded), 5)
+    (src / "heldout" / "c.truth.json").write_text(json.dumps({**truth, "shots": [{"frame": 30}]}))
+    with pytest.raises(ClipError, match=r"c\.truth\.json: not a usable truth file \(KeyError"):
+        dub_dataset(src, tmp_path / "dub2", Prepared(decoded), 5)
