@@ -39,6 +39,7 @@ from bodycam.device import identity
 from bodycam.device.errors import MarkerError
 from bodycam.device.footage.seal import MANIFEST_FILE, signed_bytes
 from bodycam.device.identity import IdentityError, Signer
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.markers import jcs
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def read_handovers(data_dir: Path) -> list[Handover]:
             data = path.read_bytes()[:MAX_BYTES + 1]
             if len(data) > MAX_BYTES:
                 raise HandoverError(f"{path}: more than {MAX_BYTES} bytes")
-            h = parse_handover(json.loads(data), str(path))
+            h = parse_handover(loads_untrusted(data), str(path))
             problem = handover_problem(h, _embedded(h, "old"), _embedded(h, "new"))
             if problem is not None:
                 raise HandoverError(f"{path}: {problem}")
@@ -166,7 +167,7 @@ def manifest_link(rec_dir: Path) -> tuple[Link, dict[str, Any]] | None:
     """(recording, SHA-256 of its manifest file) and the manifest; None when it cannot be read."""
     try:
         data = (rec_dir / MANIFEST_FILE).read_bytes()
-        doc = json.loads(data)
+        doc = loads_untrusted(data)
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict):

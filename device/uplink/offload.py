@@ -59,6 +59,7 @@ from bodycam.device.footage.offload_state import (
 from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
 from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.identity import TrustedKeys, trusted_keys
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.settings import require
 from bodycam.device.uplink.markers import JSON, MarkerSigner
 from bodycam.device.uplink.offload_wire import (
@@ -306,7 +307,7 @@ def pending(root: Path, trusted: TrustedKeys, current_key: str | None = None) ->
         return []
     for d in dirs:
         try:
-            doc = json.loads((d / MANIFEST_FILE).read_bytes())
+            doc = loads_untrusted((d / MANIFEST_FILE).read_bytes())
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("complete") is True and not is_offloaded(d, trusted):
@@ -334,7 +335,7 @@ class Offloader:
         rid = rec_dir.name
         try:
             mbytes = (rec_dir / MANIFEST_FILE).read_bytes()
-            manifest = json.loads(mbytes)
+            manifest = loads_untrusted(mbytes)
         except (OSError, ValueError) as exc:
             raise OffloadError(f"{rec_dir}: cannot read the manifest ({exc})", retry=False) from exc
         if manifest.get("complete") is not True:
