@@ -39,17 +39,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
-from bodycam.base.chain_heads import ChainHeads, ChainRefused, Link, place
+from bodycam.base.chain_evidence import link_source
+from bodycam.base.chain_heads import ChainHeads, ChainRefused, LinkOf, place
 from bodycam.base.custody import CustodyLog, StoredRecording
 from bodycam.base.evidence_store import EvidenceStore
 from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.device import identity
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
+from bodycam.device.footage.handover import signed_by
 from bodycam.device.footage.seal import MANIFEST_FILE
 from bodycam.device.identity import Signer
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.offload_wire import (
     AWAITING_SUCCESSOR,
     FILE_RE,
@@ -100,7 +103,7 @@ class Confirmation:
 
 def _manifest_of(path: Path) -> tuple[bytes, dict[str, Any]]:
     data = (path / MANIFEST_FILE).read_bytes()
-    doc = json.loads(data)
+    doc = loads_untrusted(data)
     if not isinstance(doc, dict):
         raise ValueError("the manifest is not a JSON object")
     return data, doc
@@ -359,10 +362,18 @@ class Receiver:
             return Refused(422, ["unknown_key"], f"the manifest is signed with key {kid!r}, not registered for {device}")
         key = found[0]
         state = key.state_at(now)
-        if state == "active":
-            return key
         if state == "revoked":
             return Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked")
+        sha = hashlib.sha256(data).hexdigest()
+        if signed_by(doc, key.public()):  # its signed word on the chain, kept whatever becomes of the recording
+            try:
+                self.chain.seen.add(device, recording, sha, str(kid), doc.get("previous"), now)
+            except StorageError as exc:
+                log.error("offload: cannot keep the signed manifest of %s/%s: %s", device, recording, exc)
+        elif state != "active":  # checked before any chain walk: an unsigned claim costs base nothing more
+            return Refused(422, ["bad_signature"], f"the manifest's signature does not verify with key {kid}")
+        if state == "active":
+            return key
         assert key.retired_ns is not None
         retired = rfc3339_ms(key.retired_ns)
         heads = [h.link for h in self.chain.heads(device, str(kid)) if h.link is not None]
@@ -372,7 +383,7 @@ class Receiver:
                                                       "provision --force' made at its next dock, or an operator "
                                                       "registers it (bodycam-base keys handover) or vouches for the "
                                                       "chain (bodycam-base keys accept-chain)", waiting_for="handover")
-        where, why = place(heads, recording, hashlib.sha256(data).hexdigest(), self._link_of(device))
+        where, why = place(heads, recording, sha, self._link_of(device))
         if where == "on":
             return key
         if where == "maybe":
@@ -381,26 +392,14 @@ class Receiver:
         return Refused(422, ["retired_key"], f"key {kid} of {device} was retired at {retired} and this recording is not "
                                              f"on its chain: {why}; the retired key signs nothing new")
 
-    def _link_of(self, device: str) -> Callable[[str, str], Link | Literal["absent"] | None]:
-        """The ``previous`` link of a manifest base stores (with exactly that SHA-256), for a chain walk."""
-        def link_of(recording: str, sha: str) -> Link | Literal["absent"] | None:
-            held = self.custody.stored(device, recording)
-            if not held:
-                return "absent"
-            if held[0].manifest_sha256 != sha:  # base holds another manifest of that id: the chain ends there
-                return None
-            link = self.custody.link(device, recording)
-            if link is not None:
-                return link
+    def _link_of(self, device: str) -> LinkOf:
+        """The ``previous`` link of a manifest base holds (stored, or signed and refused/held), for a chain walk."""
+        def stored_previous(recording: str) -> Any:
             try:  # stored before evidence_links existed: its manifest says
-                prev = self._stored_manifest(device, recording)[1].get("previous")
+                return self._stored_manifest(device, recording)[1].get("previous")
             except (OSError, ValueError, StorageError):
                 return "absent"
-            if isinstance(prev, dict) and isinstance(prev.get("recording"), str) and \
-                    isinstance(prev.get("manifest_sha256"), str):
-                return str(prev["recording"]), str(prev["manifest_sha256"])
-            return None
-        return link_of
+        return link_source(device, self.custody, self.chain.seen, stored_previous)
 
     def _held(self, device: str, recording: str, data: bytes, doc: dict[str, Any], why: Refused, now: int) -> None:
         """Audit a 409 (``held``), once until its reason changes (the camera asks again at every dock)."""
