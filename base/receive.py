@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +69,8 @@ from bodycam.device.verify import verify_recording
 log = logging.getLogger(__name__)
 
 MAX_FILE = 64 * 1024 * 1024 * 1024
+#: refused uploads kept aside per device for inspection, at most (one copy per manifest)
+REFUSED_CAP = 16 * 1024 * 1024 * 1024
 
 
 class Refused(BodycamError):
@@ -118,11 +121,13 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 class Receiver:
     def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *, signer: Signer,
                  now_ns: Callable[[], int] = time.time_ns,
-                 on_stored: Callable[[str, str], None] | None = None, chain: ChainHeads | None = None) -> None:
+                 on_stored: Callable[[str, str], None] | None = None, chain: ChainHeads | None = None,
+                 refused_cap_bytes: int = REFUSED_CAP) -> None:
         """``signer``: base's custody key, which signs every confirmation. ``on_stored(device, recording)``:
         called after a recording is stored (e.g. base's working copy for review: decrypted, joined); its
         failure is logged, never a refusal."""
         self.signer = signer
+        self.refused_cap_bytes = refused_cap_bytes
         self.on_stored = on_stored
         self.evidence = evidence
         self.custody = custody
@@ -186,7 +191,27 @@ class Receiver:
             conf = _confirmation(device, recording, data, doc, done[0].stored_ns)
             return {"state": "stored", "files": {}, "confirmation": self.signed(conf)}
         files = {p.name: p.stat().st_size for p in stage.iterdir() if p.is_file()} if stage.is_dir() else {}
-        return {"state": "partial" if files else "none", "files": files}
+        out: dict[str, Any] = {"state": "partial" if files else "none", "files": files}
+        refused = self._standing_refusal(device, recording)
+        if refused is not None:
+            out["refused"] = refused
+        return out
+
+    def _standing_refusal(self, device: str, recording: str) -> dict[str, Any] | None:
+        """Base's last refusal of this recording when it stands for its manifest whatever the upload holds
+        (its key: ``retired_key`` while the key's heads are unchanged, ``bad_signature``): the camera does
+        not send that manifest's recording again (review-handover R3)."""
+        try:
+            last = self.custody.last_entry(device, recording)
+        except StorageError:
+            return None
+        if last is None or last.action != "refused" or not isinstance(last.detail.get("manifest"), dict):
+            return None
+        manifest = last.detail["manifest"]
+        if "heads" in manifest and manifest["heads"] != len(self.chain.heads(device, str(manifest.get("key")))):
+            return None  # a new head (hand-over, operator's word) may place it now: try again
+        return {"manifest_sha256": manifest.get("sha256"), "codes": last.detail.get("codes"),
+                "reason": last.detail.get("reason")}
 
     def write_chunk(self, device: str, recording: str, name: str, offset: int, data: bytes, sha256: str) -> int:
         """Write ``data`` at ``offset`` of file ``name`` (durably); returns the bytes base now holds."""
@@ -371,7 +396,8 @@ class Receiver:
             except StorageError as exc:
                 log.error("offload: cannot keep the signed manifest of %s/%s: %s", device, recording, exc)
         elif state != "active":  # checked before any chain walk: an unsigned claim costs base nothing more
-            return Refused(422, ["bad_signature"], f"the manifest's signature does not verify with key {kid}")
+            return Refused(422, ["bad_signature"], f"the manifest's signature does not verify with key {kid}",
+                           manifest={"sha256": sha, "key": kid})
         if state == "active":
             return key
         assert key.retired_ns is not None
@@ -390,7 +416,8 @@ class Receiver:
             return Refused(409, [AWAITING_SUCCESSOR], f"key {kid} of {device} was retired at {retired}: {why}; offload "
                                                       "the camera's newer recordings first", waiting_for="successor")
         return Refused(422, ["retired_key"], f"key {kid} of {device} was retired at {retired} and this recording is not "
-                                             f"on its chain: {why}; the retired key signs nothing new")
+                                             f"on its chain: {why}; the retired key signs nothing new",
+                       manifest={"sha256": sha, "key": kid, "heads": len(self.chain.heads(device, str(kid)))})
 
     def _link_of(self, device: str) -> LinkOf:
         """The ``previous`` link of a manifest base holds (stored, or signed and refused/held), for a chain walk."""
@@ -427,17 +454,38 @@ class Receiver:
 
     def _refuse(self, device: str, recording: str, files: Path, refusal: Refused) -> NoReturn:
         now = self.now_ns()
-        aside = self.evidence.root / "refused" / device / f"{recording}.{now}"
-        try:
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(files, aside)
-        except OSError as exc:
-            log.error("offload: cannot move the refused upload %s aside: %s", files, exc)
-            aside = files
+        kept = self._keep_refused(device, recording, files, now)
         try:
             self.custody.record(now, f"device:{device}", "refused", device, recording,
-                                {"codes": refusal.codes, "reason": refusal.reason, "kept": str(aside)})
+                                {"codes": refusal.codes, "reason": refusal.reason, **kept, **refusal.extra})
         except StorageError as exc:
             log.error("offload: cannot audit the refusal of %s/%s: %s", device, recording, exc)
         log.warning("offload: REFUSED %s/%s: %s (%s)", device, recording, ", ".join(refusal.codes), refusal.reason)
         raise refusal
+
+    def _keep_refused(self, device: str, recording: str, files: Path, now: int) -> dict[str, Any]:
+        """Move a refused upload aside for inspection (``refused/<device>/<recording>.<ns>``): one copy per
+        manifest (a camera offering the same one again adds nothing) and at most ``refused_cap_bytes`` per
+        device; what is not kept is dropped from base (it was never evidence, and the camera keeps its
+        original until base confirms it)."""
+        folder = self.evidence.root / "refused" / device
+        try:
+            mine = sha256_hex((files / MANIFEST_FILE).read_bytes()) if (files / MANIFEST_FILE).is_file() else None
+            same = [p for p in folder.glob(f"{recording}.*") if mine is not None and (p / MANIFEST_FILE).is_file()
+                    and sha256_hex((p / MANIFEST_FILE).read_bytes()) == mine] if folder.is_dir() else []
+            if same:
+                shutil.rmtree(files)
+                return {"kept": str(same[0]), "copy": "already kept"}
+            used = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+            size = sum(f.stat().st_size for f in files.rglob("*") if f.is_file())
+            if used + size > self.refused_cap_bytes:
+                shutil.rmtree(files)
+                return {"kept": None, "copy": f"not kept: base keeps at most {self.refused_cap_bytes} bytes of "
+                                              f"refused uploads of {device}"}
+            aside = folder / f"{recording}.{now}"
+            folder.mkdir(parents=True, exist_ok=True)
+            os.rename(files, aside)
+        except OSError as exc:
+            log.error("offload: cannot move the refused upload %s aside: %s", files, exc)
+            return {"kept": str(files)}
+        return {"kept": str(aside)}

@@ -342,6 +342,13 @@ class Offloader:
             raise OffloadError(f"{rid}: not finished yet", retry=True)
         names = recording_files(rec_dir, manifest)
         state = self.client.status(rid)
+        refused = state.get("refused")
+        if state.get("state") != "stored" and isinstance(refused, dict) and \
+                refused.get("manifest_sha256") == sha256_hex(mbytes):
+            codes = [str(c) for c in refused.get("codes") or []]
+            raise OffloadError(f"{rid}: base refused this manifest before and would again ({', '.join(codes)}: "
+                               f"{refused.get('reason')}): not sent again until that changes", retry=False,
+                               codes=codes)
         if state.get("state") != "stored":
             for name in names:  # before anything is sent: a damaged card uploads nothing of this recording
                 _readable(rec_dir, name)

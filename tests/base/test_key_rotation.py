@@ -270,9 +270,21 @@ def test_a_recording_planted_on_the_card_with_the_leaked_retired_key_is_never_ta
     assert not is_offloaded(forged, custody_of(site.cam))
     actions = site.actions(forged.name)
     assert "stored" not in actions and "verified" not in actions
-    # refused for its retired key; offered again in the same round once the others were in, and at the next dock
-    assert actions == ["received", "refused"] * 3, actions
+    # refused for its retired key once: offered again in the same round and at the next dock, base's status says
+    # it would refuse that manifest again, so no byte of it is sent again (review-handover R3: it was re-uploaded
+    # in full every time, and base kept every copy)
+    assert actions == ["received", "refused"], actions
     assert "not on its chain" in svc.telemetry()["skipped"][forged.name]["reason"]  # type: ignore[index]
+    assert len(list((site.base_dir / "evidence" / "refused" / DEVICE).glob(forged.name + ".*"))) == 1
+    # something changed at base (a new head for K): the camera offers it once more, and base decides again
+    site.keys("accept-chain", DEVICE, old_key_id(site), r2.name, sha(r2), "--reason", "depot check", "--by", "al")
+    svc = service(site, server.url)
+    try:
+        svc.run_once()
+    finally:
+        svc.close()
+    assert site.actions(forged.name) == ["received", "refused"] * 2
+    assert len(list((site.base_dir / "evidence" / "refused" / DEVICE).glob(forged.name + ".*"))) == 1  # one copy
 
 
 def test_base_takes_no_retired_key_recording_because_a_recording_of_the_active_key_links_it(
@@ -462,15 +474,18 @@ def cut(site: Site, rotated: Path, tmp_path: Path) -> tuple[Path, Path, Path, Pa
 def test_a_refused_head_s_signed_link_places_the_chain_and_the_forgery_is_never_taken(
         site: Site, server: BaseProcess, cut: tuple[Path, Path, Path, Path]) -> None:
     r1, r2, planted, s = cut
-    svc = service(site, server.url)
-    try:
-        svc.run_once()
-    finally:
-        svc.close()
+    for _ in range(2):  # two docks, the camera restarted in between
+        svc = service(site, server.url)
+        try:
+            svc.run_once()
+        finally:
+            svc.close()
     assert sorted(site.stored()) == [r1.name, s.name]  # R1 placed by R2's signed link, though R2 is refused
     assert is_offloaded(r1, custody_of(site.cam)) and not is_offloaded(planted, custody_of(site.cam))
-    assert "held" not in site.actions(planted.name) and site.actions(planted.name)[-1] == "refused"
-    assert site.actions(r2.name) == ["received", "refused"]
+    assert "held" not in site.actions(planted.name) and site.actions(planted.name) == ["received", "refused"]
+    assert site.actions(r2.name) == ["received", "refused"] * 2  # damaged: offered at each start (it may be mended)
+    aside = site.base_dir / "evidence" / "refused" / DEVICE
+    assert len(list(aside.glob(r2.name + ".*"))) == 1  # base keeps one copy of a manifest's refused upload (R3)
 
 
 def test_accept_chain_refuses_a_head_base_holds_evidence_against(

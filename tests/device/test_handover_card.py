@@ -5,9 +5,7 @@ counts for nothing."""
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,18 +13,14 @@ from test_handover import DEVICE, EPOCH, recording
 
 from bodycam.device.footage.handover import (
     HANDOVER_DIR,
-    former_heads,
-    linkable_recording,
-    make_handover,
     read_handovers,
     rotate_key,
-    write_handover,
 )
 from bodycam.device.footage.recorder import Recorder, recover_interrupted
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import read_manifest
 from bodycam.device.hw.frames import StreamInfo
-from bodycam.device.identity import Signer, load_signer, provision
+from bodycam.device.identity import load_signer, provision
 from bodycam.device.uplink.offload import pending
 
 BOMB = "[" * 1000
