@@ -41,6 +41,7 @@ from bodycam.device.footage.seal import MANIFEST_FILE, signed_bytes
 from bodycam.device.identity import IdentityError, Signer
 from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.markers import jcs
+from bodycam.device.uplink.offload_wire import RECORDING_RE
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,13 @@ def linkable_recording(root: Path, current: Ed25519PublicKey, heads: Iterable[Li
         return None, []
     for d in dirs:
         got = manifest_link(d)
+        if got is not None and (doc_id := got[1].get("recording")) != d.name:  # a copy under another name
+            refused.append(f"{d.name}: its manifest is of recording {doc_id!r}, not of the directory it is in "
+                           "(copied or renamed on the card)")
+            continue
+        if not RECORDING_RE.fullmatch(d.name):
+            refused.append(f"{d.name}: not a recording id")
+            continue
         if got is not None:
             link, doc = got
             if complete_only and doc.get("complete") is not True:

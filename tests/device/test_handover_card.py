@@ -6,6 +6,7 @@ counts for nothing."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from test_handover import DEVICE, EPOCH, recording
 
 from bodycam.device.footage.handover import (
     HANDOVER_DIR,
+    linkable_recording,
     read_handovers,
     rotate_key,
 )
@@ -51,3 +53,20 @@ def test_nested_json_on_the_card_is_a_logged_problem_and_the_camera_records_offl
         rec.close()
     rotated = rotate_key(key, DEVICE, tmp_path, "2026-06-01T08:00:00.000Z")  # provision --force works
     assert rotated.head == good and rotated.handover is not None
+
+
+def test_a_recording_copied_under_another_name_is_no_head_and_is_reported(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key = tmp_path / "identity" / "device.key"
+    old = load_signer(provision(key, DEVICE).key_file)
+    first = recording(tmp_path, "20260301T100000000Z", old)
+    last = recording(tmp_path, "20260301T110000000Z", old)
+    # card access, no key: the genuine first recording copied under a later name
+    shutil.copytree(tmp_path / "recordings" / first[0], tmp_path / "recordings" / "20260301T235959999Z")
+    found, passed = linkable_recording(tmp_path / "recordings", old.public, [])
+    assert found == tmp_path / "recordings" / last[0]
+    assert passed and passed[0].startswith("20260301T235959999Z") and "copied or renamed" in passed[0]
+    with caplog.at_level(logging.WARNING):
+        rotated = rotate_key(key, DEVICE, tmp_path, "2026-06-01T08:00:00.000Z")
+    assert rotated.head == last  # the genuine last recording, not the copy
+    assert "copied or renamed" in caplog.text
