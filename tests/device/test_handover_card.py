@@ -5,6 +5,8 @@ counts for nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -14,15 +16,18 @@ from test_handover import DEVICE, EPOCH, recording
 
 from bodycam.device.footage.handover import (
     HANDOVER_DIR,
+    former_heads,
     linkable_recording,
+    make_handover,
     read_handovers,
     rotate_key,
+    write_handover,
 )
 from bodycam.device.footage.recorder import Recorder, recover_interrupted
 from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import read_manifest
 from bodycam.device.hw.frames import StreamInfo
-from bodycam.device.identity import load_signer, provision
+from bodycam.device.identity import Signer, load_signer, provision
 from bodycam.device.uplink.offload import pending
 
 BOMB = "[" * 1000
@@ -70,3 +75,29 @@ def test_a_recording_copied_under_another_name_is_no_head_and_is_reported(
         rotated = rotate_key(key, DEVICE, tmp_path, "2026-06-01T08:00:00.000Z")
     assert rotated.head == last  # the genuine last recording, not the copy
     assert "copied or renamed" in caplog.text
+
+
+def test_a_hand_over_planted_with_a_leaked_former_key_counts_for_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key = tmp_path / "identity" / "device.key"
+    k0 = load_signer(provision(key, DEVICE).key_file)
+    a = recording(tmp_path, "20260301T100000000Z", k0)
+    rotate_key(key, DEVICE, tmp_path, "2026-04-01T08:00:00.000Z")  # K0 -> K1
+    k1 = load_signer(key)
+    b = recording(tmp_path, "20260402T100000000Z", k1)
+    # the thief holds retired K0 and the card: a directory P and a hand-over X -> K0 naming it
+    x = Signer.generate()
+    p = tmp_path / "recordings" / "20260430T000000000Z"
+    p.mkdir()
+    (p / "manifest.json").write_text(json.dumps({"recording": p.name, "device": DEVICE, "complete": True}))
+    planted = (p.name, hashlib.sha256((p / "manifest.json").read_bytes()).hexdigest())
+    elsewhere = tmp_path / "thief"
+    write_handover(elsewhere, make_handover(DEVICE, x, k0, planted, "2026-04-30T00:00:00.000Z"))
+    shutil.copy2(elsewhere / HANDOVER_DIR / f"{x.key_id}.json", tmp_path / HANDOVER_DIR / f"{x.key_id}.json")
+    with caplog.at_level(logging.WARNING):
+        assert former_heads(read_handovers(tmp_path), k1.key_id) == {k0.key_id: a}
+    assert f"hand-over record {x.key_id} -> {k0.key_id} ignored" in caplog.text
+    rotated = rotate_key(key, DEVICE, tmp_path, "2026-05-01T08:00:00.000Z")  # the genuine K1 -> K2
+    assert rotated.head == b  # K1's last recording, not the planted directory
+    k2 = load_signer(key)
+    assert former_heads(read_handovers(tmp_path), k2.key_id) == {k1.key_id: b, k0.key_id: a}
