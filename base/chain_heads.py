@@ -32,10 +32,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bodycam.base.custody import CustodyLog, _is_postgres, create_append_only
+from bodycam.base.custody import CustodyLog, _is_postgres, create_append_only, sqlite_guards
 from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.base.rules import Tx
-from bodycam.base.seen_manifests import SeenManifests, sqlite_guards
+from bodycam.base.seen_manifests import SeenManifests
 from bodycam.device.errors import UsageError
 from bodycam.device.footage.handover import Handover, HandoverError, handover_problem, parse_handover
 from bodycam.device.uplink.offload_wire import RECORDING_RE
@@ -133,34 +133,42 @@ class ChainHeads:
         checked inside that transaction (SQLite's writer lock, PostgreSQL's advisory lock on the key):
         False when exactly this hand-over is there already, ChainRefused (409) for another one."""
         rec, sha = link if link is not None else ("", "")
+        other: tuple[Link | None, Any] | None = None
         with self.custody.transaction() as tx:
             if kind == "handover":
-                self._one_handover(tx, device, key_id, link, str(detail.get("new_key")))
-                if tx.one("SELECT 1 FROM key_chain_heads WHERE device=? AND key_id=? AND kind='handover'",
-                          (device, key_id)) is not None:
-                    return False
-            tx.run("INSERT INTO key_chain_heads(device, key_id, recording, manifest_sha256, kind, actor, t_ns, detail)"
-                   " VALUES (?,?,?,?,?,?,?,?)", (device, key_id, rec, sha, kind, actor, now,
-                                                 json.dumps(detail, sort_keys=True)))
-            # a hand-over is the device's event (audited under recording ""), an operator's word is about a recording
-            self.custody.append(tx, now, actor, action, device, rec if action == "vouched" else "",
-                                {"key": key_id, "head": rec or None, "manifest_sha256": sha or None, **detail})
+                other = self._other_handover(tx, device, key_id)
+            if other is None:
+                tx.run("INSERT INTO key_chain_heads(device, key_id, recording, manifest_sha256, kind, actor, t_ns,"
+                       " detail) VALUES (?,?,?,?,?,?,?,?)", (device, key_id, rec, sha, kind, actor, now,
+                                                             json.dumps(detail, sort_keys=True)))
+                # a hand-over is the device's event (audited under recording ""), an operator's word is about a
+                # recording
+                self.custody.append(tx, now, actor, action, device, rec if action == "vouched" else "",
+                                    {"key": key_id, "head": rec or None, "manifest_sha256": sha or None, **detail})
+        if other is not None:  # nothing written: decided outside the transaction (its errors are StorageError)
+            return self._same_handover(device, key_id, link, str(detail.get("new_key")), other)
         return True
 
-    def _one_handover(self, tx: Tx, device: str, key_id: str, link: Link | None, new_key: str) -> None:
-        """ChainRefused (409) when base holds another hand-over of ``key_id`` (read under the writers' lock)."""
+    def _other_handover(self, tx: Tx, device: str, key_id: str) -> tuple[Link | None, Any] | None:
+        """The hand-over of ``key_id`` base holds (head, new key), read under the writers' lock."""
         if _is_postgres(self._store):
             lock = int.from_bytes(hashlib.sha256(f"handover {device} {key_id}".encode()).digest()[:8], "big",
                                   signed=True)
             tx.one("SELECT pg_advisory_xact_lock(?)", (lock,))
-        for row in tx.all("SELECT recording, manifest_sha256, detail FROM key_chain_heads WHERE device=? AND key_id=?"
-                          " AND kind='handover' ORDER BY n", (device, key_id)):
-            prev = (str(row[0]), str(row[1])) if row[0] else None
-            prev_new = json.loads(row[2]).get("new_key")
-            if prev != link or prev_new != new_key:
-                raise ChainRefused(f"hand-over: base already holds another hand-over of key {key_id} of {device} "
-                                   f"(to key {prev_new}, head {prev}): one key hands over once; an operator decides "
-                                   "(bodycam-base keys accept-chain)", "handover_conflict", 409)
+        row = tx.one("SELECT recording, manifest_sha256, detail FROM key_chain_heads WHERE device=? AND key_id=?"
+                     " AND kind='handover' ORDER BY n LIMIT 1", (device, key_id))
+        if row is None:
+            return None
+        return ((str(row[0]), str(row[1])) if row[0] else None), json.loads(row[2]).get("new_key")
+
+    @staticmethod
+    def _same_handover(device: str, key_id: str, link: Link | None, new_key: str,
+                       other: tuple[Link | None, Any]) -> bool:
+        if other == (link, new_key):
+            return False
+        raise ChainRefused(f"hand-over: base already holds another hand-over of key {key_id} of {device} (to key "
+                           f"{other[1]}, head {other[0]}): one key hands over once; an operator decides "
+                           "(bodycam-base keys accept-chain)", "handover_conflict", 409)
 
     def register_handover(self, device: str, doc: Any, actor: str, now: int) -> tuple[Handover, bool]:
         """Check a hand-over record against the keys registered for ``device`` and keep it; (the record,

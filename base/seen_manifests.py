@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bodycam.base.custody import create_append_only
+from bodycam.base.custody import create_append_only, pg_guards, sqlite_guards
 from bodycam.base.rules import Tx
 
 Link = tuple[str, str]
@@ -38,33 +38,6 @@ def _tables(serial: str) -> tuple[str, ...]:
         " previous_manifest_sha256 TEXT NOT NULL, t_ns BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS seen_manifests_recording ON seen_manifests(device, recording)",
         "CREATE INDEX IF NOT EXISTS seen_manifests_previous ON seen_manifests(device, previous)",
-    )
-
-
-def sqlite_guards(table: str) -> tuple[str, ...]:
-    """SQLite triggers making ``table`` (with an ``n INTEGER PRIMARY KEY``) append-only: no UPDATE, no
-    DELETE, and no INSERT naming an existing ``n`` (``INSERT OR REPLACE`` deletes the old row without firing
-    a DELETE trigger)."""
-    return (
-        f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
-        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows cannot be changed'); END",
-        f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
-        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows cannot be deleted'); END",
-        f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
-        f"WHEN NEW.n IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE n = NEW.n) "
-        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows cannot be replaced'); END",
-    )
-
-
-def pg_guards(table: str) -> tuple[str, tuple[str, ...]]:
-    """The PostgreSQL function and triggers refusing UPDATE, DELETE (an upsert's update included) and TRUNCATE."""
-    function = (f"CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN RAISE EXCEPTION '{table} is append-only: % refused', TG_OP; END $$")
-    return function, (
-        f"CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()",
-        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()",
     )
 
 
