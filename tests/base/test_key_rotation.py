@@ -518,3 +518,29 @@ def test_accept_chain_refuses_a_head_base_holds_evidence_against(
     finally:
         log._store.close()  # type: ignore[attr-defined]
     assert row.detail["despite_conflicts"] is True and any("fork" in c for c in row.detail["conflicts"])
+
+
+def test_a_retired_key_manifest_whose_signature_fails_is_refused_before_any_chain_walk(
+        site: Site, server: BaseProcess) -> None:
+    """A manifest that only names the retired key (review-handover R7, R3): final ``bad_signature``, decided
+    before base walks the chain (it used to walk it, then answer ``retired_key``, which the camera retries)."""
+    r1 = recordings(site.cam)[0]
+    site.keys("retire", DEVICE, old_key_id(site), "--at", RETIRED_AT)
+    fake = site.cam / "recordings" / "20260301T120000000Z"
+    shutil.copytree(r1, fake)
+    m = json.loads((fake / "manifest.json").read_text())
+    m["recording"] = fake.name  # the signature no longer covers it
+    (fake / "manifest.json").write_text(json.dumps(m))
+    client = BaseClient(server.url, DEVICE, signer_of(site.cam), ca_file=str(site.pki / "ca.crt"), timeout_s=30)
+    off = Offloader(client, trusted=custody_of(site.cam), chunk_bytes=256 * 1024)
+    try:
+        client.handover(json.loads(next((site.cam / HANDOVER_DIR).glob("*.json")).read_text()))
+        with pytest.raises(OffloadError) as refused:
+            off.upload(fake)
+        assert refused.value.codes == ["bad_signature"] and not refused.value.retry
+        with pytest.raises(OffloadError) as again:  # asked again: base's status says so, nothing is sent
+            off.upload(fake)
+        assert again.value.codes == ["bad_signature"] and "before and would again" in str(again.value)
+    finally:
+        client.close()
+    assert site.actions(fake.name) == ["received", "refused"]
