@@ -274,11 +274,17 @@ class Rotated:
     handover: Path | None  # None: no old key could be read (nothing to hand over)
     head: Link | None
     problem: str | None  # why there is no hand-over
+    #: the key replaced came from an earlier ``provision --force`` (its hand-over's old key): base must hold
+    #: it too (registered, then retired), or neither hand-over registers (unknown_key)
+    replaced_from: str | None = None
 
 
 def rotate_key(key_file: Path, device: str, data_dir: Path, made_utc: str, *, owner: str | None = None) -> Rotated:
     """``bodycam provision --force``: a new key, and (when the old key can be read) the hand-over record
-    written *before* the old key is replaced, signed by both."""
+    written *before* the old key is replaced, signed by both, with the old public key beside it
+    (``<old key id>.pub``: run twice, base may never have registered the key in the middle)."""
+    from bodycam.device.footage.recording import write_atomic
+
     problem: str | None = None
     try:
         old: Signer | None = identity.load_signer(key_file)
@@ -288,9 +294,13 @@ def rotate_key(key_file: Path, device: str, data_dir: Path, made_utc: str, *, ow
     new = Signer(private)
     path: Path | None = None
     head: Link | None = None
+    replaced_from: str | None = None
     if old is not None:
-        mine = former_heads(read_handovers(data_dir), old.key_id)
+        handovers = read_handovers(data_dir)
+        mine = former_heads(handovers, old.key_id)
+        replaced_from = next((h.old_key for h in handovers if h.new_key == old.key_id), None)
         head = newest_signed_by(data_dir / "recordings", old.public, mine.values())
         path = write_handover(data_dir, make_handover(device, old, new, head, made_utc, former=mine))
+        write_atomic(path.with_suffix(".pub"), old.public_pem())  # what base registers when it never had it
     made = identity.provision(key_file, device, owner=owner, force=True, private=private)
-    return Rotated(made, path, head, problem)
+    return Rotated(made, path, head, problem, replaced_from)

@@ -9,6 +9,8 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,23 @@ def test_a_hand_over_planted_with_a_leaked_former_key_counts_for_nothing(
     assert rotated.head == b  # K1's last recording, not the planted directory
     k2 = load_signer(key)
     assert former_heads(read_handovers(tmp_path), k2.key_id) == {k1.key_id: b, k0.key_id: a}
+
+
+def test_provision_force_twice_says_the_middle_key_must_be_registered_and_leaves_its_public_key(
+        tmp_path: Path) -> None:
+    """Review-handover R6: the first new key never reached base; its public key is beside the hand-over it
+    made, and the second ``--force`` says what base needs."""
+    data = tmp_path / "data"
+    key = data / "identity" / "device.key"
+    provision(key, DEVICE)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[device]\nid = "{DEVICE}"\ndata_dir = "{data}"\n')
+    cmd = [sys.executable, "-m", "bodycam.device.cli", "provision", "--config", str(cfg), "--key-file", str(key),
+           "--force"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "earlier 'provision --force'" not in first.stderr
+    middle = load_signer(key)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "earlier 'provision --force'" in second.stderr and f"{middle.key_id}.pub" in second.stderr
+    assert (data / HANDOVER_DIR / f"{middle.key_id}.pub").read_bytes() == middle.public_pem()
