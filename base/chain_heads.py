@@ -1,9 +1,10 @@
 """Where a retired device key's chain ends: the heads base takes that key's recordings from.
 
 A recording signed with a **retired** key (``base/keys.py``) is taken only on a chain base trusts
-(``Receiver._key_for``, ``base/receive.py``): it is a registered **head** of that key, or a stored
-recording on such a chain links its manifest's exact SHA-256 as ``previous``, and so on backwards. A head
-comes from:
+(``Receiver._key_for``, ``base/receive.py``): it is a registered **head** of that key, or a manifest
+base holds on such a chain (stored, or refused/held with a signature that verifies:
+``base/seen_manifests.py``) links its manifest's exact SHA-256 as ``previous``, and so on backwards. A
+head comes from:
 
 * the camera's **hand-over** (``device/footage/handover.py``): made by ``bodycam provision --force``,
   signed by the old *and* the new key (both checked against the keys registered at base), naming the last
@@ -12,10 +13,11 @@ comes from:
   hand-over per old key: a second one naming another head is refused (a conflict, for a person to look at);
 * an **operator's word** (``bodycam-base keys accept-chain DEVICE KEY_ID RECORDING MANIFEST_SHA256
   --reason ...``), for a chain that is cut (no hand-over: the old key was lost, or the camera was
-  rotated by older firmware; a recording of the chain refused or lost): logged with who and why.
+  rotated by older firmware; a recording of the chain lost): logged with who and why; refused when
+  base's own records contradict it (``base/chain_evidence.py``) unless the operator insists.
 
 Table ``key_chain_heads`` in the store's database, append-only like ``custody_audit`` (triggers refuse
-UPDATE, DELETE, TRUNCATE); every head is also audited in ``custody_audit`` (``handover``, ``vouched``).
+UPDATE, DELETE, TRUNCATE, and on SQLite an INSERT replacing a row); every head is also audited in ``custody_audit`` (``handover``, ``vouched``).
 
 :func:`place` decides for one recording: ``on`` a chain (taken), ``maybe`` (base does not hold the
 recordings between it and a head yet: 409, asked again later) or ``off`` every chain (the chain went past

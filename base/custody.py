@@ -10,7 +10,8 @@ Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys
   ``base/chain_heads.py``):
   who (``device:<id>`` for a camera, the operator's name otherwise), when (base's clock) and what
   (device, recording, a JSON detail). **Append-only is enforced by the database**: triggers refuse
-  every ``UPDATE`` and ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``), so neither the application
+  every ``UPDATE`` and ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``; on SQLite an ``INSERT`` naming an
+  existing row, i.e. ``INSERT OR REPLACE``), so neither the application
   nor a person with the application's database login can rewrite the log without first dropping
   a trigger (which a database audit of DDL would show; the log itself is not hash-chained).
 * ``evidence_recordings``: what the evidence store holds (device, recording, the SHA-256 of its

@@ -1,12 +1,13 @@
 """``bodycam-base keys add DEVICE PUBKEY_FILE | retire DEVICE KEY_ID [--at T] | revoke DEVICE KEY_ID [--at T] |
 list [--device D] | handover DEVICE FILE [--by USER] | accept-chain DEVICE KEY_ID RECORDING MANIFEST_SHA256
---reason TEXT [--by USER] | heads [--device D]``.
+--reason TEXT [--by USER] [--despite-conflicts] | held DEVICE | heads [--device D]``.
 
 ``retire`` is the routine rotation (after ``add`` of the new key): the old key signs nothing new, and what it
 signed before stays evidence: its recordings are taken on the chain its hand-over ends (``base/keys.py``,
 ``base/chain_heads.py``, ``base/receive.py``). ``handover`` registers the hand-over record ``bodycam provision
 --force`` wrote (the camera also uploads it at its next dock); ``accept-chain`` is an operator vouching for a
-chain head when there is no hand-over or the chain is cut (audited with who and why). ``revoke`` is for a
+chain head when there is no hand-over or the chain is cut (audited with who and why; refused when base holds
+evidence against it, which ``held`` lists). ``revoke`` is for a
 compromised key: nothing signed with it is trusted when it reaches base from then on."""
 
 from __future__ import annotations
