@@ -390,12 +390,14 @@ class Receiver:
         if state == "revoked":
             return Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked")
         sha = hashlib.sha256(data).hexdigest()
-        if signed_by(doc, key.public()):  # its signed word on the chain, kept whatever becomes of the recording
+        signed = signed_by(doc, key.public())
+        if signed and doc.get("recording") == recording and doc.get("device") == device:
+            # its signed word on the chain, kept whatever becomes of the recording (not a copy under another name)
             try:
                 self.chain.seen.add(device, recording, sha, str(kid), doc.get("previous"), now)
             except StorageError as exc:
                 log.error("offload: cannot keep the signed manifest of %s/%s: %s", device, recording, exc)
-        elif state != "active":  # checked before any chain walk: an unsigned claim costs base nothing more
+        if not signed and state != "active":  # checked before any chain walk: an unsigned claim costs base nothing more
             return Refused(422, ["bad_signature"], f"the manifest's signature does not verify with key {kid}",
                            manifest={"sha256": sha, "key": kid})
         if state == "active":
