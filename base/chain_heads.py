@@ -17,7 +17,8 @@ head comes from:
   base's own records contradict it (``base/chain_evidence.py``) unless the operator insists.
 
 Table ``key_chain_heads`` in the store's database, append-only like ``custody_audit`` (triggers refuse
-UPDATE, DELETE, TRUNCATE, and on SQLite an INSERT replacing a row); every head is also audited in ``custody_audit`` (``handover``, ``vouched``).
+UPDATE, DELETE, TRUNCATE, and on SQLite an INSERT replacing a row); every head is also audited in
+``custody_audit`` (``handover``, ``vouched``).
 
 :func:`place` decides for one recording: ``on`` a chain (taken), ``maybe`` (base does not hold the
 recordings between it and a head yet: 409, asked again later) or ``off`` every chain (the chain went past

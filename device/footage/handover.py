@@ -56,6 +56,7 @@ SIGS = ("old_sig", "new_sig")
 MAX_BYTES = 16 * 1024
 
 Link = tuple[str, str]  # (recording id, SHA-256 of its manifest.json)
+_REPORTED: set[tuple[str, str, str]] = set()  # ignored hand-over records already reported
 
 
 class HandoverError(IdentityError):
@@ -178,7 +179,9 @@ def former_heads(handovers: Iterable[Handover], current_key: str) -> dict[str, L
                 found.setdefault(str(key), _link(head))
     for h in records:
         if h.new_key != current_key and (h.old_key not in found or found[h.old_key] != h.head
-                                         or (h.new_key not in found)):
+                                         or (h.new_key not in found)) and \
+                (h.old_key, h.new_key, current_key) not in _REPORTED:  # once per process (offload asks each round)
+            _REPORTED.add((h.old_key, h.new_key, current_key))
             log.warning("ALARM hand-over record %s -> %s ignored: the hand-over to this camera's key %s does not "
                         "vouch for it (planted on the card?)", h.old_key, h.new_key, current_key)
     return found
