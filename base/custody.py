@@ -10,7 +10,8 @@ Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys
   ``base/chain_heads.py``):
   who (``device:<id>`` for a camera, the operator's name otherwise), when (base's clock) and what
   (device, recording, a JSON detail). **Append-only is enforced by the database**: triggers refuse
-  every ``UPDATE`` and ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``), so neither the application
+  every ``UPDATE`` and ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``; on SQLite an ``INSERT`` naming an
+  existing row, i.e. ``INSERT OR REPLACE``), so neither the application
   nor a person with the application's database login can rewrite the log without first dropping
   a trigger (which a database audit of DDL would show; the log itself is not hash-chained).
 * ``evidence_recordings``: what the evidence store holds (device, recording, the SHA-256 of its
@@ -52,23 +53,35 @@ def _tables(serial: str) -> tuple[str, ...]:
     )
 
 
-_SQLITE = (
-    *_tables("INTEGER PRIMARY KEY AUTOINCREMENT"),
-    "CREATE TRIGGER IF NOT EXISTS custody_audit_no_update BEFORE UPDATE ON custody_audit "
-    "BEGIN SELECT RAISE(ABORT, 'custody_audit is append-only: rows cannot be changed'); END",
-    "CREATE TRIGGER IF NOT EXISTS custody_audit_no_delete BEFORE DELETE ON custody_audit "
-    "BEGIN SELECT RAISE(ABORT, 'custody_audit is append-only: rows cannot be deleted'); END",
-)
-_PG_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION custody_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'custody_audit is append-only: % refused', TG_OP; END $$"
-)
-_PG_TRIGGERS = (
-    "CREATE TRIGGER custody_audit_no_change BEFORE UPDATE OR DELETE ON custody_audit "
-    "FOR EACH ROW EXECUTE FUNCTION custody_audit_append_only()",
-    "CREATE TRIGGER custody_audit_no_truncate BEFORE TRUNCATE ON custody_audit "
-    "FOR EACH STATEMENT EXECUTE FUNCTION custody_audit_append_only()",
-)
+def sqlite_guards(table: str) -> tuple[str, ...]:
+    """SQLite triggers making ``table`` (with an ``n INTEGER PRIMARY KEY``) append-only: no UPDATE, no
+    DELETE, and no INSERT naming an existing ``n`` (``INSERT OR REPLACE`` deletes the old row without firing
+    a DELETE trigger)."""
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows cannot be changed'); END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows cannot be deleted'); END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+        f"WHEN NEW.n IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE n = NEW.n) "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows cannot be replaced'); END",
+    )
+
+
+def pg_guards(table: str) -> tuple[str, tuple[str, ...]]:
+    """The PostgreSQL function and triggers refusing UPDATE, DELETE (an upsert's update included) and TRUNCATE."""
+    function = (f"CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN RAISE EXCEPTION '{table} is append-only: % refused', TG_OP; END $$")
+    return function, (
+        f"CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()",
+    )
+
+
+_SQLITE = (*_tables("INTEGER PRIMARY KEY AUTOINCREMENT"), *sqlite_guards("custody_audit"))
+_PG_FUNCTION, _PG_TRIGGERS = pg_guards("custody_audit")
 
 
 class CustodyStore(Protocol):

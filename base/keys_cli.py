@@ -1,12 +1,13 @@
 """``bodycam-base keys add DEVICE PUBKEY_FILE | retire DEVICE KEY_ID [--at T] | revoke DEVICE KEY_ID [--at T] |
 list [--device D] | handover DEVICE FILE [--by USER] | accept-chain DEVICE KEY_ID RECORDING MANIFEST_SHA256
---reason TEXT [--by USER] | heads [--device D]``.
+--reason TEXT [--by USER] [--despite-conflicts] | held DEVICE | heads [--device D]``.
 
 ``retire`` is the routine rotation (after ``add`` of the new key): the old key signs nothing new, and what it
 signed before stays evidence: its recordings are taken on the chain its hand-over ends (``base/keys.py``,
 ``base/chain_heads.py``, ``base/receive.py``). ``handover`` registers the hand-over record ``bodycam provision
 --force`` wrote (the camera also uploads it at its next dock); ``accept-chain`` is an operator vouching for a
-chain head when there is no hand-over or the chain is cut (audited with who and why). ``revoke`` is for a
+chain head when there is no hand-over or the chain is cut (audited with who and why; refused when base holds
+evidence against it, which ``held`` lists). ``revoke`` is for a
 compromised key: nothing signed with it is trusted when it reaches base from then on."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bodycam.device.clock import SystemClock, rfc3339_ms
 from bodycam.device.errors import UsageError
+from bodycam.device.safe_load import loads_untrusted
 
 if TYPE_CHECKING:
     from bodycam.base.chain_heads import ChainHeads, Head
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", parents=parents, help="the devices' public keys: markers are verified with them")
     ksub = keys.add_subparsers(dest="keys_command", required=True,
-                               metavar="{add,retire,revoke,list,handover,accept-chain,heads}")
+                               metavar="{add,retire,revoke,list,handover,accept-chain,held,heads}")
     add = ksub.add_parser("add", help="register a device's public key (device.pub from 'bodycam provision')")
     add.add_argument("device")
     add.add_argument("pubkey", type=Path, help="PEM public key file")
@@ -64,10 +66,19 @@ def add_parser(sub: Any, db_help: str, parents: list[argparse.ArgumentParser]) -
     ac.add_argument("manifest_sha256")
     ac.add_argument("--reason", required=True, help="why this chain is genuine (kept in the custody log)")
     ac.add_argument("--by", default=None, help="who vouches (default: the login name)")
+    ac.add_argument("--despite-conflicts", action="store_true",
+                    help="keep the head although base holds evidence against it (another manifest of that id, a "
+                         "link naming another SHA-256, a fork, a hand-over chain going past it): refused without "
+                         "this; only after the card and the footage were examined (the conflicts are audited)")
+    hl = ksub.add_parser("held", help="a device's recordings base received signed but did not store (held: 409; "
+                                      "refused), with their manifest SHA-256, who links them, and the evidence "
+                                      "against each as a head (what 'accept-chain' checks)")
+    hl.add_argument("device")
+    hl.add_argument("--json", action="store_true")
     hd = ksub.add_parser("heads", help="the registered chain heads of retired keys (hand-overs, operators' word)")
     hd.add_argument("--device")
     hd.add_argument("--json", action="store_true")
-    for p in (add, ret, rev, lst, ho, ac, hd):
+    for p in (add, ret, rev, lst, ho, ac, hl, hd):
         p.add_argument("--db", required=True, help=db_help)
 
 
@@ -107,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"warning: {k.device} has no active key left: register its new key "
                       f"(bodycam-base keys add {k.device} device.pub), or it cannot offload", file=sys.stderr)
             return 0
+        if args.keys_command == "held":
+            return _held(args, store, reg)
         if args.keys_command in ("handover", "accept-chain", "heads"):
             return _chain(args, store, reg, now)
         rows = reg.keys(args.device)
@@ -147,7 +160,7 @@ def _chain(args: argparse.Namespace, store: Any, reg: KeyRegistry, now: int) -> 
     try:
         if args.keys_command == "handover":
             try:
-                doc = json.loads(args.file.read_bytes())
+                doc = loads_untrusted(args.file.read_bytes())
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{args.file}: cannot read a JSON hand-over record ({exc})") from exc
             h, new = chain.register_handover(args.device, doc, f"operator:{by}", now)
@@ -156,8 +169,10 @@ def _chain(args: argparse.Namespace, store: Any, reg: KeyRegistry, now: int) -> 
                   f"{h.head[0] + ' (manifest ' + h.head[1] + ')' if h.head else 'nothing (it signed no recording)'}")
             return 0
         if args.keys_command == "accept-chain":
-            head = chain.vouch(args.device, args.key_id, args.recording, args.manifest_sha256, args.reason,
-                               f"operator:{by}", now)
+            head, found = chain.vouch(args.device, args.key_id, args.recording, args.manifest_sha256, args.reason,
+                                      f"operator:{by}", now, despite_conflicts=args.despite_conflicts)
+            for why in found:
+                print(f"WARNING: vouched DESPITE evidence against it: {why}", file=sys.stderr)
             print(f"{head.device}: {by} vouches for {args.recording} (manifest {args.manifest_sha256}) as a head of "
                   f"key {head.key_id}: it and the recordings its chain links are taken at their next upload")
             return 0
@@ -174,6 +189,37 @@ def _chain(args: argparse.Namespace, store: Any, reg: KeyRegistry, now: int) -> 
     print(_table(["DEVICE", "KEY ID", "HEAD", "KIND", "BY", "AT (UTC)"],
                  [[r.device, r.key_id, r.link[0] if r.link else "-", r.kind, r.actor, rfc3339_ms(r.t_ns)]
                   for r in rows]))
+    return 0
+
+
+def _held(args: argparse.Namespace, store: Any, reg: KeyRegistry) -> int:
+    from bodycam.base.chain_evidence import conflicts, link_source
+    from bodycam.base.cli import _table
+
+    chain = _chain_heads(store, reg)
+    walk = link_source(args.device, chain.custody, chain.seen)
+    rows: list[dict[str, Any]] = []
+    for seen in chain.seen.rows(args.device):
+        stored = chain.custody.stored(args.device, seen.recording)
+        if stored and stored[0].manifest_sha256 == seen.manifest_sha256:
+            continue
+        last = chain.custody.last_entry(args.device, seen.recording)
+        heads = [h.link for h in chain.heads(args.device, seen.key_id) if h.kind == "handover" and h.link is not None]
+        rows.append({"recording": seen.recording, "manifest_sha256": seen.manifest_sha256, "key_id": seen.key_id,
+                     "state": last.action if last is not None else "-",
+                     "why": (last.detail.get("reason") or "") if last is not None else "",
+                     "previous": seen.previous[0] if seen.previous else None,
+                     "linked_by": sorted(x.recording for x in chain.seen.linking(args.device, seen.recording)
+                                         if x.previous == (seen.recording, seen.manifest_sha256)),
+                     "conflicts": conflicts(args.device, seen.key_id, seen.recording, seen.manifest_sha256,
+                                            chain.custody, chain.seen, heads, walk)})
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    print(_table(["RECORDING", "KEY ID", "STATE", "MANIFEST SHA-256", "PREVIOUS", "LINKED BY", "EVIDENCE AGAINST"],
+                 [[r["recording"], r["key_id"], r["state"], r["manifest_sha256"], r["previous"] or "-",
+                   ", ".join(r["linked_by"]) or "-", "; ".join(r["conflicts"]) or "none"] for r in rows]))
     return 0
 
 

@@ -34,22 +34,26 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
-from bodycam.base.chain_heads import ChainHeads, ChainRefused, Link, place
+from bodycam.base.chain_evidence import link_source
+from bodycam.base.chain_heads import ChainHeads, ChainRefused, LinkOf, place
 from bodycam.base.custody import CustodyLog, StoredRecording
 from bodycam.base.evidence_store import EvidenceStore
 from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.device import identity
 from bodycam.device.clock import rfc3339_ms
 from bodycam.device.errors import BodycamError, StorageError
+from bodycam.device.footage.handover import signed_by
 from bodycam.device.footage.seal import MANIFEST_FILE
 from bodycam.device.identity import Signer
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.offload_wire import (
     AWAITING_SUCCESSOR,
     FILE_RE,
@@ -65,6 +69,8 @@ from bodycam.device.verify import verify_recording
 log = logging.getLogger(__name__)
 
 MAX_FILE = 64 * 1024 * 1024 * 1024
+#: refused uploads kept aside per device for inspection, at most (one copy per manifest)
+REFUSED_CAP = 16 * 1024 * 1024 * 1024
 
 
 class Refused(BodycamError):
@@ -100,7 +106,7 @@ class Confirmation:
 
 def _manifest_of(path: Path) -> tuple[bytes, dict[str, Any]]:
     data = (path / MANIFEST_FILE).read_bytes()
-    doc = json.loads(data)
+    doc = loads_untrusted(data)
     if not isinstance(doc, dict):
         raise ValueError("the manifest is not a JSON object")
     return data, doc
@@ -115,11 +121,13 @@ def _confirmation(device: str, recording: str, data: bytes, doc: dict[str, Any],
 class Receiver:
     def __init__(self, evidence: EvidenceStore, custody: CustodyLog, keys: KeyRegistry, *, signer: Signer,
                  now_ns: Callable[[], int] = time.time_ns,
-                 on_stored: Callable[[str, str], None] | None = None, chain: ChainHeads | None = None) -> None:
+                 on_stored: Callable[[str, str], None] | None = None, chain: ChainHeads | None = None,
+                 refused_cap_bytes: int = REFUSED_CAP) -> None:
         """``signer``: base's custody key, which signs every confirmation. ``on_stored(device, recording)``:
         called after a recording is stored (e.g. base's working copy for review: decrypted, joined); its
         failure is logged, never a refusal."""
         self.signer = signer
+        self.refused_cap_bytes = refused_cap_bytes
         self.on_stored = on_stored
         self.evidence = evidence
         self.custody = custody
@@ -183,7 +191,27 @@ class Receiver:
             conf = _confirmation(device, recording, data, doc, done[0].stored_ns)
             return {"state": "stored", "files": {}, "confirmation": self.signed(conf)}
         files = {p.name: p.stat().st_size for p in stage.iterdir() if p.is_file()} if stage.is_dir() else {}
-        return {"state": "partial" if files else "none", "files": files}
+        out: dict[str, Any] = {"state": "partial" if files else "none", "files": files}
+        refused = self._standing_refusal(device, recording)
+        if refused is not None:
+            out["refused"] = refused
+        return out
+
+    def _standing_refusal(self, device: str, recording: str) -> dict[str, Any] | None:
+        """Base's last refusal of this recording when it stands for its manifest whatever the upload holds
+        (its key: ``retired_key`` while the key's heads are unchanged, ``bad_signature``): the camera does
+        not send that manifest's recording again (review-handover R3)."""
+        try:
+            last = self.custody.last_entry(device, recording)
+        except StorageError:
+            return None
+        if last is None or last.action != "refused" or not isinstance(last.detail.get("manifest"), dict):
+            return None
+        manifest = last.detail["manifest"]
+        if "heads" in manifest and manifest["heads"] != len(self.chain.heads(device, str(manifest.get("key")))):
+            return None  # a new head (hand-over, operator's word) may place it now: try again
+        return {"manifest_sha256": manifest.get("sha256"), "codes": last.detail.get("codes"),
+                "reason": last.detail.get("reason")}
 
     def write_chunk(self, device: str, recording: str, name: str, offset: int, data: bytes, sha256: str) -> int:
         """Write ``data`` at ``offset`` of file ``name`` (durably); returns the bytes base now holds."""
@@ -359,10 +387,21 @@ class Receiver:
             return Refused(422, ["unknown_key"], f"the manifest is signed with key {kid!r}, not registered for {device}")
         key = found[0]
         state = key.state_at(now)
-        if state == "active":
-            return key
         if state == "revoked":
             return Refused(422, ["revoked_key"], f"key {kid} of {device} is revoked")
+        sha = hashlib.sha256(data).hexdigest()
+        signed = signed_by(doc, key.public())
+        if signed and doc.get("recording") == recording and doc.get("device") == device:
+            # its signed word on the chain, kept whatever becomes of the recording (not a copy under another name)
+            try:
+                self.chain.seen.add(device, recording, sha, str(kid), doc.get("previous"), now)
+            except StorageError as exc:
+                log.error("offload: cannot keep the signed manifest of %s/%s: %s", device, recording, exc)
+        if not signed and state != "active":  # checked before any chain walk: an unsigned claim costs base nothing more
+            return Refused(422, ["bad_signature"], f"the manifest's signature does not verify with key {kid}",
+                           manifest={"sha256": sha, "key": kid})
+        if state == "active":
+            return key
         assert key.retired_ns is not None
         retired = rfc3339_ms(key.retired_ns)
         heads = [h.link for h in self.chain.heads(device, str(kid)) if h.link is not None]
@@ -372,35 +411,24 @@ class Receiver:
                                                       "provision --force' made at its next dock, or an operator "
                                                       "registers it (bodycam-base keys handover) or vouches for the "
                                                       "chain (bodycam-base keys accept-chain)", waiting_for="handover")
-        where, why = place(heads, recording, hashlib.sha256(data).hexdigest(), self._link_of(device))
+        where, why = place(heads, recording, sha, self._link_of(device))
         if where == "on":
             return key
         if where == "maybe":
             return Refused(409, [AWAITING_SUCCESSOR], f"key {kid} of {device} was retired at {retired}: {why}; offload "
                                                       "the camera's newer recordings first", waiting_for="successor")
         return Refused(422, ["retired_key"], f"key {kid} of {device} was retired at {retired} and this recording is not "
-                                             f"on its chain: {why}; the retired key signs nothing new")
+                                             f"on its chain: {why}; the retired key signs nothing new",
+                       manifest={"sha256": sha, "key": kid, "heads": len(self.chain.heads(device, str(kid)))})
 
-    def _link_of(self, device: str) -> Callable[[str, str], Link | Literal["absent"] | None]:
-        """The ``previous`` link of a manifest base stores (with exactly that SHA-256), for a chain walk."""
-        def link_of(recording: str, sha: str) -> Link | Literal["absent"] | None:
-            held = self.custody.stored(device, recording)
-            if not held:
-                return "absent"
-            if held[0].manifest_sha256 != sha:  # base holds another manifest of that id: the chain ends there
-                return None
-            link = self.custody.link(device, recording)
-            if link is not None:
-                return link
+    def _link_of(self, device: str) -> LinkOf:
+        """The ``previous`` link of a manifest base holds (stored, or signed and refused/held), for a chain walk."""
+        def stored_previous(recording: str) -> Any:
             try:  # stored before evidence_links existed: its manifest says
-                prev = self._stored_manifest(device, recording)[1].get("previous")
+                return self._stored_manifest(device, recording)[1].get("previous")
             except (OSError, ValueError, StorageError):
                 return "absent"
-            if isinstance(prev, dict) and isinstance(prev.get("recording"), str) and \
-                    isinstance(prev.get("manifest_sha256"), str):
-                return str(prev["recording"]), str(prev["manifest_sha256"])
-            return None
-        return link_of
+        return link_source(device, self.custody, self.chain.seen, stored_previous)
 
     def _held(self, device: str, recording: str, data: bytes, doc: dict[str, Any], why: Refused, now: int) -> None:
         """Audit a 409 (``held``), once until its reason changes (the camera asks again at every dock)."""
@@ -428,17 +456,38 @@ class Receiver:
 
     def _refuse(self, device: str, recording: str, files: Path, refusal: Refused) -> NoReturn:
         now = self.now_ns()
-        aside = self.evidence.root / "refused" / device / f"{recording}.{now}"
-        try:
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(files, aside)
-        except OSError as exc:
-            log.error("offload: cannot move the refused upload %s aside: %s", files, exc)
-            aside = files
+        kept = self._keep_refused(device, recording, files, now)
         try:
             self.custody.record(now, f"device:{device}", "refused", device, recording,
-                                {"codes": refusal.codes, "reason": refusal.reason, "kept": str(aside)})
+                                {"codes": refusal.codes, "reason": refusal.reason, **kept, **refusal.extra})
         except StorageError as exc:
             log.error("offload: cannot audit the refusal of %s/%s: %s", device, recording, exc)
         log.warning("offload: REFUSED %s/%s: %s (%s)", device, recording, ", ".join(refusal.codes), refusal.reason)
         raise refusal
+
+    def _keep_refused(self, device: str, recording: str, files: Path, now: int) -> dict[str, Any]:
+        """Move a refused upload aside for inspection (``refused/<device>/<recording>.<ns>``): one copy per
+        manifest (a camera offering the same one again adds nothing) and at most ``refused_cap_bytes`` per
+        device; what is not kept is dropped from base (it was never evidence, and the camera keeps its
+        original until base confirms it)."""
+        folder = self.evidence.root / "refused" / device
+        try:
+            mine = sha256_hex((files / MANIFEST_FILE).read_bytes()) if (files / MANIFEST_FILE).is_file() else None
+            same = [p for p in folder.glob(f"{recording}.*") if mine is not None and (p / MANIFEST_FILE).is_file()
+                    and sha256_hex((p / MANIFEST_FILE).read_bytes()) == mine] if folder.is_dir() else []
+            if same:
+                shutil.rmtree(files)
+                return {"kept": str(same[0]), "copy": "already kept"}
+            used = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+            size = sum(f.stat().st_size for f in files.rglob("*") if f.is_file())
+            if used + size > self.refused_cap_bytes:
+                shutil.rmtree(files)
+                return {"kept": None, "copy": f"not kept: base keeps at most {self.refused_cap_bytes} bytes of "
+                                              f"refused uploads of {device}"}
+            aside = folder / f"{recording}.{now}"
+            folder.mkdir(parents=True, exist_ok=True)
+            os.rename(files, aside)
+        except OSError as exc:
+            log.error("offload: cannot move the refused upload %s aside: %s", files, exc)
+            return {"kept": str(files)}
+        return {"kept": str(aside)}

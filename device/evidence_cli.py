@@ -110,7 +110,7 @@ def provision(args: argparse.Namespace) -> int:
         made = rotated.provisioned
         handover = {"handover_file": None if rotated.handover is None else str(rotated.handover),
                     "handover_head": None if rotated.head is None else rotated.head[0],
-                    "handover_problem": rotated.problem}
+                    "handover_problem": rotated.problem, "replaced_key_from": rotated.replaced_from}
     else:
         made = provision(path, device, owner=args.owner, force=args.force)
     if args.json:
@@ -128,7 +128,12 @@ def provision(args: argparse.Namespace) -> int:
         print(f"hand-over  {handover['handover_file']} (signed by the old and the new key; the old key's chain "
               f"ends at {handover['handover_head'] or 'nothing: it signed no recording'}; the camera uploads it "
               "at its next dock)")
-    elif handover:
+    if rotated_from := handover.get("replaced_key_from"):
+        print(f"note: the key replaced now came from an earlier 'provision --force' (hand-over from key {rotated_from}):"
+              " if base never registered it, register it too and retire it (bodycam-base keys add "
+              f"{device} {Path(str(handover['handover_file'])).with_suffix('.pub')}; keys retire), or base refuses "
+              "both hand-overs (unknown_key) and holds the older keys' recordings back", file=sys.stderr)
+    if not handover.get("handover_file") and handover:
         print(f"warning: no hand-over (the old key cannot be read: {handover['handover_problem']}): base holds the "
               "old key's recordings back until an operator vouches for them (bodycam-base keys accept-chain)",
               file=sys.stderr)

@@ -173,3 +173,16 @@ def load_toml(path: str | os.PathLike[str], what: str, *, error: type[BodycamErr
         raise error(f"{what} {p}: not valid TOML ({exc})") from None
     _check_depth(value_depth(value), p, what, error, max_depth)
     return value
+
+
+def loads_untrusted(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` of bytes someone else controls (a file on the card, an upload): any input that is
+    not JSON within ``max_depth`` levels is a ``ValueError`` (never a ``RecursionError`` escaping the
+    caller's ``except (OSError, ValueError)``)."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if text_depth(text) > max_depth:
+        raise ValueError(f"nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None

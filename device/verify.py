@@ -39,6 +39,7 @@ from bodycam.device.footage.atrest import DecryptError, decrypt_stream, load_ide
 from bodycam.device.footage.recording import MANIFEST_SCHEMA, MarkerRef, chapter_label, chapters_text
 from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE, segment_files, signed_bytes
 from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.markers import Marker
 
 Level = Literal["fail", "note"]
@@ -147,7 +148,7 @@ def verify_recording(rec_dir: Path, public: Ed25519PublicKey,
     rep = RecordingReport(rec_dir.name, str(rec_dir))
     mpath = rec_dir / MANIFEST_FILE
     try:
-        manifest = json.loads(mpath.read_bytes())
+        manifest = loads_untrusted(mpath.read_bytes())
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:

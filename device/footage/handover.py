@@ -6,7 +6,9 @@ a **hand-over record** (``<data_dir>/handover/<old key id>.json``, schema :data:
     {"schema": "bodycam.key-handover/1", "device": "cam-01",
      "old_key": "<id>", "old_public_pem": "...", "new_key": "<id>", "new_public_pem": "...",
      "head": {"recording": "<id>", "manifest_sha256": "<sha256>"} | null,
-     "made_utc": "2026-06-01T08:00:00.000Z", "old_sig": "<base64>", "new_sig": "<base64>"}
+     "made_utc": "2026-06-01T08:00:00.000Z",
+     "former": {"<earlier key id>": {"recording": ..., "manifest_sha256": ...} | null, ...},
+     "old_sig": "<base64>", "new_sig": "<base64>"}
 
 ``head`` is the tip of the chain the old key ends: the newest manifest on the card that the old key
 signed (or, when it signed none, the head it had itself been handed). **Both keys sign** the RFC 8785
@@ -19,8 +21,10 @@ retired key cannot make a hand-over (the new key signs it too) nor extend the ch
 
 On the camera the hand-over also decides **what a new recording may link** as its ``previous``
 (:func:`linkable_recording`): a manifest that verifies with the camera's current key, or exactly the
-head of a hand-over the current key made (directly, or through earlier hand-overs it vouched for). A
-recording planted on the card with a leaked old key is neither: it is not linked, and is reported.
+head of a hand-over to the current key, or a head that hand-over's ``former`` names (the keys and heads
+the camera trusted when it was made, signed with it: :func:`former_heads`). A recording planted on the
+card with a leaked old key is neither, nor is the head of a hand-over record planted with one: it is
+not linked, and is reported.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bodycam.device import identity
 from bodycam.device.footage.seal import MANIFEST_FILE
 from bodycam.device.identity import IdentityError, Signer
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.signed_doc import signature_problem, signed_bytes
+from bodycam.device.uplink.offload_wire import RECORDING_RE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ SIGS = ("old_sig", "new_sig")
 MAX_BYTES = 16 * 1024
 
 Link = tuple[str, str]  # (recording id, SHA-256 of its manifest.json)
+_REPORTED: set[tuple[str, str, str]] = set()  # ignored hand-over records already reported
 
 
 class HandoverError(IdentityError):
@@ -60,13 +67,16 @@ def handover_bytes(doc: dict[str, Any]) -> bytes:
     return signed_bytes(doc, SIGS)
 
 
-def make_handover(device: str, old: Signer, new: Signer, head: Link | None, made_utc: str) -> dict[str, Any]:
+def make_handover(device: str, old: Signer, new: Signer, head: Link | None, made_utc: str,
+                  former: dict[str, Link | None] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema": SCHEMA, "device": device,
         "old_key": old.key_id, "old_public_pem": old.public_pem().decode("ascii"),
         "new_key": new.key_id, "new_public_pem": new.public_pem().decode("ascii"),
         "head": None if head is None else {"recording": head[0], "manifest_sha256": head[1]},
         "made_utc": made_utc,
+        "former": {k: None if v is None else {"recording": v[0], "manifest_sha256": v[1]}
+                   for k, v in sorted((former or {}).items())},
     }
     body = handover_bytes(doc)
     return {**doc, "old_sig": old.sign(body), "new_sig": new.sign(body)}
@@ -131,7 +141,7 @@ def read_handovers(data_dir: Path) -> list[Handover]:
             data = path.read_bytes()[:MAX_BYTES + 1]
             if len(data) > MAX_BYTES:
                 raise HandoverError(f"{path}: more than {MAX_BYTES} bytes")
-            h = parse_handover(json.loads(data), str(path))
+            h = parse_handover(loads_untrusted(data), str(path))
             problem = handover_problem(h, _embedded(h, "old"), _embedded(h, "new"))
             if problem is not None:
                 raise HandoverError(f"{path}: {problem}")
@@ -142,20 +152,35 @@ def read_handovers(data_dir: Path) -> list[Handover]:
     return out
 
 
+def _link(v: Any) -> Link | None:
+    if isinstance(v, dict) and isinstance(v.get("recording"), str) and isinstance(v.get("manifest_sha256"), str):
+        return str(v["recording"]), str(v["manifest_sha256"])
+    return None
+
+
 def former_heads(handovers: Iterable[Handover], current_key: str) -> dict[str, Link | None]:
-    """The keys the camera held before ``current_key``, by id, with the head each handed over: only
-    hand-overs to the current key, or to a key that handed over to it, and so on (a record made by some
-    other pair of keys, e.g. planted on the card, counts for nothing)."""
-    by_new: dict[str, list[Handover]] = {}
-    for h in handovers:
-        by_new.setdefault(h.new_key, []).append(h)
+    """The keys the camera held before ``current_key``, by id, with the head each handed over, as the
+    current key vouches for them: a hand-over **to the current key** (its new signature is the current
+    key's) names its old key and head, and in ``former`` the former keys and heads the camera trusted when
+    it made it. Nothing else counts: a record planted on the card, even one signed by a leaked former key,
+    is left out (and reported)."""
     found: dict[str, Link | None] = {}
-    todo = [current_key]
-    while todo:
-        for h in by_new.get(todo.pop(), []):
-            if h.old_key not in found and h.old_key != current_key:
-                found[h.old_key] = h.head
-                todo.append(h.old_key)
+    records = list(handovers)
+    for h in records:
+        if h.new_key != current_key or h.old_key == current_key:
+            continue
+        found.setdefault(h.old_key, h.head)
+        former = h.doc.get("former")
+        for key, head in (former.items() if isinstance(former, dict) else ()):
+            if key != current_key:
+                found.setdefault(str(key), _link(head))
+    for h in records:
+        if h.new_key != current_key and (h.old_key not in found or found[h.old_key] != h.head
+                                         or (h.new_key not in found)) and \
+                (h.old_key, h.new_key, current_key) not in _REPORTED:  # once per process (offload asks each round)
+            _REPORTED.add((h.old_key, h.new_key, current_key))
+            log.warning("ALARM hand-over record %s -> %s ignored: the hand-over to this camera's key %s does not "
+                        "vouch for it (planted on the card?)", h.old_key, h.new_key, current_key)
     return found
 
 
@@ -163,7 +188,7 @@ def manifest_link(rec_dir: Path) -> tuple[Link, dict[str, Any]] | None:
     """(recording, SHA-256 of its manifest file) and the manifest; None when it cannot be read."""
     try:
         data = (rec_dir / MANIFEST_FILE).read_bytes()
-        doc = json.loads(data)
+        doc = loads_untrusted(data)
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict):
@@ -189,6 +214,13 @@ def linkable_recording(root: Path, current: Ed25519PublicKey, heads: Iterable[Li
         return None, []
     for d in dirs:
         got = manifest_link(d)
+        if got is not None and (doc_id := got[1].get("recording")) != d.name:  # a copy under another name
+            refused.append(f"{d.name}: its manifest is of recording {doc_id!r}, not of the directory it is in "
+                           "(copied or renamed on the card)")
+            continue
+        if not RECORDING_RE.fullmatch(d.name):
+            refused.append(f"{d.name}: not a recording id")
+            continue
         if got is not None:
             link, doc = got
             if complete_only and doc.get("complete") is not True:
@@ -236,11 +268,17 @@ class Rotated:
     handover: Path | None  # None: no old key could be read (nothing to hand over)
     head: Link | None
     problem: str | None  # why there is no hand-over
+    #: the key replaced came from an earlier ``provision --force`` (its hand-over's old key): base must hold
+    #: it too (registered, then retired), or neither hand-over registers (unknown_key)
+    replaced_from: str | None = None
 
 
 def rotate_key(key_file: Path, device: str, data_dir: Path, made_utc: str, *, owner: str | None = None) -> Rotated:
     """``bodycam provision --force``: a new key, and (when the old key can be read) the hand-over record
-    written *before* the old key is replaced, signed by both."""
+    written *before* the old key is replaced, signed by both, with the old public key beside it
+    (``<old key id>.pub``: run twice, base may never have registered the key in the middle)."""
+    from bodycam.device.footage.recording import write_atomic
+
     problem: str | None = None
     try:
         old: Signer | None = identity.load_signer(key_file)
@@ -250,9 +288,13 @@ def rotate_key(key_file: Path, device: str, data_dir: Path, made_utc: str, *, ow
     new = Signer(private)
     path: Path | None = None
     head: Link | None = None
+    replaced_from: str | None = None
     if old is not None:
-        mine = former_heads(read_handovers(data_dir), old.key_id)
+        handovers = read_handovers(data_dir)
+        mine = former_heads(handovers, old.key_id)
+        replaced_from = next((h.old_key for h in handovers if h.new_key == old.key_id), None)
         head = newest_signed_by(data_dir / "recordings", old.public, mine.values())
-        path = write_handover(data_dir, make_handover(device, old, new, head, made_utc))
+        path = write_handover(data_dir, make_handover(device, old, new, head, made_utc, former=mine))
+        write_atomic(path.with_suffix(".pub"), old.public_pem())  # what base registers when it never had it
     made = identity.provision(key_file, device, owner=owner, force=True, private=private)
-    return Rotated(made, path, head, problem)
+    return Rotated(made, path, head, problem, replaced_from)

@@ -22,6 +22,7 @@ from typing import Any
 from bodycam.device.footage.recording import write_atomic
 from bodycam.device.footage.seal import MANIFEST_FILE
 from bodycam.device.identity import TrustedKeys
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.offload_wire import confirmation_signature_problem
 
 OFFLOAD_FILE = "offload.json"
@@ -36,7 +37,7 @@ def manifest_sha256(rec_dir: Path) -> str | None:
 
 def offload_state(rec_dir: Path) -> dict[str, Any] | None:
     try:
-        doc = json.loads((rec_dir / OFFLOAD_FILE).read_bytes())
+        doc = loads_untrusted((rec_dir / OFFLOAD_FILE).read_bytes())
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
@@ -51,7 +52,7 @@ def confirmation_problem(rec_dir: Path, conf: Any, trusted: TrustedKeys) -> str 
         return problem
     try:
         data = (rec_dir / MANIFEST_FILE).read_bytes()
-        manifest = json.loads(data)
+        manifest = loads_untrusted(data)
     except (OSError, ValueError) as exc:
         return f"the manifest on the card cannot be read ({exc})"
     if not isinstance(manifest, dict):

@@ -41,6 +41,7 @@ from bodycam.device.footage.recording_state import RecordingConfig
 from bodycam.device.footage.retention import Retention, RetentionResult
 from bodycam.device.footage.seal import latest_recording
 from bodycam.device.hw.frames import EncodedPacket, StreamInfo
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.markers import MarkerSigner
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def recover_interrupted(root: Path, signer: MarkerSigner | None = None) -> list[
     for rec_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         path = rec_dir / "manifest.json"
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest = loads_untrusted(path.read_bytes())
         except (OSError, ValueError):
             continue  # unreadable: leave it (retention treats it as protected)
         if not isinstance(manifest, dict) or manifest.get("complete", True):

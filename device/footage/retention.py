@@ -25,7 +25,6 @@ the reserve is refilled before footage can have it.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import Any, NamedTuple, Protocol
 from bodycam.device.footage.offload_state import is_offloaded, manifest_sha256
 from bodycam.device.footage.recording import forget_protection, protected_on_disk
 from bodycam.device.identity import TrustedKeys
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.settings import require
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ def _dir_size(path: Path) -> int:
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = loads_untrusted((path / "manifest.json").read_bytes())
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -17,12 +17,12 @@ disk is always signed. ``bodycam verify`` (``bodycam.device.verify``) checks all
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from bodycam.device import signed_doc
 from bodycam.device.footage.segment_writer import sha256_of
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.uplink.markers import MarkerSigner
 
 MANIFEST_FILE = "manifest.json"
@@ -63,7 +63,7 @@ def previous_link(prev_dir: Path | None) -> tuple[dict[str, str] | None, bool]:
         return None, False
     digest = hashlib.sha256(data).hexdigest()
     try:
-        complete = bool(json.loads(data).get("complete", False))
+        complete = bool(loads_untrusted(data).get("complete", False))
     except (ValueError, AttributeError):
         complete = False
     return {"recording": prev_dir.name, "manifest_sha256": digest}, complete

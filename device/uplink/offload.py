@@ -59,6 +59,7 @@ from bodycam.device.footage.offload_state import (
 from bodycam.device.footage.seal import MANIFEST_FILE, MARKERS_FILE
 from bodycam.device.hw.gpio import PinFactory
 from bodycam.device.identity import TrustedKeys, trusted_keys
+from bodycam.device.safe_load import loads_untrusted
 from bodycam.device.settings import require
 from bodycam.device.uplink.markers import JSON, MarkerSigner
 from bodycam.device.uplink.offload_wire import (
@@ -306,7 +307,7 @@ def pending(root: Path, trusted: TrustedKeys, current_key: str | None = None) ->
         return []
     for d in dirs:
         try:
-            doc = json.loads((d / MANIFEST_FILE).read_bytes())
+            doc = loads_untrusted((d / MANIFEST_FILE).read_bytes())
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("complete") is True and not is_offloaded(d, trusted):
@@ -334,13 +335,20 @@ class Offloader:
         rid = rec_dir.name
         try:
             mbytes = (rec_dir / MANIFEST_FILE).read_bytes()
-            manifest = json.loads(mbytes)
+            manifest = loads_untrusted(mbytes)
         except (OSError, ValueError) as exc:
             raise OffloadError(f"{rec_dir}: cannot read the manifest ({exc})", retry=False) from exc
         if manifest.get("complete") is not True:
             raise OffloadError(f"{rid}: not finished yet", retry=True)
         names = recording_files(rec_dir, manifest)
         state = self.client.status(rid)
+        refused = state.get("refused")
+        if state.get("state") != "stored" and isinstance(refused, dict) and \
+                refused.get("manifest_sha256") == sha256_hex(mbytes):
+            codes = [str(c) for c in refused.get("codes") or []]
+            raise OffloadError(f"{rid}: base refused this manifest before and would again ({', '.join(codes)}: "
+                               f"{refused.get('reason')}): not sent again until that changes", retry=False,
+                               codes=codes)
         if state.get("state") != "stored":
             for name in names:  # before anything is sent: a damaged card uploads nothing of this recording
                 _readable(rec_dir, name)

@@ -270,9 +270,21 @@ def test_a_recording_planted_on_the_card_with_the_leaked_retired_key_is_never_ta
     assert not is_offloaded(forged, custody_of(site.cam))
     actions = site.actions(forged.name)
     assert "stored" not in actions and "verified" not in actions
-    # refused for its retired key; offered again in the same round once the others were in, and at the next dock
-    assert actions == ["received", "refused"] * 3, actions
+    # refused for its retired key once: offered again in the same round and at the next dock, base's status says
+    # it would refuse that manifest again, so no byte of it is sent again (review-handover R3: it was re-uploaded
+    # in full every time, and base kept every copy)
+    assert actions == ["received", "refused"], actions
     assert "not on its chain" in svc.telemetry()["skipped"][forged.name]["reason"]  # type: ignore[index]
+    assert len(list((site.base_dir / "evidence" / "refused" / DEVICE).glob(forged.name + ".*"))) == 1
+    # something changed at base (a new head for K): the camera offers it once more, and base decides again
+    site.keys("accept-chain", DEVICE, old_key_id(site), r2.name, sha(r2), "--reason", "depot check", "--by", "al")
+    svc = service(site, server.url)
+    try:
+        svc.run_once()
+    finally:
+        svc.close()
+    assert site.actions(forged.name) == ["received", "refused"] * 2
+    assert len(list((site.base_dir / "evidence" / "refused" / DEVICE).glob(forged.name + ".*"))) == 1  # one copy
 
 
 def test_base_takes_no_retired_key_recording_because_a_recording_of_the_active_key_links_it(
@@ -419,3 +431,116 @@ def test_base_answers_a_retired_key_recording_it_cannot_place_yet_409_not_422(si
         client.close()
     assert sorted(site.stored()) == [r1.name, r2.name, s.name]
     assert site.actions(r1.name) == ["held", "received", "verified", "stored"]
+
+
+# -- a cut chain (review-handover R1) -------------------------------------------------------------------
+# A thief holding the leaked retired key K and the card flips one bit in a segment of K's hand-over head R2
+# (so base refuses R2) and plants P, made with K by the firmware and linking the genuine R1. Base keeps
+# R2's signed manifest although it refuses R2, so R2's own link places R1 and shows P for what it is: P is
+# never taken, and `keys accept-chain` refuses to vouch for it (a fork: R2 and P both claim to follow R1)
+# unless --despite-conflicts; `keys held` shows why.
+
+
+def forge_after(work: Path, old_key: Path, genuine: Path, start: str) -> Path:
+    """A recording made with K by the firmware on a copy of the card holding ``genuine``: it links it."""
+    (work / "recordings").mkdir(parents=True)
+    shutil.copytree(genuine, work / "recordings" / genuine.name)
+    cfg = AppConfig(recording=RecordingConfig(segment_s=2.0, pre_event_s=5.0))
+    cfg = replace(cfg, device=replace(cfg.device, id=DEVICE), identity=IdentityConfig(key_file=str(old_key)))
+    run_clip(SimOptions(clip=EXAMPLE, out=work, config=cfg, broker=None, start_time=start, gnss=False))
+    (made,) = [p for p in recordings(work) if p.name != genuine.name]
+    return made
+
+
+def sha(rec: Path) -> str:
+    return hashlib.sha256((rec / "manifest.json").read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def cut(site: Site, rotated: Path, tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    r1, r2, s = recordings(site.cam)
+    made = forge_after(tmp_path / "thief", rotated / "old.key", r1, "2026-03-01T10:30:00.000Z")
+    planted = site.cam / "recordings" / made.name
+    shutil.copytree(made, planted)
+    assert json.loads((planted / "manifest.json").read_text())["previous"]["recording"] == r1.name
+    seg = sorted(r2.glob("segment-*.mp4"))[0]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit: base refuses R2 (the hand-over head)
+    seg.write_bytes(bytes(data))
+    site.keys("retire", DEVICE, old_key_id(site), "--at", RETIRED_AT)
+    return r1, r2, planted, s
+
+
+def test_a_refused_head_s_signed_link_places_the_chain_and_the_forgery_is_never_taken(
+        site: Site, server: BaseProcess, cut: tuple[Path, Path, Path, Path]) -> None:
+    r1, r2, planted, s = cut
+    for _ in range(2):  # two docks, the camera restarted in between
+        svc = service(site, server.url)
+        try:
+            svc.run_once()
+        finally:
+            svc.close()
+    assert sorted(site.stored()) == [r1.name, s.name]  # R1 placed by R2's signed link, though R2 is refused
+    assert is_offloaded(r1, custody_of(site.cam)) and not is_offloaded(planted, custody_of(site.cam))
+    assert "held" not in site.actions(planted.name) and site.actions(planted.name) == ["received", "refused"]
+    assert site.actions(r2.name) == ["received", "refused"] * 2  # damaged: offered at each start (it may be mended)
+    aside = site.base_dir / "evidence" / "refused" / DEVICE
+    assert len(list(aside.glob(r2.name + ".*"))) == 1  # base keeps one copy of a manifest's refused upload (R3)
+
+
+def test_accept_chain_refuses_a_head_base_holds_evidence_against(
+        site: Site, server: BaseProcess, cut: tuple[Path, Path, Path, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _, r2, planted, _ = cut
+    svc = service(site, server.url)
+    try:
+        svc.run_once()
+    finally:
+        svc.close()
+    k = old_key_id(site)
+    capsys.readouterr()
+    # the review's operator: vouches for the planted recording with its hash (it verifies with K)
+    args = ["keys", "accept-chain", DEVICE, k, planted.name, sha(planted), "--reason", "R2 damaged", "--by", "sgt",
+            "--db", site.db]
+    assert base_main(args) == 2
+    err = capsys.readouterr().err
+    assert "a fork" in err and r2.name in err and "goes past" in err, err
+    site.keys("held", DEVICE)
+    out = capsys.readouterr().out
+    assert planted.name in out and "fork" in out, out
+    site.keys("heads", "--device", DEVICE, "--json")
+    assert [json.loads(x)["kind"] for x in capsys.readouterr().out.splitlines()] == ["handover"]  # nothing kept
+    assert base_main([*args, "--despite-conflicts"]) == 0  # the explicit override: loud, and audited
+    assert "WARNING: vouched DESPITE" in capsys.readouterr().err
+    log = site.custody()
+    try:
+        (row,) = [e for e in log.entries(device=DEVICE, recording=planted.name) if e.action == "vouched"]
+    finally:
+        log._store.close()  # type: ignore[attr-defined]
+    assert row.detail["despite_conflicts"] is True and any("fork" in c for c in row.detail["conflicts"])
+
+
+def test_a_retired_key_manifest_whose_signature_fails_is_refused_before_any_chain_walk(
+        site: Site, server: BaseProcess) -> None:
+    """A manifest that only names the retired key (review-handover R7, R3): final ``bad_signature``, decided
+    before base walks the chain (it used to walk it, then answer ``retired_key``, which the camera retries)."""
+    r1 = recordings(site.cam)[0]
+    site.keys("retire", DEVICE, old_key_id(site), "--at", RETIRED_AT)
+    fake = site.cam / "recordings" / "20260301T120000000Z"
+    shutil.copytree(r1, fake)
+    m = json.loads((fake / "manifest.json").read_text())
+    m["recording"] = fake.name  # the signature no longer covers it
+    (fake / "manifest.json").write_text(json.dumps(m))
+    client = BaseClient(server.url, DEVICE, signer_of(site.cam), ca_file=str(site.pki / "ca.crt"), timeout_s=30)
+    off = Offloader(client, trusted=custody_of(site.cam), chunk_bytes=256 * 1024)
+    try:
+        client.handover(json.loads(next((site.cam / HANDOVER_DIR).glob("*.json")).read_text()))
+        with pytest.raises(OffloadError) as refused:
+            off.upload(fake)
+        assert refused.value.codes == ["bad_signature"] and not refused.value.retry
+        with pytest.raises(OffloadError) as again:  # asked again: base's status says so, nothing is sent
+            off.upload(fake)
+        assert again.value.codes == ["bad_signature"] and "before and would again" in str(again.value)
+    finally:
+        client.close()
+    assert site.actions(fake.name) == ["received", "refused"]
