@@ -15,12 +15,14 @@ Two tables in the store's own database (SQLite or PostgreSQL, like ``device_keys
   nor a person with the application's database login can rewrite the log without first dropping
   a trigger (which a database audit of DDL would show; the log itself is not hash-chained).
 * ``evidence_recordings``: what the evidence store holds (device, recording, the SHA-256 of its
-  signed manifest, when it was stored, where, sizes); one row per recording, written once.
+  signed manifest, when it was stored, where, sizes); one row per recording, written once (the same
+  triggers refuse changing, deleting or replacing it).
 * ``evidence_links``: the ``previous`` link each stored recording's signed manifest names (the
   recording before it and that manifest's SHA-256), written with its ``evidence_recordings`` row: what
   base holds lets a chain walk from a retired key's head reach the manifests before it
   (``base/chain_heads.py``, ``base/receive.py``). Recordings stored before this table existed have no
-  row: the walk reads their stored manifest instead.
+  row: the walk reads their stored manifest instead. Write-once like ``evidence_recordings`` (a second
+  insert of a recording's link is ignored, never a replacement).
 """
 
 from __future__ import annotations
@@ -82,6 +84,23 @@ def pg_guards(table: str) -> tuple[str, tuple[str, ...]]:
 
 _SQLITE = (*_tables("INTEGER PRIMARY KEY AUTOINCREMENT"), *sqlite_guards("custody_audit"))
 _PG_FUNCTION, _PG_TRIGGERS = pg_guards("custody_audit")
+
+
+def _index_guards(table: str, on_existing: str) -> tuple[str, ...]:
+    """SQLite triggers making an evidence-index table (keyed by device and recording) write-once: no UPDATE,
+    no DELETE, and an INSERT of an existing key does ``on_existing`` (``IGNORE``: nothing, as an ``ON
+    CONFLICT DO NOTHING`` would; ``ABORT, '...'``: an error) instead of ``INSERT OR REPLACE`` swapping it."""
+    upd, dele, _ = sqlite_guards(table)
+    return (upd, dele,
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} WHEN EXISTS "
+            f"(SELECT 1 FROM {table} WHERE device = NEW.device AND recording = NEW.recording) "
+            f"BEGIN SELECT RAISE({on_existing}); END")
+
+
+#: the evidence index is write-once too (a recording's row and its link are never changed once stored)
+_INDEX_SQLITE = (*_index_guards("evidence_recordings", "ABORT, 'evidence_recordings is append-only: rows "
+                                "cannot be replaced'"), *_index_guards("evidence_links", "IGNORE"))
+_INDEX_PG = {t: pg_guards(t) for t in ("evidence_recordings", "evidence_links")}
 
 
 class CustodyStore(Protocol):
@@ -162,6 +181,9 @@ class CustodyLog:
     def __init__(self, store: CustodyStore) -> None:
         self._store = store
         create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "custody_audit_no_change")
+        for table, (function, triggers) in _INDEX_PG.items():  # separately: databases made before these guards
+            create_append_only(store, lambda _serial: (), [q for q in _INDEX_SQLITE if f" ON {table} " in q],
+                               function, triggers, f"{table}_no_change")
 
     @property
     def store(self) -> CustodyStore:

@@ -131,3 +131,45 @@ def test_a_hand_over_whose_head_is_not_a_recording_is_refused(db: str) -> None:
         assert bad.value.code == "bad_handover" and chain.heads(DEVICE) == []
     finally:
         store.close()
+
+
+def test_the_evidence_index_is_write_once(db: str) -> None:
+    """What a chain walk trusts (a stored recording's manifest hash and its link) cannot be changed, deleted
+    or replaced; a second link for a recording is ignored as before."""
+    from bodycam.base.custody import StoredRecording
+
+    store = open_store(db)
+    try:
+        custody = CustodyLog(store)
+        rec = StoredRecording(DEVICE, HEAD[0], HEAD[1], 1, "evidence/x", 10, 1, 0)
+        with custody.transaction() as tx:
+            custody.add_stored(tx, rec)
+            custody.add_link(tx, DEVICE, HEAD[0], {"recording": "20260301T100000000Z", "manifest_sha256": "b" * 64})
+        with custody.transaction() as tx:  # a second link for the same recording: nothing, as before
+            custody.add_link(tx, DEVICE, HEAD[0], {"recording": "20260301T090000000Z", "manifest_sha256": "c" * 64})
+        tables = ("evidence_recordings", "evidence_links")
+        before = {t: store.read(f"SELECT * FROM {t}") for t in tables}
+        pg = isinstance(store, PostgresStore)
+        attempts = [
+            "UPDATE evidence_recordings SET manifest_sha256 = 'f'",
+            "UPDATE evidence_links SET previous_manifest_sha256 = 'f'",
+            "DELETE FROM evidence_recordings",
+            "DELETE FROM evidence_links",
+            ("INSERT INTO evidence_recordings VALUES ('cam-01', '20260301T110003100Z', 'f', 2, 'y', 1, 1, 0) "
+             "ON CONFLICT (device, recording) DO UPDATE SET manifest_sha256 = 'f'") if pg else
+            "INSERT OR REPLACE INTO evidence_recordings VALUES ('cam-01', '20260301T110003100Z', 'f', 2, 'y', 1, 1, 0)",
+        ]
+        if pg:
+            attempts += ["TRUNCATE evidence_recordings", "TRUNCATE evidence_links",
+                         "INSERT INTO evidence_links VALUES ('cam-01', '20260301T110003100Z', 'x', 'f') "
+                         "ON CONFLICT (device, recording) DO UPDATE SET previous = 'x'"]
+        for sql in attempts:
+            with pytest.raises(StorageError, match="append-only"), store.transaction() as tx:
+                tx.run(sql)
+        if not pg:  # a replacing insert of a link is ignored, never a replacement
+            with store.transaction() as tx:
+                tx.run("INSERT OR REPLACE INTO evidence_links VALUES ('cam-01', '20260301T110003100Z', 'x', 'f')")
+        assert {t: store.read(f"SELECT * FROM {t}") for t in tables} == before
+        assert custody.link(DEVICE, HEAD[0]) == ("20260301T100000000Z", "b" * 64)
+    finally:
+        store.close()
