@@ -35,7 +35,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bodycam.base.custody import CustodyLog, _is_postgres, create_append_only, sqlite_guards
+from bodycam.base.custody import CustodyLog, _is_postgres, create_append_only_table
 from bodycam.base.keys import DeviceKey, KeyRegistry
 from bodycam.base.rules import Tx
 from bodycam.base.seen_manifests import SeenManifests
@@ -59,19 +59,6 @@ def _tables(serial: str) -> tuple[str, ...]:
         " t_ns BIGINT NOT NULL, detail TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS key_chain_heads_key ON key_chain_heads(device, key_id)",
     )
-
-
-_SQLITE = (*_tables("INTEGER PRIMARY KEY AUTOINCREMENT"), *sqlite_guards("key_chain_heads"))
-_PG_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION key_chain_heads_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'key_chain_heads is append-only: % refused', TG_OP; END $$"
-)
-_PG_TRIGGERS = (
-    "CREATE TRIGGER key_chain_heads_no_change BEFORE UPDATE OR DELETE ON key_chain_heads "
-    "FOR EACH ROW EXECUTE FUNCTION key_chain_heads_append_only()",
-    "CREATE TRIGGER key_chain_heads_no_truncate BEFORE TRUNCATE ON key_chain_heads "
-    "FOR EACH STATEMENT EXECUTE FUNCTION key_chain_heads_append_only()",
-)
 
 
 class ChainRefused(UsageError):
@@ -107,7 +94,7 @@ class ChainHeads:
         self.custody = custody
         self.keys = keys
         self.seen = SeenManifests(store)
-        create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "key_chain_heads_no_change")
+        create_append_only_table(store, _tables, "key_chain_heads")
 
     def heads(self, device: str, key_id: str | None = None) -> list[Head]:
         sql = ("SELECT device, key_id, recording, manifest_sha256, kind, actor, t_ns, detail FROM key_chain_heads"

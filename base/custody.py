@@ -82,10 +82,6 @@ def pg_guards(table: str) -> tuple[str, tuple[str, ...]]:
     )
 
 
-_SQLITE = (*_tables("INTEGER PRIMARY KEY AUTOINCREMENT"), *sqlite_guards("custody_audit"))
-_PG_FUNCTION, _PG_TRIGGERS = pg_guards("custody_audit")
-
-
 def _index_guards(table: str, on_existing: str) -> tuple[str, ...]:
     """SQLite triggers making an evidence-index table (keyed by device and recording) write-once: no UPDATE,
     no DELETE, and an INSERT of an existing key does ``on_existing`` (``IGNORE``: nothing, as an ``ON
@@ -165,6 +161,14 @@ def create_append_only(store: CustodyStore, tables: Callable[[str], Sequence[str
                 tx.run(stmt)
 
 
+def create_append_only_table(store: CustodyStore, tables: Callable[[str], Sequence[str]], table: str) -> None:
+    """:func:`create_append_only` for ``tables(serial)`` whose ``table`` has the serial key ``n``: guarded by
+    :func:`sqlite_guards` / :func:`pg_guards` (the trigger checked on PostgreSQL: ``<table>_no_change``)."""
+    function, triggers = pg_guards(table)
+    create_append_only(store, tables, (*tables("INTEGER PRIMARY KEY AUTOINCREMENT"), *sqlite_guards(table)),
+                       function, triggers, f"{table}_no_change")
+
+
 def by_recording(device: str | None, recording: str | None) -> tuple[str, list[str]]:
     """`` WHERE device=? AND recording=?`` for those given (``""`` for none) and its arguments."""
     where, args = [], []
@@ -180,7 +184,7 @@ def by_recording(device: str | None, recording: str | None) -> tuple[str, list[s
 class CustodyLog:
     def __init__(self, store: CustodyStore) -> None:
         self._store = store
-        create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "custody_audit_no_change")
+        create_append_only_table(store, _tables, "custody_audit")
         for table, (function, triggers) in _INDEX_PG.items():  # separately: databases made before these guards
             create_append_only(store, lambda _serial: (), [q for q in _INDEX_SQLITE if f" ON {table} " in q],
                                function, triggers, f"{table}_no_change")

@@ -4,7 +4,7 @@ The markers a camera signed are never changed: a label only *refers* to one (by 
 the recording's timeline (frame 0 = the first frame of ``segment-00000``; the timeline of
 ``chapters.vtt``). One table, ``review_labels``, in the store's own database (SQLite or PostgreSQL,
 beside ``custody_audit``), **append-only** like the custody log (triggers refuse UPDATE, DELETE and, on
-PostgreSQL, TRUNCATE). Each row keeps who (``by``), when (``t_ns``, base's clock) and what it replaced
+PostgreSQL, TRUNCATE; on SQLite an INSERT replacing a row: ``custody.sqlite_guards``). Each row keeps who (``by``), when (``t_ns``, base's clock) and what it replaced
 (``replaces``: the label it supersedes, each label superseded at most once -- a unique index, so two
 reviewers changing the same label at once cannot both win). The current labels of a recording are the
 rows nobody replaced, less the ``withdraw`` rows.
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bodycam.base.custody import CustodyStore, by_recording, create_append_only
+from bodycam.base.custody import CustodyStore, by_recording, create_append_only_table
 from bodycam.base.rules import Tx
 from bodycam.device.errors import UsageError
 
@@ -53,25 +53,6 @@ def _tables(serial: str) -> tuple[str, ...]:
         "CREATE INDEX IF NOT EXISTS review_labels_recording ON review_labels(device, recording, n)",
         "CREATE UNIQUE INDEX IF NOT EXISTS review_labels_replaces ON review_labels(replaces)",
     )
-
-
-_SQLITE = (
-    *_tables("INTEGER PRIMARY KEY AUTOINCREMENT"),
-    "CREATE TRIGGER IF NOT EXISTS review_labels_no_update BEFORE UPDATE ON review_labels "
-    "BEGIN SELECT RAISE(ABORT, 'review_labels is append-only: rows cannot be changed'); END",
-    "CREATE TRIGGER IF NOT EXISTS review_labels_no_delete BEFORE DELETE ON review_labels "
-    "BEGIN SELECT RAISE(ABORT, 'review_labels is append-only: rows cannot be deleted'); END",
-)
-_PG_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION review_labels_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'review_labels is append-only: % refused', TG_OP; END $$"
-)
-_PG_TRIGGERS = (
-    "CREATE TRIGGER review_labels_no_change BEFORE UPDATE OR DELETE ON review_labels "
-    "FOR EACH ROW EXECUTE FUNCTION review_labels_append_only()",
-    "CREATE TRIGGER review_labels_no_truncate BEFORE TRUNCATE ON review_labels "
-    "FOR EACH STATEMENT EXECUTE FUNCTION review_labels_append_only()",
-)
 
 
 @dataclass(frozen=True)
@@ -181,7 +162,7 @@ def current(labels: Sequence[Label]) -> list[Label]:
 class LabelStore:
     def __init__(self, store: CustodyStore) -> None:
         self._store = store
-        create_append_only(store, _tables, _SQLITE, _PG_FUNCTION, _PG_TRIGGERS, "review_labels_no_change")
+        create_append_only_table(store, _tables, "review_labels")
 
     def labels(self, device: str | None = None, recording: str | None = None) -> list[Label]:
         """Every label (history included), oldest first."""

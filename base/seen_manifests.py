@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bodycam.base.custody import create_append_only, pg_guards, sqlite_guards
+from bodycam.base.custody import create_append_only_table
 from bodycam.base.rules import Tx
 
 Link = tuple[str, str]
@@ -58,10 +58,7 @@ class Seen:
 class SeenManifests:
     def __init__(self, store: SeenStore) -> None:
         self._store = store
-        function, triggers = pg_guards("seen_manifests")
-        create_append_only(store, _tables, (*_tables("INTEGER PRIMARY KEY AUTOINCREMENT"),
-                                            *sqlite_guards("seen_manifests")),
-                           function, triggers, "seen_manifests_no_change")
+        create_append_only_table(store, _tables, "seen_manifests")
 
     def add(self, device: str, recording: str, manifest_sha256: str, key_id: str, previous: Any, t_ns: int) -> None:
         """Keep a manifest whose signature verified with ``key_id`` (once per distinct manifest)."""

@@ -173,3 +173,28 @@ def test_the_evidence_index_is_write_once(db: str) -> None:
         assert custody.link(DEVICE, HEAD[0]) == ("20260301T100000000Z", "b" * 64)
     finally:
         store.close()
+
+
+def test_review_labels_cannot_be_rewritten_by_insert_or_replace(db: str) -> None:
+    """The review labels share the append-only guards (custody.create_append_only_table)."""
+    from bodycam.base.review_labels import LabelStore
+
+    store = open_store(db)
+    try:
+        LabelStore(store)  # type: ignore[arg-type]
+        cols = "(device, recording, kind, marker, frame, end_frame, replaces, by_user, t_ns, note)"
+        with store.transaction() as tx:
+            tx.run(f"INSERT INTO review_labels {cols} VALUES ('cam-01', 'r', 'add', NULL, 5, NULL, NULL, 'ann', 1, '')")
+        before = store.read("SELECT * FROM review_labels ORDER BY n")
+        n = before[0][0]
+        if isinstance(store, PostgresStore):
+            sql = (f"INSERT INTO review_labels (n, {cols[1:]} OVERRIDING SYSTEM VALUE VALUES ({n}, 'cam-01', 'r', "
+                   "'add', NULL, 9, NULL, NULL, 'x', 2, '') ON CONFLICT (n) DO UPDATE SET frame = 9")
+        else:
+            sql = (f"INSERT OR REPLACE INTO review_labels (n, {cols[1:]} VALUES ({n}, 'cam-01', 'r', 'add', NULL, 9, "
+                   "NULL, NULL, 'x', 2, '')")
+        with pytest.raises(StorageError, match="append-only"), store.transaction() as tx:
+            tx.run(sql)
+        assert store.read("SELECT * FROM review_labels ORDER BY n") == before
+    finally:
+        store.close()
