@@ -231,7 +231,7 @@ def _library_training(spec: DataSpec, log: Callable[[str], None]) -> list[Scene]
     from bodycam.model_compile import library_eval as le
     from bodycam.model_compile.library_scenes import Prepared, library_scenes
 
-    manifest = Path(spec.library_manifest) if spec.library_manifest else Path(le.__file__).with_name("third_party_sounds.tsv")
+    manifest = Path(spec.library_manifest) if spec.library_manifest else le.DEFAULT_MANIFEST
     decoded, _bad = le.load_library(manifest, Path(spec.library_root), log)
     dev = Prepared(le.split_library(decoded, spec.library_held_out)["dev"])
     log(f"audio data: {spec.library_scenes} + {spec.library_free_scenes} shot-free library scenes of "

@@ -355,7 +355,7 @@ def _library_split(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], Any
     """The library of ``--manifest``/``--root`` split by ``--held-out``, and the lines it could not read."""
     from bodycam.model_compile import library_eval as le
 
-    manifest = args.manifest or Path(le.__file__).with_name("third_party_sounds.tsv")
+    manifest = args.manifest or le.DEFAULT_MANIFEST
     held = le.DEFAULT_HELD_OUT if args.held_out is None else tuple(s.strip() for s in args.held_out.split(",") if s.strip())
     decoded, bad = le.load_library(manifest, args.root, _log)
     for line in bad[:10]:

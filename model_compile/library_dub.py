@@ -26,12 +26,11 @@ from bodycam.device.errors import ClipError, StorageError, UsageError
 from bodycam.hw_sim.audio_randomise import encode_mono
 from bodycam.model_compile.audio_clips import IMPULSE_KINDS
 from bodycam.model_compile.library_scenes import (
-    BED_RMS_DBFS,
     IMPULSE_PEAK_DBFS,
     MIC_RATE,
     SHOT_PEAK_DBFS,
     Prepared,
-    bed_loop,
+    beds,
     db_gain,
 )
 
@@ -44,10 +43,8 @@ def dub_track(truth: dict[str, Any], lib: Prepared, rng: np.random.Generator) ->
     if int(truth["audio"]["sample_rate"]) != MIC_RATE:
         raise ClipError(f"{truth.get('clip')}: sound at {truth['audio']['sample_rate']} Hz, expected {MIC_RATE}")
     n = int(truth["audio"]["samples"])
-    out = np.zeros(n, np.float32)
-    for _ in range(int(rng.integers(1, 3)) if lib.beds else 0):
-        out += bed_loop(rng, lib.beds[int(rng.integers(len(lib.beds)))], n) * db_gain(rng.uniform(*BED_RMS_DBFS))
-    events: list[tuple[int, float, list[tuple[F32, int, str]]]] = []
+    out = beds(rng, lib, n)
+    events: list[tuple[int, float, list[tuple[F32, str]]]] = []
     for s in truth["shots"]:
         level = float(np.clip(float(s.get("loudness_db", 0.0)), *SHOT_PEAK_DBFS))
         events.append((int(s["audio_sample"]), level, lib.shots))

@@ -21,7 +21,9 @@ from bodycam.model_compile.audio_eval import Tally, evaluate_sets, replay, score
 from bodycam.model_compile.library_scenes import LibraryScene, Prepared, library_scenes
 from bodycam.model_compile.sound_library import Decoded, LibrarySound, load, read_manifest
 
-#: sources held out of every choice in the shipped manifest (model_compile/third_party_sounds.tsv)
+#: the shipped manifest: the Debian game-data sounds of scripts/third-party-sounds.sh
+DEFAULT_MANIFEST = Path(__file__).with_name("third_party_sounds.tsv")
+#: sources held out of every choice in the shipped manifest
 DEFAULT_HELD_OUT = LIBRARY_HELD_OUT
 SPLITS = ("held_out", "dev")
 SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -98,10 +100,10 @@ def evaluate_library(models: Sequence[Path], sets: dict[str, list[LibraryScene]]
     for m in models:
         own = load_audio_model_spec(m).threshold
         scores = {k: stream_scores(m, v) for k, v in plain.items()}
-        at_own = evaluate_sets(m, plain, threshold=own, scores=scores)
+        at = {th: evaluate_sets(m, plain, threshold=th, scores=scores) for th in sorted({*thresholds, own})}
+        at_own = at[own]
         sweep = {}
-        for th in sorted({*thresholds, own}):
-            r = evaluate_sets(m, plain, threshold=th, scores=scores)
+        for th, r in at.items():
             sweep[f"{th:g}"] = {s: {"recall": r[s]["recall"], "precision": r[s]["precision"],
                                     "false_alarms_per_hour": r[f"{s}_shot_free"]["false_alarms_per_hour"]}
                                 for s in SPLITS if s in r}
@@ -121,5 +123,5 @@ def describe(split: dict[str, list[Decoded]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-__all__ = ["DEFAULT_HELD_OUT", "LEVEL_BANDS", "SPLITS", "describe", "evaluate_library", "library_sets",
+__all__ = ["DEFAULT_HELD_OUT", "DEFAULT_MANIFEST", "LEVEL_BANDS", "SPLITS", "describe", "evaluate_library", "library_sets",
            "load_library", "recall_by_level", "split_library"]

@@ -43,8 +43,8 @@ class Prepared:
     """A library's sounds at the microphone's rate, peak-normalised, onsets found, by label."""
 
     def __init__(self, decoded: Sequence[Decoded]) -> None:
-        self.shots: list[tuple[F32, int, str]] = []
-        self.impulses: list[tuple[F32, int, str]] = []
+        self.shots: list[tuple[F32, str]] = []  # (the sound from its onset, peak 1; "source:kind")
+        self.impulses: list[tuple[F32, str]] = []
         self.beds: list[F32] = []
         for d in decoded:
             x = firmware_resample(d.audio, d.rate, MIC_RATE) if d.rate != MIC_RATE else d.audio.astype(np.float32)
@@ -57,7 +57,7 @@ class Prepared:
                 continue
             o = onset(x, MIC_RATE)
             cut = (x[o : o + int(MAX_SOUND_S * MIC_RATE)] / peak).astype(np.float32)
-            entry = (cut, o, f"{d.sound.source}:{d.sound.kind}")
+            entry = (cut, f"{d.sound.source}:{d.sound.kind}")
             (self.shots if d.sound.label == "shot" else self.impulses).append(entry)
 
 
@@ -73,6 +73,15 @@ def bed_loop(rng: np.random.Generator, bed: F32, n: int) -> F32:
     return out
 
 
+def beds(rng: np.random.Generator, lib: Prepared, n: int) -> F32:
+    """``n`` samples of one or two of the library's beds (looped) at RMS levels from :data:`BED_RMS_DBFS`
+    (silence when it has none)."""
+    out = np.zeros(n, np.float32)
+    for _ in range(int(rng.integers(1, 3)) if lib.beds else 0):
+        out += bed_loop(rng, lib.beds[int(rng.integers(len(lib.beds)))], n) * db_gain(rng.uniform(*BED_RMS_DBFS))
+    return out
+
+
 @dataclass(frozen=True)
 class LibraryScene:
     scene: Scene
@@ -85,9 +94,7 @@ def library_scene(rng: np.random.Generator, lib: Prepared, seconds: float, shots
     """One scene (see the module docstring): ``shots`` gunshots and about ``impulse_rate``
     distractors a second, on a bed; truths at the features' rate."""
     n = int(seconds * MIC_RATE)
-    out = np.zeros(n, np.float32)
-    for _ in range(int(rng.integers(1, 3)) if lib.beds else 0):
-        out += bed_loop(rng, lib.beds[int(rng.integers(len(lib.beds)))], n) * db_gain(rng.uniform(*BED_RMS_DBFS))
+    out = beds(rng, lib, n)
     want = [("shot", k) for k in range(shots if lib.shots else 0)]
     want += [("impulse", k) for k in range(int(rng.poisson(impulse_rate * seconds)) if lib.impulses else 0)]
     order = rng.permutation(len(want)) if want else np.zeros(0, np.int64)
@@ -98,7 +105,7 @@ def library_scene(rng: np.random.Generator, lib: Prepared, seconds: float, shots
     for k in order:
         label = want[int(k)][0]
         pool = lib.shots if label == "shot" else lib.impulses
-        snd, _o, name = pool[int(rng.integers(len(pool)))]
+        snd, name = pool[int(rng.integers(len(pool)))]
         for _try in range(20):
             s = int(rng.integers(int(0.1 * MIC_RATE), max(int(0.1 * MIC_RATE) + 1, n - int(0.3 * MIC_RATE))))
             if all(abs(s - t) >= space for t in taken):
@@ -135,4 +142,4 @@ def library_scenes(lib: Prepared, count: int, seed: int, seconds: float = 10.0, 
             for _ in range(count)]
 
 
-__all__ = ["BED_RMS_DBFS", "IMPULSE_PEAK_DBFS", "MIC_RATE", "SHOT_PEAK_DBFS", "LibraryScene", "Prepared", "bed_loop", "db_gain", "library_scene", "library_scenes"]
+__all__ = ["BED_RMS_DBFS", "IMPULSE_PEAK_DBFS", "MIC_RATE", "SHOT_PEAK_DBFS", "LibraryScene", "Prepared", "bed_loop", "beds", "db_gain", "library_scene", "library_scenes"]

@@ -15,11 +15,11 @@ import pytest
 from bodycam.device.detect.audio_features import FEATURES
 from bodycam.device.errors import ClipError, ConfigError, UsageError
 from bodycam.model_compile import cli
-from bodycam.model_compile.library_eval import DEFAULT_HELD_OUT, load_library, split_library
+from bodycam.model_compile.library_eval import DEFAULT_HELD_OUT, DEFAULT_MANIFEST, load_library, split_library
 from bodycam.model_compile.library_scenes import MIC_RATE, SHOT_PEAK_DBFS, Prepared, library_scenes
 from bodycam.model_compile.sound_library import LibrarySound, load, onset, read_manifest
 
-SHIPPED_MANIFEST = Path(cli.__file__).with_name("third_party_sounds.tsv")
+SHIPPED_MANIFEST = DEFAULT_MANIFEST
 
 
 def _encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
